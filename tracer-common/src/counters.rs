@@ -1,0 +1,20 @@
+//! Indexes into the per-CPU `COUNTERS` array: every event the programs saw or lost.
+
+/// On-CPU samples taken of tracked threads.
+pub const CPU_SAMPLES: u32 = 0;
+/// User stack could not be taken: the stack map bucket was held by another stack (-EEXIST).
+pub const USER_STACK_COLLISION: u32 = 1;
+/// User stack could not be taken: any other error (-EFAULT: no user context, -ENOMEM …).
+pub const USER_STACK_ERROR: u32 = 2;
+/// Kernel stack map bucket collision (-EEXIST).
+pub const KERNEL_STACK_COLLISION: u32 = 3;
+/// Kernel stack error other than the normal -EFAULT of a sample taken in user mode.
+pub const KERNEL_STACK_ERROR: u32 = 4;
+/// A sample could not be counted because the CPU counts map was full.
+pub const CPU_KEYS_FULL: u32 = 5;
+/// A descendant could not be tracked because the tracked-TGID map was full.
+pub const TRACKED_FULL: u32 = 6;
+/// Lifecycle events dropped because the ring buffer was full.
+pub const EVENTS_DROPPED: u32 = 7;
+/// Number of counters.
+pub const COUNT: u32 = 8;

@@ -1,0 +1,16 @@
+//! Map sizes. Each value is a trade-off between kernel memory (memcg-accounted) and loss; every
+//! loss is counted (see `counters`) and reported, never silent.
+
+/// Tracked TGIDs: the target and its descendants. 2,000-child workloads must fit with room.
+pub const MAX_TRACKED: u32 = 65_536;
+/// Distinct (tgid, tid, user stack, kernel stack) keys for on-CPU samples. A 30 s session at
+/// 99 Hz on a busy CLI produces a few thousand.
+pub const MAX_CPU_KEYS: u32 = 65_536;
+/// User stack map buckets. The kernel's stack map drops a stack whose hash bucket is taken by a
+/// different stack (-EEXIST), so the map is sized well above the expected number of distinct
+/// stacks to keep collisions rare; each bucket costs 127 * 8 bytes.
+pub const USER_STACK_ENTRIES: u32 = 32_768;
+/// Kernel stacks are far fewer and shorter-lived in variety.
+pub const KERNEL_STACK_ENTRIES: u32 = 16_384;
+/// Lifecycle ring buffer size (bytes, power of two). Lifecycle events are rare.
+pub const EVENTS_RING_BYTES: u32 = 1 << 20;

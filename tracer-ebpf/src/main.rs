@@ -1,0 +1,63 @@
+//! rtrace's eBPF programs. This file only holds the entry points; each is a thin wrapper over a
+//! function in the module that owns the concern. Program names start with `rt_` so that a test
+//! (or a worried operator) can tell rtrace's programs apart in `bpftool prog list`.
+#![cfg_attr(target_arch = "bpf", no_std, no_main)]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+
+#[cfg(target_arch = "bpf")]
+mod counters;
+#[cfg(target_arch = "bpf")]
+mod cpu;
+#[cfg(target_arch = "bpf")]
+mod process;
+#[cfg(target_arch = "bpf")]
+mod target;
+
+#[cfg(target_arch = "bpf")]
+mod entry {
+    use aya_ebpf::{
+        macros::{perf_event, tracepoint},
+        programs::{PerfEventContext, TracePointContext},
+    };
+
+    #[perf_event]
+    pub fn rt_perf_sample(ctx: PerfEventContext) -> u32 {
+        crate::cpu::sample(&ctx);
+        0
+    }
+
+    #[tracepoint]
+    pub fn rt_task_newtask(ctx: TracePointContext) -> u32 {
+        let _ = crate::target::task_newtask(&ctx);
+        0
+    }
+
+    #[tracepoint]
+    pub fn rt_proc_exec(ctx: TracePointContext) -> u32 {
+        let _ = crate::process::sched_process_exec(&ctx);
+        0
+    }
+
+    #[tracepoint]
+    pub fn rt_proc_exit(ctx: TracePointContext) -> u32 {
+        let _ = crate::process::sched_process_exit(&ctx);
+        0
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
+
+/// Host builds (`cargo build --workspace`) get an empty binary; the real object is built for
+/// `bpfel-unknown-none` by `tracer/build.rs`.
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

@@ -1,0 +1,2 @@
+//! Pure functions from symbolized captures to analyses. No I/O.
+pub mod cpu;

@@ -1,0 +1,119 @@
+//! `Capture`: everything a session collected, before symbolization and analysis. Raw
+//! addresses, counts, process maps taken while the processes were alive, and loss counters.
+//! It is serializable, so a session can be saved (`capture.json`) and replayed with
+//! `rtrace report <capture.json>`, and so every later stage is testable without root.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Capture {
+    pub target: TargetInfo,
+    pub session: SessionInfo,
+    pub accounting: Accounting,
+    /// On-CPU sample counts by (process, thread, user stack, kernel stack).
+    pub cpu_samples: Vec<RawSample>,
+    /// Every process that was tracked, by TGID, with what symbolization needs.
+    pub processes: BTreeMap<u32, ProcessInfo>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub cmdline: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    #[default]
+    Duration,
+    Interrupt,
+    TargetExit,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Clock {
+    #[default]
+    CpuClock,
+    Cycles,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SessionInfo {
+    pub duration_ms: u64,
+    pub ended_by: EndedBy,
+    pub sample_frequency_hz: u64,
+    pub clock: Clock,
+    /// Start → probes attached, milliseconds (measured, reported by the benchmark).
+    pub attach_ms: u64,
+}
+
+/// Everything seen and everything lost. `lost_samples` are samples that happened but could not be
+/// counted; `stack_errors` are counted samples whose stack could not be taken.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Accounting {
+    pub cpu_samples: u64,
+    pub lost_samples: u64,
+    pub stack_errors: u64,
+    pub stack_errors_by_reason: StackErrors,
+    pub tracked_map_full: u64,
+    pub events_dropped: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct StackErrors {
+    /// The stack map bucket was taken by another stack (hash collision).
+    pub user_collision: u64,
+    /// No user stack could be walked (e.g. -EFAULT, -ENOMEM).
+    pub user_error: u64,
+    pub kernel_collision: u64,
+    pub kernel_error: u64,
+}
+
+impl StackErrors {
+    pub fn total(&self) -> u64 {
+        self.user_collision + self.user_error + self.kernel_collision + self.kernel_error
+    }
+}
+
+/// One (tgid, tid, user stack, kernel stack) key with its sample count. Stacks are leaf first,
+/// as the kernel gives them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RawSample {
+    pub tgid: u32,
+    pub tid: u32,
+    pub user: Vec<u64>,
+    pub kernel: Vec<u64>,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub cmdline: Vec<String>,
+    /// Executable file mappings, as /proc/PID/maps showed them while the process was alive.
+    pub maps: Vec<Mapping>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mapping {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// Path of the mapped file, or a pseudo name such as `[vdso]`.
+    pub path: String,
+    /// GNU build id, hex, when the file has one.
+    pub build_id: Option<String>,
+}
+
+impl ProcessInfo {
+    /// The mapping containing `addr`.
+    pub fn mapping_of(&self, addr: u64) -> Option<&Mapping> {
+        self.maps.iter().find(|m| m.start <= addr && addr < m.end)
+    }
+}

@@ -1,0 +1,102 @@
+//! What we know about every tracked process, captured while it is alive: name, command line
+//! and executable mappings (re-read after exec and periodically, since the dynamic loader maps
+//! libraries after exec). This is what lets a child that exits mid-session still symbolize.
+use std::collections::{BTreeMap, HashMap};
+
+use crate::{
+    capture::{Mapping, ProcessInfo},
+    procfs,
+};
+
+#[derive(Default)]
+pub struct Registry {
+    procs: BTreeMap<u32, Entry>,
+    build_ids: HashMap<String, Option<String>>,
+}
+
+struct Entry {
+    info: ProcessInfo,
+    alive: bool,
+}
+
+impl Registry {
+    /// Records a process we have just learned about (or re-reads it after exec).
+    pub fn snapshot(&mut self, pid: u32, exec: bool) {
+        let maps = procfs::maps(pid);
+        let comm = procfs::comm(pid);
+        let cmdline = procfs::cmdline(pid);
+        let entry = self.procs.entry(pid).or_insert_with(|| Entry {
+            info: ProcessInfo { pid, ..Default::default() },
+            alive: true,
+        });
+        if let Some(c) = comm {
+            entry.info.comm = c;
+        }
+        if !cmdline.is_empty() {
+            entry.info.cmdline = cmdline;
+        }
+        let Some(maps) = maps else { return };
+        if exec {
+            // A new program image: the old mappings no longer describe this pid.
+            entry.info.maps.clear();
+        }
+        for mut m in maps {
+            if !entry.info.maps.iter().any(|o| o.start == m.start && o.end == m.end && o.path == m.path) {
+                m.build_id = build_id(&mut self.build_ids, &m);
+                entry.info.maps.push(m);
+            }
+        }
+        entry.info.maps.sort();
+    }
+
+    pub fn knows(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
+    pub fn mark_exited(&mut self, pid: u32) {
+        if let Some(e) = self.procs.get_mut(&pid) {
+            e.alive = false;
+        }
+    }
+
+    /// Re-reads live processes; marks the ones that have gone.
+    pub fn refresh(&mut self) {
+        let live: Vec<u32> = self.procs.iter().filter(|(_, e)| e.alive).map(|(&p, _)| p).collect();
+        for pid in live {
+            if procfs::is_alive(pid) {
+                self.snapshot(pid, false);
+            } else {
+                self.mark_exited(pid);
+            }
+        }
+    }
+
+    /// Whether any known process is still alive (checks /proc for those not known dead).
+    pub fn any_alive(&mut self) -> bool {
+        let mut any = false;
+        for (&pid, e) in self.procs.iter_mut() {
+            if e.alive {
+                e.alive = procfs::is_alive(pid);
+                any |= e.alive;
+            }
+        }
+        any
+    }
+
+    pub fn into_processes(self) -> BTreeMap<u32, ProcessInfo> {
+        self.procs.into_iter().map(|(p, e)| (p, e.info)).collect()
+    }
+}
+
+fn build_id(cache: &mut HashMap<String, Option<String>>, m: &Mapping) -> Option<String> {
+    if !m.path.starts_with('/') {
+        return None;
+    }
+    cache
+        .entry(m.path.clone())
+        .or_insert_with(|| {
+            let id = blazesym::helper::read_elf_build_id(&m.path).ok().flatten()?;
+            Some(id.iter().map(|b| format!("{b:02x}")).collect())
+        })
+        .clone()
+}

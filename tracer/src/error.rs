@@ -1,0 +1,35 @@
+//! User-facing errors. Each names the object and the fix; all exit with code 2, so scripts can
+//! tell bad input (2) from a runtime failure (1).
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum UsageError {
+    #[error("pid {0} not found (it may have exited); check it with `ps -p {0}`")]
+    NoSuchPid(u32),
+    #[error("rtrace needs root or CAP_BPF+CAP_PERFMON; run it with sudo")]
+    NotPrivileged,
+    #[error("bad duration {0:?}: use a number with a unit, e.g. 30s, 2m, 500ms")]
+    BadDuration(String),
+    #[error("bad frequency {0:?}: use a whole number of Hz between 1 and 10000, e.g. -F 99")]
+    BadFrequency(String),
+    #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]
+    OutputNotWritable { path: PathBuf, reason: String },
+    #[error("command {0:?} not found; check the name or give its full path")]
+    CommandNotFound(String),
+    #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux missing); rtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    NoBtf,
+    #[error("tracefs is not available at /sys/kernel/tracing; mount it with `mount -t tracefs nodev /sys/kernel/tracing`")]
+    NoTracefs,
+    #[error("give either --pid PID or -- COMMAND, not both")]
+    PidAndCommand,
+    #[error("nothing to trace: give --pid PID or -- COMMAND [ARGS]")]
+    NoTarget,
+    #[error("capture file {path} could not be read: {reason}")]
+    BadCapture { path: PathBuf, reason: String },
+}
+
+impl UsageError {
+    pub const EXIT_CODE: u8 = 2;
+}

@@ -1,0 +1,15 @@
+//! rtrace: probes → collect → Capture → symbolize → analyze → render.
+//! See ../shared/docs/architecture.md for where each stage lives and why.
+pub mod analyze;
+pub mod capture;
+pub mod cli;
+pub mod collect;
+pub mod error;
+pub mod loader;
+pub mod procfs;
+pub mod render;
+pub mod report;
+pub mod session;
+pub mod spawn;
+pub mod symbolize;
+pub mod tracefs;

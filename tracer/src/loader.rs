@@ -1,0 +1,158 @@
+//! The only code that loads BPF, sets its globals, attaches and detaches. Every program is
+//! detached when `Probes` is dropped (aya unloads programs and closes links on drop), so every
+//! exit path — normal end, error, Ctrl-C, panic unwinding — leaves nothing behind; nothing is
+//! pinned, so even a SIGKILL of rtrace releases everything when its fds close.
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{
+        perf_event::{HardwareEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        PerfEvent, TracePoint,
+    },
+    Ebpf, EbpfLoader,
+};
+use tracer_common::{counters, cpu::CpuKey};
+
+use crate::{capture::Clock, tracefs::Format};
+
+/// The eBPF object built by build.rs; empty when the build skipped the eBPF step.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// Loaded and attached probes.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub clock: Clock,
+}
+
+pub struct Options {
+    pub follow_children: bool,
+    pub frequency_hz: u64,
+}
+
+impl Probes {
+    /// Loads the programs (not yet attached) with tracepoint layouts of this kernel.
+    pub fn load(opts: &Options) -> Result<Self> {
+        if EBPF_OBJECT.is_empty() {
+            bail!("this rtrace was built without its eBPF programs (RTRACE_SKIP_EBPF=1); rebuild with `cargo build --release`");
+        }
+        // On 6.x BPF memory is charged to the memcg; RLIMIT_MEMLOCK only matters on old kernels
+        // and raising it may be refused (no CAP_SYS_RESOURCE), so failure is not fatal.
+        let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: plain syscall with a valid pointer.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+
+        let newtask = Format::read("task", "task_newtask")?;
+        let exit = Format::read("sched", "sched_process_exit")?;
+        let follow: u32 = opts.follow_children.into();
+        let newtask_pid = newtask.offset("pid")?;
+        let newtask_flags = newtask.offset("clone_flags")?;
+        // group_dead appeared in 6.x; without it the loader tells the program to use tid == tgid.
+        let group_dead = exit.field("group_dead").map(|f| f.offset).unwrap_or(u32::MAX);
+
+        let ebpf = EbpfLoader::new()
+            .override_global("FOLLOW_CHILDREN", &follow, true)
+            .override_global("NEWTASK_PID_OFF", &newtask_pid, true)
+            .override_global("NEWTASK_FLAGS_OFF", &newtask_flags, true)
+            .override_global("EXIT_GROUP_DEAD_OFF", &group_dead, true)
+            .load(EBPF_OBJECT)
+            .context("loading rtrace's eBPF programs")?;
+        Ok(Self { ebpf, clock: Clock::CpuClock })
+    }
+
+    /// Adds a TGID to the tracked set.
+    pub fn track(&mut self, tgid: u32, kind: u32) -> Result<()> {
+        let mut map: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACKED")?)?;
+        map.insert(tgid, kind, 0).with_context(|| format!("tracking pid {tgid}"))?;
+        Ok(())
+    }
+
+    pub fn tracked(&self) -> Result<Vec<u32>> {
+        let map: HashMap<_, u32, u32> = HashMap::try_from(self.map("TRACKED")?)?;
+        Ok(map.keys().filter_map(Result::ok).collect())
+    }
+
+    /// Attaches the lifecycle tracepoints, then one sampling perf event per online CPU.
+    pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
+        for (prog, category, event) in [
+            ("rt_task_newtask", "task", "task_newtask"),
+            ("rt_proc_exec", "sched", "sched_process_exec"),
+            ("rt_proc_exit", "sched", "sched_process_exit"),
+        ] {
+            let tp: &mut TracePoint = self.program_mut(prog)?.try_into()?;
+            tp.load().with_context(|| format!("loading {prog}"))?;
+            tp.attach(category, event).with_context(|| format!("attaching {prog} to {category}:{event}"))?;
+        }
+
+        let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
+        let perf: &mut PerfEvent = self.program_mut("rt_perf_sample")?.try_into()?;
+        perf.load().context("loading rt_perf_sample")?;
+        // Hardware cycles where a PMU exists; VMs often have none, then the cpu-clock timer.
+        let mut clock = Clock::Cycles;
+        for (i, &cpu) in cpus.iter().enumerate() {
+            let scope = PerfEventScope::AllProcessesOneCpu { cpu };
+            let policy = SamplePolicy::Frequency(frequency_hz);
+            if clock == Clock::Cycles {
+                match perf.attach(PerfEventConfig::Hardware(HardwareEvent::CpuCycles), scope, policy, false) {
+                    Ok(_) => continue,
+                    Err(_) if i == 0 => clock = Clock::CpuClock,
+                    Err(e) => return Err(e).context(format!("attaching cycles sampling on cpu {cpu}")),
+                }
+            }
+            perf.attach(PerfEventConfig::Software(SoftwareEvent::CpuClock), scope, policy, false)
+                .with_context(|| format!("attaching cpu-clock sampling on cpu {cpu}"))?;
+        }
+        self.clock = clock;
+        Ok(())
+    }
+
+    /// Detaches and unloads every program; maps stay readable until `Probes` is dropped.
+    pub fn detach(&mut self) {
+        for (_, prog) in self.ebpf.programs_mut() {
+            let _ = match prog {
+                aya::programs::Program::PerfEvent(p) => p.unload(),
+                aya::programs::Program::TracePoint(p) => p.unload(),
+                _ => Ok(()),
+            };
+        }
+    }
+
+    /// Sum over CPUs of one counter.
+    pub fn counter(&self, index: u32) -> u64 {
+        let Ok(map) = self.map("COUNTERS") else { return 0 };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
+        arr.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    pub fn counters(&self) -> [u64; counters::COUNT as usize] {
+        let mut out = [0; counters::COUNT as usize];
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = self.counter(i as u32);
+        }
+        out
+    }
+
+    pub fn cpu_counts(&self) -> Result<Vec<(CpuKey, u64)>> {
+        let map: HashMap<_, CpuKey, u64> = HashMap::try_from(self.map("CPU_COUNTS")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Frames (leaf first) of a stack id in the named stack map.
+    pub fn stacks(&self, name: &str) -> Result<StackTraceMap<&MapData>> {
+        Ok(StackTraceMap::try_from(self.map(name)?)?)
+    }
+
+    pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
+        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    fn map(&self, name: &str) -> Result<&aya::maps::Map> {
+        self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    }
+    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    }
+    fn program_mut(&mut self, name: &str) -> Result<&mut aya::programs::Program> {
+        self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+    }
+}

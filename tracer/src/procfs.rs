@@ -1,0 +1,126 @@
+//! Reads of /proc: process names, command lines, states, descendants and executable mappings.
+//! rtrace only reads /proc; it never writes to, signals or ptraces a traced process.
+use std::{collections::BTreeMap, fs};
+
+use crate::capture::Mapping;
+
+pub fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm")).ok().map(|s| s.trim_end().to_owned())
+}
+
+pub fn cmdline(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Fields of /proc/PID/stat after the command name: state and ppid.
+pub fn state_and_ppid(pid: u32) -> Option<(char, u32)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The comm may contain spaces and parentheses: the fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut it = rest.split(' ');
+    let state = it.next()?.chars().next()?;
+    let ppid = it.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Alive means: exists and is neither a zombie nor dead.
+pub fn is_alive(pid: u32) -> bool {
+    matches!(state_and_ppid(pid), Some((s, _)) if s != 'Z' && s != 'X')
+}
+
+/// All processes' parent pids (one pass over /proc).
+pub fn parent_map() -> BTreeMap<u32, u32> {
+    let mut out = BTreeMap::new();
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
+                if let Some((_, ppid)) = state_and_ppid(pid) {
+                    out.insert(pid, ppid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Descendants of `root` (not including it), zombies included.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let parents = parent_map();
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (&child, &ppid) in &parents {
+            if ppid == p && child != root && !out.contains(&child) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Parses /proc/PID/maps text into executable mappings (file-backed or pseudo like [vdso]).
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|line| {
+            let mut it = line.split_whitespace();
+            let range = it.next()?;
+            let perms = it.next()?;
+            let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+            let _dev = it.next()?;
+            let _inode = it.next()?;
+            let path: String = it.collect::<Vec<_>>().join(" ");
+            if !perms.contains('x') || path.is_empty() {
+                return None;
+            }
+            let (s, e) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(s, 16).ok()?,
+                end: u64::from_str_radix(e, 16).ok()?,
+                offset,
+                path,
+                build_id: None,
+            })
+        })
+        .collect()
+}
+
+pub fn maps(pid: u32) -> Option<Vec<Mapping>> {
+    fs::read_to_string(format!("/proc/{pid}/maps")).ok().map(|t| parse_maps(&t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps() {
+        let text = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234 /usr/bin/prog
+55d0c0a01000-55d0c0a05000 r-xp 00001000 fd:01 1234 /usr/bin/prog
+7f0000000000-7f0000001000 rw-p 00000000 00:00 0
+7ffd1000000-7ffd1002000 r-xp 00000000 00:00 0 [vdso]
+7f0000100000-7f0000200000 r-xp 00028000 fd:01 99 /tmp/a b (deleted)
+";
+        let m = parse_maps(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].start, 0x55d0c0a01000);
+        assert_eq!(m[0].offset, 0x1000);
+        assert_eq!(m[0].path, "/usr/bin/prog");
+        assert_eq!(m[1].path, "[vdso]");
+        assert_eq!(m[2].path, "/tmp/a b (deleted)");
+    }
+
+    #[test]
+    fn own_process() {
+        let me = std::process::id();
+        assert!(is_alive(me));
+        assert!(comm(me).is_some());
+        assert!(maps(me).unwrap().iter().any(|m| m.path.contains("tracer")));
+    }
+}

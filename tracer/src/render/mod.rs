@@ -1,0 +1,6 @@
+//! Renderers: analysis in, bytes out. Pure; where the bytes go is decided in `output`.
+pub mod flamegraph;
+pub mod json;
+pub mod output;
+pub mod pprof;
+pub mod text;

@@ -1,0 +1,238 @@
+//! Raw addresses → named frames. The only stage that reads binaries (through a `Resolver`, so
+//! tests can use a fake table). User addresses are turned into (file, file offset) with the
+//! mappings captured while each process was alive, so processes that exited during the session
+//! still symbolize; kernel addresses go through kallsyms.
+mod blaze;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+pub use blaze::BlazeResolver;
+
+use crate::capture::{Capture, ProcessInfo};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    /// The pseudo-frame at the root of every stack: the process name.
+    Process,
+    User,
+    Kernel,
+}
+
+/// One named frame.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Frame {
+    pub kind: FrameKind,
+    /// Function name (demangled), or `[unknown] (module+0xoffset)`.
+    pub function: String,
+    /// File the code lives in ("[kernel]" for kernel frames, the comm for the process frame).
+    pub module: String,
+    /// Offset in `module` (file offset for user code, address for kernel code).
+    pub offset: u64,
+    /// Build id of `module` when known.
+    pub build_id: Option<String>,
+}
+
+impl Frame {
+    pub fn process(comm: &str) -> Self {
+        Frame { kind: FrameKind::Process, function: comm.into(), module: comm.into(), offset: 0, build_id: None }
+    }
+
+    /// The name used in folded stacks and flame graphs: kernel frames get perf's `_[k]`.
+    pub fn folded_name(&self) -> String {
+        let name = self.function.replace(';', ":");
+        match self.kind {
+            FrameKind::Kernel => format!("{name}_[k]"),
+            _ => name,
+        }
+    }
+
+    pub fn is_unknown(&self) -> bool {
+        self.function.starts_with("[unknown]")
+    }
+}
+
+/// A symbolized stack, root (the process frame) first, with its sample count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stack {
+    pub tgid: u32,
+    pub tid: u32,
+    pub frames: Vec<Frame>,
+    pub count: u64,
+}
+
+/// Looks up names. `user` gets file offsets within one file and returns, for each, the
+/// function names outermost first (more than one when calls were inlined), or an empty vector
+/// when there is no symbol.
+pub trait Resolver {
+    fn user(&mut self, path: &str, offsets: &[u64]) -> Vec<Vec<String>>;
+    fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>>;
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+fn unknown(module: &str, offset: u64) -> String {
+    format!("[unknown] ({module}+{offset:#x})")
+}
+
+/// Where a user address lives: (path, file offset, build id), if a mapping covers it.
+fn locate<'a>(proc_: Option<&'a ProcessInfo>, addr: u64) -> Option<(&'a str, u64, Option<&'a String>)> {
+    let m = proc_?.mapping_of(addr)?;
+    Some((m.path.as_str(), addr - m.start + m.offset, m.build_id.as_ref()))
+}
+
+/// Symbolizes all on-CPU samples of a capture.
+pub fn cpu_stacks(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<Stack> {
+    let raw: Vec<(u32, u32, &[u64], &[u64], u64)> = capture
+        .cpu_samples
+        .iter()
+        .map(|s| (s.tgid, s.tid, s.user.as_slice(), s.kernel.as_slice(), s.count))
+        .collect();
+    stacks(capture, &raw, resolver)
+}
+
+/// Symbolizes (tgid, tid, user frames leaf-first, kernel frames leaf-first, count) tuples.
+pub fn stacks(capture: &Capture, raw: &[(u32, u32, &[u64], &[u64], u64)], resolver: &mut dyn Resolver) -> Vec<Stack> {
+    // Pass 1: collect every distinct (file, offset) and kernel address, to look them up in
+    // batches (one pass per binary is what makes symbolization fast).
+    let mut by_file: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    let mut kaddrs: Vec<u64> = Vec::new();
+    for &(tgid, _, user, kernel, _) in raw {
+        let p = capture.processes.get(&tgid);
+        for (i, &addr) in user.iter().enumerate() {
+            if let Some((path, off, _)) = locate(p, lookup_addr(addr, i)) {
+                if path.starts_with('/') {
+                    by_file.entry(path).or_default().push(off);
+                }
+            }
+        }
+        kaddrs.extend_from_slice(kernel);
+    }
+    let mut user_names: HashMap<(&str, u64), Vec<String>> = HashMap::new();
+    for (path, mut offs) in by_file {
+        offs.sort_unstable();
+        offs.dedup();
+        let names = resolver.user(path, &offs);
+        for (off, n) in offs.into_iter().zip(names) {
+            user_names.insert((path, off), n);
+        }
+    }
+    kaddrs.sort_unstable();
+    kaddrs.dedup();
+    let knames: HashMap<u64, Option<String>> = kaddrs.iter().copied().zip(resolver.kernel(&kaddrs)).collect();
+
+    // Pass 2: build root-first frame lists.
+    raw.iter()
+        .map(|&(tgid, tid, user, kernel, count)| {
+            let p = capture.processes.get(&tgid);
+            let comm = p.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()).unwrap_or("[unknown process]");
+            let mut frames = vec![Frame::process(comm)];
+            for (i, &addr) in user.iter().enumerate().rev() {
+                let a = lookup_addr(addr, i);
+                match locate(p, a) {
+                    Some((path, off, build_id)) => {
+                        let module = basename(path).to_owned();
+                        let names = user_names.get(&(path, off)).cloned().unwrap_or_default();
+                        if names.is_empty() {
+                            let function = unknown(&module, off);
+                            frames.push(Frame { kind: FrameKind::User, function, module: module.clone(), offset: off, build_id: build_id.cloned() });
+                        }
+                        for n in names {
+                            frames.push(Frame { kind: FrameKind::User, function: n, module: module.clone(), offset: off, build_id: build_id.cloned() });
+                        }
+                    }
+                    None => frames.push(Frame { kind: FrameKind::User, function: unknown("[anon]", a), module: "[anon]".into(), offset: a, build_id: None }),
+                }
+            }
+            for &addr in kernel.iter().rev() {
+                let function = knames.get(&addr).cloned().flatten().unwrap_or_else(|| unknown("[kernel]", addr));
+                frames.push(Frame { kind: FrameKind::Kernel, function, module: "[kernel]".into(), offset: addr, build_id: None });
+            }
+            Stack { tgid, tid, frames, count }
+        })
+        .collect()
+}
+
+/// Frames after the leaf are return addresses: the call instruction is just before them, and
+/// looking up `ret - 1` keeps a call at the very end of a function attributed to it (perf does
+/// the same).
+fn lookup_addr(addr: u64, index: usize) -> u64 {
+    if index == 0 { addr } else { addr.saturating_sub(1) }
+}
+
+#[cfg(test)]
+pub mod fake {
+    //! A fake resolver over literal tables, for tests without binaries.
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    pub struct FakeResolver {
+        /// (path, [start, end) file-offset range, name).
+        pub user: Vec<(String, u64, u64, String)>,
+        pub kernel: HashMap<u64, String>,
+    }
+
+    impl super::Resolver for FakeResolver {
+        fn user(&mut self, path: &str, offsets: &[u64]) -> Vec<Vec<String>> {
+            offsets
+                .iter()
+                .map(|&o| {
+                    self.user
+                        .iter()
+                        .filter(|(p, s, e, _)| p == path && *s <= o && o < *e)
+                        .map(|(_, _, _, n)| n.clone())
+                        .collect()
+                })
+                .collect()
+        }
+        fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
+            addrs.iter().map(|a| self.kernel.get(a).cloned()).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fake::FakeResolver, *};
+    use crate::capture::{Mapping, RawSample};
+
+    #[test]
+    fn maps_addresses_through_captured_mappings() {
+        let mut c = Capture::default();
+        c.processes.insert(
+            7,
+            ProcessInfo {
+                pid: 7,
+                comm: "prog".into(),
+                cmdline: vec![],
+                maps: vec![Mapping { start: 0x1000, end: 0x3000, offset: 0x10000, path: "/bin/prog".into(), build_id: Some("ab".into()) }],
+            },
+        );
+        // leaf 0x1100 (offset 0x10100 → leaf), return address 0x2001 (looked up at 0x2000 →
+        // main), an address outside any mapping, one kernel frame.
+        c.cpu_samples.push(RawSample { tgid: 7, tid: 8, user: vec![0x1100, 0x2001, 0x9999], kernel: vec![0xffff0001], count: 5 });
+        let mut r = FakeResolver::default();
+        r.user.push(("/bin/prog".into(), 0x10100, 0x10200, "leaf".into()));
+        r.user.push(("/bin/prog".into(), 0x11000, 0x11001, "main".into()));
+        r.kernel.insert(0xffff0001, "do_syscall_64".into());
+        let s = cpu_stacks(&c, &mut r);
+        let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
+        assert_eq!(names, ["prog", "[unknown] ([anon]+0x9998)", "main", "leaf", "do_syscall_64_[k]"]);
+        assert_eq!(s[0].frames[3].build_id.as_deref(), Some("ab"));
+        assert_eq!(s[0].count, 5);
+    }
+
+    #[test]
+    fn unknown_symbols_keep_module_and_offset() {
+        let mut c = Capture::default();
+        c.processes.insert(1, ProcessInfo { pid: 1, comm: "p".into(), cmdline: vec![], maps: vec![Mapping { start: 0x1000, end: 0x2000, offset: 0, path: "/lib/libx.so".into(), build_id: None }] });
+        c.cpu_samples.push(RawSample { tgid: 1, tid: 1, user: vec![0x1234], kernel: vec![0xdead], count: 1 });
+        let s = cpu_stacks(&c, &mut FakeResolver::default());
+        let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
+        assert_eq!(names, ["p", "[unknown] (libx.so+0x234)", "[unknown] ([kernel]+0xdead)_[k]"]);
+    }
+}
