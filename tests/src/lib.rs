@@ -1,1 +1,146 @@
+//! Helpers for rtrace's integration tests: build fixtures, run the real `rtrace` binary, read
+//! its report directory, and check that nothing was left loaded in the kernel.
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Mutex,
+    },
+};
 
+use serde_json::Value;
+
+pub fn root_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// The rtrace binary under test (built by `cargo xtask test`, or RTRACE_BIN).
+pub fn rtrace_bin() -> PathBuf {
+    let p = std::env::var_os("RTRACE_BIN").map(PathBuf::from).unwrap_or_else(|| root_dir().join("target/release/rtrace"));
+    assert!(p.exists(), "{} missing: run `cargo xtask test` (it builds rtrace first)", p.display());
+    p
+}
+
+/// Whether privileged tests can run. Not root: skip with a message, unless
+/// RTRACE_REQUIRE_PRIVILEGED=1 (CI), where skipping would hide a failure.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("RTRACE_REQUIRE_PRIVILEGED").is_some() {
+        panic!("{test}: needs root, and RTRACE_REQUIRE_PRIVILEGED is set");
+    }
+    eprintln!("SKIPPED {test}: needs root (CAP_BPF + CAP_PERFMON); `sudo cargo xtask test` runs it");
+    false
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Builds tests/fixtures/<name>.c or <name>.go into target/fixtures/<name> (once per change).
+pub fn fixture(name: &str) -> PathBuf {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src_dir = root_dir().join("tests/fixtures");
+    let out_dir = root_dir().join("target/fixtures");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(name);
+    let c = src_dir.join(format!("{name}.c"));
+    let go = src_dir.join(format!("{name}.go"));
+    let src = if c.exists() { c } else { go };
+    assert!(src.exists(), "no fixture source for {name}");
+    let fresh = |o: &Path| {
+        let (Ok(a), Ok(b)) = (o.metadata().and_then(|m| m.modified()), src.metadata().and_then(|m| m.modified())) else {
+            return false;
+        };
+        a >= b
+    };
+    if fresh(&out) {
+        return out;
+    }
+    let status = if src.extension().unwrap() == "c" {
+        // -O0 keeps a frame pointer in every function (GCC 12 drops it in leaf functions even
+        // with -mno-omit-leaf-frame-pointer at -O1), so user stacks walk completely.
+        Command::new("gcc")
+            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+    } else {
+        let go = std::env::var_os("RTRACE_GO").unwrap_or_else(|| "go".into());
+        Command::new(go)
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .env("GO111MODULE", "off")
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", root_dir().join("target/go-cache"))
+            .env("GOPATH", root_dir().join("target/go-path"))
+            .status()
+    }
+    .expect("running the fixture compiler");
+    assert!(status.success(), "building fixture {name} failed");
+    out
+}
+
+/// A fresh report directory under target/test-reports.
+pub fn report_dir(test: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = root_dir().join("target/test-reports").join(format!("{test}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+pub struct Run {
+    pub output: Output,
+    pub dir: PathBuf,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    pub fn report(&self) -> Value {
+        let p = self.dir.join("report.json");
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}\nstderr: {}", p.display(), self.stderr()));
+        serde_json::from_str(&text).unwrap()
+    }
+    /// cpu.folded (or another folded file) as (stack, value) pairs.
+    pub fn folded(&self, file: &str) -> Vec<(String, u64)> {
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (s, n) = l.rsplit_once(' ').unwrap();
+                (s.to_owned(), n.parse().unwrap())
+            })
+            .collect()
+    }
+}
+
+/// Runs rtrace with `-o <fresh dir>` and the given arguments, waiting for it to finish.
+pub fn rtrace(test: &str, args: &[&str]) -> Run {
+    let dir = report_dir(test);
+    let output = Command::new(rtrace_bin()).arg("-o").arg(&dir).args(args).output().expect("running rtrace");
+    Run { output, dir }
+}
+
+/// rtrace's BPF programs are named rt_*: none may stay loaded once a session is over.
+pub fn assert_no_rtrace_programs() {
+    let out = Command::new("bpftool").args(["prog", "list"]).output().expect("bpftool (installed by cargo xtask setup)");
+    assert!(out.status.success(), "bpftool prog list failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let left: Vec<&str> = text.lines().filter(|l| l.contains(" name rt_")).collect();
+    assert!(left.is_empty(), "rtrace BPF programs still loaded: {left:?}");
+}
+
+/// Sum of values of folded stacks containing `needle`.
+pub fn samples_matching(folded: &[(String, u64)], needle: &str) -> u64 {
+    folded.iter().filter(|(s, _)| s.contains(needle)).map(|(_, n)| n).sum()
+}

@@ -98,6 +98,10 @@ pub fn trace(cfg: Config) -> Result<()> {
     }
     probes.attach(cfg.frequency_hz)?;
     let attach_ms = t0.elapsed().as_millis() as u64;
+    if std::env::var_os("RTRACE_TIMINGS").is_some() {
+        // For `cargo xtask bench`: it starts the measured work once probes are attached.
+        eprintln!("rtrace-timings: attached attach_ms={attach_ms}");
+    }
     let target = match (&cfg.target, held.as_mut()) {
         (Target::Command { argv, .. }, Some(h)) => {
             let comm = Path::new(&argv[0]).file_name().map(|s| s.to_string_lossy().chars().take(15).collect()).unwrap_or_default();
@@ -113,7 +117,7 @@ pub fn trace(cfg: Config) -> Result<()> {
     let t1 = Instant::now();
     write_report(&dir, &capture, cfg.quiet)?;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
-        eprintln!("rtrace-timings: attach_ms={attach_ms} report_ms={}", t1.elapsed().as_millis());
+        eprintln!("rtrace-timings: report_ms={}", t1.elapsed().as_millis());
     }
     Ok(())
 }

@@ -15,11 +15,18 @@ pub fn render(lines: &[String], style: Style<'_>, out: &mut dyn Write) -> Result
     opts.title = style.title;
     opts.count_name = style.count_name.to_owned();
     opts.colors = style.palette;
-    // An empty profile still gets a valid SVG saying so, instead of an error.
+    // inferno refuses an empty profile; the user still gets a valid SVG that says so.
     if lines.is_empty() {
-        opts.subtitle = Some("no samples".into());
-        let empty = ["[no samples] 0".to_owned()];
-        flamegraph::from_lines(&mut opts, empty.iter().map(String::as_str), out)?;
+        let title = opts.title.replace('&', "&amp;").replace('<', "&lt;");
+        write!(
+            out,
+            r#"<?xml version="1.0" standalone="no"?>
+<svg version="1.1" width="1200" height="80" xmlns="http://www.w3.org/2000/svg">
+<text x="600" y="24" text-anchor="middle" font-size="17" font-family="Verdana">{title}</text>
+<text x="600" y="56" text-anchor="middle" font-size="14" font-family="Verdana">no samples</text>
+</svg>
+"#
+        )?;
         return Ok(());
     }
     flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)?;
@@ -40,5 +47,14 @@ mod tests {
         assert!(svg.starts_with("<?xml"));
         assert!(svg.contains("rtrace: prog (pid 1), 2.0 s"));
         assert!(svg.contains("leaf (95 samples, 95.00%)"));
+    }
+
+    #[test]
+    fn empty_profile_is_a_valid_svg() {
+        let mut out = Vec::new();
+        let style = Style { title: "t <x>".into(), count_name: "samples", palette: Palette::default() };
+        render(&[], style, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(svg.contains("no samples") && svg.contains("t &lt;x>"));
     }
 }

@@ -1,0 +1,165 @@
+//! On-CPU profiling, end to end, against fixtures with known call chains (root required).
+use std::{
+    process::{Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use tests::*;
+
+/// main → outer → middle → leaf, symbolized in order, leaf ≥ 90% of samples, nothing lost.
+#[test]
+fn c_call_chain_symbolized_in_order() {
+    if !privileged("c_call_chain_symbolized_in_order") {
+        return;
+    }
+    let bin = fixture("cpu_chain");
+    let run = rtrace("c_chain", &["-q", "--", bin.to_str().unwrap(), "2"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    assert_eq!(r["schema_version"], 1);
+    assert_eq!(r["session"]["ended_by"], "target_exit");
+    assert_eq!(r["session"]["clock"], "cpu-clock");
+    assert_eq!(r["accounting"]["lost_samples"], 0);
+    assert_eq!(r["accounting"]["stack_errors"], 0);
+    let total = r["accounting"]["cpu_samples"].as_u64().unwrap();
+    // 2 s at 99 Hz of one busy thread: ~198 samples.
+    assert!((150..=260).contains(&total), "samples {total}");
+
+    let folded = run.folded("cpu.folded");
+    let chain = samples_matching(&folded, "cpu_chain;__libc_start_call_main;main;outer;middle;leaf");
+    assert!(chain * 100 >= total * 90, "chain has {chain} of {total} samples: {folded:?}");
+    let top = &r["cpu"]["top"][0];
+    assert_eq!(top["function"], "leaf");
+    assert!(top["self_samples"].as_u64().unwrap() * 100 >= total * 90);
+
+    // The other files are there and well-formed.
+    let svg = std::fs::read_to_string(run.dir.join("cpu.svg")).unwrap();
+    assert!(svg.contains("rtrace on-CPU: cpu_chain") && svg.contains("leaf"));
+    let txt = std::fs::read_to_string(run.dir.join("report.txt")).unwrap();
+    assert!(txt.contains("leaf") && txt.contains("cpu.pb.gz"));
+    let pprof = Command::new("go").args(["tool", "pprof", "-top"]).arg(run.dir.join("cpu.pb.gz")).output().unwrap();
+    let top = String::from_utf8_lossy(&pprof.stdout);
+    assert!(pprof.status.success() && top.contains("leaf") && top.contains("middle"), "go tool pprof: {top}");
+    assert_no_rtrace_programs();
+}
+
+/// A Go program's hot function is named as Go names it.
+#[test]
+fn go_function_named() {
+    if !privileged("go_function_named") {
+        return;
+    }
+    let bin = fixture("go_hot");
+    let run = rtrace("go_hot", &["-q", "--", bin.to_str().unwrap(), "2"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let total = r["cpu"]["total_samples"].as_u64().unwrap();
+    let top = &r["cpu"]["top"][0];
+    assert_eq!(top["function"], "main.hotLoop", "top: {}", r["cpu"]["top"]);
+    assert!(top["self_samples"].as_u64().unwrap() * 100 >= total * 80);
+    let folded = run.folded("cpu.folded");
+    assert!(samples_matching(&folded, "go_hot;runtime.goexit;runtime.main;") >= total * 80 / 100, "{folded:?}");
+    assert!(samples_matching(&folded, ";main.hotLoop") * 100 >= total * 80, "{folded:?}");
+    assert_no_rtrace_programs();
+}
+
+/// --pid on a process that was already running, ended by --duration.
+#[test]
+fn attach_to_running_pid() {
+    if !privileged("attach_to_running_pid") {
+        return;
+    }
+    let bin = fixture("cpu_chain");
+    let mut child = Command::new(&bin).arg("6").spawn().unwrap();
+    sleep(Duration::from_millis(200));
+    let pid = child.id().to_string();
+    let run = rtrace("attach_pid", &["-q", "--pid", &pid, "-d", "1500ms"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    assert_eq!(r["session"]["ended_by"], "duration");
+    assert_eq!(r["target"]["pid"].as_u64().unwrap().to_string(), pid);
+    assert_eq!(r["target"]["comm"], "cpu_chain");
+    let ms = r["session"]["duration_ms"].as_u64().unwrap();
+    assert!((1400..2500).contains(&ms), "duration_ms {ms}");
+    let total = r["accounting"]["cpu_samples"].as_u64().unwrap();
+    assert!(total >= 100, "samples {total}");
+    let chain = samples_matching(&run.folded("cpu.folded"), "main;outer;middle;leaf");
+    assert!(chain * 100 >= total * 90);
+    assert_no_rtrace_programs();
+}
+
+/// The target exits mid-session: the report is written, ended_by target_exit.
+#[test]
+fn target_exit_mid_session() {
+    if !privileged("target_exit_mid_session") {
+        return;
+    }
+    let bin = fixture("cpu_chain");
+    let mut child = Command::new(&bin).arg("1.5").spawn().unwrap();
+    let pid = child.id().to_string();
+    let waiter = std::thread::spawn(move || child.wait());
+    let started = Instant::now();
+    let run = rtrace("target_exit", &["-q", "--pid", &pid, "-d", "30s"]);
+    waiter.join().unwrap().unwrap();
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let r = run.report();
+    assert_eq!(r["session"]["ended_by"], "target_exit");
+    assert!(r["accounting"]["cpu_samples"].as_u64().unwrap() > 50);
+    assert_no_rtrace_programs();
+}
+
+/// SIGINT to rtrace: the report is still written, ended_by interrupt; the target is untouched.
+#[test]
+fn sigint_writes_report() {
+    if !privileged("sigint_writes_report") {
+        return;
+    }
+    let bin = fixture("cpu_chain");
+    let dir = report_dir("sigint");
+    let mut rt = Command::new(rtrace_bin())
+        .arg("-q")
+        .arg("-o")
+        .arg(&dir)
+        .args(["--", bin.to_str().unwrap(), "20"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    sleep(Duration::from_millis(1500));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(rt.id() as i32, libc::SIGINT) };
+    let status = rt.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["session"]["ended_by"], "interrupt");
+    assert!(r["accounting"]["cpu_samples"].as_u64().unwrap() > 50);
+    // rtrace never signals its target: the command is still running after rtrace ended.
+    let pid = r["target"]["pid"].as_u64().unwrap() as i32;
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(state.contains(") R") || state.contains(") S"), "target state: {state}");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_no_rtrace_programs();
+}
+
+/// --no-children: a child's samples are not collected; with children they are.
+#[test]
+fn children_followed_unless_disabled() {
+    if !privileged("children_followed_unless_disabled") {
+        return;
+    }
+    let bin = fixture("cpu_chain");
+    let script = format!("{} 1.5; true", bin.display());
+    let with = rtrace("children", &["-q", "--", "sh", "-c", &script]);
+    assert_eq!(with.code(), Some(0), "stderr: {}", with.stderr());
+    let n = samples_matching(&with.folded("cpu.folded"), "cpu_chain;__libc_start_call_main;main;outer;middle;leaf");
+    assert!(n > 100, "child samples {n}");
+
+    let without = rtrace("no_children", &["-q", "--no-children", "--", "sh", "-c", &script]);
+    assert_eq!(without.code(), Some(0));
+    let n = samples_matching(&without.folded("cpu.folded"), "leaf");
+    assert_eq!(n, 0);
+    assert_no_rtrace_programs();
+}

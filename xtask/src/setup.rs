@@ -1,0 +1,90 @@
+//! Idempotent set-up, verified on Debian 12 / kernel 6.18 (see README "Toolchain"):
+//! Debian packages, the pinned nightly (LLVM 22) with rust-src for the eBPF build, bpf-linker
+//! built against LLVM 22, a modern Go for fixtures, and tracefs mounted. Each step checks first
+//! and only installs what is missing, so a set-up machine takes about a second.
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Result};
+
+use crate::util::{is_root, output, sh, step};
+
+/// Must match tracer/build.rs. Its LLVM (22) must match bpf-linker's.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-08-05";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// bpf-linker links LLVM 22; the rest build or compare against fixtures.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "gcc",
+    "golang-go",
+    "bpftool",
+    "bpftrace",
+    "linux-perf",
+];
+
+pub fn run() -> Result<()> {
+    packages()?;
+    tracefs()?;
+    toolchain()?;
+    bpf_linker()?;
+    step("set-up complete");
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg])).is_some_and(|s| s.contains("install ok installed"))
+}
+
+fn packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        step("Debian packages: all present");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("Debian packages missing: {}; run `sudo cargo xtask setup` or install them with apt-get", missing.join(" "));
+    }
+    step(&format!("installing Debian packages: {}", missing.join(" ")));
+    sh(Command::new("apt-get").arg("update").arg("-q"))?;
+    sh(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn tracefs() -> Result<()> {
+    if Path::new("/sys/kernel/tracing/events").exists() {
+        step("tracefs: mounted");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("tracefs is not mounted; run `sudo mount -t tracefs nodev /sys/kernel/tracing`");
+    }
+    step("mounting tracefs at /sys/kernel/tracing");
+    sh(Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]))
+}
+
+fn toolchain() -> Result<()> {
+    let have = output(Command::new("rustup").args(["toolchain", "list"])).unwrap_or_default();
+    let src = output(Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]))
+        .unwrap_or_default();
+    if have.lines().any(|l| l.starts_with(EBPF_TOOLCHAIN)) && src.lines().any(|l| l.starts_with("rust-src")) {
+        step(&format!("eBPF toolchain {EBPF_TOOLCHAIN} with rust-src: present"));
+        return Ok(());
+    }
+    step(&format!("installing Rust toolchain {EBPF_TOOLCHAIN} (LLVM 22) with rust-src for the eBPF build"));
+    sh(Command::new("rustup").args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal", "--component", "rust-src"]))
+}
+
+fn bpf_linker() -> Result<()> {
+    let v = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    if v.contains(BPF_LINKER_VERSION) {
+        step(&format!("bpf-linker {BPF_LINKER_VERSION}: present"));
+        return Ok(());
+    }
+    step(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"));
+    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+    sh(Command::new("cargo")
+        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features", "--features", "llvm-22"])
+        .env("PATH", path)
+        .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+}
