@@ -100,7 +100,7 @@ pub fn trace(cfg: Config) -> Result<()> {
     let attach_ms = t0.elapsed().as_millis() as u64;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         // For `cargo xtask bench`: it starts the measured work once probes are attached.
-        eprintln!("rtrace-timings: attached attach_ms={attach_ms}");
+        eprintln!("rtrace-timings: attached attach_ms={attach_ms} cpu_us={}", self_cpu_us());
     }
     let target = match (&cfg.target, held.as_mut()) {
         (Target::Command { argv, .. }, Some(h)) => {
@@ -115,11 +115,23 @@ pub fn trace(cfg: Config) -> Result<()> {
     let params = SessionParams { target, duration: cfg.duration, frequency_hz: cfg.frequency_hz, quiet: cfg.quiet, attach_ms };
     let capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     let t1 = Instant::now();
+    if std::env::var_os("RTRACE_TIMINGS").is_some() {
+        eprintln!("rtrace-timings: session_end cpu_us={}", self_cpu_us());
+    }
     write_report(&dir, &capture, cfg.quiet)?;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
-        eprintln!("rtrace-timings: report_ms={}", t1.elapsed().as_millis());
+        eprintln!("rtrace-timings: report_ms={} cpu_us={}", t1.elapsed().as_millis(), self_cpu_us());
     }
     Ok(())
+}
+
+/// rtrace's own CPU time so far (user + system), for the benchmark's timing lines.
+fn self_cpu_us() -> u64 {
+    // SAFETY: getrusage with a valid out-pointer.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(u.ru_utime) + us(u.ru_stime)
 }
 
 pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<()> {
