@@ -13,6 +13,8 @@ mod cpu;
 mod process;
 #[cfg(target_arch = "bpf")]
 mod target;
+#[cfg(target_arch = "bpf")]
+mod unwind;
 
 #[cfg(target_arch = "bpf")]
 mod entry {

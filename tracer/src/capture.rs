@@ -88,6 +88,16 @@ pub struct RawSample {
     pub user: Vec<u64>,
     pub kernel: Vec<u64>,
     pub count: u64,
+    /// Caller of a frameless leaf function, and the target of its call (see
+    /// tracer_common::cpu::CpuKey); 0 when not found.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub leaf_ret: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub leaf_callee: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -38,21 +38,23 @@ impl CpuProfile {
     /// Functions ranked by self samples (the leaf), and by total samples (anywhere on the
     /// stack, counted once per stack even under recursion). The process root frame is left out.
     pub fn top(&self, n: usize) -> (Vec<TopFunction>, Vec<TopFunction>) {
-        let mut acc: HashMap<&str, (u64, u64)> = HashMap::new();
+        // Names as in the flame graph: kernel functions carry `_[k]`.
+        let mut acc: HashMap<String, (u64, u64)> = HashMap::new();
         for (frames, count) in &self.stacks {
             let mut seen = HashSet::new();
             for f in frames.iter().filter(|f| f.kind != FrameKind::Process) {
-                if seen.insert(f.function.as_str()) {
-                    acc.entry(&f.function).or_default().1 += count;
+                let name = f.folded_name();
+                if seen.insert(name.clone()) {
+                    acc.entry(name).or_default().1 += count;
                 }
             }
             if let Some(leaf) = frames.last().filter(|f| f.kind != FrameKind::Process) {
-                acc.entry(&leaf.function).or_default().0 += count;
+                acc.entry(leaf.folded_name()).or_default().0 += count;
             }
         }
         let all: Vec<TopFunction> = acc
             .into_iter()
-            .map(|(f, (s, t))| TopFunction { function: f.to_owned(), self_samples: s, total_samples: t })
+            .map(|(f, (s, t))| TopFunction { function: f, self_samples: s, total_samples: t })
             .collect();
         let mut by_self = all.clone();
         by_self.retain(|t| t.self_samples > 0);
@@ -116,7 +118,7 @@ pub mod tests {
         let (by_self, by_total) = sample_profile().top(3);
         assert_eq!(by_self[0], TopFunction { function: "leaf".into(), self_samples: 95, total_samples: 95 });
         assert_eq!(by_self[1].function, "outer");
-        assert_eq!(by_self[2].function, "ksys_write");
+        assert_eq!(by_self[2].function, "ksys_write_[k]");
         assert_eq!(by_total[0], TopFunction { function: "main".into(), self_samples: 0, total_samples: 100 });
         assert_eq!(by_total[1].function, "outer");
         assert_eq!(by_total[1].total_samples, 98);

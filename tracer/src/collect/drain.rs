@@ -36,6 +36,8 @@ pub fn drain(probes: &Probes) -> Result<Capture> {
             user: frames(&user_stacks, &mut ucache, k.user_stack_id),
             kernel: frames(&kernel_stacks, &mut kcache, k.kernel_stack_id),
             count,
+            leaf_ret: k.leaf_ret,
+            leaf_callee: k.leaf_callee,
         })
         .collect();
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));

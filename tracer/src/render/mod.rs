@@ -1,5 +1,7 @@
 //! Renderers: analysis in, bytes out. Pure; where the bytes go is decided in `output`.
 pub mod flamegraph;
+#[cfg(test)]
+mod golden;
 pub mod json;
 pub mod output;
 pub mod pprof;

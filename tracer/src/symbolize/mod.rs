@@ -85,32 +85,65 @@ fn locate<'a>(proc_: Option<&'a ProcessInfo>, addr: u64) -> Option<(&'a str, u64
     Some((m.path.as_str(), addr - m.start + m.offset, m.build_id.as_ref()))
 }
 
+/// One stack to symbolize: user and kernel frames leaf first, as the kernel gives them.
+pub struct StackInput<'a> {
+    pub tgid: u32,
+    pub tid: u32,
+    pub user: &'a [u64],
+    pub kernel: &'a [u64],
+    /// (return address, call target) of a frameless leaf's caller, or (0, 0).
+    pub leaf: (u64, u64),
+    pub count: u64,
+}
+
 /// Symbolizes all on-CPU samples of a capture.
 pub fn cpu_stacks(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<Stack> {
-    let raw: Vec<(u32, u32, &[u64], &[u64], u64)> = capture
+    let raw: Vec<StackInput> = capture
         .cpu_samples
         .iter()
-        .map(|s| (s.tgid, s.tid, s.user.as_slice(), s.kernel.as_slice(), s.count))
+        .map(|s| StackInput {
+            tgid: s.tgid,
+            tid: s.tid,
+            user: &s.user,
+            kernel: &s.kernel,
+            leaf: (s.leaf_ret, s.leaf_callee),
+            count: s.count,
+        })
         .collect();
     stacks(capture, &raw, resolver)
 }
 
-/// Symbolizes (tgid, tid, user frames leaf-first, kernel frames leaf-first, count) tuples.
-pub fn stacks(capture: &Capture, raw: &[(u32, u32, &[u64], &[u64], u64)], resolver: &mut dyn Resolver) -> Vec<Stack> {
+/// The user addresses to look up for one stack, leaf first: the walked frames, with a frameless
+/// leaf's caller inserted after the leaf when it was found (and differs from the next frame).
+/// Each entry is (lookup address, is the frameless-leaf callee check).
+fn user_lookups(s: &StackInput) -> Vec<u64> {
+    let mut v = Vec::with_capacity(s.user.len() + 1);
+    for (i, &a) in s.user.iter().enumerate() {
+        v.push(lookup_addr(a, i));
+        if i == 0 && s.leaf.0 != 0 && s.user.get(1) != Some(&s.leaf.0) {
+            v.push(s.leaf.0 - 1);
+        }
+    }
+    v
+}
+
+/// Symbolizes stacks.
+pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver) -> Vec<Stack> {
     // Pass 1: collect every distinct (file, offset) and kernel address, to look them up in
     // batches (one pass per binary is what makes symbolization fast).
     let mut by_file: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let mut kaddrs: Vec<u64> = Vec::new();
-    for &(tgid, _, user, kernel, _) in raw {
-        let p = capture.processes.get(&tgid);
-        for (i, &addr) in user.iter().enumerate() {
-            if let Some((path, off, _)) = locate(p, lookup_addr(addr, i)) {
+    for s in raw {
+        let p = capture.processes.get(&s.tgid);
+        let callee = (s.leaf.1 != 0).then_some(s.leaf.1);
+        for a in user_lookups(s).into_iter().chain(callee) {
+            if let Some((path, off, _)) = locate(p, a) {
                 if path.starts_with('/') {
                     by_file.entry(path).or_default().push(off);
                 }
             }
         }
-        kaddrs.extend_from_slice(kernel);
+        kaddrs.extend_from_slice(s.kernel);
     }
     let mut user_names: HashMap<(&str, u64), Vec<String>> = HashMap::new();
     for (path, mut offs) in by_file {
@@ -123,16 +156,30 @@ pub fn stacks(capture: &Capture, raw: &[(u32, u32, &[u64], &[u64], u64)], resolv
     }
     kaddrs.sort_unstable();
     kaddrs.dedup();
-    let knames: HashMap<u64, Option<String>> = kaddrs.iter().copied().zip(resolver.kernel(&kaddrs)).collect();
+    let knames: HashMap<u64, Option<String>> =
+        if kaddrs.is_empty() { HashMap::new() } else { kaddrs.iter().copied().zip(resolver.kernel(&kaddrs)).collect() };
+    fn name_at<'m>(names: &'m HashMap<(&str, u64), Vec<String>>, p: Option<&'m ProcessInfo>, a: u64) -> Option<&'m String> {
+        let (path, off, _) = locate(p, a)?;
+        names.get(&(path, off))?.first()
+    }
 
     // Pass 2: build root-first frame lists.
     raw.iter()
-        .map(|&(tgid, tid, user, kernel, count)| {
-            let p = capture.processes.get(&tgid);
+        .map(|s| {
+            let p = capture.processes.get(&s.tgid);
             let comm = p.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()).unwrap_or("[unknown process]");
+            let mut lookups = user_lookups(s);
+            // Keep the inserted caller only if the call it returns from targets the leaf's own
+            // function; otherwise [sp] held something else.
+            if lookups.len() > s.user.len() {
+                let leaf_fn = name_at(&user_names, p, lookups[0]);
+                let callee_fn = name_at(&user_names, p, s.leaf.1);
+                if leaf_fn.is_none() || leaf_fn != callee_fn {
+                    lookups.remove(1);
+                }
+            }
             let mut frames = vec![Frame::process(comm)];
-            for (i, &addr) in user.iter().enumerate().rev() {
-                let a = lookup_addr(addr, i);
+            for &a in lookups.iter().rev() {
                 match locate(p, a) {
                     Some((path, off, build_id)) => {
                         let module = basename(path).to_owned();
@@ -148,11 +195,11 @@ pub fn stacks(capture: &Capture, raw: &[(u32, u32, &[u64], &[u64], u64)], resolv
                     None => frames.push(Frame { kind: FrameKind::User, function: unknown("[anon]", a), module: "[anon]".into(), offset: a, build_id: None }),
                 }
             }
-            for &addr in kernel.iter().rev() {
+            for &addr in s.kernel.iter().rev() {
                 let function = knames.get(&addr).cloned().flatten().unwrap_or_else(|| unknown("[kernel]", addr));
                 frames.push(Frame { kind: FrameKind::Kernel, function, module: "[kernel]".into(), offset: addr, build_id: None });
             }
-            Stack { tgid, tid, frames, count }
+            Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count }
         })
         .collect()
 }
@@ -214,7 +261,7 @@ mod tests {
         );
         // leaf 0x1100 (offset 0x10100 → leaf), return address 0x2001 (looked up at 0x2000 →
         // main), an address outside any mapping, one kernel frame.
-        c.cpu_samples.push(RawSample { tgid: 7, tid: 8, user: vec![0x1100, 0x2001, 0x9999], kernel: vec![0xffff0001], count: 5 });
+        c.cpu_samples.push(RawSample { tgid: 7, tid: 8, user: vec![0x1100, 0x2001, 0x9999], kernel: vec![0xffff0001], count: 5, ..Default::default() });
         let mut r = FakeResolver::default();
         r.user.push(("/bin/prog".into(), 0x10100, 0x10200, "leaf".into()));
         r.user.push(("/bin/prog".into(), 0x11000, 0x11001, "main".into()));
@@ -226,11 +273,34 @@ mod tests {
         assert_eq!(s[0].count, 5);
     }
 
+    /// A frameless leaf: the walk gives leaf, then the caller's caller; [sp] held the return
+    /// into `caller`, after a call to `leaf` itself, so `caller` is inserted. With a call
+    /// target elsewhere, nothing is inserted.
+    #[test]
+    fn frameless_leaf_caller_inserted_only_when_call_targets_leaf() {
+        let mut c = Capture::default();
+        c.processes.insert(1, ProcessInfo { pid: 1, comm: "p".into(), cmdline: vec![], maps: vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None }] });
+        let mut r = FakeResolver::default();
+        r.user.push(("/bin/p".into(), 0x100, 0x200, "leaf".into()));
+        r.user.push(("/bin/p".into(), 0x200, 0x300, "caller".into()));
+        r.user.push(("/bin/p".into(), 0x300, 0x400, "main".into()));
+        r.user.push(("/bin/p".into(), 0x400, 0x500, "other".into()));
+        let good = RawSample { tgid: 1, tid: 1, user: vec![0x1150, 0x1350], count: 1, leaf_ret: 0x1250, leaf_callee: 0x1100, ..Default::default() };
+        let bad = RawSample { leaf_callee: 0x1400, ..good.clone() };
+        let dup = RawSample { user: vec![0x1150, 0x1250, 0x1350], ..good.clone() };
+        c.cpu_samples = vec![good, bad, dup];
+        let s = cpu_stacks(&c, &mut r);
+        let names = |i: usize| s[i].frames.iter().map(Frame::folded_name).collect::<Vec<_>>();
+        assert_eq!(names(0), ["p", "main", "caller", "leaf"]);
+        assert_eq!(names(1), ["p", "main", "leaf"]);
+        assert_eq!(names(2), ["p", "main", "caller", "leaf"]);
+    }
+
     #[test]
     fn unknown_symbols_keep_module_and_offset() {
         let mut c = Capture::default();
         c.processes.insert(1, ProcessInfo { pid: 1, comm: "p".into(), cmdline: vec![], maps: vec![Mapping { start: 0x1000, end: 0x2000, offset: 0, path: "/lib/libx.so".into(), build_id: None }] });
-        c.cpu_samples.push(RawSample { tgid: 1, tid: 1, user: vec![0x1234], kernel: vec![0xdead], count: 1 });
+        c.cpu_samples.push(RawSample { tgid: 1, tid: 1, user: vec![0x1234], kernel: vec![0xdead], count: 1, ..Default::default() });
         let s = cpu_stacks(&c, &mut FakeResolver::default());
         let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
         assert_eq!(names, ["p", "[unknown] (libx.so+0x234)", "[unknown] ([kernel]+0xdead)_[k]"]);
