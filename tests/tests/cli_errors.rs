@@ -52,12 +52,21 @@ fn not_privileged() {
         return;
     }
     let me = std::process::id().to_string();
+    // A copy under /tmp: the checkout may live where user nobody cannot reach (e.g. /root).
+    let dir = std::env::temp_dir().join(format!("rtrace-unpriv-{me}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("rtrace");
+    std::fs::copy(rtrace_bin(), &bin).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-        .arg(rtrace_bin())
+        .arg(&bin)
         .args(["--pid", &me, "-d", "1s", "-o", "/tmp"])
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs root or CAP_BPF+CAP_PERFMON") && err.contains("sudo"), "{err}");
