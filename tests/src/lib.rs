@@ -144,3 +144,16 @@ pub fn assert_no_rtrace_programs() {
 pub fn samples_matching(folded: &[(String, u64)], needle: &str) -> u64 {
     folded.iter().filter(|(s, _)| s.contains(needle)).map(|(_, n)| n).sum()
 }
+
+/// The CPU time a fixture reported ("<name>: cpu_ms=N") in rtrace's inherited stdout.
+pub fn fixture_cpu_ms(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.split("cpu_ms=").nth(1)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cpu_ms line in: {stdout}"))
+}
+
+/// Samples expected for `cpu_ms` of CPU time at `hz`.
+pub fn expected_samples(cpu_ms: u64, hz: u64) -> u64 {
+    cpu_ms * hz / 1000
+}

@@ -16,5 +16,9 @@ pub const CPU_KEYS_FULL: u32 = 5;
 pub const TRACKED_FULL: u32 = 6;
 /// Lifecycle events dropped because the ring buffer was full.
 pub const EVENTS_DROPPED: u32 = 7;
+/// Off-CPU intervals recorded (at or above --min-block).
+pub const OFF_EVENTS: u32 = 8;
+/// Off-CPU intervals that could not be recorded: a map was full.
+pub const OFF_LOST: u32 = 9;
 /// Number of counters.
-pub const COUNT: u32 = 8;
+pub const COUNT: u32 = 10;

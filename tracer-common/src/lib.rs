@@ -8,6 +8,7 @@ pub mod counters;
 pub mod cpu;
 pub mod limits;
 pub mod process;
+pub mod sched;
 pub mod target;
 
 /// Implements `aya::Pod` for the listed types when built for userspace.

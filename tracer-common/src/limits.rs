@@ -14,3 +14,9 @@ pub const USER_STACK_ENTRIES: u32 = 32_768;
 pub const KERNEL_STACK_ENTRIES: u32 = 16_384;
 /// Lifecycle ring buffer size (bytes, power of two). Lifecycle events are rare.
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
+/// Threads switched out and not yet back (one entry per sleeping tracked thread).
+pub const MAX_OFF_THREADS: u32 = 65_536;
+/// Distinct (thread, stack, state) keys of blocked time.
+pub const MAX_OFF_KEYS: u32 = 65_536;
+/// Distinct (blocked stack, waker stack) pairs.
+pub const MAX_WAKE_KEYS: u32 = 65_536;

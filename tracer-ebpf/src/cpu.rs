@@ -37,6 +37,13 @@ pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
     }
 }
 
+/// A stack id without loss accounting (wakers: interrupt context often has no user stack).
+#[inline(always)]
+pub fn stack_quiet<C: StackIdContext>(ctx: &C, user: bool) -> i32 {
+    let r = if user { ctx.get_stackid(&USER_STACKS, BPF_F_USER_STACK as u64) } else { ctx.get_stackid(&KERNEL_STACKS, 0) };
+    r.map(|id| id as i32).unwrap_or(NO_STACK)
+}
+
 /// Kernel stack id. -EFAULT means the sample was taken in user mode: normal, not a loss.
 #[inline(always)]
 pub fn kernel_stack<C: StackIdContext>(ctx: &C) -> i32 {

@@ -12,6 +12,8 @@ mod cpu;
 #[cfg(target_arch = "bpf")]
 mod process;
 #[cfg(target_arch = "bpf")]
+mod sched;
+#[cfg(target_arch = "bpf")]
 mod target;
 #[cfg(target_arch = "bpf")]
 mod unwind;
@@ -44,6 +46,24 @@ mod entry {
     #[tracepoint]
     pub fn rt_proc_exit(ctx: TracePointContext) -> u32 {
         let _ = crate::process::sched_process_exit(&ctx);
+        0
+    }
+
+    #[tracepoint]
+    pub fn rt_sched_switch(ctx: TracePointContext) -> u32 {
+        let _ = crate::sched::sched_switch(&ctx);
+        0
+    }
+
+    #[tracepoint]
+    pub fn rt_sched_waking(ctx: TracePointContext) -> u32 {
+        let _ = crate::sched::sched_waking(&ctx);
+        0
+    }
+
+    /// Empty programs for the benchmarks' floor: the cost of the hook itself.
+    #[tracepoint]
+    pub fn rt_floor_tp(_ctx: TracePointContext) -> u32 {
         0
     }
 }

@@ -13,8 +13,75 @@ pub struct Capture {
     pub accounting: Accounting,
     /// On-CPU sample counts by (process, thread, user stack, kernel stack).
     pub cpu_samples: Vec<RawSample>,
+    /// Off-CPU time by (thread, stack, state class); threads still blocked at session end are
+    /// included with the time so far (`in_flight`).
+    #[serde(default)]
+    pub offcpu: Vec<RawOff>,
+    /// Blocked time by (blocked thread and stack, waker and its stack).
+    #[serde(default)]
+    pub wakeups: Vec<RawWake>,
     /// Every process that was tracked, by TGID, with what symbolization needs.
     pub processes: BTreeMap<u32, ProcessInfo>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum OffState {
+    /// S: waiting for an event (read on a pipe, futex, sleep, poll…).
+    #[default]
+    Sleep,
+    /// D: uninterruptible, typically disk I/O.
+    Disk,
+    /// Runnable but not running: preempted, or woken and waiting for a CPU.
+    Runqueue,
+}
+
+impl OffState {
+    pub fn from_kernel(v: u32) -> Self {
+        match v {
+            tracer_common::sched::STATE_DISK => OffState::Disk,
+            tracer_common::sched::STATE_RUNQUEUE => OffState::Runqueue,
+            _ => OffState::Sleep,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            OffState::Sleep => "sleep",
+            OffState::Disk => "disk",
+            OffState::Runqueue => "runqueue",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RawOff {
+    pub tgid: u32,
+    pub tid: u32,
+    pub user: Vec<u64>,
+    pub kernel: Vec<u64>,
+    pub state: OffState,
+    pub total_ns: u64,
+    pub count: u64,
+    pub max_ns: u64,
+    /// Still blocked when the session ended (time counted up to the end).
+    #[serde(default)]
+    pub in_flight: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RawWake {
+    pub tgid: u32,
+    pub tid: u32,
+    pub user: Vec<u64>,
+    pub kernel: Vec<u64>,
+    pub waker_pid: u32,
+    pub waker_tid: u32,
+    pub waker_comm: String,
+    pub waker_user: Vec<u64>,
+    pub waker_kernel: Vec<u64>,
+    pub total_ns: u64,
+    pub count: u64,
+    pub max_ns: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -49,6 +116,9 @@ pub struct SessionInfo {
     pub clock: Clock,
     /// Start → probes attached, milliseconds (measured, reported by the benchmark).
     pub attach_ms: u64,
+    /// Off-CPU intervals shorter than this were not recorded (--min-block); None: off-CPU off.
+    #[serde(default)]
+    pub min_block_us: Option<u64>,
 }
 
 /// Everything seen and everything lost. `lost_samples` are samples that happened but could not be
@@ -61,6 +131,11 @@ pub struct Accounting {
     pub stack_errors_by_reason: StackErrors,
     pub tracked_map_full: u64,
     pub events_dropped: u64,
+    /// Off-CPU intervals recorded, and lost because a map was full.
+    #[serde(default)]
+    pub offcpu_events: u64,
+    #[serde(default)]
+    pub offcpu_lost: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

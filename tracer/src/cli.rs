@@ -34,6 +34,16 @@ pub struct Args {
     /// No summary on stdout.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Off-CPU intervals shorter than this are not recorded (filtered in the kernel).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_MIN_BLOCK)]
+    pub min_block: String,
+    /// Do not trace off-CPU time (sched_switch / sched_waking).
+    #[arg(long)]
+    pub no_offcpu: bool,
+    /// Benchmarks only: attach empty programs to the hooks of one analysis, to measure the
+    /// floor cost of the hooks themselves.
+    #[arg(long, hide = true, value_name = "offcpu")]
+    pub bench_floor: Option<String>,
     #[command(subcommand)]
     pub subcommand: Option<Sub>,
     /// The command to start with probes already attached.
@@ -55,6 +65,9 @@ pub enum Sub {
     },
 }
 
+/// Default --min-block; see README "Overhead" for the measurement behind it.
+pub const DEFAULT_MIN_BLOCK: &str = "10us";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     Pid(u32),
@@ -71,6 +84,20 @@ pub struct Config {
     pub output: Option<PathBuf>,
     pub follow_children: bool,
     pub quiet: bool,
+    /// None: off-CPU tracing off.
+    pub min_block: Option<Duration>,
+    pub bench_floor: Option<Floor>,
+}
+
+/// Benchmark floor modes: empty programs on one analysis's hooks, nothing else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Floor {
+    Offcpu,
+}
+
+fn parse_min_block(s: &str) -> Result<Duration, UsageError> {
+    let d = humantime::parse_duration(s.trim()).map_err(|_| UsageError::BadMinBlock(s.into()))?;
+    Ok(d)
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, UsageError> {
@@ -125,6 +152,12 @@ impl Args {
             output: self.output,
             follow_children: !self.no_children,
             quiet: self.quiet,
+            min_block: if self.no_offcpu { None } else { Some(parse_min_block(&self.min_block)?) },
+            bench_floor: match self.bench_floor.as_deref() {
+                None => None,
+                Some("offcpu") => Some(Floor::Offcpu),
+                Some(other) => return Err(UsageError::BadFloor(other.into())),
+            },
         })
     }
 }
@@ -162,6 +195,12 @@ mod tests {
         assert_eq!(c.duration, Some(Duration::from_secs(1)));
         assert_eq!(c.frequency_hz, 49);
         assert!(!c.follow_children && c.quiet);
+        assert_eq!(c.min_block, Some(Duration::from_micros(10)));
+        let c = cfg(&["--pid", &me, "--min-block", "1ms"]).unwrap();
+        assert_eq!(c.min_block, Some(Duration::from_millis(1)));
+        let c = cfg(&["--pid", &me, "--no-offcpu"]).unwrap();
+        assert_eq!(c.min_block, None);
+        assert!(matches!(cfg(&["--pid", &me, "--min-block", "x"]), Err(UsageError::BadMinBlock(_))));
 
         let c = cfg(&["--", "sh", "-c", "true"]).unwrap();
         match c.target {

@@ -14,6 +14,10 @@ pub enum UsageError {
     BadDuration(String),
     #[error("bad frequency {0:?}: use a whole number of Hz between 1 and 10000, e.g. -F 99")]
     BadFrequency(String),
+    #[error("bad --min-block {0:?}: use a duration with a unit, e.g. 10us, 1ms")]
+    BadMinBlock(String),
+    #[error("bad --bench-floor {0:?}: use offcpu")]
+    BadFloor(String),
     #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]
     OutputNotWritable { path: PathBuf, reason: String },
     #[error("command {0:?} not found; check the name or give its full path")]

@@ -11,7 +11,11 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use tracer_common::{counters, cpu::CpuKey};
+use tracer_common::{
+    counters,
+    cpu::CpuKey,
+    sched::{OffKey, OffStart, OffVal, WakeKey},
+};
 
 use crate::{capture::Clock, tracefs::Format};
 
@@ -22,11 +26,16 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 pub struct Probes {
     ebpf: Ebpf,
     pub clock: Clock,
+    offcpu: bool,
+    floor: Option<crate::cli::Floor>,
 }
 
 pub struct Options {
     pub follow_children: bool,
     pub frequency_hz: u64,
+    /// Off-CPU tracing with this --min-block (ns); None: off.
+    pub min_block_ns: Option<u64>,
+    pub floor: Option<crate::cli::Floor>,
 }
 
 impl Probes {
@@ -49,14 +58,26 @@ impl Probes {
         // group_dead appeared in 6.x; without it the loader tells the program to use tid == tgid.
         let group_dead = exit.field("group_dead").map(|f| f.offset).unwrap_or(u32::MAX);
 
+        let switch = Format::read("sched", "sched_switch")?;
+        let waking = Format::read("sched", "sched_waking")?;
+        let (prev_pid, prev_state, next_pid) =
+            (switch.offset("prev_pid")?, switch.offset("prev_state")?, switch.offset("next_pid")?);
+        let waking_pid = waking.offset("pid")?;
+        let min_block = opts.min_block_ns.unwrap_or(0);
+
         let ebpf = EbpfLoader::new()
             .override_global("FOLLOW_CHILDREN", &follow, true)
             .override_global("NEWTASK_PID_OFF", &newtask_pid, true)
             .override_global("NEWTASK_FLAGS_OFF", &newtask_flags, true)
             .override_global("EXIT_GROUP_DEAD_OFF", &group_dead, true)
+            .override_global("SWITCH_PREV_PID_OFF", &prev_pid, true)
+            .override_global("SWITCH_PREV_STATE_OFF", &prev_state, true)
+            .override_global("SWITCH_NEXT_PID_OFF", &next_pid, true)
+            .override_global("WAKING_PID_OFF", &waking_pid, true)
+            .override_global("MIN_BLOCK_NS", &min_block, true)
             .load(EBPF_OBJECT)
             .context("loading rtrace's eBPF programs")?;
-        Ok(Self { ebpf, clock: Clock::CpuClock })
+        Ok(Self { ebpf, clock: Clock::CpuClock, offcpu: opts.min_block_ns.is_some(), floor: opts.floor })
     }
 
     /// Adds a TGID to the tracked set.
@@ -71,16 +92,27 @@ impl Probes {
         Ok(map.keys().filter_map(Result::ok).collect())
     }
 
-    /// Attaches the lifecycle tracepoints, then one sampling perf event per online CPU.
-    pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
-        for (prog, category, event) in [
-            ("rt_task_newtask", "task", "task_newtask"),
-            ("rt_proc_exec", "sched", "sched_process_exec"),
-            ("rt_proc_exit", "sched", "sched_process_exit"),
-        ] {
-            let tp: &mut TracePoint = self.program_mut(prog)?.try_into()?;
-            tp.load().with_context(|| format!("loading {prog}"))?;
+    fn attach_tracepoints(&mut self, prog: &str, hooks: &[(&str, &str)]) -> Result<()> {
+        let tp: &mut TracePoint = self.program_mut(prog)?.try_into()?;
+        tp.load().with_context(|| format!("loading {prog}"))?;
+        for (category, event) in hooks {
             tp.attach(category, event).with_context(|| format!("attaching {prog} to {category}:{event}"))?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the lifecycle tracepoints, the off-CPU ones, then one sampling perf event per
+    /// online CPU. In a benchmark floor mode, only empty programs on that analysis's hooks.
+    pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
+        if let Some(crate::cli::Floor::Offcpu) = self.floor {
+            return self.attach_tracepoints("rt_floor_tp", &[("sched", "sched_switch"), ("sched", "sched_waking")]);
+        }
+        self.attach_tracepoints("rt_task_newtask", &[("task", "task_newtask")])?;
+        self.attach_tracepoints("rt_proc_exec", &[("sched", "sched_process_exec")])?;
+        self.attach_tracepoints("rt_proc_exit", &[("sched", "sched_process_exit")])?;
+        if self.offcpu {
+            self.attach_tracepoints("rt_sched_switch", &[("sched", "sched_switch")])?;
+            self.attach_tracepoints("rt_sched_waking", &[("sched", "sched_waking")])?;
         }
 
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
@@ -133,6 +165,22 @@ impl Probes {
 
     pub fn cpu_counts(&self) -> Result<Vec<(CpuKey, u64)>> {
         let map: HashMap<_, CpuKey, u64> = HashMap::try_from(self.map("CPU_COUNTS")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    pub fn offcpu(&self) -> Result<Vec<(OffKey, OffVal)>> {
+        let map: HashMap<_, OffKey, OffVal> = HashMap::try_from(self.map("OFFCPU")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    pub fn wakeups(&self) -> Result<Vec<(WakeKey, OffVal)>> {
+        let map: HashMap<_, WakeKey, OffVal> = HashMap::try_from(self.map("WAKEUPS")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Threads switched out and not yet back: still blocked.
+    pub fn off_in_flight(&self) -> Result<Vec<(u32, OffStart)>> {
+        let map: HashMap<_, u32, OffStart> = HashMap::try_from(self.map("OFF_START")?)?;
         Ok(map.iter().filter_map(Result::ok).collect())
     }
 

@@ -85,7 +85,12 @@ pub fn trace(cfg: Config) -> Result<()> {
     let dir: PathBuf = cfg.output.clone().unwrap_or_else(|| output::default_dir(pid));
     ensure_writable(&dir)?;
 
-    let mut probes = Probes::load(&Options { follow_children: cfg.follow_children, frequency_hz: cfg.frequency_hz })?;
+    let mut probes = Probes::load(&Options {
+        follow_children: cfg.follow_children,
+        frequency_hz: cfg.frequency_hz,
+        min_block_ns: cfg.min_block.map(|d| d.as_nanos() as u64),
+        floor: cfg.bench_floor,
+    })?;
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;
     registry.snapshot(pid, false);
@@ -112,7 +117,14 @@ pub fn trace(cfg: Config) -> Result<()> {
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let params = SessionParams { target, duration: cfg.duration, frequency_hz: cfg.frequency_hz, quiet: cfg.quiet, attach_ms };
+    let params = SessionParams {
+        target,
+        duration: cfg.duration,
+        frequency_hz: cfg.frequency_hz,
+        quiet: cfg.quiet,
+        attach_ms,
+        min_block_us: cfg.min_block.map(|d| d.as_micros() as u64),
+    };
     let capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     let t1 = Instant::now();
     if std::env::var_os("RTRACE_TIMINGS").is_some() {

@@ -1,2 +1,3 @@
 //! Pure functions from symbolized captures to analyses. No I/O.
 pub mod cpu;
+pub mod offcpu;

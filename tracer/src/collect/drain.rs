@@ -5,7 +5,7 @@ use anyhow::Result;
 use tracer_common::{counters as c, cpu::NO_STACK};
 
 use crate::{
-    capture::{Accounting, Capture, RawSample, StackErrors},
+    capture::{Accounting, Capture, OffState, RawOff, RawSample, RawWake, StackErrors},
     loader::Probes,
 };
 
@@ -40,6 +40,55 @@ pub fn drain(probes: &Probes) -> Result<Capture> {
             leaf_callee: k.leaf_callee,
         })
         .collect();
+    let mut offcpu: Vec<RawOff> = probes
+        .offcpu()?
+        .into_iter()
+        .map(|(k, v)| RawOff {
+            tgid: k.tgid,
+            tid: k.tid,
+            user: frames(&user_stacks, &mut ucache, k.user_stack_id),
+            kernel: frames(&kernel_stacks, &mut kcache, k.kernel_stack_id),
+            state: OffState::from_kernel(k.state),
+            total_ns: v.total_ns,
+            count: v.count,
+            max_ns: v.max_ns,
+            in_flight: false,
+        })
+        .collect();
+    // Threads still blocked now: their time so far counts (a hung CLI shows up here).
+    let now = monotonic_ns();
+    for (tid, s) in probes.off_in_flight()? {
+        let ns = now.saturating_sub(s.ts);
+        offcpu.push(RawOff {
+            tgid: s.tgid,
+            tid,
+            user: frames(&user_stacks, &mut ucache, s.user_stack_id),
+            kernel: frames(&kernel_stacks, &mut kcache, s.kernel_stack_id),
+            state: OffState::from_kernel(s.state),
+            total_ns: ns,
+            count: 1,
+            max_ns: ns,
+            in_flight: true,
+        });
+    }
+    let wakeups: Vec<RawWake> = probes
+        .wakeups()?
+        .into_iter()
+        .map(|(k, v)| RawWake {
+            tgid: k.tgid,
+            tid: k.tid,
+            user: frames(&user_stacks, &mut ucache, k.user_stack_id),
+            kernel: frames(&kernel_stacks, &mut kcache, k.kernel_stack_id),
+            waker_pid: k.waker_tgid,
+            waker_tid: k.waker_tid,
+            waker_comm: comm_str(&k.waker_comm),
+            waker_user: frames(&user_stacks, &mut ucache, k.waker_user_stack_id),
+            waker_kernel: frames(&kernel_stacks, &mut kcache, k.waker_kernel_stack_id),
+            total_ns: v.total_ns,
+            count: v.count,
+            max_ns: v.max_ns,
+        })
+        .collect();
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
 
     let errors = StackErrors {
@@ -56,8 +105,25 @@ pub fn drain(probes: &Probes) -> Result<Capture> {
             stack_errors_by_reason: errors,
             tracked_map_full: n[c::TRACKED_FULL as usize],
             events_dropped: n[c::EVENTS_DROPPED as usize],
+            offcpu_events: n[c::OFF_EVENTS as usize],
+            offcpu_lost: n[c::OFF_LOST as usize],
         },
         cpu_samples: samples,
+        offcpu,
+        wakeups,
         ..Default::default()
     })
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn comm_str(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
 }

@@ -29,6 +29,7 @@ pub struct SessionParams {
     pub frequency_hz: u64,
     pub quiet: bool,
     pub attach_ms: u64,
+    pub min_block_us: Option<u64>,
 }
 
 /// How often we check liveness, refresh mappings and update the countdown.
@@ -96,6 +97,12 @@ pub async fn run(
     }
 
     let mut capture = drain::drain(&probes)?;
+    // Wakers may be processes we do not trace: their maps are needed to name their frames.
+    for w in &capture.wakeups {
+        if w.waker_pid != 0 && !registry.knows(w.waker_pid) {
+            registry.snapshot(w.waker_pid, false);
+        }
+    }
     capture.target = params.target;
     capture.session = SessionInfo {
         duration_ms,
@@ -103,6 +110,7 @@ pub async fn run(
         sample_frequency_hz: params.frequency_hz,
         clock: probes.clock,
         attach_ms: params.attach_ms,
+        min_block_us: params.min_block_us,
     };
     capture.processes = registry.into_processes();
     Ok(capture)

@@ -63,5 +63,5 @@ fn golden_outputs() {
     let mut j = Vec::new();
     json::render(&a.report, &mut j).unwrap();
     check("report.json", &String::from_utf8(j).unwrap());
-    check("report.txt", &text::render(&a.report, Path::new("rtrace-4242"), super::output::FILES));
+    check("report.txt", &text::render(&a.report, Path::new("rtrace-4242"), &super::output::files_for(&a)));
 }

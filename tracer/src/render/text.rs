@@ -2,7 +2,7 @@
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
-    analyze::cpu::TopFunction,
+    analyze::{cpu::TopFunction, offcpu::OffcpuSection},
     capture::{Clock, EndedBy},
     report::Report,
 };
@@ -42,11 +42,73 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     let _ = writeln!(s, "\nOn CPU — top functions by total time (self + callees):");
     table(&mut s, &report.cpu.top_total, total, false);
 
+    if let Some(off) = &report.offcpu {
+        where_it_waits(&mut s, off, total, ss.sample_frequency_hz);
+    }
+
     let _ = writeln!(s, "\nFiles in {}:", dir.display());
     for (name, what) in files {
         let _ = writeln!(s, "  {name:<12} {what}");
     }
     s
+}
+
+/// Seconds with a unit that keeps short waits readable.
+pub fn human_us(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us} µs"),
+        1_000..=999_999 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
+fn where_it_waits(s: &mut String, off: &OffcpuSection, cpu_samples: u64, hz: u64) {
+    let b = &off.by_state;
+    let _ = writeln!(
+        s,
+        "\nWhere it waits — off-CPU {} (sleep {}, disk {}, runqueue {}; blocks under {} not recorded):",
+        human_us(off.total_us),
+        human_us(b.sleep_us),
+        human_us(b.disk_us),
+        human_us(b.runqueue_us),
+        human_us(off.min_block_us)
+    );
+    let on_cpu_us = cpu_samples * 1_000_000 / hz.max(1);
+    let all = on_cpu_us + off.total_us;
+    if all > 0 {
+        let _ = writeln!(
+            s,
+            "  run-queue share: {:.1}% of traced thread time (waiting for a CPU while runnable)",
+            100.0 * b.runqueue_us as f64 / all as f64
+        );
+    }
+    if off.top.is_empty() {
+        let _ = writeln!(s, "  (no blocking recorded)");
+        return;
+    }
+    let _ = writeln!(s, "  {:>10} {:>10} {:>6}  {:<8} {:<14} function — woken by", "total", "max", "count", "state", "syscall");
+    for t in off.top.iter().take(5) {
+        let waker = t
+            .top_waker
+            .as_ref()
+            .map(|w| {
+                let leaf = w.frames.iter().rev().find(|f| !f.ends_with("_[k]")).filter(|f| **f != w.comm);
+                let at = leaf.map(|f| format!(" in {f}")).unwrap_or_default();
+                format!(" — woken by {} (pid {}, tid {}){at}", w.comm, w.pid, w.tid)
+            })
+            .unwrap_or_default();
+        let inflight = if t.in_flight { " [still blocked at end]" } else { "" };
+        let _ = writeln!(
+            s,
+            "  {:>10} {:>10} {:>6}  {:<8} {:<14} {}{waker}{inflight}",
+            human_us(t.total_us),
+            human_us(t.max_us),
+            t.count,
+            t.state.name(),
+            t.syscall.as_deref().unwrap_or("-"),
+            t.leaf_function.as_deref().unwrap_or("[kernel]"),
+        );
+    }
 }
 
 fn table(s: &mut String, rows: &[TopFunction], total: u64, by_self: bool) {

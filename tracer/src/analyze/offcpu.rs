@@ -1,0 +1,321 @@
+//! Off-CPU analysis: blocked time by stack and state, the most common waker of each blocked
+//! stack, and the wall-clock merge of on-CPU and off-CPU time.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    analyze::cpu::{folded_lines, CpuProfile},
+    capture::OffState,
+    symbolize::{Frame, FrameKind},
+};
+
+/// One (stack, state) of blocked time, threads merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OffEntry {
+    pub frames: Vec<Frame>,
+    pub state: OffState,
+    pub total_ns: u64,
+    pub count: u64,
+    pub max_ns: u64,
+    pub in_flight: bool,
+}
+
+/// Blocked time of one blocked stack attributed to one waker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WakeEntry {
+    pub blocked: Vec<Frame>,
+    pub waker: Vec<Frame>,
+    pub waker_comm: String,
+    pub waker_pid: u32,
+    pub waker_tid: u32,
+    pub total_ns: u64,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OffcpuProfile {
+    pub entries: Vec<OffEntry>,
+    pub wakeups: Vec<WakeEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ByState {
+    pub sleep_us: u64,
+    pub disk_us: u64,
+    pub runqueue_us: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Waker {
+    pub comm: String,
+    pub pid: u32,
+    pub tid: u32,
+    /// Root first, as in the flame graphs.
+    pub frames: Vec<String>,
+    pub total_us: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffTop {
+    /// Root first (the process name is the first frame).
+    pub stack: Vec<String>,
+    /// Innermost user-space function: where the program decided to wait.
+    pub leaf_function: Option<String>,
+    /// The system call it was blocked in, when the kernel stack shows one.
+    pub syscall: Option<String>,
+    pub state: OffState,
+    pub total_us: u64,
+    pub count: u64,
+    pub max_us: u64,
+    /// Some thread was still blocked here when the session ended.
+    pub in_flight: bool,
+    pub top_waker: Option<Waker>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OffcpuSection {
+    pub total_us: u64,
+    pub by_state: ByState,
+    /// Shortest interval recorded (--min-block).
+    pub min_block_us: u64,
+    pub top: Vec<OffTop>,
+}
+
+/// Pseudo-frame appended to off-CPU stacks in folded output, so states stay apart.
+pub fn state_frame(state: OffState) -> Frame {
+    Frame {
+        kind: FrameKind::Process,
+        function: format!("[{}]", state.name()),
+        module: String::new(),
+        offset: 0,
+        build_id: None,
+    }
+}
+
+/// The syscall a kernel stack is in: the frame after the syscall entry, with the
+/// per-architecture prefixes removed (`__x64_sys_read`, `ksys_read`, `__se_sys_read` → read).
+pub fn syscall_of(frames: &[Frame]) -> Option<String> {
+    let k: Vec<&Frame> = frames.iter().filter(|f| f.kind == FrameKind::Kernel).collect();
+    let entry = k.iter().position(|f| f.function == "do_syscall_64" || f.function == "invoke_syscall" || f.function == "x64_sys_call")?;
+    for f in &k[entry + 1..] {
+        if f.function == "x64_sys_call" {
+            continue;
+        }
+        for p in ["__x64_sys_", "__ia32_sys_", "__arm64_sys_", "__se_sys_", "__do_sys_", "ksys_", "__sys_", "do_sys_"] {
+            if let Some(name) = f.function.strip_prefix(p) {
+                return Some(name.to_owned());
+            }
+        }
+        return None;
+    }
+    None
+}
+
+fn leaf_user(frames: &[Frame]) -> Option<String> {
+    frames.iter().rev().find(|f| f.kind == FrameKind::User).map(|f| f.function.clone())
+}
+
+fn names(frames: &[Frame]) -> Vec<String> {
+    frames.iter().map(Frame::folded_name).collect()
+}
+
+impl OffcpuProfile {
+    /// Merges entries that differ only by thread.
+    pub fn merge(entries: Vec<OffEntry>, wakeups: Vec<WakeEntry>) -> Self {
+        let mut m: BTreeMap<(Vec<Frame>, OffState), OffEntry> = BTreeMap::new();
+        for e in entries {
+            let slot = m.entry((e.frames.clone(), e.state)).or_insert_with(|| OffEntry { total_ns: 0, count: 0, max_ns: 0, in_flight: false, ..e.clone() });
+            slot.total_ns += e.total_ns;
+            slot.count += e.count;
+            slot.max_ns = slot.max_ns.max(e.max_ns);
+            slot.in_flight |= e.in_flight;
+        }
+        let mut w: BTreeMap<(Vec<Frame>, Vec<Frame>, String, u32, u32), WakeEntry> = BTreeMap::new();
+        for e in wakeups {
+            let k = (e.blocked.clone(), e.waker.clone(), e.waker_comm.clone(), e.waker_pid, e.waker_tid);
+            let slot = w.entry(k).or_insert_with(|| WakeEntry { total_ns: 0, count: 0, ..e.clone() });
+            slot.total_ns += e.total_ns;
+            slot.count += e.count;
+        }
+        Self { entries: m.into_values().collect(), wakeups: w.into_values().collect() }
+    }
+
+    pub fn by_state(&self) -> ByState {
+        let sum = |s: OffState| self.entries.iter().filter(|e| e.state == s).map(|e| e.total_ns).sum::<u64>() / 1000;
+        ByState { sleep_us: sum(OffState::Sleep), disk_us: sum(OffState::Disk), runqueue_us: sum(OffState::Runqueue) }
+    }
+
+    pub fn total_us(&self) -> u64 {
+        self.entries.iter().map(|e| e.total_ns).sum::<u64>() / 1000
+    }
+
+    /// offcpu.folded: stacks root first with a state leaf, in microseconds.
+    pub fn folded(&self) -> Vec<String> {
+        let stacks: Vec<(Vec<Frame>, u64)> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let mut f = e.frames.clone();
+                f.push(state_frame(e.state));
+                (f, e.total_ns / 1000)
+            })
+            .collect();
+        folded_lines(stacks.iter().map(|(f, v)| (f.as_slice(), *v)))
+    }
+
+    /// wakeups.folded, as offwaketime prints it: blocked stack root→leaf, `--`, then the waker
+    /// stack leaf→root ending with the waker's name, in microseconds.
+    pub fn wakeups_folded(&self) -> Vec<String> {
+        let sep = Frame { kind: FrameKind::Process, function: "--".into(), module: String::new(), offset: 0, build_id: None };
+        let stacks: Vec<(Vec<Frame>, u64)> = self
+            .wakeups
+            .iter()
+            .map(|w| {
+                let mut f = w.blocked.clone();
+                f.push(sep.clone());
+                // The waker's frames minus its process root, leaf first, then its name.
+                f.extend(w.waker.iter().skip(1).rev().cloned());
+                f.push(Frame::process(&w.waker_comm));
+                (f, w.total_ns / 1000)
+            })
+            .collect();
+        folded_lines(stacks.iter().map(|(f, v)| (f.as_slice(), *v)))
+    }
+
+    /// Most blocked-time waker of a blocked stack.
+    fn top_waker(&self, frames: &[Frame]) -> Option<Waker> {
+        self.wakeups.iter().filter(|w| w.blocked == frames).max_by_key(|w| w.total_ns).map(|w| Waker {
+            comm: w.waker_comm.clone(),
+            pid: w.waker_pid,
+            tid: w.waker_tid,
+            frames: names(&w.waker),
+            total_us: w.total_ns / 1000,
+        })
+    }
+
+    /// The `n` (stack, state) pairs with the most blocked time.
+    pub fn top(&self, n: usize) -> Vec<OffTop> {
+        let mut v: Vec<&OffEntry> = self.entries.iter().collect();
+        v.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then_with(|| a.frames.cmp(&b.frames)));
+        v.into_iter()
+            .take(n)
+            .map(|e| OffTop {
+                stack: names(&e.frames),
+                leaf_function: leaf_user(&e.frames),
+                syscall: syscall_of(&e.frames),
+                state: e.state,
+                total_us: e.total_ns / 1000,
+                count: e.count,
+                max_us: e.max_ns / 1000,
+                in_flight: e.in_flight,
+                top_waker: if e.state == OffState::Runqueue { None } else { self.top_waker(&e.frames) },
+            })
+            .collect()
+    }
+}
+
+/// wall.folded: on-CPU samples converted to time by the sampling period, and off-CPU time with
+/// its state leaf, both in microseconds, in one set of stacks.
+pub fn wall_folded(cpu: &CpuProfile, off: &OffcpuProfile, frequency_hz: u64) -> Vec<String> {
+    let period_us = 1_000_000 / frequency_hz.max(1);
+    let on_cpu = Frame { kind: FrameKind::Process, function: "[on-cpu]".into(), module: String::new(), offset: 0, build_id: None };
+    let mut stacks: Vec<(Vec<Frame>, u64)> = cpu
+        .stacks
+        .iter()
+        .map(|(f, c)| {
+            let mut f = f.clone();
+            f.push(on_cpu.clone());
+            (f, c * period_us)
+        })
+        .collect();
+    for e in &off.entries {
+        let mut f = e.frames.clone();
+        f.push(state_frame(e.state));
+        stacks.push((f, e.total_ns / 1000));
+    }
+    folded_lines(stacks.iter().map(|(f, v)| (f.as_slice(), *v)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::cpu::tests::{frame, stack};
+
+    fn frames(names: &[&str]) -> Vec<Frame> {
+        stack(1, names, 0).frames
+    }
+
+    fn entry(names: &[&str], state: OffState, ns: u64) -> OffEntry {
+        OffEntry { frames: frames(names), state, total_ns: ns, count: 1, max_ns: ns, in_flight: false }
+    }
+
+    fn sample() -> OffcpuProfile {
+        let read = ["main", "reader", "read", "entry_SYSCALL_64_[k]", "do_syscall_64_[k]", "ksys_read_[k]", "pipe_read_[k]", "schedule_[k]"];
+        OffcpuProfile::merge(
+            vec![
+                entry(&read, OffState::Sleep, 600_000_000),
+                entry(&read, OffState::Sleep, 400_000_000), // another thread, same stack
+                entry(&read, OffState::Runqueue, 2_000_000),
+                entry(&["main", "spin"], OffState::Runqueue, 500_000_000),
+            ],
+            vec![
+                WakeEntry { blocked: frames(&read), waker: frames(&["main", "writer", "write"]), waker_comm: "w".into(), waker_pid: 1, waker_tid: 2, total_ns: 900_000_000, count: 1 },
+                WakeEntry { blocked: frames(&read), waker: frames(&["other"]), waker_comm: "o".into(), waker_pid: 9, waker_tid: 9, total_ns: 100_000_000, count: 1 },
+            ],
+        )
+    }
+
+    #[test]
+    fn merges_threads_and_splits_states() {
+        let p = sample();
+        assert_eq!(p.entries.len(), 3);
+        assert_eq!(p.by_state(), ByState { sleep_us: 1_000_000, disk_us: 0, runqueue_us: 502_000 });
+        assert_eq!(p.total_us(), 1_502_000);
+    }
+
+    #[test]
+    fn top_names_syscall_leaf_and_waker() {
+        let t = sample().top(5);
+        assert_eq!(t[0].state, OffState::Sleep);
+        assert_eq!(t[0].total_us, 1_000_000);
+        assert_eq!(t[0].count, 2);
+        assert_eq!(t[0].max_us, 600_000);
+        assert_eq!(t[0].syscall.as_deref(), Some("read"));
+        assert_eq!(t[0].leaf_function.as_deref(), Some("read"));
+        let w = t[0].top_waker.as_ref().unwrap();
+        assert_eq!((w.comm.as_str(), w.pid, w.tid, w.total_us), ("w", 1, 2, 900_000));
+        assert_eq!(w.frames, ["prog", "main", "writer", "write"]);
+        assert_eq!(t[1].stack, ["prog", "main", "spin"]);
+        assert_eq!(t[1].syscall, None);
+        assert!(t[1].top_waker.is_none());
+    }
+
+    #[test]
+    fn folded_outputs() {
+        let p = sample();
+        assert_eq!(p.folded()[0], "prog;main;reader;read;entry_SYSCALL_64_[k];do_syscall_64_[k];ksys_read_[k];pipe_read_[k];schedule_[k];[runqueue] 2000");
+        assert_eq!(p.folded()[2], "prog;main;spin;[runqueue] 500000");
+        assert_eq!(
+            p.wakeups_folded()[0],
+            "prog;main;reader;read;entry_SYSCALL_64_[k];do_syscall_64_[k];ksys_read_[k];pipe_read_[k];schedule_[k];--;write;writer;main;w 900000"
+        );
+    }
+
+    #[test]
+    fn wall_merges_cpu_time_and_blocked_time() {
+        let cpu = CpuProfile::from_stacks(&[stack(1, &["main", "hash"], 40)]);
+        let off = OffcpuProfile::merge(vec![entry(&["main", "read"], OffState::Sleep, 600_000_000)], vec![]);
+        // 40 samples at 100 Hz = 400 ms on CPU; 600 ms blocked.
+        assert_eq!(wall_folded(&cpu, &off, 100), ["prog;main;hash;[on-cpu] 400000", "prog;main;read;[sleep] 600000"]);
+    }
+
+    #[test]
+    fn syscall_names() {
+        let f = |n: &[&str]| frames(n);
+        assert_eq!(syscall_of(&f(&["x", "do_syscall_64_[k]", "__x64_sys_nanosleep_[k]", "hrtimer_nanosleep_[k]"])).as_deref(), Some("nanosleep"));
+        assert_eq!(syscall_of(&f(&["x", "do_syscall_64_[k]", "x64_sys_call_[k]", "__x64_sys_futex_[k]"])).as_deref(), Some("futex"));
+        assert_eq!(syscall_of(&f(&["x", "schedule_[k]"])), None);
+        let _ = frame(FrameKind::User, "unused");
+    }
+}
