@@ -131,13 +131,21 @@ pub fn rtrace(test: &str, args: &[&str]) -> Run {
     Run { output, dir }
 }
 
-/// rtrace's BPF programs are named rt_*: none may stay loaded once a session is over.
+/// rtrace's BPF programs are named rt_*: none may stay loaded once a session is over. The
+/// kernel frees a detached program after an RCU grace period, so allow it a few seconds.
 pub fn assert_no_rtrace_programs() {
-    let out = Command::new("bpftool").args(["prog", "list"]).output().expect("bpftool (installed by cargo xtask setup)");
-    assert!(out.status.success(), "bpftool prog list failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let left: Vec<&str> = text.lines().filter(|l| l.contains(" name rt_")).collect();
-    assert!(left.is_empty(), "rtrace BPF programs still loaded: {left:?}");
+    let mut left = Vec::new();
+    for _ in 0..50 {
+        let out = Command::new("bpftool").args(["prog", "list"]).output().expect("bpftool (installed by cargo xtask setup)");
+        assert!(out.status.success(), "bpftool prog list failed");
+        let text = String::from_utf8_lossy(&out.stdout);
+        left = text.lines().filter(|l| l.contains(" name rt_")).map(str::to_owned).collect();
+        if left.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("rtrace BPF programs still loaded 5 s after the session: {left:?}");
 }
 
 /// Sum of values of folded stacks containing `needle`.

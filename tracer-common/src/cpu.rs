@@ -14,14 +14,8 @@ pub struct CpuKey {
     pub user_stack_id: i32,
     /// Id in `KERNEL_STACKS`, or `NO_STACK`.
     pub kernel_stack_id: i32,
-    /// Frame-pointer walks skip the caller of a *frameless* leaf function (Go's small leaf
-    /// functions and assembly have no frame): its return address sits at [sp], not [bp+8].
-    /// For user-mode samples where [sp] holds an address just after a direct call to a
-    /// function at or below the sampled ip, that address (`leaf_ret`) and the call's target
-    /// (`leaf_callee`) are kept; userspace inserts the caller when the target is the leaf's own
-    /// function and the walk did not already include it. 0 otherwise.
-    pub leaf_ret: u64,
-    pub leaf_callee: u64,
+    /// Callers a frame-pointer walk skipped (see `unwind`); zero for kernel-mode samples.
+    pub leaf: crate::unwind::LeafFix,
 }
 
 crate::user_pod!(CpuKey);
@@ -30,6 +24,6 @@ crate::user_pod!(CpuKey);
 mod tests {
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<super::CpuKey>(), 32);
+        assert_eq!(core::mem::size_of::<super::CpuKey>(), 64);
     }
 }

@@ -9,7 +9,9 @@ pub mod cpu;
 pub mod limits;
 pub mod process;
 pub mod sched;
+pub mod syscall;
 pub mod target;
+pub mod unwind;
 
 /// Implements `aya::Pod` for the listed types when built for userspace.
 macro_rules! user_pod {

@@ -20,3 +20,7 @@ pub const MAX_OFF_THREADS: u32 = 65_536;
 pub const MAX_OFF_KEYS: u32 = 65_536;
 /// Distinct (blocked stack, waker stack) pairs.
 pub const MAX_WAKE_KEYS: u32 = 65_536;
+/// Threads inside a syscall at once.
+pub const MAX_INFLIGHT: u32 = 65_536;
+/// Distinct (process, syscall) pairs.
+pub const MAX_SYSCALL_KEYS: u32 = 16_384;

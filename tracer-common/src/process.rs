@@ -3,6 +3,8 @@
 pub const EVENT_FORK: u32 = 1;
 pub const EVENT_EXEC: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
+/// A `syscall::SlowCall` record (a different struct; dispatch on this first field).
+pub const EVENT_SLOW_CALL: u32 = 4;
 
 pub const COMM_LEN: usize = 16;
 

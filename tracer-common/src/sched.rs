@@ -22,6 +22,8 @@ pub struct OffStart {
     pub waker_user_stack_id: i32,
     pub waker_kernel_stack_id: i32,
     pub waker_comm: [u8; 16],
+    /// Callers skipped by the walk of the blocked stack, when blocked in a syscall.
+    pub leaf: crate::unwind::LeafFix,
 }
 
 /// Blocked time by (thread, stack, state).
@@ -34,6 +36,7 @@ pub struct OffKey {
     pub kernel_stack_id: i32,
     pub state: u32,
     pub _pad: u32,
+    pub leaf: crate::unwind::LeafFix,
 }
 
 /// Blocked time by (blocked thread and stack, waker and its stack): offwaketime.
@@ -49,6 +52,7 @@ pub struct WakeKey {
     pub waker_user_stack_id: i32,
     pub waker_kernel_stack_id: i32,
     pub waker_comm: [u8; 16],
+    pub leaf: crate::unwind::LeafFix,
 }
 
 /// Aggregate of blocked intervals.
@@ -67,9 +71,9 @@ mod tests {
     use core::mem::size_of;
     #[test]
     fn layout() {
-        assert_eq!(size_of::<super::OffStart>(), 64);
-        assert_eq!(size_of::<super::OffKey>(), 24);
-        assert_eq!(size_of::<super::WakeKey>(), 48);
+        assert_eq!(size_of::<super::OffStart>(), 64 + 48);
+        assert_eq!(size_of::<super::OffKey>(), 24 + 48);
+        assert_eq!(size_of::<super::WakeKey>(), 48 + 48);
         assert_eq!(size_of::<super::OffVal>(), 24);
     }
 }

@@ -65,14 +65,12 @@ pub fn sample(ctx: &PerfEventContext) {
         return;
     }
     bump(counters::CPU_SAMPLES);
-    let (leaf_ret, leaf_callee) = crate::unwind::frameless_leaf(ctx);
     let key = CpuKey {
         tgid,
         tid: pid_tgid as u32,
         user_stack_id: user_stack(ctx),
         kernel_stack_id: kernel_stack(ctx),
-        leaf_ret,
-        leaf_callee,
+        leaf: crate::unwind::from_perf(ctx),
     };
     add(&CPU_COUNTS, &key, 1, counters::CPU_KEYS_FULL);
 }

@@ -14,6 +14,8 @@ mod process;
 #[cfg(target_arch = "bpf")]
 mod sched;
 #[cfg(target_arch = "bpf")]
+mod syscalls;
+#[cfg(target_arch = "bpf")]
 mod target;
 #[cfg(target_arch = "bpf")]
 mod unwind;
@@ -21,8 +23,8 @@ mod unwind;
 #[cfg(target_arch = "bpf")]
 mod entry {
     use aya_ebpf::{
-        macros::{perf_event, tracepoint},
-        programs::{PerfEventContext, TracePointContext},
+        macros::{perf_event, raw_tracepoint, tracepoint},
+        programs::{PerfEventContext, RawTracePointContext, TracePointContext},
     };
 
     #[perf_event]
@@ -61,9 +63,26 @@ mod entry {
         0
     }
 
+    #[raw_tracepoint(tracepoint = "sys_enter")]
+    pub fn rt_sys_enter(ctx: RawTracePointContext) -> i32 {
+        let _ = crate::syscalls::sys_enter(&ctx);
+        0
+    }
+
+    #[raw_tracepoint(tracepoint = "sys_exit")]
+    pub fn rt_sys_exit(ctx: RawTracePointContext) -> i32 {
+        let _ = crate::syscalls::sys_exit(&ctx);
+        0
+    }
+
     /// Empty programs for the benchmarks' floor: the cost of the hook itself.
     #[tracepoint]
     pub fn rt_floor_tp(_ctx: TracePointContext) -> u32 {
+        0
+    }
+
+    #[raw_tracepoint]
+    pub fn rt_floor_raw(_ctx: RawTracePointContext) -> i32 {
         0
     }
 }

@@ -16,7 +16,7 @@ use tracer_common::{
 use crate::target::{global, is_tracked};
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 /// Offset of `group_dead` in sched:sched_process_exit, or u32::MAX on kernels without it.
 #[unsafe(no_mangle)]
@@ -68,6 +68,9 @@ pub fn sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
         // SAFETY: offset from the format file.
         unsafe { ctx.read_at::<u8>(off as usize) }.map_err(|e| e as i64)? != 0
     };
+    // A thread dying inside exit/exit_group never reaches sys_exit, nor switches back in.
+    let _ = crate::syscalls::INFLIGHT.remove(pid_tgid as u32);
+    let _ = crate::sched::OFF_START.remove(pid_tgid as u32);
     if group_dead {
         emit(EVENT_EXIT, tgid, pid_tgid as u32, 0);
     }

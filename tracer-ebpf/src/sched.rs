@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use tracer_common::{
@@ -20,11 +20,15 @@ use tracer_common::{
 use crate::{
     counters::bump,
     cpu::{kernel_stack, stack_quiet, user_stack},
+    syscalls::INFLIGHT,
     target::{global, is_tracked},
 };
+use tracer_common::unwind::LeafFix;
 
 #[map]
-static OFF_START: HashMap<u32, OffStart> = HashMap::with_max_entries(MAX_OFF_THREADS, 0);
+pub static OFF_START: HashMap<u32, OffStart> = HashMap::with_max_entries(MAX_OFF_THREADS, 0);
+#[map]
+static START_SCRATCH: PerCpuArray<OffStart> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static OFFCPU: HashMap<OffKey, OffVal> = HashMap::with_max_entries(MAX_OFF_KEYS, 0);
 #[map]
@@ -84,20 +88,35 @@ pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     if bits & 0x30 != 0 {
         return Ok(());
     }
-    let start = OffStart {
-        ts: now,
-        wake_ts: 0,
-        tgid,
-        state: class,
-        user_stack_id: user_stack(ctx),
-        kernel_stack_id: kernel_stack(ctx),
-        waker_tgid: 0,
-        waker_tid: 0,
-        waker_user_stack_id: -1,
-        waker_kernel_stack_id: -1,
-        waker_comm: [0; 16],
-    };
-    if OFF_START.insert(tid, start, 0).is_err() {
+    let Some(start) = START_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+    // SAFETY: per-CPU scratch slot.
+    let start = unsafe { &mut *start };
+    start.ts = now;
+    start.wake_ts = 0;
+    start.tgid = tgid;
+    start.state = class;
+    start.user_stack_id = user_stack(ctx);
+    start.kernel_stack_id = kernel_stack(ctx);
+    start.waker_tgid = 0;
+    start.waker_tid = 0;
+    start.waker_user_stack_id = -1;
+    start.waker_kernel_stack_id = -1;
+    start.waker_comm = [0; 16];
+    start.leaf = LeafFix::default();
+    // Blocked inside a syscall: its saved user registers let us recover the callers the
+    // walk skips (libc wrappers, Go's Syscall6), and the slow-call report gets the stacks of
+    // where it waited.
+    if class != STATE_RUNQUEUE {
+        if let Some(inf) = INFLIGHT.get_ptr_mut(tid) {
+            // SAFETY: live map value.
+            let inf = unsafe { &mut *inf };
+            start.leaf = crate::unwind::from_saved_regs(inf.regs);
+            inf.user_stack_id = start.user_stack_id;
+            inf.kernel_stack_id = start.kernel_stack_id;
+            inf.leaf = start.leaf;
+        }
+    }
+    if OFF_START.insert(tid, &*start, 0).is_err() {
         bump(counters::OFF_LOST);
     }
     Ok(())
@@ -116,6 +135,7 @@ fn account(tid: u32, s: &OffStart, now: u64) {
         kernel_stack_id: s.kernel_stack_id,
         state,
         _pad: 0,
+        leaf: s.leaf,
     };
     if s.wake_ts != 0 && s.wake_ts >= s.ts && s.state != STATE_RUNQUEUE {
         let blocked = s.wake_ts - s.ts;
@@ -131,6 +151,7 @@ fn account(tid: u32, s: &OffStart, now: u64) {
             waker_user_stack_id: s.waker_user_stack_id,
             waker_kernel_stack_id: s.waker_kernel_stack_id,
             waker_comm: s.waker_comm,
+            leaf: s.leaf,
         };
         add(&WAKEUPS, &wk, blocked);
     } else {

@@ -20,6 +20,12 @@ pub struct Capture {
     /// Blocked time by (blocked thread and stack, waker and its stack).
     #[serde(default)]
     pub wakeups: Vec<RawWake>,
+    /// Syscall latency by (process, syscall).
+    #[serde(default)]
+    pub syscalls: Vec<RawSyscall>,
+    /// The slowest individual calls (and calls still in progress at the end).
+    #[serde(default)]
+    pub slow_calls: Vec<RawSlowCall>,
     /// Every process that was tracked, by TGID, with what symbolization needs.
     pub processes: BTreeMap<u32, ProcessInfo>,
 }
@@ -66,6 +72,8 @@ pub struct RawOff {
     /// Still blocked when the session ended (time counted up to the end).
     #[serde(default)]
     pub in_flight: bool,
+    #[serde(default, skip_serializing_if = "Leaf::is_empty")]
+    pub leaf: Leaf,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -82,6 +90,45 @@ pub struct RawWake {
     pub total_ns: u64,
     pub count: u64,
     pub max_ns: u64,
+    #[serde(default, skip_serializing_if = "Leaf::is_empty")]
+    pub leaf: Leaf,
+}
+
+/// Latency of one syscall in one process, aggregated in the kernel.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RawSyscall {
+    pub tgid: u32,
+    pub nr: u32,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    /// log2 buckets: hist[i] counts calls in [2^i, 2^(i+1)) ns.
+    pub hist: Vec<u64>,
+}
+
+/// One individually recorded slow call (or one still in progress at the end).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RawSlowCall {
+    pub tgid: u32,
+    pub tid: u32,
+    pub nr: i32,
+    /// Since the probes were attached.
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub ret: i64,
+    pub user: Vec<u64>,
+    pub kernel: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Leaf::is_empty")]
+    pub leaf: Leaf,
+    pub args: [u64; 6],
+    /// User memory copied at entry (requested timespec, sockaddr, path).
+    pub extra: Vec<u8>,
+    /// What the fd argument was, read from /proc when the call was seen.
+    pub fd_desc: Option<String>,
+    /// For waitid(P_PIDFD): the pid behind the pidfd.
+    pub pidfd_pid: Option<u32>,
+    pub in_flight: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -119,6 +166,12 @@ pub struct SessionInfo {
     /// Off-CPU intervals shorter than this were not recorded (--min-block); None: off-CPU off.
     #[serde(default)]
     pub min_block_us: Option<u64>,
+    /// Syscall tracing: top K slow calls kept; None: syscalls not traced.
+    #[serde(default)]
+    pub slow_top: Option<usize>,
+    /// The machine's architecture (syscall numbers are per architecture).
+    #[serde(default)]
+    pub arch: String,
 }
 
 /// Everything seen and everything lost. `lost_samples` are samples that happened but could not be
@@ -136,6 +189,16 @@ pub struct Accounting {
     pub offcpu_events: u64,
     #[serde(default)]
     pub offcpu_lost: u64,
+    /// Syscalls completed by traced threads; lost: not counted (a map was full); slow calls
+    /// sent individually and dropped (ring buffer full).
+    #[serde(default)]
+    pub syscalls: u64,
+    #[serde(default)]
+    pub syscalls_lost: u64,
+    #[serde(default)]
+    pub slow_calls_sent: u64,
+    #[serde(default)]
+    pub slow_calls_dropped: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -163,16 +226,29 @@ pub struct RawSample {
     pub user: Vec<u64>,
     pub kernel: Vec<u64>,
     pub count: u64,
-    /// Caller of a frameless leaf function, and the target of its call (see
-    /// tracer_common::cpu::CpuKey); 0 when not found.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub leaf_ret: u64,
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub leaf_callee: u64,
+    /// Callers the frame-pointer walk skipped (see tracer_common::unwind).
+    #[serde(default, skip_serializing_if = "Leaf::is_empty")]
+    pub leaf: Leaf,
 }
 
-fn is_zero(v: &u64) -> bool {
-    *v == 0
+/// Return addresses found above sp that a frame-pointer walk skipped, innermost first, with the
+/// target of the call before each (0: indirect call).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct Leaf {
+    pub rets: [u64; 3],
+    pub callees: [u64; 3],
+}
+
+impl Leaf {
+    pub fn is_empty(&self) -> bool {
+        self.rets[0] == 0
+    }
+}
+
+impl From<tracer_common::unwind::LeafFix> for Leaf {
+    fn from(f: tracer_common::unwind::LeafFix) -> Self {
+        Leaf { rets: f.rets, callees: f.callees }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

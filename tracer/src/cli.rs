@@ -40,9 +40,18 @@ pub struct Args {
     /// Do not trace off-CPU time (sched_switch / sched_waking).
     #[arg(long)]
     pub no_offcpu: bool,
+    /// How many of the slowest individual syscalls to report, with stacks and arguments.
+    #[arg(long, value_name = "K", default_value_t = 20)]
+    pub slow_top: usize,
+    /// Also report every syscall slower than this (all of them, not only the top K).
+    #[arg(long, value_name = "DURATION")]
+    pub slow_threshold: Option<String>,
+    /// Do not trace syscalls (raw_syscalls sys_enter / sys_exit).
+    #[arg(long)]
+    pub no_syscalls: bool,
     /// Benchmarks only: attach empty programs to the hooks of one analysis, to measure the
     /// floor cost of the hooks themselves.
-    #[arg(long, hide = true, value_name = "offcpu")]
+    #[arg(long, hide = true, value_name = "offcpu|syscalls")]
     pub bench_floor: Option<String>,
     #[command(subcommand)]
     pub subcommand: Option<Sub>,
@@ -86,13 +95,22 @@ pub struct Config {
     pub quiet: bool,
     /// None: off-CPU tracing off.
     pub min_block: Option<Duration>,
+    /// None: syscalls not traced.
+    pub syscalls: Option<SyscallOptions>,
     pub bench_floor: Option<Floor>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallOptions {
+    pub slow_top: usize,
+    pub slow_threshold: Option<Duration>,
 }
 
 /// Benchmark floor modes: empty programs on one analysis's hooks, nothing else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Floor {
     Offcpu,
+    Syscalls,
 }
 
 fn parse_min_block(s: &str) -> Result<Duration, UsageError> {
@@ -153,9 +171,22 @@ impl Args {
             follow_children: !self.no_children,
             quiet: self.quiet,
             min_block: if self.no_offcpu { None } else { Some(parse_min_block(&self.min_block)?) },
+            syscalls: if self.no_syscalls {
+                None
+            } else {
+                if !(1..=tracer_common::syscall::MAX_SLOW_TOP).contains(&self.slow_top) {
+                    return Err(UsageError::BadSlowTop(self.slow_top));
+                }
+                let slow_threshold = match self.slow_threshold.as_deref() {
+                    Some(t) => Some(humantime::parse_duration(t.trim()).map_err(|_| UsageError::BadSlowThreshold(t.into()))?),
+                    None => None,
+                };
+                Some(SyscallOptions { slow_top: self.slow_top, slow_threshold })
+            },
             bench_floor: match self.bench_floor.as_deref() {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),
+                Some("syscalls") => Some(Floor::Syscalls),
                 Some(other) => return Err(UsageError::BadFloor(other.into())),
             },
         })
@@ -201,6 +232,11 @@ mod tests {
         let c = cfg(&["--pid", &me, "--no-offcpu"]).unwrap();
         assert_eq!(c.min_block, None);
         assert!(matches!(cfg(&["--pid", &me, "--min-block", "x"]), Err(UsageError::BadMinBlock(_))));
+        let c = cfg(&["--pid", &me, "--slow-top", "5", "--slow-threshold", "100ms"]).unwrap();
+        assert_eq!(c.syscalls, Some(SyscallOptions { slow_top: 5, slow_threshold: Some(Duration::from_millis(100)) }));
+        assert_eq!(cfg(&["--pid", &me, "--no-syscalls"]).unwrap().syscalls, None);
+        assert!(matches!(cfg(&["--pid", &me, "--slow-top", "0"]), Err(UsageError::BadSlowTop(0))));
+        assert!(matches!(cfg(&["--pid", &me, "--slow-top", "1000"]), Err(UsageError::BadSlowTop(1000))));
 
         let c = cfg(&["--", "sh", "-c", "true"]).unwrap();
         match c.target {

@@ -16,7 +16,11 @@ pub enum UsageError {
     BadFrequency(String),
     #[error("bad --min-block {0:?}: use a duration with a unit, e.g. 10us, 1ms")]
     BadMinBlock(String),
-    #[error("bad --bench-floor {0:?}: use offcpu")]
+    #[error("bad --slow-top {0}: use a number from 1 to 64")]
+    BadSlowTop(usize),
+    #[error("bad --slow-threshold {0:?}: use a duration with a unit, e.g. 100ms, 1s")]
+    BadSlowThreshold(String),
+    #[error("bad --bench-floor {0:?}: use offcpu or syscalls")]
     BadFloor(String),
     #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]
     OutputNotWritable { path: PathBuf, reason: String },

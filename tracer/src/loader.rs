@@ -4,10 +4,10 @@
 //! pinned, so even a SIGKILL of rtrace releases everything when its fds close.
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{
         perf_event::{HardwareEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        PerfEvent, TracePoint,
+        PerfEvent, RawTracePoint, TracePoint,
     },
     Ebpf, EbpfLoader,
 };
@@ -15,6 +15,7 @@ use tracer_common::{
     counters,
     cpu::CpuKey,
     sched::{OffKey, OffStart, OffVal, WakeKey},
+    syscall::{Inflight, SysKey, SysStats},
 };
 
 use crate::{capture::Clock, tracefs::Format};
@@ -27,6 +28,7 @@ pub struct Probes {
     ebpf: Ebpf,
     pub clock: Clock,
     offcpu: bool,
+    syscalls: bool,
     floor: Option<crate::cli::Floor>,
 }
 
@@ -35,7 +37,13 @@ pub struct Options {
     pub frequency_hz: u64,
     /// Off-CPU tracing with this --min-block (ns); None: off.
     pub min_block_ns: Option<u64>,
+    pub syscalls: Option<crate::cli::SyscallOptions>,
     pub floor: Option<crate::cli::Floor>,
+}
+
+/// Syscall number on this architecture, or -1 (from the syscalls crate's tables).
+fn nr(name: &str) -> i32 {
+    name.parse::<syscalls::Sysno>().map(|s| s.id()).unwrap_or(-1)
 }
 
 impl Probes {
@@ -64,8 +72,24 @@ impl Probes {
             (switch.offset("prev_pid")?, switch.offset("prev_state")?, switch.offset("next_pid")?);
         let waking_pid = waking.offset("pid")?;
         let min_block = opts.min_block_ns.unwrap_or(0);
+        let slow_k = opts.syscalls.map(|s| s.slow_top as u32).unwrap_or(20);
+        let slow_threshold = opts.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let nrs = [
+            ("NR_NANOSLEEP", nr("nanosleep")),
+            ("NR_CLOCK_NANOSLEEP", nr("clock_nanosleep")),
+            ("NR_CONNECT", nr("connect")),
+            ("NR_EXECVE", nr("execve")),
+            ("NR_EXECVEAT", nr("execveat")),
+            ("NR_OPENAT", nr("openat")),
+        ];
 
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        for (name, v) in &nrs {
+            loader.override_global(name, v, true);
+        }
+        let ebpf = loader
+            .override_global("SLOW_K", &slow_k, true)
+            .override_global("SLOW_THRESHOLD_NS", &slow_threshold, true)
             .override_global("FOLLOW_CHILDREN", &follow, true)
             .override_global("NEWTASK_PID_OFF", &newtask_pid, true)
             .override_global("NEWTASK_FLAGS_OFF", &newtask_flags, true)
@@ -77,7 +101,13 @@ impl Probes {
             .override_global("MIN_BLOCK_NS", &min_block, true)
             .load(EBPF_OBJECT)
             .context("loading rtrace's eBPF programs")?;
-        Ok(Self { ebpf, clock: Clock::CpuClock, offcpu: opts.min_block_ns.is_some(), floor: opts.floor })
+        Ok(Self {
+            ebpf,
+            clock: Clock::CpuClock,
+            offcpu: opts.min_block_ns.is_some(),
+            syscalls: opts.syscalls.is_some(),
+            floor: opts.floor,
+        })
     }
 
     /// Adds a TGID to the tracked set.
@@ -92,6 +122,15 @@ impl Probes {
         Ok(map.keys().filter_map(Result::ok).collect())
     }
 
+    fn attach_raw(&mut self, prog: &str, hooks: &[&str]) -> Result<()> {
+        let p: &mut RawTracePoint = self.program_mut(prog)?.try_into()?;
+        p.load().with_context(|| format!("loading {prog}"))?;
+        for hook in hooks {
+            p.attach(hook).with_context(|| format!("attaching {prog} to raw tracepoint {hook}"))?;
+        }
+        Ok(())
+    }
+
     fn attach_tracepoints(&mut self, prog: &str, hooks: &[(&str, &str)]) -> Result<()> {
         let tp: &mut TracePoint = self.program_mut(prog)?.try_into()?;
         tp.load().with_context(|| format!("loading {prog}"))?;
@@ -104,12 +143,21 @@ impl Probes {
     /// Attaches the lifecycle tracepoints, the off-CPU ones, then one sampling perf event per
     /// online CPU. In a benchmark floor mode, only empty programs on that analysis's hooks.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
-        if let Some(crate::cli::Floor::Offcpu) = self.floor {
-            return self.attach_tracepoints("rt_floor_tp", &[("sched", "sched_switch"), ("sched", "sched_waking")]);
+        match self.floor {
+            Some(crate::cli::Floor::Offcpu) => {
+                return self.attach_tracepoints("rt_floor_tp", &[("sched", "sched_switch"), ("sched", "sched_waking")]);
+            }
+            Some(crate::cli::Floor::Syscalls) => return self.attach_raw("rt_floor_raw", &["sys_enter", "sys_exit"]),
+            None => {}
         }
         self.attach_tracepoints("rt_task_newtask", &[("task", "task_newtask")])?;
         self.attach_tracepoints("rt_proc_exec", &[("sched", "sched_process_exec")])?;
         self.attach_tracepoints("rt_proc_exit", &[("sched", "sched_process_exit")])?;
+        // Syscall probes before the scheduler ones: sched_switch reads the in-flight syscall.
+        if self.syscalls {
+            self.attach_raw("rt_sys_enter", &["sys_enter"])?;
+            self.attach_raw("rt_sys_exit", &["sys_exit"])?;
+        }
         if self.offcpu {
             self.attach_tracepoints("rt_sched_switch", &[("sched", "sched_switch")])?;
             self.attach_tracepoints("rt_sched_waking", &[("sched", "sched_waking")])?;
@@ -143,6 +191,7 @@ impl Probes {
             let _ = match prog {
                 aya::programs::Program::PerfEvent(p) => p.unload(),
                 aya::programs::Program::TracePoint(p) => p.unload(),
+                aya::programs::Program::RawTracePoint(p) => p.unload(),
                 _ => Ok(()),
             };
         }
@@ -175,6 +224,33 @@ impl Probes {
 
     pub fn wakeups(&self) -> Result<Vec<(WakeKey, OffVal)>> {
         let map: HashMap<_, WakeKey, OffVal> = HashMap::try_from(self.map("WAKEUPS")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Per-(process, syscall) stats, summed over CPUs.
+    pub fn syscall_stats(&self) -> Result<Vec<(SysKey, SysStats)>> {
+        let map: PerCpuHashMap<_, SysKey, SysStats> = PerCpuHashMap::try_from(self.map("SYSCALL_STATS")?)?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (k, per_cpu) = entry?;
+            let mut sum = SysStats { count: 0, errors: 0, total_ns: 0, max_ns: 0, hist: [0; tracer_common::syscall::HIST_BUCKETS] };
+            for v in per_cpu.iter() {
+                sum.count += v.count;
+                sum.errors += v.errors;
+                sum.total_ns += v.total_ns;
+                sum.max_ns = sum.max_ns.max(v.max_ns);
+                for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
+                    *a += b;
+                }
+            }
+            out.push((k, sum));
+        }
+        Ok(out)
+    }
+
+    /// Syscalls in progress now, by thread.
+    pub fn syscalls_in_flight(&self) -> Result<Vec<(u32, Inflight)>> {
+        let map: HashMap<_, u32, Inflight> = HashMap::try_from(self.map("INFLIGHT")?)?;
         Ok(map.iter().filter_map(Result::ok).collect())
     }
 

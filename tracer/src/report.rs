@@ -6,8 +6,9 @@ use crate::{
     analyze::{
         cpu::{CpuProfile, TopFunction},
         offcpu::{OffEntry, OffcpuProfile, OffcpuSection, WakeEntry},
+        syscalls::{self as sc, SlowCallReport, SyscallRow},
     },
-    capture::{Accounting, Capture, Clock, EndedBy, TargetInfo},
+    capture::{Accounting, Capture, Clock, EndedBy, Leaf, TargetInfo},
     symbolize::{self, Resolver, StackInput},
 };
 
@@ -25,6 +26,46 @@ pub struct Report {
     /// Absent with --no-offcpu.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offcpu: Option<OffcpuSection>,
+    /// Per-syscall latency, by total time; absent with --no-syscalls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub syscalls: Option<Vec<SyscallRow>>,
+    /// The slowest individual calls, slowest first (in-flight ones included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowest_syscalls: Option<Vec<SlowCallReport>>,
+}
+
+/// Symbolizes and decodes the slow calls.
+fn slow_calls(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<SlowCallReport> {
+    let inputs: Vec<StackInput> = capture
+        .slow_calls
+        .iter()
+        .map(|c| StackInput { tgid: c.tgid, tid: c.tid, user: &c.user, kernel: &c.kernel, leaf: c.leaf, count: 0 })
+        .collect();
+    let stacks = symbolize::stacks(capture, &inputs, resolver);
+    let mut out: Vec<SlowCallReport> = capture
+        .slow_calls
+        .iter()
+        .zip(stacks)
+        .map(|(c, st)| {
+            let name = sc::name_of(c.nr as i64);
+            let leaf_function = st.frames.iter().rev().find(|f| f.kind == symbolize::FrameKind::User).map(|f| f.function.clone());
+            SlowCallReport {
+                args: sc::decode(&name, &c.args, &c.extra, c.fd_desc.clone(), c.pidfd_pid),
+                name,
+                pid: c.tgid,
+                tid: c.tid,
+                start_ns: c.start_ns,
+                duration_ns: c.duration_ns,
+                ret: c.ret,
+                ret_text: if c.in_flight { "(in flight)".into() } else { crate::analyze::sysargs::ret_text(c.ret) },
+                frames: st.frames.iter().map(symbolize::Frame::folded_name).collect(),
+                leaf_function,
+                in_flight: c.in_flight,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns).then_with(|| a.tid.cmp(&b.tid)));
+    out
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,15 +92,46 @@ pub struct Analysis {
     pub offcpu: OffcpuProfile,
 }
 
+/// A wakeup from interrupt context runs on whatever task the interrupt hit: that task is not the
+/// waker. Timer expiries (sleeps, timeouts) and other interrupts are named as such, with only
+/// their kernel frames; otherwise the waker is the task, with its own name as root frame.
+fn classify_waker(w: &crate::capture::RawWake, mut frames: Vec<symbolize::Frame>) -> (String, u32, u32, Vec<symbolize::Frame>) {
+    let has = |needles: &[&str]| frames.iter().any(|f| f.kind == symbolize::FrameKind::Kernel && needles.iter().any(|n| f.function.starts_with(n)));
+    let label = if has(&["hrtimer_wakeup", "__hrtimer_run_queues", "call_timer_fn"]) {
+        Some("[timer]")
+    } else if has(&["asm_sysvec_", "asm_common_interrupt", "handle_softirqs", "__do_softirq", "do_softirq"]) {
+        Some("[interrupt]")
+    } else {
+        None
+    };
+    match label {
+        Some(l) => {
+            frames.retain(|f| f.kind == symbolize::FrameKind::Kernel);
+            frames.insert(0, symbolize::Frame::process(l));
+            (l.to_owned(), 0, 0, frames)
+        }
+        None => {
+            // The waker's root frame is its own name (it may be an untraced process).
+            if let Some(root) = frames.first_mut() {
+                *root = symbolize::Frame::process(&w.waker_comm);
+            }
+            (w.waker_comm.clone(), w.waker_pid, w.waker_tid, frames)
+        }
+    }
+}
+
 /// Symbolizes off-CPU stacks and wakeups, and merges them.
 fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfile {
-    fn input<'a>(tgid: u32, tid: u32, user: &'a [u64], kernel: &'a [u64]) -> StackInput<'a> {
-        StackInput { tgid, tid, user, kernel, leaf: (0, 0), count: 0 }
+    fn input<'a>(tgid: u32, tid: u32, user: &'a [u64], kernel: &'a [u64], leaf: Leaf) -> StackInput<'a> {
+        StackInput { tgid, tid, user, kernel, leaf, count: 0 }
     }
-    let off: Vec<StackInput> = capture.offcpu.iter().map(|o| input(o.tgid, o.tid, &o.user, &o.kernel)).collect();
-    let blocked: Vec<StackInput> = capture.wakeups.iter().map(|w| input(w.tgid, w.tid, &w.user, &w.kernel)).collect();
-    let wakers: Vec<StackInput> =
-        capture.wakeups.iter().map(|w| input(w.waker_pid, w.waker_tid, &w.waker_user, &w.waker_kernel)).collect();
+    let off: Vec<StackInput> = capture.offcpu.iter().map(|o| input(o.tgid, o.tid, &o.user, &o.kernel, o.leaf)).collect();
+    let blocked: Vec<StackInput> = capture.wakeups.iter().map(|w| input(w.tgid, w.tid, &w.user, &w.kernel, w.leaf)).collect();
+    let wakers: Vec<StackInput> = capture
+        .wakeups
+        .iter()
+        .map(|w| input(w.waker_pid, w.waker_tid, &w.waker_user, &w.waker_kernel, Leaf::default()))
+        .collect();
     let off_stacks = symbolize::stacks(capture, &off, resolver);
     let blocked_stacks = symbolize::stacks(capture, &blocked, resolver);
     let waker_stacks = symbolize::stacks(capture, &wakers, resolver);
@@ -73,20 +145,9 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfi
         .wakeups
         .iter()
         .zip(blocked_stacks.into_iter().zip(waker_stacks))
-        .map(|(w, (b, mut k))| {
-            // The waker's root frame is its own name (it may be an untraced process).
-            if let Some(root) = k.frames.first_mut() {
-                *root = symbolize::Frame::process(&w.waker_comm);
-            }
-            WakeEntry {
-                blocked: b.frames,
-                waker: k.frames,
-                waker_comm: w.waker_comm.clone(),
-                waker_pid: w.waker_pid,
-                waker_tid: w.waker_tid,
-                total_ns: w.total_ns,
-                count: w.count,
-            }
+        .map(|(w, (b, k))| {
+            let (waker_comm, waker_pid, waker_tid, waker) = classify_waker(w, k.frames);
+            WakeEntry { blocked: b.frames, waker, waker_comm, waker_pid, waker_tid, total_ns: w.total_ns, count: w.count }
         })
         .collect();
     OffcpuProfile::merge(entries, wakeups)
@@ -116,6 +177,8 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         accounting: capture.accounting.clone(),
         cpu: CpuSection { total_samples: cpu.total_samples, top, top_total },
         offcpu: offcpu_section,
+        syscalls: s.slow_top.map(|_| sc::rows(&capture.syscalls)),
+        slowest_syscalls: s.slow_top.map(|_| slow_calls(capture, resolver)),
     };
     Analysis { report, cpu, offcpu }
 }

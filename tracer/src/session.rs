@@ -89,6 +89,7 @@ pub fn trace(cfg: Config) -> Result<()> {
         follow_children: cfg.follow_children,
         frequency_hz: cfg.frequency_hz,
         min_block_ns: cfg.min_block.map(|d| d.as_nanos() as u64),
+        syscalls: cfg.syscalls,
         floor: cfg.bench_floor,
     })?;
     let mut registry = Registry::default();
@@ -124,6 +125,7 @@ pub fn trace(cfg: Config) -> Result<()> {
         quiet: cfg.quiet,
         attach_ms,
         min_block_us: cfg.min_block.map(|d| d.as_micros() as u64),
+        syscalls: cfg.syscalls,
     };
     let capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     let t1 = Instant::now();

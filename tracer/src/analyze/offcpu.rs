@@ -296,8 +296,9 @@ mod tests {
         let p = sample();
         assert_eq!(p.folded()[0], "prog;main;reader;read;entry_SYSCALL_64_[k];do_syscall_64_[k];ksys_read_[k];pipe_read_[k];schedule_[k];[runqueue] 2000");
         assert_eq!(p.folded()[2], "prog;main;spin;[runqueue] 500000");
+        assert_eq!(p.wakeups_folded()[0], "prog;main;reader;read;entry_SYSCALL_64_[k];do_syscall_64_[k];ksys_read_[k];pipe_read_[k];schedule_[k];--;other;o 100000");
         assert_eq!(
-            p.wakeups_folded()[0],
+            p.wakeups_folded()[1],
             "prog;main;reader;read;entry_SYSCALL_64_[k];do_syscall_64_[k];ksys_read_[k];pipe_read_[k];schedule_[k];--;write;writer;main;w 900000"
         );
     }

@@ -5,11 +5,11 @@ use anyhow::Result;
 use tracer_common::{counters as c, cpu::NO_STACK};
 
 use crate::{
-    capture::{Accounting, Capture, OffState, RawOff, RawSample, RawWake, StackErrors},
+    capture::{Accounting, Capture, OffState, RawOff, RawSample, RawSlowCall, RawSyscall, RawWake, StackErrors},
     loader::Probes,
 };
 
-pub fn drain(probes: &Probes) -> Result<Capture> {
+pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64) -> Result<Capture> {
     let n = probes.counters();
     let user_stacks = probes.stacks("USER_STACKS")?;
     let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
@@ -36,8 +36,7 @@ pub fn drain(probes: &Probes) -> Result<Capture> {
             user: frames(&user_stacks, &mut ucache, k.user_stack_id),
             kernel: frames(&kernel_stacks, &mut kcache, k.kernel_stack_id),
             count,
-            leaf_ret: k.leaf_ret,
-            leaf_callee: k.leaf_callee,
+            leaf: k.leaf.into(),
         })
         .collect();
     let mut offcpu: Vec<RawOff> = probes
@@ -53,6 +52,7 @@ pub fn drain(probes: &Probes) -> Result<Capture> {
             count: v.count,
             max_ns: v.max_ns,
             in_flight: false,
+            leaf: k.leaf.into(),
         })
         .collect();
     // Threads still blocked now: their time so far counts (a hung CLI shows up here).
@@ -69,6 +69,7 @@ pub fn drain(probes: &Probes) -> Result<Capture> {
             count: 1,
             max_ns: ns,
             in_flight: true,
+            leaf: s.leaf.into(),
         });
     }
     let wakeups: Vec<RawWake> = probes
@@ -87,6 +88,43 @@ pub fn drain(probes: &Probes) -> Result<Capture> {
             total_ns: v.total_ns,
             count: v.count,
             max_ns: v.max_ns,
+            leaf: k.leaf.into(),
+        })
+        .collect();
+    let syscalls: Vec<RawSyscall> = probes
+        .syscall_stats()?
+        .into_iter()
+        .map(|(k, v)| RawSyscall {
+            tgid: k.tgid,
+            nr: k.nr,
+            count: v.count,
+            errors: v.errors,
+            total_ns: v.total_ns,
+            max_ns: v.max_ns,
+            hist: v.hist.to_vec(),
+        })
+        .collect();
+    for (tid, inf) in probes.syscalls_in_flight()? {
+        slow.add_in_flight(tid, &inf, now.saturating_sub(inf.ts));
+    }
+    let slow_calls: Vec<RawSlowCall> = slow
+        .into_calls()
+        .into_iter()
+        .map(|r| RawSlowCall {
+            tgid: r.call.tgid,
+            tid: r.call.tid,
+            nr: r.call.nr,
+            start_ns: r.call.start_ns.saturating_sub(start_mono),
+            duration_ns: r.call.duration_ns,
+            ret: r.call.ret,
+            user: frames(&user_stacks, &mut ucache, r.call.user_stack_id),
+            kernel: frames(&kernel_stacks, &mut kcache, r.call.kernel_stack_id),
+            leaf: r.call.leaf.into(),
+            args: r.call.args,
+            extra: r.call.extra.to_vec(),
+            fd_desc: r.fd_desc,
+            pidfd_pid: r.pidfd_pid,
+            in_flight: r.in_flight,
         })
         .collect();
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
@@ -107,16 +145,22 @@ pub fn drain(probes: &Probes) -> Result<Capture> {
             events_dropped: n[c::EVENTS_DROPPED as usize],
             offcpu_events: n[c::OFF_EVENTS as usize],
             offcpu_lost: n[c::OFF_LOST as usize],
+            syscalls: n[c::SYSCALLS as usize],
+            syscalls_lost: n[c::SYSCALL_INFLIGHT_FULL as usize] + n[c::SYSCALL_STATS_FULL as usize],
+            slow_calls_sent: n[c::SLOW_CALLS_SENT as usize],
+            slow_calls_dropped: n[c::SLOW_CALLS_DROPPED as usize],
         },
         cpu_samples: samples,
         offcpu,
         wakeups,
+        syscalls,
+        slow_calls,
         ..Default::default()
     })
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

@@ -1,7 +1,9 @@
 //! The session loop: waits for the end (duration, Ctrl-C/SIGTERM, or the traced tree exiting)
 //! while following process lifecycle events, then drains the kernel maps into a `Capture`.
 mod drain;
+pub mod fds;
 mod registry;
+mod slow;
 
 use std::{
     io::{IsTerminal, Write},
@@ -12,7 +14,8 @@ use anyhow::Result;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use tracer_common::{
     counters,
-    process::{ProcEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK},
+    process::{ProcEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SLOW_CALL},
+    syscall::SlowCall,
 };
 
 pub use registry::Registry;
@@ -30,6 +33,7 @@ pub struct SessionParams {
     pub quiet: bool,
     pub attach_ms: u64,
     pub min_block_us: Option<u64>,
+    pub syscalls: Option<crate::cli::SyscallOptions>,
 }
 
 /// How often we check liveness, refresh mappings and update the countdown.
@@ -44,6 +48,11 @@ pub async fn run(
     params: SessionParams,
 ) -> Result<Capture> {
     let start = Instant::now();
+    let start_mono = drain::monotonic_ns();
+    let mut slow = slow::SlowStore::new(
+        params.syscalls.map(|s| s.slow_top).unwrap_or(0),
+        params.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
+    );
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd exists.
     let mut events = unsafe { AsyncFd::register(probes.take_events()?) }.map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
@@ -56,13 +65,17 @@ pub async fn run(
     let countdown = !params.quiet && std::io::stderr().is_terminal();
 
     let ended_by = loop {
+        let reread_at = registry.next_reread().map(tokio::time::Instant::from_std);
         tokio::select! {
+            _ = tokio::time::sleep_until(reread_at.unwrap_or_else(tokio::time::Instant::now)), if reread_at.is_some() => {
+                registry.early_rereads();
+            }
             _ = &mut sleep, if deadline.is_some() => break EndedBy::Duration,
             _ = sigint.recv() => break EndedBy::Interrupt,
             _ = sigterm.recv() => break EndedBy::Interrupt,
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                handle_events(guard.get_inner_mut(), &mut registry);
+                handle_events(guard.get_inner_mut(), &mut registry, &mut slow);
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -91,12 +104,12 @@ pub async fn run(
         let _ = std::io::stderr().flush();
     }
     probes.detach();
-    handle_events(events.get_mut(), &mut registry);
+    handle_events(events.get_mut(), &mut registry, &mut slow);
     if let Some(h) = held.as_mut() {
         h.try_reap();
     }
 
-    let mut capture = drain::drain(&probes)?;
+    let mut capture = drain::drain(&probes, slow, start_mono)?;
     // Wakers may be processes we do not trace: their maps are needed to name their frames.
     for w in &capture.wakeups {
         if w.waker_pid != 0 && !registry.knows(w.waker_pid) {
@@ -111,13 +124,24 @@ pub async fn run(
         clock: probes.clock,
         attach_ms: params.attach_ms,
         min_block_us: params.min_block_us,
+        slow_top: params.syscalls.map(|s| s.slow_top),
+        arch: std::env::consts::ARCH.to_owned(),
     };
     capture.processes = registry.into_processes();
     Ok(capture)
 }
 
-fn handle_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, registry: &mut Registry) {
+fn handle_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, registry: &mut Registry, slow: &mut slow::SlowStore) {
     while let Some(item) = ring.next() {
+        // Every record starts with its kind.
+        if item.len() >= std::mem::size_of::<SlowCall>() && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_SLOW_CALL {
+            // SAFETY: the kernel side wrote a SlowCall.
+            let call: SlowCall = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            // Alive now: make sure its mappings are known for the call's stack.
+            registry.snapshot(call.tgid, false);
+            slow.add(call);
+            continue;
+        }
         if item.len() < std::mem::size_of::<ProcEvent>() {
             continue;
         }

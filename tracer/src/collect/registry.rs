@@ -17,7 +17,13 @@ pub struct Registry {
 struct Entry {
     info: ProcessInfo,
     alive: bool,
+    /// Re-read the mappings at these instants: the dynamic loader maps libraries in the first
+    /// milliseconds after exec, and a short-lived process may be gone by the periodic refresh.
+    pending: Vec<std::time::Instant>,
 }
+
+/// Delays after exec (or first sight) at which mappings are re-read.
+const EARLY_REREADS_MS: [u64; 5] = [2, 10, 40, 120, 300];
 
 impl Registry {
     /// Records a process we have just learned about (or re-reads it after exec).
@@ -25,10 +31,16 @@ impl Registry {
         let maps = procfs::maps(pid);
         let comm = procfs::comm(pid);
         let cmdline = procfs::cmdline(pid);
+        let new = !self.procs.contains_key(&pid);
         let entry = self.procs.entry(pid).or_insert_with(|| Entry {
             info: ProcessInfo { pid, ..Default::default() },
             alive: true,
+            pending: Vec::new(),
         });
+        if exec || new {
+            let now = std::time::Instant::now();
+            entry.pending = EARLY_REREADS_MS.iter().map(|&ms| now + std::time::Duration::from_millis(ms)).collect();
+        }
         if let Some(c) = comm {
             entry.info.comm = c;
         }
@@ -57,6 +69,28 @@ impl Registry {
         if let Some(e) = self.procs.get_mut(&pid) {
             e.alive = false;
         }
+    }
+
+    /// Re-reads the processes whose early re-read time has come.
+    pub fn early_rereads(&mut self) {
+        let now = std::time::Instant::now();
+        let due: Vec<u32> = self
+            .procs
+            .iter_mut()
+            .filter(|(_, e)| e.alive && e.pending.first().is_some_and(|&t| t <= now))
+            .map(|(&p, e)| {
+                e.pending.retain(|&t| t > now);
+                p
+            })
+            .collect();
+        for pid in due {
+            self.snapshot(pid, false);
+        }
+    }
+
+    /// The next early re-read instant, if any.
+    pub fn next_reread(&self) -> Option<std::time::Instant> {
+        self.procs.values().filter(|e| e.alive).filter_map(|e| e.pending.first().copied()).min()
     }
 
     /// Re-reads live processes; marks the ones that have gone.

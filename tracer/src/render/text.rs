@@ -2,7 +2,11 @@
 use std::{fmt::Write as _, path::Path};
 
 use crate::{
-    analyze::{cpu::TopFunction, offcpu::OffcpuSection},
+    analyze::{
+        cpu::TopFunction,
+        offcpu::OffcpuSection,
+        syscalls::{SlowCallReport, SyscallRow},
+    },
     capture::{Clock, EndedBy},
     report::Report,
 };
@@ -45,10 +49,13 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     if let Some(off) = &report.offcpu {
         where_it_waits(&mut s, off, total, ss.sample_frequency_hz);
     }
+    if let Some(rows) = &report.syscalls {
+        syscalls_section(&mut s, rows, report.slowest_syscalls.as_deref().unwrap_or(&[]), a);
+    }
 
     let _ = writeln!(s, "\nFiles in {}:", dir.display());
     for (name, what) in files {
-        let _ = writeln!(s, "  {name:<12} {what}");
+        let _ = writeln!(s, "  {name:<15} {what}");
     }
     s
 }
@@ -94,7 +101,11 @@ fn where_it_waits(s: &mut String, off: &OffcpuSection, cpu_samples: u64, hz: u64
             .map(|w| {
                 let leaf = w.frames.iter().rev().find(|f| !f.ends_with("_[k]")).filter(|f| **f != w.comm);
                 let at = leaf.map(|f| format!(" in {f}")).unwrap_or_default();
-                format!(" — woken by {} (pid {}, tid {}){at}", w.comm, w.pid, w.tid)
+                if w.pid == 0 {
+                    format!(" — woken by {}", w.comm)
+                } else {
+                    format!(" — woken by {} (pid {}, tid {}){at}", w.comm, w.pid, w.tid)
+                }
             })
             .unwrap_or_default();
         let inflight = if t.in_flight { " [still blocked at end]" } else { "" };
@@ -107,6 +118,54 @@ fn where_it_waits(s: &mut String, off: &OffcpuSection, cpu_samples: u64, hz: u64
             t.state.name(),
             t.syscall.as_deref().unwrap_or("-"),
             t.leaf_function.as_deref().unwrap_or("[kernel]"),
+        );
+    }
+}
+
+fn ns(v: u64) -> String {
+    if v < 1_000 { format!("{v} ns") } else { human_us(v / 1_000) }
+}
+
+fn syscalls_section(s: &mut String, rows: &[SyscallRow], slow: &[SlowCallReport], a: &crate::capture::Accounting) {
+    let lost = if a.syscalls_lost + a.slow_calls_dropped > 0 {
+        format!("; lost {} counts, {} slow calls", a.syscalls_lost, a.slow_calls_dropped)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(s, "\nSyscalls — {} calls{lost} (percentiles estimated from log2 histograms):", a.syscalls);
+    if rows.is_empty() {
+        let _ = writeln!(s, "  (none)");
+        return;
+    }
+    let _ = writeln!(s, "  {:<18} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}", "syscall", "calls", "errors", "total", "p50", "p99", "max");
+    for r in rows.iter().take(15) {
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}",
+            r.name,
+            r.count,
+            r.errors,
+            ns(r.total_ns),
+            ns(r.p50_ns),
+            ns(r.p99_ns),
+            ns(r.max_ns)
+        );
+    }
+    if slow.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "  Slowest calls:");
+    for c in slow.iter().take(5) {
+        let state = if c.in_flight { " (still in flight at end)" } else { "" };
+        let _ = writeln!(
+            s,
+            "  {:>10}  {}({}) = {}  tid {} in {}{state}",
+            ns(c.duration_ns),
+            c.name,
+            c.args.text,
+            c.ret_text,
+            c.tid,
+            c.leaf_function.as_deref().unwrap_or("[unknown]")
         );
     }
 }

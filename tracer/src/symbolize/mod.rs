@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 pub use blaze::BlazeResolver;
 
-use crate::capture::{Capture, ProcessInfo};
+use crate::capture::{Capture, Leaf, ProcessInfo};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,8 +91,8 @@ pub struct StackInput<'a> {
     pub tid: u32,
     pub user: &'a [u64],
     pub kernel: &'a [u64],
-    /// (return address, call target) of a frameless leaf's caller, or (0, 0).
-    pub leaf: (u64, u64),
+    /// Callers the frame-pointer walk skipped (candidates, validated here).
+    pub leaf: Leaf,
     pub count: u64,
 }
 
@@ -106,25 +106,20 @@ pub fn cpu_stacks(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<Stack> 
             tid: s.tid,
             user: &s.user,
             kernel: &s.kernel,
-            leaf: (s.leaf_ret, s.leaf_callee),
+            leaf: s.leaf,
             count: s.count,
         })
         .collect();
     stacks(capture, &raw, resolver)
 }
 
-/// The user addresses to look up for one stack, leaf first: the walked frames, with a frameless
-/// leaf's caller inserted after the leaf when it was found (and differs from the next frame).
-/// Each entry is (lookup address, is the frameless-leaf callee check).
-fn user_lookups(s: &StackInput) -> Vec<u64> {
-    let mut v = Vec::with_capacity(s.user.len() + 1);
-    for (i, &a) in s.user.iter().enumerate() {
-        v.push(lookup_addr(a, i));
-        if i == 0 && s.leaf.0 != 0 && s.user.get(1) != Some(&s.leaf.0) {
-            v.push(s.leaf.0 - 1);
-        }
-    }
-    v
+/// Every user address to look up for one stack: the walked frames (return addresses at
+/// `ret-1`), the skipped-caller candidates and their call targets.
+fn lookups_of<'a>(s: &'a StackInput<'_>) -> impl Iterator<Item = u64> + 'a {
+    let walked = s.user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i));
+    let rets = s.leaf.rets.iter().filter(|&&r| r != 0).map(|&r| r - 1);
+    let callees = s.leaf.callees.iter().copied().filter(|&c| c != 0);
+    walked.chain(rets).chain(callees)
 }
 
 /// Symbolizes stacks.
@@ -135,8 +130,7 @@ pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver
     let mut kaddrs: Vec<u64> = Vec::new();
     for s in raw {
         let p = capture.processes.get(&s.tgid);
-        let callee = (s.leaf.1 != 0).then_some(s.leaf.1);
-        for a in user_lookups(s).into_iter().chain(callee) {
+        for a in lookups_of(s) {
             if let Some((path, off, _)) = locate(p, a) {
                 if path.starts_with('/') {
                     by_file.entry(path).or_default().push(off);
@@ -158,26 +152,13 @@ pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver
     kaddrs.dedup();
     let knames: HashMap<u64, Option<String>> =
         if kaddrs.is_empty() { HashMap::new() } else { kaddrs.iter().copied().zip(resolver.kernel(&kaddrs)).collect() };
-    fn name_at<'m>(names: &'m HashMap<(&str, u64), Vec<String>>, p: Option<&'m ProcessInfo>, a: u64) -> Option<&'m String> {
-        let (path, off, _) = locate(p, a)?;
-        names.get(&(path, off))?.first()
-    }
 
     // Pass 2: build root-first frame lists.
     raw.iter()
         .map(|s| {
             let p = capture.processes.get(&s.tgid);
             let comm = p.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()).unwrap_or("[unknown process]");
-            let mut lookups = user_lookups(s);
-            // Keep the inserted caller only if the call it returns from targets the leaf's own
-            // function; otherwise [sp] held something else.
-            if lookups.len() > s.user.len() {
-                let leaf_fn = name_at(&user_names, p, lookups[0]);
-                let callee_fn = name_at(&user_names, p, s.leaf.1);
-                if leaf_fn.is_none() || leaf_fn != callee_fn {
-                    lookups.remove(1);
-                }
-            }
+            let lookups = with_skipped_callers(s, p, &user_names);
             let mut frames = vec![Frame::process(comm)];
             for &a in lookups.iter().rev() {
                 match locate(p, a) {
@@ -188,7 +169,13 @@ pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver
                             let function = unknown(&module, off);
                             frames.push(Frame { kind: FrameKind::User, function, module: module.clone(), offset: off, build_id: build_id.cloned() });
                         }
+                        let mut prev: Option<String> = None;
                         for n in names {
+                            // An inlined expansion can repeat the symbol's own name.
+                            if prev.as_ref() == Some(&n) {
+                                continue;
+                            }
+                            prev = Some(n.clone());
                             frames.push(Frame { kind: FrameKind::User, function: n, module: module.clone(), offset: off, build_id: build_id.cloned() });
                         }
                     }
@@ -202,6 +189,53 @@ pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver
             Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count }
         })
         .collect()
+}
+
+/// The lookup addresses of a stack, leaf first, with the skipped callers inserted after the
+/// leaf when the chain is consistent: each candidate must follow a call into the function
+/// found so far (a direct call's target is that function, or a stub in another module such as
+/// a PLT entry; an indirect call cannot be checked and is accepted only for the first), and
+/// the insertion stops at the first candidate that fails, has no symbol, or reaches the
+/// function the walk resumes in.
+fn with_skipped_callers(s: &StackInput, p: Option<&ProcessInfo>, names: &HashMap<(&str, u64), Vec<String>>) -> Vec<u64> {
+    let mut out: Vec<u64> = s.user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i)).collect();
+    if s.user.is_empty() || s.leaf.is_empty() {
+        return out;
+    }
+    let fn_at = |a: u64| -> Option<(&str, &str)> {
+        let (path, off, _) = locate(p, a)?;
+        Some((names.get(&(path, off))?.first()?.as_str(), path))
+    };
+    let resume = out.get(1).and_then(|&a| fn_at(a)).map(|(f, _)| f);
+    let Some((mut expect_fn, mut expect_mod)) = fn_at(out[0]) else { return out };
+    let mut inserted = Vec::new();
+    for (i, (&ret, &callee)) in s.leaf.rets.iter().zip(&s.leaf.callees).enumerate() {
+        if ret == 0 || Some(&ret) == s.user.get(1) {
+            break;
+        }
+        // Past the first, a candidate may be a stale return address left in a caller's
+        // locals by an earlier call: only a direct call into the function found so far counts.
+        if i > 0 && callee == 0 {
+            break;
+        }
+        let Some((f, module)) = fn_at(ret - 1) else { break };
+        if callee != 0 {
+            let ok = match fn_at(callee) {
+                Some((cf, cmod)) => cf == expect_fn || cmod != expect_mod,
+                None => locate(p, callee).is_some_and(|(cpath, _, _)| cpath != expect_mod),
+            };
+            if !ok {
+                break;
+            }
+        }
+        if Some(f) == resume || f == expect_fn {
+            break;
+        }
+        inserted.push(ret - 1);
+        (expect_fn, expect_mod) = (f, module);
+    }
+    out.splice(1..1, inserted);
+    out
 }
 
 /// Frames after the leaf are return addresses: the call instruction is just before them, and
@@ -285,8 +319,9 @@ mod tests {
         r.user.push(("/bin/p".into(), 0x200, 0x300, "caller".into()));
         r.user.push(("/bin/p".into(), 0x300, 0x400, "main".into()));
         r.user.push(("/bin/p".into(), 0x400, 0x500, "other".into()));
-        let good = RawSample { tgid: 1, tid: 1, user: vec![0x1150, 0x1350], count: 1, leaf_ret: 0x1250, leaf_callee: 0x1100, ..Default::default() };
-        let bad = RawSample { leaf_callee: 0x1400, ..good.clone() };
+        let leaf = |callee| Leaf { rets: [0x1250, 0, 0], callees: [callee, 0, 0] };
+        let good = RawSample { tgid: 1, tid: 1, user: vec![0x1150, 0x1350], count: 1, leaf: leaf(0x1100), ..Default::default() };
+        let bad = RawSample { leaf: leaf(0x1400), ..good.clone() };
         let dup = RawSample { user: vec![0x1150, 0x1250, 0x1350], ..good.clone() };
         c.cpu_samples = vec![good, bad, dup];
         let s = cpu_stacks(&c, &mut r);
@@ -294,6 +329,37 @@ mod tests {
         assert_eq!(names(0), ["p", "main", "caller", "leaf"]);
         assert_eq!(names(1), ["p", "main", "leaf"]);
         assert_eq!(names(2), ["p", "main", "caller", "leaf"]);
+    }
+
+    /// libc wrappers without frame pointers: leaf `clock_nanosleep` (libc) was called by
+    /// `nanosleep` (libc, direct call), called through a PLT stub by `nap` (program); the walk
+    /// resumed in `main`. Both skipped callers come back, in order.
+    #[test]
+    fn chain_of_skipped_callers_across_modules() {
+        let mut c = Capture::default();
+        c.processes.insert(
+            1,
+            ProcessInfo {
+                pid: 1,
+                comm: "p".into(),
+                cmdline: vec![],
+                maps: vec![
+                    Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None },
+                    Mapping { start: 0x10000, end: 0x19000, offset: 0, path: "/lib/libc.so".into(), build_id: None },
+                ],
+            },
+        );
+        let mut r = FakeResolver::default();
+        r.user.push(("/lib/libc.so".into(), 0x100, 0x200, "clock_nanosleep".into()));
+        r.user.push(("/lib/libc.so".into(), 0x200, 0x300, "nanosleep".into()));
+        r.user.push(("/bin/p".into(), 0x100, 0x200, "nap".into()));
+        r.user.push(("/bin/p".into(), 0x200, 0x300, "main".into()));
+        r.user.push(("/bin/p".into(), 0x800, 0x810, "nanosleep@plt".into()));
+        let leaf = Leaf { rets: [0x10250, 0x1150, 0x7777], callees: [0x10100, 0x1800, 0] };
+        c.cpu_samples = vec![RawSample { tgid: 1, tid: 1, user: vec![0x10150, 0x1250], count: 1, leaf, ..Default::default() }];
+        let s = cpu_stacks(&c, &mut r);
+        let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
+        assert_eq!(names, ["p", "main", "nap", "nanosleep", "clock_nanosleep"]);
     }
 
     #[test]

@@ -1,0 +1,263 @@
+//! Syscall latency of tracked threads (syscount/funclatency-style aggregation in the kernel).
+//!
+//! Raw tracepoints sys_enter/sys_exit: the cheapest syscall hooks here (no trace-event record
+//! is built). Entry remembers (time, nr, args, saved-register address) per thread; exit adds
+//! the duration to a per-CPU histogram of (process, syscall), and — only when the call is
+//! longer than everything in this CPU's current top K, or above --slow-threshold — sends the
+//! call with its stacks and arguments to userspace. Syscall numbers that need user memory
+//! copied at entry are globals set from the syscall table by the loader.
+use aya_ebpf::{
+    bindings::{pt_regs, BPF_F_USER_STACK},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    macros::map,
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    programs::{tracing::StackIdContext, RawTracePointContext},
+};
+use tracer_common::{
+    counters,
+    cpu::NO_STACK,
+    limits::{MAX_INFLIGHT, MAX_SYSCALL_KEYS},
+    process::EVENT_SLOW_CALL,
+    syscall::{Inflight, SlowCall, SlowTop, SysKey, SysStats, EXTRA_LEN, HIST_BUCKETS, MAX_SLOW_TOP},
+    unwind::LeafFix,
+};
+
+use crate::{counters::bump, cpu::USER_STACKS, target::is_tracked};
+
+#[map]
+pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
+#[map]
+static SYSCALL_STATS: PerCpuHashMap<SysKey, SysStats> = PerCpuHashMap::with_max_entries(MAX_SYSCALL_KEYS, 0);
+#[map]
+static SLOW_TOP: PerCpuArray<SlowTop> = PerCpuArray::with_max_entries(1, 0);
+/// Scratch space for building values too big for the 512-byte BPF stack.
+#[map]
+static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static SLOW_SCRATCH: PerCpuArray<SlowCall> = PerCpuArray::with_max_entries(1, 0);
+
+/// --slow-top K (≤ MAX_SLOW_TOP) and --slow-threshold (ns, 0 = none).
+#[unsafe(no_mangle)]
+static SLOW_K: u32 = 20;
+#[unsafe(no_mangle)]
+static SLOW_THRESHOLD_NS: u64 = 0;
+/// Syscall numbers whose user-memory arguments are copied at entry (-1: not on this arch).
+#[unsafe(no_mangle)]
+static NR_NANOSLEEP: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_CLOCK_NANOSLEEP: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_CONNECT: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_EXECVE: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_EXECVEAT: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_OPENAT: i32 = -1;
+
+#[inline(always)]
+fn g32(v: &'static i32) -> i32 {
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// The six syscall arguments from the saved user registers.
+#[inline(always)]
+fn read_args(regs: *const pt_regs) -> [u64; 6] {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // r10 r9 r8 rax rcx rdx rsi rdi are consecutive in x86_64 pt_regs: one read.
+        let Ok(w) = (unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).r10) as *const [u64; 8]) }) else {
+            return [0; 6];
+        };
+        // [r10, r9, r8, rax, rcx, rdx, rsi, rdi] → di, si, dx, r10, r8, r9
+        [w[7], w[6], w[5], w[0], w[2], w[1]]
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        let _ = regs;
+        [0; 6]
+    }
+}
+
+pub fn sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_tracked(tgid) {
+        return Ok(());
+    }
+    let regs: *const pt_regs = ctx.arg(0);
+    let nr: i64 = ctx.arg(1);
+    let Some(inf) = SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+    // SAFETY: per-CPU scratch slot, ours for this program run.
+    let inf = unsafe { &mut *inf };
+    inf.ts = unsafe { bpf_ktime_get_ns() };
+    inf.tgid = tgid;
+    inf.nr = nr as i32;
+    inf.args = read_args(regs);
+    inf.regs = regs as u64;
+    inf.user_stack_id = NO_STACK;
+    inf.kernel_stack_id = NO_STACK;
+    inf.leaf = LeafFix::default();
+    inf.extra = [0; EXTRA_LEN];
+    copy_extra(inf);
+    if INFLIGHT.insert(pid_tgid as u32, &*inf, 0).is_err() {
+        bump(counters::SYSCALL_INFLIGHT_FULL);
+    }
+    Ok(())
+}
+
+/// Copies the user memory a few syscalls need decoded (requested sleep, address, path).
+#[inline(always)]
+fn copy_extra(inf: &mut Inflight) {
+    let nr = inf.nr;
+    if nr < 0 {
+        return;
+    }
+    let ptr = if nr == g32(&NR_NANOSLEEP) {
+        inf.args[0]
+    } else if nr == g32(&NR_CLOCK_NANOSLEEP) {
+        inf.args[2]
+    } else if nr == g32(&NR_CONNECT) {
+        inf.args[1]
+    } else if nr == g32(&NR_EXECVE) {
+        let _ = unsafe { bpf_probe_read_user_str_bytes(inf.args[0] as *const u8, &mut inf.extra) };
+        return;
+    } else if nr == g32(&NR_EXECVEAT) || nr == g32(&NR_OPENAT) {
+        let _ = unsafe { bpf_probe_read_user_str_bytes(inf.args[1] as *const u8, &mut inf.extra) };
+        return;
+    } else {
+        return;
+    };
+    if let Ok(b) = unsafe { bpf_probe_read_user(ptr as *const [u8; 32]) } {
+        inf.extra[..32].copy_from_slice(&b);
+    }
+}
+
+#[inline(always)]
+fn bucket(ns: u64) -> usize {
+    if ns < 2 {
+        return 0;
+    }
+    let b = 63 - ns.leading_zeros() as usize;
+    if b >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { b }
+}
+
+pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let Some(p) = INFLIGHT.get_ptr(tid) else { return Ok(()) };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: live map value; the fields we need are copied before the entry is removed.
+    let (ts, tgid, nr) = unsafe { ((*p).ts, (*p).tgid, (*p).nr) };
+    let ret: i64 = ctx.arg(1);
+    let dur = now.saturating_sub(ts);
+    bump(counters::SYSCALLS);
+    record_stats(tgid, nr, dur, ret);
+    if is_slow(dur) {
+        send_slow(ctx, p, tid, now, dur, ret);
+    }
+    let _ = INFLIGHT.remove(tid);
+    Ok(())
+}
+
+#[inline(always)]
+fn record_stats(tgid: u32, nr: i32, dur: u64, ret: i64) {
+    let key = SysKey { tgid, nr: nr as u32 };
+    let s = match SYSCALL_STATS.get_ptr_mut(&key) {
+        Some(s) => s,
+        None => {
+            let zero = SysStats { count: 0, errors: 0, total_ns: 0, max_ns: 0, hist: [0; HIST_BUCKETS] };
+            let _ = SYSCALL_STATS.insert(&key, &zero, 0);
+            match SYSCALL_STATS.get_ptr_mut(&key) {
+                Some(s) => s,
+                None => {
+                    bump(counters::SYSCALL_STATS_FULL);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: per-CPU value: no other CPU writes it.
+    let s = unsafe { &mut *s };
+    s.count += 1;
+    if ret < 0 {
+        s.errors += 1;
+    }
+    s.total_ns += dur;
+    if dur > s.max_ns {
+        s.max_ns = dur;
+    }
+    let b = bucket(dur);
+    if b < HIST_BUCKETS {
+        s.hist[b] += 1;
+    }
+}
+
+/// Whether this call beats the smallest of this CPU's K slowest so far (then it takes that
+/// slot), or is above the threshold.
+#[inline(always)]
+fn is_slow(dur: u64) -> bool {
+    let threshold = unsafe { core::ptr::read_volatile(&SLOW_THRESHOLD_NS) };
+    let Some(top) = SLOW_TOP.get_ptr_mut(0) else { return false };
+    // SAFETY: per-CPU value.
+    let top = unsafe { &mut *top };
+    let min_i = top.min_index as usize;
+    if min_i >= MAX_SLOW_TOP {
+        return false;
+    }
+    if dur <= top.durations[min_i] {
+        return threshold != 0 && dur >= threshold;
+    }
+    top.durations[min_i] = dur;
+    // Find the new smallest slot among the first K.
+    let k = unsafe { core::ptr::read_volatile(&SLOW_K) } as usize;
+    let mut best = 0usize;
+    let mut best_v = u64::MAX;
+    let mut i = 0usize;
+    while i < MAX_SLOW_TOP {
+        if i >= k {
+            break;
+        }
+        let v = top.durations[i];
+        if v < best_v {
+            best_v = v;
+            best = i;
+        }
+        i += 1;
+    }
+    top.min_index = best as u32;
+    true
+}
+
+#[inline(always)]
+fn send_slow(ctx: &RawTracePointContext, p: *const Inflight, tid: u32, now: u64, dur: u64, ret: i64) {
+    let Some(sc) = SLOW_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU scratch slot; p is a live INFLIGHT value.
+    let (sc, inf) = unsafe { (&mut *sc, &*p) };
+    sc.kind = EVENT_SLOW_CALL;
+    sc.tgid = inf.tgid;
+    sc.tid = tid;
+    sc.nr = inf.nr;
+    sc.start_ns = inf.ts;
+    sc.duration_ns = dur;
+    sc.ret = ret;
+    sc.args = inf.args;
+    sc.extra = inf.extra;
+    // Where it blocked, if it did (recorded at switch-out); else the stacks now: the user
+    // stack is the same at exit as at entry.
+    if inf.user_stack_id != NO_STACK {
+        sc.user_stack_id = inf.user_stack_id;
+        sc.kernel_stack_id = inf.kernel_stack_id;
+        sc.leaf = inf.leaf;
+    } else {
+        sc.user_stack_id = ctx.get_stackid(&USER_STACKS, BPF_F_USER_STACK as u64).map(|v| v as i32).unwrap_or(NO_STACK);
+        sc.kernel_stack_id = NO_STACK;
+        sc.leaf = crate::unwind::from_saved_regs(inf.regs);
+    }
+    let _ = now;
+    if crate::process::EVENTS.output::<SlowCall>(&*sc, 0).is_err() {
+        bump(counters::SLOW_CALLS_DROPPED);
+    } else {
+        bump(counters::SLOW_CALLS_SENT);
+    }
+}

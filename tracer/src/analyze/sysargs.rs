@@ -1,0 +1,767 @@
+//! Decoding of syscall arguments for the "slowest calls" report: raw registers, the few bytes
+//! the kernel side copied from user memory, and what userspace resolved from /proc at capture
+//! time become one line for humans plus the same as JSON fields. Flag and signal values are
+//! those of the machine rtrace runs on (the traced process runs there too).
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecodedArgs {
+    /// One line for humans, e.g. `fd=3 (pipe:[123] (read end)), count=4096`.
+    pub text: String,
+    /// The same, structured: e.g. {"fd": 3, "fd_desc": "pipe:[123] (read end)", "count": 4096}.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What userspace resolved at capture time for one call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// Description of the fd argument (from fds::describe_fd), when the call takes one.
+    pub fd_desc: Option<String>,
+    /// For waitid(P_PIDFD, pidfd, …): the pid behind the pidfd (from fds::pidfd_pid).
+    pub pidfd_pid: Option<u32>,
+}
+
+/// Decodes the arguments of syscall `name` (as `syscalls::Sysno::name()` spells it).
+pub fn decode(name: &str, args: &[u64; 6], extra: &[u8], resolved: &Resolved) -> DecodedArgs {
+    let mut out = Out::default();
+    match name {
+        "nanosleep" => nanosleep(&mut out, extra),
+        "clock_nanosleep" => clock_nanosleep(&mut out, args, extra),
+        "connect" => connect(&mut out, args, extra, resolved),
+        "execve" => execve(&mut out, None, extra, resolved),
+        "execveat" => execve(&mut out, Some(args[0] as i32), extra, resolved),
+        "openat" => openat(&mut out, args, extra, resolved),
+        "futex" => futex(&mut out, args),
+        "wait4" => wait4(&mut out, args),
+        "waitid" => waitid(&mut out, args, resolved),
+        "kill" => kill(&mut out, args),
+        "tgkill" => tgkill(&mut out, args),
+        "pidfd_send_signal" => pidfd_send_signal(&mut out, args, resolved),
+        _ if fd_arg(name).is_some() => fd_call(&mut out, name, args, resolved),
+        _ => generic(&mut out, args),
+    }
+    out.finish()
+}
+
+/// `0` → "0"; `-2` → "-2 ENOENT". Only -4095..=-1 are errors; anything else is a value.
+pub fn ret_text(ret: i64) -> String {
+    let name = (-4095..0).contains(&ret).then(|| syscalls::Errno::new(-ret as i32).name()).flatten();
+    match name {
+        Some(name) => format!("{ret} {name}"),
+        None => ret.to_string(),
+    }
+}
+
+/// Index of the fd argument, if the syscall takes one that is worth describing. Calls whose
+/// fd is a directory fd for a relative path (openat, newfstatat …) are not listed: AT_FDCWD is
+/// the common case and the path says more.
+pub fn fd_arg(name: &str) -> Option<usize> {
+    const FD_FIRST: &[&str] = &[
+        "read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev", "preadv2", "pwritev2",
+        "recvfrom", "sendto", "recvmsg", "sendmsg", "recvmmsg", "sendmmsg", "accept", "accept4", "fsync",
+        "fdatasync", "close", "fstat", "lseek", "ioctl", "fcntl", "flock", "ftruncate", "getdents64", "epoll_wait",
+        "epoll_pwait", "epoll_pwait2", "splice", "sendfile", "connect", "shutdown", "getsockopt", "setsockopt",
+        "bind", "listen",
+    ];
+    FD_FIRST.contains(&name).then_some(0)
+}
+
+/// Collects `key=value` parts of the text line and the JSON fields side by side.
+#[derive(Default)]
+struct Out {
+    parts: Vec<String>,
+    fields: Map<String, Value>,
+}
+
+impl Out {
+    /// `key=text` in the line and `key: value` in the fields.
+    fn put(&mut self, key: &str, text: impl Into<String>, value: impl Into<Value>) {
+        self.parts.push(format!("{key}={}", text.into()));
+        self.fields.insert(key.to_owned(), value.into());
+    }
+
+    /// A field that does not get its own part of the line (it is already in another part).
+    fn field(&mut self, key: &str, value: impl Into<Value>) {
+        self.fields.insert(key.to_owned(), value.into());
+    }
+
+    /// `key=N` as number in both.
+    fn num(&mut self, key: &str, n: impl Into<Value> + ToString + Copy) {
+        self.put(key, n.to_string(), n);
+    }
+
+    /// `key=NAME` with the same string in the fields.
+    fn name(&mut self, key: &str, name: String) {
+        self.put(key, name.clone(), name);
+    }
+
+    fn finish(self) -> DecodedArgs {
+        DecodedArgs { text: self.parts.join(", "), fields: self.fields }
+    }
+}
+
+// ---- families ----
+
+fn nanosleep(out: &mut Out, extra: &[u8]) {
+    requested(out, "requested", extra);
+}
+
+fn clock_nanosleep(out: &mut Out, args: &[u64; 6], extra: &[u8]) {
+    const TIMER_ABSTIME: u64 = 1;
+    let abstime = args[1] & TIMER_ABSTIME != 0;
+    // With TIMER_ABSTIME the timespec is a point in time on the clock, not a length: the
+    // line says `until=` so it is not read as a sleep of hours.
+    requested(out, if abstime { "until" } else { "requested" }, extra);
+    out.name("clock", clock_name(args[0] as i32));
+    out.field("abstime", abstime);
+    if abstime {
+        out.parts.push("TIMER_ABSTIME".into());
+    }
+}
+
+/// `requested=500ms` from the timespec the kernel side copied, in field requested_ns. A
+/// missing timespec (copy failed) is `?`; an invalid one (the call fails with EINVAL) shows
+/// its raw fields.
+fn requested(out: &mut Out, key: &str, extra: &[u8]) {
+    let (text, ns) = match timespec_ns(extra) {
+        Some(Ok(ns)) => (format_ns(ns), Value::from(ns)),
+        Some(Err((sec, nsec))) => (format!("invalid (tv_sec={sec}, tv_nsec={nsec})"), Value::Null),
+        None => ("?".to_owned(), Value::Null),
+    };
+    out.parts.push(format!("{key}={text}"));
+    out.field("requested_ns", ns);
+}
+
+fn connect(out: &mut Out, args: &[u64; 6], extra: &[u8], resolved: &Resolved) {
+    fd(out, "fd", args[0] as i32, resolved);
+    match sockaddr(extra, args[2] as usize) {
+        Some(addr) => out.name("addr", addr),
+        None => out.put("addr", "?", Value::Null),
+    }
+}
+
+fn execve(out: &mut Out, dirfd: Option<i32>, extra: &[u8], resolved: &Resolved) {
+    if let Some(d) = dirfd {
+        dir_fd(out, d, resolved);
+    }
+    cstr_field(out, "filename", extra);
+}
+
+fn openat(out: &mut Out, args: &[u64; 6], extra: &[u8], resolved: &Resolved) {
+    dir_fd(out, args[0] as i32, resolved);
+    cstr_field(out, "path", extra);
+    let flags = args[2] as i32;
+    out.name("flags", open_flags(flags));
+    // The mode is only read by the kernel when a file may be created.
+    if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
+        out.name("mode", format!("{:04o}", args[3] as u32));
+    }
+}
+
+fn futex(out: &mut Out, args: &[u64; 6]) {
+    // Addresses go to JSON as hex strings: they are identities, not quantities.
+    out.name("uaddr", format!("{:#x}", args[0]));
+    out.name("op", futex_op(args[1] as u32));
+    out.num("val", args[2] as u32);
+}
+
+fn wait4(out: &mut Out, args: &[u64; 6]) {
+    let pid = args[0] as i32;
+    let who = wait_target(pid);
+    // A positive pid needs no gloss; the others are easy to misread.
+    let text = if pid > 0 { pid.to_string() } else { format!("{pid} ({who})") };
+    out.put("pid", text, pid);
+    out.field("waits_for", who);
+    out.name("options", wait_options(args[2] as u32, "WUNTRACED"));
+}
+
+fn waitid(out: &mut Out, args: &[u64; 6], resolved: &Resolved) {
+    let id = args[1] as u32;
+    match args[0] {
+        0 => out.name("idtype", "P_ALL".into()),
+        1 => {
+            out.name("idtype", "P_PID".into());
+            out.num("pid", id);
+        }
+        2 => {
+            out.name("idtype", "P_PGID".into());
+            out.num("pgid", id);
+        }
+        3 => {
+            out.name("idtype", "P_PIDFD".into());
+            pidfd(out, id as i32, resolved);
+        }
+        other => {
+            out.name("idtype", format!("idtype {other}"));
+            out.num("id", id);
+        }
+    }
+    out.name("options", wait_options(args[3] as u32, "WSTOPPED"));
+}
+
+fn kill(out: &mut Out, args: &[u64; 6]) {
+    let pid = args[0] as i32;
+    let text = match kill_target(pid) {
+        Some(who) => format!("{pid} ({who})"),
+        None => pid.to_string(),
+    };
+    out.put("pid", text, pid);
+    out.name("signal", signal_name(args[1] as i32));
+}
+
+fn tgkill(out: &mut Out, args: &[u64; 6]) {
+    out.num("tgid", args[0] as i32);
+    out.num("tid", args[1] as i32);
+    out.name("signal", signal_name(args[2] as i32));
+}
+
+fn pidfd_send_signal(out: &mut Out, args: &[u64; 6], resolved: &Resolved) {
+    pidfd(out, args[0] as i32, resolved);
+    out.name("signal", signal_name(args[1] as i32));
+}
+
+fn fd_call(out: &mut Out, name: &str, args: &[u64; 6], resolved: &Resolved) {
+    fd(out, "fd", args[0] as i32, resolved);
+    match name {
+        "read" | "write" | "pread64" | "pwrite64" => out.num("count", args[2]),
+        "epoll_wait" | "epoll_pwait" => {
+            let ms = args[3] as i32;
+            let text = if ms < 0 { "infinite".to_owned() } else { format!("{ms}ms") };
+            out.put("timeout", text, ms);
+        }
+        // The request code says which ioctl was slow (TCGETS, FIONREAD, a driver's …).
+        "ioctl" => out.name("request", format!("{:#x}", args[1] as u32)),
+        _ => {}
+    }
+}
+
+fn generic(out: &mut Out, args: &[u64; 6]) {
+    let hex: Vec<String> = args[..3].iter().map(|a| format!("{a:#x}")).collect();
+    out.parts.push(format!("args={}", hex.join(", ")));
+    out.field("args", args.to_vec());
+}
+
+// ---- shared pieces ----
+
+/// `fd=3 (pipe:[123] (read end))`; fields `key` and fd_desc.
+fn fd(out: &mut Out, key: &str, fd: i32, resolved: &Resolved) {
+    match &resolved.fd_desc {
+        Some(desc) => {
+            out.put(key, format!("{fd} ({desc})"), fd);
+            out.field("fd_desc", desc.clone());
+        }
+        None => out.num(key, fd),
+    }
+}
+
+/// A directory fd: AT_FDCWD by name (the number stays in the fields), anything else like
+/// any fd.
+fn dir_fd(out: &mut Out, dirfd: i32, resolved: &Resolved) {
+    if dirfd == libc::AT_FDCWD {
+        out.put("dirfd", "AT_FDCWD", dirfd);
+    } else {
+        fd(out, "dirfd", dirfd, resolved);
+    }
+}
+
+/// `pidfd=7 (pid 1234)` when the pid behind it was resolved; fields pidfd and pid.
+fn pidfd(out: &mut Out, fd: i32, resolved: &Resolved) {
+    match resolved.pidfd_pid {
+        Some(pid) => {
+            out.put("pidfd", format!("{fd} (pid {pid})"), fd);
+            out.field("pid", pid);
+        }
+        None => out.num("pidfd", fd),
+    }
+}
+
+/// A NUL-terminated string from `extra`: `?` (null in JSON) when nothing was copied.
+fn cstr_field(out: &mut Out, key: &str, extra: &[u8]) {
+    match cstr(extra) {
+        Some(s) => out.name(key, s),
+        None => out.put(key, "?", Value::Null),
+    }
+}
+
+/// The most bytes the kernel side copies from user memory.
+const EXTRA_MAX: usize = 64;
+
+/// Up to the first NUL. No NUL in a full buffer means the kernel side cut the string: "…".
+fn cstr(extra: &[u8]) -> Option<String> {
+    if extra.is_empty() {
+        return None;
+    }
+    let end = extra.iter().position(|&b| b == 0);
+    let s = String::from_utf8_lossy(&extra[..end.unwrap_or(extra.len())]).into_owned();
+    let cut = end.is_none() && extra.len() >= EXTRA_MAX;
+    Some(if cut { s + "…" } else { s })
+}
+
+/// The request of a `struct timespec` (i64 tv_sec, i64 tv_nsec, little-endian) in ns; None if
+/// not copied, Err(raw fields) if invalid.
+fn timespec_ns(extra: &[u8]) -> Option<Result<u64, (i64, i64)>> {
+    let sec = i64::from_le_bytes(extra.get(0..8)?.try_into().ok()?);
+    let nsec = i64::from_le_bytes(extra.get(8..16)?.try_into().ok()?);
+    if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+        return Some(Err((sec, nsec)));
+    }
+    Some(Ok((sec as u64).saturating_mul(1_000_000_000).saturating_add(nsec as u64)))
+}
+
+/// Compact duration: `750ns`, `12.5µs`, `500ms`, `1.5s` (at most 3 decimals, trailing zeros
+/// dropped).
+fn format_ns(ns: u64) -> String {
+    let (unit, div) = match ns {
+        0..=999 => return format!("{ns}ns"),
+        1_000..=999_999 => ("µs", 1e3),
+        1_000_000..=999_999_999 => ("ms", 1e6),
+        _ => ("s", 1e9),
+    };
+    let s = format!("{:.3}", ns as f64 / div);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}{unit}")
+}
+
+fn clock_name(id: i32) -> String {
+    let name = match id {
+        0 => "CLOCK_REALTIME",
+        1 => "CLOCK_MONOTONIC",
+        2 => "CLOCK_PROCESS_CPUTIME_ID",
+        3 => "CLOCK_THREAD_CPUTIME_ID",
+        4 => "CLOCK_MONOTONIC_RAW",
+        5 => "CLOCK_REALTIME_COARSE",
+        6 => "CLOCK_MONOTONIC_COARSE",
+        7 => "CLOCK_BOOTTIME",
+        8 => "CLOCK_REALTIME_ALARM",
+        9 => "CLOCK_BOOTTIME_ALARM",
+        11 => "CLOCK_TAI",
+        // Negative ids are per-process/thread CPU clocks (clock_getcpuclockid).
+        _ => return format!("clock {id}"),
+    };
+    name.to_owned()
+}
+
+/// `127.0.0.1:5432`, `[::1]:8080`, `/run/x.sock`, `@abstract`; None if nothing was copied.
+/// `addrlen` bounds the abstract unix name, which is not NUL-terminated.
+fn sockaddr(extra: &[u8], addrlen: usize) -> Option<String> {
+    let family = u16::from_le_bytes(extra.get(0..2)?.try_into().ok()?);
+    let port = || extra.get(2..4).map(|p| u16::from_be_bytes([p[0], p[1]]));
+    match family as i32 {
+        libc::AF_UNSPEC => Some("AF_UNSPEC".into()),
+        libc::AF_INET => {
+            let ip: [u8; 4] = extra.get(4..8)?.try_into().ok()?;
+            Some(format!("{}:{}", std::net::Ipv4Addr::from(ip), port()?))
+        }
+        libc::AF_INET6 => {
+            let ip: [u8; 16] = extra.get(8..24)?.try_into().ok()?;
+            Some(format!("[{}]:{}", std::net::Ipv6Addr::from(ip), port()?))
+        }
+        libc::AF_UNIX => Some(unix_path(&extra[2..], addrlen.saturating_sub(2))),
+        other => Some(format!("family {other}")),
+    }
+}
+
+fn unix_path(path: &[u8], len: usize) -> String {
+    match path.first() {
+        None if len == 0 => "(unnamed)".into(),
+        None => "?".into(),
+        // Abstract: a leading NUL, then `len - 1` bytes that may contain anything.
+        Some(0) => {
+            let name = &path[1..len.clamp(1, path.len())];
+            let cut = if len > path.len() { "…" } else { "" };
+            format!("@{}{cut}", String::from_utf8_lossy(name))
+        }
+        Some(_) => {
+            let end = path.iter().position(|&b| b == 0);
+            let s = String::from_utf8_lossy(&path[..end.unwrap_or(path.len())]);
+            let cut = if end.is_none() && len > path.len() { "…" } else { "" };
+            format!("{s}{cut}")
+        }
+    }
+}
+
+/// O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC; unknown bits as octal.
+fn open_flags(flags: i32) -> String {
+    let mode = match flags & libc::O_ACCMODE {
+        libc::O_RDONLY => "O_RDONLY",
+        libc::O_WRONLY => "O_WRONLY",
+        libc::O_RDWR => "O_RDWR",
+        _ => "O_ACCMODE",
+    };
+    let mut names = vec![mode.to_owned()];
+    let rest = take_bits(flags & !libc::O_ACCMODE, &open_flag_table(), &mut names);
+    if rest != 0 {
+        names.push(format!("{rest:#o}"));
+    }
+    names.join("|")
+}
+
+/// Multi-bit flags (O_SYNC includes O_DSYNC, O_TMPFILE includes O_DIRECTORY) come first so
+/// their bits are not claimed by the single-bit ones.
+fn open_flag_table() -> [(i32, &'static str); 17] {
+    [
+        (libc::O_SYNC, "O_SYNC"),
+        (libc::O_TMPFILE, "O_TMPFILE"),
+        (libc::O_CREAT, "O_CREAT"),
+        (libc::O_EXCL, "O_EXCL"),
+        (libc::O_NOCTTY, "O_NOCTTY"),
+        (libc::O_TRUNC, "O_TRUNC"),
+        (libc::O_APPEND, "O_APPEND"),
+        (libc::O_NONBLOCK, "O_NONBLOCK"),
+        (libc::O_DSYNC, "O_DSYNC"),
+        (libc::O_ASYNC, "O_ASYNC"),
+        (libc::O_DIRECT, "O_DIRECT"),
+        (O_LARGEFILE, "O_LARGEFILE"),
+        (libc::O_DIRECTORY, "O_DIRECTORY"),
+        (libc::O_NOFOLLOW, "O_NOFOLLOW"),
+        (libc::O_NOATIME, "O_NOATIME"),
+        (libc::O_CLOEXEC, "O_CLOEXEC"),
+        (libc::O_PATH, "O_PATH"),
+    ]
+}
+
+/// The kernel's value, which differs by architecture; glibc never passes it on 64-bit
+/// targets, but a raw syscall may.
+#[cfg(target_arch = "aarch64")]
+const O_LARGEFILE: i32 = 0o400000;
+#[cfg(not(target_arch = "aarch64"))]
+const O_LARGEFILE: i32 = 0o100000;
+
+/// Appends the names of the flags fully set in `bits`; returns the bits no name claimed.
+fn take_bits<T>(mut bits: T, table: &[(T, &str)], names: &mut Vec<String>) -> T
+where
+    T: Copy + PartialEq + Default + std::ops::BitAnd<Output = T> + std::ops::Not<Output = T>,
+{
+    for &(mask, name) in table {
+        if mask != T::default() && bits & mask == mask {
+            names.push(name.to_owned());
+            bits = bits & !mask;
+        }
+    }
+    bits
+}
+
+fn futex_op(op: u32) -> String {
+    const FUTEX_PRIVATE_FLAG: u32 = 128;
+    const FUTEX_CLOCK_REALTIME: u32 = 256;
+    let cmd = match op & 127 {
+        0 => "FUTEX_WAIT".to_owned(),
+        1 => "FUTEX_WAKE".into(),
+        2 => "FUTEX_FD".into(),
+        3 => "FUTEX_REQUEUE".into(),
+        4 => "FUTEX_CMP_REQUEUE".into(),
+        5 => "FUTEX_WAKE_OP".into(),
+        6 => "FUTEX_LOCK_PI".into(),
+        7 => "FUTEX_UNLOCK_PI".into(),
+        8 => "FUTEX_TRYLOCK_PI".into(),
+        9 => "FUTEX_WAIT_BITSET".into(),
+        10 => "FUTEX_WAKE_BITSET".into(),
+        11 => "FUTEX_WAIT_REQUEUE_PI".into(),
+        12 => "FUTEX_CMP_REQUEUE_PI".into(),
+        13 => "FUTEX_LOCK_PI2".into(),
+        other => format!("FUTEX_OP_{other}"),
+    };
+    let mut names = vec![cmd];
+    let table = [(FUTEX_PRIVATE_FLAG, "FUTEX_PRIVATE_FLAG"), (FUTEX_CLOCK_REALTIME, "FUTEX_CLOCK_REALTIME")];
+    let rest = take_bits(op & !127, &table, &mut names);
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    names.join("|")
+}
+
+/// What wait4's pid argument waits for.
+fn wait_target(pid: i32) -> String {
+    match pid {
+        -1 => "any child".into(),
+        0 => "any child in own process group".into(),
+        p if p < -1 => format!("any child in process group {}", -(p as i64)),
+        p => format!("pid {p}"),
+    }
+}
+
+/// What kill's pid argument signals, when it is not a single process.
+fn kill_target(pid: i32) -> Option<String> {
+    match pid {
+        -1 => Some("every process it may signal".into()),
+        0 => Some("own process group".into()),
+        p if p < -1 => Some(format!("process group {}", -(p as i64))),
+        _ => None,
+    }
+}
+
+/// wait4/waitid options; bit 2 is WUNTRACED for wait4 and WSTOPPED for waitid (same value).
+fn wait_options(options: u32, bit2: &'static str) -> String {
+    let table = [
+        (1, "WNOHANG"),
+        (2, bit2),
+        (4, "WEXITED"),
+        (8, "WCONTINUED"),
+        (0x0100_0000, "WNOWAIT"),
+        (0x2000_0000, "__WNOTHREAD"),
+        (0x4000_0000, "__WALL"),
+        (0x8000_0000, "__WCLONE"),
+    ];
+    let mut names = Vec::new();
+    let rest = take_bits(options, &table, &mut names);
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    if names.is_empty() {
+        return "0".into();
+    }
+    names.join("|")
+}
+
+/// Kernel signal numbers (the same on x86_64 and aarch64). Real-time signals are shown by
+/// number: glibc's SIGRTMIN is not the kernel's.
+fn signal_name(sig: i32) -> String {
+    const NAMES: [&str; 32] = [
+        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
+        "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP",
+        "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO",
+        "SIGPWR", "SIGSYS",
+    ];
+    match usize::try_from(sig).ok().and_then(|i| NAMES.get(i)) {
+        Some(name) => (*name).to_owned(),
+        None => format!("signal {sig}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn d(name: &str, args: [u64; 6], extra: &[u8]) -> DecodedArgs {
+        decode(name, &args, extra, &Resolved::default())
+    }
+
+    fn timespec(sec: i64, nsec: i64) -> Vec<u8> {
+        [sec.to_le_bytes(), nsec.to_le_bytes()].concat()
+    }
+
+    #[test]
+    fn nanosleep_requested() {
+        let out = d("nanosleep", [0x7ffd0000, 0, 0, 0, 0, 0], &timespec(0, 500_000_000));
+        assert_eq!(out.text, "requested=500ms");
+        assert_eq!(out.fields["requested_ns"], json!(500_000_000u64));
+        assert_eq!(d("nanosleep", [0; 6], &timespec(1, 500_000_000)).text, "requested=1.5s");
+        assert_eq!(d("nanosleep", [0; 6], &[]).text, "requested=?");
+        assert_eq!(d("nanosleep", [0; 6], &[]).fields["requested_ns"], Value::Null);
+        assert_eq!(
+            d("nanosleep", [0; 6], &timespec(-1, 5)).text,
+            "requested=invalid (tv_sec=-1, tv_nsec=5)"
+        );
+    }
+
+    #[test]
+    fn clock_nanosleep_relative_and_absolute() {
+        let out = d("clock_nanosleep", [1, 0, 0x7ffd0000, 0, 0, 0], &timespec(0, 500_000_000));
+        assert_eq!(out.text, "requested=500ms, clock=CLOCK_MONOTONIC");
+        let want = json!({"requested_ns": 500_000_000u64, "clock": "CLOCK_MONOTONIC", "abstime": false});
+        assert_eq!(Value::Object(out.fields), want);
+
+        let out = d("clock_nanosleep", [7, 1, 0, 0, 0, 0], &timespec(5123, 400_000_000));
+        assert_eq!(out.text, "until=5123.4s, clock=CLOCK_BOOTTIME, TIMER_ABSTIME");
+        let want = json!({"requested_ns": 5_123_400_000_000u64, "clock": "CLOCK_BOOTTIME", "abstime": true});
+        assert_eq!(Value::Object(out.fields), want);
+
+        assert_eq!(d("clock_nanosleep", [-6i64 as u64, 0, 0, 0, 0, 0], &[]).text, "requested=?, clock=clock -6");
+    }
+
+    #[test]
+    fn compact_durations() {
+        assert_eq!(format_ns(0), "0ns");
+        assert_eq!(format_ns(999), "999ns");
+        assert_eq!(format_ns(12_500), "12.5µs");
+        assert_eq!(format_ns(1_234_567), "1.235ms");
+        assert_eq!(format_ns(500_000_000), "500ms");
+        assert_eq!(format_ns(60_000_000_000), "60s");
+    }
+
+    fn sockaddr_in(port: u16, ip: [u8; 4]) -> Vec<u8> {
+        [&2u16.to_le_bytes()[..], &port.to_be_bytes(), &ip, &[0; 8]].concat()
+    }
+
+    #[test]
+    fn connect_inet() {
+        let resolved = Resolved { fd_desc: Some("tcp 0.0.0.0:0 (CLOSE)".into()), pidfd_pid: None };
+        let out = decode("connect", &[5, 0x7ffd0000, 16, 0, 0, 0], &sockaddr_in(5432, [127, 0, 0, 1]), &resolved);
+        assert_eq!(out.text, "fd=5 (tcp 0.0.0.0:0 (CLOSE)), addr=127.0.0.1:5432");
+        let want = json!({"fd": 5, "fd_desc": "tcp 0.0.0.0:0 (CLOSE)", "addr": "127.0.0.1:5432"});
+        assert_eq!(Value::Object(out.fields), want);
+        let out = d("connect", [5, 0, 16, 0, 0, 0], &sockaddr_in(5432, [127, 0, 0, 1]));
+        assert_eq!(Value::Object(out.fields), json!({"fd": 5, "addr": "127.0.0.1:5432"}));
+    }
+
+    #[test]
+    fn connect_inet6() {
+        let mut sa = [&10u16.to_le_bytes()[..], &8080u16.to_be_bytes(), &[0; 4]].concat();
+        sa.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        sa.extend_from_slice(&[0; 4]); // scope id
+        assert_eq!(d("connect", [3, 0, 28, 0, 0, 0], &sa).text, "fd=3, addr=[::1]:8080");
+    }
+
+    #[test]
+    fn connect_unix() {
+        let sa = [&1u16.to_le_bytes()[..], b"/run/x.sock\0"].concat();
+        assert_eq!(d("connect", [4, 0, 110, 0, 0, 0], &sa).text, "fd=4, addr=/run/x.sock");
+        // Abstract: leading NUL, length from addrlen (2 + 1 + 4).
+        let sa = [&1u16.to_le_bytes()[..], b"\0bus1garbage"].concat();
+        assert_eq!(d("connect", [4, 0, 7, 0, 0, 0], &sa).text, "fd=4, addr=@bus1");
+        // A path longer than the 62 bytes that fit after the family.
+        let sa = [&1u16.to_le_bytes()[..], &[b'a'; 62]].concat();
+        let want = format!("fd=4, addr={}…", "a".repeat(62));
+        assert_eq!(d("connect", [4, 0, 110, 0, 0, 0], &sa).text, want);
+        assert_eq!(d("connect", [4, 0, 16, 0, 0, 0], &[]).text, "fd=4, addr=?");
+        assert_eq!(d("connect", [4, 0, 16, 0, 0, 0], &[]).fields["addr"], Value::Null);
+        assert_eq!(d("connect", [4, 0, 16, 0, 0, 0], &[0, 0]).text, "fd=4, addr=AF_UNSPEC");
+    }
+
+    #[test]
+    fn execve_filename() {
+        let out = d("execve", [0x5555, 0x5556, 0x5557, 0, 0, 0], b"/bin/sh\0");
+        assert_eq!(out.text, "filename=/bin/sh");
+        assert_eq!(Value::Object(out.fields), json!({"filename": "/bin/sh"}));
+        let long = [b'x'; 64];
+        assert_eq!(d("execve", [0; 6], &long).text, format!("filename={}…", "x".repeat(64)));
+        let out = d("execveat", [-100i64 as u64, 0, 0, 0, 0x1000, 0], b"/usr/bin/env\0junk");
+        assert_eq!(out.text, "dirfd=AT_FDCWD, filename=/usr/bin/env");
+        assert_eq!(out.fields["dirfd"], json!(-100));
+    }
+
+    #[test]
+    fn openat_flags() {
+        let flags = (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC) as u64;
+        let out = d("openat", [-100i64 as u64, 0x7ffd, flags, 0o644, 0, 0], b"/tmp/out.txt\0");
+        assert_eq!(out.text, "dirfd=AT_FDCWD, path=/tmp/out.txt, flags=O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC, mode=0644");
+        assert_eq!(out.fields["flags"], json!("O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC"));
+        assert_eq!(out.fields["path"], json!("/tmp/out.txt"));
+
+        let flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_DIRECTORY) as u64;
+        let resolved = Resolved { fd_desc: Some("/etc".into()), pidfd_pid: None };
+        let out = decode("openat", &[3, 0, flags, 0, 0, 0], b"ssl\0", &resolved);
+        assert_eq!(out.text, "dirfd=3 (/etc), path=ssl, flags=O_RDONLY|O_NONBLOCK|O_DIRECTORY|O_CLOEXEC");
+        assert_eq!(out.fields["dirfd"], json!(3));
+        assert_eq!(out.fields["fd_desc"], json!("/etc"));
+
+        assert_eq!(open_flags(libc::O_RDWR | libc::O_APPEND | libc::O_SYNC), "O_RDWR|O_SYNC|O_APPEND");
+        assert_eq!(open_flags(libc::O_RDWR | libc::O_TMPFILE), "O_RDWR|O_TMPFILE");
+        assert_eq!(open_flags(libc::O_RDONLY | 0o40000000), "O_RDONLY|0o40000000");
+    }
+
+    #[test]
+    fn futex_ops() {
+        let out = d("futex", [0x7f12_3456_7890, 9 | 128, 0, 0, 0, 0xffff_ffff], &[]);
+        assert_eq!(out.text, "uaddr=0x7f1234567890, op=FUTEX_WAIT_BITSET|FUTEX_PRIVATE_FLAG, val=0");
+        assert_eq!(out.fields["op"], json!("FUTEX_WAIT_BITSET|FUTEX_PRIVATE_FLAG"));
+        assert_eq!(out.fields["uaddr"], json!("0x7f1234567890"));
+        assert_eq!(futex_op(1 | 128), "FUTEX_WAKE|FUTEX_PRIVATE_FLAG");
+        assert_eq!(futex_op(9 | 128 | 256), "FUTEX_WAIT_BITSET|FUTEX_PRIVATE_FLAG|FUTEX_CLOCK_REALTIME");
+        assert_eq!(futex_op(13), "FUTEX_LOCK_PI2");
+        assert_eq!(futex_op(99 | 512), "FUTEX_OP_99|0x200");
+        assert_eq!(d("futex", [0x10, 1, i32::MAX as u64, 0, 0, 0], &[]).fields["val"], json!(2147483647));
+    }
+
+    #[test]
+    fn wait4_targets() {
+        let out = d("wait4", [1234, 0x7ffd, 0, 0, 0, 0], &[]);
+        assert_eq!(out.text, "pid=1234, options=0");
+        assert_eq!(Value::Object(out.fields), json!({"pid": 1234, "waits_for": "pid 1234", "options": "0"}));
+        let out = d("wait4", [-1i64 as u64, 0, 1 | 0x4000_0000, 0, 0, 0], &[]);
+        assert_eq!(out.text, "pid=-1 (any child), options=WNOHANG|__WALL");
+        assert_eq!(out.fields["pid"], json!(-1));
+        assert_eq!(d("wait4", [0; 6], &[]).fields["waits_for"], json!("any child in own process group"));
+        let out = d("wait4", [-42i64 as u32 as u64, 0, 2 | 8, 0, 0, 0], &[]);
+        assert_eq!(out.text, "pid=-42 (any child in process group 42), options=WUNTRACED|WCONTINUED");
+    }
+
+    #[test]
+    fn waitid_idtypes() {
+        let resolved = Resolved { fd_desc: None, pidfd_pid: Some(1234) };
+        let out = decode("waitid", &[3, 7, 0x7ffd, 4, 0, 0], &[], &resolved);
+        assert_eq!(out.text, "idtype=P_PIDFD, pidfd=7 (pid 1234), options=WEXITED");
+        let want = json!({"idtype": "P_PIDFD", "pidfd": 7, "pid": 1234, "options": "WEXITED"});
+        assert_eq!(Value::Object(out.fields), want);
+        assert_eq!(d("waitid", [3, 7, 0, 4, 0, 0], &[]).text, "idtype=P_PIDFD, pidfd=7, options=WEXITED");
+
+        let out = d("waitid", [1, 99, 0, 4 | 2 | 0x0100_0000, 0, 0], &[]);
+        assert_eq!(out.text, "idtype=P_PID, pid=99, options=WSTOPPED|WEXITED|WNOWAIT");
+        assert_eq!(out.fields["pid"], json!(99));
+        assert_eq!(d("waitid", [0, 0, 0, 4 | 1, 0, 0], &[]).text, "idtype=P_ALL, options=WNOHANG|WEXITED");
+        assert_eq!(d("waitid", [2, 5, 0, 4, 0, 0], &[]).text, "idtype=P_PGID, pgid=5, options=WEXITED");
+    }
+
+    #[test]
+    fn signals() {
+        let out = d("kill", [1234, 9, 0, 0, 0, 0], &[]);
+        assert_eq!(out.text, "pid=1234, signal=SIGKILL");
+        assert_eq!(Value::Object(out.fields), json!({"pid": 1234, "signal": "SIGKILL"}));
+        assert_eq!(d("kill", [-77i64 as u64, 15, 0, 0, 0, 0], &[]).text, "pid=-77 (process group 77), signal=SIGTERM");
+        assert_eq!(d("kill", [0, 2, 0, 0, 0, 0], &[]).text, "pid=0 (own process group), signal=SIGINT");
+        assert_eq!(d("tgkill", [10, 11, 17, 0, 0, 0], &[]).text, "tgid=10, tid=11, signal=SIGCHLD");
+        let resolved = Resolved { fd_desc: None, pidfd_pid: Some(55) };
+        let out = decode("pidfd_send_signal", &[6, 1, 0, 0, 0, 0], &[], &resolved);
+        assert_eq!(out.text, "pidfd=6 (pid 55), signal=SIGHUP");
+        assert_eq!(out.fields["signal"], json!("SIGHUP"));
+        assert_eq!(signal_name(10), "SIGUSR1");
+        assert_eq!(signal_name(31), "SIGSYS");
+        assert_eq!(signal_name(34), "signal 34");
+        assert_eq!(signal_name(0), "0");
+    }
+
+    #[test]
+    fn fd_calls() {
+        let resolved = Resolved { fd_desc: Some("pipe:[123] (read end)".into()), pidfd_pid: None };
+        let out = decode("read", &[3, 0x7ffd, 4096, 0, 0, 0], &[], &resolved);
+        assert_eq!(out.text, "fd=3 (pipe:[123] (read end)), count=4096");
+        let want = json!({"fd": 3, "fd_desc": "pipe:[123] (read end)", "count": 4096});
+        assert_eq!(Value::Object(out.fields), want);
+        assert_eq!(d("pwrite64", [9, 0, 512, 4096, 0, 0], &[]).text, "fd=9, count=512");
+        assert_eq!(d("epoll_wait", [4, 0, 64, -1i64 as u64, 0, 0], &[]).text, "fd=4, timeout=infinite");
+        let out = d("epoll_pwait", [4, 0, 64, 250, 0, 8], &[]);
+        assert_eq!(out.text, "fd=4, timeout=250ms");
+        assert_eq!(out.fields["timeout"], json!(250));
+        assert_eq!(d("ioctl", [1, 0x5401, 0x7ffd, 0, 0, 0], &[]).text, "fd=1, request=0x5401");
+        assert_eq!(d("fsync", [7, 0, 0, 0, 0, 0], &[]).text, "fd=7");
+    }
+
+    #[test]
+    fn fd_arg_index() {
+        assert_eq!(fd_arg("read"), Some(0));
+        assert_eq!(fd_arg("sendfile"), Some(0));
+        assert_eq!(fd_arg("epoll_pwait2"), Some(0));
+        assert_eq!(fd_arg("newfstatat"), None);
+        assert_eq!(fd_arg("openat"), None);
+        assert_eq!(fd_arg("futex"), None);
+    }
+
+    #[test]
+    fn other_calls_are_hex() {
+        let out = d("mmap", [0, 4096, 3, 0x22, u64::MAX, 0], &[]);
+        assert_eq!(out.text, "args=0x0, 0x1000, 0x3");
+        assert_eq!(out.fields["args"], json!([0, 4096, 3, 0x22, u64::MAX, 0]));
+    }
+
+    #[test]
+    fn return_values() {
+        assert_eq!(ret_text(0), "0");
+        assert_eq!(ret_text(5), "5");
+        assert_eq!(ret_text(-2), "-2 ENOENT");
+        assert_eq!(ret_text(-11), "-11 EAGAIN");
+        assert_eq!(ret_text(-4), "-4 EINTR");
+        assert_eq!(ret_text(-110), "-110 ETIMEDOUT");
+        // Not in the errno range: a value (e.g. lseek far back is impossible, but be safe).
+        assert_eq!(ret_text(-5000), "-5000");
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let out = d("kill", [1, 9, 0, 0, 0, 0], &[]);
+        let back: DecodedArgs = serde_json::from_str(&serde_json::to_string(&out).unwrap()).unwrap();
+        assert_eq!(back, out);
+    }
+}
