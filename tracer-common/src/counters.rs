@@ -20,7 +20,7 @@ pub const EVENTS_DROPPED: u32 = 7;
 pub const OFF_EVENTS: u32 = 8;
 /// Off-CPU intervals that could not be recorded: a map was full.
 pub const OFF_LOST: u32 = 9;
-/// Syscalls completed by tracked threads.
+/// Unused (syscall counts come from the stats map).
 pub const SYSCALLS: u32 = 10;
 /// Syscall entries not tracked because the in-flight map was full.
 pub const SYSCALL_INFLIGHT_FULL: u32 = 11;

@@ -27,20 +27,27 @@ pub struct SysStats {
     pub hist: [u64; HIST_BUCKETS],
 }
 
-/// A syscall in progress on one thread (key: tid).
+/// The syscall state of one tracked thread (key: tid). The entry lives as long as the thread
+/// (removed at its exit) and is rewritten in place at every syscall entry: a lookup is much
+/// cheaper than an insert and a delete per call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Inflight {
     pub ts: u64,
     pub tgid: u32,
     pub nr: i32,
-    pub args: [u64; 6],
     /// Kernel address of the thread's saved user registers (valid until the syscall returns):
-    /// lets sched_switch read the user sp/bp/ip of a thread blocked in this call.
+    /// the arguments, and the user sp/bp of a thread blocked in this call, are read from there
+    /// only when needed.
     pub regs: u64,
-    /// Stacks taken when the thread last blocked in this call (NO_STACK: never blocked).
+    /// 1 between entry and exit.
+    pub active: u32,
+    /// 1 once the call blocked (then `args`, the stacks and `leaf` are set).
+    pub blocked: u32,
+    /// Stacks taken when the thread blocked in this call.
     pub user_stack_id: i32,
     pub kernel_stack_id: i32,
+    pub args: [u64; 6],
     pub leaf: LeafFix,
     pub extra: [u8; EXTRA_LEN],
 }
@@ -81,7 +88,7 @@ mod tests {
     fn layout() {
         assert_eq!(size_of::<super::SysKey>(), 8);
         assert_eq!(size_of::<super::SysStats>(), 32 + 8 * super::HIST_BUCKETS);
-        assert_eq!(size_of::<super::Inflight>(), 8 + 8 + 48 + 8 + 8 + 48 + 64);
+        assert_eq!(size_of::<super::Inflight>(), 8 + 8 + 8 + 8 + 8 + 48 + 48 + 64);
         assert_eq!(size_of::<super::SlowCall>(), 16 + 24 + 8 + 48 + 48 + 64);
         assert_eq!(size_of::<super::SlowTop>(), 8 * super::MAX_SLOW_TOP + 8);
     }

@@ -108,12 +108,18 @@ pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     // where it waited.
     if class != STATE_RUNQUEUE {
         if let Some(inf) = INFLIGHT.get_ptr_mut(tid) {
-            // SAFETY: live map value.
+            // SAFETY: live map value of this (current) thread.
             let inf = unsafe { &mut *inf };
-            start.leaf = crate::unwind::from_saved_regs(inf.regs);
-            inf.user_stack_id = start.user_stack_id;
-            inf.kernel_stack_id = start.kernel_stack_id;
-            inf.leaf = start.leaf;
+            if inf.active != 0 {
+                start.leaf = crate::unwind::from_saved_regs(inf.regs);
+                if inf.blocked == 0 {
+                    inf.args = crate::syscalls::args_of(inf);
+                }
+                inf.blocked = 1;
+                inf.user_stack_id = start.user_stack_id;
+                inf.kernel_stack_id = start.kernel_stack_id;
+                inf.leaf = start.leaf;
+            }
         }
     }
     if OFF_START.insert(tid, &*start, 0).is_err() {

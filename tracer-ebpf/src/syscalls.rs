@@ -19,7 +19,6 @@ use tracer_common::{
     limits::{MAX_INFLIGHT, MAX_SYSCALL_KEYS},
     process::EVENT_SLOW_CALL,
     syscall::{Inflight, SlowCall, SlowTop, SysKey, SysStats, EXTRA_LEN, HIST_BUCKETS, MAX_SLOW_TOP},
-    unwind::LeafFix,
 };
 
 use crate::{counters::bump, cpu::USER_STACKS, target::is_tracked};
@@ -28,8 +27,11 @@ use crate::{counters::bump, cpu::USER_STACKS, target::is_tracked};
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
 #[map]
 static SYSCALL_STATS: PerCpuHashMap<SysKey, SysStats> = PerCpuHashMap::with_max_entries(MAX_SYSCALL_KEYS, 0);
-#[map]
-static SLOW_TOP: PerCpuArray<SlowTop> = PerCpuArray::with_max_entries(1, 0);
+/// The K longest durations sent so far, shared by all CPUs. A plain global (read with a direct
+/// load, no helper call) keeps the common path — a call faster than the current floor — cheap.
+/// Concurrent replacements can only lower the floor, so the gate errs toward sending more.
+#[unsafe(no_mangle)]
+static mut SLOW_TOP: SlowTop = SlowTop { durations: [0; MAX_SLOW_TOP], min_index: 0, _pad: 0 };
 /// Scratch space for building values too big for the 512-byte BPF stack.
 #[map]
 static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
@@ -81,38 +83,70 @@ fn read_args(regs: *const pt_regs) -> [u64; 6] {
 
 pub fn sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if !is_tracked(tgid) {
-        return Ok(());
-    }
+    let tid = pid_tgid as u32;
+    // An entry exists only for tracked threads: after a thread's first syscall this single
+    // lookup is the whole filter.
+    let inf = match INFLIGHT.get_ptr_mut(tid) {
+        Some(p) => p,
+        None => {
+            let tgid = (pid_tgid >> 32) as u32;
+            if !is_tracked(tgid) {
+                return Ok(());
+            }
+            let Some(zero) = SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+            // SAFETY: per-CPU scratch slot, ours for this program run.
+            let zero = unsafe { &mut *zero };
+            zero.tgid = tgid;
+            zero.active = 0;
+            if INFLIGHT.insert(tid, &*zero, 0).is_err() {
+                bump(counters::SYSCALL_INFLIGHT_FULL);
+                return Ok(());
+            }
+            match INFLIGHT.get_ptr_mut(tid) {
+                Some(p) => p,
+                None => return Ok(()),
+            }
+        }
+    };
+    // SAFETY: live map value of this thread; only this thread's programs write it.
+    let inf = unsafe { &mut *inf };
     let regs: *const pt_regs = ctx.arg(0);
     let nr: i64 = ctx.arg(1);
-    let Some(inf) = SCRATCH.get_ptr_mut(0) else { return Ok(()) };
-    // SAFETY: per-CPU scratch slot, ours for this program run.
-    let inf = unsafe { &mut *inf };
     inf.ts = unsafe { bpf_ktime_get_ns() };
-    inf.tgid = tgid;
     inf.nr = nr as i32;
-    inf.args = read_args(regs);
     inf.regs = regs as u64;
-    inf.user_stack_id = NO_STACK;
-    inf.kernel_stack_id = NO_STACK;
-    inf.leaf = LeafFix::default();
-    inf.extra = [0; EXTRA_LEN];
+    inf.active = 1;
+    inf.blocked = 0;
     copy_extra(inf);
-    if INFLIGHT.insert(pid_tgid as u32, &*inf, 0).is_err() {
-        bump(counters::SYSCALL_INFLIGHT_FULL);
-    }
     Ok(())
 }
 
-/// Copies the user memory a few syscalls need decoded (requested sleep, address, path).
+/// The arguments, from the saved registers (the kernel leaves the argument registers of
+/// pt_regs untouched during a call).
+#[inline(always)]
+pub fn args_of(inf: &Inflight) -> [u64; 6] {
+    read_args(inf.regs as *const pt_regs)
+}
+
+/// Copies the user memory a few syscalls need decoded (requested sleep, address, path): it may
+/// change once the call returns.
 #[inline(always)]
 fn copy_extra(inf: &mut Inflight) {
     let nr = inf.nr;
     if nr < 0 {
         return;
     }
+    let wanted = nr == g32(&NR_NANOSLEEP)
+        || nr == g32(&NR_CLOCK_NANOSLEEP)
+        || nr == g32(&NR_CONNECT)
+        || nr == g32(&NR_EXECVE)
+        || nr == g32(&NR_EXECVEAT)
+        || nr == g32(&NR_OPENAT);
+    if !wanted {
+        return;
+    }
+    inf.args = args_of(inf);
+    inf.extra = [0; EXTRA_LEN];
     let ptr = if nr == g32(&NR_NANOSLEEP) {
         inf.args[0]
     } else if nr == g32(&NR_CLOCK_NANOSLEEP) {
@@ -128,7 +162,11 @@ fn copy_extra(inf: &mut Inflight) {
     } else {
         return;
     };
-    if let Ok(b) = unsafe { bpf_probe_read_user(ptr as *const [u8; 32]) } {
+    // 64 bytes hold any sockaddr but a long unix path; near the end of a mapping only 32 may
+    // be readable.
+    if let Ok(b) = unsafe { bpf_probe_read_user(ptr as *const [u8; EXTRA_LEN]) } {
+        inf.extra = b;
+    } else if let Ok(b) = unsafe { bpf_probe_read_user(ptr as *const [u8; 32]) } {
         inf.extra[..32].copy_from_slice(&b);
     }
 }
@@ -145,18 +183,21 @@ fn bucket(ns: u64) -> usize {
 pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(p) = INFLIGHT.get_ptr(tid) else { return Ok(()) };
-    let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: live map value; the fields we need are copied before the entry is removed.
-    let (ts, tgid, nr) = unsafe { ((*p).ts, (*p).tgid, (*p).nr) };
-    let ret: i64 = ctx.arg(1);
-    let dur = now.saturating_sub(ts);
-    bump(counters::SYSCALLS);
-    record_stats(tgid, nr, dur, ret);
-    if is_slow(dur) {
-        send_slow(ctx, p, tid, now, dur, ret);
+    let Some(p) = INFLIGHT.get_ptr_mut(tid) else { return Ok(()) };
+    // SAFETY: live map value of this thread.
+    let inf = unsafe { &mut *p };
+    // Entered before we attached: nothing to measure.
+    if inf.active == 0 {
+        return Ok(());
     }
-    let _ = INFLIGHT.remove(tid);
+    inf.active = 0;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ret: i64 = ctx.arg(1);
+    let dur = now.saturating_sub(inf.ts);
+    record_stats(inf.tgid, inf.nr, dur, ret);
+    if is_slow(dur) {
+        send_slow(ctx, inf, tid, dur, ret);
+    }
     Ok(())
 }
 
@@ -198,9 +239,8 @@ fn record_stats(tgid: u32, nr: i32, dur: u64, ret: i64) {
 #[inline(always)]
 fn is_slow(dur: u64) -> bool {
     let threshold = unsafe { core::ptr::read_volatile(&SLOW_THRESHOLD_NS) };
-    let Some(top) = SLOW_TOP.get_ptr_mut(0) else { return false };
-    // SAFETY: per-CPU value.
-    let top = unsafe { &mut *top };
+    // SAFETY: a global in the object's .bss map; races are benign (see SLOW_TOP).
+    let top = unsafe { &mut *core::ptr::addr_of_mut!(SLOW_TOP) };
     let min_i = top.min_index as usize;
     if min_i >= MAX_SLOW_TOP {
         return false;
@@ -230,10 +270,10 @@ fn is_slow(dur: u64) -> bool {
 }
 
 #[inline(always)]
-fn send_slow(ctx: &RawTracePointContext, p: *const Inflight, tid: u32, now: u64, dur: u64, ret: i64) {
+fn send_slow(ctx: &RawTracePointContext, inf: &Inflight, tid: u32, dur: u64, ret: i64) {
     let Some(sc) = SLOW_SCRATCH.get_ptr_mut(0) else { return };
-    // SAFETY: per-CPU scratch slot; p is a live INFLIGHT value.
-    let (sc, inf) = unsafe { (&mut *sc, &*p) };
+    // SAFETY: per-CPU scratch slot.
+    let sc = unsafe { &mut *sc };
     sc.kind = EVENT_SLOW_CALL;
     sc.tgid = inf.tgid;
     sc.tid = tid;
@@ -241,11 +281,11 @@ fn send_slow(ctx: &RawTracePointContext, p: *const Inflight, tid: u32, now: u64,
     sc.start_ns = inf.ts;
     sc.duration_ns = dur;
     sc.ret = ret;
-    sc.args = inf.args;
+    sc.args = args_of(inf);
     sc.extra = inf.extra;
     // Where it blocked, if it did (recorded at switch-out); else the stacks now: the user
     // stack is the same at exit as at entry.
-    if inf.user_stack_id != NO_STACK {
+    if inf.blocked != 0 {
         sc.user_stack_id = inf.user_stack_id;
         sc.kernel_stack_id = inf.kernel_stack_id;
         sc.leaf = inf.leaf;
@@ -254,7 +294,6 @@ fn send_slow(ctx: &RawTracePointContext, p: *const Inflight, tid: u32, now: u64,
         sc.kernel_stack_id = NO_STACK;
         sc.leaf = crate::unwind::from_saved_regs(inf.regs);
     }
-    let _ = now;
     if crate::process::EVENTS.output::<SlowCall>(&*sc, 0).is_err() {
         bump(counters::SLOW_CALLS_DROPPED);
     } else {

@@ -251,7 +251,7 @@ impl Probes {
     /// Syscalls in progress now, by thread.
     pub fn syscalls_in_flight(&self) -> Result<Vec<(u32, Inflight)>> {
         let map: HashMap<_, u32, Inflight> = HashMap::try_from(self.map("INFLIGHT")?)?;
-        Ok(map.iter().filter_map(Result::ok).collect())
+        Ok(map.iter().filter_map(Result::ok).filter(|(_, i)| i.active != 0).collect())
     }
 
     /// Threads switched out and not yet back: still blocked.

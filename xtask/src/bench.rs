@@ -24,7 +24,14 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
     }
     match which {
         "cpu" => cpu(rounds),
-        other => bail!("unknown benchmark {other:?}; available: cpu"),
+        "offcpu" => offcpu(rounds),
+        "syscalls" => syscalls(rounds),
+        "all" => {
+            cpu(rounds)?;
+            offcpu(rounds)?;
+            syscalls(rounds)
+        }
+        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, all"),
     }
 }
 
@@ -181,5 +188,178 @@ fn cpu(rounds: u32) -> Result<()> {
     println!("  rtrace peak RSS                 : {rss:.1} MiB   (target < 64 MiB)");
     println!("  start -> probes attached        : {attach:.0} ms   (target < 300 ms)");
     println!("  session end -> report written   : {report:.0} ms   (target < 1000 ms for 30 s)");
+    Ok(())
+}
+
+/// How a fixture run is traced.
+enum Tracer<'a> {
+    None,
+    /// rtrace --pid with these extra arguments.
+    Rtrace(&'a [&'a str]),
+    /// bpftrace with this program ("PID" is replaced by the fixture's pid).
+    Bpftrace(&'a str),
+}
+
+struct Measured {
+    ns_per_op: f64,
+    /// From rtrace's report.json: accounting.
+    accounting: Option<serde_json::Value>,
+}
+
+/// Runs a held fixture (it waits for one byte on stdin and prints "ns_per_op=X") under a tracer.
+fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
+    let mut fixture = Command::new(bin).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let pid = fixture.id().to_string();
+    let out = std::env::temp_dir().join(format!("rtrace-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let mut tracer_child = match tracer {
+        Tracer::None => None,
+        Tracer::Rtrace(extra) => {
+            let mut rt = Command::new(rtrace_bin())
+                .args(["-q", "--pid", &pid, "-o"])
+                .arg(&out)
+                .args(*extra)
+                .env("RTRACE_TIMINGS", "1")
+                .stderr(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()?;
+            wait_for_line(rt.stderr.take().unwrap(), "rtrace-timings: attached")?;
+            Some(rt)
+        }
+        Tracer::Bpftrace(prog) => {
+            let mut bt = Command::new("bpftrace")
+                .arg("-e")
+                .arg(prog.replace("PID", &pid))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting bpftrace (installed by cargo xtask setup)")?;
+            wait_for_line(bt.stdout.take().unwrap(), "Attaching")?;
+            Some(bt)
+        }
+    };
+    fixture.stdin.take().context("fixture stdin")?.write_all(b"g")?;
+    let mut text = String::new();
+    fixture.stdout.take().unwrap().read_to_string(&mut text)?;
+    let st = fixture.wait()?;
+    if !st.success() {
+        bail!("fixture {} failed: {st}", bin.display());
+    }
+    let ns_per_op: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ns_per_op="))
+        .context("fixture printed no ns_per_op")?
+        .trim()
+        .parse()?;
+    let mut accounting = None;
+    if let Some(mut child) = tracer_child.take() {
+        if let Tracer::Bpftrace(_) = tracer {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        }
+        let st = child.wait()?;
+        if let Tracer::Rtrace(_) = tracer {
+            if !st.success() {
+                bail!("rtrace failed: {st}");
+            }
+            let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json"))?)?;
+            accounting = Some(report["accounting"].clone());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(Measured { ns_per_op, accounting })
+}
+
+fn wait_for_line(r: impl Read + Send + 'static, prefix: &str) -> Result<()> {
+    let mut lines = BufReader::new(r).lines();
+    loop {
+        match lines.next() {
+            Some(line) => {
+                if line?.starts_with(prefix) {
+                    break;
+                }
+            }
+            None => bail!("tracer exited before printing {prefix:?}"),
+        }
+    }
+    // Keep draining so the tracer never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Ok(())
+}
+
+/// Runs every configuration once per round, alternating, and returns the medians.
+fn alternate(bin: &Path, args: &[String], configs: &[(&str, Tracer)], rounds: u32) -> Result<Vec<(f64, Option<serde_json::Value>)>> {
+    let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut last_acc: Vec<Option<serde_json::Value>> = vec![None; configs.len()];
+    for round in 0..rounds {
+        let mut line = format!("  round {}:", round + 1);
+        for (i, (name, tracer)) in configs.iter().enumerate() {
+            let m = measure(bin, args, tracer)?;
+            line.push_str(&format!(" {name} {:.0} ns", m.ns_per_op));
+            results[i].push(m.ns_per_op);
+            if m.accounting.is_some() {
+                last_acc[i] = m.accounting;
+            }
+        }
+        eprintln!("{line}");
+    }
+    Ok(results.into_iter().map(median).zip(last_acc).collect())
+}
+
+fn overhead_ratio(traced: f64, floor: f64, base: f64) -> f64 {
+    (traced - base) / (floor - base).max(1e-9)
+}
+
+fn offcpu(rounds: u32) -> Result<()> {
+    let bin = build_fixture("pingpong")?;
+    let n = "200000".to_string();
+    step(&format!("bench offcpu: pipe ping-pong, {n} round trips, {rounds} rounds of untraced / rtrace / empty programs"));
+    let configs = [
+        ("untraced", Tracer::None),
+        ("rtrace", Tracer::Rtrace(&["--no-syscalls"])),
+        ("floor", Tracer::Rtrace(&["--bench-floor", "offcpu"])),
+    ];
+    let r = alternate(&bin, &[n], &configs, rounds)?;
+    let (base, traced, floor) = (r[0].0, r[1].0, r[2].0);
+    println!("bench offcpu (median of {rounds} rounds; ns per round trip, 2 context switches each):");
+    println!("  untraced                          : {base:.0} ns");
+    println!("  rtrace (off-CPU + wakers)         : {traced:.0} ns   (+{:.0} ns)", traced - base);
+    println!("  empty programs on the same hooks  : {floor:.0} ns   (+{:.0} ns)", floor - base);
+    println!("  rtrace overhead / floor overhead  : {:.2}x   (target <= 1.2x)", overhead_ratio(traced, floor, base));
+    if let Some(acc) = &r[1].1 {
+        println!("  rtrace off-CPU intervals recorded : {}, lost {}", acc["offcpu_events"], acc["offcpu_lost"]);
+    }
+    Ok(())
+}
+
+fn syscalls(rounds: u32) -> Result<()> {
+    let bin = build_fixture("getppid_loop")?;
+    let n = 2_000_000u64;
+    step(&format!("bench syscalls: getppid loop, {n} calls, {rounds} rounds of untraced / rtrace / empty programs / bpftrace"));
+    let bt = "tracepoint:raw_syscalls:sys_enter /pid == PID/ { @s[tid] = nsecs; } \
+              tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @h = hist(nsecs - @s[tid]); delete(@s[tid]); }";
+    let configs = [
+        ("untraced", Tracer::None),
+        ("rtrace", Tracer::Rtrace(&["--no-offcpu"])),
+        ("floor", Tracer::Rtrace(&["--bench-floor", "syscalls"])),
+        ("bpftrace", Tracer::Bpftrace(bt)),
+    ];
+    let r = alternate(&bin, &[n.to_string()], &configs, rounds)?;
+    let (base, traced, floor, bpft) = (r[0].0, r[1].0, r[2].0, r[3].0);
+    println!("bench syscalls (median of {rounds} rounds; ns per getppid):");
+    println!("  untraced                              : {base:.0} ns");
+    println!("  rtrace (histograms + slow-call gate)  : {traced:.0} ns   (+{:.0} ns)", traced - base);
+    println!("  empty raw_tp programs (floor)         : {floor:.0} ns   (+{:.0} ns)", floor - base);
+    println!("  bpftrace pid-filtered histogram       : {bpft:.0} ns   (+{:.0} ns)", bpft - base);
+    println!("  rtrace overhead / floor overhead      : {:.2}x   (target <= 1.15x)", overhead_ratio(traced, floor, base));
+    println!("  rtrace overhead / bpftrace overhead   : {:.2}x   (target <= 0.5x)", (traced - base) / (bpft - base).max(1e-9));
+    if let Some(acc) = &r[1].1 {
+        println!(
+            "  rtrace at {:.2} M syscalls/s: counted {}, lost {} (target 0)",
+            1e3 / traced,
+            acc["syscalls"],
+            acc["syscalls_lost"]
+        );
+    }
     Ok(())
 }

@@ -287,15 +287,16 @@ fn cstr_field(out: &mut Out, key: &str, extra: &[u8]) {
 /// The most bytes the kernel side copies from user memory.
 const EXTRA_MAX: usize = 64;
 
-/// Up to the first NUL. No NUL in a full buffer means the kernel side cut the string: "…".
+/// Up to the first NUL, with "…" when the kernel side may have cut the string: its
+/// bpf_probe_read_user_str fills the 64-byte buffer with at most 63 bytes and a NUL, so a
+/// 63-byte string is taken as cut (a path of exactly 63 bytes gets a needless "…").
 fn cstr(extra: &[u8]) -> Option<String> {
     if extra.is_empty() {
         return None;
     }
-    let end = extra.iter().position(|&b| b == 0);
-    let s = String::from_utf8_lossy(&extra[..end.unwrap_or(extra.len())]).into_owned();
-    let cut = end.is_none() && extra.len() >= EXTRA_MAX;
-    Some(if cut { s + "…" } else { s })
+    let len = extra.iter().position(|&b| b == 0).unwrap_or(extra.len());
+    let s = String::from_utf8_lossy(&extra[..len]).into_owned();
+    Some(if len >= EXTRA_MAX - 1 { s + "…" } else { s })
 }
 
 /// The request of a `struct timespec` (i64 tv_sec, i64 tv_nsec, little-endian) in ns; None if
@@ -628,6 +629,11 @@ mod tests {
         assert_eq!(Value::Object(out.fields), json!({"filename": "/bin/sh"}));
         let long = [b'x'; 64];
         assert_eq!(d("execve", [0; 6], &long).text, format!("filename={}…", "x".repeat(64)));
+        // What bpf_probe_read_user_str leaves for a longer string: 63 bytes and a NUL.
+        let cut = [&[b'y'; 63][..], &[0]].concat();
+        assert_eq!(d("execve", [0; 6], &cut).text, format!("filename={}…", "y".repeat(63)));
+        let fits = [&[b'z'; 62][..], &[0, 0]].concat();
+        assert_eq!(d("execve", [0; 6], &fits).text, format!("filename={}", "z".repeat(62)));
         let out = d("execveat", [-100i64 as u64, 0, 0, 0, 0x1000, 0], b"/usr/bin/env\0junk");
         assert_eq!(out.text, "dirfd=AT_FDCWD, filename=/usr/bin/env");
         assert_eq!(out.fields["dirfd"], json!(-100));

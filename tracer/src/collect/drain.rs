@@ -145,7 +145,7 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
             events_dropped: n[c::EVENTS_DROPPED as usize],
             offcpu_events: n[c::OFF_EVENTS as usize],
             offcpu_lost: n[c::OFF_LOST as usize],
-            syscalls: n[c::SYSCALLS as usize],
+            syscalls: syscalls.iter().map(|s| s.count).sum(),
             syscalls_lost: n[c::SYSCALL_INFLIGHT_FULL as usize] + n[c::SYSCALL_STATS_FULL as usize],
             slow_calls_sent: n[c::SLOW_CALLS_SENT as usize],
             slow_calls_dropped: n[c::SLOW_CALLS_DROPPED as usize],

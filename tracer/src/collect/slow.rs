@@ -49,7 +49,10 @@ impl SlowStore {
 
     /// A call still in progress at the end, with its duration so far.
     pub fn add_in_flight(&mut self, tid: u32, inf: &Inflight, duration_ns: u64) {
-        let (fd_desc, pidfd_pid) = resolve(inf.tgid, inf.nr, &inf.args);
+        // The arguments are read from the saved registers when the call blocks; a call that is
+        // still running on a CPU at the end has none recorded.
+        let args = if inf.blocked != 0 { inf.args } else { [0; 6] };
+        let (fd_desc, pidfd_pid) = if inf.blocked != 0 { resolve(inf.tgid, inf.nr, &args) } else { (None, None) };
         let call = SlowCall {
             kind: 0,
             tgid: inf.tgid,
@@ -60,7 +63,7 @@ impl SlowStore {
             ret: 0,
             user_stack_id: inf.user_stack_id,
             kernel_stack_id: inf.kernel_stack_id,
-            args: inf.args,
+            args,
             leaf: inf.leaf,
             extra: inf.extra,
         };
