@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use tracer_common::{
@@ -27,6 +27,28 @@ use tracer_common::unwind::LeafFix;
 
 #[map]
 pub static OFF_START: HashMap<u32, OffStart> = HashMap::with_max_entries(MAX_OFF_THREADS, 0);
+/// A blocking call site of a thread: same thread, syscall and saved user ip/sp/bp means the
+/// same user stack (and, in practice, the same kernel path).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SiteKey {
+    tid: u32,
+    nr: i32,
+    ip: u64,
+    sp: u64,
+    bp: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SiteVal {
+    user_stack_id: i32,
+    kernel_stack_id: i32,
+    leaf: LeafFix,
+}
+
+#[map]
+static SITE_CACHE: LruHashMap<SiteKey, SiteVal> = LruHashMap::with_max_entries(16_384, 0);
 #[map]
 static START_SCRATCH: PerCpuArray<OffStart> = PerCpuArray::with_max_entries(1, 0);
 #[map]
@@ -59,11 +81,15 @@ pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     let next: i32 = unsafe { ctx.read_at(global(&SWITCH_NEXT_PID_OFF) as usize) }.map_err(|e| e as i64)?;
     let next = next as u32;
     if next != 0 {
-        if let Some(start) = OFF_START.get_ptr(next) {
-            // SAFETY: map value pointer valid during this program run; copied out before remove.
-            let s = unsafe { *start };
-            let _ = OFF_START.remove(next);
-            account(next, &s, now);
+        if let Some(start) = OFF_START.get_ptr_mut(next) {
+            // SAFETY: live map value; ts == 0 marks "not switched out" (entries stay for the
+            // thread's life: rewriting in place is much cheaper than insert + delete).
+            let st = unsafe { &mut *start };
+            if st.ts != 0 {
+                let s = *st;
+                st.ts = 0;
+                account(next, &s, now);
+            }
         }
     }
 
@@ -88,30 +114,59 @@ pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     if bits & 0x30 != 0 {
         return Ok(());
     }
-    let Some(start) = START_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
-    // SAFETY: per-CPU scratch slot.
+    let start = match OFF_START.get_ptr_mut(tid) {
+        Some(p) => p,
+        None => {
+            let Some(zero) = START_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+            // SAFETY: per-CPU scratch slot.
+            unsafe { (*zero).ts = 0 };
+            if OFF_START.insert(tid, unsafe { &*zero }, 0).is_err() {
+                bump(counters::OFF_LOST);
+                return Ok(());
+            }
+            match OFF_START.get_ptr_mut(tid) {
+                Some(p) => p,
+                None => return Ok(()),
+            }
+        }
+    };
+    // SAFETY: live map value of this (current) thread.
     let start = unsafe { &mut *start };
-    start.ts = now;
     start.wake_ts = 0;
     start.tgid = tgid;
     start.state = class;
-    start.user_stack_id = user_stack(ctx);
-    start.kernel_stack_id = kernel_stack(ctx);
     start.waker_tgid = 0;
     start.waker_tid = 0;
     start.waker_user_stack_id = -1;
     start.waker_kernel_stack_id = -1;
     start.waker_comm = [0; 16];
     start.leaf = LeafFix::default();
-    // Blocked inside a syscall: its saved user registers let us recover the callers the
-    // walk skips (libc wrappers, Go's Syscall6), and the slow-call report gets the stacks of
-    // where it waited.
+    // Blocked inside a syscall: its saved user registers identify the call site (so the
+    // stacks of a thread blocking again where it blocked before come from a cache instead of
+    // two stack walks), let us recover the callers the walk skips (libc wrappers, Go's
+    // Syscall6), and give the slow-call report the stacks of where it waited.
+    let mut cached = false;
     if class != STATE_RUNQUEUE {
         if let Some(inf) = INFLIGHT.get_ptr_mut(tid) {
             // SAFETY: live map value of this (current) thread.
             let inf = unsafe { &mut *inf };
             if inf.active != 0 {
-                start.leaf = crate::unwind::from_saved_regs(inf.regs);
+                if let Some((ip, sp, bp)) = crate::unwind::saved_ip_sp_bp(inf.regs) {
+                    let key = SiteKey { tid, nr: inf.nr, ip, sp, bp };
+                    if let Some(v) = unsafe { SITE_CACHE.get(&key) } {
+                        start.user_stack_id = v.user_stack_id;
+                        start.kernel_stack_id = v.kernel_stack_id;
+                        start.leaf = v.leaf;
+                        cached = true;
+                    } else {
+                        start.user_stack_id = user_stack(ctx);
+                        start.kernel_stack_id = kernel_stack(ctx);
+                        start.leaf = crate::unwind::from_saved_regs(inf.regs);
+                        let v = SiteVal { user_stack_id: start.user_stack_id, kernel_stack_id: start.kernel_stack_id, leaf: start.leaf };
+                        let _ = SITE_CACHE.insert(&key, &v, 0);
+                        cached = true;
+                    }
+                }
                 if inf.blocked == 0 {
                     inf.args = crate::syscalls::args_of(inf);
                 }
@@ -122,9 +177,12 @@ pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
     }
-    if OFF_START.insert(tid, &*start, 0).is_err() {
-        bump(counters::OFF_LOST);
+    if !cached {
+        start.user_stack_id = user_stack(ctx);
+        start.kernel_stack_id = kernel_stack(ctx);
     }
+    // Written last: a nonzero ts publishes the record to switch-in and sched_waking.
+    start.ts = now;
     Ok(())
 }
 
@@ -198,11 +256,16 @@ pub fn sched_waking(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(start) = OFF_START.get_ptr_mut(pid as u32) else { return Ok(()) };
     // SAFETY: live map value.
     let s = unsafe { &mut *start };
-    if s.wake_ts != 0 {
+    if s.ts == 0 || s.wake_ts != 0 {
         return Ok(()); // already woken; the first wakeup is the one that counts
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     s.wake_ts = unsafe { bpf_ktime_get_ns() };
+    // The waker matters only for a block that will be recorded: skip the (costly) stacks of
+    // the wakers of short blocks — the common case in context-switch-heavy programs.
+    if s.wake_ts.saturating_sub(s.ts) < min_block_ns() {
+        return Ok(());
+    }
     s.waker_tgid = (pid_tgid >> 32) as u32;
     s.waker_tid = pid_tgid as u32;
     s.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);

@@ -257,7 +257,7 @@ impl Probes {
     /// Threads switched out and not yet back: still blocked.
     pub fn off_in_flight(&self) -> Result<Vec<(u32, OffStart)>> {
         let map: HashMap<_, u32, OffStart> = HashMap::try_from(self.map("OFF_START")?)?;
-        Ok(map.iter().filter_map(Result::ok).collect())
+        Ok(map.iter().filter_map(Result::ok).filter(|(_, s)| s.ts != 0).collect())
     }
 
     /// Frames (leaf first) of a stack id in the named stack map.
