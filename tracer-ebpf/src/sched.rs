@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use tracer_common::{
@@ -27,28 +27,6 @@ use tracer_common::unwind::LeafFix;
 
 #[map]
 pub static OFF_START: HashMap<u32, OffStart> = HashMap::with_max_entries(MAX_OFF_THREADS, 0);
-/// A blocking call site of a thread: same thread, syscall and saved user ip/sp/bp means the
-/// same user stack (and, in practice, the same kernel path).
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SiteKey {
-    tid: u32,
-    nr: i32,
-    ip: u64,
-    sp: u64,
-    bp: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SiteVal {
-    user_stack_id: i32,
-    kernel_stack_id: i32,
-    leaf: LeafFix,
-}
-
-#[map]
-static SITE_CACHE: LruHashMap<SiteKey, SiteVal> = LruHashMap::with_max_entries(16_384, 0);
 #[map]
 static START_SCRATCH: PerCpuArray<OffStart> = PerCpuArray::with_max_entries(1, 0);
 #[map]
@@ -141,32 +119,18 @@ pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     start.waker_kernel_stack_id = -1;
     start.waker_comm = [0; 16];
     start.leaf = LeafFix::default();
-    // Blocked inside a syscall: its saved user registers identify the call site (so the
-    // stacks of a thread blocking again where it blocked before come from a cache instead of
-    // two stack walks), let us recover the callers the walk skips (libc wrappers, Go's
-    // Syscall6), and give the slow-call report the stacks of where it waited.
-    let mut cached = false;
+    start.user_stack_id = user_stack(ctx);
+    start.kernel_stack_id = kernel_stack(ctx);
+    // Blocked inside a syscall: its saved user registers let us recover the callers the walk
+    // skips (libc wrappers, Go's Syscall6), and the slow-call report gets the stacks of where
+    // it waited. (Stacks are not cached by call site: a Go thread blocks at the same site with
+    // the same sp for different goroutines, whose frames sit further up the same stack.)
     if class != STATE_RUNQUEUE {
         if let Some(inf) = INFLIGHT.get_ptr_mut(tid) {
             // SAFETY: live map value of this (current) thread.
             let inf = unsafe { &mut *inf };
             if inf.active != 0 {
-                if let Some((ip, sp, bp)) = crate::unwind::saved_ip_sp_bp(inf.regs) {
-                    let key = SiteKey { tid, nr: inf.nr, ip, sp, bp };
-                    if let Some(v) = unsafe { SITE_CACHE.get(&key) } {
-                        start.user_stack_id = v.user_stack_id;
-                        start.kernel_stack_id = v.kernel_stack_id;
-                        start.leaf = v.leaf;
-                        cached = true;
-                    } else {
-                        start.user_stack_id = user_stack(ctx);
-                        start.kernel_stack_id = kernel_stack(ctx);
-                        start.leaf = crate::unwind::from_saved_regs(inf.regs);
-                        let v = SiteVal { user_stack_id: start.user_stack_id, kernel_stack_id: start.kernel_stack_id, leaf: start.leaf };
-                        let _ = SITE_CACHE.insert(&key, &v, 0);
-                        cached = true;
-                    }
-                }
+                start.leaf = crate::unwind::from_saved_regs(inf.regs);
                 if inf.blocked == 0 {
                     inf.args = crate::syscalls::args_of(inf);
                 }
@@ -176,10 +140,6 @@ pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
                 inf.leaf = start.leaf;
             }
         }
-    }
-    if !cached {
-        start.user_stack_id = user_stack(ctx);
-        start.kernel_stack_id = kernel_stack(ctx);
     }
     // Written last: a nonzero ts publishes the record to switch-in and sched_waking.
     start.ts = now;

@@ -101,21 +101,3 @@ pub fn from_saved_regs(regs: u64) -> LeafFix {
     }
 }
 
-/// (ip, sp, bp) of a thread's saved user registers (inside a syscall), if readable.
-#[inline(always)]
-pub fn saved_ip_sp_bp(regs: u64) -> Option<(u64, u64, u64)> {
-    #[cfg(bpf_target_arch = "x86_64")]
-    {
-        use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_kernel};
-        let p = regs as *const pt_regs;
-        // SAFETY: kernel reads through the helper. rip, cs, eflags, rsp are consecutive.
-        let w = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*p).rip) as *const [u64; 4]) }.ok()?;
-        let bp = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp)) }.ok()?;
-        Some((w[0], w[3], bp))
-    }
-    #[cfg(not(bpf_target_arch = "x86_64"))]
-    {
-        let _ = regs;
-        None
-    }
-}
