@@ -83,6 +83,48 @@ pub fn fixture(name: &str) -> PathBuf {
     out
 }
 
+/// Which Go builds a Go fixture: Debian's 1.19 (wait4, kill) or the >= 1.23 that
+/// `cargo xtask setup` installs (pidfds: clone CLONE_PIDFD, waitid P_PIDFD, pidfd_send_signal).
+#[derive(Clone, Copy, Debug)]
+pub enum Go {
+    Debian119,
+    Modern,
+}
+
+/// Builds tests/fixtures/<name>.go with the given Go into target/fixtures/<name>-<go>.
+pub fn go_fixture(name: &str, go: Go) -> PathBuf {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = root_dir().join(format!("tests/fixtures/{name}.go"));
+    let (compiler, suffix) = match go {
+        Go::Debian119 => (PathBuf::from("go"), "go119"),
+        Go::Modern => (root_dir().join("target/go-modern/bin/go"), "modern"),
+    };
+    assert!(
+        matches!(go, Go::Debian119) || compiler.exists(),
+        "{} missing: `cargo xtask setup` installs a Go >= 1.23 there",
+        compiler.display()
+    );
+    let out = root_dir().join("target/fixtures").join(format!("{name}-{suffix}"));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let fresh = out.metadata().and_then(|m| m.modified()).ok() >= src.metadata().and_then(|m| m.modified()).ok();
+    if out.exists() && fresh {
+        return out;
+    }
+    let status = Command::new(&compiler)
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .env("GO111MODULE", "off")
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", root_dir().join(format!("target/go-cache-{suffix}")))
+        .env("GOPATH", root_dir().join("target/go-path"))
+        .env("GOTOOLCHAIN", "local")
+        .status()
+        .expect("running go");
+    assert!(status.success(), "building {name} with {} failed", compiler.display());
+    out
+}
+
 /// A fresh report directory under target/test-reports.
 pub fn report_dir(test: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);

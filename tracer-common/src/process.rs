@@ -5,32 +5,59 @@ pub const EVENT_EXEC: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
 /// A `syscall::SlowCall` record (a different struct; dispatch on this first field).
 pub const EVENT_SLOW_CALL: u32 = 4;
+/// signal:signal_generate where the sender or the target is tracked.
+pub const EVENT_SIGNAL: u32 = 5;
+/// signal:signal_deliver to a tracked thread.
+pub const EVENT_SIGNAL_DELIVER: u32 = 6;
+/// A wait4/waitid call of a tracked thread returned.
+pub const EVENT_WAIT: u32 = 7;
+/// A tracked process got a pidfd (pidfd_open, clone/clone3 with CLONE_PIDFD).
+pub const EVENT_PIDFD: u32 = 8;
+/// sched:sched_process_free of a tracked process.
+pub const EVENT_FREE: u32 = 9;
 
 pub const COMM_LEN: usize = 16;
 
-/// One lifecycle event. `pid`/`tid` are the subject process; `parent_tgid` is the forking
-/// process for `EVENT_FORK`.
+pub const TEXT_LEN: usize = 64;
+
+/// One lifecycle event. Field meaning by kind:
+/// - FORK: tgid = child, tid = forking thread, other = parent tgid, a = clone flags, comm = parent's.
+/// - EXEC: tgid/tid = the process, text = filename, comm = new comm.
+/// - EXIT: tgid = the process, tid = its last thread, comm.
+/// - SIGNAL: tgid/tid/comm = sender, other = target pid, a = signal, b = si_code, c = result,
+///   text = target comm.
+/// - SIGNAL_DELIVER: tgid/tid = receiver, a = signal, b = si_code.
+/// - WAIT: tgid/tid = waiter, a = syscall nr, b = return value, c = arg0, d = arg1, e = options,
+///   f = start time, g = wait4 status (or waitid si_code << 32 | si_status), h = waitid si_pid.
+/// - PIDFD: tgid/tid = opener, other = pid the fd refers to, a = fd.
+/// - FREE: tgid = freed process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct ProcEvent {
+pub struct LifeEvent {
     pub kind: u32,
     pub tgid: u32,
     pub tid: u32,
-    pub parent_tgid: u32,
+    pub other: u32,
     /// bpf_ktime_get_ns() (CLOCK_MONOTONIC).
     pub ts_ns: u64,
-    /// Exit: the task's exit_code field as the tracepoint gives it (0 when not read).
-    pub exit_code: i32,
-    pub _pad: u32,
+    pub a: i64,
+    pub b: i64,
+    pub c: i64,
+    pub d: i64,
+    pub e: i64,
+    pub f: i64,
+    pub g: i64,
+    pub h: i64,
     pub comm: [u8; COMM_LEN],
+    pub text: [u8; TEXT_LEN],
 }
 
-crate::user_pod!(ProcEvent);
+crate::user_pod!(LifeEvent);
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<super::ProcEvent>(), 48);
+        assert_eq!(core::mem::size_of::<super::LifeEvent>(), 24 + 64 + 16 + 64);
     }
 }

@@ -52,6 +52,24 @@ mod entry {
     }
 
     #[tracepoint]
+    pub fn rt_sig_generate(ctx: TracePointContext) -> u32 {
+        let _ = crate::process::signal_generate(&ctx);
+        0
+    }
+
+    #[tracepoint]
+    pub fn rt_sig_deliver(ctx: TracePointContext) -> u32 {
+        let _ = crate::process::signal_deliver(&ctx);
+        0
+    }
+
+    #[tracepoint]
+    pub fn rt_proc_free(ctx: TracePointContext) -> u32 {
+        let _ = crate::process::sched_process_free(&ctx);
+        0
+    }
+
+    #[tracepoint]
     pub fn rt_sched_switch(ctx: TracePointContext) -> u32 {
         let _ = crate::sched::sched_switch(&ctx);
         0

@@ -1,57 +1,107 @@
-//! Process lifecycle of tracked TGIDs, sent through the `EVENTS` ring buffer so userspace can
-//! snapshot /proc/PID/maps while the process is alive (symbolization after it exits) and know
-//! when the traced tree has ended. Later: the child-process ledger.
+//! Process lifecycle of tracked TGIDs, sent through the `EVENTS` ring buffer (rare events):
+//! fork/exec/exit (userspace snapshots /proc/PID/maps while the process is alive, and builds
+//! the child-process ledger), signals generated and delivered, wait calls returning, pidfds
+//! obtained, and tasks freed.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
     macros::map,
-    maps::RingBuf,
+    maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
+    EbpfContext,
 };
 use tracer_common::{
     counters,
     limits::EVENTS_RING_BYTES,
-    process::{ProcEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK},
+    process::{LifeEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER, TEXT_LEN},
 };
 
-use crate::target::{global, is_tracked};
+use crate::target::{global, is_tracked, TRACKED};
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+#[map]
+static EVENT_SCRATCH: PerCpuArray<LifeEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Offset of `group_dead` in sched:sched_process_exit, or u32::MAX on kernels without it.
 #[unsafe(no_mangle)]
 static EXIT_GROUP_DEAD_OFF: u32 = 32;
+/// Offsets in sched:sched_process_exec, signal:signal_generate, signal:signal_deliver and
+/// sched:sched_process_free (tracefs format files).
+#[unsafe(no_mangle)]
+static EXEC_FILENAME_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+static SIGGEN_SIG_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+static SIGGEN_CODE_OFF: u32 = 16;
+#[unsafe(no_mangle)]
+static SIGGEN_COMM_OFF: u32 = 20;
+#[unsafe(no_mangle)]
+static SIGGEN_PID_OFF: u32 = 36;
+#[unsafe(no_mangle)]
+static SIGGEN_RESULT_OFF: u32 = 44;
+#[unsafe(no_mangle)]
+static SIGDEL_SIG_OFF: u32 = 8;
+#[unsafe(no_mangle)]
+static SIGDEL_CODE_OFF: u32 = 16;
+#[unsafe(no_mangle)]
+static FREE_PID_OFF: u32 = 12;
 
-fn emit(kind: u32, tgid: u32, tid: u32, parent_tgid: u32) {
-    match EVENTS.reserve::<ProcEvent>(0) {
-        Some(mut entry) => {
-            entry.write(ProcEvent {
-                kind,
-                tgid,
-                tid,
-                parent_tgid,
-                ts_ns: unsafe { bpf_ktime_get_ns() },
-                exit_code: 0,
-                _pad: 0,
-                comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            });
-            entry.submit(0);
-        }
-        None => crate::counters::bump(counters::EVENTS_DROPPED),
-    }
-}
+/// Go preempts goroutines with SIGURG, thousands of times a second: not lifecycle.
+const SIGURG: i32 = 23;
 
-/// Called by task_newtask in the parent's context (comm is the parent's).
-pub fn emit_fork(child_tgid: u32, parent_tgid: u32) {
-    emit(EVENT_FORK, child_tgid, child_tgid, parent_tgid);
-}
-
-pub fn sched_process_exec(_ctx: &TracePointContext) -> Result<(), i64> {
+/// A zeroed per-CPU event to fill (too big for the BPF stack alongside the rest).
+#[inline(always)]
+pub fn new_event(kind: u32) -> Option<&'static mut LifeEvent> {
+    let p = EVENT_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch slot, ours for this program run.
+    let e = unsafe { &mut *p };
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if is_tracked(tgid) {
-        emit(EVENT_EXEC, tgid, pid_tgid as u32, 0);
+    e.kind = kind;
+    e.tgid = (pid_tgid >> 32) as u32;
+    e.tid = pid_tgid as u32;
+    e.other = 0;
+    e.ts_ns = unsafe { bpf_ktime_get_ns() };
+    e.a = 0;
+    e.b = 0;
+    e.c = 0;
+    e.d = 0;
+    e.e = 0;
+    e.f = 0;
+    e.g = 0;
+    e.h = 0;
+    e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    e.text = [0; TEXT_LEN];
+    Some(e)
+}
+
+#[inline(always)]
+pub fn send(e: &LifeEvent) {
+    if EVENTS.output::<LifeEvent>(e, 0).is_err() {
+        crate::counters::bump(counters::EVENTS_DROPPED);
     }
+}
+
+/// Called by task_newtask in the parent's context for a new process (not a thread).
+pub fn emit_fork(child_tgid: u32, parent_tgid: u32, clone_flags: u64) {
+    if let Some(e) = new_event(EVENT_FORK) {
+        e.other = parent_tgid;
+        e.tgid = child_tgid;
+        e.a = clone_flags as i64;
+        send(e);
+    }
+}
+
+pub fn sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_tracked((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
+    let Some(e) = new_event(EVENT_EXEC) else { return Ok(()) };
+    // __data_loc: low 16 bits offset of the string in the record, high 16 bits its length.
+    let loc: u32 = unsafe { ctx.read_at(global(&EXEC_FILENAME_OFF) as usize) }.map_err(|e| e as i64)?;
+    let src = (ctx.as_ptr() as usize + (loc & 0xffff) as usize) as *const u8;
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut e.text) };
+    send(e);
     Ok(())
 }
 
@@ -72,7 +122,65 @@ pub fn sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let _ = crate::syscalls::INFLIGHT.remove(pid_tgid as u32);
     let _ = crate::sched::OFF_START.remove(pid_tgid as u32);
     if group_dead {
-        emit(EVENT_EXIT, tgid, pid_tgid as u32, 0);
+        if let Some(e) = new_event(EVENT_EXIT) {
+            send(e);
+        }
+    }
+    Ok(())
+}
+
+/// signal:signal_generate runs in the sender's context: record signals a tracked process sends
+/// or a tracked process is sent (kill, tgkill, pidfd_send_signal and kernel-generated alike).
+pub fn signal_generate(ctx: &TracePointContext) -> Result<(), i64> {
+    let sig: i32 = unsafe { ctx.read_at(global(&SIGGEN_SIG_OFF) as usize) }.map_err(|e| e as i64)?;
+    if sig == SIGURG {
+        return Ok(());
+    }
+    let target: i32 = unsafe { ctx.read_at(global(&SIGGEN_PID_OFF) as usize) }.map_err(|e| e as i64)?;
+    let sender = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_tracked(target as u32) && !is_tracked(sender) {
+        return Ok(());
+    }
+    let Some(e) = new_event(EVENT_SIGNAL) else { return Ok(()) };
+    e.other = target as u32;
+    e.a = sig as i64;
+    e.b = unsafe { ctx.read_at::<i32>(global(&SIGGEN_CODE_OFF) as usize) }.unwrap_or(0) as i64;
+    e.c = unsafe { ctx.read_at::<i32>(global(&SIGGEN_RESULT_OFF) as usize) }.unwrap_or(0) as i64;
+    if let Ok(comm) = unsafe { ctx.read_at::<[u8; 16]>(global(&SIGGEN_COMM_OFF) as usize) } {
+        e.text[..16].copy_from_slice(&comm);
+    }
+    send(e);
+    Ok(())
+}
+
+pub fn signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
+    if !is_tracked((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return Ok(());
+    }
+    let sig: i32 = unsafe { ctx.read_at(global(&SIGDEL_SIG_OFF) as usize) }.map_err(|e| e as i64)?;
+    if sig == SIGURG {
+        return Ok(());
+    }
+    let Some(e) = new_event(EVENT_SIGNAL_DELIVER) else { return Ok(()) };
+    e.a = sig as i64;
+    e.b = unsafe { ctx.read_at::<i32>(global(&SIGDEL_CODE_OFF) as usize) }.unwrap_or(0) as i64;
+    send(e);
+    Ok(())
+}
+
+/// sched:sched_process_free runs when the task struct is released (after an RCU grace period,
+/// so it lags the real reap): the pid may be reused from now on, so it leaves the tracked set.
+pub fn sched_process_free(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid: i32 = unsafe { ctx.read_at(global(&FREE_PID_OFF) as usize) }.map_err(|e| e as i64)?;
+    let pid = pid as u32;
+    if !is_tracked(pid) {
+        return Ok(());
+    }
+    let _ = TRACKED.remove(pid);
+    if let Some(e) = new_event(EVENT_FREE) {
+        e.tgid = pid;
+        e.tid = pid;
+        send(e);
     }
     Ok(())
 }

@@ -21,7 +21,13 @@ use tracer_common::{
     syscall::{Inflight, SlowCall, SlowTop, SysKey, SysStats, EXTRA_LEN, HIST_BUCKETS, MAX_SLOW_TOP},
 };
 
-use crate::{counters::bump, cpu::USER_STACKS, target::is_tracked};
+use crate::{
+    counters::bump,
+    cpu::USER_STACKS,
+    process::{new_event, send},
+    target::is_tracked,
+};
+use tracer_common::process::{EVENT_PIDFD, EVENT_WAIT};
 
 #[map]
 pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
@@ -56,6 +62,19 @@ static NR_EXECVE: i32 = -1;
 static NR_EXECVEAT: i32 = -1;
 #[unsafe(no_mangle)]
 static NR_OPENAT: i32 = -1;
+/// Calls the child-process ledger needs at exit.
+#[unsafe(no_mangle)]
+static NR_WAIT4: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_WAITID: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_CLONE: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_CLONE3: i32 = -1;
+#[unsafe(no_mangle)]
+static NR_PIDFD_OPEN: i32 = -1;
+
+const CLONE_PIDFD: u64 = 0x1000;
 
 #[inline(always)]
 fn g32(v: &'static i32) -> i32 {
@@ -198,7 +217,84 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     if is_slow(dur) {
         send_slow(ctx, inf, tid, dur, ret);
     }
+    lifecycle_exit(inf, ret);
     Ok(())
+}
+
+/// Wait calls returning, and pidfds handed out, for the child-process ledger.
+#[inline(always)]
+fn lifecycle_exit(inf: &Inflight, ret: i64) {
+    let nr = inf.nr;
+    if nr == g32(&NR_WAIT4) || nr == g32(&NR_WAITID) {
+        wait_event(inf, ret);
+    } else if ret > 0 && (nr == g32(&NR_CLONE) || nr == g32(&NR_CLONE3)) {
+        clone_pidfd(inf, ret);
+    } else if ret >= 0 && nr == g32(&NR_PIDFD_OPEN) {
+        if let Some(e) = new_event(EVENT_PIDFD) {
+            e.other = args_of(inf)[0] as u32;
+            e.a = ret;
+            send(e);
+        }
+    }
+}
+
+#[inline(always)]
+fn wait_event(inf: &Inflight, ret: i64) {
+    let args = args_of(inf);
+    let Some(e) = new_event(EVENT_WAIT) else { return };
+    e.a = inf.nr as i64;
+    e.b = ret;
+    e.c = args[0] as i64;
+    e.d = args[1] as i64;
+    e.f = inf.ts as i64;
+    if inf.nr == g32(&NR_WAIT4) {
+        // wait4(pid, int *wstatus, options, rusage)
+        e.e = args[2] as i64;
+        if ret > 0 {
+            e.other = ret as u32;
+            if args[1] != 0 {
+                if let Ok(st) = unsafe { bpf_probe_read_user(args[1] as *const i32) } {
+                    e.g = st as i64;
+                }
+            }
+        }
+    } else {
+        // waitid(idtype, id, siginfo_t *info, options, rusage): si_code at 8, si_pid at 16,
+        // si_status at 24.
+        e.e = args[3] as i64;
+        if ret == 0 && args[2] != 0 {
+            if let Ok(w) = unsafe { bpf_probe_read_user(args[2] as *const [i32; 8]) } {
+                e.g = ((w[2] as i64) << 32) | (w[6] as u32 as i64);
+                e.h = w[4] as i64;
+                e.other = w[4] as u32;
+            }
+        }
+    }
+    send(e);
+}
+
+/// clone(CLONE_PIDFD) stores the pidfd through its parent_tid pointer (arg 2 on x86_64);
+/// clone3 through clone_args.pidfd (offset 8), flags at offset 0.
+#[inline(always)]
+fn clone_pidfd(inf: &Inflight, child: i64) {
+    let args = args_of(inf);
+    let (flags, ptr) = if inf.nr == g32(&NR_CLONE3) {
+        match unsafe { bpf_probe_read_user(args[0] as *const [u64; 2]) } {
+            Ok(w) => (w[0], w[1]),
+            Err(_) => return,
+        }
+    } else {
+        (args[0], args[2])
+    };
+    if flags & CLONE_PIDFD == 0 || ptr == 0 {
+        return;
+    }
+    let Ok(fd) = (unsafe { bpf_probe_read_user(ptr as *const i32) }) else { return };
+    if let Some(e) = new_event(EVENT_PIDFD) {
+        e.other = child as u32;
+        e.a = fd as i64;
+        send(e);
+    }
 }
 
 #[inline(always)]

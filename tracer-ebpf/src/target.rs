@@ -55,6 +55,6 @@ pub fn task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     if TRACKED.insert(pid as u32, DESCENDANT, BPF_NOEXIST as u64).is_err() && !is_tracked(pid as u32) {
         crate::counters::bump(counters::TRACKED_FULL);
     }
-    crate::process::emit_fork(pid as u32, current_tgid());
+    crate::process::emit_fork(pid as u32, current_tgid(), flags);
     Ok(())
 }

@@ -26,6 +26,9 @@ pub struct Capture {
     /// The slowest individual calls (and calls still in progress at the end).
     #[serde(default)]
     pub slow_calls: Vec<RawSlowCall>,
+    /// Process lifecycle of the target's descendants (the child-process ledger's input).
+    #[serde(default)]
+    pub lifecycle: crate::lifecycle::Lifecycle,
     /// Every process that was tracked, by TGID, with what symbolization needs.
     pub processes: BTreeMap<u32, ProcessInfo>,
 }
@@ -172,6 +175,15 @@ pub struct SessionInfo {
     /// The machine's architecture (syscall numbers are per architecture).
     #[serde(default)]
     pub arch: String,
+    /// Thresholds of the child-process findings (--slow-reap, --wait-stall), ms.
+    #[serde(default = "default_threshold_ms")]
+    pub slow_reap_ms: u64,
+    #[serde(default = "default_threshold_ms")]
+    pub wait_stall_ms: u64,
+}
+
+fn default_threshold_ms() -> u64 {
+    1000
 }
 
 /// Everything seen and everything lost. `lost_samples` are samples that happened but could not be

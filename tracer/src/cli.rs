@@ -49,6 +49,12 @@ pub struct Args {
     /// Do not trace syscalls (raw_syscalls sys_enter / sys_exit).
     #[arg(long)]
     pub no_syscalls: bool,
+    /// A child reaped later than this after exiting is reported (slow_reap).
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub slow_reap: String,
+    /// A wait4/waitid blocked longer than this is reported (wait_stall).
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub wait_stall: String,
     /// Benchmarks only: attach empty programs to the hooks of one analysis, to measure the
     /// floor cost of the hooks themselves.
     #[arg(long, hide = true, value_name = "offcpu|syscalls")]
@@ -97,6 +103,8 @@ pub struct Config {
     pub min_block: Option<Duration>,
     /// None: syscalls not traced.
     pub syscalls: Option<SyscallOptions>,
+    pub slow_reap: Duration,
+    pub wait_stall: Duration,
     pub bench_floor: Option<Floor>,
 }
 
@@ -183,6 +191,8 @@ impl Args {
                 };
                 Some(SyscallOptions { slow_top: self.slow_top, slow_threshold })
             },
+            slow_reap: humantime::parse_duration(self.slow_reap.trim()).map_err(|_| UsageError::BadDurationOption("--slow-reap", self.slow_reap.clone()))?,
+            wait_stall: humantime::parse_duration(self.wait_stall.trim()).map_err(|_| UsageError::BadDurationOption("--wait-stall", self.wait_stall.clone()))?,
             bench_floor: match self.bench_floor.as_deref() {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),

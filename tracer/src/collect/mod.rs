@@ -2,6 +2,7 @@
 //! while following process lifecycle events, then drains the kernel maps into a `Capture`.
 mod drain;
 pub mod fds;
+mod life;
 mod registry;
 mod slow;
 
@@ -14,7 +15,7 @@ use anyhow::Result;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use tracer_common::{
     counters,
-    process::{ProcEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SLOW_CALL},
+    process::{LifeEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SLOW_CALL},
     syscall::SlowCall,
 };
 
@@ -34,6 +35,10 @@ pub struct SessionParams {
     pub attach_ms: u64,
     pub min_block_us: Option<u64>,
     pub syscalls: Option<crate::cli::SyscallOptions>,
+    /// Descendants of the target found in /proc at attach.
+    pub existing: Vec<u32>,
+    pub slow_reap: Duration,
+    pub wait_stall: Duration,
 }
 
 /// How often we check liveness, refresh mappings and update the countdown.
@@ -49,6 +54,7 @@ pub async fn run(
 ) -> Result<Capture> {
     let start = Instant::now();
     let start_mono = drain::monotonic_ns();
+    let mut life = life::LifeCollector::new(params.target.pid, start_mono, &params.existing);
     let mut slow = slow::SlowStore::new(
         params.syscalls.map(|s| s.slow_top).unwrap_or(0),
         params.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
@@ -75,7 +81,7 @@ pub async fn run(
             _ = sigterm.recv() => break EndedBy::Interrupt,
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                handle_events(guard.get_inner_mut(), &mut registry, &mut slow);
+                handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life);
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -84,6 +90,10 @@ pub async fn run(
                 }
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();
+                    // A child died: who still holds the pipes it shared with the target?
+                    if life.wants_pipe_scan() {
+                        life.scan_pipes();
+                    }
                     last_refresh = Instant::now();
                 }
                 if !registry.any_alive() {
@@ -104,12 +114,21 @@ pub async fn run(
         let _ = std::io::stderr().flush();
     }
     probes.detach();
-    handle_events(events.get_mut(), &mut registry, &mut slow);
+    handle_events(events.get_mut(), &mut registry, &mut slow, &mut life);
     if let Some(h) = held.as_mut() {
         h.try_reap();
     }
 
+    let wait_nrs = [nr_of("wait4"), nr_of("waitid")];
+    for (tid, inf) in probes.syscalls_in_flight()? {
+        if wait_nrs.contains(&inf.nr) {
+            life.wait_in_flight(inf.tgid, tid, inf.nr, &inf.args, inf.ts, inf.blocked != 0);
+        }
+    }
+    let lost = probes.counter(counters::EVENTS_DROPPED);
+    let lifecycle = life.finish(drain::monotonic_ns(), lost);
     let mut capture = drain::drain(&probes, slow, start_mono)?;
+    capture.lifecycle = lifecycle;
     // Wakers may be processes we do not trace: their maps are needed to name their frames.
     for w in &capture.wakeups {
         if w.waker_pid != 0 && !registry.knows(w.waker_pid) {
@@ -126,12 +145,23 @@ pub async fn run(
         min_block_us: params.min_block_us,
         slow_top: params.syscalls.map(|s| s.slow_top),
         arch: std::env::consts::ARCH.to_owned(),
+        slow_reap_ms: params.slow_reap.as_millis() as u64,
+        wait_stall_ms: params.wait_stall.as_millis() as u64,
     };
     capture.processes = registry.into_processes();
     Ok(capture)
 }
 
-fn handle_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, registry: &mut Registry, slow: &mut slow::SlowStore) {
+fn nr_of(name: &str) -> i32 {
+    name.parse::<syscalls::Sysno>().map(|s| s.id()).unwrap_or(-1)
+}
+
+fn handle_events(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    registry: &mut Registry,
+    slow: &mut slow::SlowStore,
+    life: &mut life::LifeCollector,
+) {
     while let Some(item) = ring.next() {
         // Every record starts with its kind.
         if item.len() >= std::mem::size_of::<SlowCall>() && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_SLOW_CALL {
@@ -142,17 +172,18 @@ fn handle_events(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, registry: &m
             slow.add(call);
             continue;
         }
-        if item.len() < std::mem::size_of::<ProcEvent>() {
+        if item.len() < std::mem::size_of::<LifeEvent>() {
             continue;
         }
-        // SAFETY: the kernel side writes exactly a ProcEvent; read_unaligned copes with any
+        // SAFETY: the kernel side writes exactly a LifeEvent; read_unaligned copes with any
         // alignment of the ring buffer slot.
-        let ev: ProcEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+        let ev: LifeEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
         match ev.kind {
             EVENT_FORK => registry.snapshot(ev.tgid, false),
             EVENT_EXEC => registry.snapshot(ev.tgid, true),
             EVENT_EXIT => registry.mark_exited(ev.tgid),
             _ => {}
         }
+        life.on_event(&ev);
     }
 }

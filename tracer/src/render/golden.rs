@@ -38,6 +38,8 @@ pub fn literal_capture() -> (Capture, FakeResolver) {
             min_block_us: Some(10),
             slow_top: Some(20),
             arch: "x86_64".into(),
+            slow_reap_ms: 1000,
+            wait_stall_ms: 1000,
         },
         accounting: Accounting { cpu_samples: 100, syscalls: 4, ..Default::default() },
         ..Default::default()

@@ -3,6 +3,7 @@ use std::{fmt::Write as _, path::Path};
 
 use crate::{
     analyze::{
+        children::{ChildRecord, Finding},
         cpu::TopFunction,
         offcpu::OffcpuSection,
         syscalls::{SlowCallReport, SyscallRow},
@@ -31,6 +32,7 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     };
     let _ = writeln!(s, "duration: {:.1} s ({ended}); sampling {clock} at {} Hz", ss.duration_ms as f64 / 1000.0, ss.sample_frequency_hz);
     let a = &report.accounting;
+    findings_section(&mut s, &report.findings);
     let _ = writeln!(
         s,
         "samples: {} on CPU; lost {}; without stack {}",
@@ -52,6 +54,8 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     if let Some(rows) = &report.syscalls {
         syscalls_section(&mut s, rows, report.slowest_syscalls.as_deref().unwrap_or(&[]), a);
     }
+
+    children_section(&mut s, &report.children);
 
     let _ = writeln!(s, "\nFiles in {}:", dir.display());
     for (name, what) in files {
@@ -119,6 +123,51 @@ fn where_it_waits(s: &mut String, off: &OffcpuSection, cpu_samples: u64, hz: u64
             t.syscall.as_deref().unwrap_or("-"),
             t.leaf_function.as_deref().unwrap_or("[kernel]"),
         );
+    }
+}
+
+fn findings_section(s: &mut String, findings: &[Finding]) {
+    if findings.is_empty() {
+        let _ = writeln!(s, "\nFindings: none (no zombie, stalled wait, killed child or held pipe seen)\n");
+        return;
+    }
+    let _ = writeln!(s, "\nFindings ({}):", findings.len());
+    for f in findings {
+        let sev = serde_json::to_value(&f.severity).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default();
+        let kind = serde_json::to_value(&f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let _ = writeln!(s, "  [{sev}] {kind}: {}", f.summary);
+    }
+    let _ = writeln!(s);
+}
+
+fn children_section(s: &mut String, children: &[ChildRecord]) {
+    if children.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\nChildren ({} descendants; times since attach):", children.len());
+    let _ = writeln!(s, "  {:>7} {:>7} {:>9} {:>9} {:<18} {:>10}  command", "pid", "ppid", "started", "exited", "ended", "zombie");
+    let t = |v: Option<u64>| v.map(|ns| format!("{:.3}s", ns as f64 / 1e9)).unwrap_or_else(|| "-".into());
+    for c in children.iter().take(30) {
+        let ended = match &c.exit {
+            Some(crate::lifecycle::ExitInfo::Exited { code }) => format!("exit {code}"),
+            Some(crate::lifecycle::ExitInfo::Killed { signal, .. }) => {
+                let by = c.killed_by.as_ref().map(|k| format!(" by {}", k.sender_pid)).unwrap_or_default();
+                format!("{}{by}", crate::lifecycle::signal_name(*signal))
+            }
+            None if c.alive_at_end => "running".into(),
+            None => "-".into(),
+        };
+        let zombie = if c.never_reaped {
+            format!("{} !", t(c.zombie_age_ns))
+        } else {
+            t(c.zombie_ns)
+        };
+        let cmd = if c.argv.is_empty() { c.comm.clone() } else { c.argv.join(" ") };
+        let cmd: String = cmd.chars().take(60).collect();
+        let _ = writeln!(s, "  {:>7} {:>7} {:>9} {:>9} {:<18} {:>10}  {cmd}", c.pid, c.ppid, t(c.forked_at_ns), t(c.exited_at_ns), ended, zombie);
+    }
+    if children.len() > 30 {
+        let _ = writeln!(s, "  … {} more in report.json", children.len() - 30);
     }
 }
 

@@ -1,0 +1,189 @@
+//! The child-process ledger and its findings, end to end (root required): C fixtures, and Go
+//! fixtures built by both Go 1.19 (wait4 + kill) and Go >= 1.23 (pidfds).
+use serde_json::Value;
+use tests::*;
+
+fn findings<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
+    r["findings"].as_array().unwrap_or_else(|| panic!("no findings: {r}")).iter().filter(|f| f["kind"] == kind).collect()
+}
+
+/// "key=1,2,3" or "key=7" in a fixture's output.
+fn pids(out: &str, key: &str) -> Vec<u64> {
+    let line = out.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {out}"));
+    line.trim().split(',').map(|p| p.parse().unwrap()).collect()
+}
+
+fn check_zombies(r: &Value, expected: &[u64], parent: u64) {
+    let mut got: Vec<u64> = findings(r, "zombie_child").iter().map(|f| f["pid"].as_u64().unwrap()).collect();
+    got.sort_unstable();
+    let mut want = expected.to_vec();
+    want.sort_unstable();
+    assert_eq!(got, want, "findings: {}", r["findings"]);
+    for f in findings(r, "zombie_child") {
+        assert_eq!(f["parent_pid"].as_u64(), Some(parent), "{f}");
+        assert_eq!(f["reaped"], false);
+        assert_eq!(f["severity"], "high");
+        assert!(f["summary"].as_str().unwrap().contains(&f["pid"].to_string()), "{f}");
+    }
+    // Findings come first in the text report.
+}
+
+#[test]
+fn c_zombies() {
+    if !privileged("c_zombies") {
+        return;
+    }
+    let bin = fixture("zombies");
+    let run = rtrace("zombies", &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), "3"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    check_zombies(&r, &pids(&run.stdout(), "zombie_pids="), r["target"]["pid"].as_u64().unwrap());
+    let txt = std::fs::read_to_string(run.dir.join("report.txt")).unwrap();
+    let first_section = txt.lines().find(|l| l.starts_with("Findings")).map(|_| txt.find("Findings").unwrap());
+    assert!(first_section.is_some_and(|i| i < txt.find("On CPU").unwrap()), "findings must come first:\n{txt}");
+    assert_no_rtrace_programs();
+}
+
+/// Attaching to a process that already has zombies diagnoses them at once.
+#[test]
+fn zombies_present_at_attach() {
+    if !privileged("zombies_present_at_attach") {
+        return;
+    }
+    use std::io::BufRead;
+    let bin = fixture("zombies");
+    let mut child = std::process::Command::new(&bin).arg("5").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let pid = child.id().to_string();
+    let run = rtrace("zombies_attach", &["-q", "--pid", &pid, "-d", "1s"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    check_zombies(&r, &pids(&line, "zombie_pids="), child.id() as u64);
+    let ledger = r["children"].as_array().unwrap();
+    assert!(ledger.iter().filter(|c| c["zombie_at_attach"] == true).count() == 3, "{ledger:?}");
+    assert_no_rtrace_programs();
+}
+
+fn wait_stall(mode: &str, wait_syscall: &str) {
+    let bin = fixture("waiter");
+    let run = rtrace(&format!("waiter_{mode}"), &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), mode]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let child = pids(&run.stdout(), "child_pid=")[0];
+    let f = findings(&r, "wait_stall");
+    assert_eq!(f.len(), 1, "{}", r["findings"]);
+    let f = f[0];
+    assert_eq!(f["child_pid"].as_u64(), Some(child), "{f}");
+    assert_eq!(f["waiter_pid"], r["target"]["pid"]);
+    assert!(f["blocked_ms"].as_u64().unwrap() >= 1000, "{f}");
+    assert_eq!(f["child_state"], "sleeping", "{f}");
+    assert!(f["child_blocked_in"].as_str().unwrap_or("").contains("nanosleep"), "{f}");
+    assert!(f["summary"].as_str().unwrap().contains(wait_syscall), "{f}");
+    assert_no_rtrace_programs();
+}
+
+#[test]
+fn c_wait_stall_wait4() {
+    if privileged("c_wait_stall_wait4") {
+        wait_stall("wait4", "wait4");
+    }
+}
+
+#[test]
+fn c_wait_stall_pidfd() {
+    if privileged("c_wait_stall_pidfd") {
+        wait_stall("pidfd", "waitid");
+    }
+}
+
+fn go_nowait(go: Go) {
+    let bin = go_fixture("go_children", go);
+    let run = rtrace("go_nowait", &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), "nowait", "3"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    check_zombies(&r, &pids(&run.stdout(), "zombie_pids="), r["target"]["pid"].as_u64().unwrap());
+    assert_no_rtrace_programs();
+}
+
+fn go_wait(go: Go) {
+    let bin = go_fixture("go_children", go);
+    let run = rtrace("go_wait", &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), "wait"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let child = pids(&run.stdout(), "child_pid=")[0];
+    let f = findings(&r, "wait_stall");
+    assert!(f.iter().any(|f| f["child_pid"].as_u64() == Some(child) && f["blocked_ms"].as_u64().unwrap() >= 1000), "{}", r["findings"]);
+    assert_no_rtrace_programs();
+}
+
+fn go_timeout(go: Go) {
+    let bin = go_fixture("go_children", go);
+    let run = rtrace("go_timeout", &["-q", "--", bin.to_str().unwrap(), "timeout"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let child = pids(&run.stdout(), "child_pid=")[0];
+    let f = findings(&r, "killed_by_signal");
+    let f = f.iter().find(|f| f["pid"].as_u64() == Some(child)).unwrap_or_else(|| panic!("{}", r["findings"]));
+    assert_eq!(f["signal"], "SIGKILL");
+    assert_eq!(f["by_target"], true);
+    assert_eq!(f["sender_pid"], r["target"]["pid"]);
+    let ledger = r["children"].as_array().unwrap();
+    let c = ledger.iter().find(|c| c["pid"].as_u64() == Some(child)).unwrap();
+    assert_eq!(c["exit"]["kind"], "killed", "{c}");
+    assert!(c["reaped_at_ns"].as_u64().is_some(), "{c}");
+    assert_no_rtrace_programs();
+}
+
+fn go_pipe(go: Go) {
+    let bin = go_fixture("go_children", go);
+    let run = rtrace("go_pipe", &["-q", "--", bin.to_str().unwrap(), "pipe"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let sh = pids(&run.stdout(), "child_pid=")[0];
+    let f = findings(&r, "pipe_held_by_descendant");
+    assert!(!f.is_empty(), "{}", r["findings"]);
+    assert!(f.iter().all(|f| f["comm"] == "sleep" && f["killed_child_pid"].as_u64() == Some(sh)), "{}", r["findings"]);
+    assert!(f[0]["summary"].as_str().unwrap().contains("WaitDelay"), "{}", f[0]);
+    assert_no_rtrace_programs();
+}
+
+fn go_many(go: Go) {
+    let bin = go_fixture("go_children", go);
+    let run = rtrace("go_many", &["-q", "--", bin.to_str().unwrap(), "many", "2000"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let a = &r["accounting"];
+    assert_eq!(a["events_dropped"], 0, "{a}");
+    assert_eq!(a["tracked_map_full"], 0, "{a}");
+    let ledger = r["children"].as_array().unwrap();
+    // argv from /proc when the child lived long enough to read it, else the exec'd file.
+    let trues: Vec<&Value> = ledger.iter().filter(|c| c["argv"][0].as_str().is_some_and(|a| a == "true" || a.ends_with("/true"))).collect();
+    assert_eq!(trues.len(), 2000, "ledger has {} `true` children", trues.len());
+    assert!(trues.iter().all(|c| c["exit"]["kind"] == "exited" && c["reaped_at_ns"].is_u64()), "a child without exit or reap");
+    assert!(findings(&r, "zombie_child").is_empty());
+    assert_no_rtrace_programs();
+}
+
+macro_rules! both_gos {
+    ($($name:ident => $f:ident),* $(,)?) => {
+        mod go119 {
+            use super::*;
+            $(#[test] fn $name() { if privileged(stringify!($name)) { $f(Go::Debian119) } })*
+        }
+        mod modern {
+            use super::*;
+            $(#[test] fn $name() { if privileged(stringify!($name)) { $f(Go::Modern) } })*
+        }
+    };
+}
+
+both_gos! {
+    start_without_wait => go_nowait,
+    wait_stall_on_sleeping_child => go_wait,
+    command_context_timeout_kill => go_timeout,
+    grandchild_holds_pipe => go_pipe,
+    two_thousand_children => go_many,
+}

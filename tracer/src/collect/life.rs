@@ -1,0 +1,176 @@
+//! Turns the kernel's lifecycle records into `lifecycle::LifeEvent`s, and reads what the ledger
+//! needs from /proc: descendants at attach, every tracked process at the end, and which pipe
+//! ends the target and its descendants hold (sampled while children die, since the holder of a
+//! pipe may be gone by the end).
+use std::collections::BTreeSet;
+
+use tracer_common::process::{
+    LifeEvent as Raw, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER, EVENT_WAIT,
+};
+
+use crate::{
+    lifecycle::{ExitInfo, LifeEvent, Lifecycle, PipeEnd, ProcSnapshot, WaitCall, WaitTarget},
+    procfs,
+};
+
+pub struct LifeCollector {
+    start_mono: u64,
+    pub life: Lifecycle,
+    /// Every process the ledger knows: the root, descendants at attach, forked ones.
+    known: BTreeSet<u32>,
+    exited: BTreeSet<u32>,
+    pipes_seen: BTreeSet<(u32, i32, u64, bool)>,
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
+    let (state, ppid) = procfs::state_and_ppid(pid)?;
+    let syscall = matches!(state, 'S' | 'D').then(|| procfs::current_syscall(pid)).flatten();
+    Some(ProcSnapshot {
+        pid,
+        ppid,
+        state,
+        comm: procfs::comm(pid).unwrap_or_default(),
+        cmdline: procfs::cmdline(pid),
+        exit_status: procfs::exit_status(pid),
+        syscall,
+    })
+}
+
+impl LifeCollector {
+    /// At attach: the root and the descendants it already has (zombies included).
+    pub fn new(root: u32, start_mono: u64, existing: &[u32]) -> Self {
+        let mut life = Lifecycle { root_pid: root, ..Default::default() };
+        life.initial = existing.iter().filter_map(|&p| snapshot(p)).collect();
+        let known = std::iter::once(root).chain(existing.iter().copied()).collect();
+        Self { start_mono, life, known, exited: BTreeSet::new(), pipes_seen: BTreeSet::new() }
+    }
+
+    fn rel(&self, ts: u64) -> u64 {
+        ts.saturating_sub(self.start_mono)
+    }
+
+    /// Whether a child died and the root still lives: then pipe holders matter.
+    pub fn wants_pipe_scan(&self) -> bool {
+        !self.exited.is_empty() && !self.exited.contains(&self.life.root_pid)
+    }
+
+    pub fn on_event(&mut self, r: &Raw) {
+        let ts_ns = self.rel(r.ts_ns);
+        let ev = match r.kind {
+            EVENT_FORK => {
+                self.known.insert(r.tgid);
+                LifeEvent::Fork { ts_ns, pid: r.tgid, parent_pid: r.other, parent_tid: r.tid, parent_comm: cstr(&r.comm) }
+            }
+            EVENT_EXEC => {
+                let argv = procfs::cmdline(r.tgid);
+                LifeEvent::Exec { ts_ns, pid: r.tgid, filename: cstr(&r.text), argv }
+            }
+            EVENT_EXIT => {
+                self.exited.insert(r.tgid);
+                LifeEvent::Exit { ts_ns, pid: r.tgid, comm: cstr(&r.comm) }
+            }
+            EVENT_SIGNAL => LifeEvent::Signal {
+                ts_ns,
+                sender_pid: r.tgid,
+                sender_tid: r.tid,
+                sender_comm: cstr(&r.comm),
+                target_pid: r.other,
+                target_comm: cstr(&r.text[..16]),
+                signal: r.a as i32,
+                code: r.b as i32,
+                result: r.c as i32,
+            },
+            EVENT_SIGNAL_DELIVER => LifeEvent::SignalDeliver { ts_ns, pid: r.tgid, tid: r.tid, signal: r.a as i32 },
+            EVENT_WAIT => LifeEvent::Wait(self.wait_call(r)),
+            EVENT_PIDFD => LifeEvent::Pidfd { ts_ns, pid: r.tgid, fd: r.a as i32, target_pid: r.other },
+            EVENT_FREE => LifeEvent::Free { ts_ns, pid: r.tgid },
+            _ => return,
+        };
+        self.life.events.push(ev);
+    }
+
+    fn wait_call(&self, r: &Raw) -> WaitCall {
+        let name = crate::analyze::syscalls::name_of(r.a);
+        let (target, exit) = if name == "wait4" {
+            let exit = (r.b > 0).then(|| ExitInfo::from_wait_status(r.g as i32)).flatten();
+            (wait4_target(r.c as i32), exit)
+        } else {
+            let exit = (r.b == 0 && r.h > 0).then(|| ExitInfo::from_siginfo((r.g >> 32) as i32, r.g as i32)).flatten();
+            (waitid_target(r.tgid, r.c as u32, r.d as u32), exit)
+        };
+        WaitCall {
+            pid: r.tgid,
+            tid: r.tid,
+            syscall: name,
+            target,
+            options: r.e as u64,
+            start_ns: self.rel(r.f as u64),
+            end_ns: Some(self.rel(r.ts_ns)),
+            ret: Some(r.b),
+            reaped_pid: (r.other > 0).then_some(r.other),
+            exit,
+        }
+    }
+
+    /// A wait still blocked at the end (from the in-flight syscall table).
+    pub fn wait_in_flight(&mut self, pid: u32, tid: u32, nr: i32, args: &[u64; 6], start_mono: u64, blocked: bool) {
+        let syscall = crate::analyze::syscalls::name_of(nr as i64);
+        let (target, options) = match (syscall.as_str(), blocked) {
+            (_, false) => (WaitTarget::AnyChild, 0),
+            ("wait4", true) => (wait4_target(args[0] as i32), args[2]),
+            (_, true) => (waitid_target(pid, args[0] as u32, args[1] as u32), args[3]),
+        };
+        let start_ns = self.rel(start_mono);
+        self.life.waits_in_flight.push(WaitCall { pid, tid, syscall, target, options, start_ns, end_ns: None, ret: None, reaped_pid: None, exit: None });
+    }
+
+    /// Records the pipe ends of the root and of every live known process.
+    pub fn scan_pipes(&mut self) {
+        for &pid in &self.known {
+            if !procfs::is_alive(pid) {
+                continue;
+            }
+            let comm = procfs::comm(pid).unwrap_or_default();
+            for (fd, inode, write_end) in procfs::pipe_fds(pid) {
+                if self.pipes_seen.insert((pid, fd, inode, write_end)) {
+                    self.life.pipes.push(PipeEnd { pid, comm: comm.clone(), fd, inode, write_end });
+                }
+            }
+        }
+    }
+
+    /// At the end: every known process as /proc shows it now, and the pipes.
+    pub fn finish(mut self, end_mono: u64, lost: u64) -> Lifecycle {
+        if self.wants_pipe_scan() {
+            self.scan_pipes();
+        }
+        self.life.final_procs = self.known.iter().filter_map(|&p| snapshot(p)).collect();
+        self.life.end_ns = self.rel(end_mono);
+        self.life.lost_events = lost;
+        self.life
+    }
+}
+
+fn wait4_target(pid: i32) -> WaitTarget {
+    match pid {
+        -1 => WaitTarget::AnyChild,
+        p if p > 0 => WaitTarget::Pid { pid: p as u32 },
+        0 => WaitTarget::ProcessGroup { pgid: 0 },
+        p => WaitTarget::ProcessGroup { pgid: (-p) as u32 },
+    }
+}
+
+/// idtype: P_ALL 0, P_PID 1, P_PGID 2, P_PIDFD 3. The pidfd is mapped now if still open.
+fn waitid_target(waiter: u32, idtype: u32, id: u32) -> WaitTarget {
+    match idtype {
+        1 => WaitTarget::Pid { pid: id },
+        2 => WaitTarget::ProcessGroup { pgid: id },
+        3 => WaitTarget::Pidfd { fd: id as i32, pid: crate::collect::fds::pidfd_pid(waiter, id as i32) },
+        _ => WaitTarget::AnyChild,
+    }
+}
