@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: set up, build, and trace the bundled demo workload
-//! (tests/fixtures/demo_cli.go, a Go CLI with a worker subprocess), printing the report.
+//! (tests/fixtures/demo_cli.go: a Go CLI with a worker subprocess and the usual exec.Command
+//! mistakes), printing the report.
 use std::process::Command;
 
 use anyhow::{bail, Result};
@@ -26,8 +27,10 @@ pub fn run() -> Result<()> {
         .env("GOPATH", root().join("target/go-path")))?;
     let report = root().join("target/demo-report");
     let _ = std::fs::remove_dir_all(&report);
-    step(&format!("tracing: rtrace -o {} -- {}", report.display(), demo.display()));
-    sh(Command::new(rtrace_bin()).arg("-o").arg(&report).arg("--").arg(&demo))?;
+    // 4 s: the demo lives about 5 s, so its never-waited-for child is still a zombie when the
+    // session ends (after the demo exits, init would reap it).
+    step(&format!("tracing: rtrace -d 4s -o {} -- {}", report.display(), demo.display()));
+    sh(Command::new(rtrace_bin()).args(["-d", "4s", "-o"]).arg(&report).arg("--").arg(&demo))?;
     step(&format!("report files are in {}", report.display()));
     Ok(())
 }
