@@ -144,13 +144,17 @@ impl LifeCollector {
         }
     }
 
-    /// At the end: every known process as /proc shows it now, and the pipes.
-    pub fn finish(mut self, end_mono: u64, lost: u64) -> Lifecycle {
+    /// The moment the session ends (before the probes are detached, which takes a while):
+    /// every known process as /proc shows it now, and the pipes.
+    pub fn snapshot_end(&mut self, end_mono: u64) {
         if self.wants_pipe_scan() {
             self.scan_pipes();
         }
         self.life.final_procs = self.known.iter().filter_map(|&p| snapshot(p)).collect();
         self.life.end_ns = self.rel(end_mono);
+    }
+
+    pub fn finish(mut self, lost: u64) -> Lifecycle {
         self.life.lost_events = lost;
         self.life
     }

@@ -109,6 +109,7 @@ pub async fn run(
         }
     };
     let duration_ms = start.elapsed().as_millis() as u64;
+    life.snapshot_end(drain::monotonic_ns());
     if countdown {
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();
@@ -126,7 +127,7 @@ pub async fn run(
         }
     }
     let lost = probes.counter(counters::EVENTS_DROPPED);
-    let lifecycle = life.finish(drain::monotonic_ns(), lost);
+    let lifecycle = life.finish(lost);
     let mut capture = drain::drain(&probes, slow, start_mono)?;
     capture.lifecycle = lifecycle;
     // Wakers may be processes we do not trace: their maps are needed to name their frames.
