@@ -388,7 +388,10 @@ fn send_slow(ctx: &RawTracePointContext, inf: &Inflight, tid: u32, dur: u64, ret
     } else {
         sc.user_stack_id = ctx.get_stackid(&USER_STACKS, BPF_F_USER_STACK as u64).map(|v| v as i32).unwrap_or(NO_STACK);
         sc.kernel_stack_id = NO_STACK;
-        sc.leaf = crate::unwind::from_saved_regs(inf.regs);
+        // No caller recovery for a call that never blocked: the stack scan here would make
+        // this program several times longer to verify (start-up time), for calls that are
+        // rarely among the slowest.
+        sc.leaf = tracer_common::unwind::LeafFix::default();
     }
     if crate::process::EVENTS.output::<SlowCall>(&*sc, 0).is_err() {
         bump(counters::SLOW_CALLS_DROPPED);
