@@ -77,3 +77,40 @@ fn go_exact_count() {
     assert_eq!((s["count"].as_u64(), s["errors"].as_u64()), (Some(1000), Some(0)), "{s}");
     assert_no_rtrace_programs();
 }
+
+/// Attaching to a process already blocked (a hung CLI): the call it is stuck in is reported,
+/// in flight since before attach, with its fd's path and its stack, and as off-CPU time.
+#[test]
+fn blocked_before_attach() {
+    if !privileged("blocked_before_attach") {
+        return;
+    }
+    use std::io::BufRead;
+    let bin = fixture("syscall_counts");
+    let fifo = report_dir("fifo_pre").with_extension("fifo");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child = std::process::Command::new(&bin).arg("fifo").arg(&fifo).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = child.id().to_string();
+    let run = rtrace("blocked_pre", &["-q", "--pid", &pid, "-d", "1s"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&fifo);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let read = &r["slowest_syscalls"][0];
+    assert_eq!(read["name"], "read", "{}", r["slowest_syscalls"]);
+    assert_eq!(read["in_flight"], true);
+    assert_eq!(read["started_before_attach"], true);
+    assert_eq!(read["args"]["fields"]["fd_desc"], fifo.to_str().unwrap(), "{read}");
+    assert!(read["frames"].as_array().unwrap().iter().any(|f| f == "block_on_fifo"), "{read}");
+    let off = &r["offcpu"]["top"][0];
+    assert_eq!(off["in_flight"], true, "{off}");
+    assert_eq!(off["syscall"], "read", "{off}");
+    assert!(off["stack"].as_array().unwrap().windows(2).any(|w| w[0] == "main" && w[1] == "block_on_fifo"), "{off}");
+    assert_no_rtrace_programs();
+}

@@ -77,6 +77,12 @@ pub struct RawOff {
     pub in_flight: bool,
     #[serde(default, skip_serializing_if = "Leaf::is_empty")]
     pub leaf: Leaf,
+    /// Blocked since before attach: time counted from attach; kernel frames by name (from
+    /// /proc/PID/task/TID/stack, innermost first) instead of addresses.
+    #[serde(default)]
+    pub before_attach: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_names: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -132,6 +138,11 @@ pub struct RawSlowCall {
     /// For waitid(P_PIDFD): the pid behind the pidfd.
     pub pidfd_pid: Option<u32>,
     pub in_flight: bool,
+    /// In this call since before attach (duration counted from attach: at least that long).
+    #[serde(default)]
+    pub before_attach: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_names: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

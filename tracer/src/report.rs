@@ -39,6 +39,20 @@ pub struct Report {
     pub children: Vec<ChildRecord>,
 }
 
+/// Appends kernel frames known only by name (innermost first), root-first like the rest.
+fn with_kernel_names(mut frames: Vec<symbolize::Frame>, names: &[String]) -> Vec<symbolize::Frame> {
+    for n in names.iter().rev() {
+        frames.push(symbolize::Frame {
+            kind: symbolize::FrameKind::Kernel,
+            function: n.clone(),
+            module: "[kernel]".into(),
+            offset: 0,
+            build_id: None,
+        });
+    }
+    frames
+}
+
 /// Symbolizes and decodes the slow calls.
 fn slow_calls(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<SlowCallReport> {
     let inputs: Vec<StackInput> = capture
@@ -52,6 +66,7 @@ fn slow_calls(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<SlowCallRep
         .iter()
         .zip(stacks)
         .map(|(c, st)| {
+            let st = symbolize::Stack { frames: with_kernel_names(st.frames, &c.kernel_names), ..st };
             let name = sc::name_of(c.nr as i64);
             let leaf_function = st.frames.iter().rev().find(|f| f.kind == symbolize::FrameKind::User).map(|f| f.function.clone());
             SlowCallReport {
@@ -66,6 +81,7 @@ fn slow_calls(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<SlowCallRep
                 frames: st.frames.iter().map(symbolize::Frame::folded_name).collect(),
                 leaf_function,
                 in_flight: c.in_flight,
+                started_before_attach: c.before_attach,
             }
         })
         .collect();
@@ -144,7 +160,14 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfi
         .offcpu
         .iter()
         .zip(off_stacks)
-        .map(|(o, s)| OffEntry { frames: s.frames, state: o.state, total_ns: o.total_ns, count: o.count, max_ns: o.max_ns, in_flight: o.in_flight })
+        .map(|(o, s)| OffEntry {
+            frames: with_kernel_names(s.frames, &o.kernel_names),
+            state: o.state,
+            total_ns: o.total_ns,
+            count: o.count,
+            max_ns: o.max_ns,
+            in_flight: o.in_flight,
+        })
         .collect();
     let wakeups = capture
         .wakeups

@@ -42,6 +42,8 @@ pub struct SlowCallReport {
     /// Innermost user-space function.
     pub leaf_function: Option<String>,
     pub in_flight: bool,
+    /// Already in this call when rtrace attached: `duration_ns` counts from attach (at least).
+    pub started_before_attach: bool,
 }
 
 /// The syscall's name on the traced machine's architecture.

@@ -53,6 +53,7 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
             max_ns: v.max_ns,
             in_flight: false,
             leaf: k.leaf.into(),
+            ..Default::default()
         })
         .collect();
     // Threads still blocked now: their time so far counts (a hung CLI shows up here).
@@ -70,6 +71,7 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
             max_ns: ns,
             in_flight: true,
             leaf: s.leaf.into(),
+            ..Default::default()
         });
     }
     let wakeups: Vec<RawWake> = probes
@@ -125,6 +127,7 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
             fd_desc: r.fd_desc,
             pidfd_pid: r.pidfd_pid,
             in_flight: r.in_flight,
+            ..Default::default()
         })
         .collect();
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));

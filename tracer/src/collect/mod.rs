@@ -3,6 +3,7 @@
 mod drain;
 pub mod fds;
 mod life;
+mod preexisting;
 mod registry;
 mod slow;
 
@@ -55,6 +56,9 @@ pub async fn run(
     let start = Instant::now();
     let start_mono = drain::monotonic_ns();
     let mut life = life::LifeCollector::new(params.target.pid, start_mono, &params.existing);
+    // Threads already blocked in a syscall: no probe will see that call start.
+    let roots: Vec<u32> = std::iter::once(params.target.pid).chain(params.existing.iter().copied()).collect();
+    let pre = preexisting::scan(&roots, |pid| registry.maps(pid));
     let mut slow = slow::SlowStore::new(
         params.syscalls.map(|s| s.slow_top).unwrap_or(0),
         params.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
@@ -110,6 +114,7 @@ pub async fn run(
     };
     let duration_ms = start.elapsed().as_millis() as u64;
     life.snapshot_end(drain::monotonic_ns());
+    let still: Vec<preexisting::Blocked> = pre.into_iter().filter(preexisting::still_blocked).collect();
     if countdown {
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();
@@ -126,10 +131,17 @@ pub async fn run(
             life.wait_in_flight(inf.tgid, tid, inf.nr, &inf.args, inf.ts, inf.blocked != 0);
         }
     }
+    // Waits blocked since before attach count from attach (they are at least that long).
+    for b in still.iter().filter(|b| wait_nrs.contains(&(b.nr as i32))) {
+        if !life.life.waits_in_flight.iter().any(|w| w.tid == b.tid) {
+            life.wait_in_flight(b.tgid, b.tid, b.nr as i32, &b.args, start_mono, true);
+        }
+    }
     let lost = probes.counter(counters::EVENTS_DROPPED);
     let lifecycle = life.finish(lost);
     let mut capture = drain::drain(&probes, slow, start_mono)?;
     capture.lifecycle = lifecycle;
+    add_preexisting(&mut capture, &still, duration_ms * 1_000_000, params.syscalls.is_some(), params.min_block_us.is_some());
     // Wakers may be processes we do not trace: their maps are needed to name their frames.
     for w in &capture.wakeups {
         if w.waker_pid != 0 && !registry.knows(w.waker_pid) {
@@ -151,6 +163,49 @@ pub async fn run(
     };
     capture.processes = registry.into_processes();
     Ok(capture)
+}
+
+/// Calls blocked since before attach and still blocked: in flight for the whole session, at
+/// least. Skipped when the probes saw the thread make a new call (then their data is better).
+fn add_preexisting(capture: &mut Capture, blocked: &[preexisting::Blocked], session_ns: u64, syscalls: bool, offcpu: bool) {
+    let seen: std::collections::BTreeSet<u32> = capture.slow_calls.iter().filter(|c| c.in_flight).map(|c| c.tid).collect();
+    for b in blocked.iter().filter(|b| !seen.contains(&b.tid)) {
+        let (fd_desc, pidfd_pid) = slow::resolve(b.tgid, b.nr as i32, &b.args);
+        if syscalls {
+            capture.slow_calls.push(crate::capture::RawSlowCall {
+                tgid: b.tgid,
+                tid: b.tid,
+                nr: b.nr as i32,
+                start_ns: 0,
+                duration_ns: session_ns,
+                ret: 0,
+                user: b.user.clone(),
+                args: b.args,
+                fd_desc,
+                pidfd_pid,
+                in_flight: true,
+                before_attach: true,
+                kernel_names: b.kernel_names.clone(),
+                ..Default::default()
+            });
+        }
+        if offcpu && !capture.offcpu.iter().any(|o| o.tid == b.tid && o.in_flight) {
+            capture.offcpu.push(crate::capture::RawOff {
+                tgid: b.tgid,
+                tid: b.tid,
+                user: b.user.clone(),
+                state: if b.state == 'D' { crate::capture::OffState::Disk } else { crate::capture::OffState::Sleep },
+                total_ns: session_ns,
+                count: 1,
+                max_ns: session_ns,
+                in_flight: true,
+                before_attach: true,
+                kernel_names: b.kernel_names.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    capture.slow_calls.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns));
 }
 
 fn nr_of(name: &str) -> i32 {

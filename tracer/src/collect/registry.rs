@@ -61,6 +61,10 @@ impl Registry {
         entry.info.maps.sort();
     }
 
+    pub fn maps(&self, pid: u32) -> Vec<Mapping> {
+        self.procs.get(&pid).map(|e| e.info.maps.clone()).unwrap_or_default()
+    }
+
     pub fn knows(&self, pid: u32) -> bool {
         self.procs.contains_key(&pid)
     }

@@ -183,10 +183,10 @@ fn syscalls_section(s: &mut String, rows: &[SyscallRow], slow: &[SlowCallReport]
     };
     let _ = writeln!(s, "\nSyscalls — {} calls{lost} (percentiles estimated from log2 histograms):", a.syscalls);
     if rows.is_empty() {
-        let _ = writeln!(s, "  (none)");
-        return;
+        let _ = writeln!(s, "  (no call completed during the session)");
+    } else {
+        let _ = writeln!(s, "  {:<18} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}", "syscall", "calls", "errors", "total", "p50", "p99", "max");
     }
-    let _ = writeln!(s, "  {:<18} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}", "syscall", "calls", "errors", "total", "p50", "p99", "max");
     for r in rows.iter().take(15) {
         let _ = writeln!(
             s,
@@ -205,7 +205,11 @@ fn syscalls_section(s: &mut String, rows: &[SyscallRow], slow: &[SlowCallReport]
     }
     let _ = writeln!(s, "  Slowest calls:");
     for c in slow.iter().take(5) {
-        let state = if c.in_flight { " (still in flight at end)" } else { "" };
+        let state = match (c.in_flight, c.started_before_attach) {
+            (true, true) => " (in flight since before attach: at least this long)",
+            (true, false) => " (still in flight at end)",
+            _ => "",
+        };
         let _ = writeln!(
             s,
             "  {:>10}  {}({}) = {}  tid {} in {}{state}",

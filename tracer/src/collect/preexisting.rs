@@ -1,0 +1,197 @@
+//! Threads already blocked in a syscall when rtrace attached: the probes never see such a call
+//! start, and the thread never switches out during the session — yet that is exactly what a
+//! user attaching to a hung CLI needs to see. At attach we read /proc/PID/task/TID/syscall
+//! (number, arguments, sp, pc) and /proc/PID/task/TID/stack (kernel frames); the user stack is
+//! walked from sp through /proc/PID/mem (a read of the target's memory: no ptrace, no stop, no
+//! signal). At the end, calls that are still the same (same number and arguments) are
+//! reported as in flight since before attach.
+use std::{fs::File, os::unix::fs::FileExt};
+
+use crate::{capture::Mapping, procfs};
+
+#[derive(Clone, Debug)]
+pub struct Blocked {
+    pub tgid: u32,
+    pub tid: u32,
+    pub nr: i64,
+    pub args: [u64; 6],
+    pub state: char,
+    /// pc first, then return addresses, outermost last.
+    pub user: Vec<u64>,
+    /// Kernel frames, innermost first, as /proc/PID/task/TID/stack names them.
+    pub kernel_names: Vec<String>,
+}
+
+/// (nr, args, sp, pc) of a thread in a syscall; None when running or not in a syscall.
+pub fn parse_syscall(text: &str) -> Option<(i64, [u64; 6], u64, u64)> {
+    let mut it = text.split_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let mut args = [0u64; 6];
+    for a in args.iter_mut() {
+        *a = hex(it.next()?)?;
+    }
+    Some((nr, args, hex(it.next()?)?, hex(it.next()?)?))
+}
+
+/// "[<0>] futex_wait_queue+0x5a/0xa0" → "futex_wait_queue".
+pub fn parse_kernel_stack(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|f| f.split('+').next().unwrap_or(f).to_owned())
+        .collect()
+}
+
+fn task_ids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// Every thread of `pids` blocked in a syscall now (state S or D).
+pub fn scan(pids: &[u32], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
+    let mut out = Vec::new();
+    for &pid in pids {
+        let mem = File::open(format!("/proc/{pid}/mem")).ok();
+        let exec_maps = maps(pid);
+        for tid in task_ids(pid) {
+            let Some((state, _)) = procfs::state_and_ppid(tid) else { continue };
+            if !matches!(state, 'S' | 'D') {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { continue };
+            let Some((nr, args, sp, pc)) = parse_syscall(&text) else { continue };
+            let kernel_names =
+                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack")).map(|t| parse_kernel_stack(&t)).unwrap_or_default();
+            let user = match &mem {
+                Some(m) => walk(&|a| read_u64(m, a), &|a, n| read_bytes(m, a, n), &exec_maps, sp, pc),
+                None => vec![pc],
+            };
+            out.push(Blocked { tgid: pid, tid, nr, args, state, user, kernel_names });
+        }
+    }
+    out
+}
+
+/// Whether the thread is still in the very same call.
+pub fn still_blocked(b: &Blocked) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/task/{}/syscall", b.tgid, b.tid))
+        .ok()
+        .and_then(|t| parse_syscall(&t))
+        .is_some_and(|(nr, args, _, _)| nr == b.nr && args == b.args)
+}
+
+fn read_u64(m: &File, addr: u64) -> Option<u64> {
+    let mut b = [0u8; 8];
+    m.read_exact_at(&mut b, addr).ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
+fn read_bytes(m: &File, addr: u64, n: usize) -> Option<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    m.read_exact_at(&mut b, addr).ok()?;
+    Some(b)
+}
+
+/// Whether `ret` follows an x86_64 call instruction in executable code (the same test the
+/// kernel side uses to recover skipped callers).
+fn is_return_address(read: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mapping], ret: u64) -> bool {
+    if ret < 8 || !maps.iter().any(|m| m.start <= ret && ret < m.end) {
+        return false;
+    }
+    let Some(b) = read(ret - 8, 8) else { return false };
+    b[3] == 0xE8
+        || (b[6] == 0xFF && b[7] & 0xF8 == 0xD0)
+        || (b[5] == 0x41 && b[6] == 0xFF && b[7] & 0xF8 == 0xD0)
+        || (b[5] == 0xFF && b[6] & 0xF8 == 0x50)
+        || (b[2] == 0xFF && (b[3] == 0x15 || b[3] & 0xF8 == 0x90))
+}
+
+/// The user stack from (sp, pc) without bp: scan up from sp for return addresses (callers of
+/// frameless functions) until a slot is a frame base (saved bp, then a return address), then
+/// follow the frame-pointer chain.
+pub fn walk(read: &dyn Fn(u64) -> Option<u64>, code: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mapping], sp: u64, pc: u64) -> Vec<u64> {
+    const SCAN_WORDS: u64 = 64;
+    const MAX_FRAMES: usize = 128;
+    let mut frames = vec![pc];
+    let mut fp = None;
+    for i in 0..SCAN_WORDS {
+        let slot = sp + i * 8;
+        let Some(w) = read(slot) else { break };
+        // A frame base: this slot holds the caller's saved bp (pointing further up, within a
+        // plausible frame size) and the next one a return address. From here the
+        // frame-pointer chain takes over.
+        if w > slot && w - slot < 1 << 16 && w % 8 == 0 {
+            if let Some(r) = read(slot + 8) {
+                if is_return_address(code, maps, r) {
+                    frames.push(r);
+                    fp = Some(w);
+                    break;
+                }
+            }
+        }
+        if is_return_address(code, maps, w) {
+            frames.push(w);
+        }
+    }
+    let mut seen = 0;
+    while let Some(f) = fp {
+        if frames.len() >= MAX_FRAMES || seen > MAX_FRAMES {
+            break;
+        }
+        seen += 1;
+        let (Some(next), Some(ret)) = (read(f), read(f + 8)) else { break };
+        if ret == 0 || !is_return_address(code, maps, ret) {
+            break;
+        }
+        frames.push(ret);
+        fp = (next != 0 && next != f).then_some(next);
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn parses_proc_syscall_and_stack() {
+        let (nr, args, sp, pc) =
+            parse_syscall("0 0x3 0x7f3bb748f000 0x20000 0x7f3bb7522b60 0xffffffff 0x0 0x7ffc67c9dc48 0x7f3bb760b2ad\n").unwrap();
+        assert_eq!((nr, args[0], args[2], sp, pc), (0, 3, 0x20000, 0x7ffc67c9dc48, 0x7f3bb760b2ad));
+        assert!(parse_syscall("running\n").is_none());
+        assert!(parse_syscall("-1 0x7ffc 0x401000\n").is_none());
+        let k = parse_kernel_stack("[<0>] pipe_read+0x2f3/0x450\n[<0>] vfs_read+0x2a1/0x2d0\n");
+        assert_eq!(k, ["pipe_read", "vfs_read"]);
+    }
+
+    /// A stack in memory: pc in a frameless leaf; [sp] = return into `middle`; then middle's
+    /// frame (saved bp → outer frame, return into outer); outer's frame (bp 0 ends).
+    #[test]
+    fn walks_frameless_leaf_then_frame_pointers() {
+        let code_lo = 0x1000;
+        let maps = vec![Mapping { start: code_lo, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None }];
+        // Return addresses are placed right after an E8 call in the fake code.
+        let mut code: HashMap<u64, u8> = HashMap::new();
+        for ret in [0x2005u64, 0x3005, 0x4005] {
+            code.insert(ret - 5, 0xE8);
+        }
+        let mut mem: HashMap<u64, u64> = HashMap::new();
+        let sp = 0x7000_0000;
+        mem.insert(sp, 0x2005); // return into middle (leaf is frameless)
+        mem.insert(sp + 8, 42); // a local
+        mem.insert(sp + 16, sp + 64); // middle's saved bp → outer's frame
+        mem.insert(sp + 24, 0x3005); // return into outer
+        mem.insert(sp + 64, 0); // outer's saved bp: end of chain
+        mem.insert(sp + 72, 0x4005); // return into main
+        let read = |a: u64| Some(*mem.get(&a).unwrap_or(&0));
+        let code_read = |a: u64, n: usize| Some((a..a + n as u64).map(|x| *code.get(&x).unwrap_or(&0x90)).collect());
+        let frames = walk(&read, &code_read, &maps, sp, 0x1500);
+        assert_eq!(frames, [0x1500, 0x2005, 0x3005, 0x4005]);
+    }
+}
