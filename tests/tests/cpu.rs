@@ -186,3 +186,43 @@ fn kernel_frames_symbolized() {
     assert!(folded.iter().all(|(s, _)| s.starts_with("dd;")));
     assert_no_rtrace_programs();
 }
+
+/// A saved capture re-renders into the same report; also without root (kernel frames then
+/// stay unnamed: /proc/kallsyms hides addresses from other users).
+#[test]
+fn replay_capture() {
+    if !privileged("replay_capture") {
+        return;
+    }
+    let bin = fixture("cpu_chain");
+    let run = rtrace("replay_src", &["-q", "--", bin.to_str().unwrap(), "1"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let dir = std::env::temp_dir().join(format!("rtrace-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(run.dir.join("capture.json"), dir.join("capture.json")).unwrap();
+    let out = std::process::Command::new(rtrace_bin()).args(["report", "-q"]).arg(dir.join("capture.json")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.dir.join("report.json")).unwrap()).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    for section in ["cpu", "accounting", "children", "findings", "session", "target"] {
+        assert_eq!(a[section], b[section], "{section}");
+    }
+    assert_eq!(std::fs::read_to_string(run.dir.join("cpu.folded")).unwrap(), std::fs::read_to_string(dir.join("cpu.folded")).unwrap());
+
+    // As user nobody, from a world-readable copy.
+    std::fs::copy(rtrace_bin(), dir.join("rtrace")).unwrap();
+    let _ = std::fs::remove_file(dir.join("report.json"));
+    assert!(std::process::Command::new("chmod").args(["-R", "a+rwX"]).arg(&dir).status().unwrap().success());
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(dir.join("rtrace"))
+        .args(["report", "-q"])
+        .arg(dir.join("capture.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(a["cpu"]["top"][0], c["cpu"]["top"][0]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
