@@ -93,6 +93,16 @@ pub enum Go {
 
 /// Builds tests/fixtures/<name>.go with the given Go into target/fixtures/<name>-<go>.
 pub fn go_fixture(name: &str, go: Go) -> PathBuf {
+    go_fixture_with(name, go, &[])
+}
+
+/// Stripped as most distributed Go CLIs are (GoReleaser's default -ldflags="-s -w"): no
+/// .symtab, no DWARF.
+pub fn go_fixture_stripped(name: &str) -> PathBuf {
+    go_fixture_with(name, Go::Debian119, &["-ldflags=-s -w"])
+}
+
+fn go_fixture_with(name: &str, go: Go, flags: &[&str]) -> PathBuf {
     let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = root_dir().join(format!("tests/fixtures/{name}.go"));
     let (compiler, suffix) = match go {
@@ -104,14 +114,17 @@ pub fn go_fixture(name: &str, go: Go) -> PathBuf {
         "{} missing: `cargo xtask setup` installs a Go >= 1.23 there",
         compiler.display()
     );
-    let out = root_dir().join("target/fixtures").join(format!("{name}-{suffix}"));
+    let stripped = if flags.is_empty() { "" } else { "-stripped" };
+    let out = root_dir().join("target/fixtures").join(format!("{name}-{suffix}{stripped}"));
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let fresh = out.metadata().and_then(|m| m.modified()).ok() >= src.metadata().and_then(|m| m.modified()).ok();
     if out.exists() && fresh {
         return out;
     }
     let status = Command::new(&compiler)
-        .args(["build", "-o"])
+        .arg("build")
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(&src)
         .env("GO111MODULE", "off")

@@ -66,6 +66,28 @@ fn go_function_named() {
     assert_no_rtrace_programs();
 }
 
+/// A stripped Go binary (no .symtab, no DWARF) is still named, from the Go runtime's own
+/// function table: perf and the BCC tools show hex addresses here.
+#[test]
+fn stripped_go_function_named() {
+    if !privileged("stripped_go_function_named") {
+        return;
+    }
+    let bin = go_fixture_stripped("go_hot");
+    let sections = Command::new("readelf").arg("-S").arg(&bin).output().unwrap();
+    let sections = String::from_utf8_lossy(&sections.stdout);
+    assert!(!sections.contains(".symtab") && sections.contains(".gopclntab"), "not stripped: {sections}");
+    let run = rtrace("go_stripped", &["-q", "--", bin.to_str().unwrap(), "1"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    assert_eq!(r["cpu"]["top"][0]["function"], "main.hotLoop", "{}", r["cpu"]["top"]);
+    let total = r["cpu"]["total_samples"].as_u64().unwrap();
+    let folded = run.folded("cpu.folded");
+    let chain = samples_matching(&folded, ";runtime.goexit;runtime.main;main.main;main.hotLoop");
+    assert!(chain * 100 >= total * 80, "{folded:?}");
+    assert_no_rtrace_programs();
+}
+
 /// --pid on a process that was already running, ended by --duration.
 #[test]
 fn attach_to_running_pid() {

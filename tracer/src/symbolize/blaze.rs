@@ -10,18 +10,41 @@ use blazesym::{
 
 pub struct BlazeResolver {
     symbolizer: Symbolizer,
+    /// Go function tables by path (None: not Go), for what blazesym cannot name.
+    go: std::collections::HashMap<String, Option<super::gopclntab::GoTable>>,
 }
 
 impl Default for BlazeResolver {
     fn default() -> Self {
-        Self { symbolizer: Symbolizer::builder().enable_demangling(true).enable_inlined_fns(true).build() }
+        Self {
+            symbolizer: Symbolizer::builder().enable_demangling(true).enable_inlined_fns(true).build(),
+            go: Default::default(),
+        }
+    }
+}
+
+impl BlazeResolver {
+    /// Names from the Go runtime's table for offsets blazesym left unnamed (stripped Go).
+    fn fill_from_go(&mut self, path: &str, offsets: &[u64], names: &mut [Vec<String>]) {
+        if names.iter().all(|n| !n.is_empty()) {
+            return;
+        }
+        let table = self.go.entry(path.to_owned()).or_insert_with(|| super::gopclntab::GoTable::load(path));
+        let Some(t) = table else { return };
+        for (off, n) in offsets.iter().zip(names.iter_mut()) {
+            if n.is_empty() {
+                if let Some(f) = t.lookup_file_offset(*off) {
+                    n.push(f.to_owned());
+                }
+            }
+        }
     }
 }
 
 impl super::Resolver for BlazeResolver {
     fn user(&mut self, path: &str, offsets: &[u64]) -> Vec<Vec<String>> {
         let src = Source::Elf(Elf::new(path));
-        match self.symbolizer.symbolize(&src, Input::FileOffset(offsets)) {
+        let mut names: Vec<Vec<String>> = match self.symbolizer.symbolize(&src, Input::FileOffset(offsets)) {
             Ok(syms) => syms
                 .into_iter()
                 .map(|s| match s {
@@ -36,7 +59,9 @@ impl super::Resolver for BlazeResolver {
             // Unreadable or not ELF (deleted, no permission): every frame stays [unknown] with
             // module and offset.
             Err(_) => vec![Vec::new(); offsets.len()],
-        }
+        };
+        self.fill_from_go(path, offsets, &mut names);
+        names
     }
 
     fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {

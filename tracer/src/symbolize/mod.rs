@@ -3,6 +3,7 @@
 //! mappings captured while each process was alive, so processes that exited during the session
 //! still symbolize; kernel addresses go through kallsyms.
 mod blaze;
+pub mod gopclntab;
 
 use std::collections::{BTreeMap, HashMap};
 
