@@ -154,7 +154,9 @@ pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<()> {
     let analysis = report::analyze(capture, &mut BlazeResolver::default());
     let text = output::write_all(dir, capture, &analysis)?;
     if !quiet {
-        print!("{text}");
+        // The files are written already; a closed stdout (`rtrace … | head`) is not an error.
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(text.as_bytes());
     }
     Ok(())
 }
