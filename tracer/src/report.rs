@@ -80,6 +80,7 @@ fn slow_calls(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<SlowCallRep
                 ret_text: if c.in_flight { "(in flight)".into() } else { crate::analyze::sysargs::ret_text(c.ret) },
                 frames: st.frames.iter().map(symbolize::Frame::folded_name).collect(),
                 leaf_function,
+                caller_function: symbolize::caller_function(&st.frames),
                 in_flight: c.in_flight,
                 started_before_attach: c.before_attach,
             }

@@ -53,6 +53,8 @@ pub struct Waker {
     pub tid: u32,
     /// Root first, as in the flame graphs.
     pub frames: Vec<String>,
+    /// Innermost function of the waker's own code (not libc, not the Go runtime).
+    pub function: Option<String>,
     pub total_us: u64,
 }
 
@@ -60,8 +62,10 @@ pub struct Waker {
 pub struct OffTop {
     /// Root first (the process name is the first frame).
     pub stack: Vec<String>,
-    /// Innermost user-space function: where the program decided to wait.
+    /// Innermost user-space function (often a libc or Go runtime wrapper).
     pub leaf_function: Option<String>,
+    /// Innermost function of the program's own code (not libc, not the Go runtime).
+    pub caller_function: Option<String>,
     /// The system call it was blocked in, when the kernel stack shows one.
     pub syscall: Option<String>,
     pub state: OffState,
@@ -190,6 +194,7 @@ impl OffcpuProfile {
             pid: w.waker_pid,
             tid: w.waker_tid,
             frames: names(&w.waker),
+            function: crate::symbolize::caller_function(&w.waker),
             total_us: w.total_ns / 1000,
         })
     }
@@ -203,6 +208,7 @@ impl OffcpuProfile {
             .map(|e| OffTop {
                 stack: names(&e.frames),
                 leaf_function: leaf_user(&e.frames),
+                caller_function: crate::symbolize::caller_function(&e.frames),
                 syscall: syscall_of(&e.frames),
                 state: e.state,
                 total_us: e.total_ns / 1000,

@@ -41,6 +41,8 @@ pub struct SlowCallReport {
     pub frames: Vec<String>,
     /// Innermost user-space function.
     pub leaf_function: Option<String>,
+    /// Innermost function of the program's own code (not libc, not the Go runtime).
+    pub caller_function: Option<String>,
     pub in_flight: bool,
     /// Already in this call when rtrace attached: `duration_ns` counts from attach (at least).
     pub started_before_attach: bool,

@@ -103,8 +103,8 @@ fn where_it_waits(s: &mut String, off: &OffcpuSection, cpu_samples: u64, hz: u64
             .top_waker
             .as_ref()
             .map(|w| {
-                let leaf = w.frames.iter().rev().find(|f| !f.ends_with("_[k]")).filter(|f| **f != w.comm);
-                let at = leaf.map(|f| format!(" in {f}")).unwrap_or_default();
+                let leaf = w.function.as_deref().or_else(|| w.frames.iter().rev().find(|f| !f.ends_with("_[k]")).map(String::as_str));
+                let at = leaf.filter(|f| *f != w.comm).map(|f| format!(" in {f}")).unwrap_or_default();
                 if w.pid == 0 {
                     format!(" — woken by {}", w.comm)
                 } else {
@@ -121,7 +121,7 @@ fn where_it_waits(s: &mut String, off: &OffcpuSection, cpu_samples: u64, hz: u64
             t.count,
             t.state.name(),
             t.syscall.as_deref().unwrap_or("-"),
-            t.leaf_function.as_deref().unwrap_or("[kernel]"),
+            where_(t.caller_function.as_deref(), t.leaf_function.as_deref()),
         );
     }
 }
@@ -168,6 +168,16 @@ fn children_section(s: &mut String, children: &[ChildRecord]) {
     }
     if children.len() > 30 {
         let _ = writeln!(s, "  … {} more in report.json", children.len() - 30);
+    }
+}
+
+/// "blocking_read → read": the program's own function, then the leaf when it differs.
+fn where_(caller: Option<&str>, leaf: Option<&str>) -> String {
+    match (caller, leaf) {
+        (Some(c), Some(l)) if c != l => format!("{c} → {l}"),
+        (Some(c), _) => c.to_owned(),
+        (None, Some(l)) => l.to_owned(),
+        (None, None) => "[kernel]".to_owned(),
     }
 }
 
@@ -218,7 +228,7 @@ fn syscalls_section(s: &mut String, rows: &[SyscallRow], slow: &[SlowCallReport]
             c.args.text,
             c.ret_text,
             c.tid,
-            c.leaf_function.as_deref().unwrap_or("[unknown]")
+            where_(c.caller_function.as_deref(), c.leaf_function.as_deref())
         );
     }
 }

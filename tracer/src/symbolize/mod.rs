@@ -55,6 +55,32 @@ impl Frame {
     }
 }
 
+/// Whether a frame is plumbing rather than the program's own code: the C library and loader,
+/// the vDSO, and the Go runtime's scheduling and syscall layers. Reports name the innermost
+/// frame that is not, so "blocked in read" reads as "blocked in read, from blocking_read".
+pub fn is_plumbing(f: &Frame) -> bool {
+    let m = f.module.as_str();
+    let n = f.function.as_str();
+    f.kind != FrameKind::User
+        || m.starts_with("libc.so")
+        || m.starts_with("libc-")
+        || m.starts_with("ld-linux")
+        || m.starts_with("libpthread")
+        || m == "[vdso]"
+        || n.starts_with("runtime.")
+        || n.starts_with("internal/runtime/")
+        || n.starts_with("runtime/internal/")
+        || n.starts_with("syscall.")
+        || n.starts_with("internal/poll.")
+        || n.starts_with("internal/syscall/")
+        || n.starts_with("[unknown]")
+}
+
+/// The innermost frame of the program's own code (see `is_plumbing`).
+pub fn caller_function(frames: &[Frame]) -> Option<String> {
+    frames.iter().rev().find(|f| f.kind == FrameKind::User && !is_plumbing(f)).map(|f| f.function.clone())
+}
+
 /// A symbolized stack, root (the process frame) first, with its sample count.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stack {
