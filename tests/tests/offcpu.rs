@@ -100,12 +100,11 @@ fn go_channel_receive_and_sleep() {
     let sum = |needle: &str| -> u64 {
         entries(&r, needle).iter().filter(|t| t["state"] == "sleep").map(|t| t["total_us"].as_u64().unwrap()).sum()
     };
+    // Every stack kept: a bucketed stack map would lose about one per session to collisions.
+    assert_eq!(r["accounting"]["stack_errors"], 0, "{}", r["accounting"]);
     let recv = sum("main.main;runtime.chanrecv1;runtime.chanrecv;runtime.mcall;runtime.park_m;runtime.schedule;");
-    assert!(recv >= 850_000, "chanrecv blocked {recv} µs: {}", r["offcpu"]["top"]);
-    // A blocked thread carries the frames of the goroutine that last parked on it (M:N
-    // scheduling), so which goroutine's time.Sleep shows is up to the scheduler: the sender's
-    // 1 s or main's 0.5 s. Either is named through the park path.
-    let sleep = sum(";time.Sleep;runtime.mcall;runtime.park_m;runtime.schedule;");
-    assert!(sleep >= 425_000, "time.Sleep blocked {sleep} µs: {}", r["offcpu"]["top"]);
+    assert!(within(recv, 1_000_000, 15), "chanrecv blocked {recv} µs: {}", r["offcpu"]["top"]);
+    let sleep = sum("main.main;time.Sleep;runtime.mcall;runtime.park_m;runtime.schedule;");
+    assert!(within(sleep, 500_000, 15), "time.Sleep blocked {sleep} µs: {}", r["offcpu"]["top"]);
     assert_no_rtrace_programs();
 }

@@ -2,11 +2,11 @@
 
 /// On-CPU samples taken of tracked threads.
 pub const CPU_SAMPLES: u32 = 0;
-/// User stack could not be taken: the stack map bucket was held by another stack (-EEXIST).
+/// User stack could not be stored: the stack table was full.
 pub const USER_STACK_COLLISION: u32 = 1;
 /// User stack could not be taken: any other error (-EFAULT: no user context, -ENOMEM …).
 pub const USER_STACK_ERROR: u32 = 2;
-/// Kernel stack map bucket collision (-EEXIST).
+/// Kernel stack could not be stored: the stack table was full.
 pub const KERNEL_STACK_COLLISION: u32 = 3;
 /// Kernel stack error other than the normal -EFAULT of a sample taken in user mode.
 pub const KERNEL_STACK_ERROR: u32 = 4;

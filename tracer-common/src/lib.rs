@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod limits;
 pub mod process;
 pub mod sched;
+pub mod stack;
 pub mod syscall;
 pub mod target;
 pub mod unwind;

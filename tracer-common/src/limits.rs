@@ -6,12 +6,11 @@ pub const MAX_TRACKED: u32 = 65_536;
 /// Distinct (tgid, tid, user stack, kernel stack) keys for on-CPU samples. A 30 s session at
 /// 99 Hz on a busy CLI produces a few thousand.
 pub const MAX_CPU_KEYS: u32 = 65_536;
-/// User stack map buckets. The kernel's stack map drops a stack whose hash bucket is taken by a
-/// different stack (-EEXIST), so the map is sized well above the expected number of distinct
-/// stacks to keep collisions rare; each bucket costs 127 * 8 bytes.
-pub const USER_STACK_ENTRIES: u32 = 32_768;
-/// Kernel stacks are far fewer and shorter-lived in variety.
-pub const KERNEL_STACK_ENTRIES: u32 = 16_384;
+/// Distinct user stacks kept (each entry costs about 1 KiB, preallocated: perf-event programs
+/// run in NMI context and may only use preallocated maps).
+pub const USER_STACK_ENTRIES: u32 = 16_384;
+/// Distinct kernel stacks kept: far fewer in variety.
+pub const KERNEL_STACK_ENTRIES: u32 = 8_192;
 /// Lifecycle ring buffer size (bytes, power of two). Lifecycle events are rare.
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 /// Threads switched out and not yet back (one entry per sleeping tracked thread).

@@ -2,36 +2,78 @@
 //! per CPU fires at the sampling frequency; we count (tgid, tid, user stack, kernel stack).
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack},
     macros::map,
-    maps::{HashMap, StackTrace},
-    programs::{tracing::StackIdContext, PerfEventContext},
+    maps::{HashMap, PerCpuArray},
+    programs::PerfEventContext,
+    EbpfContext,
 };
 use tracer_common::{
     counters,
     cpu::{CpuKey, NO_STACK},
     limits::{KERNEL_STACK_ENTRIES, MAX_CPU_KEYS, USER_STACK_ENTRIES},
+    stack::{StackRec, MAX_DEPTH},
 };
 
 use crate::counters::bump;
 
 #[map]
-pub static USER_STACKS: StackTrace = StackTrace::with_max_entries(USER_STACK_ENTRIES, 0);
+pub static USER_STACKS: HashMap<u32, StackRec> = HashMap::with_max_entries(USER_STACK_ENTRIES, 0);
 #[map]
-pub static KERNEL_STACKS: StackTrace = StackTrace::with_max_entries(KERNEL_STACK_ENTRIES, 0);
+pub static KERNEL_STACKS: HashMap<u32, StackRec> = HashMap::with_max_entries(KERNEL_STACK_ENTRIES, 0);
+#[map]
+static STACK_SCRATCH: PerCpuArray<StackRec> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static CPU_COUNTS: HashMap<CpuKey, u64> = HashMap::with_max_entries(MAX_CPU_KEYS, 0);
 
-const EEXIST: i32 = 17;
-const EFAULT: i32 = 14;
+const EFAULT: i64 = 14;
+
+/// Takes the current user or kernel stack and stores it under a hash of its frames (see
+/// tracer_common::stack). Err(errno) when it could not be taken; Err(0) when the table was
+/// full.
+#[inline(always)]
+fn take_stack<C: EbpfContext>(ctx: &C, user: bool) -> Result<i32, i64> {
+    let Some(buf) = STACK_SCRATCH.get_ptr_mut(0) else { return Err(0) };
+    // SAFETY: per-CPU scratch slot, ours for this program run.
+    let buf = unsafe { &mut *buf };
+    let flags = if user { BPF_F_USER_STACK as u64 } else { 0 };
+    let size = (MAX_DEPTH * 8) as u32;
+    let n = unsafe { bpf_get_stack(ctx.as_ptr(), buf.ips.as_mut_ptr().cast(), size, flags) };
+    if n <= 0 {
+        return Err(if n == 0 { EFAULT } else { -n });
+    }
+    let frames = (n as usize) / 8;
+    // FNV-1a over the frames.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0usize;
+    while i < MAX_DEPTH {
+        if i >= frames {
+            break;
+        }
+        h ^= buf.ips[i];
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    let id = ((h ^ (h >> 32)) as u32) & 0x7fff_ffff;
+    let map = if user { &USER_STACKS } else { &KERNEL_STACKS };
+    if map.get_ptr(id).is_none() {
+        buf.len = frames as u32;
+        buf._pad = 0;
+        // Another CPU may store the same stack at the same time: EEXIST is fine.
+        if map.insert(id, &*buf, BPF_NOEXIST as u64).is_err() && map.get_ptr(id).is_none() {
+            return Err(0);
+        }
+    }
+    Ok(id as i32)
+}
 
 /// User stack id, counting failures by reason.
 #[inline(always)]
-pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&USER_STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
+pub fn user_stack<C: EbpfContext>(ctx: &C) -> i32 {
+    match take_stack(ctx, true) {
+        Ok(id) => id,
         Err(e) => {
-            bump(if -e == EEXIST { counters::USER_STACK_COLLISION } else { counters::USER_STACK_ERROR });
+            bump(if e == 0 { counters::USER_STACK_COLLISION } else { counters::USER_STACK_ERROR });
             NO_STACK
         }
     }
@@ -39,19 +81,18 @@ pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
 
 /// A stack id without loss accounting (wakers: interrupt context often has no user stack).
 #[inline(always)]
-pub fn stack_quiet<C: StackIdContext>(ctx: &C, user: bool) -> i32 {
-    let r = if user { ctx.get_stackid(&USER_STACKS, BPF_F_USER_STACK as u64) } else { ctx.get_stackid(&KERNEL_STACKS, 0) };
-    r.map(|id| id as i32).unwrap_or(NO_STACK)
+pub fn stack_quiet<C: EbpfContext>(ctx: &C, user: bool) -> i32 {
+    take_stack(ctx, user).unwrap_or(NO_STACK)
 }
 
 /// Kernel stack id. -EFAULT means the sample was taken in user mode: normal, not a loss.
 #[inline(always)]
-pub fn kernel_stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&KERNEL_STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(e) if -e == EFAULT => NO_STACK,
+pub fn kernel_stack<C: EbpfContext>(ctx: &C) -> i32 {
+    match take_stack(ctx, false) {
+        Ok(id) => id,
+        Err(EFAULT) => NO_STACK,
         Err(e) => {
-            bump(if -e == EEXIST { counters::KERNEL_STACK_COLLISION } else { counters::KERNEL_STACK_ERROR });
+            bump(if e == 0 { counters::KERNEL_STACK_COLLISION } else { counters::KERNEL_STACK_ERROR });
             NO_STACK
         }
     }

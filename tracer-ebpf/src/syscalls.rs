@@ -7,11 +7,11 @@
 //! call with its stacks and arguments to userspace. Syscall numbers that need user memory
 //! copied at entry are globals set from the syscall table by the loader.
 use aya_ebpf::{
-    bindings::{pt_regs, BPF_F_USER_STACK},
+    bindings::pt_regs,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::map,
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
-    programs::{tracing::StackIdContext, RawTracePointContext},
+    programs::RawTracePointContext,
 };
 use tracer_common::{
     counters,
@@ -23,7 +23,6 @@ use tracer_common::{
 
 use crate::{
     counters::bump,
-    cpu::USER_STACKS,
     process::{new_event, send},
     target::is_tracked,
 };
@@ -386,7 +385,7 @@ fn send_slow(ctx: &RawTracePointContext, inf: &Inflight, tid: u32, dur: u64, ret
         sc.kernel_stack_id = inf.kernel_stack_id;
         sc.leaf = inf.leaf;
     } else {
-        sc.user_stack_id = ctx.get_stackid(&USER_STACKS, BPF_F_USER_STACK as u64).map(|v| v as i32).unwrap_or(NO_STACK);
+        sc.user_stack_id = crate::cpu::stack_quiet(ctx, true);
         sc.kernel_stack_id = NO_STACK;
         // No caller recovery for a call that never blocked: the stack scan here would make
         // this program several times longer to verify (start-up time), for calls that are

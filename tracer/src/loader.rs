@@ -4,7 +4,7 @@
 //! pinned, so even a SIGKILL of rtrace releases everything when its fds close.
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf, StackTraceMap},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         perf_event::{HardwareEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         PerfEvent, RawTracePoint, TracePoint,
@@ -15,6 +15,7 @@ use tracer_common::{
     counters,
     cpu::CpuKey,
     sched::{OffKey, OffStart, OffVal, WakeKey},
+    stack::StackRec,
     syscall::{Inflight, SysKey, SysStats},
 };
 
@@ -286,9 +287,14 @@ impl Probes {
         Ok(map.iter().filter_map(Result::ok).filter(|(_, s)| s.ts != 0).collect())
     }
 
-    /// Frames (leaf first) of a stack id in the named stack map.
-    pub fn stacks(&self, name: &str) -> Result<StackTraceMap<&MapData>> {
-        Ok(StackTraceMap::try_from(self.map(name)?)?)
+    /// All stacks of the named stack table (USER_STACKS / KERNEL_STACKS): id → frames, leaf first.
+    pub fn stacks(&self, name: &str) -> Result<std::collections::HashMap<i32, Vec<u64>>> {
+        let map: HashMap<_, u32, StackRec> = HashMap::try_from(self.map(name)?)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(id, rec)| (id as i32, rec.ips[..(rec.len as usize).min(rec.ips.len())].to_vec()))
+            .collect())
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>> {

@@ -13,19 +13,11 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
     let n = probes.counters();
     let user_stacks = probes.stacks("USER_STACKS")?;
     let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
-    // A stack id is shared by many keys: read each once.
-    let mut ucache: HashMap<i32, Vec<u64>> = HashMap::new();
-    let mut kcache: HashMap<i32, Vec<u64>> = HashMap::new();
-    let frames = |map: &aya::maps::StackTraceMap<&aya::maps::MapData>, cache: &mut HashMap<i32, Vec<u64>>, id: i32| {
+    let frames = |map: &HashMap<i32, Vec<u64>>, id: i32| -> Vec<u64> {
         if id == NO_STACK || id < 0 {
             return Vec::new();
         }
-        cache
-            .entry(id)
-            .or_insert_with(|| {
-                map.get(&(id as u32), 0).map(|st| st.frames().iter().map(|f| f.ip).collect()).unwrap_or_default()
-            })
-            .clone()
+        map.get(&id).cloned().unwrap_or_default()
     };
     let mut samples: Vec<RawSample> = probes
         .cpu_counts()?
@@ -33,8 +25,8 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
         .map(|(k, count)| RawSample {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, &mut ucache, k.user_stack_id),
-            kernel: frames(&kernel_stacks, &mut kcache, k.kernel_stack_id),
+            user: frames(&user_stacks, k.user_stack_id),
+            kernel: frames(&kernel_stacks, k.kernel_stack_id),
             count,
             leaf: k.leaf.into(),
         })
@@ -45,8 +37,8 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
         .map(|(k, v)| RawOff {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, &mut ucache, k.user_stack_id),
-            kernel: frames(&kernel_stacks, &mut kcache, k.kernel_stack_id),
+            user: frames(&user_stacks, k.user_stack_id),
+            kernel: frames(&kernel_stacks, k.kernel_stack_id),
             state: OffState::from_kernel(k.state),
             total_ns: v.total_ns,
             count: v.count,
@@ -63,8 +55,8 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
         offcpu.push(RawOff {
             tgid: s.tgid,
             tid,
-            user: frames(&user_stacks, &mut ucache, s.user_stack_id),
-            kernel: frames(&kernel_stacks, &mut kcache, s.kernel_stack_id),
+            user: frames(&user_stacks, s.user_stack_id),
+            kernel: frames(&kernel_stacks, s.kernel_stack_id),
             state: OffState::from_kernel(s.state),
             total_ns: ns,
             count: 1,
@@ -80,13 +72,13 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
         .map(|(k, v)| RawWake {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, &mut ucache, k.user_stack_id),
-            kernel: frames(&kernel_stacks, &mut kcache, k.kernel_stack_id),
+            user: frames(&user_stacks, k.user_stack_id),
+            kernel: frames(&kernel_stacks, k.kernel_stack_id),
             waker_pid: k.waker_tgid,
             waker_tid: k.waker_tid,
             waker_comm: comm_str(&k.waker_comm),
-            waker_user: frames(&user_stacks, &mut ucache, k.waker_user_stack_id),
-            waker_kernel: frames(&kernel_stacks, &mut kcache, k.waker_kernel_stack_id),
+            waker_user: frames(&user_stacks, k.waker_user_stack_id),
+            waker_kernel: frames(&kernel_stacks, k.waker_kernel_stack_id),
             total_ns: v.total_ns,
             count: v.count,
             max_ns: v.max_ns,
@@ -119,8 +111,8 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
             start_ns: r.call.start_ns.saturating_sub(start_mono),
             duration_ns: r.call.duration_ns,
             ret: r.call.ret,
-            user: frames(&user_stacks, &mut ucache, r.call.user_stack_id),
-            kernel: frames(&kernel_stacks, &mut kcache, r.call.kernel_stack_id),
+            user: frames(&user_stacks, r.call.user_stack_id),
+            kernel: frames(&kernel_stacks, r.call.kernel_stack_id),
             leaf: r.call.leaf.into(),
             args: r.call.args,
             extra: r.call.extra.to_vec(),
