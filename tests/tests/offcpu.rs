@@ -100,8 +100,10 @@ fn go_channel_receive_and_sleep() {
     let sum = |needle: &str| -> u64 {
         entries(&r, needle).iter().filter(|t| t["state"] == "sleep").map(|t| t["total_us"].as_u64().unwrap()).sum()
     };
-    // Every stack kept: a bucketed stack map would lose about one per session to collisions.
-    assert_eq!(r["accounting"]["stack_errors"], 0, "{}", r["accounting"]);
+    // Every stack stored: a bucketed stack map loses about one per session to collisions.
+    // (A stack that cannot be walked at all, e.g. mid-exec, is another matter.)
+    let e = &r["accounting"]["stack_errors_by_reason"];
+    assert_eq!((e["user_collision"].as_u64(), e["kernel_collision"].as_u64()), (Some(0), Some(0)), "{e}");
     let recv = sum("main.main;runtime.chanrecv1;runtime.chanrecv;runtime.mcall;runtime.park_m;runtime.schedule;");
     assert!(within(recv, 1_000_000, 15), "chanrecv blocked {recv} µs: {}", r["offcpu"]["top"]);
     let sleep = sum("main.main;time.Sleep;runtime.mcall;runtime.park_m;runtime.schedule;");
