@@ -20,15 +20,13 @@ pub const EVENTS_DROPPED: u32 = 7;
 pub const OFF_EVENTS: u32 = 8;
 /// Off-CPU intervals that could not be recorded: a map was full.
 pub const OFF_LOST: u32 = 9;
-/// Unused (syscall counts come from the stats map).
-pub const SYSCALLS: u32 = 10;
 /// Syscall entries not tracked because the in-flight map was full.
-pub const SYSCALL_INFLIGHT_FULL: u32 = 11;
+pub const SYSCALL_INFLIGHT_FULL: u32 = 10;
 /// Syscall completions not counted because the stats map was full.
-pub const SYSCALL_STATS_FULL: u32 = 12;
+pub const SYSCALL_STATS_FULL: u32 = 11;
 /// Slow calls that could not be sent (ring buffer full).
-pub const SLOW_CALLS_DROPPED: u32 = 13;
+pub const SLOW_CALLS_DROPPED: u32 = 12;
 /// Slow calls sent to userspace.
-pub const SLOW_CALLS_SENT: u32 = 14;
+pub const SLOW_CALLS_SENT: u32 = 13;
 /// Number of counters.
-pub const COUNT: u32 = 15;
+pub const COUNT: u32 = 14;

@@ -146,16 +146,21 @@ pub struct PipeEnd {
 pub const SIGCHLD: i32 = 17;
 pub const SIGKILL: i32 = 9;
 
-/// Signal names for reports (x86_64/aarch64 numbering; real-time signals as "SIGRTn").
-pub fn signal_name(sig: i32) -> String {
+/// Names of the standard signals 0..=31 (kernel numbering, the same on x86_64 and aarch64).
+pub fn standard_signal_name(sig: i32) -> Option<&'static str> {
     const NAMES: [&str; 32] = [
         "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV",
         "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN",
         "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
     ];
-    match sig {
-        1..=31 => NAMES[sig as usize].to_owned(),
-        32..=64 => format!("SIGRT{}", sig - 32),
+    usize::try_from(sig).ok().and_then(|i| NAMES.get(i)).copied()
+}
+
+/// Signal names for reports; real-time signals as "SIGRTn" (n from the kernel's SIGRTMIN, 32).
+pub fn signal_name(sig: i32) -> String {
+    match (sig, standard_signal_name(sig)) {
+        (1..=31, Some(n)) => n.to_owned(),
+        (32..=64, _) => format!("SIGRT{}", sig - 32),
         _ => format!("signal {sig}"),
     }
 }

@@ -19,7 +19,7 @@ use tracer_common::{
     syscall::{Inflight, SysKey, SysStats},
 };
 
-use crate::{capture::Clock, tracefs::Format};
+use crate::{analyze::syscalls::nr_of, capture::Clock, tracefs::Format};
 
 /// The eBPF object built by build.rs; empty when the build skipped the eBPF step.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -35,17 +35,12 @@ pub struct Probes {
 
 pub struct Options {
     pub follow_children: bool,
-    pub frequency_hz: u64,
     /// Off-CPU tracing with this --min-block (ns); None: off.
     pub min_block_ns: Option<u64>,
     pub syscalls: Option<crate::cli::SyscallOptions>,
     pub floor: Option<crate::cli::Floor>,
 }
 
-/// Syscall number on this architecture, or -1 (from the syscalls crate's tables).
-fn nr(name: &str) -> i32 {
-    name.parse::<syscalls::Sysno>().map(|s| s.id()).unwrap_or(-1)
-}
 
 impl Probes {
     /// Loads the programs (not yet attached) with tracepoint layouts of this kernel.
@@ -91,17 +86,17 @@ impl Probes {
         let slow_k = opts.syscalls.map(|s| s.slow_top as u32).unwrap_or(20);
         let slow_threshold = opts.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let nrs = [
-            ("NR_NANOSLEEP", nr("nanosleep")),
-            ("NR_CLOCK_NANOSLEEP", nr("clock_nanosleep")),
-            ("NR_CONNECT", nr("connect")),
-            ("NR_EXECVE", nr("execve")),
-            ("NR_EXECVEAT", nr("execveat")),
-            ("NR_OPENAT", nr("openat")),
-            ("NR_WAIT4", nr("wait4")),
-            ("NR_WAITID", nr("waitid")),
-            ("NR_CLONE", nr("clone")),
-            ("NR_CLONE3", nr("clone3")),
-            ("NR_PIDFD_OPEN", nr("pidfd_open")),
+            ("NR_NANOSLEEP", nr_of("nanosleep")),
+            ("NR_CLOCK_NANOSLEEP", nr_of("clock_nanosleep")),
+            ("NR_CONNECT", nr_of("connect")),
+            ("NR_EXECVE", nr_of("execve")),
+            ("NR_EXECVEAT", nr_of("execveat")),
+            ("NR_OPENAT", nr_of("openat")),
+            ("NR_WAIT4", nr_of("wait4")),
+            ("NR_WAITID", nr_of("waitid")),
+            ("NR_CLONE", nr_of("clone")),
+            ("NR_CLONE3", nr_of("clone3")),
+            ("NR_PIDFD_OPEN", nr_of("pidfd_open")),
         ];
 
         let mut loader = EbpfLoader::new();

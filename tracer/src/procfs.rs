@@ -16,23 +16,33 @@ pub fn cmdline(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Fields of /proc/PID/stat after the command name: state and ppid.
-pub fn state_and_ppid(pid: u32) -> Option<(char, u32)> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The comm may contain spaces and parentheses: the fields start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut it = rest.split(' ');
-    let state = it.next()?.chars().next()?;
-    let ppid = it.next()?.parse().ok()?;
-    Some((state, ppid))
+/// The fields of /proc/PID/stat rtrace uses.
+pub struct Stat {
+    pub state: char,
+    pub ppid: u32,
+    /// Field 52: the exit status a zombie will report to wait().
+    pub exit_status: Option<i32>,
 }
 
-/// Field 52 of /proc/PID/stat: the exit status a zombie will report to wait().
-pub fn exit_status(pid: u32) -> Option<i32> {
+pub fn stat(pid: u32) -> Option<Stat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    // After ')' the fields start at field 3 (state): exit_code is field 52.
-    rest.split_whitespace().nth(52 - 3)?.parse().ok()
+    // The comm may contain spaces and parentheses: the fields start after the last ')', with
+    // field 3 (state).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        exit_status: fields.get(52 - 3).and_then(|f| f.parse().ok()),
+    })
+}
+
+/// State and ppid from /proc/PID/stat.
+pub fn state_and_ppid(pid: u32) -> Option<(char, u32)> {
+    stat(pid).map(|s| (s.state, s.ppid))
+}
+
+pub fn exit_status(pid: u32) -> Option<i32> {
+    stat(pid)?.exit_status
 }
 
 /// The syscall a blocked thread is in, from /proc/PID/syscall ("running" or a number first).

@@ -68,7 +68,7 @@ fn slow_calls(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<SlowCallRep
         .map(|(c, st)| {
             let st = symbolize::Stack { frames: with_kernel_names(st.frames, &c.kernel_names), ..st };
             let name = sc::name_of(c.nr as i64);
-            let leaf_function = st.frames.iter().rev().find(|f| f.kind == symbolize::FrameKind::User).map(|f| f.function.clone());
+            let leaf_function = symbolize::leaf_function(&st.frames);
             SlowCallReport {
                 args: sc::decode(&name, &c.args, &c.extra, c.fd_desc.clone(), c.pidfd_pid),
                 name,

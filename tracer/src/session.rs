@@ -87,7 +87,6 @@ pub fn trace(cfg: Config) -> Result<()> {
 
     let mut probes = Probes::load(&Options {
         follow_children: cfg.follow_children,
-        frequency_hz: cfg.frequency_hz,
         min_block_ns: cfg.min_block.map(|d| d.as_nanos() as u64),
         syscalls: cfg.syscalls,
         floor: cfg.bench_floor,

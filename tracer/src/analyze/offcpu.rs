@@ -116,10 +116,6 @@ pub fn syscall_of(frames: &[Frame]) -> Option<String> {
     None
 }
 
-fn leaf_user(frames: &[Frame]) -> Option<String> {
-    frames.iter().rev().find(|f| f.kind == FrameKind::User).map(|f| f.function.clone())
-}
-
 fn names(frames: &[Frame]) -> Vec<String> {
     frames.iter().map(Frame::folded_name).collect()
 }
@@ -207,7 +203,7 @@ impl OffcpuProfile {
             .take(n)
             .map(|e| OffTop {
                 stack: names(&e.frames),
-                leaf_function: leaf_user(&e.frames),
+                leaf_function: crate::symbolize::leaf_function(&e.frames),
                 caller_function: crate::symbolize::caller_function(&e.frames),
                 syscall: syscall_of(&e.frames),
                 state: e.state,

@@ -518,16 +518,7 @@ fn wait_options(options: u32, bit2: &'static str) -> String {
 /// Kernel signal numbers (the same on x86_64 and aarch64). Real-time signals are shown by
 /// number: glibc's SIGRTMIN is not the kernel's.
 fn signal_name(sig: i32) -> String {
-    const NAMES: [&str; 32] = [
-        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1",
-        "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP",
-        "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO",
-        "SIGPWR", "SIGSYS",
-    ];
-    match usize::try_from(sig).ok().and_then(|i| NAMES.get(i)) {
-        Some(name) => (*name).to_owned(),
-        None => format!("signal {sig}"),
-    }
+    crate::lifecycle::standard_signal_name(sig).map_or_else(|| format!("signal {sig}"), str::to_owned)
 }
 
 #[cfg(test)]

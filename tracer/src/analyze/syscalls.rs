@@ -57,6 +57,11 @@ pub fn name_of(nr: i64) -> String {
         .unwrap_or_else(|| format!("syscall_{nr}"))
 }
 
+/// The number of a syscall by name on this architecture, or -1 (from the syscalls crate).
+pub fn nr_of(name: &str) -> i32 {
+    name.parse::<syscalls::Sysno>().map(|s| s.id()).unwrap_or(-1)
+}
+
 /// Upper bound (exclusive) of log2 bucket `i`: [2^i, 2^(i+1)).
 pub fn bucket_upper(i: usize) -> u64 {
     1u64 << (i + 1).min(63)

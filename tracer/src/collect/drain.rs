@@ -76,7 +76,7 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
             kernel: frames(&kernel_stacks, k.kernel_stack_id),
             waker_pid: k.waker_tgid,
             waker_tid: k.waker_tid,
-            waker_comm: comm_str(&k.waker_comm),
+            waker_comm: super::cstr(&k.waker_comm),
             waker_user: frames(&user_stacks, k.waker_user_stack_id),
             waker_kernel: frames(&kernel_stacks, k.waker_kernel_stack_id),
             total_ns: v.total_ns,
@@ -160,9 +160,4 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn comm_str(c: &[u8; 16]) -> String {
-    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
-    String::from_utf8_lossy(&c[..end]).into_owned()
 }

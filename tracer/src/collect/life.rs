@@ -13,6 +13,8 @@ use crate::{
     procfs,
 };
 
+use super::cstr;
+
 pub struct LifeCollector {
     start_mono: u64,
     pub life: Lifecycle,
@@ -22,21 +24,16 @@ pub struct LifeCollector {
     pipes_seen: BTreeSet<(u32, i32, u64, bool)>,
 }
 
-fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
 pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
-    let (state, ppid) = procfs::state_and_ppid(pid)?;
-    let syscall = matches!(state, 'S' | 'D').then(|| procfs::current_syscall(pid)).flatten();
+    let st = procfs::stat(pid)?;
+    let syscall = matches!(st.state, 'S' | 'D').then(|| procfs::current_syscall(pid)).flatten();
     Some(ProcSnapshot {
         pid,
-        ppid,
-        state,
+        ppid: st.ppid,
+        state: st.state,
         comm: procfs::comm(pid).unwrap_or_default(),
         cmdline: procfs::cmdline(pid),
-        exit_status: procfs::exit_status(pid),
+        exit_status: st.exit_status,
         syscall,
     })
 }

@@ -125,7 +125,7 @@ pub async fn run(
         h.try_reap();
     }
 
-    let wait_nrs = [nr_of("wait4"), nr_of("waitid")];
+    let wait_nrs = [crate::analyze::syscalls::nr_of("wait4"), crate::analyze::syscalls::nr_of("waitid")];
     for (tid, inf) in probes.syscalls_in_flight()? {
         if wait_nrs.contains(&inf.nr) {
             life.wait_in_flight(inf.tgid, tid, inf.nr, &inf.args, inf.ts, inf.blocked != 0);
@@ -208,8 +208,10 @@ fn add_preexisting(capture: &mut Capture, blocked: &[preexisting::Blocked], sess
     capture.slow_calls.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns));
 }
 
-fn nr_of(name: &str) -> i32 {
-    name.parse::<syscalls::Sysno>().map(|s| s.id()).unwrap_or(-1)
+/// Bytes up to the first NUL (kernel comm and path buffers).
+pub(crate) fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
 fn handle_events(

@@ -34,10 +34,6 @@ impl SlowStore {
         Self { top, threshold_ns, calls: Vec::new() }
     }
 
-    fn keep(&self, duration_ns: u64, rank: usize) -> bool {
-        rank < self.top || self.threshold_ns.is_some_and(|t| duration_ns >= t)
-    }
-
     pub fn add(&mut self, call: SlowCall) {
         let (fd_desc, pidfd_pid) = resolve(call.tgid, call.nr, &call.args);
         self.calls.push(Received { call, fd_desc, pidfd_pid, in_flight: false });
@@ -84,7 +80,6 @@ impl SlowStore {
     /// The kept calls, slowest first.
     pub fn into_calls(mut self) -> Vec<Received> {
         self.prune();
-        let _ = self.keep(0, 0);
         self.calls
     }
 }

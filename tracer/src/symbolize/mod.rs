@@ -76,6 +76,11 @@ pub fn is_plumbing(f: &Frame) -> bool {
         || n.starts_with("[unknown]")
 }
 
+/// The innermost user-space frame.
+pub fn leaf_function(frames: &[Frame]) -> Option<String> {
+    frames.iter().rev().find(|f| f.kind == FrameKind::User).map(|f| f.function.clone())
+}
+
 /// The innermost frame of the program's own code (see `is_plumbing`).
 pub fn caller_function(frames: &[Frame]) -> Option<String> {
     frames.iter().rev().find(|f| f.kind == FrameKind::User && !is_plumbing(f)).map(|f| f.function.clone())
