@@ -11,8 +11,8 @@ const EBPF_TOOLCHAIN: &str = "nightly-2026-08-05";
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=RTRACE_SKIP_EBPF");
     let out = PathBuf::from(env::var("OUT_DIR")?).join("tracer-ebpf");
-    let skip = env::var("RTRACE_SKIP_EBPF").is_ok_and(|v| v == "1")
-        || env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1");
+    let skip =
+        env::var("RTRACE_SKIP_EBPF").is_ok_and(|v| v == "1") || env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1");
     if skip {
         fs::write(&out, b"")?;
         return Ok(());

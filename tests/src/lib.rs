@@ -17,7 +17,8 @@ pub fn root_dir() -> PathBuf {
 
 /// The rtrace binary under test (built by `cargo xtask test`, or RTRACE_BIN).
 pub fn rtrace_bin() -> PathBuf {
-    let p = std::env::var_os("RTRACE_BIN").map(PathBuf::from).unwrap_or_else(|| root_dir().join("target/release/rtrace"));
+    let p =
+        std::env::var_os("RTRACE_BIN").map(PathBuf::from).unwrap_or_else(|| root_dir().join("target/release/rtrace"));
     assert!(p.exists(), "{} missing: run `cargo xtask test` (it builds rtrace first)", p.display());
     p
 }
@@ -50,7 +51,8 @@ pub fn fixture(name: &str) -> PathBuf {
     let src = if c.exists() { c } else { go };
     assert!(src.exists(), "no fixture source for {name}");
     let fresh = |o: &Path| {
-        let (Ok(a), Ok(b)) = (o.metadata().and_then(|m| m.modified()), src.metadata().and_then(|m| m.modified())) else {
+        let (Ok(a), Ok(b)) = (o.metadata().and_then(|m| m.modified()), src.metadata().and_then(|m| m.modified()))
+        else {
             return false;
         };
         a >= b
@@ -141,7 +143,11 @@ fn go_fixture_with(name: &str, go: Go, flags: &[&str]) -> PathBuf {
 /// A fresh report directory under target/test-reports.
 pub fn report_dir(test: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
-    let d = root_dir().join("target/test-reports").join(format!("{test}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let d = root_dir().join("target/test-reports").join(format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
@@ -163,7 +169,8 @@ impl Run {
     }
     pub fn report(&self) -> Value {
         let p = self.dir.join("report.json");
-        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}\nstderr: {}", p.display(), self.stderr()));
+        let text =
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}\nstderr: {}", p.display(), self.stderr()));
         serde_json::from_str(&text).unwrap()
     }
     /// cpu.folded (or another folded file) as (stack, value) pairs.
@@ -191,7 +198,8 @@ pub fn rtrace(test: &str, args: &[&str]) -> Run {
 pub fn assert_no_rtrace_programs() {
     let mut left = Vec::new();
     for _ in 0..50 {
-        let out = Command::new("bpftool").args(["prog", "list"]).output().expect("bpftool (installed by cargo xtask setup)");
+        let out =
+            Command::new("bpftool").args(["prog", "list"]).output().expect("bpftool (installed by cargo xtask setup)");
         assert!(out.status.success(), "bpftool prog list failed");
         let text = String::from_utf8_lossy(&out.stdout);
         left = text.lines().filter(|l| l.contains(" name rt_")).map(str::to_owned).collect();

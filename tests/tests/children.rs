@@ -4,7 +4,12 @@ use serde_json::Value;
 use tests::*;
 
 fn findings<'a>(r: &'a Value, kind: &str) -> Vec<&'a Value> {
-    r["findings"].as_array().unwrap_or_else(|| panic!("no findings: {r}")).iter().filter(|f| f["kind"] == kind).collect()
+    r["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings: {r}"))
+        .iter()
+        .filter(|f| f["kind"] == kind)
+        .collect()
 }
 
 /// "key=1,2,3" or "key=7" in a fixture's output.
@@ -115,7 +120,11 @@ fn go_wait(go: Go) {
     let r = run.report();
     let child = pids(&run.stdout(), "child_pid=")[0];
     let f = findings(&r, "wait_stall");
-    assert!(f.iter().any(|f| f["child_pid"].as_u64() == Some(child) && f["blocked_ms"].as_u64().unwrap() >= 1000), "{}", r["findings"]);
+    assert!(
+        f.iter().any(|f| f["child_pid"].as_u64() == Some(child) && f["blocked_ms"].as_u64().unwrap() >= 1000),
+        "{}",
+        r["findings"]
+    );
     assert_no_rtrace_programs();
 }
 
@@ -160,9 +169,13 @@ fn go_many(go: Go) {
     assert_eq!(a["tracked_map_full"], 0, "{a}");
     let ledger = r["children"].as_array().unwrap();
     // argv from /proc when the child lived long enough to read it, else the exec'd file.
-    let trues: Vec<&Value> = ledger.iter().filter(|c| c["argv"][0].as_str().is_some_and(|a| a == "true" || a.ends_with("/true"))).collect();
+    let trues: Vec<&Value> =
+        ledger.iter().filter(|c| c["argv"][0].as_str().is_some_and(|a| a == "true" || a.ends_with("/true"))).collect();
     assert_eq!(trues.len(), 2000, "ledger has {} `true` children", trues.len());
-    assert!(trues.iter().all(|c| c["exit"]["kind"] == "exited" && c["reaped_at_ns"].is_u64()), "a child without exit or reap");
+    assert!(
+        trues.iter().all(|c| c["exit"]["kind"] == "exited" && c["reaped_at_ns"].is_u64()),
+        "a child without exit or reap"
+    );
     assert!(findings(&r, "zombie_child").is_empty());
     assert_no_rtrace_programs();
 }

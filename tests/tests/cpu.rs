@@ -62,7 +62,10 @@ fn go_function_named() {
     let folded = run.folded("cpu.folded");
     // hotLoop is a frameless leaf: its caller main.main is only there because rtrace recovers
     // it from [sp] (plain frame-pointer walks, as in perf or BCC, skip it).
-    assert!(samples_matching(&folded, "go_hot;runtime.goexit;runtime.main;main.main;main.hotLoop") * 100 >= total * 80, "{folded:?}");
+    assert!(
+        samples_matching(&folded, "go_hot;runtime.goexit;runtime.main;main.main;main.hotLoop") * 100 >= total * 80,
+        "{folded:?}"
+    );
     assert_no_rtrace_programs();
 }
 
@@ -157,7 +160,8 @@ fn sigint_writes_report() {
     unsafe { libc::kill(rt.id() as i32, libc::SIGINT) };
     let status = rt.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(r["session"]["ended_by"], "interrupt");
     assert!(r["accounting"]["cpu_samples"].as_u64().unwrap() > 20);
     // rtrace never signals its target: the command is still running after rtrace ended.
@@ -203,7 +207,10 @@ fn kernel_frames_symbolized() {
     let total: u64 = folded.iter().map(|(_, n)| n).sum();
     let in_syscall = samples_matching(&folded, "do_syscall_64_[k]");
     assert!(in_syscall * 2 >= total, "{in_syscall} of {total} in syscalls: {folded:?}");
-    assert!(samples_matching(&folded, "dd;__GI___libc_read;entry_SYSCALL_64_after_hwframe_[k];do_syscall_64_[k]") > 0, "{folded:?}");
+    assert!(
+        samples_matching(&folded, "dd;__GI___libc_read;entry_SYSCALL_64_after_hwframe_[k];do_syscall_64_[k]") > 0,
+        "{folded:?}"
+    );
     assert!(samples_matching(&folded, "vfs_read_[k]") > 0, "{folded:?}");
     assert!(folded.iter().all(|(s, _)| s.starts_with("dd;")));
     assert_no_rtrace_programs();
@@ -223,14 +230,20 @@ fn replay_capture() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(run.dir.join("capture.json"), dir.join("capture.json")).unwrap();
-    let out = std::process::Command::new(rtrace_bin()).args(["report", "-q"]).arg(dir.join("capture.json")).output().unwrap();
+    let out =
+        std::process::Command::new(rtrace_bin()).args(["report", "-q"]).arg(dir.join("capture.json")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.dir.join("report.json")).unwrap()).unwrap();
-    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let a: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.dir.join("report.json")).unwrap()).unwrap();
+    let b: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     for section in ["cpu", "accounting", "children", "findings", "session", "target"] {
         assert_eq!(a[section], b[section], "{section}");
     }
-    assert_eq!(std::fs::read_to_string(run.dir.join("cpu.folded")).unwrap(), std::fs::read_to_string(dir.join("cpu.folded")).unwrap());
+    assert_eq!(
+        std::fs::read_to_string(run.dir.join("cpu.folded")).unwrap(),
+        std::fs::read_to_string(dir.join("cpu.folded")).unwrap()
+    );
 
     // As user nobody, from a world-readable copy.
     std::fs::copy(rtrace_bin(), dir.join("rtrace")).unwrap();
@@ -244,7 +257,8 @@ fn replay_capture() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(a["cpu"]["top"][0], c["cpu"]["top"][0]);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -12,7 +12,16 @@ fn entries<'a>(r: &'a Value, needle: &str) -> Vec<&'a Value> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["stack"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect::<Vec<_>>().join(";").contains(needle))
+        .filter(|t| {
+            t["stack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(";")
+                .contains(needle)
+        })
         .collect()
 }
 
@@ -47,7 +56,8 @@ fn pipe_read_and_nanosleep() {
     assert_ne!(reader, writer);
 
     // The nap: 0.5 s in clock_nanosleep under sleep_half_second, woken by the timer.
-    let nap: Vec<_> = entries(&r, "main;sleep_half_second;nap;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    let nap: Vec<_> =
+        entries(&r, "main;sleep_half_second;nap;").into_iter().filter(|t| t["state"] == "sleep").collect();
     assert_eq!(nap.len(), 1, "{}", r["offcpu"]["top"]);
     assert_eq!(nap[0]["syscall"], "clock_nanosleep");
     assert!(within(nap[0]["total_us"].as_u64().unwrap(), 500_000, 15), "{}", nap[0]);
@@ -55,13 +65,20 @@ fn pipe_read_and_nanosleep() {
 
     // wakeups.folded pairs the blocked read with the writer's stack.
     let wake = run.folded("wakeups.folded");
-    assert!(wake.iter().any(|(s, _)| s.contains("blocking_read;") && s.contains(";--;") && s.contains(";writer;")), "{wake:?}");
+    assert!(
+        wake.iter().any(|(s, _)| s.contains("blocking_read;") && s.contains(";--;") && s.contains(";writer;")),
+        "{wake:?}"
+    );
     // The wall-clock graph holds the blocked time in µs.
     let svg = std::fs::read_to_string(run.dir.join("wall.svg")).unwrap();
     assert!(svg.contains("blocking_read"));
     let txt = std::fs::read_to_string(run.dir.join("report.txt")).unwrap();
     assert!(txt.contains("Where it waits"), "{txt}");
-    let pprof = std::process::Command::new("go").args(["tool", "pprof", "-top"]).arg(run.dir.join("offcpu.pb.gz")).output().unwrap();
+    let pprof = std::process::Command::new("go")
+        .args(["tool", "pprof", "-top"])
+        .arg(run.dir.join("offcpu.pb.gz"))
+        .output()
+        .unwrap();
     assert!(pprof.status.success() && String::from_utf8_lossy(&pprof.stdout).contains("blocking_read"));
     assert_no_rtrace_programs();
 }
@@ -80,7 +97,8 @@ fn runqueue_of_two_threads_on_one_cpu() {
     let rq = r["offcpu"]["by_state"]["runqueue_us"].as_u64().unwrap();
     // Two threads × spin time × one half.
     assert!(within(rq, spin_ms * 1000, 15), "runqueue {rq} µs for {spin_ms} ms of spinning");
-    let through_spin: u64 = entries(&r, ";spin").iter().filter(|t| t["state"] == "runqueue").map(|t| t["total_us"].as_u64().unwrap()).sum();
+    let through_spin: u64 =
+        entries(&r, ";spin").iter().filter(|t| t["state"] == "runqueue").map(|t| t["total_us"].as_u64().unwrap()).sum();
     assert!(through_spin * 100 >= rq * 80, "{through_spin} of {rq}");
     assert_no_rtrace_programs();
 }

@@ -3,7 +3,12 @@ use serde_json::Value;
 use tests::*;
 
 fn row<'a>(r: &'a Value, name: &str) -> &'a Value {
-    r["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no {name} row: {}", r["syscalls"]))
+    r["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} row: {}", r["syscalls"]))
 }
 
 /// Exact counts and error counts of a deterministic fixture; a 100 ms nanosleep in its bucket.
@@ -91,7 +96,8 @@ fn blocked_before_attach() {
     std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let mut child = std::process::Command::new(&bin).arg("fifo").arg(&fifo).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child =
+        std::process::Command::new(&bin).arg("fifo").arg(&fifo).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));

@@ -12,7 +12,9 @@ use aya_ebpf::{
 use tracer_common::{
     counters,
     limits::EVENTS_RING_BYTES,
-    process::{LifeEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER, TEXT_LEN},
+    process::{
+        LifeEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER, TEXT_LEN,
+    },
 };
 
 use crate::target::{global, is_tracked, TRACKED};

@@ -8,7 +8,10 @@
 //! copied at entry are globals set from the syscall table by the loader.
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_user_str_bytes,
+    },
     macros::map,
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::RawTracePointContext,
@@ -195,7 +198,11 @@ fn bucket(ns: u64) -> usize {
         return 0;
     }
     let b = 63 - ns.leading_zeros() as usize;
-    if b >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { b }
+    if b >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        b
+    }
 }
 
 pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {

@@ -4,8 +4,7 @@
 //! thread (CLONE_THREAD, same TGID, already covered) from a child process, and it fires before
 //! the child can run, so a child's first instructions are already tracked.
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid, macros::map, maps::HashMap,
-    programs::TracePointContext,
+    bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid, macros::map, maps::HashMap, programs::TracePointContext,
 };
 use tracer_common::{
     counters,

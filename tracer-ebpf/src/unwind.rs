@@ -100,4 +100,3 @@ pub fn from_saved_regs(regs: u64) -> LeafFix {
         LeafFix::default()
     }
 }
-

@@ -87,7 +87,10 @@ pub const DEFAULT_MIN_BLOCK: &str = "10us";
 pub enum Target {
     Pid(u32),
     /// Resolved program path, then argv (argv[0] as the user typed it).
-    Command { program: PathBuf, argv: Vec<String> },
+    Command {
+        program: PathBuf,
+        argv: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -186,13 +189,17 @@ impl Args {
                     return Err(UsageError::BadSlowTop(self.slow_top));
                 }
                 let slow_threshold = match self.slow_threshold.as_deref() {
-                    Some(t) => Some(humantime::parse_duration(t.trim()).map_err(|_| UsageError::BadSlowThreshold(t.into()))?),
+                    Some(t) => {
+                        Some(humantime::parse_duration(t.trim()).map_err(|_| UsageError::BadSlowThreshold(t.into()))?)
+                    }
                     None => None,
                 };
                 Some(SyscallOptions { slow_top: self.slow_top, slow_threshold })
             },
-            slow_reap: humantime::parse_duration(self.slow_reap.trim()).map_err(|_| UsageError::BadDurationOption("--slow-reap", self.slow_reap.clone()))?,
-            wait_stall: humantime::parse_duration(self.wait_stall.trim()).map_err(|_| UsageError::BadDurationOption("--wait-stall", self.wait_stall.clone()))?,
+            slow_reap: humantime::parse_duration(self.slow_reap.trim())
+                .map_err(|_| UsageError::BadDurationOption("--slow-reap", self.slow_reap.clone()))?,
+            wait_stall: humantime::parse_duration(self.wait_stall.trim())
+                .map_err(|_| UsageError::BadDurationOption("--wait-stall", self.wait_stall.clone()))?,
             bench_floor: match self.bench_floor.as_deref() {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),

@@ -30,7 +30,9 @@ pub enum UsageError {
     CommandNotFound(String),
     #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux missing); rtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf,
-    #[error("tracefs is not available at /sys/kernel/tracing; mount it with `mount -t tracefs nodev /sys/kernel/tracing`")]
+    #[error(
+        "tracefs is not available at /sys/kernel/tracing; mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
+    )]
     NoTracefs,
     #[error("give either --pid PID or -- COMMAND, not both")]
     PidAndCommand,

@@ -76,10 +76,17 @@ impl ExitInfo {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WaitTarget {
     AnyChild,
-    Pid { pid: u32 },
-    ProcessGroup { pgid: u32 },
+    Pid {
+        pid: u32,
+    },
+    ProcessGroup {
+        pgid: u32,
+    },
     /// waitid(P_PIDFD, fd): `pid` when the pidfd could be mapped.
-    Pidfd { fd: i32, pid: Option<u32> },
+    Pidfd {
+        fd: i32,
+        pid: Option<u32>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -105,10 +112,25 @@ pub struct WaitCall {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum LifeEvent {
     /// A process (not a thread) was created by a tracked process.
-    Fork { ts_ns: u64, pid: u32, parent_pid: u32, parent_tid: u32, parent_comm: String },
-    Exec { ts_ns: u64, pid: u32, filename: String, argv: Vec<String> },
+    Fork {
+        ts_ns: u64,
+        pid: u32,
+        parent_pid: u32,
+        parent_tid: u32,
+        parent_comm: String,
+    },
+    Exec {
+        ts_ns: u64,
+        pid: u32,
+        filename: String,
+        argv: Vec<String>,
+    },
     /// The whole process exited (last thread).
-    Exit { ts_ns: u64, pid: u32, comm: String },
+    Exit {
+        ts_ns: u64,
+        pid: u32,
+        comm: String,
+    },
     /// A signal was generated (kill, tgkill, pidfd_send_signal, the kernel …) by `sender` for
     /// `target`, where one of them is tracked. `result`: 0 delivered, 1 ignored, 2 already
     /// pending, 3 overflow, 4 lose info (signal:signal_generate).
@@ -124,13 +146,26 @@ pub enum LifeEvent {
         result: i32,
     },
     /// A tracked thread took a signal (signal:signal_deliver).
-    SignalDeliver { ts_ns: u64, pid: u32, tid: u32, signal: i32 },
+    SignalDeliver {
+        ts_ns: u64,
+        pid: u32,
+        tid: u32,
+        signal: i32,
+    },
     /// A wait4/waitid call of a tracked thread returned.
     Wait(WaitCall),
     /// A tracked process got a pidfd for `target_pid` (pidfd_open, or clone with CLONE_PIDFD).
-    Pidfd { ts_ns: u64, pid: u32, fd: i32, target_pid: u32 },
+    Pidfd {
+        ts_ns: u64,
+        pid: u32,
+        fd: i32,
+        target_pid: u32,
+    },
     /// The kernel freed the task (sched_process_free; lags the real reap by an RCU grace period).
-    Free { ts_ns: u64, pid: u32 },
+    Free {
+        ts_ns: u64,
+        pid: u32,
+    },
 }
 
 /// One pipe end in a process's fd table (from /proc/PID/fd and fdinfo).
@@ -149,9 +184,38 @@ pub const SIGKILL: i32 = 9;
 /// Names of the standard signals 0..=31 (kernel numbering, the same on x86_64 and aarch64).
 pub fn standard_signal_name(sig: i32) -> Option<&'static str> {
     const NAMES: [&str; 32] = [
-        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGUSR1", "SIGSEGV",
-        "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT", "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN",
-        "SIGTTOU", "SIGURG", "SIGXCPU", "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "0",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     usize::try_from(sig).ok().and_then(|i| NAMES.get(i)).copied()
 }

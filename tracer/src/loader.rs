@@ -41,7 +41,6 @@ pub struct Options {
     pub floor: Option<crate::cli::Floor>,
 }
 
-
 impl Probes {
     /// Loads the programs (not yet attached) with tracepoint layouts of this kernel.
     pub fn load(opts: &Options) -> Result<Self> {
@@ -255,7 +254,13 @@ impl Probes {
         let mut out = Vec::new();
         for entry in map.iter() {
             let (k, per_cpu) = entry?;
-            let mut sum = SysStats { count: 0, errors: 0, total_ns: 0, max_ns: 0, hist: [0; tracer_common::syscall::HIST_BUCKETS] };
+            let mut sum = SysStats {
+                count: 0,
+                errors: 0,
+                total_ns: 0,
+                max_ns: 0,
+                hist: [0; tracer_common::syscall::HIST_BUCKETS],
+            };
             for v in per_cpu.iter() {
                 sum.count += v.count;
                 sum.errors += v.errors;

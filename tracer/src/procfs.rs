@@ -59,7 +59,8 @@ pub fn pipe_fds(pid: u32) -> Vec<(i32, u64, bool)> {
     for e in dir.flatten() {
         let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
         let Ok(link) = fs::read_link(e.path()) else { continue };
-        let Some(inode) = link.to_str().and_then(|l| l.strip_prefix("pipe:[")?.strip_suffix(']')?.parse::<u64>().ok()) else {
+        let Some(inode) = link.to_str().and_then(|l| l.strip_prefix("pipe:[")?.strip_suffix(']')?.parse::<u64>().ok())
+        else {
             continue;
         };
         let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();

@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     analyze::{
+        children::{ChildRecord, ChildrenConfig, Finding},
         cpu::{CpuProfile, TopFunction},
         offcpu::{OffEntry, OffcpuProfile, OffcpuSection, WakeEntry},
-        children::{ChildRecord, ChildrenConfig, Finding},
         syscalls::{self as sc, SlowCallReport, SyscallRow},
     },
     capture::{Accounting, Capture, Clock, EndedBy, Leaf, TargetInfo},
@@ -117,8 +117,15 @@ pub struct Analysis {
 /// A wakeup from interrupt context runs on whatever task the interrupt hit: that task is not the
 /// waker. Timer expiries (sleeps, timeouts) and other interrupts are named as such, with only
 /// their kernel frames; otherwise the waker is the task, with its own name as root frame.
-fn classify_waker(w: &crate::capture::RawWake, mut frames: Vec<symbolize::Frame>) -> (String, u32, u32, Vec<symbolize::Frame>) {
-    let has = |needles: &[&str]| frames.iter().any(|f| f.kind == symbolize::FrameKind::Kernel && needles.iter().any(|n| f.function.starts_with(n)));
+fn classify_waker(
+    w: &crate::capture::RawWake,
+    mut frames: Vec<symbolize::Frame>,
+) -> (String, u32, u32, Vec<symbolize::Frame>) {
+    let has = |needles: &[&str]| {
+        frames
+            .iter()
+            .any(|f| f.kind == symbolize::FrameKind::Kernel && needles.iter().any(|n| f.function.starts_with(n)))
+    };
     let label = if has(&["hrtimer_wakeup", "__hrtimer_run_queues", "call_timer_fn"]) {
         Some("[timer]")
     } else if has(&["asm_sysvec_", "asm_common_interrupt", "handle_softirqs", "__do_softirq", "do_softirq"]) {
@@ -147,8 +154,10 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfi
     fn input<'a>(tgid: u32, tid: u32, user: &'a [u64], kernel: &'a [u64], leaf: Leaf) -> StackInput<'a> {
         StackInput { tgid, tid, user, kernel, leaf, count: 0 }
     }
-    let off: Vec<StackInput> = capture.offcpu.iter().map(|o| input(o.tgid, o.tid, &o.user, &o.kernel, o.leaf)).collect();
-    let blocked: Vec<StackInput> = capture.wakeups.iter().map(|w| input(w.tgid, w.tid, &w.user, &w.kernel, w.leaf)).collect();
+    let off: Vec<StackInput> =
+        capture.offcpu.iter().map(|o| input(o.tgid, o.tid, &o.user, &o.kernel, o.leaf)).collect();
+    let blocked: Vec<StackInput> =
+        capture.wakeups.iter().map(|w| input(w.tgid, w.tid, &w.user, &w.kernel, w.leaf)).collect();
     let wakers: Vec<StackInput> = capture
         .wakeups
         .iter()
@@ -176,7 +185,15 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfi
         .zip(blocked_stacks.into_iter().zip(waker_stacks))
         .map(|(w, (b, k))| {
             let (waker_comm, waker_pid, waker_tid, waker) = classify_waker(w, k.frames);
-            WakeEntry { blocked: b.frames, waker, waker_comm, waker_pid, waker_tid, total_ns: w.total_ns, count: w.count }
+            WakeEntry {
+                blocked: b.frames,
+                waker,
+                waker_comm,
+                waker_pid,
+                waker_tid,
+                total_ns: w.total_ns,
+                count: w.count,
+            }
         })
         .collect();
     OffcpuProfile::merge(entries, wakeups)

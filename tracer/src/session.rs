@@ -16,8 +16,7 @@ use crate::{
     loader::{Options, Probes},
     procfs,
     render::output,
-    report,
-    spawn,
+    report, spawn,
     symbolize::BlazeResolver,
 };
 
@@ -68,7 +67,8 @@ pub fn trace(cfg: Config) -> Result<()> {
         // The default directory is created in the current one once the pid is known.
         let cwd = std::env::current_dir().context("reading the current directory")?;
         let probe = cwd.join(format!(".rtrace-write-test-{}", std::process::id()));
-        std::fs::write(&probe, b"").map_err(|e| UsageError::OutputNotWritable { path: cwd.clone(), reason: e.to_string() })?;
+        std::fs::write(&probe, b"")
+            .map_err(|e| UsageError::OutputNotWritable { path: cwd.clone(), reason: e.to_string() })?;
         let _ = std::fs::remove_file(probe);
     }
 
@@ -108,7 +108,10 @@ pub fn trace(cfg: Config) -> Result<()> {
     }
     let target = match (&cfg.target, held.as_mut()) {
         (Target::Command { argv, .. }, Some(h)) => {
-            let comm = Path::new(&argv[0]).file_name().map(|s| s.to_string_lossy().chars().take(15).collect()).unwrap_or_default();
+            let comm = Path::new(&argv[0])
+                .file_name()
+                .map(|s| s.to_string_lossy().chars().take(15).collect())
+                .unwrap_or_default();
             h.release();
             TargetInfo { pid, comm, cmdline: argv.clone() }
         }

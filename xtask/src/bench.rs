@@ -39,7 +39,12 @@ fn build_fixture(name: &str) -> Result<PathBuf> {
     let out = root().join("target/fixtures").join(name);
     std::fs::create_dir_all(out.parent().unwrap())?;
     let src = root().join(format!("tests/fixtures/{name}.c"));
-    let ok = Command::new("gcc").args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"]).arg(&out).arg(&src).status()?.success();
+    let ok = Command::new("gcc")
+        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()?
+        .success();
     if !ok {
         bail!("building {name} failed");
     }
@@ -107,7 +112,8 @@ fn traced_round(bin: &Path, calls: u64, freq: &str) -> Result<Traced> {
     }
     let end_line = rest.lines().find(|l| l.starts_with("rtrace-timings: session_end")).unwrap_or("");
     let report_line = rest.lines().find(|l| l.starts_with("rtrace-timings: report_ms")).unwrap_or("");
-    let (end_cpu_us, report_ms, report_cpu_us) = (field(end_line, "cpu_us"), field(report_line, "report_ms"), field(report_line, "cpu_us"));
+    let (end_cpu_us, report_ms, report_cpu_us) =
+        (field(end_line, "cpu_us"), field(report_line, "report_ms"), field(report_line, "cpu_us"));
     // The session ends when rtrace notices the target exited (within its 100 ms tick).
     let traced_secs = (started.elapsed() - (attached - started)).as_secs_f64().max(0.001);
     let steady_cpu = end_cpu_us.saturating_sub(attach_cpu_us) as f64 / 1e6 / traced_secs;
@@ -288,7 +294,12 @@ fn wait_for_line(r: impl Read + Send + 'static, prefix: &str) -> Result<()> {
 }
 
 /// Runs every configuration once per round, alternating, and returns the medians.
-fn alternate(bin: &Path, args: &[String], configs: &[(&str, Tracer)], rounds: u32) -> Result<Vec<(f64, Option<serde_json::Value>)>> {
+fn alternate(
+    bin: &Path,
+    args: &[String],
+    configs: &[(&str, Tracer)],
+    rounds: u32,
+) -> Result<Vec<(f64, Option<serde_json::Value>)>> {
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut last_acc: Vec<Option<serde_json::Value>> = vec![None; configs.len()];
     for round in 0..rounds {
@@ -313,7 +324,9 @@ fn overhead_ratio(traced: f64, floor: f64, base: f64) -> f64 {
 fn offcpu(rounds: u32) -> Result<()> {
     let bin = build_fixture("pingpong")?;
     let n = "300000".to_string();
-    step(&format!("bench offcpu: pipe ping-pong, {n} round trips, {rounds} rounds of untraced / rtrace / empty programs"));
+    step(&format!(
+        "bench offcpu: pipe ping-pong, {n} round trips, {rounds} rounds of untraced / rtrace / empty programs"
+    ));
     let configs = [
         ("untraced", Tracer::None),
         ("rtrace", Tracer::Rtrace(&[])),
@@ -335,7 +348,9 @@ fn offcpu(rounds: u32) -> Result<()> {
 fn syscalls(rounds: u32) -> Result<()> {
     let bin = build_fixture("getppid_loop")?;
     let n = 2_000_000u64;
-    step(&format!("bench syscalls: getppid loop, {n} calls, {rounds} rounds of untraced / rtrace / empty programs / bpftrace"));
+    step(&format!(
+        "bench syscalls: getppid loop, {n} calls, {rounds} rounds of untraced / rtrace / empty programs / bpftrace"
+    ));
     let bt = "tracepoint:raw_syscalls:sys_enter /pid == PID/ { @s[tid] = nsecs; } \
               tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @h = hist(nsecs - @s[tid]); delete(@s[tid]); }";
     let configs = [
@@ -351,8 +366,14 @@ fn syscalls(rounds: u32) -> Result<()> {
     println!("  rtrace (histograms + slow-call gate)  : {traced:.0} ns   (+{:.0} ns)", traced - base);
     println!("  empty raw_tp programs (floor)         : {floor:.0} ns   (+{:.0} ns)", floor - base);
     println!("  bpftrace pid-filtered histogram       : {bpft:.0} ns   (+{:.0} ns)", bpft - base);
-    println!("  rtrace overhead / floor overhead      : {:.2}x   (target <= 1.15x)", overhead_ratio(traced, floor, base));
-    println!("  rtrace overhead / bpftrace overhead   : {:.2}x   (target <= 0.5x)", (traced - base) / (bpft - base).max(1e-9));
+    println!(
+        "  rtrace overhead / floor overhead      : {:.2}x   (target <= 1.15x)",
+        overhead_ratio(traced, floor, base)
+    );
+    println!(
+        "  rtrace overhead / bpftrace overhead   : {:.2}x   (target <= 0.5x)",
+        (traced - base) / (bpft - base).max(1e-9)
+    );
     if let Some(acc) = &r[1].1 {
         println!(
             "  rtrace at {:.2} M syscalls/s: counted {}, lost {} (target 0)",

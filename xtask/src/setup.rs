@@ -35,7 +35,8 @@ pub fn run() -> Result<()> {
 }
 
 fn installed(pkg: &str) -> bool {
-    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg])).is_some_and(|s| s.contains("install ok installed"))
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.contains("install ok installed"))
 }
 
 fn packages() -> Result<()> {
@@ -45,11 +46,17 @@ fn packages() -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        bail!("Debian packages missing: {}; run `sudo cargo xtask setup` or install them with apt-get", missing.join(" "));
+        bail!(
+            "Debian packages missing: {}; run `sudo cargo xtask setup` or install them with apt-get",
+            missing.join(" ")
+        );
     }
     step(&format!("installing Debian packages: {}", missing.join(" ")));
     sh(Command::new("apt-get").arg("update").arg("-q"))?;
-    sh(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    sh(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn tracefs() -> Result<()> {
@@ -73,7 +80,15 @@ fn toolchain() -> Result<()> {
         return Ok(());
     }
     step(&format!("installing Rust toolchain {EBPF_TOOLCHAIN} (LLVM 22) with rust-src for the eBPF build"));
-    sh(Command::new("rustup").args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal", "--component", "rust-src"]))
+    sh(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        EBPF_TOOLCHAIN,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
 }
 
 fn bpf_linker() -> Result<()> {
@@ -85,7 +100,16 @@ fn bpf_linker() -> Result<()> {
     step(&format!("building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"));
     let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
     sh(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--no-default-features", "--features", "llvm-22"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
         .env("PATH", path)
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
 }
@@ -99,7 +123,11 @@ pub fn modern_go_path() -> std::path::PathBuf {
 fn modern_go() -> Result<()> {
     let go = modern_go_path();
     let v = output(Command::new(&go).arg("version")).unwrap_or_default();
-    let minor = v.split_whitespace().nth(2).and_then(|g| g.strip_prefix("go1.")).and_then(|m| m.split('.').next()?.parse::<u32>().ok());
+    let minor = v
+        .split_whitespace()
+        .nth(2)
+        .and_then(|g| g.strip_prefix("go1."))
+        .and_then(|m| m.split('.').next()?.parse::<u32>().ok());
     if minor.is_some_and(|m| m >= 23) {
         step(&format!("modern Go for fixtures: {}", v.trim()));
         return Ok(());

@@ -52,10 +52,8 @@ impl CpuProfile {
                 acc.entry(leaf.folded_name()).or_default().0 += count;
             }
         }
-        let all: Vec<TopFunction> = acc
-            .into_iter()
-            .map(|(f, (s, t))| TopFunction { function: f, self_samples: s, total_samples: t })
-            .collect();
+        let all: Vec<TopFunction> =
+            acc.into_iter().map(|(f, (s, t))| TopFunction { function: f, self_samples: s, total_samples: t }).collect();
         let mut by_self = all.clone();
         by_self.retain(|t| t.self_samples > 0);
         by_self.sort_by(|a, b| b.self_samples.cmp(&a.self_samples).then_with(|| a.function.cmp(&b.function)));

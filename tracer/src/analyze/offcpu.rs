@@ -101,7 +101,9 @@ pub fn state_frame(state: OffState) -> Frame {
 /// per-architecture prefixes removed (`__x64_sys_read`, `ksys_read`, `__se_sys_read` → read).
 pub fn syscall_of(frames: &[Frame]) -> Option<String> {
     let k: Vec<&Frame> = frames.iter().filter(|f| f.kind == FrameKind::Kernel).collect();
-    let entry = k.iter().position(|f| f.function == "do_syscall_64" || f.function == "invoke_syscall" || f.function == "x64_sys_call")?;
+    let entry = k.iter().position(|f| {
+        f.function == "do_syscall_64" || f.function == "invoke_syscall" || f.function == "x64_sys_call"
+    })?;
     for f in &k[entry + 1..] {
         if f.function == "x64_sys_call" {
             continue;
@@ -125,7 +127,13 @@ impl OffcpuProfile {
     pub fn merge(entries: Vec<OffEntry>, wakeups: Vec<WakeEntry>) -> Self {
         let mut m: BTreeMap<(Vec<Frame>, OffState), OffEntry> = BTreeMap::new();
         for e in entries {
-            let slot = m.entry((e.frames.clone(), e.state)).or_insert_with(|| OffEntry { total_ns: 0, count: 0, max_ns: 0, in_flight: false, ..e.clone() });
+            let slot = m.entry((e.frames.clone(), e.state)).or_insert_with(|| OffEntry {
+                total_ns: 0,
+                count: 0,
+                max_ns: 0,
+                in_flight: false,
+                ..e.clone()
+            });
             slot.total_ns += e.total_ns;
             slot.count += e.count;
             slot.max_ns = slot.max_ns.max(e.max_ns);
@@ -167,7 +175,8 @@ impl OffcpuProfile {
     /// wakeups.folded, as offwaketime prints it: blocked stack root→leaf, `--`, then the waker
     /// stack leaf→root ending with the waker's name, in microseconds.
     pub fn wakeups_folded(&self) -> Vec<String> {
-        let sep = Frame { kind: FrameKind::Process, function: "--".into(), module: String::new(), offset: 0, build_id: None };
+        let sep =
+            Frame { kind: FrameKind::Process, function: "--".into(), module: String::new(), offset: 0, build_id: None };
         let stacks: Vec<(Vec<Frame>, u64)> = self
             .wakeups
             .iter()
@@ -221,7 +230,13 @@ impl OffcpuProfile {
 /// its state leaf, both in microseconds, in one set of stacks.
 pub fn wall_folded(cpu: &CpuProfile, off: &OffcpuProfile, frequency_hz: u64) -> Vec<String> {
     let period_us = 1_000_000 / frequency_hz.max(1);
-    let on_cpu = Frame { kind: FrameKind::Process, function: "[on-cpu]".into(), module: String::new(), offset: 0, build_id: None };
+    let on_cpu = Frame {
+        kind: FrameKind::Process,
+        function: "[on-cpu]".into(),
+        module: String::new(),
+        offset: 0,
+        build_id: None,
+    };
     let mut stacks: Vec<(Vec<Frame>, u64)> = cpu
         .stacks
         .iter()
@@ -253,7 +268,16 @@ mod tests {
     }
 
     fn sample() -> OffcpuProfile {
-        let read = ["main", "reader", "read", "entry_SYSCALL_64_[k]", "do_syscall_64_[k]", "ksys_read_[k]", "pipe_read_[k]", "schedule_[k]"];
+        let read = [
+            "main",
+            "reader",
+            "read",
+            "entry_SYSCALL_64_[k]",
+            "do_syscall_64_[k]",
+            "ksys_read_[k]",
+            "pipe_read_[k]",
+            "schedule_[k]",
+        ];
         OffcpuProfile::merge(
             vec![
                 entry(&read, OffState::Sleep, 600_000_000),
@@ -262,8 +286,24 @@ mod tests {
                 entry(&["main", "spin"], OffState::Runqueue, 500_000_000),
             ],
             vec![
-                WakeEntry { blocked: frames(&read), waker: frames(&["main", "writer", "write"]), waker_comm: "w".into(), waker_pid: 1, waker_tid: 2, total_ns: 900_000_000, count: 1 },
-                WakeEntry { blocked: frames(&read), waker: frames(&["other"]), waker_comm: "o".into(), waker_pid: 9, waker_tid: 9, total_ns: 100_000_000, count: 1 },
+                WakeEntry {
+                    blocked: frames(&read),
+                    waker: frames(&["main", "writer", "write"]),
+                    waker_comm: "w".into(),
+                    waker_pid: 1,
+                    waker_tid: 2,
+                    total_ns: 900_000_000,
+                    count: 1,
+                },
+                WakeEntry {
+                    blocked: frames(&read),
+                    waker: frames(&["other"]),
+                    waker_comm: "o".into(),
+                    waker_pid: 9,
+                    waker_tid: 9,
+                    total_ns: 100_000_000,
+                    count: 1,
+                },
             ],
         )
     }
@@ -316,8 +356,14 @@ mod tests {
     #[test]
     fn syscall_names() {
         let f = |n: &[&str]| frames(n);
-        assert_eq!(syscall_of(&f(&["x", "do_syscall_64_[k]", "__x64_sys_nanosleep_[k]", "hrtimer_nanosleep_[k]"])).as_deref(), Some("nanosleep"));
-        assert_eq!(syscall_of(&f(&["x", "do_syscall_64_[k]", "x64_sys_call_[k]", "__x64_sys_futex_[k]"])).as_deref(), Some("futex"));
+        assert_eq!(
+            syscall_of(&f(&["x", "do_syscall_64_[k]", "__x64_sys_nanosleep_[k]", "hrtimer_nanosleep_[k]"])).as_deref(),
+            Some("nanosleep")
+        );
+        assert_eq!(
+            syscall_of(&f(&["x", "do_syscall_64_[k]", "x64_sys_call_[k]", "__x64_sys_futex_[k]"])).as_deref(),
+            Some("futex")
+        );
         assert_eq!(syscall_of(&f(&["x", "schedule_[k]"])), None);
         let _ = frame(FrameKind::User, "unused");
     }

@@ -58,11 +58,45 @@ pub fn ret_text(ret: i64) -> String {
 /// the common case and the path says more.
 pub fn fd_arg(name: &str) -> Option<usize> {
     const FD_FIRST: &[&str] = &[
-        "read", "write", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev", "preadv2", "pwritev2",
-        "recvfrom", "sendto", "recvmsg", "sendmsg", "recvmmsg", "sendmmsg", "accept", "accept4", "fsync",
-        "fdatasync", "close", "fstat", "lseek", "ioctl", "fcntl", "flock", "ftruncate", "getdents64", "epoll_wait",
-        "epoll_pwait", "epoll_pwait2", "splice", "sendfile", "connect", "shutdown", "getsockopt", "setsockopt",
-        "bind", "listen",
+        "read",
+        "write",
+        "pread64",
+        "pwrite64",
+        "readv",
+        "writev",
+        "preadv",
+        "pwritev",
+        "preadv2",
+        "pwritev2",
+        "recvfrom",
+        "sendto",
+        "recvmsg",
+        "sendmsg",
+        "recvmmsg",
+        "sendmmsg",
+        "accept",
+        "accept4",
+        "fsync",
+        "fdatasync",
+        "close",
+        "fstat",
+        "lseek",
+        "ioctl",
+        "fcntl",
+        "flock",
+        "ftruncate",
+        "getdents64",
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "splice",
+        "sendfile",
+        "connect",
+        "shutdown",
+        "getsockopt",
+        "setsockopt",
+        "bind",
+        "listen",
     ];
     FD_FIRST.contains(&name).then_some(0)
 }
@@ -543,10 +577,7 @@ mod tests {
         assert_eq!(d("nanosleep", [0; 6], &timespec(1, 500_000_000)).text, "requested=1.5s");
         assert_eq!(d("nanosleep", [0; 6], &[]).text, "requested=?");
         assert_eq!(d("nanosleep", [0; 6], &[]).fields["requested_ns"], Value::Null);
-        assert_eq!(
-            d("nanosleep", [0; 6], &timespec(-1, 5)).text,
-            "requested=invalid (tv_sec=-1, tv_nsec=5)"
-        );
+        assert_eq!(d("nanosleep", [0; 6], &timespec(-1, 5)).text, "requested=invalid (tv_sec=-1, tv_nsec=5)");
     }
 
     #[test]

@@ -94,7 +94,11 @@ pub fn percentile(hist: &[u64], q: f64, max_ns: u64) -> u64 {
 pub fn rows(raw: &[RawSyscall]) -> Vec<SyscallRow> {
     let mut by_nr: BTreeMap<u32, RawSyscall> = BTreeMap::new();
     for r in raw {
-        let e = by_nr.entry(r.nr).or_insert_with(|| RawSyscall { nr: r.nr, hist: vec![0; r.hist.len()], ..Default::default() });
+        let e = by_nr.entry(r.nr).or_insert_with(|| RawSyscall {
+            nr: r.nr,
+            hist: vec![0; r.hist.len()],
+            ..Default::default()
+        });
         e.count += r.count;
         e.errors += r.errors;
         e.total_ns += r.total_ns;
@@ -126,7 +130,13 @@ pub fn rows(raw: &[RawSyscall]) -> Vec<SyscallRow> {
 }
 
 /// Decodes one slow call's arguments (the fd and pidfd were resolved at capture time).
-pub fn decode(name: &str, args: &[u64; 6], extra: &[u8], fd_desc: Option<String>, pidfd_pid: Option<u32>) -> DecodedArgs {
+pub fn decode(
+    name: &str,
+    args: &[u64; 6],
+    extra: &[u8],
+    fd_desc: Option<String>,
+    pidfd_pid: Option<u32>,
+) -> DecodedArgs {
     sysargs::decode(name, args, extra, &Resolved { fd_desc, pidfd_pid })
 }
 
@@ -148,7 +158,7 @@ mod tests {
         let h = hist(&[(10, 100)]);
         assert_eq!(percentile(&h, 0.5, 2000), 1024 + 512);
         assert_eq!(percentile(&h, 0.99, 2000), 2000); // 1024 + 0.99*1024 = 2037, capped at max
-        // 90 fast calls in [128,256) and 10 slow in [2^20, 2^21): p50 fast, p99 slow.
+                                                      // 90 fast calls in [128,256) and 10 slow in [2^20, 2^21): p50 fast, p99 slow.
         let h = hist(&[(7, 90), (20, 10)]);
         assert!((128..256).contains(&percentile(&h, 0.5, 3_000_000)));
         let p99 = percentile(&h, 0.99, 3_000_000);
@@ -160,9 +170,33 @@ mod tests {
     fn rows_merge_processes_and_sort_by_total() {
         let nr = |n: &str| n.parse::<syscalls::Sysno>().unwrap().id() as u32;
         let raw = vec![
-            RawSyscall { tgid: 1, nr: nr("read"), count: 3, errors: 1, total_ns: 300, max_ns: 200, hist: hist(&[(6, 2), (7, 1)]) },
-            RawSyscall { tgid: 2, nr: nr("read"), count: 1, errors: 0, total_ns: 100, max_ns: 100, hist: hist(&[(6, 1)]) },
-            RawSyscall { tgid: 1, nr: nr("nanosleep"), count: 1, errors: 0, total_ns: 500_000_000, max_ns: 500_000_000, hist: hist(&[(28, 1)]) },
+            RawSyscall {
+                tgid: 1,
+                nr: nr("read"),
+                count: 3,
+                errors: 1,
+                total_ns: 300,
+                max_ns: 200,
+                hist: hist(&[(6, 2), (7, 1)]),
+            },
+            RawSyscall {
+                tgid: 2,
+                nr: nr("read"),
+                count: 1,
+                errors: 0,
+                total_ns: 100,
+                max_ns: 100,
+                hist: hist(&[(6, 1)]),
+            },
+            RawSyscall {
+                tgid: 1,
+                nr: nr("nanosleep"),
+                count: 1,
+                errors: 0,
+                total_ns: 500_000_000,
+                max_ns: 500_000_000,
+                hist: hist(&[(28, 1)]),
+            },
         ];
         let r = rows(&raw);
         assert_eq!(r[0].name, "nanosleep");

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use tracer_common::process::{
-    LifeEvent as Raw, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER, EVENT_WAIT,
+    LifeEvent as Raw, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER,
+    EVENT_WAIT,
 };
 
 use crate::{
@@ -61,7 +62,13 @@ impl LifeCollector {
         let ev = match r.kind {
             EVENT_FORK => {
                 self.known.insert(r.tgid);
-                LifeEvent::Fork { ts_ns, pid: r.tgid, parent_pid: r.other, parent_tid: r.tid, parent_comm: cstr(&r.comm) }
+                LifeEvent::Fork {
+                    ts_ns,
+                    pid: r.tgid,
+                    parent_pid: r.other,
+                    parent_tid: r.tid,
+                    parent_comm: cstr(&r.comm),
+                }
             }
             EVENT_EXEC => {
                 let argv = procfs::cmdline(r.tgid);
@@ -123,7 +130,18 @@ impl LifeCollector {
             (_, true) => (waitid_target(pid, args[0] as u32, args[1] as u32), args[3]),
         };
         let start_ns = self.rel(start_mono);
-        self.life.waits_in_flight.push(WaitCall { pid, tid, syscall, target, options, start_ns, end_ns: None, ret: None, reaped_pid: None, exit: None });
+        self.life.waits_in_flight.push(WaitCall {
+            pid,
+            tid,
+            syscall,
+            target,
+            options,
+            start_ns,
+            end_ns: None,
+            ret: None,
+            reaped_pid: None,
+            exit: None,
+        });
     }
 
     /// Records the pipe ends of the root and of every live known process.

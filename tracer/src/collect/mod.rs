@@ -64,11 +64,14 @@ pub async fn run(
         params.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
     );
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd exists.
-    let mut events = unsafe { AsyncFd::register(probes.take_events()?) }.map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
+    let mut events = unsafe { AsyncFd::register(probes.take_events()?) }
+        .map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let deadline = params.duration.map(|d| tokio::time::Instant::now() + d);
-    let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)));
+    let sleep = tokio::time::sleep_until(
+        deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)),
+    );
     tokio::pin!(sleep);
     let mut tick = tokio::time::interval(TICK);
     let mut last_refresh = Instant::now();
@@ -141,7 +144,13 @@ pub async fn run(
     let lifecycle = life.finish(lost);
     let mut capture = drain::drain(&probes, slow, start_mono)?;
     capture.lifecycle = lifecycle;
-    add_preexisting(&mut capture, &still, duration_ms * 1_000_000, params.syscalls.is_some(), params.min_block_us.is_some());
+    add_preexisting(
+        &mut capture,
+        &still,
+        duration_ms * 1_000_000,
+        params.syscalls.is_some(),
+        params.min_block_us.is_some(),
+    );
     // Wakers may be processes we do not trace: their maps are needed to name their frames.
     for w in &capture.wakeups {
         if w.waker_pid != 0 && !registry.knows(w.waker_pid) {
@@ -167,8 +176,15 @@ pub async fn run(
 
 /// Calls blocked since before attach and still blocked: in flight for the whole session, at
 /// least. Skipped when the probes saw the thread make a new call (then their data is better).
-fn add_preexisting(capture: &mut Capture, blocked: &[preexisting::Blocked], session_ns: u64, syscalls: bool, offcpu: bool) {
-    let seen: std::collections::BTreeSet<u32> = capture.slow_calls.iter().filter(|c| c.in_flight).map(|c| c.tid).collect();
+fn add_preexisting(
+    capture: &mut Capture,
+    blocked: &[preexisting::Blocked],
+    session_ns: u64,
+    syscalls: bool,
+    offcpu: bool,
+) {
+    let seen: std::collections::BTreeSet<u32> =
+        capture.slow_calls.iter().filter(|c| c.in_flight).map(|c| c.tid).collect();
     for b in blocked.iter().filter(|b| !seen.contains(&b.tid)) {
         let (fd_desc, pidfd_pid) = slow::resolve(b.tgid, b.nr as i32, &b.args);
         if syscalls {
@@ -222,7 +238,9 @@ fn handle_events(
 ) {
     while let Some(item) = ring.next() {
         // Every record starts with its kind.
-        if item.len() >= std::mem::size_of::<SlowCall>() && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_SLOW_CALL {
+        if item.len() >= std::mem::size_of::<SlowCall>()
+            && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_SLOW_CALL
+        {
             // SAFETY: the kernel side wrote a SlowCall.
             let call: SlowCall = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             // Alive now: make sure its mappings are known for the call's stack.

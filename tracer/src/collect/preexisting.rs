@@ -64,8 +64,9 @@ pub fn scan(pids: &[u32], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
             }
             let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { continue };
             let Some((nr, args, sp, pc)) = parse_syscall(&text) else { continue };
-            let kernel_names =
-                std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack")).map(|t| parse_kernel_stack(&t)).unwrap_or_default();
+            let kernel_names = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack"))
+                .map(|t| parse_kernel_stack(&t))
+                .unwrap_or_default();
             let user = match &mem {
                 Some(m) => walk(&|a| read_u64(m, a), &|a, n| read_bytes(m, a, n), &exec_maps, sp, pc),
                 None => vec![pc],
@@ -113,7 +114,13 @@ fn is_return_address(read: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mappi
 /// The user stack from (sp, pc) without bp: scan up from sp for return addresses (callers of
 /// frameless functions) until a slot is a frame base (saved bp, then a return address), then
 /// follow the frame-pointer chain.
-pub fn walk(read: &dyn Fn(u64) -> Option<u64>, code: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mapping], sp: u64, pc: u64) -> Vec<u64> {
+pub fn walk(
+    read: &dyn Fn(u64) -> Option<u64>,
+    code: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
+    maps: &[Mapping],
+    sp: u64,
+    pc: u64,
+) -> Vec<u64> {
     const SCAN_WORDS: u64 = 64;
     const MAX_FRAMES: usize = 128;
     let mut frames = vec![pc];
@@ -162,7 +169,8 @@ mod tests {
     #[test]
     fn parses_proc_syscall_and_stack() {
         let (nr, args, sp, pc) =
-            parse_syscall("0 0x3 0x7f3bb748f000 0x20000 0x7f3bb7522b60 0xffffffff 0x0 0x7ffc67c9dc48 0x7f3bb760b2ad\n").unwrap();
+            parse_syscall("0 0x3 0x7f3bb748f000 0x20000 0x7f3bb7522b60 0xffffffff 0x0 0x7ffc67c9dc48 0x7f3bb760b2ad\n")
+                .unwrap();
         assert_eq!((nr, args[0], args[2], sp, pc), (0, 3, 0x20000, 0x7ffc67c9dc48, 0x7f3bb760b2ad));
         assert!(parse_syscall("running\n").is_none());
         assert!(parse_syscall("-1 0x7ffc 0x401000\n").is_none());

@@ -41,7 +41,8 @@ mod tests {
     fn renders_svg_with_title_and_frames() {
         let lines = vec!["prog;main;leaf 95".to_owned(), "prog;main;other_[k] 5".to_owned()];
         let mut out = Vec::new();
-        let style = Style { title: "rtrace: prog (pid 1), 2.0 s".into(), count_name: "samples", palette: Palette::default() };
+        let style =
+            Style { title: "rtrace: prog (pid 1), 2.0 s".into(), count_name: "samples", palette: Palette::default() };
         render(&lines, style, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.starts_with("<?xml"));

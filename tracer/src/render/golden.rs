@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     capture::{
-        Accounting, Capture, Clock, EndedBy, Mapping, OffState, ProcessInfo, RawOff, RawSample, RawSlowCall, RawSyscall, RawWake,
-        SessionInfo, TargetInfo,
+        Accounting, Capture, Clock, EndedBy, Mapping, OffState, ProcessInfo, RawOff, RawSample, RawSlowCall,
+        RawSyscall, RawWake, SessionInfo, TargetInfo,
     },
     render::{json, text},
     report,
@@ -22,7 +22,8 @@ fn check(name: &str, actual: &str) {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (RTRACE_UPDATE_GOLDEN=1 creates it)", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (RTRACE_UPDATE_GOLDEN=1 creates it)", path.display()));
     assert_eq!(actual, expected, "{name} differs from its golden file");
 }
 
@@ -50,10 +51,23 @@ pub fn literal_capture() -> (Capture, FakeResolver) {
             pid: 4242,
             comm: "mycli".into(),
             cmdline: vec!["mycli".into(), "build".into()],
-            maps: vec![Mapping { start: 0x400000, end: 0x500000, offset: 0, path: "/usr/bin/mycli".into(), build_id: Some("00ff".into()) }],
+            maps: vec![Mapping {
+                start: 0x400000,
+                end: 0x500000,
+                offset: 0,
+                path: "/usr/bin/mycli".into(),
+                build_id: Some("00ff".into()),
+            }],
         },
     );
-    let s = |user: Vec<u64>, kernel: Vec<u64>, count| RawSample { tgid: 4242, tid: 4242, user, kernel, count, ..Default::default() };
+    let s = |user: Vec<u64>, kernel: Vec<u64>, count| RawSample {
+        tgid: 4242,
+        tid: 4242,
+        user,
+        kernel,
+        count,
+        ..Default::default()
+    };
     c.cpu_samples = vec![
         s(vec![0x401010, 0x402010, 0x403010], vec![], 70),
         s(vec![0x402005, 0x403010], vec![], 20),
@@ -63,8 +77,28 @@ pub fn literal_capture() -> (Capture, FakeResolver) {
     let read = vec![0x405010, 0x403010];
     let kread = vec![0xffffffff81000210, 0xffffffff81000110];
     c.offcpu = vec![
-        RawOff { tgid: 4242, tid: 4242, user: read.clone(), kernel: kread.clone(), state: OffState::Sleep, total_ns: 1_200_000_000, count: 2, max_ns: 1_000_000_000, ..Default::default() },
-        RawOff { tgid: 4242, tid: 4242, user: vec![0x401010, 0x402010, 0x403010], kernel: vec![], state: OffState::Runqueue, total_ns: 5_000_000, count: 9, max_ns: 1_000_000, ..Default::default() },
+        RawOff {
+            tgid: 4242,
+            tid: 4242,
+            user: read.clone(),
+            kernel: kread.clone(),
+            state: OffState::Sleep,
+            total_ns: 1_200_000_000,
+            count: 2,
+            max_ns: 1_000_000_000,
+            ..Default::default()
+        },
+        RawOff {
+            tgid: 4242,
+            tid: 4242,
+            user: vec![0x401010, 0x402010, 0x403010],
+            kernel: vec![],
+            state: OffState::Runqueue,
+            total_ns: 5_000_000,
+            count: 9,
+            max_ns: 1_000_000,
+            ..Default::default()
+        },
     ];
     c.wakeups = vec![RawWake {
         tgid: 4242,
@@ -83,7 +117,15 @@ pub fn literal_capture() -> (Capture, FakeResolver) {
     let mut hist = vec![0; 40];
     hist[29] = 1;
     hist[12] = 3;
-    c.syscalls = vec![RawSyscall { tgid: 4242, nr: nr("read") as u32, count: 4, errors: 1, total_ns: 1_000_020_000, max_ns: 1_000_000_000, hist }];
+    c.syscalls = vec![RawSyscall {
+        tgid: 4242,
+        nr: nr("read") as u32,
+        count: 4,
+        errors: 1,
+        total_ns: 1_000_020_000,
+        max_ns: 1_000_000_000,
+        hist,
+    }];
     c.slow_calls = vec![RawSlowCall {
         tgid: 4242,
         tid: 4242,

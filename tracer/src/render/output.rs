@@ -67,11 +67,20 @@ pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<S
 
     let folded = analysis.cpu.folded();
     write_lines(dir, "cpu.folded", &folded)?;
-    let title = format!("rtrace on-CPU: {} (pid {}), {secs:.1} s at {} Hz", r.target.comm, r.target.pid, r.session.sample_frequency_hz);
-    write_svg(dir, "cpu.svg", &folded, flamegraph::Style { title, count_name: "samples", palette: Palette::Basic(BasicPalette::Hot) })?;
+    let title = format!(
+        "rtrace on-CPU: {} (pid {}), {secs:.1} s at {} Hz",
+        r.target.comm, r.target.pid, r.session.sample_frequency_hz
+    );
+    write_svg(
+        dir,
+        "cpu.svg",
+        &folded,
+        flamegraph::Style { title, count_name: "samples", palette: Palette::Basic(BasicPalette::Hot) },
+    )?;
 
     let period = 1_000_000_000 / r.session.sample_frequency_hz.max(1) as i64;
-    let stacks: Vec<_> = analysis.cpu.stacks.iter().map(|(f, c)| (f.clone(), vec![*c as i64, *c as i64 * period])).collect();
+    let stacks: Vec<_> =
+        analysis.cpu.stacks.iter().map(|(f, c)| (f.clone(), vec![*c as i64, *c as i64 * period])).collect();
     let spec = pprof::Spec {
         sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
         period_type: ("cpu", "nanoseconds"),
@@ -110,7 +119,12 @@ fn write_offcpu(dir: &Path, analysis: &Analysis, time_nanos: i64) -> Result<()> 
     write_svg(dir, "offcpu.svg", &off, style(format!("rtrace off-CPU: {who}"), Palette::Basic(BasicPalette::Blue)))?;
     write_lines(dir, "wakeups.folded", &analysis.offcpu.wakeups_folded())?;
     let wall = crate::analyze::offcpu::wall_folded(&analysis.cpu, &analysis.offcpu, r.session.sample_frequency_hz);
-    write_svg(dir, "wall.svg", &wall, style(format!("rtrace wall clock (on-CPU + off-CPU): {who}"), Palette::Basic(BasicPalette::Aqua)))?;
+    write_svg(
+        dir,
+        "wall.svg",
+        &wall,
+        style(format!("rtrace wall clock (on-CPU + off-CPU): {who}"), Palette::Basic(BasicPalette::Aqua)),
+    )?;
 
     let stacks: Vec<_> = analysis
         .offcpu
@@ -143,7 +157,15 @@ pub fn default_dir(pid: u32) -> PathBuf {
         let t = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
         libc::localtime_r(&t, &mut tm);
-        format!("{:04}{:02}{:02}-{:02}{:02}{:02}", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec)
+        format!(
+            "{:04}{:02}{:02}-{:02}{:02}{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min,
+            tm.tm_sec
+        )
     };
     PathBuf::from(format!("rtrace-{pid}-{stamp}"))
 }

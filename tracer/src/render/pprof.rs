@@ -130,7 +130,11 @@ pub fn build(stacks: &[(Vec<Frame>, Vec<i64>)], spec: &Spec<'_>) -> Profile {
     let mut b = Builder::default();
     b.string(""); // string_table[0] must be "".
     let mut p = Profile {
-        sample_type: spec.sample_types.iter().map(|(t, u)| ValueType { r#type: b.string(t), unit: b.string(u) }).collect(),
+        sample_type: spec
+            .sample_types
+            .iter()
+            .map(|(t, u)| ValueType { r#type: b.string(t), unit: b.string(u) })
+            .collect(),
         period_type: Some(ValueType { r#type: b.string(spec.period_type.0), unit: b.string(spec.period_type.1) }),
         period: spec.period,
         time_nanos: spec.time_nanos,
@@ -191,7 +195,15 @@ impl Builder {
         let filename = self.string(&f.module);
         let build_id = f.build_id.as_deref().map(|b| self.string(b)).unwrap_or(0);
         // Addresses are file offsets (user) or kernel addresses: the mapping spans them all.
-        self.mappings.push(Mapping { id, memory_start: 0, memory_limit: u64::MAX, file_offset: 0, filename, build_id, has_functions: true });
+        self.mappings.push(Mapping {
+            id,
+            memory_start: 0,
+            memory_limit: u64::MAX,
+            file_offset: 0,
+            filename,
+            build_id,
+            has_functions: true,
+        });
         self.mapping_ids.insert(f.module.clone(), id);
         id
     }

@@ -30,16 +30,21 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
         Clock::CpuClock => "cpu-clock",
         Clock::Cycles => "cycles",
     };
-    let _ = writeln!(s, "duration: {:.1} s ({ended}); sampling {clock} at {} Hz", ss.duration_ms as f64 / 1000.0, ss.sample_frequency_hz);
-    let a = &report.accounting;
-    findings_section(&mut s, &report.findings);
     let _ = writeln!(
         s,
-        "samples: {} on CPU; lost {}; without stack {}",
-        a.cpu_samples, a.lost_samples, a.stack_errors
+        "duration: {:.1} s ({ended}); sampling {clock} at {} Hz",
+        ss.duration_ms as f64 / 1000.0,
+        ss.sample_frequency_hz
     );
+    let a = &report.accounting;
+    findings_section(&mut s, &report.findings);
+    let _ = writeln!(s, "samples: {} on CPU; lost {}; without stack {}", a.cpu_samples, a.lost_samples, a.stack_errors);
     if a.tracked_map_full > 0 || a.events_dropped > 0 {
-        let _ = writeln!(s, "warning: {} descendants untracked (map full), {} lifecycle events dropped", a.tracked_map_full, a.events_dropped);
+        let _ = writeln!(
+            s,
+            "warning: {} descendants untracked (map full), {} lifecycle events dropped",
+            a.tracked_map_full, a.events_dropped
+        );
     }
 
     let total = report.cpu.total_samples;
@@ -97,13 +102,20 @@ fn where_it_waits(s: &mut String, off: &OffcpuSection, cpu_samples: u64, hz: u64
         let _ = writeln!(s, "  (no blocking recorded)");
         return;
     }
-    let _ = writeln!(s, "  {:>10} {:>10} {:>6}  {:<8} {:<14} function — woken by", "total", "max", "count", "state", "syscall");
+    let _ = writeln!(
+        s,
+        "  {:>10} {:>10} {:>6}  {:<8} {:<14} function — woken by",
+        "total", "max", "count", "state", "syscall"
+    );
     for t in off.top.iter().take(5) {
         let waker = t
             .top_waker
             .as_ref()
             .map(|w| {
-                let leaf = w.function.as_deref().or_else(|| w.frames.iter().rev().find(|f| !f.ends_with("_[k]")).map(String::as_str));
+                let leaf = w
+                    .function
+                    .as_deref()
+                    .or_else(|| w.frames.iter().rev().find(|f| !f.ends_with("_[k]")).map(String::as_str));
                 let at = leaf.filter(|f| *f != w.comm).map(|f| format!(" in {f}")).unwrap_or_default();
                 if w.pid == 0 {
                     format!(" — woken by {}", w.comm)
@@ -133,7 +145,8 @@ fn findings_section(s: &mut String, findings: &[Finding]) {
     }
     let _ = writeln!(s, "\nFindings ({}):", findings.len());
     for f in findings {
-        let sev = serde_json::to_value(&f.severity).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default();
+        let sev =
+            serde_json::to_value(&f.severity).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default();
         let kind = serde_json::to_value(&f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let _ = writeln!(s, "  [{sev}] {kind}: {}", f.summary);
     }
@@ -145,7 +158,11 @@ fn children_section(s: &mut String, children: &[ChildRecord]) {
         return;
     }
     let _ = writeln!(s, "\nChildren ({} descendants; times since attach):", children.len());
-    let _ = writeln!(s, "  {:>7} {:>7} {:>9} {:>9} {:<18} {:>10}  command", "pid", "ppid", "started", "exited", "ended", "zombie");
+    let _ = writeln!(
+        s,
+        "  {:>7} {:>7} {:>9} {:>9} {:<18} {:>10}  command",
+        "pid", "ppid", "started", "exited", "ended", "zombie"
+    );
     let t = |v: Option<u64>| v.map(|ns| format!("{:.3}s", ns as f64 / 1e9)).unwrap_or_else(|| "-".into());
     for c in children.iter().take(30) {
         let ended = match &c.exit {
@@ -157,14 +174,19 @@ fn children_section(s: &mut String, children: &[ChildRecord]) {
             None if c.alive_at_end => "running".into(),
             None => "-".into(),
         };
-        let zombie = if c.never_reaped {
-            format!("{} !", t(c.zombie_age_ns))
-        } else {
-            t(c.zombie_ns)
-        };
+        let zombie = if c.never_reaped { format!("{} !", t(c.zombie_age_ns)) } else { t(c.zombie_ns) };
         let cmd = if c.argv.is_empty() { c.comm.clone() } else { c.argv.join(" ") };
         let cmd: String = cmd.chars().take(60).collect();
-        let _ = writeln!(s, "  {:>7} {:>7} {:>9} {:>9} {:<18} {:>10}  {cmd}", c.pid, c.ppid, t(c.forked_at_ns), t(c.exited_at_ns), ended, zombie);
+        let _ = writeln!(
+            s,
+            "  {:>7} {:>7} {:>9} {:>9} {:<18} {:>10}  {cmd}",
+            c.pid,
+            c.ppid,
+            t(c.forked_at_ns),
+            t(c.exited_at_ns),
+            ended,
+            zombie
+        );
     }
     if children.len() > 30 {
         let _ = writeln!(s, "  … {} more in report.json", children.len() - 30);
@@ -182,7 +204,11 @@ fn where_(caller: Option<&str>, leaf: Option<&str>) -> String {
 }
 
 fn ns(v: u64) -> String {
-    if v < 1_000 { format!("{v} ns") } else { human_us(v / 1_000) }
+    if v < 1_000 {
+        format!("{v} ns")
+    } else {
+        human_us(v / 1_000)
+    }
 }
 
 fn syscalls_section(s: &mut String, rows: &[SyscallRow], slow: &[SlowCallReport], a: &crate::capture::Accounting) {
@@ -195,7 +221,11 @@ fn syscalls_section(s: &mut String, rows: &[SyscallRow], slow: &[SlowCallReport]
     if rows.is_empty() {
         let _ = writeln!(s, "  (no call completed during the session)");
     } else {
-        let _ = writeln!(s, "  {:<18} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}", "syscall", "calls", "errors", "total", "p50", "p99", "max");
+        let _ = writeln!(
+            s,
+            "  {:<18} {:>9} {:>7} {:>10} {:>10} {:>10} {:>10}",
+            "syscall", "calls", "errors", "total", "p50", "p99", "max"
+        );
     }
     for r in rows.iter().take(15) {
         let _ = writeln!(

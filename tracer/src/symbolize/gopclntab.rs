@@ -139,7 +139,9 @@ mod tests {
     /// This machine's Go toolchain binaries are Go: their own table names their functions.
     #[test]
     fn reads_a_real_go_binary() {
-        let Some(go) = ["/usr/lib/go-1.19/bin/go", "/usr/lib/go/bin/go"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
+        let Some(go) =
+            ["/usr/lib/go-1.19/bin/go", "/usr/lib/go/bin/go"].into_iter().find(|p| std::path::Path::new(p).exists())
+        else {
             return; // no Go toolchain on this machine: nothing to read
         };
         let t = GoTable::load(go).expect("go's .gopclntab");

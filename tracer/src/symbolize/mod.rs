@@ -199,7 +199,13 @@ pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver
                         let names = user_names.get(&(path, off)).cloned().unwrap_or_default();
                         if names.is_empty() {
                             let function = unknown(&module, off);
-                            frames.push(Frame { kind: FrameKind::User, function, module: module.clone(), offset: off, build_id: build_id.cloned() });
+                            frames.push(Frame {
+                                kind: FrameKind::User,
+                                function,
+                                module: module.clone(),
+                                offset: off,
+                                build_id: build_id.cloned(),
+                            });
                         }
                         let mut prev: Option<String> = None;
                         for n in names {
@@ -208,15 +214,33 @@ pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver
                                 continue;
                             }
                             prev = Some(n.clone());
-                            frames.push(Frame { kind: FrameKind::User, function: n, module: module.clone(), offset: off, build_id: build_id.cloned() });
+                            frames.push(Frame {
+                                kind: FrameKind::User,
+                                function: n,
+                                module: module.clone(),
+                                offset: off,
+                                build_id: build_id.cloned(),
+                            });
                         }
                     }
-                    None => frames.push(Frame { kind: FrameKind::User, function: unknown("[anon]", a), module: "[anon]".into(), offset: a, build_id: None }),
+                    None => frames.push(Frame {
+                        kind: FrameKind::User,
+                        function: unknown("[anon]", a),
+                        module: "[anon]".into(),
+                        offset: a,
+                        build_id: None,
+                    }),
                 }
             }
             for &addr in s.kernel.iter().rev() {
                 let function = knames.get(&addr).cloned().flatten().unwrap_or_else(|| unknown("[kernel]", addr));
-                frames.push(Frame { kind: FrameKind::Kernel, function, module: "[kernel]".into(), offset: addr, build_id: None });
+                frames.push(Frame {
+                    kind: FrameKind::Kernel,
+                    function,
+                    module: "[kernel]".into(),
+                    offset: addr,
+                    build_id: None,
+                });
             }
             Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count }
         })
@@ -229,7 +253,11 @@ pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver
 /// a PLT entry; an indirect call cannot be checked and is accepted only for the first), and
 /// the insertion stops at the first candidate that fails, has no symbol, or reaches the
 /// function the walk resumes in.
-fn with_skipped_callers(s: &StackInput, p: Option<&ProcessInfo>, names: &HashMap<(&str, u64), Vec<String>>) -> Vec<u64> {
+fn with_skipped_callers(
+    s: &StackInput,
+    p: Option<&ProcessInfo>,
+    names: &HashMap<(&str, u64), Vec<String>>,
+) -> Vec<u64> {
     let mut out: Vec<u64> = s.user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i)).collect();
     if s.user.is_empty() || s.leaf.is_empty() {
         return out;
@@ -274,7 +302,11 @@ fn with_skipped_callers(s: &StackInput, p: Option<&ProcessInfo>, names: &HashMap
 /// looking up `ret - 1` keeps a call at the very end of a function attributed to it (perf does
 /// the same).
 fn lookup_addr(addr: u64, index: usize) -> u64 {
-    if index == 0 { addr } else { addr.saturating_sub(1) }
+    if index == 0 {
+        addr
+    } else {
+        addr.saturating_sub(1)
+    }
 }
 
 #[cfg(test)]
@@ -322,12 +354,25 @@ mod tests {
                 pid: 7,
                 comm: "prog".into(),
                 cmdline: vec![],
-                maps: vec![Mapping { start: 0x1000, end: 0x3000, offset: 0x10000, path: "/bin/prog".into(), build_id: Some("ab".into()) }],
+                maps: vec![Mapping {
+                    start: 0x1000,
+                    end: 0x3000,
+                    offset: 0x10000,
+                    path: "/bin/prog".into(),
+                    build_id: Some("ab".into()),
+                }],
             },
         );
         // leaf 0x1100 (offset 0x10100 → leaf), return address 0x2001 (looked up at 0x2000 →
         // main), an address outside any mapping, one kernel frame.
-        c.cpu_samples.push(RawSample { tgid: 7, tid: 8, user: vec![0x1100, 0x2001, 0x9999], kernel: vec![0xffff0001], count: 5, ..Default::default() });
+        c.cpu_samples.push(RawSample {
+            tgid: 7,
+            tid: 8,
+            user: vec![0x1100, 0x2001, 0x9999],
+            kernel: vec![0xffff0001],
+            count: 5,
+            ..Default::default()
+        });
         let mut r = FakeResolver::default();
         r.user.push(("/bin/prog".into(), 0x10100, 0x10200, "leaf".into()));
         r.user.push(("/bin/prog".into(), 0x11000, 0x11001, "main".into()));
@@ -345,14 +390,29 @@ mod tests {
     #[test]
     fn frameless_leaf_caller_inserted_only_when_call_targets_leaf() {
         let mut c = Capture::default();
-        c.processes.insert(1, ProcessInfo { pid: 1, comm: "p".into(), cmdline: vec![], maps: vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None }] });
+        c.processes.insert(
+            1,
+            ProcessInfo {
+                pid: 1,
+                comm: "p".into(),
+                cmdline: vec![],
+                maps: vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None }],
+            },
+        );
         let mut r = FakeResolver::default();
         r.user.push(("/bin/p".into(), 0x100, 0x200, "leaf".into()));
         r.user.push(("/bin/p".into(), 0x200, 0x300, "caller".into()));
         r.user.push(("/bin/p".into(), 0x300, 0x400, "main".into()));
         r.user.push(("/bin/p".into(), 0x400, 0x500, "other".into()));
         let leaf = |callee| Leaf { rets: [0x1250, 0, 0], callees: [callee, 0, 0] };
-        let good = RawSample { tgid: 1, tid: 1, user: vec![0x1150, 0x1350], count: 1, leaf: leaf(0x1100), ..Default::default() };
+        let good = RawSample {
+            tgid: 1,
+            tid: 1,
+            user: vec![0x1150, 0x1350],
+            count: 1,
+            leaf: leaf(0x1100),
+            ..Default::default()
+        };
         let bad = RawSample { leaf: leaf(0x1400), ..good.clone() };
         let dup = RawSample { user: vec![0x1150, 0x1250, 0x1350], ..good.clone() };
         c.cpu_samples = vec![good, bad, dup];
@@ -388,7 +448,8 @@ mod tests {
         r.user.push(("/bin/p".into(), 0x200, 0x300, "main".into()));
         r.user.push(("/bin/p".into(), 0x800, 0x810, "nanosleep@plt".into()));
         let leaf = Leaf { rets: [0x10250, 0x1150, 0x7777], callees: [0x10100, 0x1800, 0] };
-        c.cpu_samples = vec![RawSample { tgid: 1, tid: 1, user: vec![0x10150, 0x1250], count: 1, leaf, ..Default::default() }];
+        c.cpu_samples =
+            vec![RawSample { tgid: 1, tid: 1, user: vec![0x10150, 0x1250], count: 1, leaf, ..Default::default() }];
         let s = cpu_stacks(&c, &mut r);
         let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
         assert_eq!(names, ["p", "main", "nap", "nanosleep", "clock_nanosleep"]);
@@ -397,8 +458,29 @@ mod tests {
     #[test]
     fn unknown_symbols_keep_module_and_offset() {
         let mut c = Capture::default();
-        c.processes.insert(1, ProcessInfo { pid: 1, comm: "p".into(), cmdline: vec![], maps: vec![Mapping { start: 0x1000, end: 0x2000, offset: 0, path: "/lib/libx.so".into(), build_id: None }] });
-        c.cpu_samples.push(RawSample { tgid: 1, tid: 1, user: vec![0x1234], kernel: vec![0xdead], count: 1, ..Default::default() });
+        c.processes.insert(
+            1,
+            ProcessInfo {
+                pid: 1,
+                comm: "p".into(),
+                cmdline: vec![],
+                maps: vec![Mapping {
+                    start: 0x1000,
+                    end: 0x2000,
+                    offset: 0,
+                    path: "/lib/libx.so".into(),
+                    build_id: None,
+                }],
+            },
+        );
+        c.cpu_samples.push(RawSample {
+            tgid: 1,
+            tid: 1,
+            user: vec![0x1234],
+            kernel: vec![0xdead],
+            count: 1,
+            ..Default::default()
+        });
         let s = cpu_stacks(&c, &mut FakeResolver::default());
         let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
         assert_eq!(names, ["p", "[unknown] (libx.so+0x234)", "[unknown] ([kernel]+0xdead)_[k]"]);

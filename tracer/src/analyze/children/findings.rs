@@ -2,7 +2,6 @@
 //! pipe held by a descendant, orphan.
 use super::*;
 
-
 pub(super) fn findings(ix: &Index, children: &[ChildRecord], cfg: &ChildrenConfig) -> Vec<Finding> {
     let by_pid: HashMap<u32, &ChildRecord> = children.iter().map(|c| (c.pid, c)).collect();
     let mut out = Vec::new();
@@ -20,10 +19,7 @@ pub(super) fn findings(ix: &Index, children: &[ChildRecord], cfg: &ChildrenConfi
 }
 
 pub(super) fn sort_pid(f: &Finding) -> u64 {
-    ["pid", "child_pid", "waiter_pid"]
-        .iter()
-        .find_map(|k| f.fields.get(*k).and_then(Value::as_u64))
-        .unwrap_or(u64::MAX)
+    ["pid", "child_pid", "waiter_pid"].iter().find_map(|k| f.fields.get(*k).and_then(Value::as_u64)).unwrap_or(u64::MAX)
 }
 
 pub(super) fn finding(kind: FindingKind, severity: Severity, summary: String, fields: Value) -> Finding {
@@ -224,9 +220,8 @@ pub(super) fn wait_child(ix: &Index, children: &[ChildRecord], w: &WaitCall, in_
 }
 
 pub(super) fn only_live_child(children: &[ChildRecord], w: &WaitCall, in_flight: bool) -> Option<u32> {
-    let mut live = children
-        .iter()
-        .filter(|c| c.ppid == w.pid && if in_flight { c.alive_at_end } else { live_at(c, w.start_ns) });
+    let mut live =
+        children.iter().filter(|c| c.ppid == w.pid && if in_flight { c.alive_at_end } else { live_at(c, w.start_ns) });
     match (live.next(), live.next()) {
         (Some(c), None) => Some(c.pid),
         _ => None,
@@ -313,7 +308,11 @@ pub(super) fn pipes_held(ix: &Index, by_pid: &HashMap<u32, &ChildRecord>) -> Vec
 }
 
 /// The root's child that `pid` descends from (strictly), if that child has exited.
-pub(super) fn exited_root_child<'a>(root: u32, by_pid: &HashMap<u32, &'a ChildRecord>, pid: u32) -> Option<&'a ChildRecord> {
+pub(super) fn exited_root_child<'a>(
+    root: u32,
+    by_pid: &HashMap<u32, &'a ChildRecord>,
+    pid: u32,
+) -> Option<&'a ChildRecord> {
     let mut cur = *by_pid.get(&pid)?;
     // Bounded: corrupt ppids could form a cycle.
     for _ in 0..=by_pid.len() {
@@ -325,5 +324,3 @@ pub(super) fn exited_root_child<'a>(root: u32, by_pid: &HashMap<u32, &'a ChildRe
     }
     None
 }
-
-

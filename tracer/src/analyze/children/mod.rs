@@ -190,7 +190,9 @@ impl<'a> Index<'a> {
     fn fork_of(&self, pid: u32) -> Option<(u64, u32, &'a str)> {
         self.events(pid)
             .filter_map(|e| match e {
-                LifeEvent::Fork { ts_ns, parent_pid, parent_comm, .. } => Some((*ts_ns, *parent_pid, parent_comm.as_str())),
+                LifeEvent::Fork { ts_ns, parent_pid, parent_comm, .. } => {
+                    Some((*ts_ns, *parent_pid, parent_comm.as_str()))
+                }
                 _ => None,
             })
             .min_by_key(|f| f.0)
@@ -257,7 +259,9 @@ impl<'a> Index<'a> {
     fn pidfd_target(&self, pid: u32, fd: i32, ts: u64) -> Option<u32> {
         self.events(pid)
             .filter_map(|e| match e {
-                LifeEvent::Pidfd { ts_ns, fd: f, target_pid, .. } if *f == fd && *ts_ns <= ts => Some((*ts_ns, *target_pid)),
+                LifeEvent::Pidfd { ts_ns, fd: f, target_pid, .. } if *f == fd && *ts_ns <= ts => {
+                    Some((*ts_ns, *target_pid))
+                }
                 _ => None,
             })
             .max_by_key(|x| x.0)
@@ -330,9 +334,8 @@ fn record(ix: &Index, pids: &BTreeSet<u32>, pid: u32) -> ChildRecord {
     // A reap record beats the snapshot: a 'Z' after a seen reap can only be a reused pid.
     let never_reaped = zombie_at_end && reaped_at_ns.is_none();
     let ended = exited_at_ns.is_some() || reaped_at_ns.is_some() || zombie_at_end || zombie_at_attach;
-    let zombie_age_ns = never_reaped
-        .then(|| exited_at_ns.map(|e| end.saturating_sub(e)).or(zombie_at_attach.then_some(end)))
-        .flatten();
+    let zombie_age_ns =
+        never_reaped.then(|| exited_at_ns.map(|e| end.saturating_sub(e)).or(zombie_at_attach.then_some(end))).flatten();
     let comm = comm_of(ix, pid, init, fin);
     let alive_at_end = fin.is_some_and(|p| p.state != 'Z');
     ChildRecord {
@@ -377,10 +380,7 @@ fn exit_info(ix: &Index, pid: u32, init: Option<&ProcSnapshot>, fin: Option<&Pro
             .filter(|p| p.state == 'Z')
             .find_map(|p| p.exit_status.and_then(ExitInfo::from_wait_status))
     };
-    ix.reaping_wait(pid)
-        .and_then(|w| w.exit)
-        .or_else(zombie)
-        .or_else(|| ix.returned_waits(pid).find_map(|w| w.exit))
+    ix.reaping_wait(pid).and_then(|w| w.exit).or_else(zombie).or_else(|| ix.returned_waits(pid).find_map(|w| w.exit))
 }
 
 /// The comm it ended with (Exit, final snapshot), else the one exec gave it, else older ones.

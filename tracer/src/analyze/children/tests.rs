@@ -23,7 +23,16 @@ fn exit(ts_ns: u64, pid: u32, comm: &str) -> LifeEvent {
     LifeEvent::Exit { ts_ns, pid, comm: comm.into() }
 }
 #[allow(clippy::too_many_arguments)]
-fn sig(ts_ns: u64, sender_pid: u32, sender_tid: u32, sender_comm: &str, target_pid: u32, signal: i32, code: i32, result: i32) -> LifeEvent {
+fn sig(
+    ts_ns: u64,
+    sender_pid: u32,
+    sender_tid: u32,
+    sender_comm: &str,
+    target_pid: u32,
+    signal: i32,
+    code: i32,
+    result: i32,
+) -> LifeEvent {
     LifeEvent::Signal {
         ts_ns,
         sender_pid,
@@ -40,7 +49,18 @@ fn sigchld_ev(ts: u64, child: u32, parent: u32, result: i32) -> LifeEvent {
     sig(ts, child, child, "child", parent, SIGCHLD, CLD_EXITED, result)
 }
 fn call(pid: u32, tid: u32, syscall: &str, target: WaitTarget, start_ns: u64, end_ns: Option<u64>) -> WaitCall {
-    WaitCall { pid, tid, syscall: syscall.into(), target, options: 0, start_ns, end_ns, ret: None, reaped_pid: None, exit: None }
+    WaitCall {
+        pid,
+        tid,
+        syscall: syscall.into(),
+        target,
+        options: 0,
+        start_ns,
+        end_ns,
+        ret: None,
+        reaped_pid: None,
+        exit: None,
+    }
 }
 fn reaped(w: WaitCall, child: u32, exit: ExitInfo) -> LifeEvent {
     LifeEvent::Wait(WaitCall { ret: Some(child as i64), reaped_pid: Some(child), exit: Some(exit), ..w })
@@ -139,7 +159,10 @@ fn zombie_at_attach_from_snapshots_only() {
         f.summary,
         "pid 1300 (make) has been a zombie for over 10.0 s (since before attach) and was never reaped by its parent pid 1200: call Wait() after Start() (or waitpid) for every child."
     );
-    assert_eq!(f.fields, obj(json!({"pid": 1300, "parent_pid": 1200, "zombie_ms": 10000, "reaped": false, "cmdline": "make"})));
+    assert_eq!(
+        f.fields,
+        obj(json!({"pid": 1300, "parent_pid": 1200, "zombie_ms": 10000, "reaped": false, "cmdline": "make"}))
+    );
 }
 
 /// The reaping Wait comes first in the vector, the Exit and the Fork after it.
@@ -220,10 +243,8 @@ fn prompt_reaps_and_free_only_reaps() {
 fn reaping_wait_without_exit_or_fork() {
     let w1 = call(ROOT, ROOT, "wait4", WaitTarget::Pid { pid: 1234 }, 2 * S, Some(2 * S + 1000));
     let w2 = call(ROOT, ROOT, "wait4", WaitTarget::AnyChild, 3 * S, Some(3 * S + 1000));
-    let l = lc(
-        vec![fork(S, 1234, ROOT), reaped(w1, 1234, ExitInfo::Exited { code: 3 }), reaped(w2, 1240, EXITED0)],
-        5 * S,
-    );
+    let l =
+        lc(vec![fork(S, 1234, ROOT), reaped(w1, 1234, ExitInfo::Exited { code: 3 }), reaped(w2, 1240, EXITED0)], 5 * S);
     let r = run(&l);
     assert_eq!(r.children.iter().map(|c| c.pid).collect::<Vec<_>>(), vec![1240, 1234]);
     let c = rec(&r, 1234);
@@ -406,13 +427,20 @@ fn killed_by_the_target() {
 #[test]
 fn killed_by_the_kernel_and_left_a_zombie() {
     let mut l = lc(
-        vec![fork(S, 1234, ROOT), sig(2 * S, 777, 778, "java", 1234, SIGKILL, SI_KERNEL, 0), exit(2 * S + 1000, 1234, "hog")],
+        vec![
+            fork(S, 1234, ROOT),
+            sig(2 * S, 777, 778, "java", 1234, SIGKILL, SI_KERNEL, 0),
+            exit(2 * S + 1000, 1234, "hog"),
+        ],
         4 * S,
     );
     l.final_procs = vec![ProcSnapshot { exit_status: Some(9), ..snap(1234, ROOT, 'Z', "hog", &[]) }];
     let r = run(&l);
     assert_eq!(rec(&r, 1234).exit, Some(KILLED9));
-    assert_eq!(kinds(&r), vec![(FindingKind::ZombieChild, Severity::High), (FindingKind::KilledBySignal, Severity::High)]);
+    assert_eq!(
+        kinds(&r),
+        vec![(FindingKind::ZombieChild, Severity::High), (FindingKind::KilledBySignal, Severity::High)]
+    );
     let f = &r.findings[1];
     assert_eq!(
         f.summary,
@@ -441,7 +469,10 @@ fn killed_from_outside_the_target() {
         3 * S,
     );
     let r = run(&l);
-    assert_eq!(kinds(&r), vec![(FindingKind::WaitStall, Severity::High), (FindingKind::KilledBySignal, Severity::High)]);
+    assert_eq!(
+        kinds(&r),
+        vec![(FindingKind::WaitStall, Severity::High), (FindingKind::KilledBySignal, Severity::High)]
+    );
     let f = &r.findings[1];
     assert_eq!(
         f.summary,
@@ -595,7 +626,8 @@ fn descendants_from_initial_and_forks_only() {
         ],
         3 * S,
     );
-    l.initial = vec![snap(1234, ROOT, 'S', "bash", &["bash", "run.sh"]), snap(1235, 1234, 'S', "sleep", &["sleep", "50"])];
+    l.initial =
+        vec![snap(1234, ROOT, 'S', "bash", &["bash", "run.sh"]), snap(1235, 1234, 'S', "sleep", &["sleep", "50"])];
     l.final_procs = vec![
         snap(ROOT, 1, 'S', "app", &["app"]),
         snap(1234, ROOT, 'S', "bash", &["bash", "run.sh"]),
@@ -643,7 +675,10 @@ fn degrades_on_inconsistent_input() {
         vec![
             fork(9 * S, 1300, 1301),
             fork(9 * S, 1301, 1300),
-            LifeEvent::Wait(WaitCall { reaped_pid: Some(1302), ..call(ROOT, ROOT, "wait4", WaitTarget::AnyChild, 5 * S, Some(S)) }),
+            LifeEvent::Wait(WaitCall {
+                reaped_pid: Some(1302),
+                ..call(ROOT, ROOT, "wait4", WaitTarget::AnyChild, 5 * S, Some(S))
+            }),
             exit(8 * S, 1302, ""),
             exec(S, 1303, &[""]),
         ],
