@@ -142,6 +142,20 @@ pub fn sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// The syscall number from the saved registers (orig_ax: ax holds the return value by now).
+#[inline(always)]
+fn orig_nr(regs: *const pt_regs) -> Option<i32> {
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }.ok().map(|v: u64| v as i32)
+    }
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    {
+        let _ = regs;
+        None
+    }
+}
+
 /// The arguments, from the saved registers (the kernel leaves the argument registers of
 /// pt_regs untouched during a call).
 #[inline(always)]
@@ -211,8 +225,19 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(p) = INFLIGHT.get_ptr_mut(tid) else { return Ok(()) };
     // SAFETY: live map value of this thread.
     let inf = unsafe { &mut *p };
-    // Entered before we attached: nothing to measure.
+    // Entry not seen (entered before we attached): nothing to measure. A wait returning is
+    // still a lifecycle fact the ledger needs (which child was reaped, how it ended): send it,
+    // with an unknown start.
     if inf.active == 0 {
+        let regs: *const pt_regs = ctx.arg(0);
+        if let Some(nr) = orig_nr(regs) {
+            if nr == g32(&NR_WAIT4) || nr == g32(&NR_WAITID) {
+                inf.nr = nr;
+                inf.regs = regs as u64;
+                inf.ts = 0;
+                wait_event(inf, ctx.arg(1));
+            }
+        }
         return Ok(());
     }
     inf.active = 0;

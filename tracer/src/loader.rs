@@ -129,9 +129,20 @@ impl Probes {
     }
 
     /// Adds a TGID to the tracked set.
+    /// Adds a TGID to the tracked set, with an idle syscall entry for each of its threads: a
+    /// call they are already in (a wait, say) is then still seen returning.
     pub fn track(&mut self, tgid: u32, kind: u32) -> Result<()> {
         let mut map: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACKED")?)?;
         map.insert(tgid, kind, 0).with_context(|| format!("tracking pid {tgid}"))?;
+        let mut inflight: HashMap<_, u32, Inflight> = HashMap::try_from(self.map_mut("INFLIGHT")?)?;
+        let tids = std::fs::read_dir(format!("/proc/{tgid}/task"))
+            .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for tid in tids {
+            // SAFETY: Inflight is plain data; all-zero is "not in a call".
+            let idle = Inflight { tgid, ..unsafe { std::mem::zeroed() } };
+            let _ = inflight.insert(tid, idle, 0);
+        }
         Ok(())
     }
 

@@ -113,6 +113,7 @@ impl LifeCollector {
             syscall: name,
             target,
             options: r.e as u64,
+            // 0: the call started before the probes saw it (before attach, at the latest).
             start_ns: self.rel(r.f as u64),
             end_ns: Some(self.rel(r.ts_ns)),
             ret: Some(r.b),
