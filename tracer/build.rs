@@ -17,6 +17,10 @@ fn main() -> anyhow::Result<()> {
         fs::write(&out, b"")?;
         return Ok(());
     }
+    // aya-build watches the eBPF crate; the types it shares with us live in tracer-common, and
+    // a change there (a counter index, a struct layout) must rebuild the object too.
+    let common = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../tracer-common");
+    println!("cargo:rerun-if-changed={}", common.display());
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../tracer-ebpf");
     let root = root.to_str().expect("utf-8 path").to_owned();
     aya_build::build_ebpf(

@@ -23,7 +23,7 @@ pub const TEXT_LEN: usize = 64;
 /// One lifecycle event. Field meaning by kind:
 /// - FORK: tgid = child, tid = forking thread, other = parent tgid, a = clone flags, comm = parent's.
 /// - EXEC: tgid/tid = the process, text = filename, comm = new comm.
-/// - EXIT: tgid = the process, tid = its last thread, comm.
+/// - EXIT: tgid = the process, tid = its last thread, comm, a = wait status, b = 1 when `a` is known.
 /// - SIGNAL: tgid/tid/comm = sender, other = target pid, a = signal, b = si_code, c = result,
 ///   text = target comm.
 /// - SIGNAL_DELIVER: tgid/tid = receiver, a = signal, b = si_code.

@@ -3,7 +3,10 @@
 //! the child-process ledger), signals generated and delivered, wait calls returning, pidfds
 //! obtained, and tasks freed.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
+    },
     macros::map,
     maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
@@ -47,6 +50,10 @@ static SIGDEL_SIG_OFF: u32 = 8;
 static SIGDEL_CODE_OFF: u32 = 16;
 #[unsafe(no_mangle)]
 static FREE_PID_OFF: u32 = 12;
+/// Offset of task_struct.exit_code (from the kernel's BTF), or u32::MAX when unknown. do_exit
+/// stores the wait status there before sched_process_exit fires.
+#[unsafe(no_mangle)]
+static TASK_EXIT_CODE_OFF: u32 = u32::MAX;
 
 /// Go preempts goroutines with SIGURG, thousands of times a second: not lifecycle.
 const SIGURG: i32 = 23;
@@ -125,6 +132,15 @@ pub fn sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let _ = crate::sched::OFF_START.remove(pid_tgid as u32);
     if group_dead {
         if let Some(e) = new_event(EVENT_EXIT) {
+            let off = global(&TASK_EXIT_CODE_OFF);
+            if off != u32::MAX {
+                let task = unsafe { bpf_get_current_task() } as usize;
+                // SAFETY: kernel read through the helper; a failed read leaves b = 0 (unknown).
+                if let Ok(code) = unsafe { bpf_probe_read_kernel((task + off as usize) as *const i32) } {
+                    e.a = code as i64;
+                    e.b = 1;
+                }
+            }
             send(e);
         }
     }

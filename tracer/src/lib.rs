@@ -1,6 +1,7 @@
 //! rtrace: probes → collect → Capture → symbolize → analyze → render.
 //! See ../shared/docs/architecture.md for where each stage lives and why.
 pub mod analyze;
+pub mod btf;
 pub mod capture;
 pub mod cli;
 pub mod collect;

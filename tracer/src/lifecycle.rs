@@ -125,11 +125,14 @@ pub enum LifeEvent {
         filename: String,
         argv: Vec<String>,
     },
-    /// The whole process exited (last thread).
+    /// The whole process exited (last thread). `status`: the wait status it leaves for its
+    /// parent (task_struct.exit_code), when the kernel's BTF gave its offset.
     Exit {
         ts_ns: u64,
         pid: u32,
         comm: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<i32>,
     },
     /// A signal was generated (kill, tgkill, pidfd_send_signal, the kernel …) by `sender` for
     /// `target`, where one of them is tracked. `result`: 0 delivered, 1 ignored, 2 already

@@ -75,6 +75,8 @@ impl Probes {
             ("SIGDEL_SIG_OFF", sigdel.offset("sig")?),
             ("SIGDEL_CODE_OFF", sigdel.offset("code")?),
             ("FREE_PID_OFF", free.offset("pid")?),
+            // Optional: without it exit statuses come only from wait calls and zombies.
+            ("TASK_EXIT_CODE_OFF", crate::btf::kernel_member_offset("task_struct", "exit_code").unwrap_or(u32::MAX)),
         ];
         let switch = Format::read("sched", "sched_switch")?;
         let waking = Format::read("sched", "sched_waking")?;

@@ -76,7 +76,7 @@ impl LifeCollector {
             }
             EVENT_EXIT => {
                 self.exited.insert(r.tgid);
-                LifeEvent::Exit { ts_ns, pid: r.tgid, comm: cstr(&r.comm) }
+                LifeEvent::Exit { ts_ns, pid: r.tgid, comm: cstr(&r.comm), status: (r.b == 1).then_some(r.a as i32) }
             }
             EVENT_SIGNAL => LifeEvent::Signal {
                 ts_ns,

@@ -371,7 +371,8 @@ fn reap(ix: &Index, pid: u32) -> (Option<u64>, Option<Reaper>) {
     }
 }
 
-/// From the reaping wait, else a zombie snapshot's status, else a WNOWAIT peek.
+/// From the reaping wait, else a zombie snapshot's status, else a WNOWAIT peek, else the status
+/// the kernel recorded at exit (a child reaped by a wait rtrace did not see, or auto-reaped).
 fn exit_info(ix: &Index, pid: u32, init: Option<&ProcSnapshot>, fin: Option<&ProcSnapshot>) -> Option<ExitInfo> {
     let zombie = || {
         [fin, init]
@@ -380,7 +381,17 @@ fn exit_info(ix: &Index, pid: u32, init: Option<&ProcSnapshot>, fin: Option<&Pro
             .filter(|p| p.state == 'Z')
             .find_map(|p| p.exit_status.and_then(ExitInfo::from_wait_status))
     };
-    ix.reaping_wait(pid).and_then(|w| w.exit).or_else(zombie).or_else(|| ix.returned_waits(pid).find_map(|w| w.exit))
+    let at_exit = || {
+        ix.events(pid).find_map(|e| match e {
+            LifeEvent::Exit { status: Some(s), .. } => ExitInfo::from_wait_status(*s),
+            _ => None,
+        })
+    };
+    ix.reaping_wait(pid)
+        .and_then(|w| w.exit)
+        .or_else(zombie)
+        .or_else(|| ix.returned_waits(pid).find_map(|w| w.exit))
+        .or_else(at_exit)
 }
 
 /// The comm it ended with (Exit, final snapshot), else the one exec gave it, else older ones.

@@ -20,7 +20,7 @@ fn exec(ts_ns: u64, pid: u32, argv: &[&str]) -> LifeEvent {
     LifeEvent::Exec { ts_ns, pid, filename: format!("/usr/bin/{}", argv[0]), argv }
 }
 fn exit(ts_ns: u64, pid: u32, comm: &str) -> LifeEvent {
-    LifeEvent::Exit { ts_ns, pid, comm: comm.into() }
+    LifeEvent::Exit { ts_ns, pid, comm: comm.into(), status: None }
 }
 #[allow(clippy::too_many_arguments)]
 fn sig(
@@ -708,4 +708,19 @@ fn findings_serialize_flat_and_round_trip() {
     assert!(v.get("fields").is_none());
     let back: ChildrenReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
     assert_eq!(back, r);
+}
+
+/// No wait seen (reaped by a wait rtrace missed, or auto-reaped): the status the kernel recorded
+/// at exit still says how the child ended.
+#[test]
+fn exit_status_from_the_exit_event() {
+    let mut l = lc(vec![fork(S, 1234, ROOT), exit(2 * S, 1234, "true")], 3 * S);
+    if let LifeEvent::Exit { status, .. } = &mut l.events[1] {
+        *status = Some(7 << 8);
+    }
+    l.events.push(LifeEvent::Free { ts_ns: 2 * S + 10_000_000, pid: 1234 });
+    let r = run(&l);
+    let c = rec(&r, 1234);
+    assert_eq!(c.exit, Some(ExitInfo::Exited { code: 7 }));
+    assert_eq!(c.reaped_at_ns, Some(2 * S + 10_000_000));
 }
