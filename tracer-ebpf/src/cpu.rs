@@ -21,8 +21,14 @@ use crate::counters::bump;
 pub static USER_STACKS: HashMap<u32, StackRec> = HashMap::with_max_entries(USER_STACK_ENTRIES, 0);
 #[map]
 pub static KERNEL_STACKS: HashMap<u32, StackRec> = HashMap::with_max_entries(KERNEL_STACK_ENTRIES, 0);
+/// One scratch stack per nesting level on a CPU: a perf-event sample (NMI) or a wakeup from an
+/// interrupt can run while another program on this CPU is in the middle of taking a stack.
 #[map]
-static STACK_SCRATCH: PerCpuArray<StackRec> = PerCpuArray::with_max_entries(1, 0);
+static STACK_SCRATCH: PerCpuArray<StackRec> = PerCpuArray::with_max_entries(NEST_LEVELS, 0);
+#[map]
+static STACK_NEST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+const NEST_LEVELS: u32 = 4;
 #[map]
 static CPU_COUNTS: HashMap<CpuKey, u64> = HashMap::with_max_entries(MAX_CPU_KEYS, 0);
 
@@ -30,11 +36,25 @@ const EFAULT: i64 = 14;
 
 /// Takes the current user or kernel stack and stores it under a hash of its frames (see
 /// tracer_common::stack). Err(errno) when it could not be taken; Err(0) when the table was
-/// full.
+/// full (or programs nested deeper than NEST_LEVELS).
 #[inline(always)]
 fn take_stack<C: EbpfContext>(ctx: &C, user: bool) -> Result<i32, i64> {
-    let Some(buf) = STACK_SCRATCH.get_ptr_mut(0) else { return Err(0) };
-    // SAFETY: per-CPU scratch slot, ours for this program run.
+    let Some(nest) = STACK_NEST.get_ptr_mut(0) else { return Err(0) };
+    // SAFETY: per-CPU counter; a nested program restores it before the outer one resumes.
+    let level = unsafe { *nest };
+    if level >= NEST_LEVELS {
+        return Err(0);
+    }
+    unsafe { *nest = level + 1 };
+    let r = take_stack_in(ctx, user, level);
+    unsafe { *nest = level };
+    r
+}
+
+#[inline(always)]
+fn take_stack_in<C: EbpfContext>(ctx: &C, user: bool, level: u32) -> Result<i32, i64> {
+    let Some(buf) = STACK_SCRATCH.get_ptr_mut(level) else { return Err(0) };
+    // SAFETY: this nesting level's per-CPU scratch slot.
     let buf = unsafe { &mut *buf };
     let flags = if user { BPF_F_USER_STACK as u64 } else { 0 };
     let size = (MAX_DEPTH * 8) as u32;

@@ -8,24 +8,20 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes,
     },
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, RingBuf},
     programs::TracePointContext,
     EbpfContext,
 };
 use tracer_common::{
     counters,
     limits::EVENTS_RING_BYTES,
-    process::{
-        LifeEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER, TEXT_LEN,
-    },
+    process::{LifeEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER},
 };
 
 use crate::target::{global, is_tracked, TRACKED};
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
-#[map]
-static EVENT_SCRATCH: PerCpuArray<LifeEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Offset of `group_dead` in sched:sched_process_exit, or u32::MAX on kernels without it.
 #[unsafe(no_mangle)]
@@ -58,41 +54,66 @@ static TASK_EXIT_CODE_OFF: u32 = u32::MAX;
 /// Go preempts goroutines with SIGURG, thousands of times a second: not lifecycle.
 const SIGURG: i32 = 23;
 
-/// A zeroed per-CPU event to fill (too big for the BPF stack alongside the rest).
+/// An event being filled in place in the ring buffer. Each program reserves its own record:
+/// a shared per-CPU scratch buffer would be overwritten when a program runs nested inside
+/// another on the same CPU (sched_process_free from an RCU softirq, signal_generate from a
+/// timer interrupt, interrupting a syscall-exit program), garbling both events.
+pub struct Event(Option<RingBufEntry<LifeEvent>>);
+
+impl core::ops::Deref for Event {
+    type Target = LifeEvent;
+    fn deref(&self) -> &LifeEvent {
+        // SAFETY: initialized in new_event; Some until sent or dropped.
+        unsafe { self.0.as_ref().unwrap_unchecked().assume_init_ref() }
+    }
+}
+
+impl core::ops::DerefMut for Event {
+    fn deref_mut(&mut self) -> &mut LifeEvent {
+        // SAFETY: as above.
+        unsafe { self.0.as_mut().unwrap_unchecked().assume_init_mut() }
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            e.discard(0);
+        }
+    }
+}
+
+/// A zeroed event of `kind` for the current task, reserved in the ring buffer.
 #[inline(always)]
-pub fn new_event(kind: u32) -> Option<&'static mut LifeEvent> {
-    let p = EVENT_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: per-CPU scratch slot, ours for this program run.
-    let e = unsafe { &mut *p };
+pub fn new_event(kind: u32) -> Option<Event> {
+    let Some(mut entry) = EVENTS.reserve::<LifeEvent>(0) else {
+        crate::counters::bump(counters::EVENTS_DROPPED);
+        return None;
+    };
     let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the reserved record is ours; zero it, then set the common fields.
+    let e = unsafe {
+        core::ptr::write_bytes(entry.as_mut_ptr(), 0, 1);
+        &mut *entry.as_mut_ptr()
+    };
     e.kind = kind;
     e.tgid = (pid_tgid >> 32) as u32;
     e.tid = pid_tgid as u32;
-    e.other = 0;
     e.ts_ns = unsafe { bpf_ktime_get_ns() };
-    e.a = 0;
-    e.b = 0;
-    e.c = 0;
-    e.d = 0;
-    e.e = 0;
-    e.f = 0;
-    e.g = 0;
-    e.h = 0;
     e.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    e.text = [0; TEXT_LEN];
-    Some(e)
+    Some(Event(Some(entry)))
 }
 
 #[inline(always)]
-pub fn send(e: &LifeEvent) {
-    if EVENTS.output::<LifeEvent>(e, 0).is_err() {
-        crate::counters::bump(counters::EVENTS_DROPPED);
+pub fn send(mut e: Event) {
+    if let Some(entry) = e.0.take() {
+        entry.submit(0);
     }
 }
 
 /// Called by task_newtask in the parent's context for a new process (not a thread).
 pub fn emit_fork(child_tgid: u32, parent_tgid: u32, clone_flags: u64) {
-    if let Some(e) = new_event(EVENT_FORK) {
+    if let Some(mut e) = new_event(EVENT_FORK) {
         e.other = parent_tgid;
         e.tgid = child_tgid;
         e.a = clone_flags as i64;
@@ -105,7 +126,7 @@ pub fn sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if !is_tracked((pid_tgid >> 32) as u32) {
         return Ok(());
     }
-    let Some(e) = new_event(EVENT_EXEC) else { return Ok(()) };
+    let Some(mut e) = new_event(EVENT_EXEC) else { return Ok(()) };
     // __data_loc: low 16 bits offset of the string in the record, high 16 bits its length.
     let loc: u32 = unsafe { ctx.read_at(global(&EXEC_FILENAME_OFF) as usize) }.map_err(|e| e as i64)?;
     let src = (ctx.as_ptr() as usize + (loc & 0xffff) as usize) as *const u8;
@@ -131,7 +152,7 @@ pub fn sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let _ = crate::syscalls::INFLIGHT.remove(pid_tgid as u32);
     let _ = crate::sched::OFF_START.remove(pid_tgid as u32);
     if group_dead {
-        if let Some(e) = new_event(EVENT_EXIT) {
+        if let Some(mut e) = new_event(EVENT_EXIT) {
             let off = global(&TASK_EXIT_CODE_OFF);
             if off != u32::MAX {
                 let task = unsafe { bpf_get_current_task() } as usize;
@@ -159,7 +180,7 @@ pub fn signal_generate(ctx: &TracePointContext) -> Result<(), i64> {
     if !is_tracked(target as u32) && !is_tracked(sender) {
         return Ok(());
     }
-    let Some(e) = new_event(EVENT_SIGNAL) else { return Ok(()) };
+    let Some(mut e) = new_event(EVENT_SIGNAL) else { return Ok(()) };
     e.other = target as u32;
     e.a = sig as i64;
     e.b = unsafe { ctx.read_at::<i32>(global(&SIGGEN_CODE_OFF) as usize) }.unwrap_or(0) as i64;
@@ -179,7 +200,7 @@ pub fn signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
     if sig == SIGURG {
         return Ok(());
     }
-    let Some(e) = new_event(EVENT_SIGNAL_DELIVER) else { return Ok(()) };
+    let Some(mut e) = new_event(EVENT_SIGNAL_DELIVER) else { return Ok(()) };
     e.a = sig as i64;
     e.b = unsafe { ctx.read_at::<i32>(global(&SIGDEL_CODE_OFF) as usize) }.unwrap_or(0) as i64;
     send(e);
@@ -195,7 +216,7 @@ pub fn sched_process_free(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let _ = TRACKED.remove(pid);
-    if let Some(e) = new_event(EVENT_FREE) {
+    if let Some(mut e) = new_event(EVENT_FREE) {
         e.tgid = pid;
         e.tid = pid;
         send(e);

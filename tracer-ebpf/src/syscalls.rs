@@ -261,7 +261,7 @@ fn lifecycle_exit(inf: &Inflight, ret: i64) {
     } else if ret > 0 && (nr == g32(&NR_CLONE) || nr == g32(&NR_CLONE3)) {
         clone_pidfd(inf, ret);
     } else if ret >= 0 && nr == g32(&NR_PIDFD_OPEN) {
-        if let Some(e) = new_event(EVENT_PIDFD) {
+        if let Some(mut e) = new_event(EVENT_PIDFD) {
             e.other = args_of(inf)[0] as u32;
             e.a = ret;
             send(e);
@@ -272,7 +272,7 @@ fn lifecycle_exit(inf: &Inflight, ret: i64) {
 #[inline(always)]
 fn wait_event(inf: &Inflight, ret: i64) {
     let args = args_of(inf);
-    let Some(e) = new_event(EVENT_WAIT) else { return };
+    let Some(mut e) = new_event(EVENT_WAIT) else { return };
     e.a = inf.nr as i64;
     e.b = ret;
     e.c = args[0] as i64;
@@ -321,7 +321,7 @@ fn clone_pidfd(inf: &Inflight, child: i64) {
         return;
     }
     let Ok(fd) = (unsafe { bpf_probe_read_user(ptr as *const i32) }) else { return };
-    if let Some(e) = new_event(EVENT_PIDFD) {
+    if let Some(mut e) = new_event(EVENT_PIDFD) {
         e.other = child as u32;
         e.a = fd as i64;
         send(e);
