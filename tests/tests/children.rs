@@ -167,6 +167,12 @@ fn go_many(go: Go) {
     let a = &r["accounting"];
     assert_eq!(a["events_dropped"], 0, "{a}");
     assert_eq!(a["tracked_map_full"], 0, "{a}");
+    // Exited children's syscall stats are taken out of the kernel map during the session, so
+    // 2,000 processes' worth of (process, syscall) keys never fill it.
+    assert_eq!(a["syscalls_lost"], 0, "{a}");
+    let execs =
+        r["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == "execve").unwrap()["count"].as_u64().unwrap();
+    assert!(execs >= 2000, "execve counted {execs} times");
     let ledger = r["children"].as_array().unwrap();
     // argv from /proc when the child lived long enough to read it, else the exec'd file.
     let trues: Vec<&Value> =

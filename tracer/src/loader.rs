@@ -263,10 +263,31 @@ impl Probes {
 
     /// Per-(process, syscall) stats, summed over CPUs.
     pub fn syscall_stats(&self) -> Result<Vec<(SysKey, SysStats)>> {
+        self.read_syscall_stats(|_| true)
+    }
+
+    /// Takes the stats of the given (exited) processes out of the kernel map: a CLI that runs
+    /// thousands of short children would otherwise fill it, and every later call would be lost.
+    pub fn harvest_syscall_stats(
+        &mut self,
+        exited: &std::collections::BTreeSet<u32>,
+    ) -> Result<Vec<(SysKey, SysStats)>> {
+        let out = self.read_syscall_stats(|k| exited.contains(&k.tgid))?;
+        let mut map: PerCpuHashMap<_, SysKey, SysStats> = PerCpuHashMap::try_from(self.map_mut("SYSCALL_STATS")?)?;
+        for (k, _) in &out {
+            let _ = map.remove(k);
+        }
+        Ok(out)
+    }
+
+    fn read_syscall_stats(&self, want: impl Fn(&SysKey) -> bool) -> Result<Vec<(SysKey, SysStats)>> {
         let map: PerCpuHashMap<_, SysKey, SysStats> = PerCpuHashMap::try_from(self.map("SYSCALL_STATS")?)?;
         let mut out = Vec::new();
         for entry in map.iter() {
             let (k, per_cpu) = entry?;
+            if !want(&k) {
+                continue;
+            }
             let mut sum = SysStats {
                 count: 0,
                 errors: 0,

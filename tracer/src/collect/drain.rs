@@ -9,7 +9,13 @@ use crate::{
     loader::Probes,
 };
 
-pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64) -> Result<Capture> {
+/// `harvested`: syscall stats already taken out of the kernel map during the session.
+pub fn drain(
+    probes: &Probes,
+    mut slow: super::slow::SlowStore,
+    start_mono: u64,
+    harvested: Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
+) -> Result<Capture> {
     let n = probes.counters();
     let user_stacks = probes.stacks("USER_STACKS")?;
     let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
@@ -88,6 +94,7 @@ pub fn drain(probes: &Probes, mut slow: super::slow::SlowStore, start_mono: u64)
     let syscalls: Vec<RawSyscall> = probes
         .syscall_stats()?
         .into_iter()
+        .chain(harvested)
         .map(|(k, v)| RawSyscall {
             tgid: k.tgid,
             nr: k.nr,

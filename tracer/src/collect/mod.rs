@@ -74,6 +74,8 @@ pub async fn run(
     );
     tokio::pin!(sleep);
     let mut tick = tokio::time::interval(TICK);
+    let mut harvested = std::collections::BTreeSet::new();
+    let mut harvested_stats = Vec::new();
     let mut last_refresh = Instant::now();
     let countdown = !params.quiet && std::io::stderr().is_terminal();
 
@@ -97,6 +99,12 @@ pub async fn run(
                 }
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();
+                    // Exited processes' syscall stats leave the kernel map, making room.
+                    let exited: std::collections::BTreeSet<u32> = registry.exited().difference(&harvested).copied().collect();
+                    if params.syscalls.is_some() && !exited.is_empty() {
+                        harvested_stats.extend(probes.harvest_syscall_stats(&exited)?);
+                        harvested.extend(exited);
+                    }
                     // A child died: who still holds the pipes it shared with the target?
                     if life.wants_pipe_scan() {
                         life.scan_pipes();
@@ -142,7 +150,7 @@ pub async fn run(
     }
     let lost = probes.counter(counters::EVENTS_DROPPED);
     let lifecycle = life.finish(lost);
-    let mut capture = drain::drain(&probes, slow, start_mono)?;
+    let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats)?;
     capture.lifecycle = lifecycle;
     add_preexisting(
         &mut capture,

@@ -69,6 +69,11 @@ impl Registry {
         self.procs.contains_key(&pid)
     }
 
+    /// Processes known to have exited.
+    pub fn exited(&self) -> std::collections::BTreeSet<u32> {
+        self.procs.iter().filter(|(_, e)| !e.alive).map(|(&p, _)| p).collect()
+    }
+
     pub fn mark_exited(&mut self, pid: u32) {
         if let Some(e) = self.procs.get_mut(&pid) {
             e.alive = false;
