@@ -5,7 +5,18 @@ pub const STATE_SLEEP: u32 = 0; // S: interruptible sleep (and other non-running
 pub const STATE_DISK: u32 = 1; // D: uninterruptible (typically disk I/O)
 pub const STATE_RUNQUEUE: u32 = 2; // switched out while runnable, or woken and waiting for a CPU
 
+/// Stack id of a block whose stacks are taken later (see `OffStart::pend_ts`).
+pub const DEFERRED_STACK: i32 = -2;
+
 /// What we remember about a tracked thread from its switch-out until its switch-in.
+///
+/// Stacks are deferred for a thread blocked inside a syscall: walking them costs ~3 µs, most
+/// blocks are shorter than --min-block, and the thread's user registers do not change until
+/// the call returns. So at switch-out the stack ids are `DEFERRED_STACK`; at a switch-in that
+/// ends a block long enough to record, the kernel stack of the (not yet running) thread is
+/// taken and the block is parked in `pend_ts`/`pend_end`; the user stack is taken in the
+/// thread's own context when its syscall returns (or when it blocks again in the same call),
+/// and only then is the block added to the maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OffStart {
@@ -24,6 +35,15 @@ pub struct OffStart {
     pub waker_comm: [u8; 16],
     /// Callers skipped by the walk of the blocked stack, when blocked in a syscall.
     pub leaf: crate::unwind::LeafFix,
+    /// A recorded block waiting for its user stack: switch-out and switch-in times (0: none).
+    /// `wake_ts`, the state and the waker fields still describe it.
+    pub pend_ts: u64,
+    pub pend_end: u64,
+    /// The user stack taken when the thread was last preempted outside a syscall, and where
+    /// (pc, sp, bp, return address): reused when it is preempted at the same point again.
+    pub pre_at: [u64; 4],
+    pub pre_stack: i32,
+    pub _pad: u32,
 }
 
 /// Blocked time by (thread, stack, state).
@@ -71,7 +91,7 @@ mod tests {
     use core::mem::size_of;
     #[test]
     fn layout() {
-        assert_eq!(size_of::<super::OffStart>(), 64 + 48);
+        assert_eq!(size_of::<super::OffStart>(), 64 + 48 + 16 + 40);
         assert_eq!(size_of::<super::OffKey>(), 24 + 48);
         assert_eq!(size_of::<super::WakeKey>(), 48 + 48);
         assert_eq!(size_of::<super::OffVal>(), 24);

@@ -47,6 +47,9 @@ pub struct Inflight {
     /// Stacks taken when the thread blocked in this call.
     pub user_stack_id: i32,
     pub kernel_stack_id: i32,
+    /// 1 when a block of this call awaits its user stack (see sched::OffStart): taken at exit.
+    pub off_pending: u32,
+    pub _pad: u32,
     pub args: [u64; 6],
     pub leaf: LeafFix,
     pub extra: [u8; EXTRA_LEN],
@@ -88,7 +91,7 @@ mod tests {
     fn layout() {
         assert_eq!(size_of::<super::SysKey>(), 8);
         assert_eq!(size_of::<super::SysStats>(), 32 + 8 * super::HIST_BUCKETS);
-        assert_eq!(size_of::<super::Inflight>(), 8 + 8 + 8 + 8 + 8 + 48 + 48 + 64);
+        assert_eq!(size_of::<super::Inflight>(), 8 + 8 + 8 + 8 + 8 + 8 + 48 + 48 + 64);
         assert_eq!(size_of::<super::SlowCall>(), 16 + 24 + 8 + 48 + 48 + 64);
         assert_eq!(size_of::<super::SlowTop>(), 8 * super::MAX_SLOW_TOP + 8);
     }

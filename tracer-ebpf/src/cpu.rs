@@ -1,8 +1,10 @@
 //! On-CPU sampling (the profile.c of libbpf-tools, filtered to tracked TGIDs): one perf event
 //! per CPU fires at the sampling frequency; we count (tgid, tid, user stack, kernel stack).
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_stack},
+    bindings::{task_struct, BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_get_task_stack},
     macros::map,
     maps::{HashMap, PerCpuArray},
     programs::PerfEventContext,
@@ -39,6 +41,14 @@ const EFAULT: i64 = 14;
 /// full (or programs nested deeper than NEST_LEVELS).
 #[inline(always)]
 fn take_stack<C: EbpfContext>(ctx: &C, user: bool) -> Result<i32, i64> {
+    let flags = if user { BPF_F_USER_STACK as u64 } else { 0 };
+    store_stack(user, |buf, size| unsafe { bpf_get_stack(ctx.as_ptr(), buf, size, flags) })
+}
+
+/// Runs `fetch` (a stack helper filling `buf` with at most `size` bytes) into this nesting
+/// level's scratch and stores the result.
+#[inline(always)]
+fn store_stack(user: bool, fetch: impl Fn(*mut c_void, u32) -> i64) -> Result<i32, i64> {
     let Some(nest) = STACK_NEST.get_ptr_mut(0) else { return Err(0) };
     // SAFETY: per-CPU counter; a nested program restores it before the outer one resumes.
     let level = unsafe { *nest };
@@ -46,19 +56,18 @@ fn take_stack<C: EbpfContext>(ctx: &C, user: bool) -> Result<i32, i64> {
         return Err(0);
     }
     unsafe { *nest = level + 1 };
-    let r = take_stack_in(ctx, user, level);
+    let r = store_stack_in(user, level, fetch);
     unsafe { *nest = level };
     r
 }
 
 #[inline(always)]
-fn take_stack_in<C: EbpfContext>(ctx: &C, user: bool, level: u32) -> Result<i32, i64> {
+fn store_stack_in(user: bool, level: u32, fetch: impl Fn(*mut c_void, u32) -> i64) -> Result<i32, i64> {
     let Some(buf) = STACK_SCRATCH.get_ptr_mut(level) else { return Err(0) };
     // SAFETY: this nesting level's per-CPU scratch slot.
     let buf = unsafe { &mut *buf };
-    let flags = if user { BPF_F_USER_STACK as u64 } else { 0 };
     let size = (MAX_DEPTH * 8) as u32;
-    let n = unsafe { bpf_get_stack(ctx.as_ptr(), buf.ips.as_mut_ptr().cast(), size, flags) };
+    let n = fetch(buf.ips.as_mut_ptr().cast(), size);
     if n <= 0 {
         return Err(if n == 0 { EFAULT } else { -n });
     }
@@ -85,6 +94,18 @@ fn take_stack_in<C: EbpfContext>(ctx: &C, user: bool, level: u32) -> Result<i32,
         }
     }
     Ok(id as i32)
+}
+
+/// The kernel stack of a task that is not running (a blocked thread about to be switched in).
+#[inline(always)]
+pub fn task_kernel_stack(task: *mut task_struct) -> i32 {
+    match store_stack(false, |buf, size| unsafe { bpf_get_task_stack(task, buf, size, 0) }) {
+        Ok(id) => id,
+        Err(e) => {
+            bump(if e == 0 { counters::KERNEL_STACK_COLLISION } else { counters::KERNEL_STACK_ERROR });
+            NO_STACK
+        }
+    }
 }
 
 /// User stack id, counting failures by reason.

@@ -23,8 +23,8 @@ mod unwind;
 #[cfg(target_arch = "bpf")]
 mod entry {
     use aya_ebpf::{
-        macros::{perf_event, raw_tracepoint, tracepoint},
-        programs::{PerfEventContext, RawTracePointContext, TracePointContext},
+        macros::{btf_tracepoint, perf_event, raw_tracepoint, tracepoint},
+        programs::{BtfTracePointContext, PerfEventContext, RawTracePointContext, TracePointContext},
     };
 
     #[perf_event]
@@ -69,8 +69,8 @@ mod entry {
         0
     }
 
-    #[tracepoint]
-    pub fn rt_sched_switch(ctx: TracePointContext) -> u32 {
+    #[btf_tracepoint(function = "sched_switch")]
+    pub fn rt_sched_switch(ctx: BtfTracePointContext) -> i32 {
         let _ = crate::sched::sched_switch(&ctx);
         0
     }
@@ -93,6 +93,13 @@ mod entry {
         0
     }
 
+    /// Tail-called by rt_sys_exit (never attached itself).
+    #[raw_tracepoint(tracepoint = "sys_exit")]
+    pub fn rt_off_complete(ctx: RawTracePointContext) -> i32 {
+        let _ = crate::syscalls::off_complete(&ctx);
+        0
+    }
+
     /// Empty programs for the benchmarks' floor: the cost of the hook itself.
     #[tracepoint]
     pub fn rt_floor_tp(_ctx: TracePointContext) -> u32 {
@@ -101,6 +108,11 @@ mod entry {
 
     #[raw_tracepoint]
     pub fn rt_floor_raw(_ctx: RawTracePointContext) -> i32 {
+        0
+    }
+
+    #[btf_tracepoint(function = "sched_switch")]
+    pub fn rt_floor_switch(_ctx: BtfTracePointContext) -> i32 {
         0
     }
 }

@@ -1,29 +1,32 @@
 //! Off-CPU with wakers (offcputime + offwaketime of libbpf-tools, filtered to tracked TGIDs).
 //!
-//! sched_switch: the outgoing tracked thread (current) records when, in which state and with
-//! which stacks it left the CPU; the incoming thread, if it has such a record, adds the time
-//! it was away to OFFCPU. A sleep that was ended by a wakeup is split: switch-out → wakeup
+//! sched_switch: the outgoing tracked thread (current) records when and in which state it left
+//! the CPU (and its stacks, unless they are deferred: see tracer_common::sched::OffStart); the
+//! incoming thread, if it has such a record, adds the time it was away to OFFCPU. A sleep that was ended by a wakeup is split: switch-out → wakeup
 //! counts in its state (sleep/disk), wakeup → switch-in as runqueue (waiting for a CPU).
 //! sched_waking runs in the waker's context, so its stacks are the waker's.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    bindings::task_struct,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
     maps::{HashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
 };
 use tracer_common::{
     counters,
     limits::{MAX_OFF_KEYS, MAX_OFF_THREADS, MAX_WAKE_KEYS},
-    sched::{OffKey, OffStart, OffVal, WakeKey, STATE_DISK, STATE_RUNQUEUE, STATE_SLEEP},
+    sched::{OffKey, OffStart, OffVal, WakeKey, DEFERRED_STACK, STATE_DISK, STATE_RUNQUEUE, STATE_SLEEP},
+    syscall::Inflight,
 };
 
 use crate::{
     counters::bump,
-    cpu::{kernel_stack, stack_quiet, user_stack},
+    cpu::{kernel_stack, stack_quiet, task_kernel_stack, user_stack},
     syscalls::INFLIGHT,
     target::{global, is_tracked},
 };
-use tracer_common::unwind::LeafFix;
+use tracer_common::{cpu::NO_STACK, unwind::LeafFix};
 
 #[map]
 pub static OFF_START: HashMap<u32, OffStart> = HashMap::with_max_entries(MAX_OFF_THREADS, 0);
@@ -34,18 +37,20 @@ static OFFCPU: HashMap<OffKey, OffVal> = HashMap::with_max_entries(MAX_OFF_KEYS,
 #[map]
 static WAKEUPS: HashMap<WakeKey, OffVal> = HashMap::with_max_entries(MAX_WAKE_KEYS, 0);
 
-/// Field offsets (sched:sched_switch, sched:sched_waking), from tracefs.
+/// task_struct.pid, from the kernel's BTF.
 #[unsafe(no_mangle)]
-static SWITCH_PREV_PID_OFF: u32 = 24;
-#[unsafe(no_mangle)]
-static SWITCH_PREV_STATE_OFF: u32 = 32;
-#[unsafe(no_mangle)]
-static SWITCH_NEXT_PID_OFF: u32 = 56;
+static TASK_PID_OFF: u32 = 0;
+/// Field offset of sched:sched_waking's pid, from tracefs.
 #[unsafe(no_mangle)]
 static WAKING_PID_OFF: u32 = 24;
 /// Shortest off-CPU interval recorded (--min-block), ns.
 #[unsafe(no_mangle)]
 static MIN_BLOCK_NS: u64 = 0;
+
+/// Raw task states (include/linux/sched.h), as sched_switch's prev_state carries them.
+const TASK_UNINTERRUPTIBLE: u32 = 0x2;
+const TASK_DEAD: u32 = 0x80;
+const TASK_NOLOAD: u32 = 0x400;
 
 #[inline(always)]
 fn min_block_ns() -> u64 {
@@ -53,63 +58,115 @@ fn min_block_ns() -> u64 {
     unsafe { core::ptr::read_volatile(&MIN_BLOCK_NS) }
 }
 
-pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
+/// sched_switch(preempt, prev, next, prev_state) as a BTF tracepoint: `next` comes as a task
+/// pointer, so the kernel stack of a thread coming back from a long block can be taken then
+/// (bpf_get_task_stack), instead of at every switch-out.
+pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let now = unsafe { bpf_ktime_get_ns() };
-    // Switch-in first: the incoming thread's record, if it is one of ours.
-    let next: i32 = unsafe { ctx.read_at(global(&SWITCH_NEXT_PID_OFF) as usize) }.map_err(|e| e as i64)?;
-    let next = next as u32;
-    if next != 0 {
-        if let Some(start) = OFF_START.get_ptr_mut(next) {
-            // SAFETY: live map value; ts == 0 marks "not switched out" (entries stay for the
-            // thread's life: rewriting in place is much cheaper than insert + delete).
-            let st = unsafe { &mut *start };
-            if st.ts != 0 {
-                let s = *st;
-                st.ts = 0;
-                account(next, &s, now);
-            }
-        }
-    }
+    let preempt: u64 = ctx.arg(0);
+    let next: *mut task_struct = ctx.arg(2);
+    let state: u64 = ctx.arg(3);
+    switch_in(next, now);
+    switch_out(ctx, preempt & 0xff != 0, state as u32, now);
+    Ok(())
+}
 
-    // Switch-out: current is the outgoing thread.
+/// The incoming thread, if it is one of ours coming back from a block.
+#[inline(always)]
+fn switch_in(next: *mut task_struct, now: u64) {
+    let off = global(&TASK_PID_OFF);
+    // SAFETY: kernel read through the helper at the BTF offset of task_struct.pid.
+    let Ok(tid) = (unsafe { bpf_probe_read_kernel((next as usize + off as usize) as *const i32) }) else {
+        return;
+    };
+    let tid = tid as u32;
+    if tid == 0 {
+        return;
+    }
+    let Some(start) = OFF_START.get_ptr_mut(tid) else { return };
+    // SAFETY: live map value; ts == 0 marks "not switched out" (entries stay for the thread's
+    // life: rewriting in place is much cheaper than insert + delete).
+    let st = unsafe { &mut *start };
+    if st.ts == 0 {
+        return;
+    }
+    let s = *st;
+    st.ts = 0;
+    if now.saturating_sub(s.ts) < min_block_ns() {
+        return;
+    }
+    if s.user_stack_id != DEFERRED_STACK {
+        account(tid, &s, now);
+        return;
+    }
+    // A long block in a syscall: its kernel stack now (the thread has not run yet), its user
+    // stack when the call returns (syscalls::sys_exit → off_complete).
+    let ks = task_kernel_stack(next);
+    st.kernel_stack_id = ks;
+    st.pend_ts = s.ts;
+    st.pend_end = now;
+    if let Some(inf) = INFLIGHT.get_ptr_mut(tid) {
+        // SAFETY: live map value; the thread is not running.
+        let inf = unsafe { &mut *inf };
+        inf.off_pending = 1;
+        inf.kernel_stack_id = ks;
+    }
+}
+
+/// The outgoing thread (current), if tracked: when, in which state, and — unless deferred —
+/// with which stacks it left the CPU.
+#[inline(always)]
+fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
     if tgid == 0 || !is_tracked(tgid) {
-        return Ok(());
+        return;
     }
-    let state: i64 = unsafe { ctx.read_at(global(&SWITCH_PREV_STATE_OFF) as usize) }.map_err(|e| e as i64)?;
-    // Low byte: the TASK_REPORT state bits (0 = running, i.e. preempted); 0x100 = preempted.
-    let bits = state & 0xff;
-    let class = if bits == 0 {
+    // Raw task state: 0 running (or `preempt`) = still runnable; TASK_DEAD never comes back;
+    // TASK_UNINTERRUPTIBLE without TASK_NOLOAD (that is TASK_IDLE) = disk; anything else sleeps.
+    if state & TASK_DEAD != 0 {
+        return;
+    }
+    let class = if preempt || state == 0 {
         STATE_RUNQUEUE
-    } else if bits & 2 != 0 {
+    } else if state & TASK_UNINTERRUPTIBLE != 0 && state & TASK_NOLOAD == 0 {
         STATE_DISK
     } else {
         STATE_SLEEP
     };
-    // Dead tasks (X, Z: bits 0x10, 0x20) never come back.
-    if bits & 0x30 != 0 {
-        return Ok(());
-    }
     let start = match OFF_START.get_ptr_mut(tid) {
         Some(p) => p,
         None => {
-            let Some(zero) = START_SCRATCH.get_ptr_mut(0) else { return Ok(()) };
+            let Some(zero) = START_SCRATCH.get_ptr_mut(0) else { return };
             // SAFETY: per-CPU scratch slot.
-            unsafe { (*zero).ts = 0 };
+            unsafe {
+                (*zero).ts = 0;
+                (*zero).pend_ts = 0;
+                (*zero).pre_stack = NO_STACK;
+            }
             if OFF_START.insert(tid, unsafe { &*zero }, 0).is_err() {
                 bump(counters::OFF_LOST);
-                return Ok(());
+                return;
             }
             match OFF_START.get_ptr_mut(tid) {
                 Some(p) => p,
-                None => return Ok(()),
+                None => return,
             }
         }
     };
     // SAFETY: live map value of this (current) thread.
     let start = unsafe { &mut *start };
+    let inf = INFLIGHT.get_ptr_mut(tid);
+    if let Some(inf) = inf {
+        // SAFETY: live map value of this (current) thread.
+        let inf = unsafe { &mut *inf };
+        // Back from a long block and blocking again inside the same call: the user stack of
+        // that block is the one we have now.
+        if start.pend_ts != 0 {
+            complete(ctx, tid, start, inf);
+        }
+    }
     start.wake_ts = 0;
     start.tgid = tgid;
     start.state = class;
@@ -119,31 +176,93 @@ pub fn sched_switch(ctx: &TracePointContext) -> Result<(), i64> {
     start.waker_kernel_stack_id = -1;
     start.waker_comm = [0; 16];
     start.leaf = LeafFix::default();
-    start.user_stack_id = user_stack(ctx);
-    start.kernel_stack_id = kernel_stack(ctx);
-    // Blocked inside a syscall: its saved user registers let us recover the callers the walk
-    // skips (libc wrappers, Go's Syscall6), and the slow-call report gets the stacks of where
-    // it waited. (Stacks are not cached by call site: a Go thread blocks at the same site with
-    // the same sp for different goroutines, whose frames sit further up the same stack.)
-    if class != STATE_RUNQUEUE {
-        if let Some(inf) = INFLIGHT.get_ptr_mut(tid) {
-            // SAFETY: live map value of this (current) thread.
+    match inf {
+        // Inside a syscall: stacks deferred (see OffStart); the slow-call report learns that
+        // the call blocked.
+        Some(inf) if unsafe { (*inf).active } != 0 => {
+            // SAFETY: as above.
             let inf = unsafe { &mut *inf };
-            if inf.active != 0 {
-                start.leaf = crate::unwind::from_saved_regs(inf.regs);
-                if inf.blocked == 0 {
-                    inf.args = crate::syscalls::args_of(inf);
-                }
-                inf.blocked = 1;
-                inf.user_stack_id = start.user_stack_id;
-                inf.kernel_stack_id = start.kernel_stack_id;
-                inf.leaf = start.leaf;
+            start.user_stack_id = DEFERRED_STACK;
+            start.kernel_stack_id = DEFERRED_STACK;
+            if inf.blocked == 0 {
+                inf.args = crate::syscalls::args_of(inf);
+                inf.user_stack_id = DEFERRED_STACK;
+                inf.kernel_stack_id = DEFERRED_STACK;
+                inf.leaf = LeafFix::default();
             }
+            inf.blocked = 1;
+        }
+        // Preempted outside a syscall (typically on its way back to user mode): nothing later
+        // runs in this thread's context with the same user registers, so the user stack now —
+        // from the thread's cache when it is preempted at the very same point again (a loop
+        // that wakes another thread, which then preempts it). The kernel stack would only
+        // show the preemption path.
+        Some(inf) if class == STATE_RUNQUEUE => {
+            // SAFETY: as above.
+            let regs = unsafe { (*inf).regs };
+            start.user_stack_id = preempted_user_stack(ctx, start, regs);
+            start.kernel_stack_id = NO_STACK;
+        }
+        // Blocked outside a syscall (a page fault, a stop) or never seen in one: the stacks now.
+        _ => {
+            start.user_stack_id = user_stack(ctx);
+            start.kernel_stack_id = kernel_stack(ctx);
         }
     }
     // Written last: a nonzero ts publishes the record to switch-in and sched_waking.
     start.ts = now;
-    Ok(())
+}
+
+/// The user stack of a thread preempted outside a syscall, reusing the one taken at its last
+/// preemption when the point is the same: same pc, sp, frame pointer and return address. (Not
+/// a cache by call site: sp and bp pin the very frame, and the return address its caller.)
+#[inline(always)]
+fn preempted_user_stack<C: EbpfContext>(ctx: &C, st: &mut OffStart, regs: u64) -> i32 {
+    #[cfg(bpf_target_arch = "x86_64")]
+    if regs != 0 {
+        use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user};
+        let p = regs as *const pt_regs;
+        // SAFETY: kernel reads through the helper: the thread's saved user registers (their
+        // address is fixed for the thread's life, recorded at its syscall entries).
+        let (ip, sp, bp) = unsafe {
+            (
+                bpf_probe_read_kernel(core::ptr::addr_of!((*p).rip)).unwrap_or(0),
+                bpf_probe_read_kernel(core::ptr::addr_of!((*p).rsp)).unwrap_or(0),
+                bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp)).unwrap_or(0),
+            )
+        };
+        let ret = unsafe { bpf_probe_read_user((bp + 8) as *const u64) }.unwrap_or(0);
+        let here = [ip, sp, bp, ret];
+        if ip != 0 && st.pre_stack >= 0 && st.pre_at == here {
+            return st.pre_stack;
+        }
+        let id = user_stack(ctx);
+        st.pre_at = here;
+        st.pre_stack = id;
+        return id;
+    }
+    let _ = (st, regs);
+    user_stack(ctx)
+}
+
+/// Adds a parked block (see OffStart) now that its user stack can be taken: current is the
+/// blocked thread, still in — or just returning from — the call it blocked in, so its saved
+/// user registers are those it blocked with.
+#[inline(always)]
+pub fn complete<C: EbpfContext>(ctx: &C, tid: u32, st: &mut OffStart, inf: &mut Inflight) {
+    let us = user_stack(ctx);
+    // Callers the walk skips (libc wrappers, Go's Syscall6), from the saved registers.
+    let leaf = crate::unwind::from_saved_regs(inf.regs);
+    st.user_stack_id = us;
+    st.leaf = leaf;
+    let mut s = *st;
+    s.ts = st.pend_ts;
+    account(tid, &s, st.pend_end);
+    st.pend_ts = 0;
+    st.pend_end = 0;
+    inf.user_stack_id = us;
+    inf.leaf = leaf;
+    inf.off_pending = 0;
 }
 
 fn account(tid: u32, s: &OffStart, now: u64) {

@@ -13,7 +13,7 @@ use aya_ebpf::{
         bpf_probe_read_user_str_bytes,
     },
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::RawTracePointContext,
 };
 use tracer_common::{
@@ -45,6 +45,11 @@ static mut SLOW_TOP: SlowTop = SlowTop { durations: [0; MAX_SLOW_TOP], min_index
 static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SLOW_SCRATCH: PerCpuArray<SlowCall> = PerCpuArray::with_max_entries(1, 0);
+/// sys_exit → off_complete: the program (slot 0, set by the loader) and (duration, return).
+#[map]
+static OFF_COMPLETE: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+static EXIT_ARGS: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
 /// --slow-top K (≤ MAX_SLOW_TOP) and --slow-threshold (ns, 0 = none).
 #[unsafe(no_mangle)]
@@ -245,10 +250,43 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let ret: i64 = ctx.arg(1);
     let dur = now.saturating_sub(inf.ts);
     record_stats(inf.tgid, inf.nr, dur, ret);
+    lifecycle_exit(inf, ret);
+    if inf.off_pending != 0 {
+        // A long block of this call awaits its user stack: finish in a separate program (its
+        // stack walks would make this one much longer to verify), which also does the
+        // slow-call check. Only reached again if the tail call fails.
+        if let Some(a) = EXIT_ARGS.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, read by the tail-called program right after.
+            unsafe { *a = [dur, ret as u64] };
+            unsafe { OFF_COMPLETE.tail_call(ctx, 0) };
+        }
+    }
     if is_slow(dur) {
         send_slow(ctx, inf, tid, dur, ret);
     }
-    lifecycle_exit(inf, ret);
+    Ok(())
+}
+
+/// Tail-called from sys_exit when a block of the returning call awaits its user stack.
+pub fn off_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(p) = INFLIGHT.get_ptr_mut(tid) else { return Ok(()) };
+    // SAFETY: live map value of this thread.
+    let inf = unsafe { &mut *p };
+    if let Some(st) = crate::sched::OFF_START.get_ptr_mut(tid) {
+        // SAFETY: live map value of this (current) thread.
+        let st = unsafe { &mut *st };
+        if st.pend_ts != 0 {
+            crate::sched::complete(ctx, tid, st, inf);
+        }
+    }
+    inf.off_pending = 0;
+    let Some(a) = EXIT_ARGS.get_ptr(0) else { return Ok(()) };
+    // SAFETY: per-CPU slot written by sys_exit just before the tail call.
+    let [dur, ret] = unsafe { *a };
+    if is_slow(dur) {
+        send_slow(ctx, inf, tid, dur, ret as i64);
+    }
     Ok(())
 }
 
@@ -410,20 +448,18 @@ fn send_slow(ctx: &RawTracePointContext, inf: &Inflight, tid: u32, dur: u64, ret
     sc.ret = ret;
     sc.args = args_of(inf);
     sc.extra = inf.extra;
-    // Where it blocked, if it did (recorded at switch-out); else the stacks now: the user
-    // stack is the same at exit as at entry.
-    if inf.blocked != 0 {
-        sc.user_stack_id = inf.user_stack_id;
-        sc.kernel_stack_id = inf.kernel_stack_id;
-        sc.leaf = inf.leaf;
+    // Where it blocked, if a block was recorded (sched.rs: stacks of blocks shorter than
+    // --min-block are never taken); else the stacks now: the user stack is the same at exit
+    // as at entry. No caller recovery then: the stack scan here would make this program
+    // several times longer to verify (start-up time), for calls rarely among the slowest.
+    let blocked = inf.blocked != 0;
+    sc.user_stack_id = if blocked && inf.user_stack_id >= 0 {
+        inf.user_stack_id
     } else {
-        sc.user_stack_id = crate::cpu::stack_quiet(ctx, true);
-        sc.kernel_stack_id = NO_STACK;
-        // No caller recovery for a call that never blocked: the stack scan here would make
-        // this program several times longer to verify (start-up time), for calls that are
-        // rarely among the slowest.
-        sc.leaf = tracer_common::unwind::LeafFix::default();
-    }
+        crate::cpu::stack_quiet(ctx, true)
+    };
+    sc.kernel_stack_id = if blocked && inf.kernel_stack_id >= 0 { inf.kernel_stack_id } else { NO_STACK };
+    sc.leaf = if blocked { inf.leaf } else { tracer_common::unwind::LeafFix::default() };
     if crate::process::EVENTS.output::<SlowCall>(&*sc, 0).is_err() {
         bump(counters::SLOW_CALLS_DROPPED);
     } else {

@@ -4,17 +4,17 @@
 //! pinned, so even a SIGKILL of rtrace releases everything when its fds close.
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{
         perf_event::{HardwareEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        PerfEvent, RawTracePoint, TracePoint,
+        BtfTracePoint, PerfEvent, RawTracePoint, TracePoint,
     },
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
 };
 use tracer_common::{
     counters,
     cpu::CpuKey,
-    sched::{OffKey, OffStart, OffVal, WakeKey},
+    sched::{OffKey, OffStart, OffVal, WakeKey, DEFERRED_STACK},
     stack::StackRec,
     syscall::{Inflight, SysKey, SysStats},
 };
@@ -78,11 +78,11 @@ impl Probes {
             // Optional: without it exit statuses come only from wait calls and zombies.
             ("TASK_EXIT_CODE_OFF", crate::btf::kernel_member_offset("task_struct", "exit_code").unwrap_or(u32::MAX)),
         ];
-        let switch = Format::read("sched", "sched_switch")?;
         let waking = Format::read("sched", "sched_waking")?;
-        let (prev_pid, prev_state, next_pid) =
-            (switch.offset("prev_pid")?, switch.offset("prev_state")?, switch.offset("next_pid")?);
         let waking_pid = waking.offset("pid")?;
+        // sched_switch is a BTF tracepoint: it names the incoming thread by its task_struct.
+        let task_pid = crate::btf::kernel_member_offset("task_struct", "pid")
+            .context("reading task_struct.pid from the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
         let min_block = opts.min_block_ns.unwrap_or(0);
         let slow_k = opts.syscalls.map(|s| s.slow_top as u32).unwrap_or(20);
         let slow_threshold = opts.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -114,9 +114,7 @@ impl Probes {
             .override_global("NEWTASK_PID_OFF", &newtask_pid, true)
             .override_global("NEWTASK_FLAGS_OFF", &newtask_flags, true)
             .override_global("EXIT_GROUP_DEAD_OFF", &group_dead, true)
-            .override_global("SWITCH_PREV_PID_OFF", &prev_pid, true)
-            .override_global("SWITCH_PREV_STATE_OFF", &prev_state, true)
-            .override_global("SWITCH_NEXT_PID_OFF", &next_pid, true)
+            .override_global("TASK_PID_OFF", &task_pid, true)
             .override_global("WAKING_PID_OFF", &waking_pid, true)
             .override_global("MIN_BLOCK_NS", &min_block, true)
             .load(EBPF_OBJECT)
@@ -162,6 +160,24 @@ impl Probes {
         Ok(())
     }
 
+    fn attach_btf(&mut self, prog: &str, hook: &str) -> Result<()> {
+        let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        let p: &mut BtfTracePoint = self.program_mut(prog)?.try_into()?;
+        p.load(hook, &btf).with_context(|| format!("loading {prog}"))?;
+        p.attach().with_context(|| format!("attaching {prog} to BTF tracepoint {hook}"))?;
+        Ok(())
+    }
+
+    /// Loads the program sys_exit tail-calls to finish blocks whose user stack was deferred.
+    fn load_off_complete(&mut self) -> Result<()> {
+        let p: &mut RawTracePoint = self.program_mut("rt_off_complete")?.try_into()?;
+        p.load().context("loading rt_off_complete")?;
+        let fd = p.fd()?.try_clone()?;
+        let mut table: ProgramArray<_> = ProgramArray::try_from(self.map_mut("OFF_COMPLETE")?)?;
+        table.set(0, &fd, 0).context("setting rt_off_complete in OFF_COMPLETE")?;
+        Ok(())
+    }
+
     fn attach_tracepoints(&mut self, prog: &str, hooks: &[(&str, &str)]) -> Result<()> {
         let tp: &mut TracePoint = self.program_mut(prog)?.try_into()?;
         tp.load().with_context(|| format!("loading {prog}"))?;
@@ -175,8 +191,12 @@ impl Probes {
     /// online CPU. In a benchmark floor mode, only empty programs on that analysis's hooks.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
         match self.floor {
+            // Every hook rtrace's off-CPU analysis runs on: the syscall ones finish deferred
+            // blocks (sched.rs).
             Some(crate::cli::Floor::Offcpu) => {
-                return self.attach_tracepoints("rt_floor_tp", &[("sched", "sched_switch"), ("sched", "sched_waking")]);
+                self.attach_btf("rt_floor_switch", "sched_switch")?;
+                self.attach_tracepoints("rt_floor_tp", &[("sched", "sched_waking")])?;
+                return self.attach_raw("rt_floor_raw", &["sys_enter", "sys_exit"]);
             }
             Some(crate::cli::Floor::Syscalls) => return self.attach_raw("rt_floor_raw", &["sys_enter", "sys_exit"]),
             None => {}
@@ -193,7 +213,10 @@ impl Probes {
             self.attach_raw("rt_sys_exit", &["sys_exit"])?;
         }
         if self.offcpu {
-            self.attach_tracepoints("rt_sched_switch", &[("sched", "sched_switch")])?;
+            if self.syscalls {
+                self.load_off_complete()?;
+            }
+            self.attach_btf("rt_sched_switch", "sched_switch")?;
             self.attach_tracepoints("rt_sched_waking", &[("sched", "sched_waking")])?;
         }
 
@@ -313,6 +336,25 @@ impl Probes {
     pub fn syscalls_in_flight(&self) -> Result<Vec<(u32, Inflight)>> {
         let map: HashMap<_, u32, Inflight> = HashMap::try_from(self.map("INFLIGHT")?)?;
         Ok(map.iter().filter_map(Result::ok).filter(|(_, i)| i.active != 0).collect())
+    }
+
+    /// (tgid, tid) of threads blocked now whose stacks were deferred (see OffStart), sorted.
+    pub fn deferred_in_flight(&self) -> Result<Vec<(u32, u32)>> {
+        let mut out: Vec<(u32, u32)> = self
+            .off_in_flight()?
+            .into_iter()
+            .filter(|(_, s)| s.user_stack_id == DEFERRED_STACK)
+            .map(|(tid, s)| (s.tgid, tid))
+            .chain(
+                self.syscalls_in_flight()?
+                    .into_iter()
+                    .filter(|(_, i)| i.blocked != 0 && i.user_stack_id < 0)
+                    .map(|(tid, i)| (i.tgid, tid)),
+            )
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// Threads switched out and not yet back: still blocked.

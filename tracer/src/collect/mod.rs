@@ -126,6 +126,8 @@ pub async fn run(
     let duration_ms = start.elapsed().as_millis() as u64;
     life.snapshot_end(drain::monotonic_ns());
     let still: Vec<preexisting::Blocked> = pre.into_iter().filter(preexisting::still_blocked).collect();
+    // Threads blocked now whose stacks the probes deferred: read while they are still blocked.
+    let deferred = preexisting::scan_threads(&probes.deferred_in_flight()?, |pid| registry.maps(pid));
     if countdown {
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();
@@ -152,6 +154,7 @@ pub async fn run(
     let lifecycle = life.finish(lost);
     let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats)?;
     capture.lifecycle = lifecycle;
+    fill_deferred(&mut capture, &deferred);
     add_preexisting(
         &mut capture,
         &still,
@@ -180,6 +183,24 @@ pub async fn run(
     };
     capture.processes = registry.into_processes();
     Ok(capture)
+}
+
+/// In-flight blocks and calls without stacks (deferred by the probes) get those read from /proc.
+fn fill_deferred(capture: &mut Capture, blocked: &[preexisting::Blocked]) {
+    for b in blocked {
+        for o in capture.offcpu.iter_mut().filter(|o| o.in_flight && o.tid == b.tid && o.user.is_empty()) {
+            o.user = b.user.clone();
+            if o.kernel.is_empty() {
+                o.kernel_names = b.kernel_names.clone();
+            }
+        }
+        for c in capture.slow_calls.iter_mut().filter(|c| c.in_flight && c.tid == b.tid && c.user.is_empty()) {
+            c.user = b.user.clone();
+            if c.kernel.is_empty() {
+                c.kernel_names = b.kernel_names.clone();
+            }
+        }
+    }
 }
 
 /// Calls blocked since before attach and still blocked: in flight for the whole session, at

@@ -5,6 +5,9 @@
 //! walked from sp through /proc/PID/mem (a read of the target's memory: no ptrace, no stop, no
 //! signal). At the end, calls that are still the same (same number and arguments) are
 //! reported as in flight since before attach.
+//!
+//! The same reading gives the stacks of threads blocked at the end whose stacks the probes
+//! deferred (see tracer_common::sched::OffStart): they never came back to have them taken.
 use std::{fs::File, os::unix::fs::FileExt};
 
 use crate::{capture::Mapping, procfs};
@@ -53,26 +56,33 @@ fn task_ids(pid: u32) -> Vec<u32> {
 
 /// Every thread of `pids` blocked in a syscall now (state S or D).
 pub fn scan(pids: &[u32], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
+    let threads: Vec<(u32, u32)> = pids.iter().flat_map(|&pid| task_ids(pid).into_iter().map(move |t| (pid, t))).collect();
+    scan_threads(&threads, maps)
+}
+
+/// Those of `threads` (tgid, tid) blocked in a syscall now (state S or D).
+pub fn scan_threads(threads: &[(u32, u32)], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
     let mut out = Vec::new();
-    for &pid in pids {
-        let mem = File::open(format!("/proc/{pid}/mem")).ok();
-        let exec_maps = maps(pid);
-        for tid in task_ids(pid) {
-            let Some((state, _)) = procfs::state_and_ppid(tid) else { continue };
-            if !matches!(state, 'S' | 'D') {
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { continue };
-            let Some((nr, args, sp, pc)) = parse_syscall(&text) else { continue };
-            let kernel_names = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack"))
-                .map(|t| parse_kernel_stack(&t))
-                .unwrap_or_default();
-            let user = match &mem {
-                Some(m) => walk(&|a| read_u64(m, a), &|a, n| read_bytes(m, a, n), &exec_maps, sp, pc),
-                None => vec![pc],
-            };
-            out.push(Blocked { tgid: pid, tid, nr, args, state, user, kernel_names });
+    let mut open: Option<(u32, Option<File>, Vec<Mapping>)> = None;
+    for &(pid, tid) in threads {
+        if open.as_ref().is_none_or(|(p, _, _)| *p != pid) {
+            open = Some((pid, File::open(format!("/proc/{pid}/mem")).ok(), maps(pid)));
         }
+        let (_, mem, exec_maps) = open.as_ref().unwrap();
+        let Some((state, _)) = procfs::state_and_ppid(tid) else { continue };
+        if !matches!(state, 'S' | 'D') {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { continue };
+        let Some((nr, args, sp, pc)) = parse_syscall(&text) else { continue };
+        let kernel_names = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack"))
+            .map(|t| parse_kernel_stack(&t))
+            .unwrap_or_default();
+        let user = match mem {
+            Some(m) => walk(&|a| read_u64(m, a), &|a, n| read_bytes(m, a, n), exec_maps, sp, pc),
+            None => vec![pc],
+        };
+        out.push(Blocked { tgid: pid, tid, nr, args, state, user, kernel_names });
     }
     out
 }

@@ -57,8 +57,9 @@ impl SlowStore {
             start_ns: inf.ts,
             duration_ns,
             ret: 0,
-            user_stack_id: inf.user_stack_id,
-            kernel_stack_id: inf.kernel_stack_id,
+            // Stacks are recorded only for calls that blocked (older ones may be left over).
+            user_stack_id: if inf.blocked != 0 { inf.user_stack_id } else { tracer_common::cpu::NO_STACK },
+            kernel_stack_id: if inf.blocked != 0 { inf.kernel_stack_id } else { tracer_common::cpu::NO_STACK },
             args,
             leaf: inf.leaf,
             extra: inf.extra,
