@@ -12,6 +12,7 @@ pub mod sched;
 pub mod stack;
 pub mod syscall;
 pub mod target;
+pub mod thread;
 pub mod unwind;
 
 /// Implements `aya::Pod` for the listed types when built for userspace.

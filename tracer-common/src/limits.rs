@@ -13,13 +13,14 @@ pub const USER_STACK_ENTRIES: u32 = 16_384;
 pub const KERNEL_STACK_ENTRIES: u32 = 8_192;
 /// Lifecycle ring buffer size (bytes, power of two). Lifecycle events are rare.
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
-/// Threads switched out and not yet back (one entry per sleeping tracked thread).
-pub const MAX_OFF_THREADS: u32 = 65_536;
 /// Distinct (thread, stack, state) keys of blocked time.
 pub const MAX_OFF_KEYS: u32 = 65_536;
 /// Distinct (blocked stack, waker stack) pairs.
 pub const MAX_WAKE_KEYS: u32 = 65_536;
-/// Threads inside a syscall at once.
-pub const MAX_INFLIGHT: u32 = 65_536;
+/// Tracked threads alive at once whose slot in the thread table was taken (see thread.rs).
+pub const MAX_SPILLED_THREADS: u32 = 16_384;
+/// Syscall numbers with a slot in the target's own stats array (x86_64 and aarch64 stay below
+/// 512); higher numbers go to the hash map like other processes' calls.
+pub const MAX_SYSCALL_NR: u32 = 512;
 /// Distinct (process, syscall) pairs.
 pub const MAX_SYSCALL_KEYS: u32 = 16_384;

@@ -18,6 +18,8 @@ mod syscalls;
 #[cfg(target_arch = "bpf")]
 mod target;
 #[cfg(target_arch = "bpf")]
+mod threads;
+#[cfg(target_arch = "bpf")]
 mod unwind;
 
 #[cfg(target_arch = "bpf")]

@@ -149,8 +149,7 @@ pub fn sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
         unsafe { ctx.read_at::<u8>(off as usize) }.map_err(|e| e as i64)? != 0
     };
     // A thread dying inside exit/exit_group never reaches sys_exit, nor switches back in.
-    let _ = crate::syscalls::INFLIGHT.remove(pid_tgid as u32);
-    let _ = crate::sched::OFF_START.remove(pid_tgid as u32);
+    crate::threads::remove(pid_tgid as u32);
     if group_dead {
         if let Some(mut e) = new_event(EVENT_EXIT) {
             let off = global(&TASK_EXIT_CODE_OFF);

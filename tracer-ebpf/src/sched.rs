@@ -15,23 +15,19 @@ use aya_ebpf::{
 };
 use tracer_common::{
     counters,
-    limits::{MAX_OFF_KEYS, MAX_OFF_THREADS, MAX_WAKE_KEYS},
+    limits::{MAX_OFF_KEYS, MAX_WAKE_KEYS},
     sched::{OffKey, OffStart, OffVal, WakeKey, DEFERRED_STACK, STATE_DISK, STATE_RUNQUEUE, STATE_SLEEP},
-    syscall::Inflight,
+    thread::Thread,
 };
 
 use crate::{
     counters::bump,
     cpu::{kernel_stack, stack_quiet, task_kernel_stack, user_stack},
-    syscalls::INFLIGHT,
     target::{global, is_tracked},
+    threads,
 };
 use tracer_common::{cpu::NO_STACK, unwind::LeafFix};
 
-#[map]
-pub static OFF_START: HashMap<u32, OffStart> = HashMap::with_max_entries(MAX_OFF_THREADS, 0);
-#[map]
-static START_SCRATCH: PerCpuArray<OffStart> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static OFFCPU: HashMap<OffKey, OffVal> = HashMap::with_max_entries(MAX_OFF_KEYS, 0);
 #[map]
@@ -75,18 +71,15 @@ pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn switch_in(next: *mut task_struct, now: u64) {
     let off = global(&TASK_PID_OFF);
-    // SAFETY: kernel read through the helper at the BTF offset of task_struct.pid.
-    let Ok(tid) = (unsafe { bpf_probe_read_kernel((next as usize + off as usize) as *const i32) }) else {
-        return;
-    };
-    let tid = tid as u32;
+    // SAFETY: `next` is a BTF task pointer and `off` a load-time constant (frozen .rodata):
+    // the verifier checks the load against task_struct's BTF and makes it fault-safe.
+    let tid = unsafe { core::ptr::read_volatile((next as *const u8).add(off as usize) as *const i32) } as u32;
     if tid == 0 {
         return;
     }
-    let Some(start) = OFF_START.get_ptr_mut(tid) else { return };
-    // SAFETY: live map value; ts == 0 marks "not switched out" (entries stay for the thread's
-    // life: rewriting in place is much cheaper than insert + delete).
-    let st = unsafe { &mut *start };
+    let Some(t) = threads::get(tid) else { return };
+    // ts == 0 marks "not switched out" (entries stay for the thread's life).
+    let st = &mut t.off;
     if st.ts == 0 {
         return;
     }
@@ -105,12 +98,8 @@ fn switch_in(next: *mut task_struct, now: u64) {
     st.kernel_stack_id = ks;
     st.pend_ts = s.ts;
     st.pend_end = now;
-    if let Some(inf) = INFLIGHT.get_ptr_mut(tid) {
-        // SAFETY: live map value; the thread is not running.
-        let inf = unsafe { &mut *inf };
-        inf.off_pending = 1;
-        inf.kernel_stack_id = ks;
-    }
+    t.sys.off_pending = 1;
+    t.sys.kernel_stack_id = ks;
 }
 
 /// The outgoing thread (current), if tracked: when, in which state, and — unless deferred —
@@ -120,7 +109,7 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    if tgid == 0 || !is_tracked(tgid) {
+    if tgid == 0 {
         return;
     }
     // Raw task state: 0 running (or `preempt`) = still runnable; TASK_DEAD never comes back;
@@ -135,38 +124,27 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     } else {
         STATE_SLEEP
     };
-    let start = match OFF_START.get_ptr_mut(tid) {
-        Some(p) => p,
+    let t = match threads::get(tid) {
+        Some(t) => t,
         None => {
-            let Some(zero) = START_SCRATCH.get_ptr_mut(0) else { return };
-            // SAFETY: per-CPU scratch slot.
-            unsafe {
-                (*zero).ts = 0;
-                (*zero).pend_ts = 0;
-                (*zero).pre_stack = NO_STACK;
-            }
-            if OFF_START.insert(tid, unsafe { &*zero }, 0).is_err() {
-                bump(counters::OFF_LOST);
+            if !is_tracked(tgid) {
                 return;
             }
-            match OFF_START.get_ptr_mut(tid) {
-                Some(p) => p,
-                None => return,
-            }
+            let Some(t) = threads::get_or_create(tid, tgid) else {
+                bump(counters::OFF_LOST);
+                return;
+            };
+            t
         }
     };
-    // SAFETY: live map value of this (current) thread.
-    let start = unsafe { &mut *start };
-    let inf = INFLIGHT.get_ptr_mut(tid);
-    if let Some(inf) = inf {
-        // SAFETY: live map value of this (current) thread.
-        let inf = unsafe { &mut *inf };
-        // Back from a long block and blocking again inside the same call: the user stack of
-        // that block is the one we have now.
-        if start.pend_ts != 0 {
-            complete(ctx, tid, start, inf);
-        }
+    // Back from a long block and blocking again inside the same call: the user stack of that
+    // block is the one we have now.
+    if t.off.pend_ts != 0 {
+        complete(ctx, t);
     }
+    let in_call = t.sys.active != 0;
+    let regs = t.sys.regs;
+    let start = &mut t.off;
     start.wake_ts = 0;
     start.tgid = tgid;
     start.state = class;
@@ -176,39 +154,33 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     start.waker_kernel_stack_id = -1;
     start.waker_comm = [0; 16];
     start.leaf = LeafFix::default();
-    match inf {
+    if in_call {
         // Inside a syscall: stacks deferred (see OffStart); the slow-call report learns that
         // the call blocked.
-        Some(inf) if unsafe { (*inf).active } != 0 => {
-            // SAFETY: as above.
-            let inf = unsafe { &mut *inf };
-            start.user_stack_id = DEFERRED_STACK;
-            start.kernel_stack_id = DEFERRED_STACK;
-            if inf.blocked == 0 {
-                inf.args = crate::syscalls::args_of(inf);
-                inf.user_stack_id = DEFERRED_STACK;
-                inf.kernel_stack_id = DEFERRED_STACK;
-                inf.leaf = LeafFix::default();
-            }
-            inf.blocked = 1;
+        start.user_stack_id = DEFERRED_STACK;
+        start.kernel_stack_id = DEFERRED_STACK;
+        let inf = &mut t.sys;
+        if inf.blocked == 0 {
+            inf.args = crate::syscalls::args_of(inf);
+            inf.user_stack_id = DEFERRED_STACK;
+            inf.kernel_stack_id = DEFERRED_STACK;
+            inf.leaf = LeafFix::default();
         }
+        inf.blocked = 1;
+    } else if class == STATE_RUNQUEUE {
         // Preempted outside a syscall (typically on its way back to user mode): nothing later
         // runs in this thread's context with the same user registers, so the user stack now —
         // from the thread's cache when it is preempted at the very same point again (a loop
         // that wakes another thread, which then preempts it). The kernel stack would only
         // show the preemption path.
-        Some(inf) if class == STATE_RUNQUEUE => {
-            // SAFETY: as above.
-            let regs = unsafe { (*inf).regs };
-            start.user_stack_id = preempted_user_stack(ctx, start, regs);
-            start.kernel_stack_id = NO_STACK;
-        }
-        // Blocked outside a syscall (a page fault, a stop) or never seen in one: the stacks now.
-        _ => {
-            start.user_stack_id = user_stack(ctx);
-            start.kernel_stack_id = kernel_stack(ctx);
-        }
+        start.user_stack_id = preempted_user_stack(ctx, start, regs);
+        start.kernel_stack_id = NO_STACK;
+    } else {
+        // Blocked outside a syscall (a page fault, a stop): the stacks now.
+        start.user_stack_id = user_stack(ctx);
+        start.kernel_stack_id = kernel_stack(ctx);
     }
+    let start = &mut t.off;
     // Written last: a nonzero ts publishes the record to switch-in and sched_waking.
     start.ts = now;
 }
@@ -222,15 +194,13 @@ fn preempted_user_stack<C: EbpfContext>(ctx: &C, st: &mut OffStart, regs: u64) -
     if regs != 0 {
         use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user};
         let p = regs as *const pt_regs;
-        // SAFETY: kernel reads through the helper: the thread's saved user registers (their
-        // address is fixed for the thread's life, recorded at its syscall entries).
-        let (ip, sp, bp) = unsafe {
-            (
-                bpf_probe_read_kernel(core::ptr::addr_of!((*p).rip)).unwrap_or(0),
-                bpf_probe_read_kernel(core::ptr::addr_of!((*p).rsp)).unwrap_or(0),
-                bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp)).unwrap_or(0),
-            )
+        // SAFETY: one kernel read through the helper of pt_regs from bp to sp (bp, bx, r11-r8,
+        // ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp): the thread's saved user registers,
+        // whose address is fixed for the thread's life (recorded at its syscall entries).
+        let Ok(w) = (unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp) as *const [u64; 16]) }) else {
+            return user_stack(ctx);
         };
+        let (ip, sp, bp) = (w[12], w[15], w[0]);
         let ret = unsafe { bpf_probe_read_user((bp + 8) as *const u64) }.unwrap_or(0);
         let here = [ip, sp, bp, ret];
         if ip != 0 && st.pre_stack >= 0 && st.pre_at == here {
@@ -249,20 +219,21 @@ fn preempted_user_stack<C: EbpfContext>(ctx: &C, st: &mut OffStart, regs: u64) -
 /// blocked thread, still in — or just returning from — the call it blocked in, so its saved
 /// user registers are those it blocked with.
 #[inline(always)]
-pub fn complete<C: EbpfContext>(ctx: &C, tid: u32, st: &mut OffStart, inf: &mut Inflight) {
+pub fn complete<C: EbpfContext>(ctx: &C, t: &mut Thread) {
     let us = user_stack(ctx);
     // Callers the walk skips (libc wrappers, Go's Syscall6), from the saved registers.
-    let leaf = crate::unwind::from_saved_regs(inf.regs);
+    let leaf = crate::unwind::from_saved_regs(t.sys.regs);
+    let st = &mut t.off;
     st.user_stack_id = us;
     st.leaf = leaf;
     let mut s = *st;
     s.ts = st.pend_ts;
-    account(tid, &s, st.pend_end);
+    account(t.tid, &s, st.pend_end);
     st.pend_ts = 0;
     st.pend_end = 0;
-    inf.user_stack_id = us;
-    inf.leaf = leaf;
-    inf.off_pending = 0;
+    t.sys.user_stack_id = us;
+    t.sys.leaf = leaf;
+    t.sys.off_pending = 0;
 }
 
 fn account(tid: u32, s: &OffStart, now: u64) {
@@ -332,9 +303,8 @@ fn add<K>(map: &HashMap<K, OffVal>, key: &K, ns: u64) {
 
 pub fn sched_waking(ctx: &TracePointContext) -> Result<(), i64> {
     let pid: i32 = unsafe { ctx.read_at(global(&WAKING_PID_OFF) as usize) }.map_err(|e| e as i64)?;
-    let Some(start) = OFF_START.get_ptr_mut(pid as u32) else { return Ok(()) };
-    // SAFETY: live map value.
-    let s = unsafe { &mut *start };
+    let Some(t) = threads::get(pid as u32) else { return Ok(()) };
+    let s = &mut t.off;
     if s.ts == 0 || s.wake_ts != 0 {
         return Ok(()); // already woken; the first wakeup is the one that counts
     }

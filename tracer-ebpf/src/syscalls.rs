@@ -19,7 +19,7 @@ use aya_ebpf::{
 use tracer_common::{
     counters,
     cpu::NO_STACK,
-    limits::{MAX_INFLIGHT, MAX_SYSCALL_KEYS},
+    limits::{MAX_SYSCALL_KEYS, MAX_SYSCALL_NR},
     process::EVENT_SLOW_CALL,
     syscall::{Inflight, SlowCall, SlowTop, SysKey, SysStats, EXTRA_LEN, HIST_BUCKETS, MAX_SLOW_TOP},
 };
@@ -28,21 +28,24 @@ use crate::{
     counters::bump,
     process::{new_event, send},
     target::is_tracked,
+    threads,
 };
 use tracer_common::process::{EVENT_PIDFD, EVENT_WAIT};
 
 #[map]
-pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(MAX_INFLIGHT, 0);
-#[map]
 static SYSCALL_STATS: PerCpuHashMap<SysKey, SysStats> = PerCpuHashMap::with_max_entries(MAX_SYSCALL_KEYS, 0);
+/// The target process's stats, indexed by syscall number: most calls are the target's, and an
+/// array slot costs a few ns where the hash lookup above costs ~80 (measured).
+#[map]
+static ROOT_STATS: PerCpuArray<SysStats> = PerCpuArray::with_max_entries(MAX_SYSCALL_NR, 0);
+/// The target's TGID (set by the loader).
+#[unsafe(no_mangle)]
+static ROOT_TGID: u32 = 0;
 /// The K longest durations sent so far, shared by all CPUs. A plain global (read with a direct
 /// load, no helper call) keeps the common path — a call faster than the current floor — cheap.
 /// Concurrent replacements can only lower the floor, so the gate errs toward sending more.
 #[unsafe(no_mangle)]
 static mut SLOW_TOP: SlowTop = SlowTop { durations: [0; MAX_SLOW_TOP], min_index: 0, _pad: 0 };
-/// Scratch space for building values too big for the 512-byte BPF stack.
-#[map]
-static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SLOW_SCRATCH: PerCpuArray<SlowCall> = PerCpuArray::with_max_entries(1, 0);
 /// sys_exit → off_complete: the program (slot 0, set by the loader) and (duration, return).
@@ -110,32 +113,20 @@ fn read_args(regs: *const pt_regs) -> [u64; 6] {
 pub fn sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    // An entry exists only for tracked threads: after a thread's first syscall this single
-    // lookup is the whole filter.
-    let inf = match INFLIGHT.get_ptr_mut(tid) {
-        Some(p) => p,
+    // An entry exists only for tracked threads: after a thread's first syscall this one table
+    // slot is the whole filter.
+    let t = match threads::get(tid) {
+        Some(t) => t,
         None => {
             let tgid = (pid_tgid >> 32) as u32;
             if !is_tracked(tgid) {
                 return Ok(());
             }
-            let Some(zero) = SCRATCH.get_ptr_mut(0) else { return Ok(()) };
-            // SAFETY: per-CPU scratch slot, ours for this program run.
-            let zero = unsafe { &mut *zero };
-            zero.tgid = tgid;
-            zero.active = 0;
-            if INFLIGHT.insert(tid, &*zero, 0).is_err() {
-                bump(counters::SYSCALL_INFLIGHT_FULL);
-                return Ok(());
-            }
-            match INFLIGHT.get_ptr_mut(tid) {
-                Some(p) => p,
-                None => return Ok(()),
-            }
+            let Some(t) = threads::get_or_create(tid, tgid) else { return Ok(()) };
+            t
         }
     };
-    // SAFETY: live map value of this thread; only this thread's programs write it.
-    let inf = unsafe { &mut *inf };
+    let inf = &mut t.sys;
     let regs: *const pt_regs = ctx.arg(0);
     let nr: i64 = ctx.arg(1);
     inf.ts = unsafe { bpf_ktime_get_ns() };
@@ -227,9 +218,8 @@ fn bucket(ns: u64) -> usize {
 pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
-    let Some(p) = INFLIGHT.get_ptr_mut(tid) else { return Ok(()) };
-    // SAFETY: live map value of this thread.
-    let inf = unsafe { &mut *p };
+    let Some(t) = threads::get(tid) else { return Ok(()) };
+    let inf = &mut t.sys;
     // Entry not seen (entered before we attached): nothing to measure. A wait returning is
     // still a lifecycle fact the ledger needs (which child was reaped, how it ended): send it,
     // with an unknown start.
@@ -270,16 +260,11 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
 /// Tail-called from sys_exit when a block of the returning call awaits its user stack.
 pub fn off_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(p) = INFLIGHT.get_ptr_mut(tid) else { return Ok(()) };
-    // SAFETY: live map value of this thread.
-    let inf = unsafe { &mut *p };
-    if let Some(st) = crate::sched::OFF_START.get_ptr_mut(tid) {
-        // SAFETY: live map value of this (current) thread.
-        let st = unsafe { &mut *st };
-        if st.pend_ts != 0 {
-            crate::sched::complete(ctx, tid, st, inf);
-        }
+    let Some(t) = threads::get(tid) else { return Ok(()) };
+    if t.off.pend_ts != 0 {
+        crate::sched::complete(ctx, t);
     }
+    let inf = &mut t.sys;
     inf.off_pending = 0;
     let Some(a) = EXIT_ARGS.get_ptr(0) else { return Ok(()) };
     // SAFETY: per-CPU slot written by sys_exit just before the tail call.
@@ -366,23 +351,33 @@ fn clone_pidfd(inf: &Inflight, child: i64) {
     }
 }
 
+/// The stats entry of (tgid, nr) in the hash map, created if needed.
+#[inline(always)]
+fn hashed_stats(tgid: u32, nr: i32) -> Option<*mut SysStats> {
+    let key = SysKey { tgid, nr: nr as u32 };
+    if let Some(s) = SYSCALL_STATS.get_ptr_mut(&key) {
+        return Some(s);
+    }
+    let zero = SysStats { count: 0, errors: 0, total_ns: 0, max_ns: 0, hist: [0; HIST_BUCKETS] };
+    let _ = SYSCALL_STATS.insert(&key, &zero, 0);
+    let s = SYSCALL_STATS.get_ptr_mut(&key);
+    if s.is_none() {
+        bump(counters::SYSCALL_STATS_FULL);
+    }
+    s
+}
+
 #[inline(always)]
 fn record_stats(tgid: u32, nr: i32, dur: u64, ret: i64) {
-    let key = SysKey { tgid, nr: nr as u32 };
-    let s = match SYSCALL_STATS.get_ptr_mut(&key) {
+    let root = tgid == unsafe { core::ptr::read_volatile(&ROOT_TGID) };
+    let s = match if root { ROOT_STATS.get_ptr_mut(nr as u32) } else { None } {
         Some(s) => s,
-        None => {
-            let zero = SysStats { count: 0, errors: 0, total_ns: 0, max_ns: 0, hist: [0; HIST_BUCKETS] };
-            let _ = SYSCALL_STATS.insert(&key, &zero, 0);
-            match SYSCALL_STATS.get_ptr_mut(&key) {
-                Some(s) => s,
-                None => {
-                    bump(counters::SYSCALL_STATS_FULL);
-                    return;
-                }
-            }
-        }
+        None => match hashed_stats(tgid, nr) {
+            Some(s) => s,
+            None => return,
+        },
     };
+
     // SAFETY: per-CPU value: no other CPU writes it.
     let s = unsafe { &mut *s };
     s.count += 1;
@@ -453,11 +448,8 @@ fn send_slow(ctx: &RawTracePointContext, inf: &Inflight, tid: u32, dur: u64, ret
     // as at entry. No caller recovery then: the stack scan here would make this program
     // several times longer to verify (start-up time), for calls rarely among the slowest.
     let blocked = inf.blocked != 0;
-    sc.user_stack_id = if blocked && inf.user_stack_id >= 0 {
-        inf.user_stack_id
-    } else {
-        crate::cpu::stack_quiet(ctx, true)
-    };
+    sc.user_stack_id =
+        if blocked && inf.user_stack_id >= 0 { inf.user_stack_id } else { crate::cpu::stack_quiet(ctx, true) };
     sc.kernel_stack_id = if blocked && inf.kernel_stack_id >= 0 { inf.kernel_stack_id } else { NO_STACK };
     sc.leaf = if blocked { inf.leaf } else { tracer_common::unwind::LeafFix::default() };
     if crate::process::EVENTS.output::<SlowCall>(&*sc, 0).is_err() {

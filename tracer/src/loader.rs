@@ -4,7 +4,7 @@
 //! pinned, so even a SIGKILL of rtrace releases everything when its fds close.
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
     programs::{
         perf_event::{HardwareEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         BtfTracePoint, PerfEvent, RawTracePoint, TracePoint,
@@ -17,9 +17,26 @@ use tracer_common::{
     sched::{OffKey, OffStart, OffVal, WakeKey, DEFERRED_STACK},
     stack::StackRec,
     syscall::{Inflight, SysKey, SysStats},
+    thread::{Thread, THREAD_SLOTS},
 };
 
 use crate::{analyze::syscalls::nr_of, capture::Clock, tracefs::Format};
+
+/// One stats entry summed over CPUs.
+fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a SysStats>) -> SysStats {
+    let mut sum =
+        SysStats { count: 0, errors: 0, total_ns: 0, max_ns: 0, hist: [0; tracer_common::syscall::HIST_BUCKETS] };
+    for v in per_cpu {
+        sum.count += v.count;
+        sum.errors += v.errors;
+        sum.total_ns += v.total_ns;
+        sum.max_ns = sum.max_ns.max(v.max_ns);
+        for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
+            *a += b;
+        }
+    }
+    sum
+}
 
 /// The eBPF object built by build.rs; empty when the build skipped the eBPF step.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -27,6 +44,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Loaded and attached probes.
 pub struct Probes {
     ebpf: Ebpf,
+    root_tgid: u32,
     pub clock: Clock,
     offcpu: bool,
     syscalls: bool,
@@ -34,6 +52,8 @@ pub struct Probes {
 }
 
 pub struct Options {
+    /// The target process (its syscall stats get an array of their own).
+    pub root_tgid: u32,
     pub follow_children: bool,
     /// Off-CPU tracing with this --min-block (ns); None: off.
     pub min_block_ns: Option<u64>,
@@ -115,12 +135,14 @@ impl Probes {
             .override_global("NEWTASK_FLAGS_OFF", &newtask_flags, true)
             .override_global("EXIT_GROUP_DEAD_OFF", &group_dead, true)
             .override_global("TASK_PID_OFF", &task_pid, true)
+            .override_global("ROOT_TGID", &opts.root_tgid, true)
             .override_global("WAKING_PID_OFF", &waking_pid, true)
             .override_global("MIN_BLOCK_NS", &min_block, true)
             .load(EBPF_OBJECT)
             .context("loading rtrace's eBPF programs")?;
         Ok(Self {
             ebpf,
+            root_tgid: opts.root_tgid,
             clock: Clock::CpuClock,
             offcpu: opts.min_block_ns.is_some(),
             syscalls: opts.syscalls.is_some(),
@@ -134,16 +156,45 @@ impl Probes {
     pub fn track(&mut self, tgid: u32, kind: u32) -> Result<()> {
         let mut map: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACKED")?)?;
         map.insert(tgid, kind, 0).with_context(|| format!("tracking pid {tgid}"))?;
-        let mut inflight: HashMap<_, u32, Inflight> = HashMap::try_from(self.map_mut("INFLIGHT")?)?;
         let tids = std::fs::read_dir(format!("/proc/{tgid}/task"))
             .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).collect::<Vec<_>>())
             .unwrap_or_default();
         for tid in tids {
-            // SAFETY: Inflight is plain data; all-zero is "not in a call".
-            let idle = Inflight { tgid, ..unsafe { std::mem::zeroed() } };
-            let _ = inflight.insert(tid, idle, 0);
+            // SAFETY: Thread is plain data; all-zero is "not in a call, not switched out".
+            let mut idle: Thread = unsafe { std::mem::zeroed() };
+            idle.tid = tid;
+            idle.sys.tgid = tgid;
+            idle.off.tgid = tgid;
+            idle.off.pre_stack = tracer_common::cpu::NO_STACK;
+            self.add_thread(idle)?;
         }
         Ok(())
+    }
+
+    /// Puts a thread in its slot of the thread table, or in the spill map if the slot is taken
+    /// (see tracer_common::thread).
+    fn add_thread(&mut self, t: Thread) -> Result<()> {
+        let slot = t.tid & (THREAD_SLOTS - 1);
+        let mut table: Array<_, Thread> = Array::try_from(self.map_mut("THREADS")?)?;
+        let cur = table.get(&slot, 0)?;
+        if cur.tid == 0 || cur.tid == t.tid {
+            table.set(slot, t, 0)?;
+            return Ok(());
+        }
+        let mut used: Array<_, u32> = Array::try_from(self.map_mut("SPILL_USED")?)?;
+        used.set(0, 1, 0)?;
+        let mut spill: HashMap<_, u32, Thread> = HashMap::try_from(self.map_mut("THREADS_SPILL")?)?;
+        spill.insert(t.tid, t, 0).with_context(|| format!("tracking thread {}", t.tid))?;
+        Ok(())
+    }
+
+    /// Every entry of the thread table and its spill map.
+    fn threads(&self) -> Result<Vec<Thread>> {
+        let table: Array<_, Thread> = Array::try_from(self.map("THREADS")?)?;
+        let mut out: Vec<Thread> = table.iter().filter_map(Result::ok).filter(|t| t.tid != 0).collect();
+        let spill: HashMap<_, u32, Thread> = HashMap::try_from(self.map("THREADS_SPILL")?)?;
+        out.extend(spill.iter().filter_map(Result::ok).map(|(_, t)| t));
+        Ok(out)
     }
 
     pub fn tracked(&self) -> Result<Vec<u32>> {
@@ -286,7 +337,15 @@ impl Probes {
 
     /// Per-(process, syscall) stats, summed over CPUs.
     pub fn syscall_stats(&self) -> Result<Vec<(SysKey, SysStats)>> {
-        self.read_syscall_stats(|_| true)
+        let mut out = self.read_syscall_stats(|_| true)?;
+        let root: PerCpuArray<_, SysStats> = PerCpuArray::try_from(self.map("ROOT_STATS")?)?;
+        for nr in 0..root.len() {
+            let sum = sum_cpus(root.get(&nr, 0)?.iter());
+            if sum.count > 0 {
+                out.push((SysKey { tgid: self.root_tgid, nr }, sum));
+            }
+        }
+        Ok(out)
     }
 
     /// Takes the stats of the given (exited) processes out of the kernel map: a CLI that runs
@@ -311,22 +370,7 @@ impl Probes {
             if !want(&k) {
                 continue;
             }
-            let mut sum = SysStats {
-                count: 0,
-                errors: 0,
-                total_ns: 0,
-                max_ns: 0,
-                hist: [0; tracer_common::syscall::HIST_BUCKETS],
-            };
-            for v in per_cpu.iter() {
-                sum.count += v.count;
-                sum.errors += v.errors;
-                sum.total_ns += v.total_ns;
-                sum.max_ns = sum.max_ns.max(v.max_ns);
-                for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
-                    *a += b;
-                }
-            }
+            let sum = sum_cpus(per_cpu.iter());
             out.push((k, sum));
         }
         Ok(out)
@@ -334,8 +378,7 @@ impl Probes {
 
     /// Syscalls in progress now, by thread.
     pub fn syscalls_in_flight(&self) -> Result<Vec<(u32, Inflight)>> {
-        let map: HashMap<_, u32, Inflight> = HashMap::try_from(self.map("INFLIGHT")?)?;
-        Ok(map.iter().filter_map(Result::ok).filter(|(_, i)| i.active != 0).collect())
+        Ok(self.threads()?.into_iter().filter(|t| t.sys.active != 0).map(|t| (t.tid, t.sys)).collect())
     }
 
     /// (tgid, tid) of threads blocked now whose stacks were deferred (see OffStart), sorted.
@@ -359,8 +402,7 @@ impl Probes {
 
     /// Threads switched out and not yet back: still blocked.
     pub fn off_in_flight(&self) -> Result<Vec<(u32, OffStart)>> {
-        let map: HashMap<_, u32, OffStart> = HashMap::try_from(self.map("OFF_START")?)?;
-        Ok(map.iter().filter_map(Result::ok).filter(|(_, s)| s.ts != 0).collect())
+        Ok(self.threads()?.into_iter().filter(|t| t.off.ts != 0).map(|t| (t.tid, t.off)).collect())
     }
 
     /// All stacks of the named stack table (USER_STACKS / KERNEL_STACKS): id → frames, leaf first.

@@ -86,6 +86,7 @@ pub fn trace(cfg: Config) -> Result<()> {
     ensure_writable(&dir)?;
 
     let mut probes = Probes::load(&Options {
+        root_tgid: pid,
         follow_children: cfg.follow_children,
         min_block_ns: cfg.min_block.map(|d| d.as_nanos() as u64),
         syscalls: cfg.syscalls,

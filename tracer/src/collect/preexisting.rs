@@ -56,7 +56,8 @@ fn task_ids(pid: u32) -> Vec<u32> {
 
 /// Every thread of `pids` blocked in a syscall now (state S or D).
 pub fn scan(pids: &[u32], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
-    let threads: Vec<(u32, u32)> = pids.iter().flat_map(|&pid| task_ids(pid).into_iter().map(move |t| (pid, t))).collect();
+    let threads: Vec<(u32, u32)> =
+        pids.iter().flat_map(|&pid| task_ids(pid).into_iter().map(move |t| (pid, t))).collect();
     scan_threads(&threads, maps)
 }
 
@@ -114,9 +115,10 @@ fn is_return_address(read: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mappi
         return false;
     }
     let Some(b) = read(ret - 8, 8) else { return false };
+    // call rel32; call reg (r8-r15 have a REX prefix before the same two bytes); call
+    // [reg+disp8]; call [rip+disp32] or [reg+disp32].
     b[3] == 0xE8
         || (b[6] == 0xFF && b[7] & 0xF8 == 0xD0)
-        || (b[5] == 0x41 && b[6] == 0xFF && b[7] & 0xF8 == 0xD0)
         || (b[5] == 0xFF && b[6] & 0xF8 == 0x50)
         || (b[2] == 0xFF && (b[3] == 0x15 || b[3] & 0xF8 == 0x90))
 }
