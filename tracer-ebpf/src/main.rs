@@ -117,6 +117,37 @@ mod entry {
     pub fn rt_floor_switch(_ctx: BtfTracePointContext) -> i32 {
         0
     }
+
+    /// Where the clock floor's reads go, so that they are not optimized away.
+    #[aya_ebpf::macros::map]
+    static FLOOR_SINK: aya_ebpf::maps::PerCpuArray<u64> = aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
+
+    #[inline(always)]
+    fn floor_clock() {
+        if let Some(p) = FLOOR_SINK.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot.
+            unsafe { *p = aya_ebpf::helpers::bpf_ktime_get_ns() };
+        }
+    }
+
+    /// The clock floor: the hook plus one clock read, the least a latency measurement needs.
+    #[tracepoint]
+    pub fn rt_floor_tp_clock(_ctx: TracePointContext) -> u32 {
+        floor_clock();
+        0
+    }
+
+    #[raw_tracepoint]
+    pub fn rt_floor_raw_clock(_ctx: RawTracePointContext) -> i32 {
+        floor_clock();
+        0
+    }
+
+    #[btf_tracepoint(function = "sched_switch")]
+    pub fn rt_floor_switch_clock(_ctx: BtfTracePointContext) -> i32 {
+        floor_clock();
+        0
+    }
 }
 
 #[cfg(target_arch = "bpf")]

@@ -57,7 +57,7 @@ pub struct Args {
     pub wait_stall: String,
     /// Benchmarks only: attach empty programs to the hooks of one analysis, to measure the
     /// floor cost of the hooks themselves.
-    #[arg(long, hide = true, value_name = "offcpu|syscalls")]
+    #[arg(long, hide = true, value_name = "offcpu|syscalls|offcpu-clock|syscalls-clock")]
     pub bench_floor: Option<String>,
     #[command(subcommand)]
     pub subcommand: Option<Sub>,
@@ -117,11 +117,24 @@ pub struct SyscallOptions {
     pub slow_threshold: Option<Duration>,
 }
 
-/// Benchmark floor modes: empty programs on one analysis's hooks, nothing else.
+/// Benchmark floor modes: empty programs on one analysis's hooks, nothing else; the -clock
+/// variants read the clock once per run (the least any latency measurement must do).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Floor {
     Offcpu,
     Syscalls,
+    OffcpuClock,
+    SyscallsClock,
+}
+
+impl Floor {
+    /// Off-CPU's hooks (the scheduler's and the syscall ones), else the syscall hooks only.
+    pub fn offcpu(self) -> bool {
+        matches!(self, Floor::Offcpu | Floor::OffcpuClock)
+    }
+    pub fn clock(self) -> bool {
+        matches!(self, Floor::OffcpuClock | Floor::SyscallsClock)
+    }
 }
 
 fn parse_min_block(s: &str) -> Result<Duration, UsageError> {
@@ -204,6 +217,8 @@ impl Args {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),
                 Some("syscalls") => Some(Floor::Syscalls),
+                Some("offcpu-clock") => Some(Floor::OffcpuClock),
+                Some("syscalls-clock") => Some(Floor::SyscallsClock),
                 Some(other) => return Err(UsageError::BadFloor(other.into())),
             },
         })

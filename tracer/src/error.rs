@@ -22,7 +22,7 @@ pub enum UsageError {
     BadSlowTop(usize),
     #[error("bad --slow-threshold {0:?}: use a duration with a unit, e.g. 100ms, 1s")]
     BadSlowThreshold(String),
-    #[error("bad --bench-floor {0:?}: use offcpu or syscalls")]
+    #[error("bad --bench-floor {0:?}: use offcpu, syscalls, offcpu-clock or syscalls-clock")]
     BadFloor(String),
     #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]
     OutputNotWritable { path: PathBuf, reason: String },

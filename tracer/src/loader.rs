@@ -241,16 +241,19 @@ impl Probes {
     /// Attaches the lifecycle tracepoints, the off-CPU ones, then one sampling perf event per
     /// online CPU. In a benchmark floor mode, only empty programs on that analysis's hooks.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
-        match self.floor {
+        if let Some(floor) = self.floor {
+            let [raw, tp, switch] = if floor.clock() {
+                ["rt_floor_raw_clock", "rt_floor_tp_clock", "rt_floor_switch_clock"]
+            } else {
+                ["rt_floor_raw", "rt_floor_tp", "rt_floor_switch"]
+            };
             // Every hook rtrace's off-CPU analysis runs on: the syscall ones finish deferred
             // blocks (sched.rs).
-            Some(crate::cli::Floor::Offcpu) => {
-                self.attach_btf("rt_floor_switch", "sched_switch")?;
-                self.attach_tracepoints("rt_floor_tp", &[("sched", "sched_waking")])?;
-                return self.attach_raw("rt_floor_raw", &["sys_enter", "sys_exit"]);
+            if floor.offcpu() {
+                self.attach_btf(switch, "sched_switch")?;
+                self.attach_tracepoints(tp, &[("sched", "sched_waking")])?;
             }
-            Some(crate::cli::Floor::Syscalls) => return self.attach_raw("rt_floor_raw", &["sys_enter", "sys_exit"]),
-            None => {}
+            return self.attach_raw(raw, &["sys_enter", "sys_exit"]);
         }
         self.attach_tracepoints("rt_task_newtask", &[("task", "task_newtask")])?;
         self.attach_tracepoints("rt_proc_exec", &[("sched", "sched_process_exec")])?;
