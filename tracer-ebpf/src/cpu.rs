@@ -4,7 +4,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{task_struct, BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_get_task_stack},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_get_task_stack, bpf_loop},
     macros::map,
     maps::{HashMap, PerCpuArray},
     programs::PerfEventContext,
@@ -72,17 +72,12 @@ fn store_stack_in(user: bool, level: u32, fetch: impl Fn(*mut c_void, u32) -> i6
         return Err(if n == 0 { EFAULT } else { -n });
     }
     let frames = (n as usize) / 8;
-    // FNV-1a over the frames.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut i = 0usize;
-    while i < MAX_DEPTH {
-        if i >= frames {
-            break;
-        }
-        h ^= buf.ips[i];
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        i += 1;
-    }
+    // FNV-1a over the frames, in a bpf_loop callback: the verifier checks the callback once,
+    // where an inline loop is walked iteration by iteration at every stack call site (that
+    // made load times of several hundred ms).
+    let mut hc = HashCtx { level, frames: frames as u32, h: 0xcbf2_9ce4_8422_2325 };
+    unsafe { bpf_loop(frames as u32, fnv_step as *mut c_void, (&raw mut hc).cast(), 0) };
+    let h = hc.h;
     let id = ((h ^ (h >> 32)) as u32) & 0x7fff_ffff;
     let map = if user { &USER_STACKS } else { &KERNEL_STACKS };
     if map.get_ptr(id).is_none() {
@@ -94,6 +89,29 @@ fn store_stack_in(user: bool, level: u32, fetch: impl Fn(*mut c_void, u32) -> i6
         }
     }
     Ok(id as i32)
+}
+
+#[repr(C)]
+struct HashCtx {
+    level: u32,
+    frames: u32,
+    h: u64,
+}
+
+/// One FNV-1a step over frame `i` of this nesting level's scratch stack.
+#[inline(never)]
+extern "C" fn fnv_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes back the HashCtx on the caller's stack.
+    let hc = unsafe { &mut *(ctx as *mut HashCtx) };
+    let i = i as usize;
+    if i >= MAX_DEPTH || i >= hc.frames as usize {
+        return 1;
+    }
+    let Some(buf) = STACK_SCRATCH.get_ptr(hc.level) else { return 1 };
+    // SAFETY: this nesting level's per-CPU scratch slot, filled by the caller.
+    hc.h ^= unsafe { (*buf).ips[i] };
+    hc.h = hc.h.wrapping_mul(0x0000_0100_0000_01b3);
+    0
 }
 
 /// The kernel stack of a task that is not running (a blocked thread about to be switched in).

@@ -137,13 +137,26 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
             t
         }
     };
-    // Back from a long block and blocking again inside the same call: the user stack of that
-    // block is the one we have now.
-    if t.off.pend_ts != 0 {
-        complete(ctx, t);
-    }
     let in_call = t.sys.active != 0;
-    let regs = t.sys.regs;
+    let pending = t.off.pend_ts != 0;
+    // Preempted outside a syscall (typically on its way back to user mode): nothing later runs
+    // in this thread's context with the same user registers, so its user stack is taken now —
+    // or reused when it is preempted at the very same point again (a loop that wakes another
+    // thread, which then preempts it). Its kernel stack would only show the preemption path.
+    let preempted = !in_call && class == STATE_RUNQUEUE;
+    let at = if preempted { preempted_at(t.sys.regs) } else { None };
+    let cached = match at {
+        Some(here) if t.off.pre_stack >= 0 && t.off.pre_at == here => Some(t.off.pre_stack),
+        _ => None,
+    };
+    // One call site per stack kind: every inlined stack walk is verified again (load time).
+    let us = if !in_call && cached.is_none() { user_stack(ctx) } else { NO_STACK };
+    // Back from a long block and blocking again inside the same call before returning from it
+    // (rare: a spurious wakeup): that block is added now, without its user stack — taking it
+    // here too would make this program much longer to verify.
+    if pending {
+        complete(t, NO_STACK, LeafFix::default());
+    }
     let start = &mut t.off;
     start.wake_ts = 0;
     start.tgid = tgid;
@@ -167,17 +180,16 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
             inf.leaf = LeafFix::default();
         }
         inf.blocked = 1;
-    } else if class == STATE_RUNQUEUE {
-        // Preempted outside a syscall (typically on its way back to user mode): nothing later
-        // runs in this thread's context with the same user registers, so the user stack now —
-        // from the thread's cache when it is preempted at the very same point again (a loop
-        // that wakes another thread, which then preempts it). The kernel stack would only
-        // show the preemption path.
-        start.user_stack_id = preempted_user_stack(ctx, start, regs);
+    } else if preempted {
+        start.user_stack_id = cached.unwrap_or(us);
         start.kernel_stack_id = NO_STACK;
+        if let (Some(here), None) = (at, cached) {
+            start.pre_at = here;
+            start.pre_stack = us;
+        }
     } else {
         // Blocked outside a syscall (a page fault, a stop): the stacks now.
-        start.user_stack_id = user_stack(ctx);
+        start.user_stack_id = us;
         start.kernel_stack_id = kernel_stack(ctx);
     }
     let start = &mut t.off;
@@ -185,44 +197,36 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     start.ts = now;
 }
 
-/// The user stack of a thread preempted outside a syscall, reusing the one taken at its last
-/// preemption when the point is the same: same pc, sp, frame pointer and return address. (Not
-/// a cache by call site: sp and bp pin the very frame, and the return address its caller.)
+/// Where a thread outside a syscall was preempted: pc, sp, frame pointer and return address,
+/// from its saved user registers (their address is fixed for the thread's life, recorded at its
+/// syscall entries; 0 before its first). Not a cache by call site: sp and bp pin the very frame,
+/// and the return address its caller.
 #[inline(always)]
-fn preempted_user_stack<C: EbpfContext>(ctx: &C, st: &mut OffStart, regs: u64) -> i32 {
+fn preempted_at(regs: u64) -> Option<[u64; 4]> {
     #[cfg(bpf_target_arch = "x86_64")]
     if regs != 0 {
         use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user};
         let p = regs as *const pt_regs;
         // SAFETY: one kernel read through the helper of pt_regs from bp to sp (bp, bx, r11-r8,
-        // ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp): the thread's saved user registers,
-        // whose address is fixed for the thread's life (recorded at its syscall entries).
-        let Ok(w) = (unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp) as *const [u64; 16]) }) else {
-            return user_stack(ctx);
-        };
+        // ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp).
+        let w = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp) as *const [u64; 16]) }.ok()?;
         let (ip, sp, bp) = (w[12], w[15], w[0]);
-        let ret = unsafe { bpf_probe_read_user((bp + 8) as *const u64) }.unwrap_or(0);
-        let here = [ip, sp, bp, ret];
-        if ip != 0 && st.pre_stack >= 0 && st.pre_at == here {
-            return st.pre_stack;
+        if ip == 0 {
+            return None;
         }
-        let id = user_stack(ctx);
-        st.pre_at = here;
-        st.pre_stack = id;
-        return id;
+        // SAFETY: user read through the helper (current is the thread).
+        let ret = unsafe { bpf_probe_read_user((bp + 8) as *const u64) }.unwrap_or(0);
+        return Some([ip, sp, bp, ret]);
     }
-    let _ = (st, regs);
-    user_stack(ctx)
+    let _ = regs;
+    None
 }
 
-/// Adds a parked block (see OffStart) now that its user stack can be taken: current is the
-/// blocked thread, still in — or just returning from — the call it blocked in, so its saved
-/// user registers are those it blocked with.
+/// Adds a parked block (see OffStart) with its user stack `us` and the callers its walk skips,
+/// taken by the caller: current is the blocked thread, still in — or just returning from — the
+/// call it blocked in, so its user registers are those it blocked with.
 #[inline(always)]
-pub fn complete<C: EbpfContext>(ctx: &C, t: &mut Thread) {
-    let us = user_stack(ctx);
-    // Callers the walk skips (libc wrappers, Go's Syscall6), from the saved registers.
-    let leaf = crate::unwind::from_saved_regs(t.sys.regs);
+pub fn complete(t: &mut Thread, us: i32, leaf: LeafFix) {
     let st = &mut t.off;
     st.user_stack_id = us;
     st.leaf = leaf;

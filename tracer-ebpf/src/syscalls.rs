@@ -252,7 +252,14 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     }
     if is_slow(dur) {
-        send_slow(ctx, inf, tid, dur, ret);
+        // Where it blocked if a block was recorded (sched.rs: stacks of blocks shorter than
+        // --min-block are never taken), else the user stack now: the same at exit as at entry.
+        let us = if inf.blocked != 0 && inf.user_stack_id >= 0 {
+            inf.user_stack_id
+        } else {
+            crate::cpu::stack_quiet(ctx, true)
+        };
+        send_slow(inf, tid, dur, ret, us);
     }
     Ok(())
 }
@@ -261,8 +268,11 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
 pub fn off_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(t) = threads::get(tid) else { return Ok(()) };
+    let us = crate::cpu::user_stack(ctx);
     if t.off.pend_ts != 0 {
-        crate::sched::complete(ctx, t);
+        // Callers the walk skips (libc wrappers, Go's Syscall6), from the saved registers.
+        let leaf = crate::unwind::from_saved_regs(t.sys.regs);
+        crate::sched::complete(t, us, leaf);
     }
     let inf = &mut t.sys;
     inf.off_pending = 0;
@@ -270,7 +280,7 @@ pub fn off_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     // SAFETY: per-CPU slot written by sys_exit just before the tail call.
     let [dur, ret] = unsafe { *a };
     if is_slow(dur) {
-        send_slow(ctx, inf, tid, dur, ret as i64);
+        send_slow(inf, tid, dur, ret as i64, us);
     }
     Ok(())
 }
@@ -409,28 +419,41 @@ fn is_slow(dur: u64) -> bool {
         return threshold != 0 && dur >= threshold;
     }
     top.durations[min_i] = dur;
-    // Find the new smallest slot among the first K.
-    let k = unsafe { core::ptr::read_volatile(&SLOW_K) } as usize;
-    let mut best = 0usize;
-    let mut best_v = u64::MAX;
-    let mut i = 0usize;
-    while i < MAX_SLOW_TOP {
-        if i >= k {
-            break;
-        }
-        let v = top.durations[i];
-        if v < best_v {
-            best_v = v;
-            best = i;
-        }
-        i += 1;
-    }
-    top.min_index = best as u32;
+    // Find the new smallest slot among the first K (a bpf_loop callback: see cpu::fnv_step).
+    let k = unsafe { core::ptr::read_volatile(&SLOW_K) };
+    let mut m = MinCtx { best: 0, best_v: u64::MAX };
+    unsafe { aya_ebpf::helpers::bpf_loop(k, min_step as *mut core::ffi::c_void, (&raw mut m).cast(), 0) };
+    top.min_index = m.best;
     true
 }
 
+#[repr(C)]
+struct MinCtx {
+    best: u32,
+    best_v: u64,
+}
+
+/// One step of the search for the smallest of the top-K durations.
+#[inline(never)]
+extern "C" fn min_step(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: bpf_loop passes back is_slow's MinCtx.
+    let m = unsafe { &mut *(ctx as *mut MinCtx) };
+    let i = i as usize;
+    if i >= MAX_SLOW_TOP {
+        return 1;
+    }
+    // SAFETY: a global in the object's .bss map; races are benign (see SLOW_TOP).
+    let v = unsafe { (*core::ptr::addr_of!(SLOW_TOP)).durations[i] };
+    if v < m.best_v {
+        m.best_v = v;
+        m.best = i as u32;
+    }
+    0
+}
+
+/// Sends one slow call with the user stack the caller took (one walk per program).
 #[inline(always)]
-fn send_slow(ctx: &RawTracePointContext, inf: &Inflight, tid: u32, dur: u64, ret: i64) {
+fn send_slow(inf: &Inflight, tid: u32, dur: u64, ret: i64, user_stack: i32) {
     let Some(sc) = SLOW_SCRATCH.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU scratch slot.
     let sc = unsafe { &mut *sc };
@@ -443,13 +466,11 @@ fn send_slow(ctx: &RawTracePointContext, inf: &Inflight, tid: u32, dur: u64, ret
     sc.ret = ret;
     sc.args = args_of(inf);
     sc.extra = inf.extra;
-    // Where it blocked, if a block was recorded (sched.rs: stacks of blocks shorter than
-    // --min-block are never taken); else the stacks now: the user stack is the same at exit
-    // as at entry. No caller recovery then: the stack scan here would make this program
-    // several times longer to verify (start-up time), for calls rarely among the slowest.
+    // No caller recovery for a call that never blocked: the stack scan here would make this
+    // program several times longer to verify (start-up time), for calls rarely among the
+    // slowest.
     let blocked = inf.blocked != 0;
-    sc.user_stack_id =
-        if blocked && inf.user_stack_id >= 0 { inf.user_stack_id } else { crate::cpu::stack_quiet(ctx, true) };
+    sc.user_stack_id = user_stack;
     sc.kernel_stack_id = if blocked && inf.kernel_stack_id >= 0 { inf.kernel_stack_id } else { NO_STACK };
     sc.leaf = if blocked { inf.leaf } else { tracer_common::unwind::LeafFix::default() };
     if crate::process::EVENTS.output::<SlowCall>(&*sc, 0).is_err() {

@@ -44,6 +44,10 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Loaded and attached probes.
 pub struct Probes {
     ebpf: Ebpf,
+    /// The kernel's BTF for the BTF tracepoint, parsed in the background while the loader
+    /// parses its own copy (aya's parse takes ~170 ms here; EbpfLoader keeps its copy private).
+    btf: Option<std::thread::JoinHandle<Result<Btf, aya::BtfError>>>,
+    btf_parsed: Option<Btf>,
     root_tgid: u32,
     pub clock: Clock,
     offcpu: bool,
@@ -73,6 +77,7 @@ impl Probes {
         // SAFETY: plain syscall with a valid pointer.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 
+        let btf = std::thread::spawn(Btf::from_sys_fs);
         let newtask = Format::read("task", "task_newtask")?;
         let exit = Format::read("sched", "sched_process_exit")?;
         let follow: u32 = opts.follow_children.into();
@@ -142,6 +147,8 @@ impl Probes {
             .context("loading rtrace's eBPF programs")?;
         Ok(Self {
             ebpf,
+            btf: Some(btf),
+            btf_parsed: None,
             root_tgid: opts.root_tgid,
             clock: Clock::CpuClock,
             offcpu: opts.min_block_ns.is_some(),
@@ -188,10 +195,21 @@ impl Probes {
         Ok(())
     }
 
-    /// Every entry of the thread table and its spill map.
+    /// The thread-table entries of the live threads of tracked processes, and the spill map.
+    /// Only their slots are read: reading all THREAD_SLOTS entries costs one syscall each.
     fn threads(&self) -> Result<Vec<Thread>> {
         let table: Array<_, Thread> = Array::try_from(self.map("THREADS")?)?;
-        let mut out: Vec<Thread> = table.iter().filter_map(Result::ok).filter(|t| t.tid != 0).collect();
+        let mut out = Vec::new();
+        for tgid in self.tracked()? {
+            let Ok(dir) = std::fs::read_dir(format!("/proc/{tgid}/task")) else { continue };
+            for tid in dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+                if let Ok(t) = table.get(&(tid & (THREAD_SLOTS - 1)), 0) {
+                    if t.tid == tid {
+                        out.push(t);
+                    }
+                }
+            }
+        }
         let spill: HashMap<_, u32, Thread> = HashMap::try_from(self.map("THREADS_SPILL")?)?;
         out.extend(spill.iter().filter_map(Result::ok).map(|(_, t)| t));
         Ok(out)
@@ -212,9 +230,18 @@ impl Probes {
     }
 
     fn attach_btf(&mut self, prog: &str, hook: &str) -> Result<()> {
-        let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        let p: &mut BtfTracePoint = self.program_mut(prog)?.try_into()?;
-        p.load(hook, &btf).with_context(|| format!("loading {prog}"))?;
+        if self.btf_parsed.is_none() {
+            let parsed = self.btf.take().context("kernel BTF already consumed")?.join();
+            let parsed = parsed.map_err(|_| anyhow!("parsing the kernel's BTF panicked"))?;
+            self.btf_parsed = Some(parsed.context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?);
+        }
+        let btf = self.btf_parsed.as_ref().expect("parsed above");
+        let p: &mut BtfTracePoint = self
+            .ebpf
+            .program_mut(prog)
+            .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
+            .try_into()?;
+        p.load(hook, btf).with_context(|| format!("loading {prog}"))?;
         p.attach().with_context(|| format!("attaching {prog} to BTF tracepoint {hook}"))?;
         Ok(())
     }
