@@ -63,6 +63,16 @@ fn pipe_read_and_nanosleep() {
     assert!(within(nap[0]["total_us"].as_u64().unwrap(), 500_000, 15), "{}", nap[0]);
     assert_eq!(nap[0]["top_waker"]["comm"], "[timer]");
 
+    // The read is also among the slowest syscalls, with the stacks of where it blocked: the
+    // kernel stack taken when the thread came back (it is not taken at switch-out), the user
+    // stack when the call returned.
+    let calls = r["slowest_syscalls"].as_array().unwrap();
+    let slow_read =
+        calls.iter().find(|c| c["name"] == "read" && c["tid"] == reader).unwrap_or_else(|| panic!("{calls:?}"));
+    let frames: Vec<&str> = slow_read["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+    assert!(frames.windows(2).any(|w| w == ["reader", "blocking_read"]), "{frames:?}");
+    assert!(frames.iter().any(|f| f.contains("pipe_read_[k]")), "{frames:?}");
+
     // wakeups.folded pairs the blocked read with the writer's stack.
     let wake = run.folded("wakeups.folded");
     assert!(
@@ -80,6 +90,31 @@ fn pipe_read_and_nanosleep() {
         .output()
         .unwrap();
     assert!(pprof.status.success() && String::from_utf8_lossy(&pprof.stdout).contains("blocking_read"));
+    assert_no_rtrace_programs();
+}
+
+/// Without the syscall probes nothing runs when a blocked call returns, so stacks are taken at
+/// every switch-out (as BCC's offcputime does): the same blocks are found.
+#[test]
+fn without_syscall_probes() {
+    if !privileged("without_syscall_probes") {
+        return;
+    }
+    let bin = fixture("offcpu_pipe");
+    let run = rtrace("offcpu_pipe_nosys", &["-q", "--no-syscalls", "--", bin.to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    assert_eq!(r["accounting"]["offcpu_lost"], 0);
+    let read: Vec<_> = entries(&r, ";reader;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    assert_eq!(read.len(), 1, "{}", r["offcpu"]["top"]);
+    assert_eq!(read[0]["syscall"], "read");
+    assert!(within(read[0]["total_us"].as_u64().unwrap(), 1_000_000, 15), "{}", read[0]);
+    // No saved registers without the syscall probes: the frameless libc wrapper's caller (nap)
+    // is not recovered, its caller is.
+    let nap: Vec<_> = entries(&r, "main;sleep_half_second;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    assert_eq!(nap.len(), 1, "{}", r["offcpu"]["top"]);
+    assert_eq!(nap[0]["syscall"], "clock_nanosleep");
+    assert!(within(nap[0]["total_us"].as_u64().unwrap(), 500_000, 15), "{}", nap[0]);
     assert_no_rtrace_programs();
 }
 

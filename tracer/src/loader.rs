@@ -301,6 +301,8 @@ impl Probes {
             self.attach_tracepoints("rt_sched_waking", &[("sched", "sched_waking")])?;
         }
 
+        // Only BTF tracepoint loads needed the parsed kernel BTF (several MiB).
+        self.btf_parsed = None;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let perf: &mut PerfEvent = self.program_mut("rt_perf_sample")?.try_into()?;
         perf.load().context("loading rt_perf_sample")?;
