@@ -150,12 +150,13 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
         _ => None,
     };
     // One call site per stack kind: every inlined stack walk is verified again (load time).
-    let us = if !in_call && cached.is_none() { user_stack(ctx) } else { NO_STACK };
+    let us = if pending || (!in_call && cached.is_none()) { user_stack(ctx) } else { NO_STACK };
     // Back from a long block and blocking again inside the same call before returning from it
-    // (rare: a spurious wakeup): that block is added now, without its user stack — taking it
-    // here too would make this program much longer to verify.
+    // (a spurious wakeup): that block is added now, with the user stack it had (the same
+    // registers).
     if pending {
-        complete(t, NO_STACK, LeafFix::default());
+        let leaf = crate::unwind::from_saved_regs(t.sys.regs);
+        complete(t, us, leaf);
     }
     let start = &mut t.off;
     start.wake_ts = 0;
