@@ -42,7 +42,8 @@ pub struct Inflight {
     pub regs: u64,
     /// 1 between entry and exit.
     pub active: u32,
-    /// 1 once the call blocked (then `args`, the stacks and `leaf` are set).
+    /// 1 once the call blocked (then the stacks are DEFERRED_STACK until a block long enough
+    /// to record ends, see sched::OffStart).
     pub blocked: u32,
     /// Stacks taken when the thread blocked in this call.
     pub user_stack_id: i32,
@@ -50,6 +51,8 @@ pub struct Inflight {
     /// 1 when a block of this call awaits its user stack (see sched::OffStart): taken at exit.
     pub off_pending: u32,
     pub _pad: u32,
+    /// Set at entry only for the calls decoded from user memory (`extra`); userspace reads a
+    /// blocked call's from /proc.
     pub args: [u64; 6],
     pub leaf: LeafFix,
     pub extra: [u8; EXTRA_LEN],

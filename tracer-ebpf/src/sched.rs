@@ -170,12 +170,11 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     start.leaf = LeafFix::default();
     if in_call {
         // Inside a syscall: stacks deferred (see OffStart); the slow-call report learns that
-        // the call blocked.
+        // the call blocked (its arguments are read at exit, or from /proc if it never returns).
         start.user_stack_id = DEFERRED_STACK;
         start.kernel_stack_id = DEFERRED_STACK;
         let inf = &mut t.sys;
         if inf.blocked == 0 {
-            inf.args = crate::syscalls::args_of(inf);
             inf.user_stack_id = DEFERRED_STACK;
             inf.kernel_stack_id = DEFERRED_STACK;
             inf.leaf = LeafFix::default();

@@ -409,8 +409,21 @@ impl Probes {
     }
 
     /// Syscalls in progress now, by thread.
+    ///
+    /// The arguments of a blocked call are read from /proc (the saved registers the kernel
+    /// shows there); the probes do not copy them at every block.
     pub fn syscalls_in_flight(&self) -> Result<Vec<(u32, Inflight)>> {
-        Ok(self.threads()?.into_iter().filter(|t| t.sys.active != 0).map(|t| (t.tid, t.sys)).collect())
+        let mut out: Vec<(u32, Inflight)> =
+            self.threads()?.into_iter().filter(|t| t.sys.active != 0).map(|t| (t.tid, t.sys)).collect();
+        for (tid, inf) in out.iter_mut().filter(|(_, i)| i.blocked != 0) {
+            let text = std::fs::read_to_string(format!("/proc/{}/task/{tid}/syscall", inf.tgid)).unwrap_or_default();
+            match crate::collect::parse_syscall(&text) {
+                Some((nr, args, _, _)) if nr == inf.nr as i64 => inf.args = args,
+                // Returned meanwhile: whatever `args` holds belongs to an earlier call.
+                _ => inf.args = [0; 6],
+            }
+        }
+        Ok(out)
     }
 
     /// (tgid, tid) of threads blocked now whose stacks were deferred (see OffStart), sorted.

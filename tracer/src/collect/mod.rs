@@ -4,6 +4,7 @@ mod drain;
 pub mod fds;
 mod life;
 mod preexisting;
+pub use preexisting::parse_syscall;
 mod registry;
 mod slow;
 
