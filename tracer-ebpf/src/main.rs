@@ -77,8 +77,8 @@ mod entry {
         0
     }
 
-    #[tracepoint]
-    pub fn rt_sched_waking(ctx: TracePointContext) -> u32 {
+    #[btf_tracepoint(function = "sched_waking")]
+    pub fn rt_sched_waking(ctx: BtfTracePointContext) -> i32 {
         let _ = crate::sched::sched_waking(&ctx);
         0
     }
@@ -103,11 +103,6 @@ mod entry {
     }
 
     /// Empty programs for the benchmarks' floor: the cost of the hook itself.
-    #[tracepoint]
-    pub fn rt_floor_tp(_ctx: TracePointContext) -> u32 {
-        0
-    }
-
     #[raw_tracepoint]
     pub fn rt_floor_raw(_ctx: RawTracePointContext) -> i32 {
         0
@@ -130,9 +125,14 @@ mod entry {
         }
     }
 
+    #[btf_tracepoint(function = "sched_waking")]
+    pub fn rt_floor_waking(_ctx: BtfTracePointContext) -> i32 {
+        0
+    }
+
     /// The clock floor: the hook plus one clock read, the least a latency measurement needs.
-    #[tracepoint]
-    pub fn rt_floor_tp_clock(_ctx: TracePointContext) -> u32 {
+    #[btf_tracepoint(function = "sched_waking")]
+    pub fn rt_floor_waking_clock(_ctx: BtfTracePointContext) -> i32 {
         floor_clock();
         0
     }

@@ -9,9 +9,8 @@ use aya_ebpf::{
     bindings::task_struct,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::map,
-    maps::{HashMap, PerCpuArray},
-    programs::{BtfTracePointContext, TracePointContext},
-    EbpfContext,
+    maps::HashMap,
+    programs::BtfTracePointContext,
 };
 use tracer_common::{
     counters,
@@ -36,9 +35,6 @@ static WAKEUPS: HashMap<WakeKey, OffVal> = HashMap::with_max_entries(MAX_WAKE_KE
 /// task_struct.pid, from the kernel's BTF.
 #[unsafe(no_mangle)]
 static TASK_PID_OFF: u32 = 0;
-/// Field offset of sched:sched_waking's pid, from tracefs.
-#[unsafe(no_mangle)]
-static WAKING_PID_OFF: u32 = 24;
 /// Shortest off-CPU interval recorded (--min-block), ns.
 #[unsafe(no_mangle)]
 static MIN_BLOCK_NS: u64 = 0;
@@ -305,8 +301,12 @@ fn add<K>(map: &HashMap<K, OffVal>, key: &K, ns: u64) {
     }
 }
 
-pub fn sched_waking(ctx: &TracePointContext) -> Result<(), i64> {
-    let pid: i32 = unsafe { ctx.read_at(global(&WAKING_PID_OFF) as usize) }.map_err(|e| e as i64)?;
+/// sched_waking(p) as a BTF tracepoint: the wakee's pid is a direct load from its task_struct
+/// (this runs at every wakeup on the machine).
+pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let p: *const u8 = ctx.arg(0);
+    // SAFETY: `p` is a BTF task pointer and the offset a load-time constant (see switch_in).
+    let pid = unsafe { core::ptr::read_volatile(p.add(global(&TASK_PID_OFF) as usize) as *const i32) };
     let Some(t) = threads::get(pid as u32) else { return Ok(()) };
     let s = &mut t.off;
     if s.ts == 0 || s.wake_ts != 0 {

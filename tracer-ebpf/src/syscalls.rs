@@ -13,7 +13,7 @@ use aya_ebpf::{
         bpf_probe_read_user_str_bytes,
     },
     macros::map,
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
+    maps::{PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::RawTracePointContext,
 };
 use tracer_common::{

@@ -103,8 +103,6 @@ impl Probes {
             // Optional: without it exit statuses come only from wait calls and zombies.
             ("TASK_EXIT_CODE_OFF", crate::btf::kernel_member_offset("task_struct", "exit_code").unwrap_or(u32::MAX)),
         ];
-        let waking = Format::read("sched", "sched_waking")?;
-        let waking_pid = waking.offset("pid")?;
         // sched_switch is a BTF tracepoint: it names the incoming thread by its task_struct.
         let task_pid = crate::btf::kernel_member_offset("task_struct", "pid")
             .context("reading task_struct.pid from the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
@@ -141,7 +139,6 @@ impl Probes {
             .override_global("EXIT_GROUP_DEAD_OFF", &group_dead, true)
             .override_global("TASK_PID_OFF", &task_pid, true)
             .override_global("ROOT_TGID", &opts.root_tgid, true)
-            .override_global("WAKING_PID_OFF", &waking_pid, true)
             .override_global("MIN_BLOCK_NS", &min_block, true)
             .load(EBPF_OBJECT)
             .context("loading rtrace's eBPF programs")?;
@@ -269,16 +266,16 @@ impl Probes {
     /// online CPU. In a benchmark floor mode, only empty programs on that analysis's hooks.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
         if let Some(floor) = self.floor {
-            let [raw, tp, switch] = if floor.clock() {
-                ["rt_floor_raw_clock", "rt_floor_tp_clock", "rt_floor_switch_clock"]
+            let [raw, waking, switch] = if floor.clock() {
+                ["rt_floor_raw_clock", "rt_floor_waking_clock", "rt_floor_switch_clock"]
             } else {
-                ["rt_floor_raw", "rt_floor_tp", "rt_floor_switch"]
+                ["rt_floor_raw", "rt_floor_waking", "rt_floor_switch"]
             };
             // Every hook rtrace's off-CPU analysis runs on: the syscall ones finish deferred
             // blocks (sched.rs).
             if floor.offcpu() {
                 self.attach_btf(switch, "sched_switch")?;
-                self.attach_tracepoints(tp, &[("sched", "sched_waking")])?;
+                self.attach_btf(waking, "sched_waking")?;
             }
             return self.attach_raw(raw, &["sys_enter", "sys_exit"]);
         }
@@ -298,7 +295,7 @@ impl Probes {
                 self.load_off_complete()?;
             }
             self.attach_btf("rt_sched_switch", "sched_switch")?;
-            self.attach_tracepoints("rt_sched_waking", &[("sched", "sched_waking")])?;
+            self.attach_btf("rt_sched_waking", "sched_waking")?;
         }
 
         // Only BTF tracepoint loads needed the parsed kernel BTF (several MiB).
