@@ -20,7 +20,8 @@ pub const EVENTS_DROPPED: u32 = 7;
 pub const OFF_EVENTS: u32 = 8;
 /// Off-CPU intervals that could not be recorded: a map was full.
 pub const OFF_LOST: u32 = 9;
-/// Syscall entries not tracked because the in-flight map was full.
+/// Tracked threads left without per-thread state (their thread-table slot taken and the spill
+/// map full): their syscalls are not measured.
 pub const SYSCALL_INFLIGHT_FULL: u32 = 10;
 /// Syscall completions not counted because the stats map was full.
 pub const SYSCALL_STATS_FULL: u32 = 11;
