@@ -44,6 +44,8 @@ pub struct OffStart {
     pub pre_at: [u64; 4],
     pub pre_stack: i32,
     pub _pad: u32,
+    /// Callers the walk of the waker's user stack skips (set with waker_user_stack_id).
+    pub waker_leaf: crate::unwind::LeafFix,
 }
 
 /// Blocked time by (thread, stack, state).
@@ -73,6 +75,7 @@ pub struct WakeKey {
     pub waker_kernel_stack_id: i32,
     pub waker_comm: [u8; 16],
     pub leaf: crate::unwind::LeafFix,
+    pub waker_leaf: crate::unwind::LeafFix,
 }
 
 /// Aggregate of blocked intervals.
@@ -91,9 +94,9 @@ mod tests {
     use core::mem::size_of;
     #[test]
     fn layout() {
-        assert_eq!(size_of::<super::OffStart>(), 64 + 48 + 16 + 40);
+        assert_eq!(size_of::<super::OffStart>(), 64 + 48 + 16 + 40 + 48);
         assert_eq!(size_of::<super::OffKey>(), 24 + 48);
-        assert_eq!(size_of::<super::WakeKey>(), 48 + 48);
+        assert_eq!(size_of::<super::WakeKey>(), 48 + 48 + 48);
         assert_eq!(size_of::<super::OffVal>(), 24);
     }
 }

@@ -266,6 +266,8 @@ fn account(tid: u32, s: &OffStart, now: u64) {
             waker_kernel_stack_id: s.waker_kernel_stack_id,
             waker_comm: s.waker_comm,
             leaf: s.leaf,
+            // Set only with the waker's stacks (switch-out does not reset it).
+            waker_leaf: if s.waker_user_stack_id >= 0 { s.waker_leaf } else { LeafFix::default() },
         };
         add(&WAKEUPS, &wk, blocked);
     } else {
@@ -324,5 +326,10 @@ pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     s.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);
     s.waker_user_stack_id = stack_quiet(ctx, true);
     s.waker_kernel_stack_id = stack_quiet(ctx, false);
+    // A traced waker inside a syscall (a write, a futex wake): the callers its walk skips.
+    s.waker_leaf = match threads::get(pid_tgid as u32) {
+        Some(w) if w.sys.active != 0 => crate::unwind::from_saved_regs(w.sys.regs),
+        _ => LeafFix::default(),
+    };
     Ok(())
 }

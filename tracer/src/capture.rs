@@ -101,6 +101,8 @@ pub struct RawWake {
     pub max_ns: u64,
     #[serde(default, skip_serializing_if = "Leaf::is_empty")]
     pub leaf: Leaf,
+    #[serde(default, skip_serializing_if = "Leaf::is_empty")]
+    pub waker_leaf: Leaf,
 }
 
 /// Latency of one syscall in one process, aggregated in the kernel.

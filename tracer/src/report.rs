@@ -161,7 +161,7 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfi
     let wakers: Vec<StackInput> = capture
         .wakeups
         .iter()
-        .map(|w| input(w.waker_pid, w.waker_tid, &w.waker_user, &w.waker_kernel, Leaf::default()))
+        .map(|w| input(w.waker_pid, w.waker_tid, &w.waker_user, &w.waker_kernel, w.waker_leaf))
         .collect();
     let off_stacks = symbolize::stacks(capture, &off, resolver);
     let blocked_stacks = symbolize::stacks(capture, &blocked, resolver);

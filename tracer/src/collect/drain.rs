@@ -89,6 +89,7 @@ pub fn drain(
             count: v.count,
             max_ns: v.max_ns,
             leaf: k.leaf.into(),
+            waker_leaf: k.waker_leaf.into(),
         })
         .collect();
     let syscalls: Vec<RawSyscall> = probes

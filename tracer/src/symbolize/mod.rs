@@ -242,9 +242,26 @@ pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver
                     build_id: None,
                 });
             }
+            strip_probe_frames(&mut frames);
             Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count }
         })
         .collect()
+}
+
+/// A kernel stack taken inside a tracepoint program starts with the program's own JIT image
+/// and the glue that ran it (`bpf_trace_run2`, `__bpf_trace_*`, `perf_trace_*`): rtrace's
+/// frames, not the thread's. They are dropped from the innermost such frame on.
+fn strip_probe_frames(frames: &mut Vec<Frame>) {
+    let glue = |f: &Frame| {
+        f.kind == FrameKind::Kernel
+            && (f.function.starts_with("bpf_trace_run")
+                || f.function.starts_with("__bpf_trace_")
+                || f.function.starts_with("perf_trace_")
+                || f.function == "trace_call_bpf")
+    };
+    if let Some(i) = frames.iter().rposition(glue) {
+        frames.truncate(i);
+    }
 }
 
 /// The lookup addresses of a stack, leaf first, with the skipped callers inserted after the
@@ -382,6 +399,27 @@ mod tests {
         assert_eq!(names, ["prog", "[unknown] ([anon]+0x9998)", "main", "leaf", "do_syscall_64_[k]"]);
         assert_eq!(s[0].frames[3].build_id.as_deref(), Some("ab"));
         assert_eq!(s[0].count, 5);
+    }
+
+    /// A waker's kernel stack taken in sched_waking: the program's image (symbolized as some
+    /// unrelated kernel symbol) and bpf_trace_run1 go; try_to_wake_up stays the leaf.
+    #[test]
+    fn probe_glue_frames_dropped() {
+        let mut c = Capture::default();
+        c.cpu_samples.push(RawSample {
+            tgid: 7,
+            tid: 7,
+            kernel: vec![0xffff0003, 0xffff0002, 0xffff0001, 0xffff0000],
+            count: 1,
+            ..Default::default()
+        });
+        let mut r = FakeResolver::default();
+        for (a, n) in [(0, "do_syscall_64"), (1, "try_to_wake_up"), (2, "bpf_trace_run1"), (3, "__stop_runtime_ptr")] {
+            r.kernel.insert(0xffff0000 + a, n.into());
+        }
+        let s = cpu_stacks(&c, &mut r);
+        let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
+        assert_eq!(names, ["[unknown process]", "do_syscall_64_[k]", "try_to_wake_up_[k]"]);
     }
 
     /// A frameless leaf: the walk gives leaf, then the caller's caller; [sp] held the return
