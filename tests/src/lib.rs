@@ -188,8 +188,19 @@ impl Run {
 
 /// Runs rtrace with `-o <fresh dir>` and the given arguments, waiting for it to finish.
 pub fn rtrace(test: &str, args: &[&str]) -> Run {
+    rtrace_env(test, args, &[])
+}
+
+/// `rtrace` with extra environment variables.
+pub fn rtrace_env(test: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let dir = report_dir(test);
-    let output = Command::new(rtrace_bin()).arg("-o").arg(&dir).args(args).output().expect("running rtrace");
+    let output = Command::new(rtrace_bin())
+        .arg("-o")
+        .arg(&dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("running rtrace");
     Run { output, dir }
 }
 

@@ -122,6 +122,40 @@ fn without_syscall_probes() {
     assert_no_rtrace_programs();
 }
 
+/// A thread table of one slot: every thread but one lives in the spill map (the path a thread
+/// takes when another thread's tid shares its slot). The same blocks, wakers, slow call and
+/// stacks are found.
+#[test]
+fn thread_table_spill() {
+    if !privileged("thread_table_spill") {
+        return;
+    }
+    let bin = fixture("offcpu_pipe");
+    let run = rtrace_env("offcpu_pipe_spill", &["-q", "--", bin.to_str().unwrap()], &[("RTRACE_THREAD_SLOTS", "1")]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let out = run.stdout();
+    let tid = |key: &str| -> u64 { out.split(key).nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap() };
+    let (reader, writer) = (tid("reader_tid="), tid("writer_tid="));
+    let r = run.report();
+    assert_eq!(
+        (r["accounting"]["offcpu_lost"].as_u64(), r["accounting"]["syscalls_lost"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let read: Vec<_> = entries(&r, "reader;blocking_read;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    assert_eq!(read.len(), 1, "{}", r["offcpu"]["top"]);
+    assert!(within(read[0]["total_us"].as_u64().unwrap(), 1_000_000, 15), "{}", read[0]);
+    assert_eq!(read[0]["top_waker"]["tid"].as_u64().unwrap(), writer, "{}", read[0]);
+    let calls = r["slowest_syscalls"].as_array().unwrap();
+    let slow_read =
+        calls.iter().find(|c| c["name"] == "read" && c["tid"] == reader).unwrap_or_else(|| panic!("{calls:?}"));
+    assert!(slow_read["frames"].as_array().unwrap().iter().any(|f| f == "blocking_read"), "{slow_read}");
+    let nap: Vec<_> =
+        entries(&r, "main;sleep_half_second;nap;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    assert_eq!(nap.len(), 1, "{}", r["offcpu"]["top"]);
+    assert!(within(nap[0]["total_us"].as_u64().unwrap(), 500_000, 15), "{}", nap[0]);
+    assert_no_rtrace_programs();
+}
+
 /// Two busy threads pinned to one CPU: each waits for the CPU half of the time.
 #[test]
 fn runqueue_of_two_threads_on_one_cpu() {

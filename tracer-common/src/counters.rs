@@ -29,5 +29,7 @@ pub const SYSCALL_STATS_FULL: u32 = 11;
 pub const SLOW_CALLS_DROPPED: u32 = 12;
 /// Slow calls sent to userspace.
 pub const SLOW_CALLS_SENT: u32 = 13;
+/// Threads put in the thread table's spill map (their slot was taken).
+pub const THREADS_SPILLED: u32 = 14;
 /// Number of counters.
-pub const COUNT: u32 = 14;
+pub const COUNT: u32 = 15;

@@ -30,6 +30,17 @@ pub static SPILL_USED: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static SPILL_SCRATCH: aya_ebpf::maps::PerCpuArray<Thread> = aya_ebpf::maps::PerCpuArray::with_max_entries(1, 0);
 
+/// Slots - 1 (a power of two minus one): THREAD_SLOTS unless a test shrinks the table to
+/// exercise the spill map (RTRACE_THREAD_SLOTS, see the loader).
+#[unsafe(no_mangle)]
+static THREAD_MASK: u32 = THREAD_SLOTS - 1;
+
+#[inline(always)]
+fn slot_of(tid: u32) -> u32 {
+    // SAFETY: a global the loader sets before load (frozen: the verifier knows its value).
+    tid & unsafe { core::ptr::read_volatile(&THREAD_MASK) }
+}
+
 #[inline(always)]
 fn spill_used() -> bool {
     // SAFETY: a live array value.
@@ -39,7 +50,7 @@ fn spill_used() -> bool {
 /// The entry of a tracked thread, if it has one.
 #[inline(always)]
 pub fn get(tid: u32) -> Option<&'static mut Thread> {
-    let slot = THREADS.get_ptr_mut(tid & (THREAD_SLOTS - 1))?;
+    let slot = THREADS.get_ptr_mut(slot_of(tid))?;
     // SAFETY: a live array value; the tag is compared before anything else is used.
     let t = unsafe { &mut *slot };
     if t.tid == tid && tid != 0 {
@@ -72,7 +83,7 @@ pub fn get_or_create(tid: u32, tgid: u32) -> Option<&'static mut Thread> {
     if let Some(t) = get(tid) {
         return Some(t);
     }
-    let slot = THREADS.get_ptr_mut(tid & (THREAD_SLOTS - 1))?;
+    let slot = THREADS.get_ptr_mut(slot_of(tid))?;
     // SAFETY: a live array value.
     let t = unsafe { &mut *slot };
     if t.tid == 0 {
@@ -93,6 +104,7 @@ pub fn get_or_create(tid: u32, tgid: u32) -> Option<&'static mut Thread> {
         bump(counters::SYSCALL_INFLIGHT_FULL);
         return None;
     }
+    bump(counters::THREADS_SPILLED);
     // SAFETY: a live map value.
     THREADS_SPILL.get_ptr_mut(tid).map(|p| unsafe { &mut *p })
 }
@@ -100,7 +112,7 @@ pub fn get_or_create(tid: u32, tgid: u32) -> Option<&'static mut Thread> {
 /// Frees the entry of an exiting thread.
 #[inline(always)]
 pub fn remove(tid: u32) {
-    if let Some(slot) = THREADS.get_ptr_mut(tid & (THREAD_SLOTS - 1)) {
+    if let Some(slot) = THREADS.get_ptr_mut(slot_of(tid)) {
         // SAFETY: a live array value.
         let t = unsafe { &mut *slot };
         if t.tid == tid {

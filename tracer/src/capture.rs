@@ -224,6 +224,9 @@ pub struct Accounting {
     pub slow_calls_sent: u64,
     #[serde(default)]
     pub slow_calls_dropped: u64,
+    /// Threads whose slot in the kernel's thread table was taken (kept in a spill map).
+    #[serde(default)]
+    pub threads_spilled: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -49,6 +49,8 @@ pub struct Probes {
     btf: Option<std::thread::JoinHandle<Result<Btf, aya::BtfError>>>,
     btf_parsed: Option<Btf>,
     root_tgid: u32,
+    /// Thread-table slots - 1 (see tracer_common::thread).
+    thread_mask: u32,
     pub clock: Clock,
     offcpu: bool,
     syscalls: bool,
@@ -124,6 +126,15 @@ impl Probes {
         ];
 
         let mut loader = EbpfLoader::new();
+        // Tests shrink the thread table (RTRACE_THREAD_SLOTS=1: every thread but one in the
+        // spill map) to check that path end to end.
+        let slots = std::env::var("RTRACE_THREAD_SLOTS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|n| n.is_power_of_two() && *n <= THREAD_SLOTS)
+            .unwrap_or(THREAD_SLOTS);
+        let thread_mask = slots - 1;
+        loader.set_max_entries("THREADS", slots).override_global("THREAD_MASK", &thread_mask, true);
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
@@ -147,6 +158,7 @@ impl Probes {
             btf: Some(btf),
             btf_parsed: None,
             root_tgid: opts.root_tgid,
+            thread_mask,
             clock: Clock::CpuClock,
             offcpu: opts.min_block_ns.is_some(),
             syscalls: opts.syscalls.is_some(),
@@ -178,7 +190,7 @@ impl Probes {
     /// Puts a thread in its slot of the thread table, or in the spill map if the slot is taken
     /// (see tracer_common::thread).
     fn add_thread(&mut self, t: Thread) -> Result<()> {
-        let slot = t.tid & (THREAD_SLOTS - 1);
+        let slot = t.tid & self.thread_mask;
         let mut table: Array<_, Thread> = Array::try_from(self.map_mut("THREADS")?)?;
         let cur = table.get(&slot, 0)?;
         if cur.tid == 0 || cur.tid == t.tid {
@@ -200,7 +212,7 @@ impl Probes {
         for tgid in self.tracked()? {
             let Ok(dir) = std::fs::read_dir(format!("/proc/{tgid}/task")) else { continue };
             for tid in dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
-                if let Ok(t) = table.get(&(tid & (THREAD_SLOTS - 1)), 0) {
+                if let Ok(t) = table.get(&(tid & self.thread_mask), 0) {
                     if t.tid == tid {
                         out.push(t);
                     }

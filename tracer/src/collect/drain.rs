@@ -152,6 +152,7 @@ pub fn drain(
             syscalls_lost: n[c::SYSCALL_INFLIGHT_FULL as usize] + n[c::SYSCALL_STATS_FULL as usize],
             slow_calls_sent: n[c::SLOW_CALLS_SENT as usize],
             slow_calls_dropped: n[c::SLOW_CALLS_DROPPED as usize],
+            threads_spilled: n[c::THREADS_SPILLED as usize],
         },
         cpu_samples: samples,
         offcpu,
