@@ -2,9 +2,11 @@
 //!
 //! sched_switch: the outgoing tracked thread (current) records when and in which state it left
 //! the CPU (and its stacks, unless they are deferred: see tracer_common::sched::OffStart); the
-//! incoming thread, if it has such a record, adds the time it was away to OFFCPU. A sleep that was ended by a wakeup is split: switch-out → wakeup
-//! counts in its state (sleep/disk), wakeup → switch-in as runqueue (waiting for a CPU).
-//! sched_waking runs in the waker's context, so its stacks are the waker's.
+//! incoming thread, if it has such a record, adds the time it was away to OFFCPU. A sleep that
+//! was ended by a wakeup is split: switch-out → wakeup counts in its state (sleep/disk),
+//! wakeup → switch-in as runqueue (waiting for a CPU). sched_waking runs in the waker's
+//! context, so its stacks are the waker's. Both are BTF tracepoints: their task arguments are
+//! typed pointers (direct loads, bpf_get_task_stack).
 use aya_ebpf::{
     bindings::task_struct,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
