@@ -10,6 +10,8 @@ mod counters;
 #[cfg(target_arch = "bpf")]
 mod cpu;
 #[cfg(target_arch = "bpf")]
+mod mem;
+#[cfg(target_arch = "bpf")]
 mod process;
 #[cfg(target_arch = "bpf")]
 mod sched;

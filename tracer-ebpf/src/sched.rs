@@ -144,7 +144,7 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     let preempted = !in_call && class == STATE_RUNQUEUE;
     let at = if preempted { preempted_at(t.sys.regs) } else { None };
     let cached = match at {
-        Some(here) if t.off.pre_stack >= 0 && t.off.pre_at == here => Some(t.off.pre_stack),
+        Some(here) if t.off.pre_stack >= 0 && crate::mem::words_eq(&t.off.pre_at, &here) => Some(t.off.pre_stack),
         _ => None,
     };
     // One call site per stack kind: every inlined stack walk is verified again (load time).
@@ -164,8 +164,8 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     start.waker_tid = 0;
     start.waker_user_stack_id = -1;
     start.waker_kernel_stack_id = -1;
-    start.waker_comm = [0; 16];
-    start.leaf = LeafFix::default();
+    crate::mem::zero(&mut start.waker_comm);
+    crate::mem::zero(&mut start.leaf);
     if in_call {
         // Inside a syscall: stacks deferred (see OffStart); the slow-call report learns that
         // the call blocked (its arguments are read at exit, or from /proc if it never returns).
@@ -175,7 +175,7 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
         if inf.blocked == 0 {
             inf.user_stack_id = DEFERRED_STACK;
             inf.kernel_stack_id = DEFERRED_STACK;
-            inf.leaf = LeafFix::default();
+            crate::mem::zero(&mut inf.leaf);
         }
         inf.blocked = 1;
     } else if preempted {
