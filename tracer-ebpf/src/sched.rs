@@ -78,15 +78,18 @@ fn switch_in(next: *mut task_struct, now: u64) {
     let Some(t) = threads::get(tid) else { return };
     // ts == 0 marks "not switched out" (entries stay for the thread's life).
     let st = &mut t.off;
-    if st.ts == 0 {
+    let ts = st.ts;
+    if ts == 0 {
         return;
     }
-    let s = *st;
     st.ts = 0;
-    if now.saturating_sub(s.ts) < min_block_ns() {
+    // Most blocks end here: nothing else is read or copied.
+    if now.saturating_sub(ts) < min_block_ns() {
         return;
     }
-    if s.user_stack_id != DEFERRED_STACK {
+    if st.user_stack_id != DEFERRED_STACK {
+        let mut s = *st;
+        s.ts = ts;
         account(tid, &s, now);
         return;
     }
@@ -94,7 +97,7 @@ fn switch_in(next: *mut task_struct, now: u64) {
     // stack when the call returns (syscalls::sys_exit → off_complete).
     let ks = task_kernel_stack(next);
     st.kernel_stack_id = ks;
-    st.pend_ts = s.ts;
+    st.pend_ts = ts;
     st.pend_end = now;
     t.sys.off_pending = 1;
     t.sys.kernel_stack_id = ks;
