@@ -134,7 +134,7 @@ impl Probes {
             .filter(|n| n.is_power_of_two() && *n <= THREAD_SLOTS)
             .unwrap_or(THREAD_SLOTS);
         let thread_mask = slots - 1;
-        loader.set_max_entries("THREADS", slots).override_global("THREAD_MASK", &thread_mask, true);
+        loader.map_max_entries("THREADS", slots).override_global("THREAD_MASK", &thread_mask, true);
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
