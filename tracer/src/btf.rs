@@ -1,10 +1,12 @@
-//! Member offsets of kernel structs from the kernel's BTF (/sys/kernel/btf/vmlinux), for the
-//! few task_struct fields the eBPF side reads (they move between kernel builds). Only what that
-//! needs: walk the type section, find a named struct, return a named member's byte offset.
+//! What rtrace needs from the kernel's BTF (/sys/kernel/btf/vmlinux), read with a plain walk of
+//! its type section: the offsets of the few task_struct fields the eBPF side reads (they move
+//! between kernel builds), and the type ids of the BTF tracepoints it attaches to.
 use anyhow::{anyhow, bail, Context, Result};
 
 const MAGIC: u16 = 0xeb9f;
+const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
+const KIND_TYPEDEF: u32 = 8;
 
 fn u32_at(d: &[u8], at: usize) -> Result<u32> {
     d.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).ok_or_else(|| anyhow!("BTF truncated at {at}"))
@@ -32,8 +34,8 @@ fn extra_len(kind: u32, vlen: usize) -> Result<usize> {
     })
 }
 
-/// Byte offset of `member` in `struct name` (direct members only).
-pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Result<u32> {
+/// Calls `f(id, kind, name, member records, kind_flag)` for every type until it returns Some.
+fn walk<T>(btf: &[u8], mut f: impl FnMut(u32, u32, &[u8], &[u8], u32) -> Result<Option<T>>) -> Result<Option<T>> {
     if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != MAGIC {
         bail!("not little-endian BTF");
     }
@@ -42,26 +44,99 @@ pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Result<u32> {
     let str_off = u32_at(btf, 16)? as usize;
     let types = btf.get(hdr_len + type_off..hdr_len + type_off + type_len).context("BTF type section")?;
     let strings = btf.get(hdr_len + str_off..).context("BTF string section")?;
-    let mut at = 0;
+    let (mut at, mut id) = (0, 1u32);
     while at + 12 <= types.len() {
         let (name_off, info) = (u32_at(types, at)?, u32_at(types, at + 4)?);
         let (kind, vlen, kflag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31);
         let body = at + 12;
-        if kind == KIND_STRUCT && name(strings, name_off) == strukt.as_bytes() {
-            for i in 0..vlen {
-                let m = body + 12 * i;
-                if name(strings, u32_at(types, m)?) == member.as_bytes() {
-                    let bits = u32_at(types, m + 8)?;
-                    // With kind_flag the low 24 bits are the bit offset (the high 8 a bitfield size).
-                    let bits = if kflag == 1 { bits & 0xff_ffff } else { bits };
-                    return Ok(bits / 8);
-                }
-            }
-            bail!("struct {strukt} has no member {member} in this kernel's BTF");
+        let end = body + extra_len(kind, vlen)?;
+        let extra = types.get(body..end).context("BTF truncated")?;
+        if let Some(v) = f(id, kind, name(strings, name_off), extra, kflag)? {
+            return Ok(Some(v));
         }
-        at = body + extra_len(kind, vlen)?;
+        let _ = strings;
+        at = end;
+        id += 1;
     }
-    bail!("struct {strukt} not found in this kernel's BTF")
+    Ok(None)
+}
+
+/// Byte offset of `member` in `struct name` (direct members only).
+pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Result<u32> {
+    let strings_of = |btf: &[u8]| -> Result<Vec<u8>> {
+        let hdr_len = u32_at(btf, 4)? as usize;
+        let str_off = u32_at(btf, 16)? as usize;
+        Ok(btf.get(hdr_len + str_off..).context("BTF string section")?.to_vec())
+    };
+    let strings = strings_of(btf)?;
+    let found = walk(btf, |_, kind, n, members, kflag| {
+        if kind != KIND_STRUCT || n != strukt.as_bytes() {
+            return Ok(None);
+        }
+        for m in members.chunks_exact(12) {
+            if name(&strings, u32_at(m, 0)?) == member.as_bytes() {
+                let bits = u32_at(m, 8)?;
+                // With kind_flag the low 24 bits are the bit offset (the high 8 a bitfield size).
+                let bits = if kflag == 1 { bits & 0xff_ffff } else { bits };
+                return Ok(Some(Some(bits / 8)));
+            }
+        }
+        Ok(Some(None))
+    })?;
+    match found {
+        Some(Some(off)) => Ok(off),
+        Some(None) => bail!("struct {strukt} has no member {member} in this kernel's BTF"),
+        None => bail!("struct {strukt} not found in this kernel's BTF"),
+    }
+}
+
+/// Type id of `typedef name`.
+fn typedef_id(btf: &[u8], typedef: &str) -> Result<u32> {
+    walk(btf, |id, kind, n, _, _| Ok((kind == KIND_TYPEDEF && n == typedef.as_bytes()).then_some(id)))?
+        .ok_or_else(|| anyhow!("typedef {typedef} not found in this kernel's BTF"))
+}
+
+/// A stand-in for the kernel's BTF that is enough to load BTF tracepoints on `hooks` with aya.
+///
+/// aya's `BtfTracePoint::load` only looks up the id of the `btf_trace_<hook>` typedef, but
+/// takes a whole parsed `Btf`: parsing /sys/kernel/btf/vmlinux costs ~170 ms and ~15 MiB here
+/// (and aya's loader already parses its own private copy). BTF type ids are positions in the
+/// type section, so a small BTF with those typedefs at the kernel's ids — placeholders before
+/// them — gives aya the same ids.
+pub fn tracepoint_btf(btf: &[u8], hooks: &[&str]) -> Result<aya::Btf> {
+    let mut ids: Vec<(u32, String)> = hooks
+        .iter()
+        .map(|h| Ok((typedef_id(btf, &format!("btf_trace_{h}"))?, format!("btf_trace_{h}"))))
+        .collect::<Result<_>>()?;
+    ids.sort();
+    let mut strings = vec![0u8];
+    let mut types = Vec::new();
+    let mut push = |w: [u32; 3]| w.iter().for_each(|v| types.extend_from_slice(&v.to_le_bytes()));
+    let mut next = 1;
+    for (id, n) in &ids {
+        for _ in next..*id {
+            push([0, KIND_PTR << 24, 0]); // placeholder: an anonymous pointer to void
+        }
+        push([strings.len() as u32, KIND_TYPEDEF << 24, 0]);
+        strings.extend_from_slice(n.as_bytes());
+        strings.push(0);
+        next = id + 1;
+    }
+    let mut out = Vec::with_capacity(24 + types.len() + strings.len());
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&[1, 0]);
+    for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&types);
+    out.extend_from_slice(&strings);
+    aya::Btf::parse(&out, aya::Endianness::default()).context("building BTF for the BTF tracepoints")
+}
+
+/// `tracepoint_btf` for this kernel.
+pub fn kernel_tracepoint_btf(hooks: &[&str]) -> Result<aya::Btf> {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").context("reading /sys/kernel/btf/vmlinux")?;
+    tracepoint_btf(&btf, hooks)
 }
 
 pub fn kernel_member_offset(strukt: &str, member: &str) -> Result<u32> {
@@ -95,6 +170,20 @@ mod tests {
         assert_eq!(member_offset(&btf, "s", "a").unwrap(), 0);
         assert!(member_offset(&btf, "s", "c").is_err());
         assert!(member_offset(&btf, "t", "a").is_err());
+    }
+
+    /// The stand-in BTF gives aya the kernel's ids for the tracepoint typedefs.
+    #[test]
+    fn tracepoint_btf_keeps_the_kernel_ids() {
+        if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+            return;
+        }
+        let full = aya::Btf::from_sys_fs().unwrap();
+        let small = kernel_tracepoint_btf(&["sched_switch", "sched_waking"]).unwrap();
+        for name in ["btf_trace_sched_switch", "btf_trace_sched_waking"] {
+            let kind = aya_obj::btf::BtfKind::Typedef;
+            assert_eq!(small.id_by_type_name_kind(name, kind).unwrap(), full.id_by_type_name_kind(name, kind).unwrap());
+        }
     }
 
     #[test]

@@ -44,10 +44,8 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Loaded and attached probes.
 pub struct Probes {
     ebpf: Ebpf,
-    /// The kernel's BTF for the BTF tracepoint, parsed in the background while the loader
-    /// parses its own copy (aya's parse takes ~170 ms here; EbpfLoader keeps its copy private).
-    btf: Option<std::thread::JoinHandle<Result<Btf, aya::BtfError>>>,
-    btf_parsed: Option<Btf>,
+    /// Enough BTF to load the BTF tracepoints (see btf::tracepoint_btf).
+    btf: Option<Btf>,
     root_tgid: u32,
     /// Thread-table slots - 1 (see tracer_common::thread).
     thread_mask: u32,
@@ -79,7 +77,9 @@ impl Probes {
         // SAFETY: plain syscall with a valid pointer.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 
-        let btf = std::thread::spawn(Btf::from_sys_fs);
+        let btf = crate::btf::kernel_tracepoint_btf(&["sched_switch", "sched_waking"]).context(
+            "reading the kernel's BTF (/sys/kernel/btf/vmlinux) for the sched_switch and sched_waking BTF tracepoints",
+        )?;
         let newtask = Format::read("task", "task_newtask")?;
         let exit = Format::read("sched", "sched_process_exit")?;
         let follow: u32 = opts.follow_children.into();
@@ -156,7 +156,6 @@ impl Probes {
         Ok(Self {
             ebpf,
             btf: Some(btf),
-            btf_parsed: None,
             root_tgid: opts.root_tgid,
             thread_mask,
             clock: Clock::CpuClock,
@@ -239,12 +238,7 @@ impl Probes {
     }
 
     fn attach_btf(&mut self, prog: &str, hook: &str) -> Result<()> {
-        if self.btf_parsed.is_none() {
-            let parsed = self.btf.take().context("kernel BTF already consumed")?.join();
-            let parsed = parsed.map_err(|_| anyhow!("parsing the kernel's BTF panicked"))?;
-            self.btf_parsed = Some(parsed.context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?);
-        }
-        let btf = self.btf_parsed.as_ref().expect("parsed above");
+        let btf = self.btf.as_ref().context("kernel BTF already released")?;
         let p: &mut BtfTracePoint = self
             .ebpf
             .program_mut(prog)
@@ -310,8 +304,7 @@ impl Probes {
             self.attach_btf("rt_sched_waking", "sched_waking")?;
         }
 
-        // Only BTF tracepoint loads needed the parsed kernel BTF (several MiB).
-        self.btf_parsed = None;
+        self.btf = None;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let perf: &mut PerfEvent = self.program_mut("rt_perf_sample")?.try_into()?;
         perf.load().context("loading rt_perf_sample")?;
