@@ -77,9 +77,17 @@ impl Probes {
         // SAFETY: plain syscall with a valid pointer.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 
-        let btf = crate::btf::kernel_tracepoint_btf(&["sched_switch", "sched_waking"]).context(
-            "reading the kernel's BTF (/sys/kernel/btf/vmlinux) for the sched_switch and sched_waking BTF tracepoints",
-        )?;
+        // Off-CPU (and its benchmark floors) run on BTF tracepoints: they need the kernel's BTF;
+        // the rest of rtrace does not.
+        let needs_btf = opts.min_block_ns.is_some() || opts.floor.is_some_and(|f| f.offcpu());
+        let btf = if needs_btf {
+            Some(crate::btf::kernel_tracepoint_btf(&["sched_switch", "sched_waking"]).context(
+                "off-CPU tracing needs the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF); \
+                 run with --no-offcpu on this kernel",
+            )?)
+        } else {
+            None
+        };
         let newtask = Format::read("task", "task_newtask")?;
         let exit = Format::read("sched", "sched_process_exit")?;
         let follow: u32 = opts.follow_children.into();
@@ -106,8 +114,12 @@ impl Probes {
             ("TASK_EXIT_CODE_OFF", crate::btf::kernel_member_offset("task_struct", "exit_code").unwrap_or(u32::MAX)),
         ];
         // sched_switch is a BTF tracepoint: it names the incoming thread by its task_struct.
-        let task_pid = crate::btf::kernel_member_offset("task_struct", "pid")
-            .context("reading task_struct.pid from the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        let task_pid = if needs_btf {
+            crate::btf::kernel_member_offset("task_struct", "pid")
+                .context("reading task_struct.pid from the kernel's BTF (/sys/kernel/btf/vmlinux)")?
+        } else {
+            0
+        };
         let min_block = opts.min_block_ns.unwrap_or(0);
         let slow_k = opts.syscalls.map(|s| s.slow_top as u32).unwrap_or(20);
         let slow_threshold = opts.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -155,7 +167,7 @@ impl Probes {
             .context("loading rtrace's eBPF programs")?;
         Ok(Self {
             ebpf,
-            btf: Some(btf),
+            btf,
             root_tgid: opts.root_tgid,
             thread_mask,
             clock: Clock::CpuClock,
