@@ -34,8 +34,8 @@ fn extra_len(kind: u32, vlen: usize) -> Result<usize> {
     })
 }
 
-/// Calls `f(id, kind, name, member records, kind_flag)` for every type until it returns Some.
-fn walk<T>(btf: &[u8], mut f: impl FnMut(u32, u32, &[u8], &[u8], u32) -> Result<Option<T>>) -> Result<Option<T>> {
+/// The type and string sections.
+fn sections(btf: &[u8]) -> Result<(&[u8], &[u8])> {
     if btf.len() < 24 || u16::from_le_bytes([btf[0], btf[1]]) != MAGIC {
         bail!("not little-endian BTF");
     }
@@ -44,17 +44,32 @@ fn walk<T>(btf: &[u8], mut f: impl FnMut(u32, u32, &[u8], &[u8], u32) -> Result<
     let str_off = u32_at(btf, 16)? as usize;
     let types = btf.get(hdr_len + type_off..hdr_len + type_off + type_len).context("BTF type section")?;
     let strings = btf.get(hdr_len + str_off..).context("BTF string section")?;
+    Ok((types, strings))
+}
+
+/// One type as `walk` shows it.
+struct Type<'a> {
+    id: u32,
+    kind: u32,
+    name: &'a [u8],
+    /// The kind-specific records after the 12-byte header (struct members, …).
+    extra: &'a [u8],
+    kind_flag: u32,
+}
+
+/// Calls `f(type, strings)` for every type until it returns Some.
+fn walk<T>(btf: &[u8], mut f: impl FnMut(&Type, &[u8]) -> Result<Option<T>>) -> Result<Option<T>> {
+    let (types, strings) = sections(btf)?;
     let (mut at, mut id) = (0, 1u32);
     while at + 12 <= types.len() {
         let (name_off, info) = (u32_at(types, at)?, u32_at(types, at + 4)?);
-        let (kind, vlen, kflag) = ((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31);
-        let body = at + 12;
-        let end = body + extra_len(kind, vlen)?;
-        let extra = types.get(body..end).context("BTF truncated")?;
-        if let Some(v) = f(id, kind, name(strings, name_off), extra, kflag)? {
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let end = at + 12 + extra_len(kind, vlen)?;
+        let extra = types.get(at + 12..end).context("BTF truncated")?;
+        let t = Type { id, kind, name: name(strings, name_off), extra, kind_flag: info >> 31 };
+        if let Some(v) = f(&t, strings)? {
             return Ok(Some(v));
         }
-        let _ = strings;
         at = end;
         id += 1;
     }
@@ -63,21 +78,15 @@ fn walk<T>(btf: &[u8], mut f: impl FnMut(u32, u32, &[u8], &[u8], u32) -> Result<
 
 /// Byte offset of `member` in `struct name` (direct members only).
 pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Result<u32> {
-    let strings_of = |btf: &[u8]| -> Result<Vec<u8>> {
-        let hdr_len = u32_at(btf, 4)? as usize;
-        let str_off = u32_at(btf, 16)? as usize;
-        Ok(btf.get(hdr_len + str_off..).context("BTF string section")?.to_vec())
-    };
-    let strings = strings_of(btf)?;
-    let found = walk(btf, |_, kind, n, members, kflag| {
-        if kind != KIND_STRUCT || n != strukt.as_bytes() {
+    let found = walk(btf, |t, strings| {
+        if t.kind != KIND_STRUCT || t.name != strukt.as_bytes() {
             return Ok(None);
         }
-        for m in members.chunks_exact(12) {
-            if name(&strings, u32_at(m, 0)?) == member.as_bytes() {
+        for m in t.extra.chunks_exact(12) {
+            if name(strings, u32_at(m, 0)?) == member.as_bytes() {
                 let bits = u32_at(m, 8)?;
                 // With kind_flag the low 24 bits are the bit offset (the high 8 a bitfield size).
-                let bits = if kflag == 1 { bits & 0xff_ffff } else { bits };
+                let bits = if t.kind_flag == 1 { bits & 0xff_ffff } else { bits };
                 return Ok(Some(Some(bits / 8)));
             }
         }
@@ -92,7 +101,7 @@ pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Result<u32> {
 
 /// Type id of `typedef name`.
 fn typedef_id(btf: &[u8], typedef: &str) -> Result<u32> {
-    walk(btf, |id, kind, n, _, _| Ok((kind == KIND_TYPEDEF && n == typedef.as_bytes()).then_some(id)))?
+    walk(btf, |t, _| Ok((t.kind == KIND_TYPEDEF && t.name == typedef.as_bytes()).then_some(t.id)))?
         .ok_or_else(|| anyhow!("typedef {typedef} not found in this kernel's BTF"))
 }
 
@@ -122,26 +131,27 @@ pub fn tracepoint_btf(btf: &[u8], hooks: &[&str]) -> Result<aya::Btf> {
         strings.push(0);
         next = id + 1;
     }
+    aya::Btf::parse(&assemble(&types, &strings), aya::Endianness::default())
+        .context("building BTF for the BTF tracepoints")
+}
+
+/// A BTF blob: header, type section, string section.
+fn assemble(types: &[u8], strings: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + types.len() + strings.len());
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&[1, 0]);
     for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    out.extend_from_slice(&types);
-    out.extend_from_slice(&strings);
-    aya::Btf::parse(&out, aya::Endianness::default()).context("building BTF for the BTF tracepoints")
+    out.extend_from_slice(types);
+    out.extend_from_slice(strings);
+    out
 }
 
-/// `tracepoint_btf` for this kernel.
-pub fn kernel_tracepoint_btf(hooks: &[&str]) -> Result<aya::Btf> {
-    let btf = std::fs::read("/sys/kernel/btf/vmlinux").context("reading /sys/kernel/btf/vmlinux")?;
-    tracepoint_btf(&btf, hooks)
-}
-
-pub fn kernel_member_offset(strukt: &str, member: &str) -> Result<u32> {
-    let btf = std::fs::read("/sys/kernel/btf/vmlinux").context("reading /sys/kernel/btf/vmlinux")?;
-    member_offset(&btf, strukt, member)
+/// The kernel's BTF, raw: read once at start-up for every use above (preflight has checked
+/// that it exists).
+pub fn read_kernel() -> Result<Vec<u8>> {
+    std::fs::read("/sys/kernel/btf/vmlinux").context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")
 }
 
 #[cfg(test)]
@@ -158,14 +168,7 @@ mod tests {
         push(&[5, (4 << 24) | 2, 8]); // STRUCT "s", 2 members, size 8
         push(&[7, 1, 0]); // a: int at bit 0
         push(&[9, 1, 32]); // b: int at bit 32
-        let mut btf = Vec::new();
-        btf.extend_from_slice(&MAGIC.to_le_bytes());
-        btf.extend_from_slice(&[1, 0]);
-        for v in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
-            btf.extend_from_slice(&v.to_le_bytes());
-        }
-        btf.extend_from_slice(&types);
-        btf.extend_from_slice(strings);
+        let btf = assemble(&types, strings);
         assert_eq!(member_offset(&btf, "s", "b").unwrap(), 4);
         assert_eq!(member_offset(&btf, "s", "a").unwrap(), 0);
         assert!(member_offset(&btf, "s", "c").is_err());
@@ -179,7 +182,7 @@ mod tests {
             return;
         }
         let full = aya::Btf::from_sys_fs().unwrap();
-        let small = kernel_tracepoint_btf(&["sched_switch", "sched_waking"]).unwrap();
+        let small = tracepoint_btf(&read_kernel().unwrap(), &["sched_switch", "sched_waking"]).unwrap();
         for name in ["btf_trace_sched_switch", "btf_trace_sched_waking"] {
             let kind = aya_obj::btf::BtfKind::Typedef;
             assert_eq!(small.id_by_type_name_kind(name, kind).unwrap(), full.id_by_type_name_kind(name, kind).unwrap());
@@ -191,7 +194,7 @@ mod tests {
         if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
             return;
         }
-        let off = kernel_member_offset("task_struct", "exit_code").unwrap();
+        let off = member_offset(&read_kernel().unwrap(), "task_struct", "exit_code").unwrap();
         assert!(off > 0 && off < 16384, "{off}");
     }
 }

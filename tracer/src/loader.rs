@@ -77,17 +77,9 @@ impl Probes {
         // SAFETY: plain syscall with a valid pointer.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
 
-        // Off-CPU (and its benchmark floors) run on BTF tracepoints: they need the kernel's BTF;
-        // the rest of rtrace does not.
-        let needs_btf = opts.min_block_ns.is_some() || opts.floor.is_some_and(|f| f.offcpu());
-        let btf = if needs_btf {
-            Some(crate::btf::kernel_tracepoint_btf(&["sched_switch", "sched_waking"]).context(
-                "off-CPU tracing needs the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF); \
-                 run with --no-offcpu on this kernel",
-            )?)
-        } else {
-            None
-        };
+        // Preflight has checked that the kernel has BTF (session::preflight).
+        let vmlinux = crate::btf::read_kernel()?;
+        let btf = crate::btf::tracepoint_btf(&vmlinux, &["sched_switch", "sched_waking"])?;
         let newtask = Format::read("task", "task_newtask")?;
         let exit = Format::read("sched", "sched_process_exit")?;
         let follow: u32 = opts.follow_children.into();
@@ -111,15 +103,11 @@ impl Probes {
             ("SIGDEL_CODE_OFF", sigdel.offset("code")?),
             ("FREE_PID_OFF", free.offset("pid")?),
             // Optional: without it exit statuses come only from wait calls and zombies.
-            ("TASK_EXIT_CODE_OFF", crate::btf::kernel_member_offset("task_struct", "exit_code").unwrap_or(u32::MAX)),
+            ("TASK_EXIT_CODE_OFF", crate::btf::member_offset(&vmlinux, "task_struct", "exit_code").unwrap_or(u32::MAX)),
         ];
         // sched_switch is a BTF tracepoint: it names the incoming thread by its task_struct.
-        let task_pid = if needs_btf {
-            crate::btf::kernel_member_offset("task_struct", "pid")
-                .context("reading task_struct.pid from the kernel's BTF (/sys/kernel/btf/vmlinux)")?
-        } else {
-            0
-        };
+        let task_pid = crate::btf::member_offset(&vmlinux, "task_struct", "pid")?;
+        drop(vmlinux);
         let min_block = opts.min_block_ns.unwrap_or(0);
         let slow_k = opts.syscalls.map(|s| s.slow_top as u32).unwrap_or(20);
         let slow_threshold = opts.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64).unwrap_or(0);
@@ -167,7 +155,7 @@ impl Probes {
             .context("loading rtrace's eBPF programs")?;
         Ok(Self {
             ebpf,
-            btf,
+            btf: Some(btf),
             root_tgid: opts.root_tgid,
             thread_mask,
             clock: Clock::CpuClock,
@@ -442,20 +430,19 @@ impl Probes {
 
     /// (tgid, tid) of threads blocked now whose stacks were deferred (see OffStart), sorted.
     pub fn deferred_in_flight(&self) -> Result<Vec<(u32, u32)>> {
+        // One pass over the thread table (syscalls_in_flight would also read each blocked
+        // call's arguments from /proc, which this does not need).
         let mut out: Vec<(u32, u32)> = self
-            .off_in_flight()?
+            .threads()?
             .into_iter()
-            .filter(|(_, s)| s.user_stack_id == DEFERRED_STACK)
-            .map(|(tid, s)| (s.tgid, tid))
-            .chain(
-                self.syscalls_in_flight()?
-                    .into_iter()
-                    .filter(|(_, i)| i.blocked != 0 && i.user_stack_id < 0)
-                    .map(|(tid, i)| (i.tgid, tid)),
-            )
+            .filter(|t| {
+                let off = t.off.ts != 0 && t.off.user_stack_id == DEFERRED_STACK;
+                let sys = t.sys.active != 0 && t.sys.blocked != 0 && t.sys.user_stack_id < 0;
+                off || sys
+            })
+            .map(|t| (t.sys.tgid, t.tid))
             .collect();
         out.sort_unstable();
-        out.dedup();
         Ok(out)
     }
 
