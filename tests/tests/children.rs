@@ -174,10 +174,22 @@ fn go_many(go: Go) {
         r["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == "execve").unwrap()["count"].as_u64().unwrap();
     assert!(execs >= 2000, "execve counted {execs} times");
     let ledger = r["children"].as_array().unwrap();
-    // argv from /proc when the child lived long enough to read it, else the exec'd file.
+    // Each `true` lives for a millisecond or two: its argv is the kernel's copy made at exec,
+    // so every child shows exactly the arguments it was started with.
     let trues: Vec<&Value> =
         ledger.iter().filter(|c| c["argv"][0].as_str().is_some_and(|a| a == "true" || a.ends_with("/true"))).collect();
     assert_eq!(trues.len(), 2000, "ledger has {} `true` children", trues.len());
+    let mut seen: Vec<u64> = trues
+        .iter()
+        .map(|c| {
+            let argv = c["argv"].as_array().unwrap();
+            assert_eq!(argv.len(), 3, "{}", c["argv"]);
+            assert_eq!(argv[1], "child", "{}", c["argv"]);
+            argv[2].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..2000).collect::<Vec<u64>>());
     assert!(
         trues.iter().all(|c| c["exit"]["kind"] == "exited" && c["reaped_at_ns"].is_u64()),
         "a child without exit or reap"

@@ -15,6 +15,9 @@ pub const EVENT_WAIT: u32 = 7;
 pub const EVENT_PIDFD: u32 = 8;
 /// sched:sched_process_free of a tracked process.
 pub const EVENT_FREE: u32 = 9;
+/// An `ExecArgs` record (a different struct): the argv of a tracked process that just exec'd,
+/// sent right before its EXEC event.
+pub const EVENT_EXEC_ARGS: u32 = 10;
 
 pub const COMM_LEN: usize = 16;
 
@@ -54,10 +57,30 @@ pub struct LifeEvent {
 
 crate::user_pod!(LifeEvent);
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn layout() {
-        assert_eq!(core::mem::size_of::<super::LifeEvent>(), 24 + 64 + 16 + 64);
-    }
+/// argv bytes kept per exec (longer ones are cut, and say so).
+pub const ARGS_LEN: usize = 512;
+/// argv is copied in reads of this many bytes, none of which goes past its end: the top of a
+/// new process's stack may follow it closely.
+pub const ARGS_CHUNK: usize = 32;
+
+/// The argv of a process as execve left it in the new image (mm->arg_start..arg_end): read in
+/// the kernel at exec, because a short-lived child is gone before userspace could read
+/// /proc/PID/cmdline.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecArgs {
+    pub kind: u32,
+    pub tgid: u32,
+    /// Bytes of argv (NUL-separated, as in /proc/PID/cmdline), at most ARGS_LEN.
+    pub len: u32,
+    /// 1 when argv was longer than ARGS_LEN (cut there).
+    pub truncated: u32,
+    /// 1 when all `len` bytes were read: into `buf[..len]`, or for `len` < ARGS_CHUNK into
+    /// the end of `tail` (which holds the ARGS_CHUNK bytes ending where argv ends).
+    pub ok: u32,
+    pub _pad: u32,
+    pub buf: [u8; ARGS_LEN],
+    pub tail: [u8; ARGS_CHUNK],
 }
+
+crate::user_pod!(ExecArgs);

@@ -15,7 +15,7 @@ use aya_ebpf::{
 use tracer_common::{
     counters,
     limits::EVENTS_RING_BYTES,
-    process::{LifeEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER},
+    process::{ExecArgs, LifeEvent, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXEC_ARGS, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER},
 };
 
 use crate::target::{global, is_tracked, TRACKED};
@@ -50,6 +50,12 @@ static FREE_PID_OFF: u32 = 12;
 /// stores the wait status there before sched_process_exit fires.
 #[unsafe(no_mangle)]
 static TASK_EXIT_CODE_OFF: u32 = u32::MAX;
+/// Offsets of task_struct.mm and mm_struct.arg_start (arg_end follows it), from the kernel's
+/// BTF, or u32::MAX when unknown (then argv comes from /proc or the exec'd filename).
+#[unsafe(no_mangle)]
+static TASK_MM_OFF: u32 = u32::MAX;
+#[unsafe(no_mangle)]
+static MM_ARG_START_OFF: u32 = u32::MAX;
 
 /// Go preempts goroutines with SIGURG, thousands of times a second: not lifecycle.
 const SIGURG: i32 = 23;
@@ -126,6 +132,7 @@ pub fn sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     if !is_tracked((pid_tgid >> 32) as u32) {
         return Ok(());
     }
+    send_exec_args((pid_tgid >> 32) as u32);
     let Some(mut e) = new_event(EVENT_EXEC) else { return Ok(()) };
     // __data_loc: low 16 bits offset of the string in the record, high 16 bits its length.
     let loc: u32 = unsafe { ctx.read_at(global(&EXEC_FILENAME_OFF) as usize) }.map_err(|e| e as i64)?;
@@ -133,6 +140,76 @@ pub fn sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut e.text) };
     send(e);
     Ok(())
+}
+
+/// The new image's argv (mm->arg_start..arg_end, which execve has just filled in), in reads
+/// that never pass its end: what follows it on the stack may be only the filename and a null
+/// pointer before the end of the mapping.
+#[inline(always)]
+fn send_exec_args(tgid: u32) {
+    let (task_mm, arg_start) = (global(&TASK_MM_OFF), global(&MM_ARG_START_OFF));
+    if task_mm == u32::MAX || arg_start == u32::MAX {
+        return;
+    }
+    let task = unsafe { bpf_get_current_task() } as usize;
+    // SAFETY: kernel reads through the helper.
+    let Ok(mm) = (unsafe { bpf_probe_read_kernel((task + task_mm as usize) as *const usize) }) else { return };
+    let Ok([start, end]) = (unsafe { bpf_probe_read_kernel((mm + arg_start as usize) as *const [u64; 2]) }) else {
+        return;
+    };
+    if end <= start {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExecArgs>(0) else {
+        crate::counters::bump(counters::EVENTS_DROPPED);
+        return;
+    };
+    // SAFETY: the reserved record is ours.
+    let a = unsafe {
+        core::ptr::write_bytes(entry.as_mut_ptr(), 0, 1);
+        &mut *entry.as_mut_ptr()
+    };
+    a.kind = EVENT_EXEC_ARGS;
+    a.tgid = tgid;
+    let full = (end - start) as usize;
+    let len = if full > ARGS_LEN { ARGS_LEN } else { full };
+    a.len = len as u32;
+    a.truncated = (full > ARGS_LEN) as u32;
+    a.ok = read_args(start, len, a) as u32;
+    entry.submit(0);
+}
+
+/// Reads argv's `len` bytes from `start` into `a` (see ExecArgs); false if a read failed.
+#[inline(always)]
+fn read_args(start: u64, len: usize, a: &mut ExecArgs) -> bool {
+    use aya_ebpf::helpers::generated::bpf_probe_read_user as read;
+    let end = start + len as u64;
+    if len < ARGS_CHUNK {
+        // The chunk that ends where argv ends: the bytes before it are the stack's pointer
+        // arrays, always mapped.
+        // SAFETY: the destination is ARGS_CHUNK bytes of the reserved record.
+        return unsafe { read(a.tail.as_mut_ptr().cast(), ARGS_CHUNK as u32, (end - ARGS_CHUNK as u64) as *const _) } == 0;
+    }
+    for k in 0..ARGS_LEN / ARGS_CHUNK {
+        let off = k * ARGS_CHUNK;
+        if off + ARGS_CHUNK > len {
+            break;
+        }
+        // SAFETY: off + ARGS_CHUNK <= len <= ARGS_LEN: inside buf.
+        if unsafe { read(a.buf.as_mut_ptr().add(off).cast(), ARGS_CHUNK as u32, (start + off as u64) as *const _) } != 0 {
+            return false;
+        }
+    }
+    if len % ARGS_CHUNK == 0 {
+        return true;
+    }
+    // The rest: the chunk that ends at argv's end (it overlaps the last whole one).
+    let off = (len - ARGS_CHUNK) & (ARGS_LEN - 1);
+    if off + ARGS_CHUNK > ARGS_LEN {
+        return false;
+    }
+    // SAFETY: off + ARGS_CHUNK <= ARGS_LEN, checked above for the verifier.
+    unsafe { read(a.buf.as_mut_ptr().add(off).cast(), ARGS_CHUNK as u32, (end - ARGS_CHUNK as u64) as *const _) == 0 }
 }
 
 pub fn sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {

@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 const MAGIC: u16 = 0xeb9f;
 const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
 
 fn u32_at(d: &[u8], at: usize) -> Result<u32> {
@@ -76,27 +77,52 @@ fn walk<T>(btf: &[u8], mut f: impl FnMut(&Type, &[u8]) -> Result<Option<T>>) -> 
     Ok(None)
 }
 
-/// Byte offset of `member` in `struct name` (direct members only).
+/// Byte offset of `member` in `struct name`, looking into anonymous struct and union members
+/// too (mm_struct keeps its fields in one).
 pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Result<u32> {
-    let found = walk(btf, |t, strings| {
-        if t.kind != KIND_STRUCT || t.name != strukt.as_bytes() {
+    let found = walk(btf, |t, _| Ok((t.kind == KIND_STRUCT && t.name == strukt.as_bytes()).then_some(t.id)))?
+        .ok_or_else(|| anyhow!("struct {strukt} not found in this kernel's BTF"))?;
+    find_member(btf, found, member, 0)?.ok_or_else(|| anyhow!("struct {strukt} has no member {member} in this kernel's BTF"))
+}
+
+/// Offset of `member` in the struct or union with type id `id`, searching anonymous members
+/// (`depth` bounds that search on malformed data).
+fn find_member(btf: &[u8], id: u32, member: &str, depth: u32) -> Result<Option<u32>> {
+    if depth > 4 {
+        return Ok(None);
+    }
+    // (member offset in bytes, type id) of the anonymous members, searched after the named ones.
+    let (direct, anonymous) = walk(btf, |t, strings| {
+        if t.id != id {
             return Ok(None);
         }
+        if t.kind != KIND_STRUCT && t.kind != KIND_UNION {
+            return Ok(Some((None, Vec::new())));
+        }
+        let mut anonymous = Vec::new();
         for m in t.extra.chunks_exact(12) {
-            if name(strings, u32_at(m, 0)?) == member.as_bytes() {
-                let bits = u32_at(m, 8)?;
-                // With kind_flag the low 24 bits are the bit offset (the high 8 a bitfield size).
-                let bits = if t.kind_flag == 1 { bits & 0xff_ffff } else { bits };
-                return Ok(Some(Some(bits / 8)));
+            let bits = u32_at(m, 8)?;
+            // With kind_flag the low 24 bits are the bit offset (the high 8 a bitfield size).
+            let bytes = if t.kind_flag == 1 { bits & 0xff_ffff } else { bits } / 8;
+            let name_off = u32_at(m, 0)?;
+            if name_off == 0 {
+                anonymous.push((bytes, u32_at(m, 4)?));
+            } else if name(strings, name_off) == member.as_bytes() {
+                return Ok(Some((Some(bytes), Vec::new())));
             }
         }
-        Ok(Some(None))
-    })?;
-    match found {
-        Some(Some(off)) => Ok(off),
-        Some(None) => bail!("struct {strukt} has no member {member} in this kernel's BTF"),
-        None => bail!("struct {strukt} not found in this kernel's BTF"),
+        Ok(Some((None, anonymous)))
+    })?
+    .unwrap_or((None, Vec::new()));
+    if direct.is_some() {
+        return Ok(direct);
     }
+    for (at, ty) in anonymous {
+        if let Some(off) = find_member(btf, ty, member, depth + 1)? {
+            return Ok(Some(at + off));
+        }
+    }
+    Ok(None)
 }
 
 /// Type id of `typedef name`.
@@ -175,6 +201,26 @@ mod tests {
         assert!(member_offset(&btf, "t", "a").is_err());
     }
 
+    /// struct m { int x; struct { int a; int b; }; } (the anonymous struct at byte 4): b at 8.
+    #[test]
+    fn finds_a_member_of_an_anonymous_struct() {
+        let strings = b"\0int\0m\0x\0a\0b\0";
+        let mut types = Vec::new();
+        let mut push = |w: &[u32]| w.iter().for_each(|v| types.extend_from_slice(&v.to_le_bytes()));
+        push(&[1, (1 << 24), 4, 32]); // [1] INT "int"
+        push(&[5, (4 << 24) | 2, 12]); // [2] STRUCT "m", 2 members
+        push(&[7, 1, 0]); // x: int at bit 0
+        push(&[0, 3, 32]); // anonymous: [3] at bit 32
+        push(&[0, (4 << 24) | 2, 8]); // [3] anonymous STRUCT, 2 members
+        push(&[9, 1, 0]); // a
+        push(&[11, 1, 32]); // b
+        let btf = assemble(&types, strings);
+        assert_eq!(member_offset(&btf, "m", "x").unwrap(), 0);
+        assert_eq!(member_offset(&btf, "m", "a").unwrap(), 4);
+        assert_eq!(member_offset(&btf, "m", "b").unwrap(), 8);
+        assert!(member_offset(&btf, "m", "c").is_err());
+    }
+
     /// The stand-in BTF gives aya the kernel's ids for the tracepoint typedefs.
     #[test]
     fn tracepoint_btf_keeps_the_kernel_ids() {
@@ -190,11 +236,16 @@ mod tests {
     }
 
     #[test]
-    fn this_kernel_has_task_struct_exit_code() {
+    fn this_kernel_has_the_members_rtrace_reads() {
         if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
             return;
         }
-        let off = member_offset(&read_kernel().unwrap(), "task_struct", "exit_code").unwrap();
+        let btf = read_kernel().unwrap();
+        let off = member_offset(&btf, "task_struct", "exit_code").unwrap();
         assert!(off > 0 && off < 16384, "{off}");
+        // argv of exec'd children: mm_struct keeps arg_start/arg_end in an anonymous struct.
+        let (start, end) =
+            (member_offset(&btf, "mm_struct", "arg_start").unwrap(), member_offset(&btf, "mm_struct", "arg_end").unwrap());
+        assert_eq!(end, start + 8);
     }
 }

@@ -104,6 +104,10 @@ impl Probes {
             ("FREE_PID_OFF", free.offset("pid")?),
             // Optional: without it exit statuses come only from wait calls and zombies.
             ("TASK_EXIT_CODE_OFF", crate::btf::member_offset(&vmlinux, "task_struct", "exit_code").unwrap_or(u32::MAX)),
+            // Optional: without them argv comes from /proc (children that exit at once show
+            // only the exec'd file).
+            ("TASK_MM_OFF", crate::btf::member_offset(&vmlinux, "task_struct", "mm").unwrap_or(u32::MAX)),
+            ("MM_ARG_START_OFF", arg_start_offset(&vmlinux)),
         ];
         // sched_switch is a BTF tracepoint: it names the incoming thread by its task_struct.
         let task_pid = crate::btf::member_offset(&vmlinux, "task_struct", "pid")?;
@@ -474,5 +478,14 @@ impl Probes {
     }
     fn program_mut(&mut self, name: &str) -> Result<&mut aya::programs::Program> {
         self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+    }
+}
+
+/// mm_struct.arg_start, if arg_end follows it (the eBPF side reads both in one copy).
+fn arg_start_offset(vmlinux: &[u8]) -> u32 {
+    let off = |m| crate::btf::member_offset(vmlinux, "mm_struct", m).ok();
+    match (off("arg_start"), off("arg_end")) {
+        (Some(s), Some(e)) if e == s + 8 => s,
+        _ => u32::MAX,
     }
 }

@@ -2,10 +2,10 @@
 //! needs from /proc: descendants at attach, every tracked process at the end, and which pipe
 //! ends the target and its descendants hold (sampled while children die, since the holder of a
 //! pipe may be gone by the end).
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use tracer_common::process::{
-    LifeEvent as Raw, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER,
+    ExecArgs, LifeEvent as Raw, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER,
     EVENT_WAIT,
 };
 
@@ -23,6 +23,8 @@ pub struct LifeCollector {
     known: BTreeSet<u32>,
     exited: BTreeSet<u32>,
     pipes_seen: BTreeSet<(u32, i32, u64, bool)>,
+    /// argv read by the kernel at exec, until the EXEC record that follows it.
+    exec_args: HashMap<u32, Vec<String>>,
 }
 
 pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
@@ -45,7 +47,14 @@ impl LifeCollector {
         let mut life = Lifecycle { root_pid: root, ..Default::default() };
         life.initial = existing.iter().filter_map(|&p| snapshot(p)).collect();
         let known = std::iter::once(root).chain(existing.iter().copied()).collect();
-        Self { start_mono, life, known, exited: BTreeSet::new(), pipes_seen: BTreeSet::new() }
+        Self {
+            start_mono,
+            life,
+            known,
+            exited: BTreeSet::new(),
+            pipes_seen: BTreeSet::new(),
+            exec_args: HashMap::new(),
+        }
     }
 
     fn rel(&self, ts: u64) -> u64 {
@@ -55,6 +64,13 @@ impl LifeCollector {
     /// Whether a child died and the root still lives: then pipe holders matter.
     pub fn wants_pipe_scan(&self) -> bool {
         !self.exited.is_empty() && !self.exited.contains(&self.life.root_pid)
+    }
+
+    /// The argv the kernel read at an exec; the EXEC record comes next.
+    pub fn on_exec_args(&mut self, a: &ExecArgs) {
+        if let Some(argv) = exec_argv(a) {
+            self.exec_args.insert(a.tgid, argv);
+        }
     }
 
     pub fn on_event(&mut self, r: &Raw) {
@@ -71,7 +87,9 @@ impl LifeCollector {
                 }
             }
             EVENT_EXEC => {
-                let argv = procfs::cmdline(r.tgid);
+                // The kernel's copy: exact even for a child that is already gone (and before a
+                // process rewrites its own cmdline).
+                let argv = self.exec_args.remove(&r.tgid).unwrap_or_else(|| procfs::cmdline(r.tgid));
                 LifeEvent::Exec { ts_ns, pid: r.tgid, filename: cstr(&r.text), argv }
             }
             EVENT_EXIT => {
@@ -192,5 +210,73 @@ fn waitid_target(waiter: u32, idtype: u32, id: u32) -> WaitTarget {
         2 => WaitTarget::ProcessGroup { pgid: id },
         3 => WaitTarget::Pidfd { fd: id as i32, pid: crate::collect::fds::pidfd_pid(waiter, id as i32) },
         _ => WaitTarget::AnyChild,
+    }
+}
+
+/// argv from the kernel's record, split at NULs as /proc/PID/cmdline is; None unless every
+/// byte was read. A cut argv ends in "…".
+fn exec_argv(a: &ExecArgs) -> Option<Vec<String>> {
+    let len = a.len as usize;
+    if a.ok == 0 || len == 0 || len > ARGS_LEN {
+        return None;
+    }
+    let bytes = if len >= ARGS_CHUNK { &a.buf[..len] } else { &a.tail[ARGS_CHUNK - len..] };
+    let mut argv: Vec<String> = bytes
+        .split(|&c| c == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    // The final NUL leaves one empty string after it (an empty argument inside stays).
+    if bytes.last() == Some(&0) {
+        argv.pop();
+    }
+    if a.truncated != 0 {
+        if let Some(last) = argv.last_mut() {
+            last.push('…');
+        }
+    }
+    Some(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(argv: &[u8], truncated: bool) -> ExecArgs {
+        let mut a = ExecArgs {
+            kind: tracer_common::process::EVENT_EXEC_ARGS,
+            tgid: 7,
+            len: argv.len() as u32,
+            truncated: truncated as u32,
+            ok: 1,
+            _pad: 0,
+            buf: [0; ARGS_LEN],
+            tail: [0xff; ARGS_CHUNK],
+        };
+        if argv.len() >= ARGS_CHUNK {
+            a.buf[..argv.len()].copy_from_slice(argv);
+        } else {
+            a.tail[ARGS_CHUNK - argv.len()..].copy_from_slice(argv);
+        }
+        a
+    }
+
+    #[test]
+    fn short_argv_comes_from_the_tail() {
+        assert_eq!(exec_argv(&record(b"true\0many\0\0x\0", false)).unwrap(), ["true", "many", "", "x"]);
+    }
+
+    #[test]
+    fn long_argv_comes_from_the_buffer() {
+        let long = b"git\0-C\0/some/long/path/to/a/repository\0log\0--oneline\0";
+        assert_eq!(exec_argv(&record(long, false)).unwrap(), ["git", "-C", "/some/long/path/to/a/repository", "log", "--oneline"]);
+    }
+
+    #[test]
+    fn cut_argv_says_so_and_a_failed_read_gives_nothing() {
+        let cut = [b'a'; 40];
+        assert_eq!(exec_argv(&record(&cut, true)).unwrap(), [format!("{}…", "a".repeat(40))]);
+        let mut failed = record(b"true\0", false);
+        failed.ok = 0;
+        assert!(exec_argv(&failed).is_none());
     }
 }

@@ -17,7 +17,7 @@ use anyhow::Result;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use tracer_common::{
     counters,
-    process::{LifeEvent, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_SLOW_CALL},
+    process::{ExecArgs, LifeEvent, EVENT_EXEC, EVENT_EXEC_ARGS, EVENT_EXIT, EVENT_FORK, EVENT_SLOW_CALL},
     syscall::SlowCall,
 };
 
@@ -276,6 +276,14 @@ fn handle_events(
             // Alive now: make sure its mappings are known for the call's stack.
             registry.snapshot(call.tgid, false);
             slow.add(call);
+            continue;
+        }
+        if item.len() >= std::mem::size_of::<ExecArgs>()
+            && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_EXEC_ARGS
+        {
+            // SAFETY: the kernel side wrote an ExecArgs.
+            let args: ExecArgs = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            life.on_exec_args(&args);
             continue;
         }
         if item.len() < std::mem::size_of::<LifeEvent>() {
