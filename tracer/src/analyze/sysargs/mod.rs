@@ -45,8 +45,18 @@ pub fn decode(name: &str, args: &[u64; 6], extra: &[u8], resolved: &Resolved) ->
 }
 
 /// `0` → "0"; `-2` → "-2 ENOENT". Only -4095..=-1 are errors; anything else is a value.
+/// The kernel-internal restart codes (include/linux/errno.h) are what sys_exit sees when a
+/// signal interrupted a call: the process never gets them, its call is restarted or fails
+/// with EINTR. Go's SIGURG preemption makes them common.
 pub fn ret_text(ret: i64) -> String {
-    let name = (-4095..0).contains(&ret).then(|| syscalls::Errno::new(-ret as i32).name()).flatten();
+    let internal = match ret {
+        -512 => Some("ERESTARTSYS (interrupted by a signal)"),
+        -513 => Some("ERESTARTNOINTR (interrupted by a signal, restarted)"),
+        -514 => Some("ERESTARTNOHAND (interrupted by a signal)"),
+        -516 => Some("ERESTART_RESTARTBLOCK (interrupted by a signal, restarted)"),
+        _ => None,
+    };
+    let name = internal.or_else(|| (-4095..0).contains(&ret).then(|| syscalls::Errno::new(-ret as i32).name()).flatten());
     match name {
         Some(name) => format!("{ret} {name}"),
         None => ret.to_string(),

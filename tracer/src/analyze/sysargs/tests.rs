@@ -226,6 +226,8 @@ fn return_values() {
     assert_eq!(ret_text(-110), "-110 ETIMEDOUT");
     // Not in the errno range: a value (e.g. lseek far back is impossible, but be safe).
     assert_eq!(ret_text(-5000), "-5000");
+    assert_eq!(ret_text(-512), "-512 ERESTARTSYS (interrupted by a signal)");
+    assert_eq!(ret_text(-516), "-516 ERESTART_RESTARTBLOCK (interrupted by a signal, restarted)");
 }
 
 #[test]
