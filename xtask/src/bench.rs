@@ -298,28 +298,55 @@ fn wait_for_line(r: impl Read + Send + 'static, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs every configuration once per round, alternating, and returns the medians.
-fn alternate(
-    bin: &Path,
-    args: &[String],
-    configs: &[(&str, Tracer)],
-    rounds: u32,
-) -> Result<Vec<(f64, Option<serde_json::Value>)>> {
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
-    let mut last_acc: Vec<Option<serde_json::Value>> = vec![None; configs.len()];
+/// Every configuration's ns/op, round by round, and the last report's accounting of each.
+struct Rounds {
+    per: Vec<Vec<f64>>,
+    acc: Vec<Option<serde_json::Value>>,
+}
+
+impl Rounds {
+    fn median(&self, config: usize) -> f64 {
+        median(self.per[config].clone())
+    }
+
+    /// `traced`'s overhead over `base` as a multiple of `floor`'s, taken within each round
+    /// (the untraced baseline drifts by several percent between rounds on this VM, which a
+    /// ratio of medians would mix in): (median, lowest, highest).
+    fn overhead_ratio(&self, traced: usize, floor: usize, base: usize) -> (f64, f64, f64) {
+        let r: Vec<f64> = (0..self.per[base].len())
+            .map(|i| overhead_ratio(self.per[traced][i], self.per[floor][i], self.per[base][i]))
+            .collect();
+        let lo = r.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        (median(r), lo, hi)
+    }
+}
+
+/// "2.71x (rounds 2.10-3.51x)".
+fn ratio_text((m, lo, hi): (f64, f64, f64)) -> String {
+    format!("{m:.2}x (rounds {lo:.2}-{hi:.2}x)")
+}
+
+/// Runs every configuration once per round, alternating.
+fn alternate(bin: &Path, args: &[String], configs: &[(&str, Tracer)], rounds: u32) -> Result<Rounds> {
+    if std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() != "0") {
+        eprintln!("warning: kernel.bpf_stats_enabled=1 adds ~40 ns to every program run: the figures will be off");
+    }
+    let mut per: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
+    let mut acc: Vec<Option<serde_json::Value>> = vec![None; configs.len()];
     for round in 0..rounds {
         let mut line = format!("  round {}:", round + 1);
         for (i, (name, tracer)) in configs.iter().enumerate() {
             let m = measure(bin, args, tracer)?;
             line.push_str(&format!(" {name} {:.0} ns", m.ns_per_op));
-            results[i].push(m.ns_per_op);
+            per[i].push(m.ns_per_op);
             if m.accounting.is_some() {
-                last_acc[i] = m.accounting;
+                acc[i] = m.accounting;
             }
         }
         eprintln!("{line}");
     }
-    Ok(results.into_iter().map(median).zip(last_acc).collect())
+    Ok(Rounds { per, acc })
 }
 
 fn overhead_ratio(traced: f64, floor: f64, base: f64) -> f64 {
@@ -342,18 +369,16 @@ fn offcpu(rounds: u32) -> Result<()> {
         ("clock-floor", Tracer::Rtrace(&["--bench-floor", "offcpu-clock"])),
     ];
     let r = alternate(&bin, &[n], &configs, rounds)?;
-    let (base, traced, floor, clock) = (r[0].0, r[1].0, r[2].0, r[3].0);
-    println!("bench offcpu (median of {rounds} rounds; ns per round trip: 2 switches, 2 wakeups, 4 syscalls):");
+    let (base, traced, floor, clock) = (r.median(0), r.median(1), r.median(2), r.median(3));
+    println!("bench offcpu (median of {rounds} rounds; ns per round trip: 2 switches, 1 wakeup, 4 syscalls):");
     println!("  untraced                              : {base:.0} ns");
     println!("  rtrace (all probes, as users run it)  : {traced:.0} ns   (+{:.0} ns)", traced - base);
     println!("  empty programs on the same hooks      : {floor:.0} ns   (+{:.0} ns)", floor - base);
     println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns)", clock - base);
-    println!(
-        "  rtrace overhead / floor overhead      : {:.2}x   (target <= 1.2x)",
-        overhead_ratio(traced, floor, base)
-    );
-    println!("  rtrace overhead / clock-floor overhead: {:.2}x", overhead_ratio(traced, clock, base));
-    if let Some(acc) = &r[1].1 {
+    println!("  rtrace overhead / floor overhead      : {}   (target <= 1.2x)", ratio_text(r.overhead_ratio(1, 2, 0)));
+    println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
+    println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
+    if let Some(acc) = &r.acc[1] {
         println!("  rtrace off-CPU intervals recorded     : {}, lost {}", acc["offcpu_events"], acc["offcpu_lost"]);
     }
     Ok(())
@@ -375,23 +400,18 @@ fn syscalls(rounds: u32) -> Result<()> {
         ("bpftrace", Tracer::Bpftrace(bt)),
     ];
     let r = alternate(&bin, &[n.to_string()], &configs, rounds)?;
-    let (base, traced, floor, clock, bpft) = (r[0].0, r[1].0, r[2].0, r[3].0, r[4].0);
+    let (base, traced, floor, clock, bpft) = (r.median(0), r.median(1), r.median(2), r.median(3), r.median(4));
     println!("bench syscalls (median of {rounds} rounds; ns per getppid):");
     println!("  untraced                              : {base:.0} ns");
     println!("  rtrace (histograms + slow-call gate)  : {traced:.0} ns   (+{:.0} ns)", traced - base);
     println!("  empty raw_tp programs (floor)         : {floor:.0} ns   (+{:.0} ns)", floor - base);
     println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns)", clock - base);
     println!("  bpftrace pid-filtered histogram       : {bpft:.0} ns   (+{:.0} ns)", bpft - base);
-    println!(
-        "  rtrace overhead / floor overhead      : {:.2}x   (target <= 1.15x)",
-        overhead_ratio(traced, floor, base)
-    );
-    println!("  rtrace overhead / clock-floor overhead: {:.2}x", overhead_ratio(traced, clock, base));
-    println!(
-        "  rtrace overhead / bpftrace overhead   : {:.2}x   (target <= 0.5x)",
-        (traced - base) / (bpft - base).max(1e-9)
-    );
-    if let Some(acc) = &r[1].1 {
+    println!("  rtrace overhead / floor overhead      : {}   (target <= 1.15x)", ratio_text(r.overhead_ratio(1, 2, 0)));
+    println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
+    println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
+    println!("  rtrace overhead / bpftrace overhead   : {}   (target <= 0.5x)", ratio_text(r.overhead_ratio(1, 4, 0)));
+    if let Some(acc) = &r.acc[1] {
         println!(
             "  rtrace at {:.2} M syscalls/s: counted {}, lost {} (target 0)",
             1e3 / traced,
