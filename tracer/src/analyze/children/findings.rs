@@ -85,18 +85,32 @@ pub(super) fn zombie_child(ix: &Index, descendants: &HashMap<u32, &ChildRecord>,
 pub(super) fn slow_reap(c: &ChildRecord, cfg: &ChildrenConfig) -> Option<Finding> {
     let z = c.zombie_ns.filter(|&z| z > cfg.slow_reap_ns)?;
     let by = c.reaped_by.as_ref();
+    let waited = by.filter(|r| r.call != "free");
+    if c.orphaned && waited.is_none() {
+        // Its parent died first: the reaper was its new parent (a subreaper or init), which
+        // rtrace does not trace. Nothing in the target reaps late; what the target can change
+        // is leaving the grandchild behind (see pipe_held_by_descendant / orphaned_descendant).
+        let summary = format!(
+            "{} outlived its parent pid {} and stayed a zombie for {} until its new parent (a subreaper or init, not traced) reaped it: to stop leaving such children, kill the child's whole process group.",
+            label(c),
+            c.ppid,
+            human(z)
+        );
+        let fields = json!({ "pid": c.pid, "parent_pid": c.ppid, "zombie_ms": z / MS, "orphaned": true });
+        return Some(finding(FindingKind::SlowReap, Severity::Low, summary, fields));
+    }
     // Only a wait names the reaper; after a bare Free the parent at fork is the best guess.
-    let parent = by.filter(|r| r.call != "free").map_or(c.ppid, |r| r.pid);
-    let how = match by {
-        Some(r) if r.call != "free" => format!("{} by thread {}", r.call, r.tid),
-        _ => "task freed".to_owned(),
+    let parent = waited.map_or(c.ppid, |r| r.pid);
+    let how = match waited {
+        Some(r) => format!("{} by thread {}", r.call, r.tid),
+        None => "task freed".to_owned(),
     };
     let summary = format!(
         "{} stayed a zombie for {} before pid {parent} reaped it ({how}): reap promptly (call Wait as soon as the child can exit; handle SIGCHLD).",
         label(c),
         human(z)
     );
-    let fields = json!({ "pid": c.pid, "parent_pid": parent, "zombie_ms": z / MS });
+    let fields = json!({ "pid": c.pid, "parent_pid": parent, "zombie_ms": z / MS, "orphaned": false });
     Some(finding(FindingKind::SlowReap, Severity::Medium, summary, fields))
 }
 

@@ -1,6 +1,7 @@
 //! Decoding tests on literal arguments.
 use serde_json::json;
 
+use super::blocking::{format_ns, futex_op, signal_name};
 use super::*;
 
 fn d(name: &str, args: [u64; 6], extra: &[u8]) -> DecodedArgs {
