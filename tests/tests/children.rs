@@ -72,9 +72,14 @@ fn zombies_present_at_attach() {
     assert_no_rtrace_programs();
 }
 
-fn wait_stall(mode: &str, wait_syscall: &str) {
+/// `extra`: more rtrace options (the wait is seen the same way with --no-syscalls: the syscall
+/// hooks then still mark waits, reading the clock only for them).
+fn wait_stall(mode: &str, wait_syscall: &str, extra: &[&str]) {
     let bin = fixture("waiter");
-    let run = rtrace(&format!("waiter_{mode}"), &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), mode]);
+    let mut args = vec!["-q", "-d", "1500ms"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", bin.to_str().unwrap(), mode]);
+    let run = rtrace(&format!("waiter_{mode}{}", extra.join("")), &args);
     assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
     let r = run.report();
     let child = pids(&run.stdout(), "child_pid=")[0];
@@ -93,14 +98,21 @@ fn wait_stall(mode: &str, wait_syscall: &str) {
 #[test]
 fn c_wait_stall_wait4() {
     if privileged("c_wait_stall_wait4") {
-        wait_stall("wait4", "wait4");
+        wait_stall("wait4", "wait4", &[]);
     }
 }
 
 #[test]
 fn c_wait_stall_pidfd() {
     if privileged("c_wait_stall_pidfd") {
-        wait_stall("pidfd", "waitid");
+        wait_stall("pidfd", "waitid", &[]);
+    }
+}
+
+#[test]
+fn c_wait_stall_pidfd_without_syscall_latency() {
+    if privileged("c_wait_stall_pidfd_without_syscall_latency") {
+        wait_stall("pidfd", "waitid", &["--no-syscalls"]);
     }
 }
 

@@ -97,11 +97,13 @@ fn pipe_read_and_nanosleep() {
     assert_no_rtrace_programs();
 }
 
-/// Without the syscall probes nothing runs when a blocked call returns, so stacks are taken at
-/// every switch-out (as BCC's offcputime does): the same blocks are found.
+/// --no-syscalls turns off syscall latency, not the syscall hooks: they still mark a thread as
+/// inside a call (no clock read), so off-CPU stacks are still deferred to the call's return —
+/// the same blocks with the same complete stacks (the frameless libc wrapper's caller, nap,
+/// recovered from the saved registers) — and no syscall table or slowest call is reported.
 #[test]
-fn without_syscall_probes() {
-    if !privileged("without_syscall_probes") {
+fn without_syscall_latency() {
+    if !privileged("without_syscall_latency") {
         return;
     }
     let bin = fixture("offcpu_pipe");
@@ -109,13 +111,15 @@ fn without_syscall_probes() {
     assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
     let r = run.report();
     assert_eq!(r["accounting"]["offcpu_lost"], 0);
-    let read: Vec<_> = entries(&r, ";reader;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    assert!(r["syscalls"].as_array().is_none_or(|s| s.is_empty()), "{}", r["syscalls"]);
+    assert!(r["slowest_syscalls"].as_array().is_none_or(|s| s.is_empty()), "{}", r["slowest_syscalls"]);
+    let read: Vec<_> =
+        entries(&r, "reader;blocking_read;").into_iter().filter(|t| t["state"] == "sleep").collect();
     assert_eq!(read.len(), 1, "{}", r["offcpu"]["top"]);
     assert_eq!(read[0]["syscall"], "read");
     assert!(within(read[0]["total_us"].as_u64().unwrap(), 1_000_000, 15), "{}", read[0]);
-    // No saved registers without the syscall probes: the frameless libc wrapper's caller (nap)
-    // is not recovered, its caller is.
-    let nap: Vec<_> = entries(&r, "main;sleep_half_second;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    let nap: Vec<_> =
+        entries(&r, "main;sleep_half_second;nap;").into_iter().filter(|t| t["state"] == "sleep").collect();
     assert_eq!(nap.len(), 1, "{}", r["offcpu"]["top"]);
     assert_eq!(nap[0]["syscall"], "clock_nanosleep");
     assert!(within(nap[0]["total_us"].as_u64().unwrap(), 500_000, 15), "{}", nap[0]);

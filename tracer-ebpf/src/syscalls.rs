@@ -54,6 +54,18 @@ static OFF_COMPLETE: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static EXIT_ARGS: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
+/// 1: syscall latency (histograms, slowest calls). 0 (--no-syscalls): entry and exit only
+/// mark a tracked thread as inside a call — what off-CPU needs to defer its stacks and the
+/// child ledger to see waits and pidfds — without reading the clock (except for waits).
+#[unsafe(no_mangle)]
+static SYSCALL_LATENCY: u32 = 1;
+
+#[inline(always)]
+fn latency() -> bool {
+    // SAFETY: see target::global.
+    unsafe { core::ptr::read_volatile(&SYSCALL_LATENCY) != 0 }
+}
+
 /// --slow-top K (≤ MAX_SLOW_TOP) and --slow-threshold (ns, 0 = none).
 #[unsafe(no_mangle)]
 static SLOW_K: u32 = 20;
@@ -129,12 +141,17 @@ pub fn sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let inf = &mut t.sys;
     let regs: *const pt_regs = ctx.arg(0);
     let nr: i64 = ctx.arg(1);
-    inf.ts = unsafe { bpf_ktime_get_ns() };
     inf.nr = nr as i32;
     inf.regs = regs as u64;
     inf.active = 1;
     inf.blocked = 0;
-    copy_extra(inf);
+    if latency() {
+        inf.ts = unsafe { bpf_ktime_get_ns() };
+        copy_extra(inf);
+    } else {
+        // The ledger times waits (wait stalls); nothing else needs the clock here.
+        inf.ts = if is_wait(inf.nr) { unsafe { bpf_ktime_get_ns() } } else { 0 };
+    }
     Ok(())
 }
 
@@ -226,7 +243,7 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     if inf.active == 0 {
         let regs: *const pt_regs = ctx.arg(0);
         if let Some(nr) = orig_nr(regs) {
-            if nr == g32(&NR_WAIT4) || nr == g32(&NR_WAITID) {
+            if is_wait(nr) {
                 inf.nr = nr;
                 inf.regs = regs as u64;
                 inf.ts = 0;
@@ -236,10 +253,15 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     inf.active = 0;
-    let now = unsafe { bpf_ktime_get_ns() };
     let ret: i64 = ctx.arg(1);
-    let dur = now.saturating_sub(inf.ts);
-    record_stats(inf.tgid, inf.nr, dur, ret);
+    let lat = latency();
+    let dur = if lat {
+        let dur = unsafe { bpf_ktime_get_ns() }.saturating_sub(inf.ts);
+        record_stats(inf.tgid, inf.nr, dur, ret);
+        dur
+    } else {
+        0
+    };
     lifecycle_exit(inf, ret);
     if inf.off_pending != 0 {
         // A long block of this call awaits its user stack: finish in a separate program (its
@@ -251,7 +273,7 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
             unsafe { OFF_COMPLETE.tail_call(ctx, 0) };
         }
     }
-    if is_slow(dur) {
+    if lat && is_slow(dur) {
         // Where it blocked if a block was recorded (sched.rs: stacks of blocks shorter than
         // --min-block are never taken), else the user stack now: the same at exit as at entry.
         let us = if inf.blocked != 0 && inf.user_stack_id >= 0 {
@@ -279,17 +301,22 @@ pub fn off_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(a) = EXIT_ARGS.get_ptr(0) else { return Ok(()) };
     // SAFETY: per-CPU slot written by sys_exit just before the tail call.
     let [dur, ret] = unsafe { *a };
-    if is_slow(dur) {
+    if latency() && is_slow(dur) {
         send_slow(inf, tid, dur, ret as i64, us);
     }
     Ok(())
+}
+
+#[inline(always)]
+fn is_wait(nr: i32) -> bool {
+    nr == g32(&NR_WAIT4) || nr == g32(&NR_WAITID)
 }
 
 /// Wait calls returning, and pidfds handed out, for the child-process ledger.
 #[inline(always)]
 fn lifecycle_exit(inf: &Inflight, ret: i64) {
     let nr = inf.nr;
-    if nr == g32(&NR_WAIT4) || nr == g32(&NR_WAITID) {
+    if is_wait(nr) {
         wait_event(inf, ret);
     } else if ret > 0 && (nr == g32(&NR_CLONE) || nr == g32(&NR_CLONE3)) {
         clone_pidfd(inf, ret);

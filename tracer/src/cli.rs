@@ -46,7 +46,8 @@ pub struct Args {
     /// Also report every syscall slower than this (all of them, not only the top K).
     #[arg(long, value_name = "DURATION")]
     pub slow_threshold: Option<String>,
-    /// Do not trace syscalls (raw_syscalls sys_enter / sys_exit).
+    /// No syscall latency (no per-syscall table, no slowest calls). The syscall hooks stay,
+    /// reading no clock: the child ledger's waits and off-CPU's deferred stacks need them.
     #[arg(long)]
     pub no_syscalls: bool,
     /// A child reaped later than this after exiting is reported (slow_reap).

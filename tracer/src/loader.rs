@@ -147,6 +147,7 @@ impl Probes {
         }
         let ebpf = loader
             .override_global("SLOW_K", &slow_k, true)
+            .override_global("SYSCALL_LATENCY", &(opts.syscalls.is_some() as u32), true)
             .override_global("SLOW_THRESHOLD_NS", &slow_threshold, true)
             .override_global("FOLLOW_CHILDREN", &follow, true)
             .override_global("NEWTASK_PID_OFF", &newtask_pid, true)
@@ -296,14 +297,13 @@ impl Probes {
         self.attach_tracepoints("rt_sig_generate", &[("signal", "signal_generate")])?;
         self.attach_tracepoints("rt_sig_deliver", &[("signal", "signal_deliver")])?;
         // Syscall probes before the scheduler ones: sched_switch reads the in-flight syscall.
-        if self.syscalls {
-            self.attach_raw("rt_sys_enter", &["sys_enter"])?;
-            self.attach_raw("rt_sys_exit", &["sys_exit"])?;
-        }
+        // Always attached: without --no-syscalls they measure latency; with it they only mark
+        // threads as inside a call (no clock read), which is all the ledger (waits, pidfds)
+        // and off-CPU's deferred stacks need.
+        self.attach_raw("rt_sys_enter", &["sys_enter"])?;
+        self.attach_raw("rt_sys_exit", &["sys_exit"])?;
         if self.offcpu {
-            if self.syscalls {
-                self.load_off_complete()?;
-            }
+            self.load_off_complete()?;
             self.attach_btf("rt_sched_switch", "sched_switch")?;
             self.attach_btf("rt_sched_waking", "sched_waking")?;
         }
@@ -412,6 +412,11 @@ impl Probes {
             out.push((k, sum));
         }
         Ok(out)
+    }
+
+    /// Whether the syscall probes measure latency (not --no-syscalls).
+    pub fn syscall_latency(&self) -> bool {
+        self.syscalls
     }
 
     /// Syscalls in progress now, by thread.

@@ -357,25 +357,29 @@ fn offcpu(rounds: u32) -> Result<()> {
     let bin = build_fixture("pingpong")?;
     let n = "300000".to_string();
     step(&format!(
-        "bench offcpu: pipe ping-pong, {n} round trips, {rounds} rounds of untraced / rtrace / empty programs / clock-only programs"
+        "bench offcpu: pipe ping-pong, {n} round trips, {rounds} rounds of untraced / rtrace / empty programs / clock-only programs / rtrace --no-syscalls"
     ));
     // rtrace as users run it (every probe). Its off-CPU analysis runs on sched_switch,
     // sched_waking, and sys_enter/sys_exit (which finish blocks whose stacks were deferred):
     // the floors put programs on exactly those hooks.
+    // With --no-syscalls off-CPU runs alone: the syscall hooks only mark calls in flight.
     let configs = [
         ("untraced", Tracer::None),
         ("rtrace", Tracer::Rtrace(&[])),
         ("floor", Tracer::Rtrace(&["--bench-floor", "offcpu"])),
         ("clock-floor", Tracer::Rtrace(&["--bench-floor", "offcpu-clock"])),
+        ("offcpu-only", Tracer::Rtrace(&["--no-syscalls"])),
     ];
     let r = alternate(&bin, &[n], &configs, rounds)?;
-    let (base, traced, floor, clock) = (r.median(0), r.median(1), r.median(2), r.median(3));
+    let (base, traced, floor, clock, alone) = (r.median(0), r.median(1), r.median(2), r.median(3), r.median(4));
     println!("bench offcpu (median of {rounds} rounds; ns per round trip: 2 switches, 1 wakeup, 4 syscalls):");
     println!("  untraced                              : {base:.0} ns");
     println!("  rtrace (all probes, as users run it)  : {traced:.0} ns   (+{:.0} ns)", traced - base);
     println!("  empty programs on the same hooks      : {floor:.0} ns   (+{:.0} ns)", floor - base);
     println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns)", clock - base);
+    println!("  rtrace --no-syscalls (off-CPU alone)  : {alone:.0} ns   (+{:.0} ns)", alone - base);
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.2x)", ratio_text(r.overhead_ratio(1, 2, 0)));
+    println!("  off-CPU alone / floor overhead        : {}", ratio_text(r.overhead_ratio(4, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
     println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
     if let Some(acc) = &r.acc[1] {
@@ -388,7 +392,7 @@ fn syscalls(rounds: u32) -> Result<()> {
     let bin = build_fixture("getppid_loop")?;
     let n = 2_000_000u64;
     step(&format!(
-        "bench syscalls: getppid loop, {n} calls, {rounds} rounds of untraced / rtrace / empty programs / clock-only programs / bpftrace"
+        "bench syscalls: getppid loop, {n} calls, {rounds} rounds of untraced / rtrace / empty programs / clock-only programs / bpftrace / rtrace --no-syscalls"
     ));
     let bt = "tracepoint:raw_syscalls:sys_enter /pid == PID/ { @s[tid] = nsecs; } \
               tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @h = hist(nsecs - @s[tid]); delete(@s[tid]); }";
@@ -398,19 +402,25 @@ fn syscalls(rounds: u32) -> Result<()> {
         ("floor", Tracer::Rtrace(&["--bench-floor", "syscalls"])),
         ("clock-floor", Tracer::Rtrace(&["--bench-floor", "syscalls-clock"])),
         ("bpftrace", Tracer::Bpftrace(bt)),
+        // The same hooks without latency: they only mark calls in flight (what the child
+        // ledger and off-CPU need), reading no clock.
+        ("no-latency", Tracer::Rtrace(&["--no-offcpu", "--no-syscalls"])),
     ];
     let r = alternate(&bin, &[n.to_string()], &configs, rounds)?;
     let (base, traced, floor, clock, bpft) = (r.median(0), r.median(1), r.median(2), r.median(3), r.median(4));
+    let light = r.median(5);
     println!("bench syscalls (median of {rounds} rounds; ns per getppid):");
     println!("  untraced                              : {base:.0} ns");
     println!("  rtrace (histograms + slow-call gate)  : {traced:.0} ns   (+{:.0} ns)", traced - base);
     println!("  empty raw_tp programs (floor)         : {floor:.0} ns   (+{:.0} ns)", floor - base);
     println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns)", clock - base);
     println!("  bpftrace pid-filtered histogram       : {bpft:.0} ns   (+{:.0} ns)", bpft - base);
+    println!("  rtrace --no-syscalls (no clock read)  : {light:.0} ns   (+{:.0} ns)", light - base);
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.15x)", ratio_text(r.overhead_ratio(1, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
     println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
     println!("  rtrace overhead / bpftrace overhead   : {}   (target <= 0.5x)", ratio_text(r.overhead_ratio(1, 4, 0)));
+    println!("  --no-syscalls overhead / floor overhead: {}", ratio_text(r.overhead_ratio(5, 2, 0)));
     if let Some(acc) = &r.acc[1] {
         println!(
             "  rtrace at {:.2} M syscalls/s: counted {}, lost {} (target 0)",

@@ -106,8 +106,12 @@ pub fn drain(
             hist: v.hist.to_vec(),
         })
         .collect();
-    for (tid, inf) in probes.syscalls_in_flight()? {
-        slow.add_in_flight(tid, &inf, now.saturating_sub(inf.ts));
+    // With --no-syscalls the probes still mark calls in flight (for the ledger and off-CPU),
+    // but time none of them.
+    if probes.syscall_latency() {
+        for (tid, inf) in probes.syscalls_in_flight()? {
+            slow.add_in_flight(tid, &inf, now.saturating_sub(inf.ts));
+        }
     }
     let slow_calls: Vec<RawSlowCall> = slow
         .into_calls()
