@@ -309,22 +309,26 @@ impl Rounds {
         median(self.per[config].clone())
     }
 
-    /// `traced`'s overhead over `base` as a multiple of `floor`'s, taken within each round
-    /// (the untraced baseline drifts by several percent between rounds on this VM, which a
-    /// ratio of medians would mix in): (median, lowest, highest).
-    fn overhead_ratio(&self, traced: usize, floor: usize, base: usize) -> (f64, f64, f64) {
-        let r: Vec<f64> = (0..self.per[base].len())
-            .map(|i| overhead_ratio(self.per[traced][i], self.per[floor][i], self.per[base][i]))
-            .collect();
-        let lo = r.iter().cloned().fold(f64::INFINITY, f64::min);
-        let hi = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        (median(r), lo, hi)
+    /// `traced`'s overhead over `base` as a multiple of `floor`'s, from the medians. (A ratio
+    /// per round is no steadier here: the untraced baseline alone drifts by ±10 % between
+    /// rounds on this VM, as much as a floor's whole overhead, and a round's floor can then
+    /// land below its baseline.)
+    fn overhead_ratio(&self, traced: usize, floor: usize, base: usize) -> f64 {
+        overhead_ratio(self.median(traced), self.median(floor), self.median(base))
+    }
+
+    /// "lowest-highest" of one configuration's rounds.
+    fn spread(&self, config: usize) -> String {
+        let v = &self.per[config];
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        format!("rounds {lo:.0}-{hi:.0}")
     }
 }
 
-/// "2.71x (rounds 2.10-3.51x)".
-fn ratio_text((m, lo, hi): (f64, f64, f64)) -> String {
-    format!("{m:.2}x (rounds {lo:.2}-{hi:.2}x)")
+/// "2.71x".
+fn ratio_text(r: f64) -> String {
+    format!("{r:.2}x")
 }
 
 /// Runs every configuration once per round, alternating.
@@ -373,11 +377,11 @@ fn offcpu(rounds: u32) -> Result<()> {
     let r = alternate(&bin, &[n], &configs, rounds)?;
     let (base, traced, floor, clock, alone) = (r.median(0), r.median(1), r.median(2), r.median(3), r.median(4));
     println!("bench offcpu (median of {rounds} rounds; ns per round trip: 2 switches, 1 wakeup, 4 syscalls):");
-    println!("  untraced                              : {base:.0} ns");
-    println!("  rtrace (all probes, as users run it)  : {traced:.0} ns   (+{:.0} ns)", traced - base);
-    println!("  empty programs on the same hooks      : {floor:.0} ns   (+{:.0} ns)", floor - base);
-    println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns)", clock - base);
-    println!("  rtrace --no-syscalls (off-CPU alone)  : {alone:.0} ns   (+{:.0} ns)", alone - base);
+    println!("  untraced                              : {base:.0} ns   ({})", r.spread(0));
+    println!("  rtrace (all probes, as users run it)  : {traced:.0} ns   (+{:.0} ns; {})", traced - base, r.spread(1));
+    println!("  empty programs on the same hooks      : {floor:.0} ns   (+{:.0} ns; {})", floor - base, r.spread(2));
+    println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns; {})", clock - base, r.spread(3));
+    println!("  rtrace --no-syscalls (off-CPU alone)  : {alone:.0} ns   (+{:.0} ns; {})", alone - base, r.spread(4));
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.2x)", ratio_text(r.overhead_ratio(1, 2, 0)));
     println!("  off-CPU alone / floor overhead        : {}", ratio_text(r.overhead_ratio(4, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
@@ -410,12 +414,12 @@ fn syscalls(rounds: u32) -> Result<()> {
     let (base, traced, floor, clock, bpft) = (r.median(0), r.median(1), r.median(2), r.median(3), r.median(4));
     let light = r.median(5);
     println!("bench syscalls (median of {rounds} rounds; ns per getppid):");
-    println!("  untraced                              : {base:.0} ns");
-    println!("  rtrace (histograms + slow-call gate)  : {traced:.0} ns   (+{:.0} ns)", traced - base);
-    println!("  empty raw_tp programs (floor)         : {floor:.0} ns   (+{:.0} ns)", floor - base);
-    println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns)", clock - base);
-    println!("  bpftrace pid-filtered histogram       : {bpft:.0} ns   (+{:.0} ns)", bpft - base);
-    println!("  rtrace --no-syscalls (no clock read)  : {light:.0} ns   (+{:.0} ns)", light - base);
+    println!("  untraced                              : {base:.0} ns   ({})", r.spread(0));
+    println!("  rtrace (histograms + slow-call gate)  : {traced:.0} ns   (+{:.0} ns; {})", traced - base, r.spread(1));
+    println!("  empty raw_tp programs (floor)         : {floor:.0} ns   (+{:.0} ns; {})", floor - base, r.spread(2));
+    println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns; {})", clock - base, r.spread(3));
+    println!("  bpftrace pid-filtered histogram       : {bpft:.0} ns   (+{:.0} ns; {})", bpft - base, r.spread(4));
+    println!("  rtrace --no-syscalls (no clock read)  : {light:.0} ns   (+{:.0} ns; {})", light - base, r.spread(5));
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.15x)", ratio_text(r.overhead_ratio(1, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
     println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
