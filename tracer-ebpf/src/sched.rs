@@ -179,6 +179,7 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
             inf.user_stack_id = DEFERRED_STACK;
             inf.kernel_stack_id = DEFERRED_STACK;
             crate::mem::zero(&mut inf.leaf);
+            inf.user_bp = saved_bp(inf.regs);
         }
         inf.blocked = 1;
     } else if preempted {
@@ -196,6 +197,22 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     let start = &mut t.off;
     // Written last: a nonzero ts publishes the record to switch-in and sched_waking.
     start.ts = now;
+}
+
+/// The user frame pointer among a thread's saved registers (0 if unknown): one kernel read,
+/// at the first block of a call only.
+#[inline(always)]
+fn saved_bp(regs: u64) -> u64 {
+    #[cfg(bpf_target_arch = "x86_64")]
+    if regs != 0 {
+        use aya_ebpf::bindings::pt_regs;
+        let p = regs as *const pt_regs;
+        // SAFETY: kernel read through the helper; the registers stay on the thread's kernel
+        // stack until its syscall returns.
+        return unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp)) }.unwrap_or(0);
+    }
+    let _ = regs;
+    0
 }
 
 /// Where a thread outside a syscall was preempted: pc, sp, frame pointer and return address,

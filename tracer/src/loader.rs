@@ -437,11 +437,12 @@ impl Probes {
         Ok(out)
     }
 
-    /// (tgid, tid) of threads blocked now whose stacks were deferred (see OffStart), sorted.
-    pub fn deferred_in_flight(&self) -> Result<Vec<(u32, u32)>> {
+    /// (tgid, tid, user bp it blocked with or 0) of threads blocked now whose stacks were
+    /// deferred (see OffStart), sorted.
+    pub fn deferred_in_flight(&self) -> Result<Vec<(u32, u32, u64)>> {
         // One pass over the thread table (syscalls_in_flight would also read each blocked
         // call's arguments from /proc, which this does not need).
-        let mut out: Vec<(u32, u32)> = self
+        let mut out: Vec<(u32, u32, u64)> = self
             .threads()?
             .into_iter()
             .filter(|t| {
@@ -449,7 +450,7 @@ impl Probes {
                 let sys = t.sys.active != 0 && t.sys.blocked != 0 && t.sys.user_stack_id < 0;
                 off || sys
             })
-            .map(|t| (t.sys.tgid, t.tid))
+            .map(|t| (t.sys.tgid, t.tid, if t.sys.active != 0 && t.sys.blocked != 0 { t.sys.user_bp } else { 0 }))
             .collect();
         out.sort_unstable();
         Ok(out)

@@ -191,12 +191,14 @@ fn fill_deferred(capture: &mut Capture, blocked: &[preexisting::Blocked]) {
     for b in blocked {
         for o in capture.offcpu.iter_mut().filter(|o| o.in_flight && o.tid == b.tid && o.user.is_empty()) {
             o.user = b.user.clone();
+            o.leaf = b.leaf;
             if o.kernel.is_empty() {
                 o.kernel_names = b.kernel_names.clone();
             }
         }
         for c in capture.slow_calls.iter_mut().filter(|c| c.in_flight && c.tid == b.tid && c.user.is_empty()) {
             c.user = b.user.clone();
+            c.leaf = b.leaf;
             if c.kernel.is_empty() {
                 c.kernel_names = b.kernel_names.clone();
             }
@@ -226,6 +228,7 @@ fn add_preexisting(
                 duration_ns: session_ns,
                 ret: 0,
                 user: b.user.clone(),
+                leaf: b.leaf,
                 args: b.args,
                 fd_desc,
                 pidfd_pid,
@@ -240,6 +243,7 @@ fn add_preexisting(
                 tgid: b.tgid,
                 tid: b.tid,
                 user: b.user.clone(),
+                leaf: b.leaf,
                 state: if b.state == 'D' { crate::capture::OffState::Disk } else { crate::capture::OffState::Sleep },
                 total_ns: session_ns,
                 count: 1,

@@ -10,7 +10,10 @@
 //! deferred (see tracer_common::sched::OffStart): they never came back to have them taken.
 use std::{fs::File, os::unix::fs::FileExt};
 
-use crate::{capture::Mapping, procfs};
+use crate::{
+    capture::{Leaf, Mapping},
+    procfs,
+};
 
 #[derive(Clone, Debug)]
 pub struct Blocked {
@@ -21,6 +24,9 @@ pub struct Blocked {
     pub state: char,
     /// pc first, then return addresses, outermost last.
     pub user: Vec<u64>,
+    /// Return addresses found between sp and the first frame (callers of frameless functions),
+    /// as the probes report them: the symbolizer inserts them after checking the chain.
+    pub leaf: Leaf,
     /// Kernel frames, innermost first, as /proc/PID/task/TID/stack names them.
     pub kernel_names: Vec<String>,
 }
@@ -56,16 +62,17 @@ fn task_ids(pid: u32) -> Vec<u32> {
 
 /// Every thread of `pids` blocked in a syscall now (state S or D).
 pub fn scan(pids: &[u32], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
-    let threads: Vec<(u32, u32)> =
-        pids.iter().flat_map(|&pid| task_ids(pid).into_iter().map(move |t| (pid, t))).collect();
+    let threads: Vec<(u32, u32, u64)> =
+        pids.iter().flat_map(|&pid| task_ids(pid).into_iter().map(move |t| (pid, t, 0))).collect();
     scan_threads(&threads, maps)
 }
 
-/// Those of `threads` (tgid, tid) blocked in a syscall now (state S or D).
-pub fn scan_threads(threads: &[(u32, u32)], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
+/// Those of `threads` (tgid, tid, user bp if the probes saw it block, else 0) blocked in a
+/// syscall now (state S or D).
+pub fn scan_threads(threads: &[(u32, u32, u64)], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
     let mut out = Vec::new();
     let mut open: Option<(u32, Option<File>, Vec<Mapping>)> = None;
-    for &(pid, tid) in threads {
+    for &(pid, tid, bp) in threads {
         if open.as_ref().is_none_or(|(p, _, _)| *p != pid) {
             open = Some((pid, File::open(format!("/proc/{pid}/mem")).ok(), maps(pid)));
         }
@@ -79,11 +86,11 @@ pub fn scan_threads(threads: &[(u32, u32)], maps: impl Fn(u32) -> Vec<Mapping>) 
         let kernel_names = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack"))
             .map(|t| parse_kernel_stack(&t))
             .unwrap_or_default();
-        let user = match mem {
-            Some(m) => walk(&|a| read_u64(m, a), &|a, n| read_bytes(m, a, n), exec_maps, sp, pc),
-            None => vec![pc],
+        let (user, leaf) = match mem {
+            Some(m) => walk(&|a| read_u64(m, a), &|a, n| read_bytes(m, a, n), exec_maps, sp, pc, bp),
+            None => (vec![pc], Leaf::default()),
         };
-        out.push(Blocked { tgid: pid, tid, nr, args, state, user, kernel_names });
+        out.push(Blocked { tgid: pid, tid, nr, args, state, user, leaf, kernel_names });
     }
     out
 }
@@ -108,52 +115,71 @@ fn read_bytes(m: &File, addr: u64, n: usize) -> Option<Vec<u8>> {
     Some(b)
 }
 
-/// Whether `ret` follows an x86_64 call instruction in executable code (the same test the
-/// kernel side uses to recover skipped callers).
-fn is_return_address(read: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mapping], ret: u64) -> bool {
+/// If `ret` follows an x86_64 call instruction in executable code (the test the kernel side
+/// uses to recover skipped callers): the call's target for a direct call, 0 for an indirect
+/// one.
+fn callee_of(read: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mapping], ret: u64) -> Option<u64> {
     if ret < 8 || !maps.iter().any(|m| m.start <= ret && ret < m.end) {
-        return false;
+        return None;
     }
-    let Some(b) = read(ret - 8, 8) else { return false };
-    // call rel32; call reg (r8-r15 have a REX prefix before the same two bytes); call
-    // [reg+disp8]; call [rip+disp32] or [reg+disp32].
-    b[3] == 0xE8
-        || (b[6] == 0xFF && b[7] & 0xF8 == 0xD0)
+    let b = read(ret - 8, 8)?;
+    if b[3] == 0xE8 {
+        // call rel32: relative to the return address.
+        return Some(ret.wrapping_add(i32::from_le_bytes([b[4], b[5], b[6], b[7]]) as i64 as u64));
+    }
+    // call reg (r8-r15 have a REX prefix before the same two bytes); call [reg+disp8]; call
+    // [rip+disp32] or [reg+disp32].
+    let indirect = (b[6] == 0xFF && b[7] & 0xF8 == 0xD0)
         || (b[5] == 0xFF && b[6] & 0xF8 == 0x50)
-        || (b[2] == 0xFF && (b[3] == 0x15 || b[3] & 0xF8 == 0x90))
+        || (b[2] == 0xFF && (b[3] == 0x15 || b[3] & 0xF8 == 0x90));
+    indirect.then_some(0)
 }
 
-/// The user stack from (sp, pc) without bp: scan up from sp for return addresses (callers of
-/// frameless functions) until a slot is a frame base (saved bp, then a return address), then
-/// follow the frame-pointer chain.
+/// The user stack from (sp, pc), and bp when the probes saw the call block (0: unknown).
+/// Without bp: scan up from sp until a slot is a frame base (a saved bp, then a return
+/// address) and follow the frame-pointer chain from there — a guess, which a stale pair in a
+/// frame's locals can mislead. Return addresses below the first frame (callers of frameless
+/// functions — or stale values in a frame's locals) are not trusted either: they come back
+/// apart, like the probes' LeafFix, for the symbolizer's chain check.
 pub fn walk(
     read: &dyn Fn(u64) -> Option<u64>,
     code: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
     maps: &[Mapping],
     sp: u64,
     pc: u64,
-) -> Vec<u64> {
+    bp: u64,
+) -> (Vec<u64>, Leaf) {
     const SCAN_WORDS: u64 = 64;
     const MAX_FRAMES: usize = 128;
+    let known_bp = (bp > sp && bp - sp < 1 << 16 && bp % 8 == 0).then_some(bp);
     let mut frames = vec![pc];
-    let mut fp = None;
+    let mut leaf = Leaf::default();
+    let mut found = 0;
+    let mut fp = known_bp;
     for i in 0..SCAN_WORDS {
         let slot = sp + i * 8;
+        if known_bp.is_some_and(|bp| slot >= bp) {
+            break;
+        }
         let Some(w) = read(slot) else { break };
         // A frame base: this slot holds the caller's saved bp (pointing further up, within a
         // plausible frame size) and the next one a return address. From here the
         // frame-pointer chain takes over.
-        if w > slot && w - slot < 1 << 16 && w % 8 == 0 {
+        if known_bp.is_none() && w > slot && w - slot < 1 << 16 && w % 8 == 0 {
             if let Some(r) = read(slot + 8) {
-                if is_return_address(code, maps, r) {
+                if callee_of(code, maps, r).is_some() {
                     frames.push(r);
                     fp = Some(w);
                     break;
                 }
             }
         }
-        if is_return_address(code, maps, w) {
-            frames.push(w);
+        if let Some(callee) = callee_of(code, maps, w) {
+            if found < leaf.rets.len() {
+                leaf.rets[found] = w;
+                leaf.callees[found] = callee;
+                found += 1;
+            }
         }
     }
     let mut seen = 0;
@@ -163,13 +189,13 @@ pub fn walk(
         }
         seen += 1;
         let (Some(next), Some(ret)) = (read(f), read(f + 8)) else { break };
-        if ret == 0 || !is_return_address(code, maps, ret) {
+        if ret == 0 || callee_of(code, maps, ret).is_none() {
             break;
         }
         frames.push(ret);
         fp = (next != 0 && next != f).then_some(next);
     }
-    frames
+    (frames, leaf)
 }
 
 #[cfg(test)]
@@ -211,7 +237,39 @@ mod tests {
         mem.insert(sp + 72, 0x4005); // return into main
         let read = |a: u64| Some(*mem.get(&a).unwrap_or(&0));
         let code_read = |a: u64, n: usize| Some((a..a + n as u64).map(|x| *code.get(&x).unwrap_or(&0x90)).collect());
-        let frames = walk(&read, &code_read, &maps, sp, 0x1500);
-        assert_eq!(frames, [0x1500, 0x2005, 0x3005, 0x4005]);
+        let (frames, leaf) = walk(&read, &code_read, &maps, sp, 0x1500, 0);
+        assert_eq!(frames, [0x1500, 0x3005, 0x4005]);
+        // The frameless leaf's caller comes apart, with its call's target (rel32 0x90909090
+        // from the fake code's nop fill), for the symbolizer's chain check.
+        assert_eq!(leaf.rets, [0x2005, 0, 0]);
+        assert_eq!(leaf.callees, [0x2005u64.wrapping_add(0x9090_9090u32 as i32 as i64 as u64), 0, 0]);
+    }
+
+    /// A stale (saved bp, return address) pair in a frame's locals misleads the walk without
+    /// bp; with the bp the call blocked with (from the probes), the real chain is followed and
+    /// the stale return address is only a candidate for the symbolizer's chain check.
+    #[test]
+    fn known_bp_skips_a_stale_frame_base() {
+        let maps = vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None }];
+        let mut code: HashMap<u64, u8> = HashMap::new();
+        for ret in [0x2005u64, 0x3005, 0x4005, 0x5005] {
+            code.insert(ret - 5, 0xE8);
+        }
+        let sp = 0x7000_0000u64;
+        let mut mem: HashMap<u64, u64> = HashMap::new();
+        mem.insert(sp, 0x2005); // return into the frameless leaf's caller
+        mem.insert(sp + 8, sp + 48); // stale: looks like a saved bp…
+        mem.insert(sp + 16, 0x5005); // …followed by a return address
+        mem.insert(sp + 32, sp + 64); // the real frame: saved bp at bp = sp + 32
+        mem.insert(sp + 40, 0x3005);
+        mem.insert(sp + 64, 0);
+        mem.insert(sp + 72, 0x4005);
+        let read = |a: u64| Some(*mem.get(&a).unwrap_or(&0));
+        let code_read = |a: u64, n: usize| Some((a..a + n as u64).map(|x| *code.get(&x).unwrap_or(&0x90)).collect());
+        let (guessed, _) = walk(&read, &code_read, &maps, sp, 0x1500, 0);
+        assert_eq!(guessed[1], 0x5005, "the guess takes the stale pair: {guessed:x?}");
+        let (frames, leaf) = walk(&read, &code_read, &maps, sp, 0x1500, sp + 32);
+        assert_eq!(frames, [0x1500, 0x3005, 0x4005]);
+        assert_eq!(leaf.rets, [0x2005, 0x5005, 0]);
     }
 }
