@@ -51,10 +51,6 @@ pub struct Inflight {
     /// 1 when a block of this call awaits its user stack (see sched::OffStart): taken at exit.
     pub off_pending: u32,
     pub _pad: u32,
-    /// The user frame pointer the call blocked with (saved registers, read at its first
-    /// block): a thread still blocked at the end has its user stack walked from /proc, which
-    /// shows sp and pc but not bp.
-    pub user_bp: u64,
     /// Set at entry only for the calls decoded from user memory (`extra`); userspace reads a
     /// blocked call's from /proc.
     pub args: [u64; 6],

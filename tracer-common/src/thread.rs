@@ -20,6 +20,21 @@ pub const THREAD_SLOTS: u32 = 16_384;
 
 crate::user_pod!(Thread);
 
+/// A tracked thread's saved user registers, as the task iterator `rt_task_regs` dumps them:
+/// /proc shows a blocked thread's sp and pc, not its frame pointer, which an exact user-stack
+/// walk needs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskRegs {
+    pub tid: u32,
+    pub tgid: u32,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
+crate::user_pod!(TaskRegs);
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -14,6 +14,8 @@ mod mem;
 #[cfg(target_arch = "bpf")]
 mod process;
 #[cfg(target_arch = "bpf")]
+mod regs;
+#[cfg(target_arch = "bpf")]
 mod sched;
 #[cfg(target_arch = "bpf")]
 mod syscalls;
@@ -30,6 +32,14 @@ mod entry {
         macros::{btf_tracepoint, perf_event, raw_tracepoint, tracepoint},
         programs::{BtfTracePointContext, PerfEventContext, RawTracePointContext, TracePointContext},
     };
+
+    /// A task iterator (aya-ebpf has no macro for iterators: the section name is what makes it
+    /// one).
+    #[unsafe(no_mangle)]
+    #[unsafe(link_section = "iter/task")]
+    pub extern "C" fn rt_task_regs(ctx: *const crate::regs::IterTask) -> i32 {
+        crate::regs::task_regs(ctx)
+    }
 
     #[perf_event]
     pub fn rt_perf_sample(ctx: PerfEventContext) -> u32 {

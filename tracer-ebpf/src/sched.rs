@@ -24,7 +24,7 @@ use tracer_common::{
 use crate::{
     counters::bump,
     cpu::{kernel_stack, stack_quiet, task_kernel_stack, user_stack},
-    target::{global, is_tracked},
+    target::{global, is_tracked, TASK_PID_OFF},
     threads,
 };
 use tracer_common::{cpu::NO_STACK, unwind::LeafFix};
@@ -34,9 +34,6 @@ static OFFCPU: HashMap<OffKey, OffVal> = HashMap::with_max_entries(MAX_OFF_KEYS,
 #[map]
 static WAKEUPS: HashMap<WakeKey, OffVal> = HashMap::with_max_entries(MAX_WAKE_KEYS, 0);
 
-/// task_struct.pid, from the kernel's BTF.
-#[unsafe(no_mangle)]
-static TASK_PID_OFF: u32 = 0;
 /// Shortest off-CPU interval recorded (--min-block), ns.
 #[unsafe(no_mangle)]
 static MIN_BLOCK_NS: u64 = 0;
@@ -179,7 +176,6 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
             inf.user_stack_id = DEFERRED_STACK;
             inf.kernel_stack_id = DEFERRED_STACK;
             crate::mem::zero(&mut inf.leaf);
-            inf.user_bp = saved_bp(inf.regs);
         }
         inf.blocked = 1;
     } else if preempted {
@@ -197,22 +193,6 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
     let start = &mut t.off;
     // Written last: a nonzero ts publishes the record to switch-in and sched_waking.
     start.ts = now;
-}
-
-/// The user frame pointer among a thread's saved registers (0 if unknown): one kernel read,
-/// at the first block of a call only.
-#[inline(always)]
-fn saved_bp(regs: u64) -> u64 {
-    #[cfg(bpf_target_arch = "x86_64")]
-    if regs != 0 {
-        use aya_ebpf::bindings::pt_regs;
-        let p = regs as *const pt_regs;
-        // SAFETY: kernel read through the helper; the registers stay on the thread's kernel
-        // stack until its syscall returns.
-        return unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp)) }.unwrap_or(0);
-    }
-    let _ = regs;
-    0
 }
 
 /// Where a thread outside a syscall was preempted: pc, sp, frame pointer and return address,

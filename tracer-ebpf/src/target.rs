@@ -24,6 +24,12 @@ static NEWTASK_PID_OFF: u32 = 8;
 #[unsafe(no_mangle)]
 static NEWTASK_FLAGS_OFF: u32 = 32;
 
+/// task_struct.pid and task_struct.tgid, from the kernel's BTF.
+#[unsafe(no_mangle)]
+pub static TASK_PID_OFF: u32 = 0;
+#[unsafe(no_mangle)]
+pub static TASK_TGID_OFF: u32 = 0;
+
 #[inline(always)]
 pub fn global(v: &'static u32) -> u32 {
     // SAFETY: read of a global the loader rewrites before load; volatile so the compiler

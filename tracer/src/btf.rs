@@ -8,6 +8,7 @@ const KIND_PTR: u32 = 2;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_TYPEDEF: u32 = 8;
+const KIND_FUNC: u32 = 12;
 
 fn u32_at(d: &[u8], at: usize) -> Result<u32> {
     d.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).ok_or_else(|| anyhow!("BTF truncated at {at}"))
@@ -125,40 +126,47 @@ fn find_member(btf: &[u8], id: u32, member: &str, depth: u32) -> Result<Option<u
     Ok(None)
 }
 
-/// Type id of `typedef name`.
-fn typedef_id(btf: &[u8], typedef: &str) -> Result<u32> {
-    walk(btf, |t, _| Ok((t.kind == KIND_TYPEDEF && t.name == typedef.as_bytes()).then_some(t.id)))?
-        .ok_or_else(|| anyhow!("typedef {typedef} not found in this kernel's BTF"))
+/// Type id of the type of `kind` named `name`.
+fn type_id(btf: &[u8], kind: u32, name: &str) -> Result<u32> {
+    walk(btf, |t, _| Ok((t.kind == kind && t.name == name.as_bytes()).then_some(t.id)))?
+        .ok_or_else(|| anyhow!("{name} not found in this kernel's BTF"))
 }
 
-/// A stand-in for the kernel's BTF that is enough to load BTF tracepoints on `hooks` with aya.
+/// A stand-in for the kernel's BTF that is enough to load BTF tracepoints on `hooks` and
+/// iterators of `iters` with aya.
 ///
-/// aya's `BtfTracePoint::load` only looks up the id of the `btf_trace_<hook>` typedef, but
-/// takes a whole parsed `Btf`: parsing /sys/kernel/btf/vmlinux costs ~170 ms and ~15 MiB here
-/// (and aya's loader already parses its own private copy). BTF type ids are positions in the
-/// type section, so a small BTF with those typedefs at the kernel's ids — placeholders before
-/// them — gives aya the same ids.
-pub fn tracepoint_btf(btf: &[u8], hooks: &[&str]) -> Result<aya::Btf> {
-    let mut ids: Vec<(u32, String)> = hooks
-        .iter()
-        .map(|h| Ok((typedef_id(btf, &format!("btf_trace_{h}"))?, format!("btf_trace_{h}"))))
-        .collect::<Result<_>>()?;
+/// aya's `BtfTracePoint::load` only looks up the id of the `btf_trace_<hook>` typedef (and
+/// `Iter::load` that of the `bpf_iter_<kind>` function), but takes a whole parsed `Btf`:
+/// parsing /sys/kernel/btf/vmlinux costs ~170 ms and ~15 MiB here (and aya's loader already
+/// parses its own private copy). BTF type ids are positions in the type section, so a small
+/// BTF with those types at the kernel's ids — placeholders before them — gives aya the same
+/// ids.
+pub fn stand_in_btf(btf: &[u8], hooks: &[&str], iters: &[&str]) -> Result<aya::Btf> {
+    let mut ids: Vec<(u32, u32, String)> = Vec::new();
+    for h in hooks {
+        let name = format!("btf_trace_{h}");
+        ids.push((type_id(btf, KIND_TYPEDEF, &name)?, KIND_TYPEDEF, name));
+    }
+    for i in iters {
+        let name = format!("bpf_iter_{i}");
+        ids.push((type_id(btf, KIND_FUNC, &name)?, KIND_FUNC, name));
+    }
     ids.sort();
     let mut strings = vec![0u8];
     let mut types = Vec::new();
     let mut push = |w: [u32; 3]| w.iter().for_each(|v| types.extend_from_slice(&v.to_le_bytes()));
     let mut next = 1;
-    for (id, n) in &ids {
+    for (id, kind, n) in &ids {
         for _ in next..*id {
             push([0, KIND_PTR << 24, 0]); // placeholder: an anonymous pointer to void
         }
-        push([strings.len() as u32, KIND_TYPEDEF << 24, 0]);
+        push([strings.len() as u32, kind << 24, 0]);
         strings.extend_from_slice(n.as_bytes());
         strings.push(0);
         next = id + 1;
     }
     aya::Btf::parse(&assemble(&types, &strings), aya::Endianness::default())
-        .context("building BTF for the BTF tracepoints")
+        .context("building BTF for the BTF tracepoints and iterators")
 }
 
 /// A BTF blob: header, type section, string section.
@@ -223,16 +231,21 @@ mod tests {
 
     /// The stand-in BTF gives aya the kernel's ids for the tracepoint typedefs.
     #[test]
-    fn tracepoint_btf_keeps_the_kernel_ids() {
+    fn stand_in_btf_keeps_the_kernel_ids() {
         if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
             return;
         }
         let full = aya::Btf::from_sys_fs().unwrap();
-        let small = tracepoint_btf(&read_kernel().unwrap(), &["sched_switch", "sched_waking"]).unwrap();
+        let small = stand_in_btf(&read_kernel().unwrap(), &["sched_switch", "sched_waking"], &["task"]).unwrap();
         for name in ["btf_trace_sched_switch", "btf_trace_sched_waking"] {
             let kind = aya_obj::btf::BtfKind::Typedef;
             assert_eq!(small.id_by_type_name_kind(name, kind).unwrap(), full.id_by_type_name_kind(name, kind).unwrap());
         }
+        let kind = aya_obj::btf::BtfKind::Func;
+        assert_eq!(
+            small.id_by_type_name_kind("bpf_iter_task", kind).unwrap(),
+            full.id_by_type_name_kind("bpf_iter_task", kind).unwrap()
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tracer_common::{
     sched::{OffKey, OffStart, OffVal, WakeKey, DEFERRED_STACK},
     stack::StackRec,
     syscall::{Inflight, SysKey, SysStats},
-    thread::{Thread, THREAD_SLOTS},
+    thread::{TaskRegs, Thread, THREAD_SLOTS},
 };
 
 use crate::{analyze::syscalls::nr_of, capture::Clock, tracefs::Format};
@@ -44,7 +44,7 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Loaded and attached probes.
 pub struct Probes {
     ebpf: Ebpf,
-    /// Enough BTF to load the BTF tracepoints (see btf::tracepoint_btf).
+    /// Enough BTF to load the BTF tracepoints and the task iterator (see btf::stand_in_btf).
     btf: Option<Btf>,
     root_tgid: u32,
     /// Thread-table slots - 1 (see tracer_common::thread).
@@ -79,7 +79,7 @@ impl Probes {
 
         // Preflight has checked that the kernel has BTF (session::preflight).
         let vmlinux = crate::btf::read_kernel()?;
-        let btf = crate::btf::tracepoint_btf(&vmlinux, &["sched_switch", "sched_waking"])?;
+        let btf = crate::btf::stand_in_btf(&vmlinux, &["sched_switch", "sched_waking"], &["task"])?;
         let newtask = Format::read("task", "task_newtask")?;
         let exit = Format::read("sched", "sched_process_exit")?;
         let follow: u32 = opts.follow_children.into();
@@ -111,6 +111,7 @@ impl Probes {
         ];
         // sched_switch is a BTF tracepoint: it names the incoming thread by its task_struct.
         let task_pid = crate::btf::member_offset(&vmlinux, "task_struct", "pid")?;
+        let task_tgid = crate::btf::member_offset(&vmlinux, "task_struct", "tgid")?;
         drop(vmlinux);
         let min_block = opts.min_block_ns.unwrap_or(0);
         let slow_k = opts.syscalls.map(|s| s.slow_top as u32).unwrap_or(20);
@@ -154,6 +155,7 @@ impl Probes {
             .override_global("NEWTASK_FLAGS_OFF", &newtask_flags, true)
             .override_global("EXIT_GROUP_DEAD_OFF", &group_dead, true)
             .override_global("TASK_PID_OFF", &task_pid, true)
+            .override_global("TASK_TGID_OFF", &task_tgid, true)
             .override_global("ROOT_TGID", &opts.root_tgid, true)
             .override_global("MIN_BLOCK_NS", &min_block, true)
             .load(EBPF_OBJECT)
@@ -308,7 +310,10 @@ impl Probes {
             self.attach_btf("rt_sched_waking", "sched_waking")?;
         }
 
-        self.btf = None;
+        // The task iterator: loaded now (it needs the BTF), run on demand (task_regs).
+        let btf = self.btf.take().context("kernel BTF already released")?;
+        let iter: &mut aya::programs::Iter = self.program_mut("rt_task_regs")?.try_into()?;
+        iter.load("task", &btf).context("loading rt_task_regs")?;
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let perf: &mut PerfEvent = self.program_mut("rt_perf_sample")?.try_into()?;
         perf.load().context("loading rt_perf_sample")?;
@@ -414,6 +419,29 @@ impl Probes {
         Ok(out)
     }
 
+    /// The saved user registers of every tracked thread now, by tid (see rt_task_regs). Empty
+    /// if the iterator cannot run (the walks from /proc then guess the first frame).
+    pub fn task_regs(&mut self) -> std::collections::HashMap<u32, TaskRegs> {
+        let mut read = || -> Result<std::collections::HashMap<u32, TaskRegs>> {
+            use std::io::Read;
+            let iter: &mut aya::programs::Iter = self.program_mut("rt_task_regs")?.try_into()?;
+            let link = iter.attach()?;
+            let mut file = iter.take_link(link)?.into_file()?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            let size = std::mem::size_of::<TaskRegs>();
+            Ok(bytes
+                .chunks_exact(size)
+                .map(|c| {
+                    // SAFETY: the iterator writes whole TaskRegs records.
+                    let r: TaskRegs = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+                    (r.tid, r)
+                })
+                .collect())
+        };
+        read().unwrap_or_default()
+    }
+
     /// Whether the syscall probes measure latency (not --no-syscalls).
     pub fn syscall_latency(&self) -> bool {
         self.syscalls
@@ -437,12 +465,11 @@ impl Probes {
         Ok(out)
     }
 
-    /// (tgid, tid, user bp it blocked with or 0) of threads blocked now whose stacks were
-    /// deferred (see OffStart), sorted.
-    pub fn deferred_in_flight(&self) -> Result<Vec<(u32, u32, u64)>> {
+    /// (tgid, tid) of threads blocked now whose stacks were deferred (see OffStart), sorted.
+    pub fn deferred_in_flight(&self) -> Result<Vec<(u32, u32)>> {
         // One pass over the thread table (syscalls_in_flight would also read each blocked
         // call's arguments from /proc, which this does not need).
-        let mut out: Vec<(u32, u32, u64)> = self
+        let mut out: Vec<(u32, u32)> = self
             .threads()?
             .into_iter()
             .filter(|t| {
@@ -450,7 +477,7 @@ impl Probes {
                 let sys = t.sys.active != 0 && t.sys.blocked != 0 && t.sys.user_stack_id < 0;
                 off || sys
             })
-            .map(|t| (t.sys.tgid, t.tid, if t.sys.active != 0 && t.sys.blocked != 0 { t.sys.user_bp } else { 0 }))
+            .map(|t| (t.sys.tgid, t.tid))
             .collect();
         out.sort_unstable();
         Ok(out)

@@ -59,7 +59,7 @@ pub async fn run(
     let mut life = life::LifeCollector::new(params.target.pid, start_mono, &params.existing);
     // Threads already blocked in a syscall: no probe will see that call start.
     let roots: Vec<u32> = std::iter::once(params.target.pid).chain(params.existing.iter().copied()).collect();
-    let pre = preexisting::scan(&roots, |pid| registry.maps(pid));
+    let pre = preexisting::scan(&roots, &probes.task_regs(), |pid| registry.maps(pid));
     let mut slow = slow::SlowStore::new(
         params.syscalls.map(|s| s.slow_top).unwrap_or(0),
         params.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
@@ -128,7 +128,8 @@ pub async fn run(
     life.snapshot_end(drain::monotonic_ns());
     let still: Vec<preexisting::Blocked> = pre.into_iter().filter(preexisting::still_blocked).collect();
     // Threads blocked now whose stacks the probes deferred: read while they are still blocked.
-    let deferred = preexisting::scan_threads(&probes.deferred_in_flight()?, |pid| registry.maps(pid));
+    let deferred =
+        preexisting::scan_threads(&probes.deferred_in_flight()?, &probes.task_regs(), |pid| registry.maps(pid));
     if countdown {
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();

@@ -10,6 +10,10 @@
 //! deferred (see tracer_common::sched::OffStart): they never came back to have them taken.
 use std::{fs::File, os::unix::fs::FileExt};
 
+use std::collections::HashMap;
+
+use tracer_common::thread::TaskRegs;
+
 use crate::{
     capture::{Leaf, Mapping},
     procfs,
@@ -61,18 +65,22 @@ fn task_ids(pid: u32) -> Vec<u32> {
 }
 
 /// Every thread of `pids` blocked in a syscall now (state S or D).
-pub fn scan(pids: &[u32], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
-    let threads: Vec<(u32, u32, u64)> =
-        pids.iter().flat_map(|&pid| task_ids(pid).into_iter().map(move |t| (pid, t, 0))).collect();
-    scan_threads(&threads, maps)
+pub fn scan(pids: &[u32], regs: &HashMap<u32, TaskRegs>, maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
+    let threads: Vec<(u32, u32)> =
+        pids.iter().flat_map(|&pid| task_ids(pid).into_iter().map(move |t| (pid, t))).collect();
+    scan_threads(&threads, regs, maps)
 }
 
-/// Those of `threads` (tgid, tid, user bp if the probes saw it block, else 0) blocked in a
-/// syscall now (state S or D).
-pub fn scan_threads(threads: &[(u32, u32, u64)], maps: impl Fn(u32) -> Vec<Mapping>) -> Vec<Blocked> {
+/// Those of `threads` (tgid, tid) blocked in a syscall now (state S or D). `regs`: saved user
+/// registers from the task iterator (rt_task_regs), for the frame pointer /proc does not show.
+pub fn scan_threads(
+    threads: &[(u32, u32)],
+    regs: &HashMap<u32, TaskRegs>,
+    maps: impl Fn(u32) -> Vec<Mapping>,
+) -> Vec<Blocked> {
     let mut out = Vec::new();
     let mut open: Option<(u32, Option<File>, Vec<Mapping>)> = None;
-    for &(pid, tid, bp) in threads {
+    for &(pid, tid) in threads {
         if open.as_ref().is_none_or(|(p, _, _)| *p != pid) {
             open = Some((pid, File::open(format!("/proc/{pid}/mem")).ok(), maps(pid)));
         }
@@ -83,6 +91,9 @@ pub fn scan_threads(threads: &[(u32, u32, u64)], maps: impl Fn(u32) -> Vec<Mappi
         }
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { continue };
         let Some((nr, args, sp, pc)) = parse_syscall(&text) else { continue };
+        // The iterator's bp, if it read the same saved registers (the thread may have moved on
+        // between the two readings).
+        let bp = regs.get(&tid).filter(|r| r.sp == sp && r.ip == pc).map_or(0, |r| r.bp);
         let kernel_names = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stack"))
             .map(|t| parse_kernel_stack(&t))
             .unwrap_or_default();
@@ -135,7 +146,7 @@ fn callee_of(read: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mapping], ret
     indirect.then_some(0)
 }
 
-/// The user stack from (sp, pc), and bp when the probes saw the call block (0: unknown).
+/// The user stack from (sp, pc), and bp when the task iterator read it (0: unknown).
 /// Without bp: scan up from sp until a slot is a frame base (a saved bp, then a return
 /// address) and follow the frame-pointer chain from there — a guess, which a stale pair in a
 /// frame's locals can mislead. Return addresses below the first frame (callers of frameless
@@ -246,7 +257,7 @@ mod tests {
     }
 
     /// A stale (saved bp, return address) pair in a frame's locals misleads the walk without
-    /// bp; with the bp the call blocked with (from the probes), the real chain is followed and
+    /// bp; with the bp the call blocked with (from the task iterator), the real chain is followed and
     /// the stale return address is only a candidate for the symbolizer's chain check.
     #[test]
     fn known_bp_skips_a_stale_frame_base() {
