@@ -116,6 +116,38 @@ fn c_wait_stall_pidfd_without_syscall_latency() {
     }
 }
 
+/// A child that never becomes its program: env's PATH search fails at every directory. Its
+/// failed execs (seen at sys_exit, with the file name copied at entry) make an exec_failed
+/// finding, with or without syscall latency.
+#[test]
+fn exec_failed_path_search() {
+    if !privileged("exec_failed_path_search") {
+        return;
+    }
+    for extra in [&[][..], &["--no-syscalls"][..]] {
+        let mut args = vec!["-q"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "sh", "-c", "env rtrace_no_such_program; true"]);
+        let run = rtrace(&format!("exec_failed{}", extra.join("")), &args);
+        assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+        let r = run.report();
+        let f = findings(&r, "exec_failed");
+        assert_eq!(f.len(), 1, "{extra:?}: {}", r["findings"]);
+        assert_eq!(f[0]["program"], "rtrace_no_such_program", "{}", f[0]);
+        assert_eq!(f[0]["error"], "ENOENT", "{}", f[0]);
+        let attempts = f[0]["attempts"].as_array().unwrap();
+        assert!(
+            !attempts.is_empty() && attempts.iter().all(|a| a.as_str().unwrap().ends_with("/rtrace_no_such_program")),
+            "{}",
+            f[0]
+        );
+        let env = r["children"].as_array().unwrap().iter().find(|c| c["pid"] == f[0]["pid"]).unwrap();
+        assert_eq!(env["argv"], serde_json::json!(["env", "rtrace_no_such_program"]), "{env}");
+        assert_eq!(env["exit"]["code"], 127, "{env}");
+        assert_no_rtrace_programs();
+    }
+}
+
 fn go_nowait(go: Go) {
     let bin = go_fixture("go_children", go);
     let run = rtrace("go_nowait", &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), "nowait", "3"]);

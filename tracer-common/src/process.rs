@@ -18,6 +18,8 @@ pub const EVENT_FREE: u32 = 9;
 /// An `ExecArgs` record (a different struct): the argv of a tracked process that just exec'd,
 /// sent right before its EXEC event.
 pub const EVENT_EXEC_ARGS: u32 = 10;
+/// An `ExecFailed` record (a different struct): a tracked process's execve/execveat failed.
+pub const EVENT_EXEC_FAILED: u32 = 11;
 
 pub const COMM_LEN: usize = 16;
 
@@ -34,6 +36,7 @@ pub const TEXT_LEN: usize = 64;
 ///   f = start time, g = wait4 status (or waitid si_code << 32 | si_status), h = waitid si_pid.
 /// - PIDFD: tgid/tid = opener, other = pid the fd refers to, a = fd.
 /// - FREE: tgid = freed process.
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LifeEvent {
@@ -84,3 +87,21 @@ pub struct ExecArgs {
 }
 
 crate::user_pod!(ExecArgs);
+
+/// Bytes of a failed exec's file name kept (PATH entries can be long).
+pub const EXEC_PATH_LEN: usize = 256;
+
+/// A failed execve/execveat, read at the call's exit (the file name is still in the caller's
+/// memory: the image did not change).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecFailed {
+    pub kind: u32,
+    pub tgid: u32,
+    pub ts_ns: u64,
+    /// The return value: -errno.
+    pub ret: i64,
+    pub filename: [u8; EXEC_PATH_LEN],
+}
+
+crate::user_pod!(ExecFailed);

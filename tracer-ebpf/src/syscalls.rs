@@ -30,7 +30,7 @@ use crate::{
     target::is_tracked,
     threads,
 };
-use tracer_common::process::{EVENT_PIDFD, EVENT_WAIT};
+use tracer_common::process::{EVENT_EXEC_FAILED, EVENT_PIDFD, EVENT_WAIT};
 
 #[map]
 static SYSCALL_STATS: PerCpuHashMap<SysKey, SysStats> = PerCpuHashMap::with_max_entries(MAX_SYSCALL_KEYS, 0);
@@ -312,6 +312,11 @@ fn is_wait(nr: i32) -> bool {
     nr == g32(&NR_WAIT4) || nr == g32(&NR_WAITID)
 }
 
+#[inline(always)]
+fn is_exec(nr: i32) -> bool {
+    nr == g32(&NR_EXECVE) || nr == g32(&NR_EXECVEAT)
+}
+
 /// Wait calls returning, and pidfds handed out, for the child-process ledger.
 #[inline(always)]
 fn lifecycle_exit(inf: &Inflight, ret: i64) {
@@ -320,6 +325,10 @@ fn lifecycle_exit(inf: &Inflight, ret: i64) {
         wait_event(inf, ret);
     } else if ret > 0 && (nr == g32(&NR_CLONE) || nr == g32(&NR_CLONE3)) {
         clone_pidfd(inf, ret);
+    } else if ret < 0 && is_exec(nr) {
+        // A successful exec shows as sched_process_exec; a failed one only here (a shell's
+        // PATH search, a missing or non-executable program).
+        exec_failed(inf, ret);
     } else if ret >= 0 && nr == g32(&NR_PIDFD_OPEN) {
         if let Some(mut e) = new_event(EVENT_PIDFD) {
             e.other = args_of(inf)[0] as u32;
@@ -362,6 +371,31 @@ fn wait_event(inf: &Inflight, ret: i64) {
         }
     }
     send(e);
+}
+
+/// A failed exec with its file name, read from the caller's memory (unchanged: the exec
+/// failed).
+#[inline(always)]
+fn exec_failed(inf: &Inflight, ret: i64) {
+    use tracer_common::process::ExecFailed;
+    let Some(mut entry) = crate::process::EVENTS.reserve::<ExecFailed>(0) else {
+        bump(counters::EVENTS_DROPPED);
+        return;
+    };
+    // SAFETY: the reserved record is ours.
+    let e = unsafe {
+        core::ptr::write_bytes(entry.as_mut_ptr(), 0, 1);
+        &mut *entry.as_mut_ptr()
+    };
+    e.kind = EVENT_EXEC_FAILED;
+    e.tgid = inf.tgid;
+    e.ts_ns = unsafe { bpf_ktime_get_ns() };
+    e.ret = ret;
+    let args = args_of(inf);
+    // execve(filename, …); execveat(dirfd, filename, …).
+    let path = if inf.nr == g32(&NR_EXECVEAT) { args[1] } else { args[0] };
+    let _ = unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut e.filename) };
+    entry.submit(0);
 }
 
 /// clone(CLONE_PIDFD) stores the pidfd through its parent_tid pointer (arg 2 on x86_64);

@@ -125,6 +125,13 @@ pub enum LifeEvent {
         filename: String,
         argv: Vec<String>,
     },
+    /// An execve/execveat of a tracked process failed: `error` is the errno.
+    ExecFailed {
+        ts_ns: u64,
+        pid: u32,
+        filename: String,
+        error: i32,
+    },
     /// The whole process exited (last thread). `status`: the wait status it leaves for its
     /// parent (task_struct.exit_code), when the kernel's BTF gave its offset.
     Exit {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use tracer_common::process::{
-    ExecArgs, LifeEvent as Raw, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER,
+    ExecArgs, ExecFailed, LifeEvent as Raw, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER,
     EVENT_WAIT,
 };
 
@@ -71,6 +71,13 @@ impl LifeCollector {
         if let Some(argv) = exec_argv(a) {
             self.exec_args.insert(a.tgid, argv);
         }
+    }
+
+    /// A failed exec (a record of its own: file names are long).
+    pub fn on_exec_failed(&mut self, f: &ExecFailed) {
+        let ts_ns = self.rel(f.ts_ns);
+        let filename = cstr(&f.filename);
+        self.life.events.push(LifeEvent::ExecFailed { ts_ns, pid: f.tgid, filename, error: -(f.ret as i32) });
     }
 
     pub fn on_event(&mut self, r: &Raw) {

@@ -17,7 +17,10 @@ use anyhow::Result;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use tracer_common::{
     counters,
-    process::{ExecArgs, LifeEvent, EVENT_EXEC, EVENT_EXEC_ARGS, EVENT_EXIT, EVENT_FORK, EVENT_SLOW_CALL},
+    process::{
+        ExecArgs, ExecFailed, LifeEvent, EVENT_EXEC, EVENT_EXEC_ARGS, EVENT_EXEC_FAILED, EVENT_EXIT, EVENT_FORK,
+        EVENT_SLOW_CALL,
+    },
     syscall::SlowCall,
 };
 
@@ -289,6 +292,14 @@ fn handle_events(
             // SAFETY: the kernel side wrote an ExecArgs.
             let args: ExecArgs = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             life.on_exec_args(&args);
+            continue;
+        }
+        if item.len() >= std::mem::size_of::<ExecFailed>()
+            && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_EXEC_FAILED
+        {
+            // SAFETY: the kernel side wrote an ExecFailed.
+            let f: ExecFailed = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+            life.on_exec_failed(&f);
             continue;
         }
         if item.len() < std::mem::size_of::<LifeEvent>() {

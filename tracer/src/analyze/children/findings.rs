@@ -1,5 +1,5 @@
 //! The findings derived from the ledger: zombie, slow reap, wait stall, killed by signal,
-//! pipe held by a descendant, orphan.
+//! failed exec, pipe held by a descendant, orphan.
 use super::*;
 
 pub(super) fn findings(ix: &Index, children: &[ChildRecord], cfg: &ChildrenConfig) -> Vec<Finding> {
@@ -9,6 +9,7 @@ pub(super) fn findings(ix: &Index, children: &[ChildRecord], cfg: &ChildrenConfi
         out.extend(zombie_child(ix, &by_pid, c));
         out.extend(slow_reap(c, cfg));
         out.extend(killed_by_signal(c));
+        out.extend(exec_failed(c));
         out.extend(orphaned_descendant(ix, c));
     }
     out.extend(wait_stalls(ix, &by_pid, children, cfg));
@@ -112,6 +113,35 @@ pub(super) fn slow_reap(c: &ChildRecord, cfg: &ChildrenConfig) -> Option<Finding
     );
     let fields = json!({ "pid": c.pid, "parent_pid": parent, "zombie_ms": z / MS, "orphaned": false });
     Some(finding(FindingKind::SlowReap, Severity::Medium, summary, fields))
+}
+
+/// A child whose last exec attempts failed: it never became the program it was started for.
+pub(super) fn exec_failed(c: &ChildRecord) -> Option<Finding> {
+    let last = c.exec_failures.last()?;
+    // The program, as a shell's PATH search names it in every attempt.
+    let program = last.filename.rsplit('/').next().unwrap_or(&last.filename).to_owned();
+    let tried = if c.exec_failures.len() > 1 {
+        // The first few: a PATH search lists every directory (all are in `attempts`).
+        let files: Vec<&str> = c.exec_failures.iter().take(3).map(|f| f.filename.as_str()).collect();
+        let more = if c.exec_failures.len() > 3 { ", …" } else { "" };
+        format!(" (tried {}: {}{more})", c.exec_failures.len(), files.join(", "))
+    } else {
+        format!(" ({})", last.filename)
+    };
+    let exit = match c.exit {
+        Some(ExitInfo::Exited { code }) => format!(", then exited {code}"),
+        _ => String::new(),
+    };
+    let summary = format!(
+        "{} could not exec {program}: {}{tried}{exit}: check that the program is installed and on the PATH the child saw (or give its absolute path), and that it is executable.",
+        label(c),
+        last.error
+    );
+    let fields = json!({
+        "pid": c.pid, "program": program, "error": last.error,
+        "attempts": c.exec_failures.iter().map(|f| f.filename.clone()).collect::<Vec<_>>(),
+    });
+    Some(finding(FindingKind::ExecFailed, Severity::Medium, summary, fields))
 }
 
 pub(super) fn killed_by_signal(c: &ChildRecord) -> Option<Finding> {

@@ -71,6 +71,18 @@ pub struct ChildRecord {
     pub alive_at_end: bool,
     /// Its parent (at fork) exited before it, so it was reparented.
     pub orphaned: bool,
+    /// execve/execveat calls that failed after its last successful exec (a shell's PATH search
+    /// that found nothing, a program missing or not executable), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exec_failures: Vec<ExecFailure>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecFailure {
+    pub at_ns: u64,
+    pub filename: String,
+    /// The errno's name (ENOENT, EACCES …).
+    pub error: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -114,6 +126,7 @@ pub enum FindingKind {
     SlowReap,
     WaitStall,
     KilledBySignal,
+    ExecFailed,
     PipeHeldByDescendant,
     OrphanedDescendant,
 }
@@ -164,7 +177,7 @@ fn subject(e: &LifeEvent) -> Option<u32> {
     use LifeEvent::*;
     match e {
         Fork { pid, .. } | Exec { pid, .. } | Exit { pid, .. } | SignalDeliver { pid, .. } => Some(*pid),
-        Pidfd { pid, .. } | Free { pid, .. } => Some(*pid),
+        Pidfd { pid, .. } | Free { pid, .. } | ExecFailed { pid, .. } => Some(*pid),
         Signal { target_pid, .. } => Some(*target_pid),
         Wait(w) => w.reaped_pid,
     }
@@ -357,7 +370,27 @@ fn record(ix: &Index, pids: &BTreeSet<u32>, pid: u32) -> ChildRecord {
         zombie_age_ns,
         zombie_at_attach,
         alive_at_end,
+        exec_failures: exec_failures(ix, pid),
     }
+}
+
+/// Failed execs after the last successful one (those before it, like execvp's PATH search
+/// until it found the program, came to nothing that matters).
+fn exec_failures(ix: &Index, pid: u32) -> Vec<ExecFailure> {
+    let since = ix.last_exec(pid).map_or(0, |x| x.0);
+    let mut out: Vec<ExecFailure> = ix
+        .events(pid)
+        .filter_map(|e| match e {
+            LifeEvent::ExecFailed { ts_ns, filename, error, .. } if *ts_ns >= since => Some(ExecFailure {
+                at_ns: *ts_ns,
+                filename: filename.clone(),
+                error: syscalls::Errno::new(*error).name().map_or_else(|| error.to_string(), str::to_owned),
+            }),
+            _ => None,
+        })
+        .collect();
+    out.sort_by_key(|f| f.at_ns);
+    out
 }
 
 fn reap(ix: &Index, pid: u32) -> (Option<u64>, Option<Reaper>) {

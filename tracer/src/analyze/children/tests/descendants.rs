@@ -165,3 +165,46 @@ fn late_reap_of_an_orphan_is_not_blamed_on_its_dead_parent() {
         "pid 1236 (sleep) outlived its parent pid 1234 and stayed a zombie for 1.5 s until its new parent (a subreaper or init, not traced) reaped it: to stop leaving such children, kill the child's whole process group."
     );
 }
+
+/// env's PATH search finds nothing: each failed execve after its own exec is kept, and the
+/// child is reported as never becoming the program; execvp-style failures before a successful
+/// exec are not.
+#[test]
+fn failed_exec_after_the_last_successful_one() {
+    let failed = |ts_ns, pid, filename: &str, error| LifeEvent::ExecFailed { ts_ns, pid, filename: filename.into(), error };
+    let mut l = lc(
+        vec![
+            fork(S, 1234, ROOT),
+            failed(S + 100, 1234, "/usr/local/bin/env", 2),
+            exec(S + 200, 1234, &["env", "nosuch"]),
+            failed(S + 300, 1234, "/usr/local/bin/nosuch", 2),
+            failed(S + 400, 1234, "/usr/bin/nosuch", 2),
+            failed(S + 500, 1234, "/bin/nosuch", 13),
+            failed(S + 600, 1234, "/sbin/nosuch", 2),
+            exit(S + 700, 1234, "env"),
+        ],
+        3 * S,
+    );
+    l.final_procs = vec![ProcSnapshot { exit_status: Some(127 << 8), ..snap(1234, ROOT, 'Z', "env", &[]) }];
+    let r = run(&l);
+    let c = rec(&r, 1234);
+    let files: Vec<&str> = c.exec_failures.iter().map(|f| f.filename.as_str()).collect();
+    assert_eq!(files, ["/usr/local/bin/nosuch", "/usr/bin/nosuch", "/bin/nosuch", "/sbin/nosuch"]);
+    assert_eq!(c.exec_failures[2].error, "EACCES");
+    let f: Vec<&Finding> = r.findings.iter().filter(|f| f.kind == FindingKind::ExecFailed).collect();
+    assert_eq!(f.len(), 1, "{:?}", r.findings);
+    assert_eq!(f[0].severity, Severity::Medium);
+    assert_eq!(f[0].fields["program"], "nosuch");
+    assert_eq!(f[0].fields["error"], "ENOENT");
+    assert_eq!(f[0].fields["attempts"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        f[0].summary,
+        "pid 1234 (env nosuch) could not exec nosuch: ENOENT (tried 4: /usr/local/bin/nosuch, /usr/bin/nosuch, /bin/nosuch, …), then exited 127: check that the program is installed and on the PATH the child saw (or give its absolute path), and that it is executable."
+    );
+    // A search that ends in a successful exec is no finding.
+    let ok = lc(vec![fork(S, 1235, ROOT), failed(S + 100, 1235, "/usr/local/bin/true", 2), exec(S + 200, 1235, &["true"])], 3 * S);
+    let r = run(&ok);
+    assert!(rec(&r, 1235).exec_failures.is_empty());
+    assert!(r.findings.iter().all(|f| f.kind != FindingKind::ExecFailed), "{:?}", r.findings);
+}
+

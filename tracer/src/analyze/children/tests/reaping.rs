@@ -36,6 +36,7 @@ fn zombie_child_never_reaped_with_events_out_of_order() {
             zombie_at_attach: false,
             alive_at_end: false,
             orphaned: false,
+            exec_failures: vec![],
         }]
     );
     assert_eq!(
