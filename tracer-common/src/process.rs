@@ -36,7 +36,6 @@ pub const TEXT_LEN: usize = 64;
 ///   f = start time, g = wait4 status (or waitid si_code << 32 | si_status), h = waitid si_pid.
 /// - PIDFD: tgid/tid = opener, other = pid the fd refers to, a = fd.
 /// - FREE: tgid = freed process.
-
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LifeEvent {

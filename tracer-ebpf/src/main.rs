@@ -10,6 +10,8 @@ mod counters;
 #[cfg(target_arch = "bpf")]
 mod cpu;
 #[cfg(target_arch = "bpf")]
+mod ledger;
+#[cfg(target_arch = "bpf")]
 mod mem;
 #[cfg(target_arch = "bpf")]
 mod process;

@@ -162,7 +162,7 @@ pub fn walk(
 ) -> (Vec<u64>, Leaf) {
     const SCAN_WORDS: u64 = 64;
     const MAX_FRAMES: usize = 128;
-    let known_bp = (bp > sp && bp - sp < 1 << 16 && bp % 8 == 0).then_some(bp);
+    let known_bp = (bp > sp && bp - sp < 1 << 16 && bp.is_multiple_of(8)).then_some(bp);
     let mut frames = vec![pc];
     let mut leaf = Leaf::default();
     let mut found = 0;

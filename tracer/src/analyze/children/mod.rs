@@ -150,143 +150,6 @@ pub fn analyze(l: &Lifecycle, cfg: &ChildrenConfig) -> ChildrenReport {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Indexing
-
-/// A Signal event, borrowed.
-#[derive(Clone, Copy)]
-struct Sig<'a> {
-    ts: u64,
-    sender_pid: u32,
-    sender_tid: u32,
-    sender_comm: &'a str,
-    signal: i32,
-    code: i32,
-    result: i32,
-}
-
-struct Index<'a> {
-    l: &'a Lifecycle,
-    /// Events by the pid they are about (Signal: its target; Wait: the child it returned;
-    /// Pidfd: the process holding the fd), so per-child lookups don't rescan every event.
-    by_pid: HashMap<u32, Vec<&'a LifeEvent>>,
-    initial: HashMap<u32, &'a ProcSnapshot>,
-    fin: HashMap<u32, &'a ProcSnapshot>,
-}
-
-fn subject(e: &LifeEvent) -> Option<u32> {
-    use LifeEvent::*;
-    match e {
-        Fork { pid, .. } | Exec { pid, .. } | Exit { pid, .. } | SignalDeliver { pid, .. } => Some(*pid),
-        Pidfd { pid, .. } | Free { pid, .. } | ExecFailed { pid, .. } => Some(*pid),
-        Signal { target_pid, .. } => Some(*target_pid),
-        Wait(w) => w.reaped_pid,
-    }
-}
-
-impl<'a> Index<'a> {
-    fn new(l: &'a Lifecycle) -> Self {
-        let mut by_pid: HashMap<u32, Vec<&LifeEvent>> = HashMap::new();
-        for e in &l.events {
-            if let Some(pid) = subject(e) {
-                by_pid.entry(pid).or_default().push(e);
-            }
-        }
-        let snaps = |v: &'a [ProcSnapshot]| v.iter().map(|p| (p.pid, p)).collect();
-        Index { l, by_pid, initial: snaps(&l.initial), fin: snaps(&l.final_procs) }
-    }
-
-    fn events(&self, pid: u32) -> impl Iterator<Item = &'a LifeEvent> + '_ {
-        self.by_pid.get(&pid).into_iter().flatten().copied()
-    }
-
-    /// Earliest Fork: (ts, parent pid, parent comm).
-    fn fork_of(&self, pid: u32) -> Option<(u64, u32, &'a str)> {
-        self.events(pid)
-            .filter_map(|e| match e {
-                LifeEvent::Fork { ts_ns, parent_pid, parent_comm, .. } => {
-                    Some((*ts_ns, *parent_pid, parent_comm.as_str()))
-                }
-                _ => None,
-            })
-            .min_by_key(|f| f.0)
-    }
-
-    /// Latest Exec: (ts, filename, argv).
-    fn last_exec(&self, pid: u32) -> Option<(u64, &'a str, &'a [String])> {
-        self.events(pid)
-            .filter_map(|e| match e {
-                LifeEvent::Exec { ts_ns, filename, argv, .. } => Some((*ts_ns, filename.as_str(), argv.as_slice())),
-                _ => None,
-            })
-            .max_by_key(|x| x.0)
-    }
-
-    /// Earliest Exit: (ts, comm).
-    fn exit_of(&self, pid: u32) -> Option<(u64, &'a str)> {
-        self.events(pid)
-            .filter_map(|e| match e {
-                LifeEvent::Exit { ts_ns, comm, .. } => Some((*ts_ns, comm.as_str())),
-                _ => None,
-            })
-            .min_by_key(|x| x.0)
-    }
-
-    fn free_of(&self, pid: u32) -> Option<u64> {
-        self.events(pid)
-            .filter_map(|e| match e {
-                LifeEvent::Free { ts_ns, .. } => Some(*ts_ns),
-                _ => None,
-            })
-            .min()
-    }
-
-    /// Completed waits that returned `pid` (reaping or WNOWAIT peeks).
-    fn returned_waits(&self, pid: u32) -> impl Iterator<Item = &'a WaitCall> + '_ {
-        self.events(pid).filter_map(|e| match e {
-            LifeEvent::Wait(w) => Some(w),
-            _ => None,
-        })
-    }
-
-    fn reaping_wait(&self, pid: u32) -> Option<&'a WaitCall> {
-        self.returned_waits(pid).filter(|w| w.options & WNOWAIT == 0).min_by_key(|w| wait_end(w))
-    }
-
-    fn signals_to(&self, pid: u32) -> impl Iterator<Item = Sig<'a>> + '_ {
-        self.events(pid).filter_map(|e| match e {
-            LifeEvent::Signal { ts_ns, sender_pid, sender_tid, sender_comm, signal, code, result, .. } => Some(Sig {
-                ts: *ts_ns,
-                sender_pid: *sender_pid,
-                sender_tid: *sender_tid,
-                sender_comm,
-                signal: *signal,
-                code: *code,
-                result: *result,
-            }),
-            _ => None,
-        })
-    }
-
-    /// The pid a pidfd referred to in process `pid`: the latest Pidfd event for that fd at or
-    /// before `ts` (fds are reused, so later or earlier mappings of the same number are not it).
-    fn pidfd_target(&self, pid: u32, fd: i32, ts: u64) -> Option<u32> {
-        self.events(pid)
-            .filter_map(|e| match e {
-                LifeEvent::Pidfd { ts_ns, fd: f, target_pid, .. } if *f == fd && *ts_ns <= ts => {
-                    Some((*ts_ns, *target_pid))
-                }
-                _ => None,
-            })
-            .max_by_key(|x| x.0)
-            .map(|x| x.1)
-    }
-}
-
-fn wait_end(w: &WaitCall) -> u64 {
-    w.end_ns.unwrap_or(w.start_ns)
-}
-
-// ---------------------------------------------------------------------------------------------
 // Descendants and records
 
 /// Pids descended from the root: every `initial` entry, plus (to a fixpoint, since a
@@ -511,6 +374,8 @@ fn orphaned(ix: &Index, ppid: u32, exited_at: Option<u64>, fin: Option<&ProcSnap
 mod findings;
 #[allow(unused_imports)]
 use findings::*;
+mod index;
+use index::*;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,171 @@
+//! Reading what the probes gathered: counters, the aggregation maps, the thread table, stacks,
+//! and the task iterator's register dump.
+use super::*;
+
+/// One stats entry summed over CPUs.
+fn sum_cpus<'a>(per_cpu: impl Iterator<Item = &'a SysStats>) -> SysStats {
+    let mut sum =
+        SysStats { count: 0, errors: 0, total_ns: 0, max_ns: 0, hist: [0; tracer_common::syscall::HIST_BUCKETS] };
+    for v in per_cpu {
+        sum.count += v.count;
+        sum.errors += v.errors;
+        sum.total_ns += v.total_ns;
+        sum.max_ns = sum.max_ns.max(v.max_ns);
+        for (a, b) in sum.hist.iter_mut().zip(v.hist.iter()) {
+            *a += b;
+        }
+    }
+    sum
+}
+
+impl Probes {
+    /// Sum over CPUs of one counter.
+    pub fn counter(&self, index: u32) -> u64 {
+        let Ok(map) = self.map("COUNTERS") else { return 0 };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return 0 };
+        arr.get(&index, 0).map(|v| v.iter().sum()).unwrap_or(0)
+    }
+
+    pub fn counters(&self) -> [u64; counters::COUNT as usize] {
+        let mut out = [0; counters::COUNT as usize];
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = self.counter(i as u32);
+        }
+        out
+    }
+
+    pub fn cpu_counts(&self) -> Result<Vec<(CpuKey, u64)>> {
+        let map: HashMap<_, CpuKey, u64> = HashMap::try_from(self.map("CPU_COUNTS")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    pub fn offcpu(&self) -> Result<Vec<(OffKey, OffVal)>> {
+        let map: HashMap<_, OffKey, OffVal> = HashMap::try_from(self.map("OFFCPU")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    pub fn wakeups(&self) -> Result<Vec<(WakeKey, OffVal)>> {
+        let map: HashMap<_, WakeKey, OffVal> = HashMap::try_from(self.map("WAKEUPS")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Per-(process, syscall) stats, summed over CPUs.
+    pub fn syscall_stats(&self) -> Result<Vec<(SysKey, SysStats)>> {
+        let mut out = self.read_syscall_stats(|_| true)?;
+        let root: PerCpuArray<_, SysStats> = PerCpuArray::try_from(self.map("ROOT_STATS")?)?;
+        for nr in 0..root.len() {
+            let sum = sum_cpus(root.get(&nr, 0)?.iter());
+            if sum.count > 0 {
+                out.push((SysKey { tgid: self.root_tgid, nr }, sum));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes the stats of the given (exited) processes out of the kernel map: a CLI that runs
+    /// thousands of short children would otherwise fill it, and every later call would be lost.
+    pub fn harvest_syscall_stats(
+        &mut self,
+        exited: &std::collections::BTreeSet<u32>,
+    ) -> Result<Vec<(SysKey, SysStats)>> {
+        let out = self.read_syscall_stats(|k| exited.contains(&k.tgid))?;
+        let mut map: PerCpuHashMap<_, SysKey, SysStats> = PerCpuHashMap::try_from(self.map_mut("SYSCALL_STATS")?)?;
+        for (k, _) in &out {
+            let _ = map.remove(k);
+        }
+        Ok(out)
+    }
+
+    fn read_syscall_stats(&self, want: impl Fn(&SysKey) -> bool) -> Result<Vec<(SysKey, SysStats)>> {
+        let map: PerCpuHashMap<_, SysKey, SysStats> = PerCpuHashMap::try_from(self.map("SYSCALL_STATS")?)?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let (k, per_cpu) = entry?;
+            if !want(&k) {
+                continue;
+            }
+            let sum = sum_cpus(per_cpu.iter());
+            out.push((k, sum));
+        }
+        Ok(out)
+    }
+
+    /// The saved user registers of every tracked thread now, by tid (see rt_task_regs). Empty
+    /// if the iterator cannot run (the walks from /proc then guess the first frame).
+    pub fn task_regs(&mut self) -> std::collections::HashMap<u32, TaskRegs> {
+        let mut read = || -> Result<std::collections::HashMap<u32, TaskRegs>> {
+            use std::io::Read;
+            let iter: &mut aya::programs::Iter = self.program_mut("rt_task_regs")?.try_into()?;
+            let link = iter.attach()?;
+            let mut file = iter.take_link(link)?.into_file()?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            let size = std::mem::size_of::<TaskRegs>();
+            Ok(bytes
+                .chunks_exact(size)
+                .map(|c| {
+                    // SAFETY: the iterator writes whole TaskRegs records.
+                    let r: TaskRegs = unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) };
+                    (r.tid, r)
+                })
+                .collect())
+        };
+        read().unwrap_or_default()
+    }
+
+    /// Whether the syscall probes measure latency (not --no-syscalls).
+    pub fn syscall_latency(&self) -> bool {
+        self.syscalls
+    }
+
+    /// Syscalls in progress now, by thread.
+    ///
+    /// The arguments of a blocked call are read from /proc (the saved registers the kernel
+    /// shows there); the probes do not copy them at every block.
+    pub fn syscalls_in_flight(&self) -> Result<Vec<(u32, Inflight)>> {
+        let mut out: Vec<(u32, Inflight)> =
+            self.threads()?.into_iter().filter(|t| t.sys.active != 0).map(|t| (t.tid, t.sys)).collect();
+        for (tid, inf) in out.iter_mut().filter(|(_, i)| i.blocked != 0) {
+            let text = std::fs::read_to_string(format!("/proc/{}/task/{tid}/syscall", inf.tgid)).unwrap_or_default();
+            match crate::collect::parse_syscall(&text) {
+                Some((nr, args, _, _)) if nr == inf.nr as i64 => inf.args = args,
+                // Returned meanwhile: whatever `args` holds belongs to an earlier call.
+                _ => inf.args = [0; 6],
+            }
+        }
+        Ok(out)
+    }
+
+    /// (tgid, tid) of threads blocked now whose stacks were deferred (see OffStart), sorted.
+    pub fn deferred_in_flight(&self) -> Result<Vec<(u32, u32)>> {
+        // One pass over the thread table (syscalls_in_flight would also read each blocked
+        // call's arguments from /proc, which this does not need).
+        let mut out: Vec<(u32, u32)> = self
+            .threads()?
+            .into_iter()
+            .filter(|t| {
+                let off = t.off.ts != 0 && t.off.user_stack_id == DEFERRED_STACK;
+                let sys = t.sys.active != 0 && t.sys.blocked != 0 && t.sys.user_stack_id < 0;
+                off || sys
+            })
+            .map(|t| (t.sys.tgid, t.tid))
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Threads switched out and not yet back: still blocked.
+    pub fn off_in_flight(&self) -> Result<Vec<(u32, OffStart)>> {
+        Ok(self.threads()?.into_iter().filter(|t| t.off.ts != 0).map(|t| (t.tid, t.off)).collect())
+    }
+
+    /// All stacks of the named stack table (USER_STACKS / KERNEL_STACKS): id → frames, leaf first.
+    pub fn stacks(&self, name: &str) -> Result<std::collections::HashMap<i32, Vec<u64>>> {
+        let map: HashMap<_, u32, StackRec> = HashMap::try_from(self.map(name)?)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(id, rec)| (id as i32, rec.ips[..(rec.len as usize).min(rec.ips.len())].to_vec()))
+            .collect())
+    }
+}
