@@ -316,13 +316,13 @@ pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if s.ts == 0 || s.wake_ts != 0 {
         return Ok(()); // already woken; the first wakeup is the one that counts
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
     s.wake_ts = unsafe { bpf_ktime_get_ns() };
-    // The waker matters only for a block that will be recorded: skip the (costly) stacks of
-    // the wakers of short blocks — the common case in context-switch-heavy programs.
+    // The waker matters only for a block that will be recorded: skip who it is and its
+    // (costly) stacks for short blocks — the common case in context-switch-heavy programs.
     if s.wake_ts.saturating_sub(s.ts) < min_block_ns() {
         return Ok(());
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
     s.waker_tgid = (pid_tgid >> 32) as u32;
     s.waker_tid = pid_tgid as u32;
     s.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);
