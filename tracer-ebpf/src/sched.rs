@@ -24,7 +24,7 @@ use tracer_common::{
 use crate::{
     counters::bump,
     cpu::{kernel_stack, stack_quiet, task_kernel_stack, user_stack},
-    target::{global, is_tracked, TASK_PID_OFF},
+    target::{global, is_tracked, TASK_PID_OFF, TASK_TGID_OFF},
     threads,
 };
 use tracer_common::{cpu::NO_STACK, unwind::LeafFix};
@@ -55,10 +55,11 @@ fn min_block_ns() -> u64 {
 pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let now = unsafe { bpf_ktime_get_ns() };
     let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
     let next: *mut task_struct = ctx.arg(2);
     let state: u64 = ctx.arg(3);
     switch_in(next, now);
-    switch_out(ctx, preempt & 0xff != 0, state as u32, now);
+    switch_out(ctx, prev, preempt & 0xff != 0, state as u32, now);
     Ok(())
 }
 
@@ -103,10 +104,15 @@ fn switch_in(next: *mut task_struct, now: u64) {
 /// The outgoing thread (current), if tracked: when, in which state, and — unless deferred —
 /// with which stacks it left the CPU.
 #[inline(always)]
-fn switch_out(ctx: &BtfTracePointContext, preempt: bool, state: u32, now: u64) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    let tid = pid_tgid as u32;
+fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, preempt: bool, state: u32, now: u64) {
+    // `prev` is current: its ids by direct loads, without bpf_get_current_pid_tgid's call.
+    // SAFETY: a BTF task pointer and load-time constant offsets (see switch_in).
+    let (tid, tgid) = unsafe {
+        (
+            core::ptr::read_volatile(prev.add(global(&TASK_PID_OFF) as usize) as *const i32) as u32,
+            core::ptr::read_volatile(prev.add(global(&TASK_TGID_OFF) as usize) as *const i32) as u32,
+        )
+    };
     if tgid == 0 {
         return;
     }
