@@ -147,9 +147,12 @@ pub fn stand_in_btf(btf: &[u8], hooks: &[&str], iters: &[&str]) -> Result<aya::B
         let name = format!("btf_trace_{h}");
         ids.push((type_id(btf, KIND_TYPEDEF, &name)?, KIND_TYPEDEF, name));
     }
+    // Iterators are optional (a kernel without one loses only what it gives): skipped if absent.
     for i in iters {
         let name = format!("bpf_iter_{i}");
-        ids.push((type_id(btf, KIND_FUNC, &name)?, KIND_FUNC, name));
+        if let Ok(id) = type_id(btf, KIND_FUNC, &name) {
+            ids.push((id, KIND_FUNC, name));
+        }
     }
     ids.sort();
     let mut strings = vec![0u8];

@@ -298,8 +298,12 @@ impl Probes {
 
         // The task iterator: loaded now (it needs the BTF), run on demand (task_regs).
         let btf = self.btf.take().context("kernel BTF already released")?;
+        // Optional: without it, stacks of blocked threads are walked from /proc with a guessed
+        // first frame (task_regs then returns nothing).
         let iter: &mut aya::programs::Iter = self.program_mut("rt_task_regs")?.try_into()?;
-        iter.load("task", &btf).context("loading rt_task_regs")?;
+        if let Err(e) = iter.load("task", &btf) {
+            eprintln!("rtrace: warning: task iterator unavailable ({e}): stacks of threads blocked in a syscall are walked from a guessed first frame");
+        }
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
         let perf: &mut PerfEvent = self.program_mut("rt_perf_sample")?.try_into()?;
         perf.load().context("loading rt_perf_sample")?;
