@@ -234,11 +234,14 @@ pub(super) fn wait_stall(
         Some("exited") | None => None,
         Some(_) => child.and_then(|c| ix.fin.get(&c)).and_then(|p| p.syscall.clone()),
     };
+    // Start 0: the call started before the probes saw it (before attach): a lower bound.
+    let before_attach = w.start_ns == 0;
     let summary = format!(
-        "thread {} of pid {} {} {} in {} for {}{}: the wait is as long as the child's work; set a timeout (exec.CommandContext / WaitDelay) if that is unexpected.",
+        "thread {} of pid {} {} {}{} in {} for {}{}: the wait is as long as the child's work; set a timeout (exec.CommandContext / WaitDelay) if that is unexpected.",
         w.tid,
         w.pid,
         if in_flight { "has been blocked" } else { "was blocked" },
+        if before_attach { "at least " } else { "" },
         human(blocked),
         w.syscall,
         waited_for(by_pid, w, child),
@@ -247,6 +250,7 @@ pub(super) fn wait_stall(
     let fields = json!({
         "waiter_tid": w.tid, "waiter_pid": w.pid, "child_pid": child, "blocked_ms": blocked / MS,
         "child_state": state, "child_blocked_in": blocked_in, "in_flight": in_flight,
+        "since_before_attach": before_attach,
     });
     finding(FindingKind::WaitStall, Severity::High, summary, fields)
 }
@@ -311,6 +315,8 @@ pub(super) fn waited_for(by_pid: &HashMap<u32, &ChildRecord>, w: &WaitCall, chil
         (Some(pid), None) => format!("child pid {pid}"),
         (None, None) => match w.target {
             WaitTarget::ProcessGroup { pgid } => format!("process group {pgid}"),
+            // A pidfd whose process was not found (reaped by the time /proc was read).
+            WaitTarget::Pidfd { fd, .. } => format!("the process of pidfd {fd}"),
             _ => "any child".to_owned(),
         },
     }

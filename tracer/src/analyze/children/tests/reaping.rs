@@ -188,7 +188,7 @@ fn wait_stall_in_flight_for_a_pid() {
             severity: Severity::High,
             summary: "thread 1201 of pid 1200 has been blocked 3.0 s in waitid for child pid 1234 (sleep 3), which is sleeping in clock_nanosleep: the wait is as long as the child's work; set a timeout (exec.CommandContext / WaitDelay) if that is unexpected.".into(),
             fields: obj(json!({
-                "waiter_tid": 1201, "waiter_pid": 1200, "child_pid": 1234, "blocked_ms": 3000,
+                "waiter_tid": 1201, "waiter_pid": 1200, "since_before_attach": false, "child_pid": 1234, "blocked_ms": 3000,
                 "child_state": "sleeping", "child_blocked_in": "clock_nanosleep", "in_flight": true,
             })),
         }]
@@ -228,7 +228,7 @@ fn wait_stall_completed_any_child() {
         assert_eq!(
             f.fields,
             obj(json!({
-                "waiter_tid": 1200, "waiter_pid": 1200, "child_pid": 1234, "blocked_ms": 2000,
+                "waiter_tid": 1200, "waiter_pid": 1200, "since_before_attach": false, "child_pid": 1234, "blocked_ms": 2000,
                 "child_state": "exited", "child_blocked_in": null, "in_flight": false,
             }))
         );
@@ -257,7 +257,7 @@ fn wait_stall_pidfd_mapped_by_event() {
     assert_eq!(
         r.findings[0].fields,
         obj(json!({
-            "waiter_tid": 1201, "waiter_pid": 1200, "child_pid": 1234, "blocked_ms": 4000,
+            "waiter_tid": 1201, "waiter_pid": 1200, "since_before_attach": false, "child_pid": 1234, "blocked_ms": 4000,
             "child_state": "running", "child_blocked_in": null, "in_flight": true,
         }))
     );
@@ -285,7 +285,7 @@ fn wait_stall_any_child_in_flight() {
     assert_eq!(
         f.fields,
         obj(json!({
-            "waiter_tid": 1201, "waiter_pid": 1200, "child_pid": null, "blocked_ms": 3000,
+            "waiter_tid": 1201, "waiter_pid": 1200, "since_before_attach": false, "child_pid": null, "blocked_ms": 3000,
             "child_state": null, "child_blocked_in": null, "in_flight": true,
         }))
     );
@@ -342,4 +342,17 @@ fn exit_status_from_the_exit_event() {
     let c = rec(&r, 1234);
     assert_eq!(c.exit, Some(ExitInfo::Exited { code: 7 }));
     assert_eq!(c.reaped_at_ns, Some(2 * S + 10_000_000));
+}
+
+/// A wait that started before attach (start unknown, 0): its length is a lower bound.
+#[test]
+fn wait_stall_since_before_attach_is_a_lower_bound() {
+    let w = call(ROOT, 1201, "wait4", WaitTarget::Pid { pid: 1234 }, 0, Some(2 * S));
+    let mut l = lc(vec![exit(2 * S - 1_000, 1234, "sleep"), reaped(w, 1234, EXITED0)], 3 * S);
+    l.initial = vec![snap(1234, ROOT, 'S', "sleep", &["sleep", "5"])];
+    let r = run(&l);
+    let f: Vec<&Finding> = r.findings.iter().filter(|f| f.kind == FindingKind::WaitStall).collect();
+    assert_eq!(f.len(), 1, "{:?}", r.findings);
+    assert!(f[0].summary.starts_with("thread 1201 of pid 1200 was blocked at least 2.0 s in wait4"), "{}", f[0].summary);
+    assert_eq!(f[0].fields["since_before_attach"], true);
 }
