@@ -113,8 +113,7 @@ fn without_syscall_latency() {
     assert_eq!(r["accounting"]["offcpu_lost"], 0);
     assert!(r["syscalls"].as_array().is_none_or(|s| s.is_empty()), "{}", r["syscalls"]);
     assert!(r["slowest_syscalls"].as_array().is_none_or(|s| s.is_empty()), "{}", r["slowest_syscalls"]);
-    let read: Vec<_> =
-        entries(&r, "reader;blocking_read;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    let read: Vec<_> = entries(&r, "reader;blocking_read;").into_iter().filter(|t| t["state"] == "sleep").collect();
     assert_eq!(read.len(), 1, "{}", r["offcpu"]["top"]);
     assert_eq!(read[0]["syscall"], "read");
     assert!(within(read[0]["total_us"].as_u64().unwrap(), 1_000_000, 15), "{}", read[0]);

@@ -67,8 +67,13 @@ fn in_flight_read_on_named_pipe() {
     // The thread is still blocked at the end: its user stack is walked from /proc with the
     // frame pointer the task iterator read — the exact chain, the frameless libc wrapper's
     // caller included.
-    let user: Vec<&str> =
-        read["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).filter(|f| !f.ends_with("_[k]")).collect();
+    let user: Vec<&str> = read["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .filter(|f| !f.ends_with("_[k]"))
+        .collect();
     let n = user.len();
     assert!(n >= 3 && user[n - 3..n - 1] == ["main", "block_on_fifo"] && user[n - 1].contains("read"), "{user:?}");
     assert_no_rtrace_programs();
@@ -121,8 +126,13 @@ fn blocked_before_attach() {
     assert_eq!(read["args"]["fields"]["fd_desc"], fifo.to_str().unwrap(), "{read}");
     // Walked from /proc with the frame pointer the task iterator read: the exact chain, the
     // frameless libc wrapper's caller included.
-    let user: Vec<&str> =
-        read["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).filter(|f| !f.ends_with("_[k]")).collect();
+    let user: Vec<&str> = read["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .filter(|f| !f.ends_with("_[k]"))
+        .collect();
     let n = user.len();
     assert!(n >= 3 && user[n - 3..n - 1] == ["main", "block_on_fifo"] && user[n - 1].contains("read"), "{user:?}");
     let off = &r["offcpu"]["top"][0];

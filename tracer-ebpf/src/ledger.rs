@@ -142,4 +142,3 @@ fn clone_pidfd(inf: &Inflight, child: i64) {
         send(e);
     }
 }
-

@@ -15,7 +15,10 @@ use aya_ebpf::{
 use tracer_common::{
     counters,
     limits::EVENTS_RING_BYTES,
-    process::{ExecArgs, LifeEvent, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXEC_ARGS, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER},
+    process::{
+        ExecArgs, LifeEvent, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXEC_ARGS, EVENT_EXIT, EVENT_FORK, EVENT_FREE,
+        EVENT_SIGNAL, EVENT_SIGNAL_DELIVER,
+    },
 };
 
 use crate::target::{global, is_tracked, TRACKED};
@@ -188,7 +191,8 @@ fn read_args(start: u64, len: usize, a: &mut ExecArgs) -> bool {
         // The chunk that ends where argv ends: the bytes before it are the stack's pointer
         // arrays, always mapped.
         // SAFETY: the destination is ARGS_CHUNK bytes of the reserved record.
-        return unsafe { read(a.tail.as_mut_ptr().cast(), ARGS_CHUNK as u32, (end - ARGS_CHUNK as u64) as *const _) } == 0;
+        return unsafe { read(a.tail.as_mut_ptr().cast(), ARGS_CHUNK as u32, (end - ARGS_CHUNK as u64) as *const _) }
+            == 0;
     }
     for k in 0..ARGS_LEN / ARGS_CHUNK {
         let off = k * ARGS_CHUNK;
@@ -196,7 +200,8 @@ fn read_args(start: u64, len: usize, a: &mut ExecArgs) -> bool {
             break;
         }
         // SAFETY: off + ARGS_CHUNK <= len <= ARGS_LEN: inside buf.
-        if unsafe { read(a.buf.as_mut_ptr().add(off).cast(), ARGS_CHUNK as u32, (start + off as u64) as *const _) } != 0 {
+        if unsafe { read(a.buf.as_mut_ptr().add(off).cast(), ARGS_CHUNK as u32, (start + off as u64) as *const _) } != 0
+        {
             return false;
         }
     }

@@ -24,11 +24,7 @@ use tracer_common::{
     syscall::{Inflight, SlowCall, SlowTop, SysKey, SysStats, EXTRA_LEN, HIST_BUCKETS, MAX_SLOW_TOP},
 };
 
-use crate::{
-    counters::bump,
-    target::is_tracked,
-    threads,
-};
+use crate::{counters::bump, target::is_tracked, threads};
 
 #[map]
 static SYSCALL_STATS: PerCpuHashMap<SysKey, SysStats> = PerCpuHashMap::with_max_entries(MAX_SYSCALL_KEYS, 0);

@@ -83,7 +83,8 @@ fn walk<T>(btf: &[u8], mut f: impl FnMut(&Type, &[u8]) -> Result<Option<T>>) -> 
 pub fn member_offset(btf: &[u8], strukt: &str, member: &str) -> Result<u32> {
     let found = walk(btf, |t, _| Ok((t.kind == KIND_STRUCT && t.name == strukt.as_bytes()).then_some(t.id)))?
         .ok_or_else(|| anyhow!("struct {strukt} not found in this kernel's BTF"))?;
-    find_member(btf, found, member, 0)?.ok_or_else(|| anyhow!("struct {strukt} has no member {member} in this kernel's BTF"))
+    find_member(btf, found, member, 0)?
+        .ok_or_else(|| anyhow!("struct {strukt} has no member {member} in this kernel's BTF"))
 }
 
 /// Offset of `member` in the struct or union with type id `id`, searching anonymous members
@@ -260,8 +261,10 @@ mod tests {
         let off = member_offset(&btf, "task_struct", "exit_code").unwrap();
         assert!(off > 0 && off < 16384, "{off}");
         // argv of exec'd children: mm_struct keeps arg_start/arg_end in an anonymous struct.
-        let (start, end) =
-            (member_offset(&btf, "mm_struct", "arg_start").unwrap(), member_offset(&btf, "mm_struct", "arg_end").unwrap());
+        let (start, end) = (
+            member_offset(&btf, "mm_struct", "arg_start").unwrap(),
+            member_offset(&btf, "mm_struct", "arg_end").unwrap(),
+        );
         assert_eq!(end, start + 8);
     }
 }

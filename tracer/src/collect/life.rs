@@ -5,8 +5,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use tracer_common::process::{
-    ExecArgs, ExecFailed, LifeEvent as Raw, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE, EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER,
-    EVENT_WAIT,
+    ExecArgs, ExecFailed, LifeEvent as Raw, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXIT, EVENT_FORK, EVENT_FREE,
+    EVENT_PIDFD, EVENT_SIGNAL, EVENT_SIGNAL_DELIVER, EVENT_WAIT,
 };
 
 use crate::{
@@ -228,10 +228,7 @@ fn exec_argv(a: &ExecArgs) -> Option<Vec<String>> {
         return None;
     }
     let bytes = if len >= ARGS_CHUNK { &a.buf[..len] } else { &a.tail[ARGS_CHUNK - len..] };
-    let mut argv: Vec<String> = bytes
-        .split(|&c| c == 0)
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
+    let mut argv: Vec<String> = bytes.split(|&c| c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect();
     // The final NUL leaves one empty string after it (an empty argument inside stays).
     if bytes.last() == Some(&0) {
         argv.pop();
@@ -275,7 +272,10 @@ mod tests {
     #[test]
     fn long_argv_comes_from_the_buffer() {
         let long = b"git\0-C\0/some/long/path/to/a/repository\0log\0--oneline\0";
-        assert_eq!(exec_argv(&record(long, false)).unwrap(), ["git", "-C", "/some/long/path/to/a/repository", "log", "--oneline"]);
+        assert_eq!(
+            exec_argv(&record(long, false)).unwrap(),
+            ["git", "-C", "/some/long/path/to/a/repository", "log", "--oneline"]
+        );
     }
 
     #[test]

@@ -153,8 +153,11 @@ pub async fn run(
     for b in still.iter().filter(|b| wait_nrs.contains(&(b.nr as i32))) {
         // Not if it returned between that check and detach: the probes saw it return (a
         // completed wait with an unknown start).
-        let returned =
-            life.life.events.iter().any(|e| matches!(e, crate::lifecycle::LifeEvent::Wait(w) if w.tid == b.tid && w.start_ns == 0));
+        let returned = life
+            .life
+            .events
+            .iter()
+            .any(|e| matches!(e, crate::lifecycle::LifeEvent::Wait(w) if w.tid == b.tid && w.start_ns == 0));
         if !returned && !life.life.waits_in_flight.iter().any(|w| w.tid == b.tid) {
             life.wait_in_flight(b.tgid, b.tid, b.nr as i32, &b.args, start_mono, true);
         }

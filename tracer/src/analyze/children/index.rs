@@ -135,4 +135,3 @@ impl<'a> Index<'a> {
 pub(super) fn wait_end(w: &WaitCall) -> u64 {
     w.end_ns.unwrap_or(w.start_ns)
 }
-

@@ -59,7 +59,8 @@ pub fn ret_text(ret: i64) -> String {
         -516 => Some("ERESTART_RESTARTBLOCK (interrupted by a signal, restarted)"),
         _ => None,
     };
-    let name = internal.or_else(|| (-4095..0).contains(&ret).then(|| syscalls::Errno::new(-ret as i32).name()).flatten());
+    let name =
+        internal.or_else(|| (-4095..0).contains(&ret).then(|| syscalls::Errno::new(-ret as i32).name()).flatten());
     match name {
         Some(name) => format!("{ret} {name}"),
         None => ret.to_string(),

@@ -171,7 +171,8 @@ fn late_reap_of_an_orphan_is_not_blamed_on_its_dead_parent() {
 /// exec are not.
 #[test]
 fn failed_exec_after_the_last_successful_one() {
-    let failed = |ts_ns, pid, filename: &str, error| LifeEvent::ExecFailed { ts_ns, pid, filename: filename.into(), error };
+    let failed =
+        |ts_ns, pid, filename: &str, error| LifeEvent::ExecFailed { ts_ns, pid, filename: filename.into(), error };
     let mut l = lc(
         vec![
             fork(S, 1234, ROOT),
@@ -202,9 +203,11 @@ fn failed_exec_after_the_last_successful_one() {
         "pid 1234 (env nosuch) could not exec nosuch: ENOENT (tried 4: /usr/local/bin/nosuch, /usr/bin/nosuch, /bin/nosuch, …), then exited 127: check that the program is installed and on the PATH the child saw (or give its absolute path), and that it is executable."
     );
     // A search that ends in a successful exec is no finding.
-    let ok = lc(vec![fork(S, 1235, ROOT), failed(S + 100, 1235, "/usr/local/bin/true", 2), exec(S + 200, 1235, &["true"])], 3 * S);
+    let ok = lc(
+        vec![fork(S, 1235, ROOT), failed(S + 100, 1235, "/usr/local/bin/true", 2), exec(S + 200, 1235, &["true"])],
+        3 * S,
+    );
     let r = run(&ok);
     assert!(rec(&r, 1235).exec_failures.is_empty());
     assert!(r.findings.iter().all(|f| f.kind != FindingKind::ExecFailed), "{:?}", r.findings);
 }
-

@@ -353,6 +353,10 @@ fn wait_stall_since_before_attach_is_a_lower_bound() {
     let r = run(&l);
     let f: Vec<&Finding> = r.findings.iter().filter(|f| f.kind == FindingKind::WaitStall).collect();
     assert_eq!(f.len(), 1, "{:?}", r.findings);
-    assert!(f[0].summary.starts_with("thread 1201 of pid 1200 was blocked at least 2.0 s in wait4"), "{}", f[0].summary);
+    assert!(
+        f[0].summary.starts_with("thread 1201 of pid 1200 was blocked at least 2.0 s in wait4"),
+        "{}",
+        f[0].summary
+    );
     assert_eq!(f[0].fields["since_before_attach"], true);
 }
