@@ -3,13 +3,11 @@
 //! failed execs. Called from syscalls::sys_exit, in both its modes (with or without latency).
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes};
 use tracer_common::{
-    counters,
     process::{EVENT_EXEC_FAILED, EVENT_PIDFD, EVENT_WAIT},
     syscall::Inflight,
 };
 
 use crate::{
-    counters::bump,
     process::{new_event, send},
     syscalls::{args_of, g32, NR_EXECVE, NR_EXECVEAT},
 };
@@ -99,15 +97,9 @@ pub fn wait_event(inf: &Inflight, ret: i64) {
 #[inline(always)]
 fn exec_failed(inf: &Inflight, ret: i64) {
     use tracer_common::process::ExecFailed;
-    let Some(mut entry) = crate::process::EVENTS.reserve::<ExecFailed>(0) else {
-        bump(counters::EVENTS_DROPPED);
-        return;
-    };
-    // SAFETY: the reserved record is ours.
-    let e = unsafe {
-        core::ptr::write_bytes(entry.as_mut_ptr(), 0, 1);
-        &mut *entry.as_mut_ptr()
-    };
+    let Some(mut entry) = crate::process::reserve_zeroed::<ExecFailed>() else { return };
+    // SAFETY: zeroed by reserve_zeroed.
+    let e = unsafe { entry.assume_init_mut() };
     e.kind = EVENT_EXEC_FAILED;
     e.tgid = inf.tgid;
     e.ts_ns = unsafe { bpf_ktime_get_ns() };

@@ -92,19 +92,26 @@ impl Drop for Event {
     }
 }
 
-/// A zeroed event of `kind` for the current task, reserved in the ring buffer.
+/// A zeroed record of type `T` reserved in EVENTS (a full ring counts as a dropped event).
+/// The caller fills it in and submits it.
 #[inline(always)]
-pub fn new_event(kind: u32) -> Option<Event> {
-    let Some(mut entry) = EVENTS.reserve::<LifeEvent>(0) else {
+pub fn reserve_zeroed<T>() -> Option<RingBufEntry<T>> {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         crate::counters::bump(counters::EVENTS_DROPPED);
         return None;
     };
+    // SAFETY: the reserved record is ours; every record type here is plain data.
+    unsafe { core::ptr::write_bytes(entry.as_mut_ptr(), 0, 1) };
+    Some(entry)
+}
+
+/// A zeroed event of `kind` for the current task, reserved in the ring buffer.
+#[inline(always)]
+pub fn new_event(kind: u32) -> Option<Event> {
+    let mut entry = reserve_zeroed::<LifeEvent>()?;
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: the reserved record is ours; zero it, then set the common fields.
-    let e = unsafe {
-        core::ptr::write_bytes(entry.as_mut_ptr(), 0, 1);
-        &mut *entry.as_mut_ptr()
-    };
+    // SAFETY: zeroed by reserve_zeroed; now set the common fields.
+    let e = unsafe { entry.assume_init_mut() };
     e.kind = kind;
     e.tgid = (pid_tgid >> 32) as u32;
     e.tid = pid_tgid as u32;
@@ -163,15 +170,9 @@ fn send_exec_args(tgid: u32) {
     if end <= start {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<ExecArgs>(0) else {
-        crate::counters::bump(counters::EVENTS_DROPPED);
-        return;
-    };
-    // SAFETY: the reserved record is ours.
-    let a = unsafe {
-        core::ptr::write_bytes(entry.as_mut_ptr(), 0, 1);
-        &mut *entry.as_mut_ptr()
-    };
+    let Some(mut entry) = reserve_zeroed::<ExecArgs>() else { return };
+    // SAFETY: zeroed by reserve_zeroed.
+    let a = unsafe { entry.assume_init_mut() };
     a.kind = EVENT_EXEC_ARGS;
     a.tgid = tgid;
     let full = (end - start) as usize;

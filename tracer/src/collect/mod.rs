@@ -282,45 +282,43 @@ fn handle_events(
     life: &mut life::LifeCollector,
 ) {
     while let Some(item) = ring.next() {
-        // Every record starts with its kind.
-        if item.len() >= std::mem::size_of::<SlowCall>()
-            && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_SLOW_CALL
-        {
-            // SAFETY: the kernel side wrote a SlowCall.
-            let call: SlowCall = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            // Alive now: make sure its mappings are known for the call's stack.
-            registry.snapshot(call.tgid, false);
-            slow.add(call);
-            continue;
+        // Every record starts with its kind, which says which struct it is.
+        let Some(kind) = item.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])) else { continue };
+        match kind {
+            EVENT_SLOW_CALL => {
+                let Some(call) = record::<SlowCall>(&item) else { continue };
+                // Alive now: make sure its mappings are known for the call's stack.
+                registry.snapshot(call.tgid, false);
+                slow.add(call);
+            }
+            EVENT_EXEC_ARGS => {
+                if let Some(args) = record::<ExecArgs>(&item) {
+                    life.on_exec_args(&args);
+                }
+            }
+            EVENT_EXEC_FAILED => {
+                if let Some(f) = record::<ExecFailed>(&item) {
+                    life.on_exec_failed(&f);
+                }
+            }
+            _ => {
+                let Some(ev) = record::<LifeEvent>(&item) else { continue };
+                match ev.kind {
+                    EVENT_FORK => registry.snapshot(ev.tgid, false),
+                    EVENT_EXEC => registry.snapshot(ev.tgid, true),
+                    EVENT_EXIT => registry.mark_exited(ev.tgid),
+                    _ => {}
+                }
+                life.on_event(&ev);
+            }
         }
-        if item.len() >= std::mem::size_of::<ExecArgs>()
-            && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_EXEC_ARGS
-        {
-            // SAFETY: the kernel side wrote an ExecArgs.
-            let args: ExecArgs = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            life.on_exec_args(&args);
-            continue;
-        }
-        if item.len() >= std::mem::size_of::<ExecFailed>()
-            && u32::from_ne_bytes([item[0], item[1], item[2], item[3]]) == EVENT_EXEC_FAILED
-        {
-            // SAFETY: the kernel side wrote an ExecFailed.
-            let f: ExecFailed = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-            life.on_exec_failed(&f);
-            continue;
-        }
-        if item.len() < std::mem::size_of::<LifeEvent>() {
-            continue;
-        }
-        // SAFETY: the kernel side writes exactly a LifeEvent; read_unaligned copes with any
-        // alignment of the ring buffer slot.
-        let ev: LifeEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-        match ev.kind {
-            EVENT_FORK => registry.snapshot(ev.tgid, false),
-            EVENT_EXEC => registry.snapshot(ev.tgid, true),
-            EVENT_EXIT => registry.mark_exited(ev.tgid),
-            _ => {}
-        }
-        life.on_event(&ev);
     }
+}
+
+/// The record in a ring-buffer item, if it is long enough for a `T`: the kernel side writes
+/// a whole `T` (plain data) for the kind the item starts with. read_unaligned copes with any
+/// alignment of the ring buffer slot.
+fn record<T: aya::Pod>(item: &[u8]) -> Option<T> {
+    // SAFETY: the length is checked and T is plain data (any bytes are a valid T).
+    (item.len() >= std::mem::size_of::<T>()).then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) })
 }
