@@ -317,6 +317,17 @@ impl Rounds {
         overhead_ratio(self.median(traced), self.median(floor), self.median(base))
     }
 
+    /// One line per configuration (in `configs` order, the first the untraced baseline): its
+    /// median, its overhead over the baseline, and its spread over the rounds.
+    fn print_rows(&self, labels: &[&str]) {
+        let base = self.median(0);
+        for (i, label) in labels.iter().enumerate() {
+            let m = self.median(i);
+            let delta = if i == 0 { String::new() } else { format!("+{:.0} ns; ", m - base) };
+            println!("  {label:<38}: {m:.0} ns   ({delta}{})", self.spread(i));
+        }
+    }
+
     /// "lowest-highest" of one configuration's rounds.
     fn spread(&self, config: usize) -> String {
         let v = &self.per[config];
@@ -375,13 +386,14 @@ fn offcpu(rounds: u32) -> Result<()> {
         ("offcpu-only", Tracer::Rtrace(&["--no-syscalls"])),
     ];
     let r = alternate(&bin, &[n], &configs, rounds)?;
-    let (base, traced, floor, clock, alone) = (r.median(0), r.median(1), r.median(2), r.median(3), r.median(4));
     println!("bench offcpu (median of {rounds} rounds; ns per round trip: 2 switches, 1 wakeup, 4 syscalls):");
-    println!("  untraced                              : {base:.0} ns   ({})", r.spread(0));
-    println!("  rtrace (all probes, as users run it)  : {traced:.0} ns   (+{:.0} ns; {})", traced - base, r.spread(1));
-    println!("  empty programs on the same hooks      : {floor:.0} ns   (+{:.0} ns; {})", floor - base, r.spread(2));
-    println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns; {})", clock - base, r.spread(3));
-    println!("  rtrace --no-syscalls (off-CPU alone)  : {alone:.0} ns   (+{:.0} ns; {})", alone - base, r.spread(4));
+    r.print_rows(&[
+        "untraced",
+        "rtrace (all probes, as users run it)",
+        "empty programs on the same hooks",
+        "... each reading the clock once",
+        "rtrace --no-syscalls (off-CPU alone)",
+    ]);
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.2x)", ratio_text(r.overhead_ratio(1, 2, 0)));
     println!("  off-CPU alone / floor overhead        : {}", ratio_text(r.overhead_ratio(4, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
@@ -411,15 +423,15 @@ fn syscalls(rounds: u32) -> Result<()> {
         ("no-latency", Tracer::Rtrace(&["--no-offcpu", "--no-syscalls"])),
     ];
     let r = alternate(&bin, &[n.to_string()], &configs, rounds)?;
-    let (base, traced, floor, clock, bpft) = (r.median(0), r.median(1), r.median(2), r.median(3), r.median(4));
-    let light = r.median(5);
     println!("bench syscalls (median of {rounds} rounds; ns per getppid):");
-    println!("  untraced                              : {base:.0} ns   ({})", r.spread(0));
-    println!("  rtrace (histograms + slow-call gate)  : {traced:.0} ns   (+{:.0} ns; {})", traced - base, r.spread(1));
-    println!("  empty raw_tp programs (floor)         : {floor:.0} ns   (+{:.0} ns; {})", floor - base, r.spread(2));
-    println!("  ... each reading the clock once       : {clock:.0} ns   (+{:.0} ns; {})", clock - base, r.spread(3));
-    println!("  bpftrace pid-filtered histogram       : {bpft:.0} ns   (+{:.0} ns; {})", bpft - base, r.spread(4));
-    println!("  rtrace --no-syscalls (no clock read)  : {light:.0} ns   (+{:.0} ns; {})", light - base, r.spread(5));
+    r.print_rows(&[
+        "untraced",
+        "rtrace (histograms + slow-call gate)",
+        "empty raw_tp programs (floor)",
+        "... each reading the clock once",
+        "bpftrace pid-filtered histogram",
+        "rtrace --no-syscalls (no clock read)",
+    ]);
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.15x)", ratio_text(r.overhead_ratio(1, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
     println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
@@ -428,7 +440,7 @@ fn syscalls(rounds: u32) -> Result<()> {
     if let Some(acc) = &r.acc[1] {
         println!(
             "  rtrace at {:.2} M syscalls/s: counted {}, lost {} (target 0)",
-            1e3 / traced,
+            1e3 / r.median(1),
             acc["syscalls"],
             acc["syscalls_lost"]
         );
