@@ -20,7 +20,7 @@ pub const DEFERRED_STACK: i32 = -2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OffStart {
-    /// When it switched out (bpf_ktime_get_ns).
+    /// When it switched out (the off-CPU clock: see `ClockSync`).
     pub ts: u64,
     /// When it was woken (0: not yet).
     pub wake_ts: u64,
@@ -87,7 +87,20 @@ pub struct OffVal {
     pub max_ns: u64,
 }
 
-crate::user_pod!(OffStart, OffKey, WakeKey, OffVal);
+/// How the off-CPU clock relates to bpf_ktime_get_ns (see tracer-ebpf's clock.rs): off-CPU
+/// timestamps are the scheduler's clock (`rq->clock`) where the kernel's BTF has it, and
+/// `ktime - offset_ns` converts a bpf_ktime_get_ns (or CLOCK_MONOTONIC) reading into it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSync {
+    /// CLOCK_MONOTONIC minus the scheduler clock, as a two's-complement i64 (0 when off-CPU
+    /// uses bpf_ktime_get_ns itself).
+    pub offset_ns: u64,
+    /// Scheduler-clock time of the last calibration (0: none yet).
+    pub at: u64,
+}
+
+crate::user_pod!(OffStart, OffKey, WakeKey, OffVal, ClockSync);
 
 #[cfg(test)]
 mod tests {
@@ -98,5 +111,6 @@ mod tests {
         assert_eq!(size_of::<super::OffKey>(), 24 + 48);
         assert_eq!(size_of::<super::WakeKey>(), 48 + 48 + 48);
         assert_eq!(size_of::<super::OffVal>(), 24);
+        assert_eq!(size_of::<super::ClockSync>(), 16);
     }
 }

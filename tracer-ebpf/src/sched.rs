@@ -9,7 +9,7 @@
 //! typed pointers (direct loads, bpf_get_task_stack).
 use aya_ebpf::{
     bindings::task_struct,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     macros::map,
     maps::HashMap,
     programs::BtfTracePointContext,
@@ -53,9 +53,9 @@ fn min_block_ns() -> u64 {
 /// pointer, so the kernel stack of a thread coming back from a long block can be taken then
 /// (bpf_get_task_stack), instead of at every switch-out.
 pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let now = unsafe { bpf_ktime_get_ns() };
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
+    let now = crate::clock::switch_now(prev);
     let next: *mut task_struct = ctx.arg(2);
     let state: u64 = ctx.arg(3);
     switch_in(next, now);
@@ -148,7 +148,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, preempt: bool, state:
     // or reused when it is preempted at the very same point again (a loop that wakes another
     // thread, which then preempts it). Its kernel stack would only show the preemption path.
     let preempted = !in_call && class == STATE_RUNQUEUE;
-    let at = if preempted { preempted_at(t.sys.regs) } else { None };
+    let at = if preempted { preempted_at(prev as *mut task_struct) } else { None };
     let cached = match at {
         Some(here) if t.off.pre_stack >= 0 && crate::mem::words_eq(&t.off.pre_at, &here) => Some(t.off.pre_stack),
         _ => None,
@@ -202,19 +202,31 @@ fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, preempt: bool, state:
 }
 
 /// Where a thread outside a syscall was preempted: pc, sp, frame pointer and return address,
-/// from its saved user registers (their address is fixed for the thread's life, recorded at its
-/// syscall entries; 0 before its first). Not a cache by call site: sp and bp pin the very frame,
-/// and the return address its caller.
+/// from its saved user registers (direct loads: bpf_task_pt_regs gives a BTF pointer). Not a
+/// cache by call site: sp and bp pin the very frame, and the return address its caller — the
+/// one user-memory read here (~115 ns), kept because two callers with frames of the same size
+/// reach the same pc, sp and bp (a producer's send_a/send_b both calling write()).
 #[inline(always)]
-fn preempted_at(regs: u64) -> Option<[u64; 4]> {
+fn preempted_at(prev: *mut task_struct) -> Option<[u64; 4]> {
     #[cfg(bpf_target_arch = "x86_64")]
-    if regs != 0 {
-        use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user};
-        let p = regs as *const pt_regs;
-        // SAFETY: one kernel read through the helper of pt_regs from bp to sp (bp, bx, r11-r8,
-        // ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp).
-        let w = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*p).rbp) as *const [u64; 16]) }.ok()?;
-        let (ip, sp, bp) = (w[12], w[15], w[0]);
+    {
+        use aya_ebpf::{
+            bindings::pt_regs,
+            helpers::{bpf_probe_read_user, generated::bpf_task_pt_regs},
+        };
+        // SAFETY: `prev` is a BTF task pointer (current); the helper returns a BTF pt_regs
+        // pointer, whose fields the verifier lets us load directly.
+        let (ip, sp, bp) = unsafe {
+            let p = bpf_task_pt_regs(prev) as *const pt_regs;
+            if p.is_null() {
+                return None;
+            }
+            (
+                core::ptr::read_volatile(core::ptr::addr_of!((*p).rip)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*p).rsp)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*p).rbp)),
+            )
+        };
         if ip == 0 {
             return None;
         }
@@ -222,8 +234,11 @@ fn preempted_at(regs: u64) -> Option<[u64; 4]> {
         let ret = unsafe { bpf_probe_read_user((bp + 8) as *const u64) }.unwrap_or(0);
         return Some([ip, sp, bp, ret]);
     }
-    let _ = regs;
-    None
+    #[allow(unreachable_code)]
+    {
+        let _ = prev;
+        None
+    }
 }
 
 /// Adds a parked block (see OffStart) with its user stack `us` and the callers its walk skips,
@@ -322,7 +337,8 @@ pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if s.ts == 0 || s.wake_ts != 0 {
         return Ok(()); // already woken; the first wakeup is the one that counts
     }
-    s.wake_ts = unsafe { bpf_ktime_get_ns() };
+    // bpf_ktime_get_ns, on the off-CPU clock (see clock.rs).
+    s.wake_ts = crate::clock::now();
     // The waker matters only for a block that will be recorded: skip who it is and its
     // (costly) stacks for short blocks — the common case in context-switch-heavy programs.
     if s.wake_ts.saturating_sub(s.ts) < min_block_ns() {

@@ -54,8 +54,9 @@ pub fn drain(
             ..Default::default()
         })
         .collect();
-    // Threads still blocked now: their time so far counts (a hung CLI shows up here).
-    let now = monotonic_ns();
+    // Threads still blocked now: their time so far counts (a hung CLI shows up here). Off-CPU
+    // timestamps are on the scheduler's clock: CLOCK_MONOTONIC converted with its offset.
+    let now = (monotonic_ns() as i64).wrapping_sub(probes.offcpu_clock_offset().unwrap_or(0)) as u64;
     for (tid, s) in probes.off_in_flight()? {
         let ns = now.saturating_sub(s.ts);
         offcpu.push(RawOff {

@@ -14,7 +14,7 @@ use aya::{
 use tracer_common::{
     counters,
     cpu::CpuKey,
-    sched::{OffKey, OffStart, OffVal, WakeKey, DEFERRED_STACK},
+    sched::{ClockSync, OffKey, OffStart, OffVal, WakeKey, DEFERRED_STACK},
     stack::StackRec,
     syscall::{Inflight, SysKey, SysStats},
     thread::{TaskRegs, Thread, THREAD_SLOTS},
@@ -94,6 +94,10 @@ impl Probes {
             // only the exec'd file).
             ("TASK_MM_OFF", crate::btf::member_offset(&vmlinux, "task_struct", "mm").unwrap_or(u32::MAX)),
             ("MM_ARG_START_OFF", arg_start_offset(&vmlinux)),
+            // Optional: without them off-CPU reads bpf_ktime_get_ns at every switch.
+            ("TASK_CFS_RQ_OFF", task_cfs_rq_offset(&vmlinux)),
+            ("CFS_RQ_RQ_OFF", crate::btf::member_offset(&vmlinux, "cfs_rq", "rq").unwrap_or(u32::MAX)),
+            ("RQ_CLOCK_OFF", crate::btf::member_offset(&vmlinux, "rq", "clock").unwrap_or(u32::MAX)),
         ];
         // sched_switch is a BTF tracepoint: it names the incoming thread by its task_struct.
         let task_pid = crate::btf::member_offset(&vmlinux, "task_struct", "pid")?;
@@ -351,6 +355,17 @@ impl Probes {
     }
     fn program_mut(&mut self, name: &str) -> Result<&mut aya::programs::Program> {
         self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+    }
+}
+
+/// task_struct.se.cfs_rq (the sched_entity is embedded; cfs_rq exists with
+/// CONFIG_FAIR_GROUP_SCHED), or u32::MAX.
+fn task_cfs_rq_offset(vmlinux: &[u8]) -> u32 {
+    let se = crate::btf::member_offset(vmlinux, "task_struct", "se");
+    let cfs_rq = crate::btf::member_offset(vmlinux, "sched_entity", "cfs_rq");
+    match (se, cfs_rq) {
+        (Ok(a), Ok(b)) => a + b,
+        _ => u32::MAX,
     }
 }
 

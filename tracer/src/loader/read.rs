@@ -155,6 +155,12 @@ impl Probes {
     }
 
     /// Threads switched out and not yet back: still blocked.
+    /// CLOCK_MONOTONIC minus the off-CPU clock (see tracer_common::sched::ClockSync).
+    pub fn offcpu_clock_offset(&self) -> Result<i64> {
+        let map: Array<_, ClockSync> = Array::try_from(self.map("CLOCK_SYNC")?)?;
+        Ok(map.get(&0, 0)?.offset_ns as i64)
+    }
+
     pub fn off_in_flight(&self) -> Result<Vec<(u32, OffStart)>> {
         Ok(self.threads()?.into_iter().filter(|t| t.off.ts != 0).map(|t| (t.tid, t.off)).collect())
     }
