@@ -125,6 +125,33 @@ fn without_syscall_latency() {
     assert_no_rtrace_programs();
 }
 
+/// Off-CPU on bpf_ktime_get_ns, as on a kernel whose BTF lacks the run queue's clock (the
+/// fallback of clock.rs): the same blocks, lengths and wakers.
+#[test]
+fn without_scheduler_clock() {
+    if !privileged("without_scheduler_clock") {
+        return;
+    }
+    let bin = fixture("offcpu_pipe");
+    let run =
+        rtrace_env("offcpu_pipe_ktime", &["-q", "--", bin.to_str().unwrap()], &[("RTRACE_OFFCPU_CLOCK", "ktime")]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let out = run.stdout();
+    let writer: u64 = out.split("writer_tid=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let r = run.report();
+    assert_eq!(r["accounting"]["offcpu_lost"], 0);
+    let read: Vec<_> = entries(&r, "reader;blocking_read;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    assert_eq!(read.len(), 1, "{}", r["offcpu"]["top"]);
+    assert!(within(read[0]["total_us"].as_u64().unwrap(), 1_000_000, 15), "{}", read[0]);
+    assert_eq!(read[0]["top_waker"]["tid"].as_u64().unwrap(), writer, "{}", read[0]);
+    let nap: Vec<_> =
+        entries(&r, "main;sleep_half_second;nap;").into_iter().filter(|t| t["state"] == "sleep").collect();
+    assert_eq!(nap.len(), 1, "{}", r["offcpu"]["top"]);
+    assert!(within(nap[0]["total_us"].as_u64().unwrap(), 500_000, 15), "{}", nap[0]);
+    assert_eq!(nap[0]["top_waker"]["comm"], "[timer]");
+    assert_no_rtrace_programs();
+}
+
 /// A thread table of one slot: every thread but one lives in the spill map (the path a thread
 /// takes when another thread's tid shares its slot). The same blocks, wakers, slow call and
 /// stacks are found.

@@ -76,6 +76,17 @@ fn in_flight_read_on_named_pipe() {
         .collect();
     let n = user.len();
     assert!(n >= 3 && user[n - 3..n - 1] == ["main", "block_on_fifo"] && user[n - 1].contains("read"), "{user:?}");
+    // The same block as off-CPU time still in progress: off-CPU timestamps are the scheduler's
+    // clock and the syscall's are bpf_ktime_get_ns, so this checks the conversion between
+    // them (the two clocks differ by ~6 ms on the VM this was written on).
+    let off = r["offcpu"]["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["in_flight"] == true && t["syscall"] == "read")
+        .unwrap_or_else(|| panic!("{}", r["offcpu"]["top"]));
+    let (off_us, call_us) = (off["total_us"].as_i64().unwrap(), read["duration_ns"].as_i64().unwrap() / 1000);
+    assert!((off_us - call_us).abs() < 2_000, "off-CPU {off_us} µs, call {call_us} µs");
     assert_no_rtrace_programs();
 }
 

@@ -55,10 +55,12 @@ pub fn drain(
         })
         .collect();
     // Threads still blocked now: their time so far counts (a hung CLI shows up here). Off-CPU
-    // timestamps are on the scheduler's clock: CLOCK_MONOTONIC converted with its offset.
-    let now = (monotonic_ns() as i64).wrapping_sub(probes.offcpu_clock_offset().unwrap_or(0)) as u64;
+    // timestamps are on the scheduler's clock: CLOCK_MONOTONIC converted with its offset
+    // (syscall timestamps below are CLOCK_MONOTONIC itself).
+    let now = monotonic_ns();
+    let off_now = (now as i64).wrapping_sub(probes.offcpu_clock_offset().unwrap_or(0)) as u64;
     for (tid, s) in probes.off_in_flight()? {
-        let ns = now.saturating_sub(s.ts);
+        let ns = off_now.saturating_sub(s.ts);
         offcpu.push(RawOff {
             tgid: s.tgid,
             tid,

@@ -359,8 +359,12 @@ impl Probes {
 }
 
 /// task_struct.se.cfs_rq (the sched_entity is embedded; cfs_rq exists with
-/// CONFIG_FAIR_GROUP_SCHED), or u32::MAX.
+/// CONFIG_FAIR_GROUP_SCHED), or u32::MAX. Tests set RTRACE_OFFCPU_CLOCK=ktime to run the
+/// fallback (bpf_ktime_get_ns at every switch) that kernels without it get.
 fn task_cfs_rq_offset(vmlinux: &[u8]) -> u32 {
+    if std::env::var("RTRACE_OFFCPU_CLOCK").is_ok_and(|v| v == "ktime") {
+        return u32::MAX;
+    }
     let se = crate::btf::member_offset(vmlinux, "task_struct", "se");
     let cfs_rq = crate::btf::member_offset(vmlinux, "sched_entity", "cfs_rq");
     match (se, cfs_rq) {
