@@ -86,7 +86,7 @@ pub mod tests {
     pub fn stack(tid: u32, names: &[&str], count: u64) -> Stack {
         let mut frames = vec![Frame::process("prog")];
         for n in names {
-            let kind = if let Some(_) = n.strip_suffix("_[k]") { FrameKind::Kernel } else { FrameKind::User };
+            let kind = if n.ends_with("_[k]") { FrameKind::Kernel } else { FrameKind::User };
             frames.push(frame(kind, n.trim_end_matches("_[k]")));
         }
         Stack { tgid: 1, tid, frames, count }

@@ -139,7 +139,9 @@ impl OffcpuProfile {
             slot.max_ns = slot.max_ns.max(e.max_ns);
             slot.in_flight |= e.in_flight;
         }
-        let mut w: BTreeMap<(Vec<Frame>, Vec<Frame>, String, u32, u32), WakeEntry> = BTreeMap::new();
+        // (blocked stack, waker stack, waker comm, waker pid, waker tid)
+        type WakeId = (Vec<Frame>, Vec<Frame>, String, u32, u32);
+        let mut w: BTreeMap<WakeId, WakeEntry> = BTreeMap::new();
         for e in wakeups {
             let k = (e.blocked.clone(), e.waker.clone(), e.waker_comm.clone(), e.waker_pid, e.waker_tid);
             let slot = w.entry(k).or_insert_with(|| WakeEntry { total_ns: 0, count: 0, ..e.clone() });

@@ -266,7 +266,7 @@ fn add_preexisting(
             });
         }
     }
-    capture.slow_calls.sort_by(|a, b| b.duration_ns.cmp(&a.duration_ns));
+    capture.slow_calls.sort_by_key(|c| std::cmp::Reverse(c.duration_ns));
 }
 
 /// Bytes up to the first NUL (kernel comm and path buffers).

@@ -68,7 +68,7 @@ impl SlowStore {
     }
 
     fn prune(&mut self) {
-        self.calls.sort_by(|a, b| b.call.duration_ns.cmp(&a.call.duration_ns));
+        self.calls.sort_by_key(|c| std::cmp::Reverse(c.call.duration_ns));
         let mut rank = 0;
         let (top, threshold) = (self.top, self.threshold_ns);
         self.calls.retain(|c| {

@@ -146,8 +146,8 @@ fn findings_section(s: &mut String, findings: &[Finding]) {
     let _ = writeln!(s, "\nFindings ({}):", findings.len());
     for f in findings {
         let sev =
-            serde_json::to_value(&f.severity).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default();
-        let kind = serde_json::to_value(&f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            serde_json::to_value(f.severity).ok().and_then(|v| v.as_str().map(str::to_uppercase)).unwrap_or_default();
+        let kind = serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let _ = writeln!(s, "  [{sev}] {kind}: {}", f.summary);
     }
     let _ = writeln!(s);

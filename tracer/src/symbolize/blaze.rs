@@ -65,10 +65,8 @@ impl super::Resolver for BlazeResolver {
     }
 
     fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
-        let mut k = Kernel::default();
         // kallsyms holds the live addresses already; vmlinux discovery is slow and rarely there.
-        k.vmlinux = MaybeDefault::None;
-        k.debug_syms = false;
+        let k = Kernel { vmlinux: MaybeDefault::None, debug_syms: false, ..Kernel::default() };
         let src = Source::Kernel(k);
         match self.symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
             Ok(syms) => syms

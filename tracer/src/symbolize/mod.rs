@@ -112,7 +112,7 @@ fn unknown(module: &str, offset: u64) -> String {
 }
 
 /// Where a user address lives: (path, file offset, build id), if a mapping covers it.
-fn locate<'a>(proc_: Option<&'a ProcessInfo>, addr: u64) -> Option<(&'a str, u64, Option<&'a String>)> {
+fn locate(proc_: Option<&ProcessInfo>, addr: u64) -> Option<(&str, u64, Option<&String>)> {
     let m = proc_?.mapping_of(addr)?;
     Some((m.path.as_str(), addr - m.start + m.offset, m.build_id.as_ref()))
 }
