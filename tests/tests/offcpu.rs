@@ -229,5 +229,19 @@ fn go_channel_receive_and_sleep() {
     assert!(within(recv, 1_000_000, 15), "chanrecv blocked {recv} µs: {}", r["offcpu"]["top"]);
     let sleep = sum("main.main;time.Sleep;runtime.mcall;runtime.park_m;runtime.schedule;");
     assert!(within(sleep, 500_000, 15), "time.Sleep blocked {sleep} µs: {}", r["offcpu"]["top"]);
+    // Each is named as a goroutine that parked, with where its thread then waited (idle in
+    // stopm, or in netpoll for the timer) — not as the thread's own runtime.futex.
+    for (needle, parked_in) in
+        [("main.main;runtime.chanrecv1;", "runtime.chanrecv1"), ("main.main;time.Sleep;", "time.Sleep")]
+    {
+        for t in entries(&r, needle) {
+            let p = &t["go_park"];
+            assert_eq!((p["goroutine"].as_str(), p["parked_in"].as_str()), (Some("main.main"), Some(parked_in)), "{t}");
+            let waits = p["thread_waits_in"].as_str().unwrap();
+            assert!(["runtime.stopm", "runtime.netpoll"].contains(&waits), "{t}");
+        }
+    }
+    let txt = std::fs::read_to_string(run.dir.join("report.txt")).unwrap();
+    assert!(txt.contains("main.main → runtime.chanrecv1 (goroutine parked; its thread"), "{txt}");
     assert_no_rtrace_programs();
 }

@@ -75,6 +75,8 @@ pub struct OffTop {
     /// Some thread was still blocked here when the session ended.
     pub in_flight: bool,
     pub top_waker: Option<Waker>,
+    /// A Go thread with nothing to run after a goroutine parked (see analyze::gopark).
+    pub go_park: Option<super::gopark::GoPark>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -223,6 +225,7 @@ impl OffcpuProfile {
                 max_us: e.max_ns / 1000,
                 in_flight: e.in_flight,
                 top_waker: if e.state == OffState::Runqueue { None } else { self.top_waker(&e.frames) },
+                go_park: super::gopark::go_park(&e.frames),
             })
             .collect()
     }

@@ -133,7 +133,10 @@ fn where_it_waits(s: &mut String, off: &OffcpuSection, cpu_samples: u64, hz: u64
             t.count,
             t.state.name(),
             t.syscall.as_deref().unwrap_or("-"),
-            where_(t.caller_function.as_deref(), t.leaf_function.as_deref()),
+            match &t.go_park {
+                Some(p) => p.label(),
+                None => where_(t.caller_function.as_deref(), t.leaf_function.as_deref()),
+            },
         );
     }
 }
