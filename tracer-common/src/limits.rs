@@ -3,6 +3,10 @@
 
 /// Tracked TGIDs: the target and its descendants. 2,000-child workloads must fit with room.
 pub const MAX_TRACKED: u32 = 65_536;
+/// Words of the tracked-set bitmap (one bit per pid) when /proc/sys/kernel/pid_max cannot be
+/// read; the loader sizes it to pid_max otherwise (4 KiB for the default 32768, 512 KiB for
+/// the 64-bit maximum).
+pub const TRACKED_BITS_DEFAULT_WORDS: u32 = 32_768 / 64;
 /// Distinct (tgid, tid, user stack, kernel stack) keys for on-CPU samples. A 30 s session at
 /// 99 Hz on a busy CLI produces a few thousand.
 pub const MAX_CPU_KEYS: u32 = 65_536;

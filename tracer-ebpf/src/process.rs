@@ -21,7 +21,7 @@ use tracer_common::{
     },
 };
 
-use crate::target::{global, is_tracked, TRACKED};
+use crate::target::{global, is_tracked};
 
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
@@ -297,7 +297,7 @@ pub fn sched_process_free(ctx: &TracePointContext) -> Result<(), i64> {
     if !is_tracked(pid) {
         return Ok(());
     }
-    let _ = TRACKED.remove(pid);
+    crate::target::untrack(pid);
     if let Some(mut e) = new_event(EVENT_FREE) {
         e.tgid = pid;
         e.tid = pid;

@@ -3,17 +3,31 @@
 //! task_newtask rather than sched_process_fork because it carries clone_flags, which tell a
 //! thread (CLONE_THREAD, same TGID, already covered) from a child process, and it fires before
 //! the child can run, so a child's first instructions are already tracked.
+//!
+//! Every syscall and context switch on the machine asks "is this thread's process tracked?"
+//! when the thread has no entry in the thread table — that is, for every other process. A
+//! hash lookup costs ~40 ns here, so a bitmap indexed by pid answers first: `TRACKED_BITS`
+//! mirrors TRACKED's keys exactly (a bit is added when an insert creates a key and taken
+//! away when a remove deletes one, with atomic adds — this BPF target has no atomic or).
 use aya_ebpf::{
-    bindings::BPF_NOEXIST, helpers::bpf_get_current_pid_tgid, macros::map, maps::HashMap, programs::TracePointContext,
+    bindings::BPF_NOEXIST,
+    helpers::bpf_get_current_pid_tgid,
+    macros::map,
+    maps::{Array, HashMap},
+    programs::TracePointContext,
 };
 use tracer_common::{
     counters,
-    limits::MAX_TRACKED,
+    limits::{MAX_TRACKED, TRACKED_BITS_DEFAULT_WORDS},
     target::{CLONE_THREAD, DESCENDANT},
 };
 
 #[map]
 pub static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
+/// Bit `pid % 64` of word `pid / 64`: pid is in TRACKED. Sized to pid_max by the loader; a pid
+/// beyond it (pid_max raised during the session) falls back to the hash lookup.
+#[map]
+pub static TRACKED_BITS: Array<u64> = Array::with_max_entries(TRACKED_BITS_DEFAULT_WORDS, 0);
 
 /// 1 unless `--no-children`. Set by the loader.
 #[unsafe(no_mangle)]
@@ -39,7 +53,40 @@ pub fn global(v: &'static u32) -> u32 {
 
 #[inline(always)]
 pub fn is_tracked(tgid: u32) -> bool {
-    TRACKED.get_ptr(tgid).is_some()
+    match TRACKED_BITS.get_ptr(tgid >> 6) {
+        // SAFETY: a live array value. A set bit is confirmed in the map (the rare path: a
+        // tracked process's thread before its table entry exists).
+        Some(w) => (unsafe { *w } >> (tgid & 63)) & 1 != 0 && TRACKED.get_ptr(tgid).is_some(),
+        None => TRACKED.get_ptr(tgid).is_some(),
+    }
+}
+
+/// Adds `tgid` to the tracked set; false if the map is full. Its bit is added only when the
+/// insert created the key, so adds and removes pair up and an atomic add can set and clear it.
+#[inline(always)]
+pub fn track(tgid: u32, kind: u32) -> bool {
+    if TRACKED.insert(tgid, kind, BPF_NOEXIST as u64).is_err() {
+        return is_tracked(tgid);
+    }
+    bit_add(tgid, 1u64 << (tgid & 63));
+    true
+}
+
+/// Removes `tgid` from the tracked set.
+#[inline(always)]
+pub fn untrack(tgid: u32) {
+    if TRACKED.remove(tgid).is_ok() {
+        bit_add(tgid, (1u64 << (tgid & 63)).wrapping_neg());
+    }
+}
+
+#[inline(always)]
+fn bit_add(tgid: u32, delta: u64) {
+    use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
+    if let Some(w) = TRACKED_BITS.get_ptr_mut(tgid >> 6) {
+        // SAFETY: a live array value; concurrent adds to one word from several CPUs are atomic.
+        unsafe { atomic_xadd::<u64, u64, { Relaxed }>(w, delta) };
+    }
 }
 
 #[inline(always)]
@@ -57,7 +104,7 @@ pub fn task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let pid: i32 = unsafe { ctx.read_at(global(&NEWTASK_PID_OFF) as usize) }.map_err(|e| e as i64)?;
-    if TRACKED.insert(pid as u32, DESCENDANT, BPF_NOEXIST as u64).is_err() && !is_tracked(pid as u32) {
+    if !track(pid as u32, DESCENDANT) {
         crate::counters::bump(counters::TRACKED_FULL);
     }
     crate::process::emit_fork(pid as u32, current_tgid(), flags);

@@ -230,6 +230,9 @@ enum Tracer<'a> {
     None,
     /// rtrace --pid with these extra arguments.
     Rtrace(&'a [&'a str]),
+    /// rtrace tracing another process (an idle `sleep`) while the fixture runs untraced: what
+    /// the rest of the machine pays while rtrace traces one CLI.
+    Elsewhere(&'a [&'a str]),
     /// bpftrace with this program ("PID" is replaced by the fixture's pid).
     Bpftrace(&'a str),
 }
@@ -249,11 +252,20 @@ fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
     let pid = fixture.id().to_string();
     let out = std::env::temp_dir().join(format!("rtrace-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
+    let mut bystander_of: Option<Child> = None;
     let mut tracer_child = match tracer {
         Tracer::None => None,
-        Tracer::Rtrace(extra) => {
+        Tracer::Rtrace(extra) | Tracer::Elsewhere(extra) => {
+            let target = if let Tracer::Elsewhere(_) = tracer {
+                let idle = Command::new("sleep").arg("600").spawn()?;
+                let id = idle.id().to_string();
+                bystander_of = Some(idle);
+                id
+            } else {
+                pid.clone()
+            };
             let mut rt = Command::new(rtrace_bin())
-                .args(["-q", "--pid", &pid, "-o"])
+                .args(["-q", "--pid", &target, "-o"])
                 .arg(&out)
                 .args(*extra)
                 .env("RTRACE_TIMINGS", "1")
@@ -288,6 +300,11 @@ fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
     };
     let (ns_per_op, whole_ns_per_op) = (value("best_ns_per_op=")?, value("ns_per_op=")?);
     let mut accounting = None;
+    if let Some(mut idle) = bystander_of.take() {
+        // Our own `sleep`: rtrace's session ends when its target exits.
+        idle.kill()?;
+        idle.wait()?;
+    }
     if let Some(mut child) = tracer_child.take() {
         if let Tracer::Bpftrace(_) = tracer {
             // SAFETY: signalling our own child.
@@ -452,7 +469,7 @@ fn syscalls(rounds: u32) -> Result<()> {
     let bin = build_fixture("getppid_loop")?;
     let n = 2_000_000u64;
     step(&format!(
-        "bench syscalls: getppid loop, {n} calls, {rounds} rounds of untraced / rtrace / empty programs / clock-only programs / bpftrace / rtrace --no-syscalls"
+        "bench syscalls: getppid loop, {n} calls, {rounds} rounds of untraced / rtrace / empty programs / clock-only programs / bpftrace / rtrace --no-syscalls / untraced beside rtrace or empty programs tracing another process"
     ));
     let bt = "tracepoint:raw_syscalls:sys_enter /pid == PID/ { @s[tid] = nsecs; } \
               tracepoint:raw_syscalls:sys_exit /@s[tid]/ { @h = hist(nsecs - @s[tid]); delete(@s[tid]); }";
@@ -465,6 +482,10 @@ fn syscalls(rounds: u32) -> Result<()> {
         // The same hooks without latency: they only mark calls in flight (what the child
         // ledger and off-CPU need), reading no clock.
         ("no-latency", Tracer::Rtrace(&["--no-offcpu", "--no-syscalls"])),
+        // The fixture untraced while rtrace (or the floor) traces an idle process: every
+        // syscall on the machine runs the hooks, which must dismiss it quickly.
+        ("bystander-floor", Tracer::Elsewhere(&["--bench-floor", "syscalls"])),
+        ("bystander", Tracer::Elsewhere(&[])),
     ];
     let r = alternate(&bin, &[n.to_string()], &configs, rounds)?;
     println!("bench syscalls (ns per getppid; median over {rounds} rounds of each run's fastest batch):");
@@ -475,12 +496,15 @@ fn syscalls(rounds: u32) -> Result<()> {
         "... each reading the clock once",
         "bpftrace pid-filtered histogram",
         "rtrace --no-syscalls (no clock read)",
+        "not traced; empty programs trace another",
+        "not traced; rtrace traces another",
     ]);
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.15x)", ratio_text(r.overhead_ratio(1, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
     println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
     println!("  rtrace overhead / bpftrace overhead   : {}   (target <= 0.5x)", ratio_text(r.overhead_ratio(1, 4, 0)));
     println!("  --no-syscalls overhead / floor overhead: {}", ratio_text(r.overhead_ratio(5, 2, 0)));
+    println!("  bystander overhead / its floor's       : {}", ratio_text(r.overhead_ratio(7, 6, 0)));
     println!(
         "  from whole-run times instead          : rtrace {} of the floor, {} of bpftrace",
         ratio_text(r.whole_ratio(1, 2, 0)),

@@ -130,6 +130,7 @@ impl Probes {
             .unwrap_or(THREAD_SLOTS);
         let thread_mask = slots - 1;
         loader.map_max_entries("THREADS", slots).override_global("THREAD_MASK", &thread_mask, true);
+        loader.map_max_entries("TRACKED_BITS", tracked_bits_words());
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
@@ -168,6 +169,14 @@ impl Probes {
     pub fn track(&mut self, tgid: u32, kind: u32) -> Result<()> {
         let mut map: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACKED")?)?;
         map.insert(tgid, kind, 0).with_context(|| format!("tracking pid {tgid}"))?;
+        // Its bit in TRACKED_BITS (see tracer-ebpf's target.rs). A plain read-modify-write:
+        // this runs before the programs are attached, so nothing else writes the word.
+        let mut bits: Array<_, u64> = Array::try_from(self.map_mut("TRACKED_BITS")?)?;
+        let word = tgid / 64;
+        if word < bits.len() {
+            let w = bits.get(&word, 0)?;
+            bits.set(word, w | 1 << (tgid % 64), 0)?;
+        }
         let tids = std::fs::read_dir(format!("/proc/{tgid}/task"))
             .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).collect::<Vec<_>>())
             .unwrap_or_default();
@@ -356,6 +365,14 @@ impl Probes {
     fn program_mut(&mut self, name: &str) -> Result<&mut aya::programs::Program> {
         self.ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
     }
+}
+
+/// Words of TRACKED_BITS: one bit per possible pid (/proc/sys/kernel/pid_max).
+fn tracked_bits_words() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map_or(tracer_common::limits::TRACKED_BITS_DEFAULT_WORDS, |max| max.div_ceil(64))
 }
 
 /// task_struct.se.cfs_rq (the sched_entity is embedded; cfs_rq exists with
