@@ -24,7 +24,7 @@ use tracer_common::{
 use crate::{
     counters::bump,
     cpu::{kernel_stack, stack_quiet, task_kernel_stack, user_stack},
-    target::{global, is_tracked, TASK_PID_OFF, TASK_TGID_OFF},
+    target::{global, is_tracked, maybe_tracked, TASK_PID_OFF, TASK_TGID_OFF},
     threads,
 };
 use tracer_common::{cpu::NO_STACK, unwind::LeafFix};
@@ -55,21 +55,42 @@ fn min_block_ns() -> u64 {
 pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
-    let now = crate::clock::switch_now(prev);
     let next: *mut task_struct = ctx.arg(2);
     let state: u64 = ctx.arg(3);
-    switch_in(next, now);
-    switch_out(ctx, prev, preempt & 0xff != 0, state as u32, now);
+    let (prev_tid, prev_tgid) = ids(prev);
+    let (next_tid, next_tgid) = ids(next as *const u8);
+    // Every switch on the machine comes here: most involve no tracked thread and leave after
+    // two bit tests, without reading the clock.
+    let (tracked_in, tracked_out) = (maybe_tracked(next_tgid), maybe_tracked(prev_tgid));
+    if !tracked_in && !tracked_out {
+        return Ok(());
+    }
+    let now = crate::clock::switch_now(prev);
+    if tracked_in {
+        switch_in(next, next_tid, now);
+    }
+    if tracked_out {
+        switch_out(ctx, prev, prev_tid, prev_tgid, preempt & 0xff != 0, state as u32, now);
+    }
     Ok(())
+}
+
+/// A task's (tid, tgid) by direct loads (the idle task is (0, 0)).
+#[inline(always)]
+fn ids(task: *const u8) -> (u32, u32) {
+    // SAFETY: a BTF task pointer and load-time constant offsets (frozen .rodata): the verifier
+    // checks each load against task_struct's BTF and makes it fault-safe.
+    unsafe {
+        (
+            core::ptr::read_volatile(task.add(global(&TASK_PID_OFF) as usize) as *const i32) as u32,
+            core::ptr::read_volatile(task.add(global(&TASK_TGID_OFF) as usize) as *const i32) as u32,
+        )
+    }
 }
 
 /// The incoming thread, if it is one of ours coming back from a block.
 #[inline(always)]
-fn switch_in(next: *mut task_struct, now: u64) {
-    let off = global(&TASK_PID_OFF);
-    // SAFETY: `next` is a BTF task pointer and `off` a load-time constant (frozen .rodata):
-    // the verifier checks the load against task_struct's BTF and makes it fault-safe.
-    let tid = unsafe { core::ptr::read_volatile((next as *const u8).add(off as usize) as *const i32) } as u32;
+fn switch_in(next: *mut task_struct, tid: u32, now: u64) {
     if tid == 0 {
         return;
     }
@@ -104,15 +125,7 @@ fn switch_in(next: *mut task_struct, now: u64) {
 /// The outgoing thread (current), if tracked: when, in which state, and — unless deferred —
 /// with which stacks it left the CPU.
 #[inline(always)]
-fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, preempt: bool, state: u32, now: u64) {
-    // `prev` is current: its ids by direct loads, without bpf_get_current_pid_tgid's call.
-    // SAFETY: a BTF task pointer and load-time constant offsets (see switch_in).
-    let (tid, tgid) = unsafe {
-        (
-            core::ptr::read_volatile(prev.add(global(&TASK_PID_OFF) as usize) as *const i32) as u32,
-            core::ptr::read_volatile(prev.add(global(&TASK_TGID_OFF) as usize) as *const i32) as u32,
-        )
-    };
+fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, tid: u32, tgid: u32, preempt: bool, state: u32, now: u64) {
     if tgid == 0 {
         return;
     }
@@ -330,9 +343,11 @@ fn add<K>(map: &HashMap<K, OffVal>, key: &K, ns: u64) {
 /// (this runs at every wakeup on the machine).
 pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let p: *const u8 = ctx.arg(0);
-    // SAFETY: `p` is a BTF task pointer and the offset a load-time constant (see switch_in).
-    let pid = unsafe { core::ptr::read_volatile(p.add(global(&TASK_PID_OFF) as usize) as *const i32) };
-    let Some(t) = threads::get(pid as u32) else { return Ok(()) };
+    let (pid, tgid) = ids(p);
+    if !maybe_tracked(tgid) {
+        return Ok(());
+    }
+    let Some(t) = threads::get(pid) else { return Ok(()) };
     let s = &mut t.off;
     if s.ts == 0 || s.wake_ts != 0 {
         return Ok(()); // already woken; the first wakeup is the one that counts

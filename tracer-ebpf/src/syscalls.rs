@@ -24,7 +24,11 @@ use tracer_common::{
     syscall::{Inflight, SlowCall, SlowTop, SysKey, SysStats, EXTRA_LEN, HIST_BUCKETS, MAX_SLOW_TOP},
 };
 
-use crate::{counters::bump, target::is_tracked, threads};
+use crate::{
+    counters::bump,
+    target::{is_tracked, maybe_tracked},
+    threads,
+};
 
 #[map]
 static SYSCALL_STATS: PerCpuHashMap<SysKey, SysStats> = PerCpuHashMap::with_max_entries(MAX_SYSCALL_KEYS, 0);
@@ -104,6 +108,10 @@ fn read_args(regs: *const pt_regs) -> [u64; 6] {
 
 pub fn sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    // Every process's syscalls come here: most leave at this bit test.
+    if !maybe_tracked((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
     let tid = pid_tgid as u32;
     // An entry exists only for tracked threads: after a thread's first syscall this one table
     // slot is the whole filter.
@@ -214,6 +222,9 @@ fn bucket(ns: u64) -> usize {
 
 pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
+    if !maybe_tracked((pid_tgid >> 32) as u32) {
+        return Ok(());
+    }
     let tid = pid_tgid as u32;
     let Some(t) = threads::get(tid) else { return Ok(()) };
     let inf = &mut t.sys;

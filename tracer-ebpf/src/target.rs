@@ -51,14 +51,22 @@ pub fn global(v: &'static u32) -> u32 {
     unsafe { core::ptr::read_volatile(v) }
 }
 
+/// The hooks' first filter: false only when `tgid` is certainly not tracked (its bit is clear);
+/// true for a tracked one, and for a pid beyond the bitmap.
+#[inline(always)]
+pub fn maybe_tracked(tgid: u32) -> bool {
+    match TRACKED_BITS.get_ptr(tgid >> 6) {
+        // SAFETY: a live array value.
+        Some(w) => (unsafe { *w } >> (tgid & 63)) & 1 != 0,
+        None => true,
+    }
+}
+
+/// Whether `tgid` is tracked: the bit, confirmed in the map (the rare path: a tracked
+/// process's thread before its table entry exists).
 #[inline(always)]
 pub fn is_tracked(tgid: u32) -> bool {
-    match TRACKED_BITS.get_ptr(tgid >> 6) {
-        // SAFETY: a live array value. A set bit is confirmed in the map (the rare path: a
-        // tracked process's thread before its table entry exists).
-        Some(w) => (unsafe { *w } >> (tgid & 63)) & 1 != 0 && TRACKED.get_ptr(tgid).is_some(),
-        None => TRACKED.get_ptr(tgid).is_some(),
-    }
+    maybe_tracked(tgid) && TRACKED.get_ptr(tgid).is_some()
 }
 
 /// Adds `tgid` to the tracked set; false if the map is full. Its bit is added only when the

@@ -425,7 +425,7 @@ fn offcpu(rounds: u32) -> Result<()> {
     let bin = build_fixture("pingpong")?;
     let n = "300000".to_string();
     step(&format!(
-        "bench offcpu: pipe ping-pong, {n} round trips, {rounds} rounds of untraced / rtrace / empty programs / clock-only programs / rtrace --no-syscalls"
+        "bench offcpu: pipe ping-pong, {n} round trips, {rounds} rounds of untraced / rtrace / empty programs / clock-only programs / rtrace --no-syscalls / untraced beside empty programs or rtrace tracing another process"
     ));
     // rtrace as users run it (every probe). Its off-CPU analysis runs on sched_switch,
     // sched_waking, and sys_enter/sys_exit (which finish blocks whose stacks were deferred):
@@ -437,6 +437,10 @@ fn offcpu(rounds: u32) -> Result<()> {
         ("floor", Tracer::Rtrace(&["--bench-floor", "offcpu"])),
         ("clock-floor", Tracer::Rtrace(&["--bench-floor", "offcpu-clock"])),
         ("offcpu-only", Tracer::Rtrace(&["--no-syscalls"])),
+        // The ping-pong untraced while the floor / rtrace trace an idle process: what every
+        // other process's context switches pay.
+        ("bystander-floor", Tracer::Elsewhere(&["--bench-floor", "offcpu"])),
+        ("bystander", Tracer::Elsewhere(&[])),
     ];
     let r = alternate(&bin, &[n], &configs, rounds)?;
     println!(
@@ -448,11 +452,14 @@ fn offcpu(rounds: u32) -> Result<()> {
         "empty programs on the same hooks",
         "... each reading the clock once",
         "rtrace --no-syscalls (off-CPU alone)",
+        "not traced; empty programs trace another",
+        "not traced; rtrace traces another",
     ]);
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.2x)", ratio_text(r.overhead_ratio(1, 2, 0)));
     println!("  off-CPU alone / floor overhead        : {}", ratio_text(r.overhead_ratio(4, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
     println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
+    println!("  bystander overhead / its floor's       : {}", ratio_text(r.overhead_ratio(6, 5, 0)));
     println!(
         "  from whole-run times instead          : rtrace {}, off-CPU alone {}, clock floor {}",
         ratio_text(r.whole_ratio(1, 2, 0)),
