@@ -5,6 +5,14 @@
 //! programs (the issues' target), and programs that only read the clock once per run — the
 //! least any latency measurement can do: on this VM one bpf_ktime_get_ns costs about as much
 //! as the empty hook itself, so the second floor shows how much of rtrace's cost is its own.
+//! They also measure the fixture *not* traced while rtrace (or the floor) traces an idle
+//! process: every process's syscalls and switches run the hooks, and that is the cost to the
+//! rest of the machine.
+//!
+//! Every fixture times its work in batches and reports its fastest one; the benches take the
+//! median of that over rounds. On this shared VM the host slows whole runs by 10-30 % for
+//! seconds at a time — noise that only ever adds time — so the fastest batch is the steady
+//! estimate of the code's cost (whole-run ratios are printed too).
 //!
 //! Work: tests/fixtures/cpu_chain in fixed-work mode (n=<calls>), started before rtrace and
 //! released (one byte on stdin) once rtrace reports its probes attached, so the timed work is
