@@ -214,6 +214,9 @@ fn go_many(go: Go) {
     // Exited children's syscall stats are taken out of the kernel map during the session, so
     // 2,000 processes' worth of (process, syscall) keys never fill it.
     assert_eq!(a["syscalls_lost"], 0, "{a}");
+    // Every free event arrives: sched_process_free fires from RCU callbacks on top of other
+    // BPF programs, which made the kernel skip ~3 % of them while it was perf-attached.
+    assert!(a["bpf_recursion_misses"].is_object() && a["bpf_recursion_misses"].get("rt_proc_free").is_none(), "{a}");
     let execs =
         r["syscalls"].as_array().unwrap().iter().find(|s| s["name"] == "execve").unwrap()["count"].as_u64().unwrap();
     assert!(execs >= 2000, "execve counted {execs} times");

@@ -81,8 +81,8 @@ mod entry {
         0
     }
 
-    #[tracepoint]
-    pub fn rt_proc_free(ctx: TracePointContext) -> u32 {
+    #[btf_tracepoint(function = "sched_process_free")]
+    pub fn rt_proc_free(ctx: BtfTracePointContext) -> u32 {
         let _ = crate::process::sched_process_free(&ctx);
         0
     }

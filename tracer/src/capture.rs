@@ -227,6 +227,10 @@ pub struct Accounting {
     /// Threads whose slot in the kernel's thread table was taken (kept in a spill map).
     #[serde(default)]
     pub threads_spilled: u64,
+    /// Program runs the kernel skipped because another BPF program was running on that CPU
+    /// (say, a free event from an RCU callback during a syscall hook): lost events, by program.
+    #[serde(default)]
+    pub bpf_recursion_misses: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

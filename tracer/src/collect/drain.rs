@@ -160,6 +160,8 @@ pub fn drain(
             slow_calls_sent: n[c::SLOW_CALLS_SENT as usize],
             slow_calls_dropped: n[c::SLOW_CALLS_DROPPED as usize],
             threads_spilled: n[c::THREADS_SPILLED as usize],
+            // Read before detach, by collect::run.
+            bpf_recursion_misses: Default::default(),
         },
         cpu_samples: samples,
         offcpu,

@@ -137,6 +137,7 @@ pub async fn run(
         eprint!("\r\x1b[K");
         let _ = std::io::stderr().flush();
     }
+    let recursion_misses = probes.recursion_misses();
     probes.detach();
     handle_events(events.get_mut(), &mut registry, &mut slow, &mut life);
     if let Some(h) = held.as_mut() {
@@ -165,6 +166,7 @@ pub async fn run(
     let lost = probes.counter(counters::EVENTS_DROPPED);
     let lifecycle = life.finish(lost);
     let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats)?;
+    capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;
     fill_deferred(&mut capture, &deferred);
     add_preexisting(

@@ -65,7 +65,8 @@ impl Probes {
 
         // Preflight has checked that the kernel has BTF (session::preflight).
         let vmlinux = crate::btf::read_kernel()?;
-        let btf = crate::btf::stand_in_btf(&vmlinux, &["sched_switch", "sched_waking"], &["task"])?;
+        let btf =
+            crate::btf::stand_in_btf(&vmlinux, &["sched_switch", "sched_waking", "sched_process_free"], &["task"])?;
         let newtask = Format::read("task", "task_newtask")?;
         let exit = Format::read("sched", "sched_process_exit")?;
         let follow: u32 = opts.follow_children.into();
@@ -77,7 +78,6 @@ impl Probes {
         let exec = Format::read("sched", "sched_process_exec")?;
         let siggen = Format::read("signal", "signal_generate")?;
         let sigdel = Format::read("signal", "signal_deliver")?;
-        let free = Format::read("sched", "sched_process_free")?;
         let offsets = [
             ("EXEC_FILENAME_OFF", exec.offset("filename")?),
             ("SIGGEN_SIG_OFF", siggen.offset("sig")?),
@@ -87,7 +87,6 @@ impl Probes {
             ("SIGGEN_RESULT_OFF", siggen.offset("result")?),
             ("SIGDEL_SIG_OFF", sigdel.offset("sig")?),
             ("SIGDEL_CODE_OFF", sigdel.offset("code")?),
-            ("FREE_PID_OFF", free.offset("pid")?),
             // Optional: without it exit statuses come only from wait calls and zombies.
             ("TASK_EXIT_CODE_OFF", crate::btf::member_offset(&vmlinux, "task_struct", "exit_code").unwrap_or(u32::MAX)),
             // Optional: without them argv comes from /proc (children that exit at once show
@@ -294,7 +293,7 @@ impl Probes {
         self.attach_tracepoints("rt_task_newtask", &[("task", "task_newtask")])?;
         self.attach_tracepoints("rt_proc_exec", &[("sched", "sched_process_exec")])?;
         self.attach_tracepoints("rt_proc_exit", &[("sched", "sched_process_exit")])?;
-        self.attach_tracepoints("rt_proc_free", &[("sched", "sched_process_free")])?;
+        self.attach_btf("rt_proc_free", "sched_process_free")?;
         self.attach_tracepoints("rt_sig_generate", &[("signal", "signal_generate")])?;
         self.attach_tracepoints("rt_sig_deliver", &[("signal", "signal_deliver")])?;
         // Syscall probes before the scheduler ones: sched_switch reads the in-flight syscall.

@@ -155,6 +155,21 @@ impl Probes {
     }
 
     /// Threads switched out and not yet back: still blocked.
+    /// Per program with any, the runs the kernel skipped because a BPF program was already
+    /// running on that CPU (bpf_prog_info.recursion_misses): each a lost event. Read before
+    /// detach (the programs' fds go with it).
+    pub fn recursion_misses(&self) -> std::collections::BTreeMap<String, u64> {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let fd = prog.fd().ok()?.as_fd().as_raw_fd();
+                let misses = prog_info(fd)?.recursion_misses;
+                (misses > 0).then(|| (name.to_owned(), misses))
+            })
+            .collect()
+    }
+
     /// CLOCK_MONOTONIC minus the off-CPU clock (see tracer_common::sched::ClockSync).
     pub fn offcpu_clock_offset(&self) -> Result<i64> {
         let map: Array<_, ClockSync> = Array::try_from(self.map("CLOCK_SYNC")?)?;
@@ -174,4 +189,29 @@ impl Probes {
             .map(|(id, rec)| (id as i32, rec.ips[..(rec.len as usize).min(rec.ips.len())].to_vec()))
             .collect())
     }
+}
+
+/// BPF_OBJ_GET_INFO_BY_FD for a program (aya's ProgramInfo does not expose recursion_misses).
+fn prog_info(fd: std::os::fd::RawFd) -> Option<aya_obj::generated::bpf_prog_info> {
+    /// The `info` member of union bpf_attr.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: plain data; the kernel fills at most info_len bytes of it.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr =
+        InfoAttr { bpf_fd: fd as u32, info_len: std::mem::size_of_val(&info) as u32, info: &raw mut info as u64 };
+    // SAFETY: a valid attr for this command, pointing at a buffer of info_len bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            &raw mut attr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    (r == 0).then_some(info)
 }

@@ -39,6 +39,14 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     let a = &report.accounting;
     findings_section(&mut s, &report.findings);
     let _ = writeln!(s, "samples: {} on CPU; lost {}; without stack {}", a.cpu_samples, a.lost_samples, a.stack_errors);
+    if !a.bpf_recursion_misses.is_empty() {
+        let each: Vec<String> = a.bpf_recursion_misses.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        let _ = writeln!(
+            s,
+            "warning: program runs skipped by the kernel (another BPF program was running): {}",
+            each.join(", ")
+        );
+    }
     if a.tracked_map_full > 0 || a.events_dropped > 0 {
         let _ = writeln!(
             s,
