@@ -294,10 +294,7 @@ pub fn signal_deliver(ctx: &TracePointContext) -> Result<(), i64> {
 /// skips a perf-attached program whenever any BPF program is running on the CPU (3 % of frees
 /// were lost in a 2,000-children run); a BTF tracepoint is skipped only while itself runs.
 pub fn sched_process_free(ctx: &aya_ebpf::programs::BtfTracePointContext) -> Result<(), i64> {
-    let p: *const u8 = ctx.arg(0);
-    // SAFETY: `p` is a BTF task pointer and the offset a load-time constant from the same BTF.
-    let pid = unsafe { core::ptr::read_volatile(p.add(global(&crate::target::TASK_PID_OFF) as usize) as *const i32) };
-    let pid = pid as u32;
+    let (pid, _) = crate::target::task_ids(ctx.arg(0));
     if !is_tracked(pid) {
         return Ok(());
     }

@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use tracer_common::thread::TaskRegs;
 
-use crate::target::{global, is_tracked, TASK_PID_OFF, TASK_TGID_OFF};
+use crate::target::{is_tracked, task_ids};
 
 /// The iterator's context, `struct bpf_iter__task` (both fields are BTF pointers).
 #[repr(C)]
@@ -33,11 +33,10 @@ pub fn task_regs(ctx: *const IterTask) -> i32 {
         if task.is_null() {
             return 0; // the end of the iteration
         }
-        let tgid = core::ptr::read_volatile(task.add(global(&TASK_TGID_OFF) as usize) as *const i32) as u32;
+        let (tid, tgid) = task_ids(task);
         if !is_tracked(tgid) {
             return 0;
         }
-        let tid = core::ptr::read_volatile(task.add(global(&TASK_PID_OFF) as usize) as *const i32) as u32;
         let regs = bpf_task_pt_regs(task as *mut task_struct) as *const pt_regs;
         if regs.is_null() {
             return 0;

@@ -24,7 +24,7 @@ use tracer_common::{
 use crate::{
     counters::bump,
     cpu::{kernel_stack, stack_quiet, task_kernel_stack, user_stack},
-    target::{global, is_tracked, maybe_tracked, TASK_PID_OFF, TASK_TGID_OFF},
+    target::{is_tracked, maybe_tracked, task_ids},
     threads,
 };
 use tracer_common::{cpu::NO_STACK, unwind::LeafFix};
@@ -57,8 +57,8 @@ pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let prev: *const u8 = ctx.arg(1);
     let next: *mut task_struct = ctx.arg(2);
     let state: u64 = ctx.arg(3);
-    let (prev_tid, prev_tgid) = ids(prev);
-    let (next_tid, next_tgid) = ids(next as *const u8);
+    let (prev_tid, prev_tgid) = task_ids(prev);
+    let (next_tid, next_tgid) = task_ids(next as *const u8);
     // Every switch on the machine comes here: most involve no tracked thread and leave after
     // two bit tests, without reading the clock.
     let (tracked_in, tracked_out) = (maybe_tracked(next_tgid), maybe_tracked(prev_tgid));
@@ -73,19 +73,6 @@ pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
         switch_out(ctx, prev, prev_tid, prev_tgid, preempt & 0xff != 0, state as u32, now);
     }
     Ok(())
-}
-
-/// A task's (tid, tgid) by direct loads (the idle task is (0, 0)).
-#[inline(always)]
-fn ids(task: *const u8) -> (u32, u32) {
-    // SAFETY: a BTF task pointer and load-time constant offsets (frozen .rodata): the verifier
-    // checks each load against task_struct's BTF and makes it fault-safe.
-    unsafe {
-        (
-            core::ptr::read_volatile(task.add(global(&TASK_PID_OFF) as usize) as *const i32) as u32,
-            core::ptr::read_volatile(task.add(global(&TASK_TGID_OFF) as usize) as *const i32) as u32,
-        )
-    }
 }
 
 /// The incoming thread, if it is one of ours coming back from a block.
@@ -343,7 +330,7 @@ fn add<K>(map: &HashMap<K, OffVal>, key: &K, ns: u64) {
 /// (this runs at every wakeup on the machine).
 pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let p: *const u8 = ctx.arg(0);
-    let (pid, tgid) = ids(p);
+    let (pid, tgid) = task_ids(p);
     if !maybe_tracked(tgid) {
         return Ok(());
     }

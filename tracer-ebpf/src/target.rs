@@ -40,9 +40,23 @@ static NEWTASK_FLAGS_OFF: u32 = 32;
 
 /// task_struct.pid and task_struct.tgid, from the kernel's BTF.
 #[unsafe(no_mangle)]
-pub static TASK_PID_OFF: u32 = 0;
+static TASK_PID_OFF: u32 = 0;
 #[unsafe(no_mangle)]
-pub static TASK_TGID_OFF: u32 = 0;
+static TASK_TGID_OFF: u32 = 0;
+
+/// A task's (tid, tgid) by direct loads from a BTF task pointer (the idle task is (0, 0)).
+#[inline(always)]
+pub fn task_ids(task: *const u8) -> (u32, u32) {
+    // SAFETY: `task` is a BTF task pointer and the offsets load-time constants (frozen
+    // .rodata): the verifier checks each load against task_struct's BTF and makes it
+    // fault-safe.
+    unsafe {
+        (
+            core::ptr::read_volatile(task.add(global(&TASK_PID_OFF) as usize) as *const i32) as u32,
+            core::ptr::read_volatile(task.add(global(&TASK_TGID_OFF) as usize) as *const i32) as u32,
+        )
+    }
+}
 
 #[inline(always)]
 pub fn global(v: &'static u32) -> u32 {
