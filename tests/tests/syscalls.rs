@@ -40,6 +40,20 @@ fn exact_counts_and_errors() {
     assert_no_rtrace_programs();
 }
 
+/// The user frames of syscall_counts' blocked fifo read end with the exact chain
+/// `main → block_on_fifo → read` (the frameless libc wrapper's caller included).
+fn assert_fifo_chain(read: &Value) {
+    let user: Vec<&str> = read["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .filter(|f| !f.ends_with("_[k]"))
+        .collect();
+    let n = user.len();
+    assert!(n >= 3 && user[n - 3..n - 1] == ["main", "block_on_fifo"] && user[n - 1].contains("read"), "{user:?}");
+}
+
 /// A read blocked on a named pipe when the session ends: reported in flight, with the path.
 #[test]
 fn in_flight_read_on_named_pipe() {
@@ -67,15 +81,7 @@ fn in_flight_read_on_named_pipe() {
     // The thread is still blocked at the end: its user stack is walked from /proc with the
     // frame pointer the task iterator read — the exact chain, the frameless libc wrapper's
     // caller included.
-    let user: Vec<&str> = read["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .filter(|f| !f.ends_with("_[k]"))
-        .collect();
-    let n = user.len();
-    assert!(n >= 3 && user[n - 3..n - 1] == ["main", "block_on_fifo"] && user[n - 1].contains("read"), "{user:?}");
+    assert_fifo_chain(read);
     // The same block as off-CPU time still in progress: off-CPU timestamps are the scheduler's
     // clock and the syscall's are bpf_ktime_get_ns, so this checks the conversion between
     // them (the two clocks differ by ~6 ms on the VM this was written on).
@@ -137,15 +143,7 @@ fn blocked_before_attach() {
     assert_eq!(read["args"]["fields"]["fd_desc"], fifo.to_str().unwrap(), "{read}");
     // Walked from /proc with the frame pointer the task iterator read: the exact chain, the
     // frameless libc wrapper's caller included.
-    let user: Vec<&str> = read["frames"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .filter(|f| !f.ends_with("_[k]"))
-        .collect();
-    let n = user.len();
-    assert!(n >= 3 && user[n - 3..n - 1] == ["main", "block_on_fifo"] && user[n - 1].contains("read"), "{user:?}");
+    assert_fifo_chain(read);
     let off = &r["offcpu"]["top"][0];
     assert_eq!(off["in_flight"], true, "{off}");
     assert_eq!(off["syscall"], "read", "{off}");

@@ -2,23 +2,25 @@
 use super::{fake::FakeResolver, *};
 use crate::capture::{Mapping, RawSample};
 
+/// A capture holding one process, `pid`, named `comm`, with these mappings.
+fn capture_of(pid: u32, comm: &str, maps: Vec<Mapping>) -> Capture {
+    let mut c = Capture::default();
+    c.processes.insert(pid, ProcessInfo { pid, comm: comm.into(), cmdline: vec![], maps });
+    c
+}
+
 #[test]
 fn maps_addresses_through_captured_mappings() {
-    let mut c = Capture::default();
-    c.processes.insert(
+    let mut c = capture_of(
         7,
-        ProcessInfo {
-            pid: 7,
-            comm: "prog".into(),
-            cmdline: vec![],
-            maps: vec![Mapping {
-                start: 0x1000,
-                end: 0x3000,
-                offset: 0x10000,
-                path: "/bin/prog".into(),
-                build_id: Some("ab".into()),
-            }],
-        },
+        "prog",
+        vec![Mapping {
+            start: 0x1000,
+            end: 0x3000,
+            offset: 0x10000,
+            path: "/bin/prog".into(),
+            build_id: Some("ab".into()),
+        }],
     );
     // leaf 0x1100 (offset 0x10100 → leaf), return address 0x2001 (looked up at 0x2000 →
     // main), an address outside any mapping, one kernel frame.
@@ -67,15 +69,10 @@ fn probe_glue_frames_dropped() {
 /// target elsewhere, nothing is inserted.
 #[test]
 fn frameless_leaf_caller_inserted_only_when_call_targets_leaf() {
-    let mut c = Capture::default();
-    c.processes.insert(
+    let mut c = capture_of(
         1,
-        ProcessInfo {
-            pid: 1,
-            comm: "p".into(),
-            cmdline: vec![],
-            maps: vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None }],
-        },
+        "p",
+        vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None }],
     );
     let mut r = FakeResolver::default();
     r.user.push(("/bin/p".into(), 0x100, 0x200, "leaf".into()));
@@ -100,18 +97,13 @@ fn frameless_leaf_caller_inserted_only_when_call_targets_leaf() {
 /// resumed in `main`. Both skipped callers come back, in order.
 #[test]
 fn chain_of_skipped_callers_across_modules() {
-    let mut c = Capture::default();
-    c.processes.insert(
+    let mut c = capture_of(
         1,
-        ProcessInfo {
-            pid: 1,
-            comm: "p".into(),
-            cmdline: vec![],
-            maps: vec![
-                Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None },
-                Mapping { start: 0x10000, end: 0x19000, offset: 0, path: "/lib/libc.so".into(), build_id: None },
-            ],
-        },
+        "p",
+        vec![
+            Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None },
+            Mapping { start: 0x10000, end: 0x19000, offset: 0, path: "/lib/libc.so".into(), build_id: None },
+        ],
     );
     let mut r = FakeResolver::default();
     r.user.push(("/lib/libc.so".into(), 0x100, 0x200, "clock_nanosleep".into()));
@@ -129,15 +121,10 @@ fn chain_of_skipped_callers_across_modules() {
 
 #[test]
 fn unknown_symbols_keep_module_and_offset() {
-    let mut c = Capture::default();
-    c.processes.insert(
+    let mut c = capture_of(
         1,
-        ProcessInfo {
-            pid: 1,
-            comm: "p".into(),
-            cmdline: vec![],
-            maps: vec![Mapping { start: 0x1000, end: 0x2000, offset: 0, path: "/lib/libx.so".into(), build_id: None }],
-        },
+        "p",
+        vec![Mapping { start: 0x1000, end: 0x2000, offset: 0, path: "/lib/libx.so".into(), build_id: None }],
     );
     c.cpu_samples.push(RawSample {
         tgid: 1,
