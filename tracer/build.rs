@@ -23,8 +23,21 @@ fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-changed={}", common.display());
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../tracer-ebpf");
     let root = root.to_str().expect("utf-8 path").to_owned();
+    // The nested build (the pinned nightly's cargo) resolves tracer-ebpf's crates from the
+    // workspace's Cargo.lock, and build-std's from the toolchain's own library/Cargo.lock; it
+    // has no --locked flag to pass, so a lock it rewrote would go unnoticed: compare.
+    let lock = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../Cargo.lock");
+    let before = fs::read(&lock).ok();
     aya_build::build_ebpf(
         [aya_build::Package { name: "tracer-ebpf", root_dir: &root, ..Default::default() }],
         aya_build::Toolchain::Custom(EBPF_TOOLCHAIN),
-    )
+    )?;
+    if fs::read(&lock).ok() != before {
+        anyhow::bail!(
+            "the eBPF build ({EBPF_TOOLCHAIN}) changed {}: its crates must resolve to the versions locked there; \
+             restore it (git checkout Cargo.lock) and pin the crate that moved in Cargo.toml",
+            lock.display()
+        );
+    }
+    Ok(())
 }

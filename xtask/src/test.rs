@@ -8,14 +8,14 @@ use crate::util::{build_release, cargo, is_root, setup_note, sh};
 
 pub fn run_tests(filter: Option<&str>) -> Result<()> {
     let mut unit = cargo();
-    unit.args(["test", "--release", "--workspace", "--exclude", "tracer-ebpf", "--lib", "--bins"]);
+    unit.args(["test", "--release", "--locked", "--workspace", "--exclude", "tracer-ebpf", "--lib", "--bins"]);
     if let Some(f) = filter {
         unit.arg(f);
     }
     sh(&mut unit)?;
 
     let mut integ = cargo();
-    integ.args(["test", "--release", "-p", "tests", "--tests"]);
+    integ.args(["test", "--release", "--locked", "-p", "tests", "--tests"]);
     if is_root() {
         integ.env("RTRACE_REQUIRE_PRIVILEGED", "1");
     } else {

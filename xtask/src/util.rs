@@ -41,7 +41,8 @@ pub fn cargo() -> Command {
 }
 
 pub fn build_release() -> Result<()> {
-    sh(cargo().args(["build", "--release", "--bins"]))
+    // --locked: a fresh machine builds exactly the versions in Cargo.lock, never newer ones.
+    sh(cargo().args(["build", "--release", "--locked", "--bins"]))
 }
 
 pub fn rtrace_bin() -> PathBuf {
