@@ -22,31 +22,14 @@ use crate::{
 
 /// Checks what rtrace needs from the system, before touching anything.
 pub fn preflight() -> Result<(), UsageError> {
-    if !privileged() {
-        return Err(UsageError::NotPrivileged);
-    }
+    crate::privileges::check_session(&crate::tracefs::format_path("sched", "sched_process_exec"))?;
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(UsageError::NoBtf);
     }
-    if !crate::tracefs::format_path("sched", "sched_process_exec").exists() {
-        return Err(UsageError::NoTracefs);
+    for w in crate::privileges::warnings() {
+        eprintln!("rtrace: warning: {w}");
     }
     Ok(())
-}
-
-/// root, or both CAP_BPF (39) and CAP_PERFMON (38) effective.
-fn privileged() -> bool {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    cap_eff & (1 << 38) != 0 && cap_eff & (1 << 39) != 0
 }
 
 /// Creates `dir` if needed and proves it writable.
@@ -72,6 +55,9 @@ pub fn trace(cfg: Config) -> Result<()> {
         let _ = std::fs::remove_file(probe);
     }
 
+    if let Target::Pid(p) = cfg.target {
+        crate::privileges::check_target(p)?;
+    }
     let t0 = Instant::now();
     let mut held = match &cfg.target {
         Target::Command { program, argv } => Some(spawn::spawn_held(program, argv)?),

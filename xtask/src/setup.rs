@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
     "linux-perf",
+    // setcap, for the test that runs rtrace as a non-root user with file capabilities.
+    "libcap2-bin",
 ];
 
 pub fn run() -> Result<()> {
