@@ -205,21 +205,27 @@ pub fn rtrace_env(test: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// rtrace's BPF programs are named rt_*: none may stay loaded once a session is over. The
-/// kernel frees a detached program after an RCU grace period, so allow it a few seconds.
+/// kernel frees a detached program only after its links' grace periods (raw tracepoints wait
+/// for an RCU tasks-trace grace period, which takes seconds on a loaded machine), so a
+/// program still listed right after exit is not yet a leak: poll, and fail only after 30 s.
 pub fn assert_no_rtrace_programs() {
-    let mut left = Vec::new();
-    for _ in 0..50 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
         let out =
             Command::new("bpftool").args(["prog", "list"]).output().expect("bpftool (installed by cargo xtask setup)");
         assert!(out.status.success(), "bpftool prog list failed");
         let text = String::from_utf8_lossy(&out.stdout);
-        left = text.lines().filter(|l| l.contains(" name rt_")).map(str::to_owned).collect();
+        let left: Vec<String> = text.lines().filter(|l| l.contains(" name rt_")).map(str::to_owned).collect();
         if left.is_empty() {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        if std::time::Instant::now() >= deadline {
+            panic!("rtrace BPF programs still loaded 30 s after the session: {left:?}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(500));
     }
-    panic!("rtrace BPF programs still loaded 5 s after the session: {left:?}");
 }
 
 /// Sum of values of folded stacks containing `needle`.
