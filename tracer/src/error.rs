@@ -4,15 +4,18 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+/// The capabilities README documents (see privileges.rs), as `setcap` spells them.
+pub const SETCAP: &str = "cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace,cap_syslog+ep";
+
 #[derive(Debug, Error)]
 pub enum UsageError {
     #[error("pid {0} not found (it may have exited); check it with `ps -p {0}`")]
     NoSuchPid(u32),
-    #[error("rtrace needs root or CAP_BPF+CAP_PERFMON ({missing} missing); run it with sudo, or give the binary the capabilities README lists: sudo setcap {} $(which rtrace)", crate::privileges::SETCAP)]
+    #[error("rtrace needs root or CAP_BPF+CAP_PERFMON ({missing} missing); run it with sudo, or give the binary the capabilities README lists: sudo setcap {} $(which rtrace)", SETCAP)]
     NotPrivileged { missing: String },
-    #[error("tracefs is mounted at /sys/kernel/tracing but this user cannot read it (mode 0700){}: rtrace needs CAP_DAC_READ_SEARCH too; run it with sudo, or sudo setcap {} $(which rtrace)", missing.as_ref().map(|m| format!(", {m} missing")).unwrap_or_default(), crate::privileges::SETCAP)]
+    #[error("tracefs is mounted at /sys/kernel/tracing but this user cannot read it (mode 0700){}: rtrace needs CAP_DAC_READ_SEARCH too; run it with sudo, or sudo setcap {} $(which rtrace)", missing.as_ref().map(|m| format!(", {m} missing")).unwrap_or_default(), SETCAP)]
     TracefsNotReadable { missing: Option<String> },
-    #[error("pid {pid} belongs to another user (or is not dumpable), and reading its /proc/{pid}/mem, syscall and maps needs CAP_SYS_PTRACE{}; run rtrace with sudo, or sudo setcap {} $(which rtrace)", missing.as_ref().map(|m| format!(" ({m} missing)")).unwrap_or_default(), crate::privileges::SETCAP)]
+    #[error("pid {pid} belongs to another user (or is not dumpable), and reading its /proc/{pid}/mem, syscall and maps needs CAP_SYS_PTRACE{}; run rtrace with sudo, or sudo setcap {} $(which rtrace)", missing.as_ref().map(|m| format!(" ({m} missing)")).unwrap_or_default(), SETCAP)]
     TargetNotReadable { pid: u32, missing: Option<String> },
     #[error("bad duration {0:?}: use a number with a unit, e.g. 30s, 2m, 500ms")]
     BadDuration(String),

@@ -17,8 +17,7 @@ pub const CAP_SYSLOG: u32 = 34;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;
 
-/// The set README documents, as `setcap` spells it.
-pub const SETCAP: &str = "cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace,cap_syslog+ep";
+pub use crate::error::SETCAP;
 
 /// This process's effective capability set (/proc/self/status CapEff).
 pub fn effective() -> u64 {
