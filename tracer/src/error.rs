@@ -38,6 +38,8 @@ pub enum UsageError {
     PidAndCommand,
     #[error("nothing to trace: give --pid PID or -- COMMAND [ARGS]")]
     NoTarget,
+    #[error("the command never ran: {0}")]
+    NeverStarted(String),
     #[error("capture file {path} could not be read: {reason}")]
     BadCapture { path: PathBuf, reason: String },
 }

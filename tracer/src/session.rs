@@ -1,6 +1,7 @@
 //! One tracing session from validated config to written report:
 //! preflight → (spawn held) → load + attach → collect → detach → symbolize/analyze → render.
 use std::{
+    io::Write,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 use tracer_common::target::{EXISTING_DESCENDANT, ROOT};
 
 use crate::{
+    analyze::target::TargetExit,
     capture::{Capture, TargetInfo},
     cli::{Config, Target},
     collect::{self, Registry, SessionParams},
@@ -59,7 +61,9 @@ pub fn ensure_writable(dir: &Path) -> Result<(), UsageError> {
     Ok(())
 }
 
-pub fn trace(cfg: Config) -> Result<()> {
+/// Traces; returns rtrace's exit status: in `-- COMMAND` mode the command's own when it exited
+/// during the session (128+N for a signal), else 0.
+pub fn trace(cfg: Config) -> Result<u8> {
     preflight()?;
     if let Some(dir) = &cfg.output {
         ensure_writable(dir)?;
@@ -113,11 +117,16 @@ pub fn trace(cfg: Config) -> Result<()> {
                 .file_name()
                 .map(|s| s.to_string_lossy().chars().take(15).collect())
                 .unwrap_or_default();
-            h.release();
-            TargetInfo { pid, comm, cmdline: argv.clone() }
+            let not_started = h.release();
+            TargetInfo { pid, comm, cmdline: argv.clone(), not_started, ..Default::default() }
         }
-        _ => TargetInfo { pid, comm: procfs::comm(pid).unwrap_or_default(), cmdline: procfs::cmdline(pid) },
+        _ => attach_info(pid),
     };
+    for line in crate::analyze::target::report(&target, &Default::default()).status_lines() {
+        if target.not_started.is_none() {
+            let _ = writeln!(std::io::stderr(), "rtrace: warning: {line}");
+        }
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let params = SessionParams {
@@ -137,11 +146,31 @@ pub fn trace(cfg: Config) -> Result<()> {
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         eprintln!("rtrace-timings: session_end cpu_us={}", self_cpu_us());
     }
-    write_report(&dir, &capture, cfg.quiet)?;
+    let analysis = write_report(&dir, &capture, cfg.quiet)?;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         eprintln!("rtrace-timings: report_ms={} cpu_us={}", t1.elapsed().as_millis(), self_cpu_us());
     }
-    Ok(())
+    let exit = analysis.report.target.exit;
+    match (&cfg.target, exit) {
+        (_, Some(TargetExit::NeverStarted { reason })) => Err(UsageError::NeverStarted(reason).into()),
+        (Target::Command { .. }, Some(e)) => Ok(e.status().unwrap_or(0)),
+        _ => Ok(0),
+    }
+}
+
+/// `--pid`: what /proc says of the target at attach (a stopped or zombie one is said so).
+fn attach_info(pid: u32) -> TargetInfo {
+    let st = procfs::stat(pid);
+    let state = st.as_ref().map(|s| s.state).filter(|s| matches!(s, 'T' | 't' | 'Z'));
+    TargetInfo {
+        pid,
+        comm: procfs::comm(pid).unwrap_or_default(),
+        cmdline: procfs::cmdline(pid),
+        attach_state: state,
+        attach_exit_status: st.as_ref().filter(|_| state == Some('Z')).and_then(|s| s.exit_status),
+        attach_ppid: st.as_ref().filter(|_| state == Some('Z')).map(|s| s.ppid),
+        ..Default::default()
+    }
 }
 
 /// rtrace's own CPU time so far (user + system), for the benchmark's timing lines.
@@ -153,15 +182,14 @@ fn self_cpu_us() -> u64 {
     us(u.ru_utime) + us(u.ru_stime)
 }
 
-pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<()> {
+pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<report::Analysis> {
     let analysis = report::analyze(capture, &mut BlazeResolver::default());
     let text = output::write_all(dir, capture, &analysis)?;
     if !quiet {
         // The files are written already; a closed stdout (`rtrace … | head`) is not an error.
-        use std::io::Write;
         let _ = std::io::stdout().write_all(text.as_bytes());
     }
-    Ok(())
+    Ok(analysis)
 }
 
 /// `rtrace report capture.json`: re-renders a saved capture (no root needed).
@@ -171,5 +199,5 @@ pub fn replay(capture_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<
     let capture: Capture = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let dir = out.unwrap_or_else(|| capture_path.parent().map(Path::to_owned).unwrap_or_default());
     ensure_writable(&dir)?;
-    write_report(&dir, &capture, quiet)
+    write_report(&dir, &capture, quiet).map(|_| ())
 }
