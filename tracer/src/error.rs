@@ -12,6 +12,12 @@ pub enum UsageError {
     NotPrivileged,
     #[error("bad duration {0:?}: use a number with a unit, e.g. 30s, 2m, 500ms")]
     BadDuration(String),
+    #[error(
+        "bad duration {0:?}: a session must last longer than zero; omit -d to trace until Ctrl-C or the target exits"
+    )]
+    ZeroDuration(String),
+    #[error("bad {0} {1:?}: longer than a year, the most rtrace accepts")]
+    DurationTooLong(&'static str, String),
     #[error("bad frequency {0:?}: use a whole number of Hz between 1 and 10000, e.g. -F 99")]
     BadFrequency(String),
     #[error("bad --min-block {0:?}: use a duration with a unit, e.g. 10us, 1ms")]
@@ -28,6 +34,18 @@ pub enum UsageError {
     OutputNotWritable { path: PathBuf, reason: String },
     #[error("command {0:?} not found; check the name or give its full path")]
     CommandNotFound(String),
+    #[error("command {0:?} is a directory, not a program; give the path of the program to run")]
+    CommandIsDirectory(String),
+    #[error("command {0:?} is not executable; `chmod +x` it, or run it through its interpreter (rtrace -- sh {0})")]
+    CommandNotExecutable(String),
+    #[error("unexpected argument {arg:?}: to start a command, put it after `--`: {suggestion}")]
+    CommandWithoutDashes { arg: String, suggestion: String },
+    #[error("pid {0} is rtrace itself; give the pid of the process to trace")]
+    OwnPid(u32),
+    #[error("pid {pid} ({comm}) is a kernel thread: rtrace traces user processes; give a program's pid (see `ps -e`)")]
+    KernelThread { pid: u32, comm: String },
+    #[error("pid {tid} is a thread of process {tgid}; trace the process: --pid {tgid}")]
+    ThreadNotProcess { tid: u32, tgid: u32 },
     #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux missing); rtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf,
     #[error(

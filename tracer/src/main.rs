@@ -2,15 +2,16 @@
 //! `-- COMMAND`, the command's own status when it exited during the session).
 use std::{io::Write, process::ExitCode};
 
-use clap::Parser;
-use tracer::{
-    cli::{Args, Sub},
-    error::UsageError,
-    session,
-};
+use tracer::{cli::Sub, error::UsageError, session};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match tracer::cli::parse_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(u) => {
+            let _ = writeln!(std::io::stderr(), "rtrace: {u}");
+            return ExitCode::from(UsageError::EXIT_CODE);
+        }
+    };
     let result = match args.subcommand {
         Some(Sub::Report { ref capture, ref output, quiet }) => {
             session::replay(capture, output.clone(), quiet).map(|_| 0)
