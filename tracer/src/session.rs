@@ -99,7 +99,11 @@ pub fn trace(cfg: Config) -> Result<u8> {
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;
     registry.snapshot(pid, false);
-    let existing = if cfg.follow_children { procfs::descendants(pid) } else { Vec::new() };
+    // rtrace is never its own target: when it runs under the target (`bash -c 'rtrace --pid
+    // $$'`, `--pid 1`), it and the processes between (sudo) are left out.
+    let chain = rtrace_chain(pid, procfs::state_and_ppid);
+    let existing: Vec<u32> = if cfg.follow_children { procfs::descendants(pid) } else { Vec::new() };
+    let existing: Vec<u32> = existing.into_iter().filter(|p| !chain.contains(p)).collect();
     // Children started before we attached: task_newtask will never fire for them.
     for &d in &existing {
         probes.track(d, EXISTING_DESCENDANT)?;
@@ -141,7 +145,8 @@ pub fn trace(cfg: Config) -> Result<u8> {
         slow_reap: cfg.slow_reap,
         wait_stall: cfg.wait_stall,
     };
-    let capture = runtime.block_on(collect::run(probes, held, registry, params))?;
+    let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
+    capture.lifecycle.rtrace_chain = chain;
     let t1 = Instant::now();
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         eprintln!("rtrace-timings: session_end cpu_us={}", self_cpu_us());
@@ -158,6 +163,25 @@ pub fn trace(cfg: Config) -> Result<u8> {
     }
 }
 
+/// rtrace's own process and its ancestors up to (not including) `target`, innermost first;
+/// empty when rtrace does not run under the target.
+fn rtrace_chain(target: u32, parent: impl Fn(u32) -> Option<(char, u32)>) -> Vec<u32> {
+    let mut chain = Vec::new();
+    let mut p = std::process::id();
+    // The depth bound only guards against a /proc loop while processes are reparented.
+    for _ in 0..4096 {
+        if p == target {
+            return chain;
+        }
+        chain.push(p);
+        match parent(p) {
+            Some((_, pp)) if pp != 0 && pp != p => p = pp,
+            _ => break,
+        }
+    }
+    Vec::new()
+}
+
 /// `--pid`: what /proc says of the target at attach (a stopped or zombie one is said so).
 fn attach_info(pid: u32) -> TargetInfo {
     let st = procfs::stat(pid);
@@ -170,6 +194,27 @@ fn attach_info(pid: u32) -> TargetInfo {
         attach_exit_status: st.as_ref().filter(|_| state == Some('Z')).and_then(|s| s.exit_status),
         attach_ppid: st.as_ref().filter(|_| state == Some('Z')).map(|s| s.ppid),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rtrace_chain;
+
+    #[test]
+    fn the_chain_from_rtrace_up_to_the_target() {
+        let me = std::process::id();
+        // target 10 → sudo 20 → rtrace (me)
+        let tree = move |p: u32| match p {
+            p if p == me => Some(('S', 20)),
+            20 => Some(('S', 10)),
+            10 => Some(('S', 1)),
+            _ => None,
+        };
+        assert_eq!(rtrace_chain(10, tree), [me, 20]);
+        assert_eq!(rtrace_chain(1, tree), [me, 20, 10]);
+        // Not under the target: nothing is left out.
+        assert!(rtrace_chain(30, tree).is_empty());
     }
 }
 
