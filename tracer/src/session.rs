@@ -51,9 +51,13 @@ fn privileged() -> bool {
     cap_eff & (1 << 38) != 0 && cap_eff & (1 << 39) != 0
 }
 
-/// Creates `dir` if needed and proves it writable.
-pub fn ensure_writable(dir: &Path) -> Result<(), UsageError> {
+/// Creates `dir` if needed and proves it writable, and holding nothing but an earlier report
+/// (and `input`, a capture being re-rendered there).
+pub fn ensure_writable(dir: &Path, input: Option<&Path>) -> Result<(), UsageError> {
     let err = |e: std::io::Error| UsageError::OutputNotWritable { path: dir.to_owned(), reason: e.to_string() };
+    if let Some(entry) = output::foreign_entry(dir, input) {
+        return Err(UsageError::OutputNotReport { path: dir.to_owned(), entry });
+    }
     std::fs::create_dir_all(dir).map_err(err)?;
     let probe = dir.join(".rtrace-write-test");
     std::fs::write(&probe, b"").map_err(err)?;
@@ -66,7 +70,7 @@ pub fn ensure_writable(dir: &Path) -> Result<(), UsageError> {
 pub fn trace(cfg: Config) -> Result<u8> {
     preflight()?;
     if let Some(dir) = &cfg.output {
-        ensure_writable(dir)?;
+        ensure_writable(dir, None)?;
     } else {
         // The default directory is created in the current one once the pid is known.
         let cwd = std::env::current_dir().context("reading the current directory")?;
@@ -87,7 +91,7 @@ pub fn trace(cfg: Config) -> Result<u8> {
         _ => unreachable!(),
     };
     let dir: PathBuf = cfg.output.clone().unwrap_or_else(|| output::default_dir(pid));
-    ensure_writable(&dir)?;
+    ensure_writable(&dir, None)?;
 
     let mut probes = Probes::load(&Options {
         root_tgid: pid,
@@ -243,6 +247,8 @@ pub fn replay(capture_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<
     let text = std::fs::read_to_string(capture_path).map_err(|e| bad(e.to_string()))?;
     let capture: Capture = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let dir = out.unwrap_or_else(|| capture_path.parent().map(Path::to_owned).unwrap_or_default());
-    ensure_writable(&dir)?;
+    // The capture itself may sit in the directory it is re-rendered into.
+    let input = (capture_path.parent() == Some(dir.as_path())).then_some(capture_path);
+    ensure_writable(&dir, input)?;
     write_report(&dir, &capture, quiet).map(|_| ())
 }
