@@ -19,6 +19,19 @@ fn rerender_in_place_and_stale_files() {
     let after: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cap).unwrap()).unwrap();
     assert_eq!(before, after, "re-rendering changed its own input");
     assert!(run.dir.join("offcpu.svg").exists());
+    // pprof opens the off-CPU profile as time, not as a count of blocks.
+    let top = Command::new("go").args(["tool", "pprof", "-top"]).arg(run.dir.join("offcpu.pb.gz")).output().unwrap();
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(top.lines().any(|l| l == "Type: offcpu"), "{top}");
+    let top = Command::new("go").args(["tool", "pprof", "-top"]).arg(run.dir.join("cpu.pb.gz")).output().unwrap();
+    assert!(String::from_utf8_lossy(&top.stdout).lines().any(|l| l == "Type: cpu"));
+    // "without stack" counts samples only: off-CPU walks that failed (a sleeping shell's
+    // exit has no user stack left) are counted apart.
+    let a = &before["accounting"];
+    let by_reason: u64 = a["stack_errors_by_reason"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(a["stack_errors"].as_u64(), Some(by_reason));
+    assert!(a["stack_errors"].as_u64() <= a["cpu_samples"].as_u64(), "{a}");
+    assert!(a.get("offcpu_stack_errors").is_some(), "{a}");
 
     // The same directory again, without off-CPU: no off-CPU file of the first run stays.
     let out = Command::new(rtrace_bin())

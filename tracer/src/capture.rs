@@ -224,6 +224,10 @@ pub struct Accounting {
     pub lost_samples: u64,
     pub stack_errors: u64,
     pub stack_errors_by_reason: StackErrors,
+    /// Off-CPU blocks whose stack (user or kernel) could not be taken; not in `stack_errors`,
+    /// which counts on-CPU samples only.
+    #[serde(default)]
+    pub offcpu_stack_errors: u64,
     pub tracked_map_full: u64,
     pub events_dropped: u64,
     /// Off-CPU intervals recorded, and lost because a map was full.

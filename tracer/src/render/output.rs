@@ -126,6 +126,7 @@ pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<S
         analysis.cpu.stacks.iter().map(|(f, c)| (f.clone(), vec![*c as i64, *c as i64 * period])).collect();
     let spec = pprof::Spec {
         sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
+        default_sample_type: "cpu",
         period_type: ("cpu", "nanoseconds"),
         period,
         time_nanos: std::time::SystemTime::now()
@@ -179,6 +180,8 @@ fn write_offcpu(dir: &Path, analysis: &Analysis, time_nanos: i64) -> Result<()> 
         .collect();
     let spec = pprof::Spec {
         sample_types: &[("offcpu", "nanoseconds"), ("blocks", "count")],
+        // Time, not the count of blocks (pprof's default would be the last type).
+        default_sample_type: "offcpu",
         period_type: ("offcpu", "nanoseconds"),
         period: 1,
         time_nanos,

@@ -46,6 +46,10 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     let a = &report.accounting;
     findings_section(&mut s, &report.findings);
     let _ = writeln!(s, "samples: {} on CPU; lost {}; without stack {}", a.cpu_samples, a.lost_samples, a.stack_errors);
+    if a.offcpu_stack_errors > 0 {
+        // Not samples: counted apart so "without stack" stays a share of the samples.
+        let _ = writeln!(s, "off-CPU stack walks that failed: {}", a.offcpu_stack_errors);
+    }
     if !a.bpf_recursion_misses.is_empty() {
         let each: Vec<String> = a.bpf_recursion_misses.iter().map(|(p, n)| format!("{p} {n}")).collect();
         let _ = writeln!(
