@@ -47,7 +47,7 @@ fn killed_command_names_the_sender_and_exits_128_plus_n() {
     );
     assert_eq!(e["killed_by"]["sender_pid"].as_u64(), Some(pid), "{e}");
     assert!(
-        header(&run)[1].starts_with(&format!("target killed by SIGTERM (sent by pid {pid} sh, tid {pid}) at ")),
+        header(&run)[1].starts_with(&format!("target killed by SIGTERM (raised by the target itself, tid {pid}) at ")),
         "{:?}",
         header(&run)
     );

@@ -88,6 +88,10 @@ impl TargetReport {
             Some(TargetExit::Killed { signal, core_dumped, killed_by, at_ns, .. }) => {
                 let by = match killed_by {
                     Some(k) if k.kernel => " (sent by the kernel)".to_owned(),
+                    // kill $$, abort(), or a fault (SIGSEGV from its own bad access).
+                    Some(k) if k.sender_pid == self.pid => {
+                        format!(" (raised by the target itself, tid {})", k.sender_tid)
+                    }
                     Some(k) => format!(" (sent by pid {} {}, tid {})", k.sender_pid, k.sender_comm, k.sender_tid),
                     None => " (sender not seen)".to_owned(),
                 };

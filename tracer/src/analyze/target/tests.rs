@@ -134,3 +134,33 @@ fn zombie_and_stopped_at_attach_are_said() {
     let r = report(&t, &Lifecycle { root_pid: 100, ..Default::default() });
     assert_eq!(r.status_lines(), ["target was stopped (state T) at attach: it runs only after SIGCONT"]);
 }
+
+#[test]
+fn a_fault_is_raised_by_the_target_itself() {
+    // SIGSEGV from its own bad access: signal_generate names the faulting thread as sender.
+    let t = TargetInfo { wait_status: Some(0x80 | 11), ..info(100, &["crash"]) };
+    let l = Lifecycle {
+        root_pid: 100,
+        events: vec![
+            LifeEvent::Signal {
+                ts_ns: 1_000_000,
+                sender_pid: 100,
+                sender_tid: 101,
+                sender_comm: "crash".into(),
+                target_pid: 100,
+                target_comm: "crash".into(),
+                signal: 11,
+                code: 1,
+                result: 0,
+            },
+            exit_ev(1_000_000, 100, Some(0x80 | 11)),
+        ],
+        ..Default::default()
+    };
+    let r = report(&t, &l);
+    assert_eq!(r.exit.as_ref().unwrap().status(), Some(139));
+    assert_eq!(
+        r.status_lines(),
+        ["target killed by SIGSEGV (raised by the target itself, tid 101) at 0.001s, core dumped"]
+    );
+}
