@@ -69,7 +69,7 @@ fn a_directory_that_is_not_a_report_is_refused() {
     assert_eq!(
         err.trim_end(),
         format!(
-            "rtrace: output directory {} holds \"notes.md\", which is not part of an rtrace report; give a new or empty directory with -o DIR",
+            "rtrace: output directory {} is not an rtrace report (it holds \"notes.md\"); give a new or empty directory with -o DIR",
             dir.display()
         )
     );

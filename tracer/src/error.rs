@@ -32,7 +32,7 @@ pub enum UsageError {
     BadFloor(String),
     #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]
     OutputNotWritable { path: PathBuf, reason: String },
-    #[error("output directory {path} holds {entry:?}, which is not part of an rtrace report; give a new or empty directory with -o DIR")]
+    #[error("output directory {path} is not an rtrace report (it holds {entry:?}); give a new or empty directory with -o DIR")]
     OutputNotReport { path: PathBuf, entry: String },
     #[error("command {0:?} not found; check the name or give its full path")]
     CommandNotFound(String),

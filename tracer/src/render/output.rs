@@ -69,21 +69,24 @@ fn write_svg(dir: &Path, name: &str, lines: &[String], style: flamegraph::Style<
     write_file(dir, name, |w| flamegraph::render(lines, style, w))
 }
 
-/// A report directory may be reused only if it is empty or holds nothing but an earlier
-/// report's files (and `input`, the capture being re-rendered): `-o .` in a source tree must not
-/// mix a report into it, nor (later) remove files of its own. Returns the first foreign entry.
+/// A report directory may be reused only if it is empty, holds an earlier report (its
+/// report.json or capture.json), or holds `input`, the capture being re-rendered beside itself:
+/// `-o .` in a source tree must not mix a report into it. Other files beside an earlier report
+/// are left alone (only report files are ever replaced or removed). Returns, for a directory
+/// that is none of these, its first entry.
 pub fn foreign_entry(dir: &Path, input: Option<&Path>) -> Option<String> {
-    let entries = std::fs::read_dir(dir).ok()?;
-    let input_name = input.and_then(|p| p.file_name()).map(|n| n.to_owned());
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let text = name.to_string_lossy();
-        let ours = FILES.iter().any(|(f, _)| *f == text) || text.starts_with(TEMP_PREFIX);
-        if !ours && Some(&name) != input_name.as_ref() {
-            return Some(text.into_owned());
-        }
+    if input.is_some_and(|p| p.parent() == Some(dir)) {
+        return None;
     }
-    None
+    let names: Vec<String> =
+        std::fs::read_dir(dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    if names.iter().any(|n| n == "report.json" || n == "capture.json") {
+        return None;
+    }
+    let mut foreign: Vec<String> =
+        names.into_iter().filter(|n| !FILES.iter().any(|(f, _)| f == n) && !n.starts_with(TEMP_PREFIX)).collect();
+    foreign.sort();
+    foreign.into_iter().next()
 }
 
 /// Removes report files an earlier run left that this one did not write (off-CPU files after a
@@ -254,15 +257,17 @@ mod tests {
     fn only_an_empty_or_report_directory_is_reused() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(foreign_entry(dir.path(), None), None);
-        std::fs::write(dir.path().join("report.json"), "{}").unwrap();
-        std::fs::write(dir.path().join(".rtrace-x1.tmp"), "").unwrap();
-        assert_eq!(foreign_entry(dir.path(), None), None);
-        std::fs::write(dir.path().join("saved.json"), "{}").unwrap();
-        assert_eq!(foreign_entry(dir.path(), None).as_deref(), Some("saved.json"));
-        // A capture re-rendered where it lies.
-        assert_eq!(foreign_entry(dir.path(), Some(&dir.path().join("saved.json"))), None);
+        // A source tree: refused, naming a file.
         std::fs::write(dir.path().join("main.rs"), "").unwrap();
-        assert_eq!(foreign_entry(dir.path(), Some(&dir.path().join("saved.json"))).as_deref(), Some("main.rs"));
+        std::fs::write(dir.path().join("cpu.svg"), "").unwrap();
+        std::fs::write(dir.path().join(".rtrace-x1.tmp"), "").unwrap();
+        assert_eq!(foreign_entry(dir.path(), None).as_deref(), Some("main.rs"));
+        // A capture re-rendered where it lies.
+        let saved = dir.path().join("saved.json");
+        assert_eq!(foreign_entry(dir.path(), Some(&saved)), None);
+        // An earlier report, with a file of the user's beside it: reused, the file left alone.
+        std::fs::write(dir.path().join("report.json"), "{}").unwrap();
+        assert_eq!(foreign_entry(dir.path(), None), None);
         // Not there yet: nothing in the way.
         assert_eq!(foreign_entry(&dir.path().join("new"), None), None);
     }
