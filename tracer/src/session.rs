@@ -201,27 +201,6 @@ fn attach_info(pid: u32) -> TargetInfo {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::rtrace_chain;
-
-    #[test]
-    fn the_chain_from_rtrace_up_to_the_target() {
-        let me = std::process::id();
-        // target 10 → sudo 20 → rtrace (me)
-        let tree = move |p: u32| match p {
-            p if p == me => Some(('S', 20)),
-            20 => Some(('S', 10)),
-            10 => Some(('S', 1)),
-            _ => None,
-        };
-        assert_eq!(rtrace_chain(10, tree), [me, 20]);
-        assert_eq!(rtrace_chain(1, tree), [me, 20, 10]);
-        // Not under the target: nothing is left out.
-        assert!(rtrace_chain(30, tree).is_empty());
-    }
-}
-
 /// rtrace's own CPU time so far (user + system), for the benchmark's timing lines.
 fn self_cpu_us() -> u64 {
     // SAFETY: getrusage with a valid out-pointer.
@@ -250,4 +229,25 @@ pub fn replay(capture_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<
     // The capture itself may sit in the directory it is re-rendered into.
     ensure_writable(&dir, Some(capture_path))?;
     write_report(&dir, &capture, quiet).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rtrace_chain;
+
+    #[test]
+    fn the_chain_from_rtrace_up_to_the_target() {
+        let me = std::process::id();
+        // target 10 → sudo 20 → rtrace (me)
+        let tree = move |p: u32| match p {
+            p if p == me => Some(('S', 20)),
+            20 => Some(('S', 10)),
+            10 => Some(('S', 1)),
+            _ => None,
+        };
+        assert_eq!(rtrace_chain(10, tree), [me, 20]);
+        assert_eq!(rtrace_chain(1, tree), [me, 20, 10]);
+        // Not under the target: nothing is left out.
+        assert!(rtrace_chain(30, tree).is_empty());
+    }
 }
