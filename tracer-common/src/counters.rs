@@ -31,5 +31,8 @@ pub const SLOW_CALLS_DROPPED: u32 = 12;
 pub const SLOW_CALLS_SENT: u32 = 13;
 /// Threads put in the thread table's spill map (their slot was taken).
 pub const THREADS_SPILLED: u32 = 14;
+/// Off-CPU stack walks (a blocked thread's user or kernel stack) that failed, for any reason;
+/// counted apart from the on-CPU samples' stack errors above.
+pub const OFF_STACK_ERRORS: u32 = 15;
 /// Number of counters.
-pub const COUNT: u32 = 15;
+pub const COUNT: u32 = 16;

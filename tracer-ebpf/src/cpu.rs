@@ -114,25 +114,38 @@ extern "C" fn fnv_step(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// Counts a failed stack walk: on-CPU samples' by reason (e == 0: the table was full), off-CPU
+/// walks in one counter of their own, so "samples without a stack" counts samples only.
+#[inline(always)]
+fn stack_failed(off: bool, user: bool, e: i64) {
+    bump(match (off, user, e == 0) {
+        (true, _, _) => counters::OFF_STACK_ERRORS,
+        (false, true, true) => counters::USER_STACK_COLLISION,
+        (false, true, false) => counters::USER_STACK_ERROR,
+        (false, false, true) => counters::KERNEL_STACK_COLLISION,
+        (false, false, false) => counters::KERNEL_STACK_ERROR,
+    });
+}
+
 /// The kernel stack of a task that is not running (a blocked thread about to be switched in).
 #[inline(always)]
 pub fn task_kernel_stack(task: *mut task_struct) -> i32 {
     match store_stack(false, |buf, size| unsafe { bpf_get_task_stack(task, buf, size, 0) }) {
         Ok(id) => id,
         Err(e) => {
-            bump(if e == 0 { counters::KERNEL_STACK_COLLISION } else { counters::KERNEL_STACK_ERROR });
+            stack_failed(true, false, e);
             NO_STACK
         }
     }
 }
 
-/// User stack id, counting failures by reason.
+/// User stack id, counting failures (`off`: for an off-CPU block, else an on-CPU sample).
 #[inline(always)]
-pub fn user_stack<C: EbpfContext>(ctx: &C) -> i32 {
+pub fn user_stack<C: EbpfContext>(ctx: &C, off: bool) -> i32 {
     match take_stack(ctx, true) {
         Ok(id) => id,
         Err(e) => {
-            bump(if e == 0 { counters::USER_STACK_COLLISION } else { counters::USER_STACK_ERROR });
+            stack_failed(off, true, e);
             NO_STACK
         }
     }
@@ -146,12 +159,12 @@ pub fn stack_quiet<C: EbpfContext>(ctx: &C, user: bool) -> i32 {
 
 /// Kernel stack id. -EFAULT means the sample was taken in user mode: normal, not a loss.
 #[inline(always)]
-pub fn kernel_stack<C: EbpfContext>(ctx: &C) -> i32 {
+pub fn kernel_stack<C: EbpfContext>(ctx: &C, off: bool) -> i32 {
     match take_stack(ctx, false) {
         Ok(id) => id,
         Err(EFAULT) => NO_STACK,
         Err(e) => {
-            bump(if e == 0 { counters::KERNEL_STACK_COLLISION } else { counters::KERNEL_STACK_ERROR });
+            stack_failed(off, false, e);
             NO_STACK
         }
     }
@@ -168,8 +181,8 @@ pub fn sample(ctx: &PerfEventContext) {
     let key = CpuKey {
         tgid,
         tid: pid_tgid as u32,
-        user_stack_id: user_stack(ctx),
-        kernel_stack_id: kernel_stack(ctx),
+        user_stack_id: user_stack(ctx, false),
+        kernel_stack_id: kernel_stack(ctx, false),
         leaf: crate::unwind::from_perf(ctx),
     };
     add(&CPU_COUNTS, &key, 1, counters::CPU_KEYS_FULL);

@@ -154,7 +154,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, tid: u32, tgid: u32, 
         _ => None,
     };
     // One call site per stack kind: every inlined stack walk is verified again (load time).
-    let us = if pending || (!in_call && cached.is_none()) { user_stack(ctx) } else { NO_STACK };
+    let us = if pending || (!in_call && cached.is_none()) { user_stack(ctx, true) } else { NO_STACK };
     // Back from a long block and blocking again inside the same call before returning from it
     // (a spurious wakeup): that block is added now, with the user stack it had (the same
     // registers).
@@ -194,7 +194,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, tid: u32, tgid: u32, 
     } else {
         // Blocked outside a syscall (a page fault, a stop): the stacks now.
         start.user_stack_id = us;
-        start.kernel_stack_id = kernel_stack(ctx);
+        start.kernel_stack_id = kernel_stack(ctx, true);
     }
     let start = &mut t.off;
     // Written last: a nonzero ts publishes the record to switch-in and sched_waking.

@@ -281,7 +281,7 @@ pub fn sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
 pub fn off_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
     let Some(t) = threads::get(tid) else { return Ok(()) };
-    let us = crate::cpu::user_stack(ctx);
+    let us = crate::cpu::user_stack(ctx, true);
     if t.off.pend_ts != 0 {
         // Callers the walk skips (libc wrappers, Go's Syscall6), from the saved registers.
         let leaf = crate::unwind::from_saved_regs(t.sys.regs);

@@ -152,6 +152,21 @@ pub struct TargetInfo {
     pub pid: u32,
     pub comm: String,
     pub cmdline: Vec<String>,
+    /// `-- COMMAND`: the wait status rtrace (its parent) reaped, when it exited during the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_status: Option<i32>,
+    /// `-- COMMAND`: why it never ran (its exec failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_started: Option<String>,
+    /// /proc state at attach when it was not a running or sleeping process: 'T' (stopped),
+    /// 't' (stopped by a debugger), 'Z' (zombie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_state: Option<char>,
+    /// A zombie at attach: the wait status it left (/proc/PID/stat exit_code), and its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_exit_status: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_ppid: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -161,6 +176,8 @@ pub enum EndedBy {
     Duration,
     Interrupt,
     TargetExit,
+    /// SIGHUP: the terminal went away (a dropped ssh session).
+    Hangup,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,6 +224,10 @@ pub struct Accounting {
     pub lost_samples: u64,
     pub stack_errors: u64,
     pub stack_errors_by_reason: StackErrors,
+    /// Off-CPU blocks whose stack (user or kernel) could not be taken; not in `stack_errors`,
+    /// which counts on-CPU samples only.
+    #[serde(default)]
+    pub offcpu_stack_errors: u64,
     pub tracked_map_full: u64,
     pub events_dropped: u64,
     /// Off-CPU intervals recorded, and lost because a map was full.

@@ -138,15 +138,32 @@ impl Floor {
     }
 }
 
-fn parse_min_block(s: &str) -> Result<Duration, UsageError> {
-    let d = humantime::parse_duration(s.trim()).map_err(|_| UsageError::BadMinBlock(s.into()))?;
+/// The longest duration any option takes: beyond it, deadlines and nanosecond counts overflow
+/// (and no session is meant to run that long).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// A duration option: `bad` when it does not parse, too long past MAX_DURATION.
+fn parse_bounded(option: &'static str, s: &str, bad: impl Fn(String) -> UsageError) -> Result<Duration, UsageError> {
+    // humantime fails on values too large for a Duration: that is "too long", not "bad".
+    let d = match humantime::parse_duration(s.trim()) {
+        Ok(d) => d,
+        Err(humantime::DurationError::NumberOverflow) => return Err(UsageError::DurationTooLong(option, s.into())),
+        Err(_) => return Err(bad(s.into())),
+    };
+    if d > MAX_DURATION {
+        return Err(UsageError::DurationTooLong(option, s.into()));
+    }
     Ok(d)
 }
 
+fn parse_min_block(s: &str) -> Result<Duration, UsageError> {
+    parse_bounded("--min-block", s, UsageError::BadMinBlock)
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, UsageError> {
-    let d = humantime::parse_duration(s.trim()).map_err(|_| UsageError::BadDuration(s.into()))?;
+    let d = parse_bounded("duration", s, UsageError::BadDuration)?;
     if d.is_zero() {
-        return Err(UsageError::BadDuration(s.into()));
+        return Err(UsageError::ZeroDuration(s.into()));
     }
     Ok(d)
 }
@@ -158,21 +175,75 @@ pub fn parse_frequency(s: &str) -> Result<u64, UsageError> {
     }
 }
 
-/// Finds `name` the way execvp would: as a path if it has a slash, else on $PATH.
+/// Finds `name` the way execvp would: as a path if it has a slash, else on $PATH. What stands
+/// in the way is named: nothing there, a directory, a file without execute permission.
 pub fn resolve_command(name: &str) -> Result<PathBuf, UsageError> {
-    let executable = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    use std::os::unix::fs::PermissionsExt;
+    let check = |p: &Path| match p.metadata() {
+        Err(_) => Err(UsageError::CommandNotFound(name.into())),
+        Ok(m) if m.is_dir() => Err(UsageError::CommandIsDirectory(name.into())),
+        Ok(m) if m.permissions().mode() & 0o111 == 0 => Err(UsageError::CommandNotExecutable(name.into())),
+        Ok(_) => Ok(p.to_owned()),
     };
     if name.contains('/') {
-        let p = PathBuf::from(name);
-        return if executable(&p) { Ok(p) } else { Err(UsageError::CommandNotFound(name.into())) };
+        return check(Path::new(name));
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| executable(p))
-        .ok_or_else(|| UsageError::CommandNotFound(name.into()))
+    // The first executable on $PATH wins; else the first reason found (execvp skips non-matches).
+    let mut first_err = None;
+    for dir in std::env::split_paths(&path) {
+        match check(&dir.join(name)) {
+            Ok(p) => return Ok(p),
+            Err(UsageError::CommandNotFound(_)) => {}
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| UsageError::CommandNotFound(name.into())))
+}
+
+/// `--pid PID`: a live user process, and not rtrace itself.
+fn check_pid(pid: u32) -> Result<u32, UsageError> {
+    if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(UsageError::NoSuchPid(pid));
+    }
+    if pid == std::process::id() {
+        return Err(UsageError::OwnPid(pid));
+    }
+    if crate::procfs::is_kernel_thread(pid) {
+        return Err(UsageError::KernelThread { pid, comm: crate::procfs::comm(pid).unwrap_or_default() });
+    }
+    match crate::procfs::tgid_of(pid) {
+        Some(tgid) if tgid == std::process::id() => Err(UsageError::OwnPid(pid)),
+        Some(tgid) if tgid != pid => Err(UsageError::ThreadNotProcess { tid: pid, tgid }),
+        _ => Ok(pid),
+    }
+}
+
+/// Parses the command line; a program named without `--` (`rtrace sleep 1`) is answered with
+/// the command that works. Other clap errors (and --help, --version) exit as clap does.
+pub fn parse_args(argv: Vec<std::ffi::OsString>) -> Result<Args, UsageError> {
+    match Args::try_parse_from(&argv) {
+        Ok(a) => Ok(a),
+        Err(e) => {
+            use clap::error::{ContextKind, ContextValue, ErrorKind};
+            let arg = match (e.kind(), e.get(ContextKind::InvalidArg).or(e.get(ContextKind::InvalidSubcommand))) {
+                (ErrorKind::UnknownArgument | ErrorKind::InvalidSubcommand, Some(ContextValue::String(a))) => a.clone(),
+                _ => e.exit(),
+            };
+            if arg.starts_with('-') {
+                e.exit();
+            }
+            let argv: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let at = argv.iter().skip(1).position(|a| *a == arg).map_or(argv.len(), |i| i + 1);
+            let mut fixed: Vec<String> = vec!["rtrace".into()];
+            fixed.extend(argv[1..at].iter().cloned());
+            fixed.push("--".into());
+            fixed.extend(argv[at..].iter().cloned());
+            Err(UsageError::CommandWithoutDashes { arg, suggestion: fixed.join(" ") })
+        }
+    }
 }
 
 impl Args {
@@ -180,12 +251,7 @@ impl Args {
         let target = match (self.pid, self.command.is_empty()) {
             (Some(_), false) => return Err(UsageError::PidAndCommand),
             (None, true) => return Err(UsageError::NoTarget),
-            (Some(pid), true) => {
-                if pid == 0 || !Path::new(&format!("/proc/{pid}")).exists() {
-                    return Err(UsageError::NoSuchPid(pid));
-                }
-                Target::Pid(pid)
-            }
+            (Some(pid), true) => Target::Pid(check_pid(pid)?),
             (None, false) => Target::Command { program: resolve_command(&self.command[0])?, argv: self.command },
         };
         Ok(Config {
@@ -202,18 +268,19 @@ impl Args {
                 if !(1..=tracer_common::syscall::MAX_SLOW_TOP).contains(&self.slow_top) {
                     return Err(UsageError::BadSlowTop(self.slow_top));
                 }
-                let slow_threshold = match self.slow_threshold.as_deref() {
-                    Some(t) => {
-                        Some(humantime::parse_duration(t.trim()).map_err(|_| UsageError::BadSlowThreshold(t.into()))?)
-                    }
-                    None => None,
-                };
+                let slow_threshold = self
+                    .slow_threshold
+                    .as_deref()
+                    .map(|t| parse_bounded("--slow-threshold", t, UsageError::BadSlowThreshold))
+                    .transpose()?;
                 Some(SyscallOptions { slow_top: self.slow_top, slow_threshold })
             },
-            slow_reap: humantime::parse_duration(self.slow_reap.trim())
-                .map_err(|_| UsageError::BadDurationOption("--slow-reap", self.slow_reap.clone()))?,
-            wait_stall: humantime::parse_duration(self.wait_stall.trim())
-                .map_err(|_| UsageError::BadDurationOption("--wait-stall", self.wait_stall.clone()))?,
+            slow_reap: parse_bounded("--slow-reap", &self.slow_reap, |s| {
+                UsageError::BadDurationOption("--slow-reap", s)
+            })?,
+            wait_stall: parse_bounded("--wait-stall", &self.wait_stall, |s| {
+                UsageError::BadDurationOption("--wait-stall", s)
+            })?,
             bench_floor: match self.bench_floor.as_deref() {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),
@@ -234,13 +301,108 @@ mod tests {
         Args::try_parse_from(std::iter::once("rtrace").chain(args.iter().copied())).unwrap().into_config()
     }
 
+    /// A process to point --pid at (not the test itself: that is rtrace's own pid here).
+    struct Other(std::process::Child);
+    impl Other {
+        fn new() -> Self {
+            Other(std::process::Command::new("sleep").arg("30").spawn().unwrap())
+        }
+        fn pid(&self) -> String {
+            self.0.id().to_string()
+        }
+    }
+    impl Drop for Other {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(matches!(parse_duration("soon"), Err(UsageError::BadDuration(_))));
-        assert!(matches!(parse_duration("0s"), Err(UsageError::BadDuration(_))));
+        assert!(matches!(parse_duration("0s"), Err(UsageError::ZeroDuration(_))));
+        assert_eq!(
+            parse_duration("0s").unwrap_err().to_string(),
+            "bad duration \"0s\": a session must last longer than zero; omit -d to trace until Ctrl-C or the target exits"
+        );
+        // Too large for a Duration, and large but representable: both "longer than a year".
+        for long in ["5000000000000000h", "366d", "99999999999999999999s"] {
+            assert!(matches!(parse_duration(long), Err(UsageError::DurationTooLong("duration", _))), "{long}");
+        }
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        assert_eq!(
+            parse_duration("5000000000000000h").unwrap_err().to_string(),
+            "bad duration \"5000000000000000h\": longer than a year, the most rtrace accepts"
+        );
+    }
+
+    #[test]
+    fn every_duration_option_is_bounded() {
+        let o = Other::new();
+        for opt in ["--min-block", "--slow-threshold", "--slow-reap", "--wait-stall"] {
+            let r = cfg(&["--pid", &o.pid(), opt, "400d"]);
+            assert!(matches!(r, Err(UsageError::DurationTooLong(name, _)) if name == opt), "{opt}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn commands_that_cannot_run_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let d = dir.path().display().to_string();
+        assert!(matches!(resolve_command(&d), Err(UsageError::CommandIsDirectory(p)) if p == d));
+        let p = plain.display().to_string();
+        assert!(matches!(resolve_command(&p), Err(UsageError::CommandNotExecutable(q)) if q == p));
+        assert!(matches!(resolve_command(&format!("{d}/none")), Err(UsageError::CommandNotFound(_))));
+        assert!(resolve_command("sh").unwrap().is_absolute());
+    }
+
+    #[test]
+    fn a_command_without_dashes_gets_the_fix() {
+        let e = parse_args(["rtrace", "-d", "5s", "sleep", "1"].map(Into::into).to_vec()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unexpected argument \"sleep\": to start a command, put it after `--`: rtrace -d 5s -- sleep 1"
+        );
+        assert!(parse_args(["rtrace", "--", "sleep", "1"].map(Into::into).to_vec()).is_ok());
+        assert!(parse_args(["rtrace", "report", "x.json"].map(Into::into).to_vec()).is_ok());
+    }
+
+    #[test]
+    fn pids_rtrace_cannot_trace() {
+        let me = std::process::id();
+        assert!(matches!(cfg(&["--pid", &me.to_string()]), Err(UsageError::OwnPid(p)) if p == me));
+        // Kernel threads: kthreadd is pid 2 wherever there is a kernel thread at all.
+        if crate::procfs::is_kernel_thread(2) {
+            assert!(matches!(cfg(&["--pid", "2"]), Err(UsageError::KernelThread { pid: 2, .. })));
+        }
+        // A thread of another process names the process.
+        let o = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import threading,time,sys\nt=threading.Thread(target=time.sleep,args=(30,));t.start();time.sleep(30)",
+            ])
+            .spawn();
+        if let Ok(mut child) = o {
+            let pid = child.id();
+            let task = (0..100).find_map(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                std::fs::read_dir(format!("/proc/{pid}/task"))
+                    .ok()?
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .find(|&t| t != pid)
+            });
+            let r = cfg(&["--pid", &task.unwrap().to_string()]);
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(matches!(r, Err(UsageError::ThreadNotProcess { tgid, .. }) if tgid == pid), "{r:?}");
+        }
     }
 
     #[test]
@@ -253,9 +415,10 @@ mod tests {
 
     #[test]
     fn targets() {
-        let me = std::process::id().to_string();
+        let o = Other::new();
+        let me = o.pid();
         let c = cfg(&["--pid", &me, "-d", "1s", "-F", "49", "--no-children", "-q"]).unwrap();
-        assert_eq!(c.target, Target::Pid(std::process::id()));
+        assert_eq!(c.target, Target::Pid(o.0.id()));
         assert_eq!(c.duration, Some(Duration::from_secs(1)));
         assert_eq!(c.frequency_hz, 49);
         assert!(!c.follow_children && c.quiet);
@@ -287,7 +450,8 @@ mod tests {
         assert!(matches!(cfg(&["--pid", "999999999"]), Err(UsageError::NoSuchPid(999999999))));
         assert!(matches!(cfg(&["--", "no-such-command-rtrace"]), Err(UsageError::CommandNotFound(_))));
         assert!(matches!(cfg(&[]), Err(UsageError::NoTarget)));
-        let me = std::process::id().to_string();
+        let o = Other::new();
+        let me = o.pid();
         assert!(matches!(cfg(&["--pid", &me, "--", "true"]), Err(UsageError::PidAndCommand)));
         assert!(matches!(cfg(&["--pid", &me, "-d", "forever"]), Err(UsageError::BadDuration(_))));
         assert!(matches!(cfg(&["--pid", &me, "-F", "0"]), Err(UsageError::BadFrequency(_))));

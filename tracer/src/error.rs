@@ -19,6 +19,12 @@ pub enum UsageError {
     TargetNotReadable { pid: u32, missing: Option<String> },
     #[error("bad duration {0:?}: use a number with a unit, e.g. 30s, 2m, 500ms")]
     BadDuration(String),
+    #[error(
+        "bad duration {0:?}: a session must last longer than zero; omit -d to trace until Ctrl-C or the target exits"
+    )]
+    ZeroDuration(String),
+    #[error("bad {0} {1:?}: longer than a year, the most rtrace accepts")]
+    DurationTooLong(&'static str, String),
     #[error("bad frequency {0:?}: use a whole number of Hz between 1 and 10000, e.g. -F 99")]
     BadFrequency(String),
     #[error("bad --min-block {0:?}: use a duration with a unit, e.g. 10us, 1ms")]
@@ -33,8 +39,22 @@ pub enum UsageError {
     BadFloor(String),
     #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]
     OutputNotWritable { path: PathBuf, reason: String },
+    #[error("output directory {path} is not an rtrace report (it holds {entry:?}); give a new or empty directory with -o DIR")]
+    OutputNotReport { path: PathBuf, entry: String },
     #[error("command {0:?} not found; check the name or give its full path")]
     CommandNotFound(String),
+    #[error("command {0:?} is a directory, not a program; give the path of the program to run")]
+    CommandIsDirectory(String),
+    #[error("command {0:?} is not executable; `chmod +x` it, or run it through its interpreter (rtrace -- sh {0})")]
+    CommandNotExecutable(String),
+    #[error("unexpected argument {arg:?}: to start a command, put it after `--`: {suggestion}")]
+    CommandWithoutDashes { arg: String, suggestion: String },
+    #[error("pid {0} is rtrace itself; give the pid of the process to trace")]
+    OwnPid(u32),
+    #[error("pid {pid} ({comm}) is a kernel thread: rtrace traces user processes; give a program's pid (see `ps -e`)")]
+    KernelThread { pid: u32, comm: String },
+    #[error("pid {tid} is a thread of process {tgid}; trace the process: --pid {tgid}")]
+    ThreadNotProcess { tid: u32, tgid: u32 },
     #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux missing); rtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
     NoBtf,
     #[error(
@@ -45,6 +65,8 @@ pub enum UsageError {
     PidAndCommand,
     #[error("nothing to trace: give --pid PID or -- COMMAND [ARGS]")]
     NoTarget,
+    #[error("the command never ran: {0}")]
+    NeverStarted(String),
     #[error("capture file {path} could not be read: {reason}")]
     BadCapture { path: PathBuf, reason: String },
 }

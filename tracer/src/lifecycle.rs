@@ -22,6 +22,11 @@ pub struct Lifecycle {
     pub end_ns: u64,
     /// Lifecycle events lost (ring buffer full).
     pub lost_events: u64,
+    /// rtrace itself and the processes between the target and it (sudo), innermost first, when
+    /// rtrace runs under the target: never tracked, and the root waiting on them is waiting on
+    /// rtrace's own session, not a stall.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rtrace_chain: Vec<u32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -1,27 +1,33 @@
-//! rtrace: parse → run → exit code (0 ok, 1 runtime failure, 2 bad input or environment).
-use std::process::ExitCode;
+//! rtrace: parse → run → exit code (0 ok, 1 runtime failure, 2 bad input or environment; with
+//! `-- COMMAND`, the command's own status when it exited during the session).
+use std::{io::Write, process::ExitCode};
 
-use clap::Parser;
-use tracer::{
-    cli::{Args, Sub},
-    error::UsageError,
-    session,
-};
+use tracer::{cli::Sub, error::UsageError, session};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match tracer::cli::parse_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(u) => {
+            let _ = writeln!(std::io::stderr(), "rtrace: {u}");
+            return ExitCode::from(UsageError::EXIT_CODE);
+        }
+    };
     let result = match args.subcommand {
-        Some(Sub::Report { ref capture, ref output, quiet }) => session::replay(capture, output.clone(), quiet),
+        Some(Sub::Report { ref capture, ref output, quiet }) => {
+            session::replay(capture, output.clone(), quiet).map(|_| 0)
+        }
         None => args.into_config().map_err(anyhow::Error::from).and_then(session::trace),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
+            // Not eprintln!: it panics when stderr is gone (a hangup).
+            let mut err = std::io::stderr();
             if let Some(u) = e.downcast_ref::<UsageError>() {
-                eprintln!("rtrace: {u}");
+                let _ = writeln!(err, "rtrace: {u}");
                 ExitCode::from(UsageError::EXIT_CODE)
             } else {
-                eprintln!("rtrace: error: {e:#}");
+                let _ = writeln!(err, "rtrace: error: {e:#}");
                 ExitCode::FAILURE
             }
         }

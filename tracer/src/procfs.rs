@@ -36,6 +36,20 @@ pub fn stat(pid: u32) -> Option<Stat> {
     })
 }
 
+/// Whether `pid` is a kernel thread (PF_KTHREAD in the flags, field 9 of /proc/PID/stat).
+pub fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return false };
+    rest.split_whitespace().nth(9 - 3).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_KTHREAD != 0)
+}
+
+/// The process (thread group) a thread id belongs to, from /proc/ID/status.
+pub fn tgid_of(id: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{id}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// State and ppid from /proc/PID/stat.
 pub fn state_and_ppid(pid: u32) -> Option<(char, u32)> {
     stat(pid).map(|s| (s.state, s.ppid))

@@ -3,13 +3,14 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    analyze::target::TargetReport,
     analyze::{
         children::{ChildRecord, ChildrenConfig, Finding},
         cpu::{CpuProfile, TopFunction},
         offcpu::{OffEntry, OffcpuProfile, OffcpuSection, WakeEntry},
         syscalls::{self as sc, SlowCallReport, SyscallRow},
     },
-    capture::{Accounting, Capture, Clock, EndedBy, Leaf, TargetInfo},
+    capture::{Accounting, Capture, Clock, EndedBy, Leaf},
     symbolize::{self, Resolver, StackInput},
 };
 
@@ -22,7 +23,8 @@ pub struct Report {
     pub schema_version: u32,
     /// What needs attention, most severe first (child-process findings).
     pub findings: Vec<Finding>,
-    pub target: TargetInfo,
+    /// The target: the program it runs at the end, and how it ended (`exit`).
+    pub target: TargetReport,
     pub session: Session,
     pub accounting: Accounting,
     pub cpu: CpuSection,
@@ -219,7 +221,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         schema_version: SCHEMA_VERSION,
         findings: kids.findings,
         children: kids.children,
-        target: capture.target.clone(),
+        target: crate::analyze::target::report(&capture.target, &capture.lifecycle),
         session: Session {
             duration_ms: s.duration_ms,
             ended_by: s.ended_by,

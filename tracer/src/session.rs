@@ -1,6 +1,7 @@
 //! One tracing session from validated config to written report:
 //! preflight → (spawn held) → load + attach → collect → detach → symbolize/analyze → render.
 use std::{
+    io::Write,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 use tracer_common::target::{EXISTING_DESCENDANT, ROOT};
 
 use crate::{
+    analyze::target::TargetExit,
     capture::{Capture, TargetInfo},
     cli::{Config, Target},
     collect::{self, Registry, SessionParams},
@@ -32,9 +34,13 @@ pub fn preflight() -> Result<(), UsageError> {
     Ok(())
 }
 
-/// Creates `dir` if needed and proves it writable.
-pub fn ensure_writable(dir: &Path) -> Result<(), UsageError> {
+/// Creates `dir` if needed and proves it writable, and holding nothing but an earlier report
+/// (and `input`, a capture being re-rendered there).
+pub fn ensure_writable(dir: &Path, input: Option<&Path>) -> Result<(), UsageError> {
     let err = |e: std::io::Error| UsageError::OutputNotWritable { path: dir.to_owned(), reason: e.to_string() };
+    if let Some(entry) = output::foreign_entry(dir, input) {
+        return Err(UsageError::OutputNotReport { path: dir.to_owned(), entry });
+    }
     std::fs::create_dir_all(dir).map_err(err)?;
     let probe = dir.join(".rtrace-write-test");
     std::fs::write(&probe, b"").map_err(err)?;
@@ -42,10 +48,12 @@ pub fn ensure_writable(dir: &Path) -> Result<(), UsageError> {
     Ok(())
 }
 
-pub fn trace(cfg: Config) -> Result<()> {
+/// Traces; returns rtrace's exit status: in `-- COMMAND` mode the command's own when it exited
+/// during the session (128+N for a signal), else 0.
+pub fn trace(cfg: Config) -> Result<u8> {
     preflight()?;
     if let Some(dir) = &cfg.output {
-        ensure_writable(dir)?;
+        ensure_writable(dir, None)?;
     } else {
         // The default directory is created in the current one once the pid is known.
         let cwd = std::env::current_dir().context("reading the current directory")?;
@@ -69,7 +77,7 @@ pub fn trace(cfg: Config) -> Result<()> {
         _ => unreachable!(),
     };
     let dir: PathBuf = cfg.output.clone().unwrap_or_else(|| output::default_dir(pid));
-    ensure_writable(&dir)?;
+    ensure_writable(&dir, None)?;
 
     let mut probes = Probes::load(&Options {
         root_tgid: pid,
@@ -81,7 +89,11 @@ pub fn trace(cfg: Config) -> Result<()> {
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;
     registry.snapshot(pid, false);
-    let existing = if cfg.follow_children { procfs::descendants(pid) } else { Vec::new() };
+    // rtrace is never its own target: when it runs under the target (`bash -c 'rtrace --pid
+    // $$'`, `--pid 1`), it and the processes between (sudo) are left out.
+    let chain = rtrace_chain(pid, procfs::state_and_ppid);
+    let existing: Vec<u32> = if cfg.follow_children { procfs::descendants(pid) } else { Vec::new() };
+    let existing: Vec<u32> = existing.into_iter().filter(|p| !chain.contains(p)).collect();
     // Children started before we attached: task_newtask will never fire for them.
     for &d in &existing {
         probes.track(d, EXISTING_DESCENDANT)?;
@@ -99,11 +111,16 @@ pub fn trace(cfg: Config) -> Result<()> {
                 .file_name()
                 .map(|s| s.to_string_lossy().chars().take(15).collect())
                 .unwrap_or_default();
-            h.release();
-            TargetInfo { pid, comm, cmdline: argv.clone() }
+            let not_started = h.release();
+            TargetInfo { pid, comm, cmdline: argv.clone(), not_started, ..Default::default() }
         }
-        _ => TargetInfo { pid, comm: procfs::comm(pid).unwrap_or_default(), cmdline: procfs::cmdline(pid) },
+        _ => attach_info(pid),
     };
+    for line in crate::analyze::target::report(&target, &Default::default()).status_lines() {
+        if target.not_started.is_none() {
+            let _ = writeln!(std::io::stderr(), "rtrace: warning: {line}");
+        }
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let params = SessionParams {
@@ -118,16 +135,56 @@ pub fn trace(cfg: Config) -> Result<()> {
         slow_reap: cfg.slow_reap,
         wait_stall: cfg.wait_stall,
     };
-    let capture = runtime.block_on(collect::run(probes, held, registry, params))?;
+    let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
+    capture.lifecycle.rtrace_chain = chain;
     let t1 = Instant::now();
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         eprintln!("rtrace-timings: session_end cpu_us={}", self_cpu_us());
     }
-    write_report(&dir, &capture, cfg.quiet)?;
+    let analysis = write_report(&dir, &capture, cfg.quiet)?;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         eprintln!("rtrace-timings: report_ms={} cpu_us={}", t1.elapsed().as_millis(), self_cpu_us());
     }
-    Ok(())
+    let exit = analysis.report.target.exit;
+    match (&cfg.target, exit) {
+        (_, Some(TargetExit::NeverStarted { reason })) => Err(UsageError::NeverStarted(reason).into()),
+        (Target::Command { .. }, Some(e)) => Ok(e.status().unwrap_or(0)),
+        _ => Ok(0),
+    }
+}
+
+/// rtrace's own process and its ancestors up to (not including) `target`, innermost first;
+/// empty when rtrace does not run under the target.
+fn rtrace_chain(target: u32, parent: impl Fn(u32) -> Option<(char, u32)>) -> Vec<u32> {
+    let mut chain = Vec::new();
+    let mut p = std::process::id();
+    // The depth bound only guards against a /proc loop while processes are reparented.
+    for _ in 0..4096 {
+        if p == target {
+            return chain;
+        }
+        chain.push(p);
+        match parent(p) {
+            Some((_, pp)) if pp != 0 && pp != p => p = pp,
+            _ => break,
+        }
+    }
+    Vec::new()
+}
+
+/// `--pid`: what /proc says of the target at attach (a stopped or zombie one is said so).
+fn attach_info(pid: u32) -> TargetInfo {
+    let st = procfs::stat(pid);
+    let state = st.as_ref().map(|s| s.state).filter(|s| matches!(s, 'T' | 't' | 'Z'));
+    TargetInfo {
+        pid,
+        comm: procfs::comm(pid).unwrap_or_default(),
+        cmdline: procfs::cmdline(pid),
+        attach_state: state,
+        attach_exit_status: st.as_ref().filter(|_| state == Some('Z')).and_then(|s| s.exit_status),
+        attach_ppid: st.as_ref().filter(|_| state == Some('Z')).map(|s| s.ppid),
+        ..Default::default()
+    }
 }
 
 /// rtrace's own CPU time so far (user + system), for the benchmark's timing lines.
@@ -139,15 +196,14 @@ fn self_cpu_us() -> u64 {
     us(u.ru_utime) + us(u.ru_stime)
 }
 
-pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<()> {
+pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<report::Analysis> {
     let analysis = report::analyze(capture, &mut BlazeResolver::default());
     let text = output::write_all(dir, capture, &analysis)?;
     if !quiet {
         // The files are written already; a closed stdout (`rtrace … | head`) is not an error.
-        use std::io::Write;
         let _ = std::io::stdout().write_all(text.as_bytes());
     }
-    Ok(())
+    Ok(analysis)
 }
 
 /// `rtrace report capture.json`: re-renders a saved capture (no root needed).
@@ -156,6 +212,28 @@ pub fn replay(capture_path: &Path, out: Option<PathBuf>, quiet: bool) -> Result<
     let text = std::fs::read_to_string(capture_path).map_err(|e| bad(e.to_string()))?;
     let capture: Capture = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let dir = out.unwrap_or_else(|| capture_path.parent().map(Path::to_owned).unwrap_or_default());
-    ensure_writable(&dir)?;
-    write_report(&dir, &capture, quiet)
+    // The capture itself may sit in the directory it is re-rendered into.
+    ensure_writable(&dir, Some(capture_path))?;
+    write_report(&dir, &capture, quiet).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rtrace_chain;
+
+    #[test]
+    fn the_chain_from_rtrace_up_to_the_target() {
+        let me = std::process::id();
+        // target 10 → sudo 20 → rtrace (me)
+        let tree = move |p: u32| match p {
+            p if p == me => Some(('S', 20)),
+            20 => Some(('S', 10)),
+            10 => Some(('S', 1)),
+            _ => None,
+        };
+        assert_eq!(rtrace_chain(10, tree), [me, 20]);
+        assert_eq!(rtrace_chain(1, tree), [me, 20, 10]);
+        // Not under the target: nothing is left out.
+        assert!(rtrace_chain(30, tree).is_empty());
+    }
 }

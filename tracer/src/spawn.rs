@@ -4,13 +4,24 @@
 //! fork ourselves, before any other thread exists, and the child blocks reading a pipe. On
 //! `release` the parent writes one byte and the child execs; if rtrace fails to attach, dropping
 //! the `HeldChild` closes the pipe and the child exits 127 without ever running the command.
-use std::{ffi::CString, os::unix::ffi::OsStrExt, path::Path};
+//! A second close-on-exec pipe carries the errno back when the exec fails (EOF: it succeeded),
+//! so a command that never ran is told apart from one that exited 127.
+use std::{
+    ffi::CString,
+    io::Read,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Result};
 
 pub struct HeldChild {
     pub pid: u32,
+    program: PathBuf,
     go_fd: Option<i32>,
+    /// Read end of the exec-error pipe.
+    err_fd: Option<i32>,
     reaped: Option<i32>,
 }
 
@@ -23,15 +34,17 @@ pub fn spawn_held(program: &Path, argv: &[String]) -> Result<HeldChild> {
     argp.push(std::ptr::null());
 
     let mut fds = [0i32; 2];
+    let mut err = [0i32; 2];
     // SAFETY: plain syscalls; the child only calls async-signal-safe functions before exec.
     unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 || libc::pipe2(err.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
             bail!("pipe2: {}", std::io::Error::last_os_error());
         }
         match libc::fork() {
             -1 => bail!("fork: {}", std::io::Error::last_os_error()),
             0 => {
                 libc::close(fds[1]);
+                libc::close(err[0]);
                 let mut b = 0u8;
                 let n = loop {
                     let n = libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
@@ -41,20 +54,31 @@ pub fn spawn_held(program: &Path, argv: &[String]) -> Result<HeldChild> {
                 };
                 if n == 1 {
                     libc::execv(prog.as_ptr(), argp.as_ptr());
+                    // Only reached when the exec failed: tell the parent why.
+                    let e = (*libc::__errno_location()).to_ne_bytes();
+                    libc::write(err[1], e.as_ptr().cast(), e.len());
                 }
                 libc::_exit(127);
             }
             pid => {
                 libc::close(fds[0]);
-                Ok(HeldChild { pid: pid as u32, go_fd: Some(fds[1]), reaped: None })
+                libc::close(err[1]);
+                Ok(HeldChild {
+                    pid: pid as u32,
+                    program: program.to_owned(),
+                    go_fd: Some(fds[1]),
+                    err_fd: Some(err[0]),
+                    reaped: None,
+                })
             }
         }
     }
 }
 
 impl HeldChild {
-    /// Lets the child exec the command.
-    pub fn release(&mut self) {
+    /// Lets the child exec the command; waits for the exec and returns why it failed, if it did
+    /// (the command never ran).
+    pub fn release(&mut self) -> Option<String> {
         if let Some(fd) = self.go_fd.take() {
             // SAFETY: fd is our pipe's write end.
             unsafe {
@@ -62,6 +86,24 @@ impl HeldChild {
                 libc::close(fd);
             }
         }
+        let fd = self.err_fd.take()?;
+        // SAFETY: fd is the exec-error pipe's read end, owned by us alone from here on.
+        let mut pipe = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut buf = Vec::new();
+        // EOF with nothing read: the exec succeeded and closed the write end (close-on-exec).
+        let _ = pipe.read_to_end(&mut buf);
+        let errno = i32::from_ne_bytes(buf.get(..4)?.try_into().ok()?);
+        Some(exec_failure(&self.program, errno))
+    }
+
+    /// The wait status, once the command has exited: blocking briefly when `exited` says its
+    /// exit was seen (it becomes a zombie a moment after its exit event).
+    pub fn final_status(&mut self, exited: bool) -> Option<i32> {
+        let until = Instant::now() + Duration::from_secs(2);
+        while exited && self.try_reap().is_none() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.try_reap()
     }
 
     /// Reaps the child if it has exited (we are its parent); returns its wait status once.
@@ -78,8 +120,39 @@ impl HeldChild {
     }
 }
 
+/// Why `execv(program)` failed with `errno`, naming the fix.
+pub fn exec_failure(program: &Path, errno: i32) -> String {
+    let name = syscalls::Errno::new(errno).name().unwrap_or("error");
+    let p = program.display();
+    let why = match errno {
+        libc::ENOENT => match script_interpreter(program) {
+            Some(interp) => format!("its #! interpreter {interp} does not exist; install it or fix the #! line"),
+            None => "its program interpreter (the ELF dynamic loader it names) does not exist".to_owned(),
+        },
+        libc::ENOEXEC => {
+            format!("it is neither an ELF executable for this machine nor a #! script; run it as `rtrace -- sh {p}`")
+        }
+        libc::EACCES => "permission denied (not executable, or on a noexec mount)".to_owned(),
+        _ => std::io::Error::from_raw_os_error(errno).to_string(),
+    };
+    format!("execve({p}) failed with {name}: {why}")
+}
+
+/// The interpreter a `#!` script names, if the file is one.
+pub fn script_interpreter(program: &Path) -> Option<String> {
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(program).and_then(|mut f| f.read(&mut head)).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&c| c == b'\n').unwrap_or(line.len())];
+    let text = String::from_utf8_lossy(line);
+    text.split_whitespace().next().map(str::to_owned)
+}
+
 impl Drop for HeldChild {
     fn drop(&mut self) {
+        if let Some(fd) = self.err_fd.take() {
+            unsafe { libc::close(fd) };
+        }
         if let Some(fd) = self.go_fd.take() {
             // Never released: closing the pipe makes the child exit 127 without running anything.
             unsafe { libc::close(fd) };

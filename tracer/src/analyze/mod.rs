@@ -5,3 +5,4 @@ pub mod gopark;
 pub mod offcpu;
 pub mod sysargs;
 pub mod syscalls;
+pub mod target;

@@ -151,6 +151,7 @@ pub fn drain(
             lost_samples: n[c::CPU_KEYS_FULL as usize],
             stack_errors: errors.total(),
             stack_errors_by_reason: errors,
+            offcpu_stack_errors: n[c::OFF_STACK_ERRORS as usize],
             tracked_map_full: n[c::TRACKED_FULL as usize],
             events_dropped: n[c::EVENTS_DROPPED as usize],
             offcpu_events: n[c::OFF_EVENTS as usize],

@@ -4,6 +4,7 @@ mod drain;
 pub mod fds;
 mod life;
 mod preexisting;
+mod terminal;
 pub use preexisting::parse_syscall;
 mod registry;
 mod slow;
@@ -72,6 +73,9 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    // A dropped ssh session: end like Ctrl-C, with the report written (unless under nohup).
+    let mut sighup =
+        if terminal::hangup_ignored() { None } else { Some(tokio::signal::unix::signal(SignalKind::hangup())?) };
     let deadline = params.duration.map(|d| tokio::time::Instant::now() + d);
     let sleep = tokio::time::sleep_until(
         deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)),
@@ -92,6 +96,7 @@ pub async fn run(
             _ = &mut sleep, if deadline.is_some() => break EndedBy::Duration,
             _ = sigint.recv() => break EndedBy::Interrupt,
             _ = sigterm.recv() => break EndedBy::Interrupt,
+            _ = async { sighup.as_mut().expect("checked").recv().await }, if sighup.is_some() => break EndedBy::Hangup,
             guard = events.readable_mut() => {
                 let mut guard = guard?;
                 handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life);
@@ -121,8 +126,8 @@ pub async fn run(
                 if countdown {
                     let left = params.duration.map(|d| d.saturating_sub(start.elapsed()));
                     let samples = probes.counter(counters::CPU_SAMPLES);
-                    let left = left.map(|l| format!("{}s left, ", l.as_secs())).unwrap_or_default();
-                    eprint!("\r\x1b[Krtrace: tracing pid {} — {left}{samples} samples (Ctrl-C to stop)", params.target.pid);
+                    // Not eprint!: it panics once the terminal is gone (a hangup).
+                    let _ = write!(std::io::stderr(), "\r\x1b[K{}", terminal::line(params.target.pid, left, samples));
                 }
             }
         }
@@ -134,15 +139,14 @@ pub async fn run(
     let deferred =
         preexisting::scan_threads(&probes.deferred_in_flight()?, &probes.task_regs(), |pid| registry.maps(pid));
     if countdown {
-        eprint!("\r\x1b[K");
+        let _ = write!(std::io::stderr(), "\r\x1b[K");
         let _ = std::io::stderr().flush();
     }
     let recursion_misses = probes.recursion_misses();
     probes.detach();
     handle_events(events.get_mut(), &mut registry, &mut slow, &mut life);
-    if let Some(h) = held.as_mut() {
-        h.try_reap();
-    }
+    let root_exited = registry.exited().contains(&params.target.pid);
+    let wait_status = held.as_mut().and_then(|h| h.final_status(root_exited));
 
     let wait_nrs = [crate::analyze::syscalls::nr_of("wait4"), crate::analyze::syscalls::nr_of("waitid")];
     for (tid, inf) in probes.syscalls_in_flight()? {
@@ -182,7 +186,7 @@ pub async fn run(
             registry.snapshot(w.waker_pid, false);
         }
     }
-    capture.target = params.target;
+    capture.target = TargetInfo { wait_status, ..params.target };
     capture.session = SessionInfo {
         duration_ms,
         ended_by,

@@ -29,7 +29,12 @@ fn check(name: &str, actual: &str) {
 
 pub fn literal_capture() -> (Capture, FakeResolver) {
     let mut c = Capture {
-        target: TargetInfo { pid: 4242, comm: "mycli".into(), cmdline: vec!["mycli".into(), "build".into()] },
+        target: TargetInfo {
+            pid: 4242,
+            comm: "mycli".into(),
+            cmdline: vec!["mycli".into(), "build".into()],
+            ..Default::default()
+        },
         session: SessionInfo {
             duration_ms: 2000,
             ended_by: EndedBy::TargetExit,

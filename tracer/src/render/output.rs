@@ -1,6 +1,8 @@
 //! Writes every output file of a report directory. The one place that decides where bytes go.
+//! Each file is written to a temporary name in the directory, synced and renamed over the old
+//! one: a failure (a full disk) leaves the earlier complete file, never a partial one, and
+//! `rtrace report DIR/capture.json` reads its input whole before replacing it.
 use std::{
-    fs::File,
     io::{BufWriter, Write},
     path::{Path, PathBuf},
 };
@@ -35,25 +37,71 @@ pub fn files_for(analysis: &Analysis) -> Vec<(&'static str, &'static str)> {
     FILES.iter().copied().filter(|(n, _)| analysis.report.offcpu.is_some() || !off.contains(n)).collect()
 }
 
-fn write_lines(dir: &Path, name: &str, lines: &[String]) -> Result<()> {
-    let mut w = create(dir, name)?;
-    for line in lines {
-        writeln!(w, "{line}")?;
-    }
-    w.flush()?;
+/// Temporary files of a write in progress start with this (and a report directory may hold
+/// them: a killed rtrace leaves one behind).
+pub const TEMP_PREFIX: &str = ".rtrace-";
+
+/// Writes `dir/name` atomically: `fill` writes into a temporary file beside it, which replaces
+/// `name` only once complete and synced. On any error the temporary file is removed, the old
+/// `name` (if any) is untouched, and the error names the file.
+pub fn write_file(dir: &Path, name: &str, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
+    let path = dir.join(name);
+    let ctx = || format!("writing {}", path.display());
+    let tmp = tempfile::Builder::new().prefix(TEMP_PREFIX).suffix(".tmp").tempfile_in(dir).with_context(ctx)?;
+    let mut w = BufWriter::new(tmp);
+    fill(&mut w).with_context(ctx)?;
+    let tmp = w.into_inner().map_err(|e| e.into_error()).with_context(ctx)?;
+    tmp.as_file().sync_all().with_context(ctx)?;
+    tmp.persist(&path).map_err(|e| e.error).with_context(ctx)?;
     Ok(())
+}
+
+fn write_lines(dir: &Path, name: &str, lines: &[String]) -> Result<()> {
+    write_file(dir, name, |w| {
+        for line in lines {
+            writeln!(w, "{line}")?;
+        }
+        Ok(())
+    })
 }
 
 fn write_svg(dir: &Path, name: &str, lines: &[String], style: flamegraph::Style<'_>) -> Result<()> {
-    let mut w = create(dir, name)?;
-    flamegraph::render(lines, style, &mut w)?;
-    w.flush()?;
-    Ok(())
+    write_file(dir, name, |w| flamegraph::render(lines, style, w))
 }
 
-fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
-    let path = dir.join(name);
-    Ok(BufWriter::new(File::create(&path).with_context(|| format!("creating {}", path.display()))?))
+/// A report directory may be reused only if it is empty, holds an earlier report (its
+/// report.json or capture.json), or holds `input`, the capture being re-rendered beside itself:
+/// `-o .` in a source tree must not mix a report into it. Other files beside an earlier report
+/// are left alone (only report files are ever replaced or removed). Returns, for a directory
+/// that is none of these, its first entry.
+pub fn foreign_entry(dir: &Path, input: Option<&Path>) -> Option<String> {
+    if input.is_some_and(|p| p.parent() == Some(dir)) {
+        return None;
+    }
+    let names: Vec<String> =
+        std::fs::read_dir(dir).ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    if names.iter().any(|n| n == "report.json" || n == "capture.json") {
+        return None;
+    }
+    let mut foreign: Vec<String> =
+        names.into_iter().filter(|n| !FILES.iter().any(|(f, _)| f == n) && !n.starts_with(TEMP_PREFIX)).collect();
+    foreign.sort();
+    foreign.into_iter().next()
+}
+
+/// Removes report files an earlier run left that this one did not write (off-CPU files after a
+/// run with --no-offcpu), so the directory never mixes two sessions.
+fn remove_stale(dir: &Path, written: &[(&str, &str)]) -> Result<()> {
+    for (name, _) in FILES.iter().filter(|f| !written.iter().any(|w| w.0 == f.0)) {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing the stale {}", path.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Writes all files; returns the text report.
@@ -61,9 +109,7 @@ pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<S
     let r = &analysis.report;
     let secs = r.session.duration_ms as f64 / 1000.0;
 
-    let mut w = create(dir, "capture.json")?;
-    serde_json::to_writer(&mut w, capture)?;
-    w.flush()?;
+    write_file(dir, "capture.json", |w| Ok(serde_json::to_writer(w, capture)?))?;
 
     let folded = analysis.cpu.folded();
     write_lines(dir, "cpu.folded", &folded)?;
@@ -83,6 +129,7 @@ pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<S
         analysis.cpu.stacks.iter().map(|(f, c)| (f.clone(), vec![*c as i64, *c as i64 * period])).collect();
     let spec = pprof::Spec {
         sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
+        default_sample_type: "cpu",
         period_type: ("cpu", "nanoseconds"),
         period,
         time_nanos: std::time::SystemTime::now()
@@ -92,20 +139,18 @@ pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<S
         duration_nanos: r.session.duration_ms as i64 * 1_000_000,
         comment: format!("rtrace: pid {} ({})", r.target.pid, r.target.comm),
     };
-    let mut w = create(dir, "cpu.pb.gz")?;
-    pprof::write_gz(&pprof::build(&stacks, &spec), &mut w)?;
-    w.flush()?;
+    write_file(dir, "cpu.pb.gz", |w| pprof::write_gz(&pprof::build(&stacks, &spec), w))?;
 
     if r.offcpu.is_some() {
         write_offcpu(dir, analysis, spec.time_nanos)?;
     }
 
-    let mut w = create(dir, "report.json")?;
-    json::render(r, &mut w)?;
-    w.flush()?;
+    write_file(dir, "report.json", |w| json::render(r, w))?;
 
-    let txt = text::render(r, dir, &files_for(analysis));
-    std::fs::write(dir.join("report.txt"), &txt).context("writing report.txt")?;
+    let files = files_for(analysis);
+    let txt = text::render(r, dir, &files);
+    write_file(dir, "report.txt", |w| Ok(w.write_all(txt.as_bytes())?))?;
+    remove_stale(dir, &files)?;
     Ok(txt)
 }
 
@@ -138,16 +183,15 @@ fn write_offcpu(dir: &Path, analysis: &Analysis, time_nanos: i64) -> Result<()> 
         .collect();
     let spec = pprof::Spec {
         sample_types: &[("offcpu", "nanoseconds"), ("blocks", "count")],
+        // Time, not the count of blocks (pprof's default would be the last type).
+        default_sample_type: "offcpu",
         period_type: ("offcpu", "nanoseconds"),
         period: 1,
         time_nanos,
         duration_nanos: r.session.duration_ms as i64 * 1_000_000,
         comment: format!("rtrace off-CPU: pid {} ({})", r.target.pid, r.target.comm),
     };
-    let mut w = create(dir, "offcpu.pb.gz")?;
-    pprof::write_gz(&pprof::build(&stacks, &spec), &mut w)?;
-    w.flush()?;
-    Ok(())
+    write_file(dir, "offcpu.pb.gz", |w| pprof::write_gz(&pprof::build(&stacks, &spec), w))
 }
 
 /// The default report directory: ./rtrace-<pid>-<YYYYmmdd-HHMMSS> (local time).
@@ -168,4 +212,63 @@ pub fn default_dir(pid: u32) -> PathBuf {
         )
     };
     PathBuf::from(format!("rtrace-{pid}-{stamp}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_failed_write_keeps_the_earlier_file_and_leaves_no_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(dir.path(), "cpu.folded", |w| Ok(w.write_all(b"main;work 7\n")?)).unwrap();
+        // Fails mid-way, as a full disk would: some bytes written, then an error.
+        let err = write_file(dir.path(), "cpu.folded", |w| {
+            w.write_all(b"main;other 1\n")?;
+            Err(std::io::Error::from_raw_os_error(libc::ENOSPC).into())
+        })
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.starts_with(&format!("writing {}: ", dir.path().join("cpu.folded").display())), "{msg}");
+        assert!(msg.contains("No space left on device"), "{msg}");
+        assert_eq!(std::fs::read_to_string(dir.path().join("cpu.folded")).unwrap(), "main;work 7\n");
+        assert_eq!(names(dir.path()), ["cpu.folded"], "no temporary file left");
+    }
+
+    #[test]
+    fn stale_files_of_an_earlier_run_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["offcpu.svg", "wall.svg", "cpu.svg"] {
+            std::fs::write(dir.path().join(f), "old").unwrap();
+        }
+        // This run (--no-offcpu) wrote cpu.svg only.
+        remove_stale(dir.path(), &[("cpu.svg", "")]).unwrap();
+        assert_eq!(names(dir.path()), ["cpu.svg"]);
+    }
+
+    #[test]
+    fn only_an_empty_or_report_directory_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(foreign_entry(dir.path(), None), None);
+        // A source tree: refused, naming a file.
+        std::fs::write(dir.path().join("main.rs"), "").unwrap();
+        std::fs::write(dir.path().join("cpu.svg"), "").unwrap();
+        std::fs::write(dir.path().join(".rtrace-x1.tmp"), "").unwrap();
+        assert_eq!(foreign_entry(dir.path(), None).as_deref(), Some("main.rs"));
+        // A capture re-rendered where it lies.
+        let saved = dir.path().join("saved.json");
+        assert_eq!(foreign_entry(dir.path(), Some(&saved)), None);
+        // An earlier report, with a file of the user's beside it: reused, the file left alone.
+        std::fs::write(dir.path().join("report.json"), "{}").unwrap();
+        assert_eq!(foreign_entry(dir.path(), None), None);
+        // Not there yet: nothing in the way.
+        assert_eq!(foreign_entry(&dir.path().join("new"), None), None);
+    }
 }

@@ -118,6 +118,8 @@ pub struct Function {
 /// What the profile measures: e.g. ("samples","count") + ("cpu","nanoseconds") for on-CPU.
 pub struct Spec<'a> {
     pub sample_types: &'a [(&'a str, &'a str)],
+    /// The sample type pprof shows unless told otherwise (without it: the last one).
+    pub default_sample_type: &'a str,
     pub period_type: (&'a str, &'a str),
     pub period: i64,
     pub time_nanos: i64,
@@ -141,6 +143,7 @@ pub fn build(stacks: &[(Vec<Frame>, Vec<i64>)], spec: &Spec<'_>) -> Profile {
         duration_nanos: spec.duration_nanos,
         ..Default::default()
     };
+    p.default_sample_type = b.string(spec.default_sample_type);
     p.comment = vec![b.string(&spec.comment)];
     for (frames, values) in stacks {
         // pprof lists locations leaf first.
@@ -252,6 +255,7 @@ mod tests {
             prof.stacks.iter().map(|(f, c)| (f.clone(), vec![*c as i64, *c as i64 * 10_101_010])).collect();
         let spec = Spec {
             sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
+            default_sample_type: "samples",
             period_type: ("cpu", "nanoseconds"),
             period: 10_101_010,
             time_nanos: 1,
@@ -270,6 +274,7 @@ mod tests {
         assert_eq!(s(d.sample_type[1].r#type), "cpu");
         assert_eq!(s(d.sample_type[1].unit), "nanoseconds");
         assert_eq!(d.period, 10_101_010);
+        assert_eq!(s(d.default_sample_type), "samples");
         // The 95-sample stack, leaf first: leaf, middle, outer, main, prog.
         let hot = d.sample.iter().find(|s| s.value[0] == 95).unwrap();
         let names: Vec<&str> = hot

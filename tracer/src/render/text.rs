@@ -20,11 +20,18 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     let t = &report.target;
     let cmd = if t.cmdline.is_empty() { String::new() } else { format!(" `{}`", t.cmdline.join(" ")) };
     let _ = writeln!(s, "rtrace report: pid {} ({}){cmd}", t.pid, t.comm);
+    if let Some(from) = &t.exec_from {
+        let _ = writeln!(s, "  (after an exec from `{}`)", from.join(" "));
+    }
+    for line in t.status_lines() {
+        let _ = writeln!(s, "{line}");
+    }
     let ss = &report.session;
     let ended = match ss.ended_by {
         EndedBy::Duration => "duration elapsed",
         EndedBy::Interrupt => "interrupted",
         EndedBy::TargetExit => "target exited",
+        EndedBy::Hangup => "hangup (SIGHUP)",
     };
     let clock = match ss.clock {
         Clock::CpuClock => "cpu-clock",
@@ -39,6 +46,10 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     let a = &report.accounting;
     findings_section(&mut s, &report.findings);
     let _ = writeln!(s, "samples: {} on CPU; lost {}; without stack {}", a.cpu_samples, a.lost_samples, a.stack_errors);
+    if a.offcpu_stack_errors > 0 {
+        // Not samples: counted apart so "without stack" stays a share of the samples.
+        let _ = writeln!(s, "off-CPU stack walks that failed: {}", a.offcpu_stack_errors);
+    }
     if !a.bpf_recursion_misses.is_empty() {
         let each: Vec<String> = a.bpf_recursion_misses.iter().map(|(p, n)| format!("{p} {n}")).collect();
         let _ = writeln!(

@@ -210,13 +210,25 @@ pub(super) fn wait_stalls(
         LifeEvent::Wait(w) => w.end_ns.map(|end| (w, end, false)),
         _ => None,
     });
-    let flying = ix.l.waits_in_flight.iter().map(|w| (w, ix.l.end_ns, true));
+    let flying = ix.l.waits_in_flight.iter().filter(|w| !waits_on_rtrace(ix.l, w)).map(|w| (w, ix.l.end_ns, true));
     let mut stalls: Vec<_> = done
         .chain(flying)
         .filter(|(w, end, _)| w.pid == root && end.saturating_sub(w.start_ns) > cfg.wait_stall_ns)
         .collect();
     stalls.sort_by_key(|(w, _, _)| w.start_ns);
     stalls.into_iter().map(|(w, end, fl)| wait_stall(ix, by_pid, children, w, end, fl)).collect()
+}
+
+/// A wait of the root, when rtrace runs under it (the top of `rtrace_chain` is its child), for
+/// any child or for rtrace's chain: it waits on rtrace's own session.
+fn waits_on_rtrace(l: &Lifecycle, w: &WaitCall) -> bool {
+    !l.rtrace_chain.is_empty()
+        && w.pid == l.root_pid
+        && match w.target {
+            WaitTarget::AnyChild | WaitTarget::ProcessGroup { .. } => true,
+            WaitTarget::Pid { pid } | WaitTarget::Pidfd { pid: Some(pid), .. } => l.rtrace_chain.contains(&pid),
+            WaitTarget::Pidfd { pid: None, .. } => false,
+        }
 }
 
 pub(super) fn wait_stall(

@@ -344,6 +344,14 @@ fn killed_by(ix: &Index, pid: u32, exit: Option<ExitInfo>, ended_by: Option<u64>
     })
 }
 
+/// Who sent the signal that killed `pid` (the root too: rtrace's header names its killer), with
+/// the same rules as a child's `killed_by`.
+pub fn killer_of(l: &Lifecycle, pid: u32, signal: i32) -> Option<SignalSender> {
+    let ix = Index::new(l);
+    let ended = ix.exit_of(pid).map(|e| e.0);
+    killed_by(&ix, pid, Some(ExitInfo::Killed { signal, core_dumped: false }), ended, true)
+}
+
 /// SIGCHLD to the parent around the child's exit; the one nearest the exit wins. A SIGCHLD
 /// sent by another descendant is that sibling's (the exiting child generates its own).
 fn sigchld(ix: &Index, pids: &BTreeSet<u32>, pid: u32, ppid: u32, exited_at: Option<u64>) -> Option<bool> {
