@@ -129,7 +129,11 @@ pub async fn run(
     };
     let duration_ms = start.elapsed().as_millis() as u64;
     life.snapshot_end(drain::monotonic_ns());
-    let still: Vec<preexisting::Blocked> = pre.into_iter().filter(preexisting::still_blocked).collect();
+    // Threads the probes saw enter a call since attach left their pre-attach call (the thread
+    // table read first: a call entered after it changes what /proc shows next).
+    let entered: std::collections::BTreeSet<u32> = probes.syscalls_in_flight()?.iter().map(|(tid, _)| *tid).collect();
+    let still: Vec<preexisting::Blocked> =
+        pre.into_iter().filter(|b| preexisting::still_blocked(b, entered.contains(&b.tid))).collect();
     // Threads blocked now whose stacks the probes deferred: read while they are still blocked.
     let deferred =
         preexisting::scan_threads(&probes.deferred_in_flight()?, &probes.task_regs(), |pid| registry.maps(pid));

@@ -1,0 +1,62 @@
+//! Waits for children, end to end (root required): no false "since before attach" call for a
+//! thread that keeps re-entering the same call, and wait_stall severities that follow what the
+//! child did (issue #11): working or told to sleep is not HIGH, stuck is.
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+use tests::*;
+
+fn wait_stalls(r: &Value) -> Vec<&Value> {
+    r["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings: {r}"))
+        .iter()
+        .filter(|f| f["kind"] == "wait_stall")
+        .collect()
+}
+
+/// Kills and reaps a helper process even if an assertion fails first.
+struct Reap(Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bash -c 'while :; do sleep 0.3; done'` attached by --pid: bash is in wait4(-1, …, 0, NULL)
+/// at attach and again at the end, but it returned ~10 times in between. A correct trace has
+/// no call "in flight since before attach" for it, no wait_stall (each wait lasts 0.3 s), and
+/// its in-flight wait4 counted from the moment the probes saw it start. The loop stops itself
+/// after 20 s.
+#[test]
+fn sleep_loop_attached_has_no_preattach_wait() {
+    if !privileged("sleep_loop_attached_has_no_preattach_wait") {
+        return;
+    }
+    let bash = Reap(
+        Command::new("bash")
+            .args(["-c", "end=$((SECONDS+20)); while [ $SECONDS -lt $end ]; do sleep 0.3; done"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = bash.0.id().to_string();
+    let run = rtrace("sleep_loop_attached", &["-q", "--pid", &pid, "-d", "2s"]);
+    drop(bash);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    assert!(wait_stalls(&r).is_empty(), "{}", r["findings"]);
+    let slow = r["slowest_syscalls"].as_array().unwrap();
+    let pre: Vec<&Value> = slow.iter().filter(|c| c["started_before_attach"] == true).collect();
+    assert!(pre.is_empty(), "no call of the loop is older than the session: {pre:?}");
+    // The loop ran: bash reaped several sleeps with wait4 during the session.
+    let waits = slow.iter().filter(|c| c["name"] == "wait4" && c["in_flight"] == false).count();
+    assert!(waits >= 3, "{slow:?}");
+    // Nor off-CPU: no block of the loop lasts longer than a sleep (0.3 s, plus scheduling).
+    let long: Vec<&Value> =
+        r["offcpu"]["top"].as_array().unwrap().iter().filter(|o| o["max_us"].as_u64().unwrap() > 600_000).collect();
+    assert!(long.is_empty(), "{long:?}");
+    assert_no_rtrace_programs();
+}
