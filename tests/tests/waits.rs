@@ -60,3 +60,54 @@ fn sleep_loop_attached_has_no_preattach_wait() {
     assert!(long.is_empty(), "{long:?}");
     assert_no_rtrace_programs();
 }
+
+/// `rtrace -- sh -c 'sleep 2; true'`: sh waits 2 s for `sleep 2`, which sleeps as it was told.
+/// A correct trace has one wait_stall, LOW, saying the child slept in clock_nanosleep; the wait
+/// started after attach, so not "at least".
+#[test]
+fn shell_waiting_for_sleep_is_low() {
+    if !privileged("shell_waiting_for_sleep_is_low") {
+        return;
+    }
+    let run = rtrace("shell_sleep", &["-q", "--", "sh", "-c", "sleep 2; true"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let f = wait_stalls(&r);
+    assert_eq!(f.len(), 1, "{}", r["findings"]);
+    let f = f[0];
+    let sleep = r["children"].as_array().unwrap().iter().find(|c| c["argv"][0] == "sleep").unwrap();
+    assert_eq!(f["child_pid"], sleep["pid"], "{f}");
+    assert_eq!((f["severity"].as_str(), f["verdict"].as_str()), (Some("low"), Some("child_sleeping")), "{f}");
+    assert_eq!(f["since_before_attach"], false, "{f}");
+    assert!(f["summary"].as_str().unwrap().contains("it slept in clock_nanosleep"), "{f}");
+    assert!(r["findings"].as_array().unwrap().iter().all(|f| f["severity"] != "high"), "{}", r["findings"]);
+    assert_no_rtrace_programs();
+}
+
+/// tests/fixtures/waiter.c `stuck`: the child reads a pipe whose write end the waiting parent
+/// holds. A correct trace has one HIGH wait_stall naming the child, stuck in read for (nearly)
+/// the whole wait and still blocked at the end.
+#[test]
+fn stuck_child_is_high() {
+    if !privileged("stuck_child_is_high") {
+        return;
+    }
+    let bin = fixture("waiter");
+    let run = rtrace("waiter_stuck", &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), "stuck"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let child: u64 = run.stdout().lines().find_map(|l| l.strip_prefix("child_pid=")?.trim().parse().ok()).unwrap();
+    let f = wait_stalls(&r);
+    assert_eq!(f.len(), 1, "{}", r["findings"]);
+    let f = f[0];
+    assert_eq!(f["child_pid"], child, "{f}");
+    assert_eq!((f["severity"].as_str(), f["verdict"].as_str()), (Some("high"), Some("child_stuck")), "{f}");
+    let stuck = &f["stuck"];
+    assert_eq!((stuck["pid"].as_u64(), stuck["syscall"].as_str()), (Some(child), Some("read")), "{f}");
+    assert_eq!(stuck["in_flight"], true, "{f}");
+    // Blocked from just after fork to the end: at least the wait's own length, less the
+    // parent's printf between fork and wait4.
+    assert!(stuck["blocked_ms"].as_u64().unwrap() + 50 >= f["blocked_ms"].as_u64().unwrap(), "{f}");
+    assert!(f["summary"].as_str().unwrap().contains("the child is stuck: it was blocked in read"), "{f}");
+    assert_no_rtrace_programs();
+}

@@ -61,6 +61,18 @@ impl LifeCollector {
         ts.saturating_sub(self.start_mono)
     }
 
+    /// A call's start: 0 only when unknown (started before the probes saw it). A start the
+    /// probes saw is at least 1: with `rtrace -- CMD` the command runs (attached already) a
+    /// little before the session clock starts, and its first wait must not read as "since
+    /// before attach".
+    fn rel_start(&self, ts: u64) -> u64 {
+        if ts == 0 {
+            0
+        } else {
+            self.rel(ts).max(1)
+        }
+    }
+
     /// Whether a child died and the root still lives: then pipe holders matter.
     pub fn wants_pipe_scan(&self) -> bool {
         !self.exited.is_empty() && !self.exited.contains(&self.life.root_pid)
@@ -139,7 +151,7 @@ impl LifeCollector {
             target,
             options: r.e as u64,
             // 0: the call started before the probes saw it (before attach, at the latest).
-            start_ns: self.rel(r.f as u64),
+            start_ns: self.rel_start(r.f as u64),
             end_ns: Some(self.rel(r.ts_ns)),
             ret: Some(r.b),
             reaped_pid: (r.other > 0).then_some(r.other),
@@ -155,7 +167,7 @@ impl LifeCollector {
             ("wait4", true) => (wait4_target(args[0] as i32), args[2]),
             (_, true) => (waitid_target(pid, args[0] as u32, args[1] as u32), args[3]),
         };
-        let start_ns = self.rel(start_mono);
+        let start_ns = self.rel_start(start_mono);
         self.life.waits_in_flight.push(WaitCall {
             pid,
             tid,

@@ -164,7 +164,8 @@ pub async fn run(
             .iter()
             .any(|e| matches!(e, crate::lifecycle::LifeEvent::Wait(w) if w.tid == b.tid && w.start_ns == 0));
         if !returned && !life.life.waits_in_flight.iter().any(|w| w.tid == b.tid) {
-            life.wait_in_flight(b.tgid, b.tid, b.nr as i32, &b.args, start_mono, true);
+            // Start unknown (0): at least the whole session.
+            life.wait_in_flight(b.tgid, b.tid, b.nr as i32, &b.args, 0, true);
         }
     }
     let lost = probes.counter(counters::EVENTS_DROPPED);

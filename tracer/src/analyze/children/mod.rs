@@ -139,13 +139,21 @@ pub enum Severity {
     Low,
 }
 
+/// The ledger and its findings, from the lifecycle alone: no wait_stall is then called stuck
+/// or working (see `analyze_with`).
 pub fn analyze(l: &Lifecycle, cfg: &ChildrenConfig) -> ChildrenReport {
+    analyze_with(l, cfg, &Evidence::default())
+}
+
+/// The ledger and its findings; `ev` (what the profilers saw each process do) decides the
+/// severity of wait stalls.
+pub fn analyze_with(l: &Lifecycle, cfg: &ChildrenConfig, ev: &Evidence) -> ChildrenReport {
     let ix = Index::new(l);
     let pids = descendants(&ix);
     let mut children: Vec<ChildRecord> = pids.iter().map(|&pid| record(&ix, &pids, pid)).collect();
     // Pre-attach ones first, then in fork order: the ledger reads as a timeline.
     children.sort_by_key(|c| (c.forked_at_ns.is_some(), c.forked_at_ns, c.pid));
-    let findings = findings(&ix, &children, cfg);
+    let findings = findings(&ix, &children, cfg, ev);
     ChildrenReport { children, findings }
 }
 
@@ -371,10 +379,13 @@ fn orphaned(ix: &Index, ppid: u32, exited_at: Option<u64>, fin: Option<&ProcSnap
     reparented || outlived
 }
 
+pub mod activity;
+pub use activity::{Activity, Block, Evidence};
 mod findings;
 #[allow(unused_imports)]
 use findings::*;
 mod index;
+mod stall;
 use index::*;
 
 #[cfg(test)]

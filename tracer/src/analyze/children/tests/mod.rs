@@ -91,3 +91,4 @@ const KILLED9: ExitInfo = ExitInfo::Killed { signal: 9, core_dumped: false };
 mod descendants;
 mod kills;
 mod reaping;
+mod stall;
