@@ -39,6 +39,13 @@ pub struct Block {
     pub in_flight: bool,
 }
 
+impl Tree {
+    /// On CPU or waiting for one.
+    pub(super) fn busy_ns(&self) -> u64 {
+        self.cpu_ns + self.runq_ns
+    }
+}
+
 impl Evidence {
     pub fn add_cpu(&mut self, pid: u32, ns: u64) {
         self.by_pid.entry(pid).or_default().cpu_ns += ns;
@@ -63,6 +70,8 @@ pub(super) fn child_wait(syscall: &str) -> bool {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct Tree {
     pub(super) cpu_ns: u64,
+    /// Time runnable but waiting for a CPU (a busy machine): time it wanted to work.
+    pub(super) runq_ns: u64,
     /// Pid with the most on-CPU time, and that time.
     pub(super) busiest: Option<(u32, u64)>,
     /// The longest single block in something other than a timed sleep or a wait for its own
@@ -83,6 +92,7 @@ pub(super) fn tree(ev: &Evidence, pids: &[u32]) -> Tree {
         if a.cpu_ns > 0 && t.busiest.is_none_or(|(_, ns)| a.cpu_ns > ns) {
             t.busiest = Some((pid, a.cpu_ns));
         }
+        t.runq_ns += a.blocks.iter().filter(|b| b.state == OffState::Runqueue).map(|b| b.total_ns).sum::<u64>();
         for b in a.blocks.iter().filter(|b| b.state != OffState::Runqueue) {
             let Some(sys) = b.syscall.as_deref() else { continue };
             let slot = if timed_sleep(sys) {

@@ -13,6 +13,10 @@ use super::{
 /// A child gone this long before the end while the wait for it is still blocked did not just
 /// race the end of the session: its exit would have woken the wait.
 const EXITED_GRACE_NS: u64 = 100 * MS;
+/// A tree on CPU (or runnable) for at least 1/BUSY_SHARE of the wait is working; below it, a
+/// block for most of the wait is being stuck. A stuck process runs ~0; a compiler on a
+/// machine shared by several jobs still gets well over a tenth.
+const BUSY_SHARE: u64 = 10;
 
 /// The root's waits (completed and in flight) that blocked longer than the threshold, oldest
 /// first.
@@ -92,19 +96,21 @@ fn verdict(
             None => return Verdict::ChildGone,
         }
     }
+    // Stuck: one call blocked for most of the wait while the whole tree barely ran. A Go child
+    // computing has idle threads parked in futex for as long: its CPU time tells them apart.
     if let Some((pid, b)) = &t.stuck {
-        if b.max_ns >= blocked / 2 && t.cpu_ns < blocked / 4 {
+        if b.max_ns >= blocked / 2 && t.busy_ns() < blocked / BUSY_SHARE {
             return Verdict::Stuck(*pid, b.clone());
         }
     }
-    if !t.seen || (!ev.offcpu && t.cpu_ns < blocked / 4) {
+    if !t.seen || (!ev.offcpu && t.busy_ns() < blocked / BUSY_SHARE) {
         // Off-CPU off: a child still in a timed sleep at the end is at least known to sleep.
         let asleep = ix.fin.get(&child).and_then(|p| p.syscall.as_deref()).is_some_and(activity::timed_sleep);
         if !asleep {
             return Verdict::NoEvidence;
         }
     }
-    if t.cpu_ns >= blocked / 4 {
+    if t.busy_ns() >= blocked / BUSY_SHARE {
         return Verdict::Working;
     }
     match &t.sleep {
@@ -178,8 +184,9 @@ fn explain(
         Verdict::Working => {
             let (pid, ns) = t.busiest.unwrap_or((child.unwrap_or(0), t.cpu_ns));
             let tree = if ns < t.cpu_ns { format!(" (its tree {})", human(t.cpu_ns)) } else { String::new() };
+            let runq = if t.runq_ns >= MS { format!("; its tree waited {} for a CPU", human(t.runq_ns)) } else { String::new() };
             format!(
-                ": the child is working, not stuck: {} was on CPU {} {of_wait}{tree}. The wait is as long as the child's work.",
+                ": the child is working, not stuck: {} was on CPU {} {of_wait}{tree}{runq}. The wait is as long as the child's work.",
                 who(by_pid, child, pid),
                 human(ns)
             )
@@ -272,9 +279,14 @@ pub(super) fn wait_stall(
     finding(FindingKind::WaitStall, severity, summary, fields)
 }
 
-/// The child a wait was for: its explicit pid, a pidfd's pid, what it returned, or (waiting
-/// for any child) the waiter's only live child.
+/// The child a wait was for: what it returned, else its explicit pid, a pidfd's pid, or
+/// (waiting for any child) the waiter's only live child.
 pub(super) fn wait_child(ix: &Index, children: &[ChildRecord], w: &WaitCall, in_flight: bool) -> Option<u32> {
+    // What a completed wait returned is the kernel's answer; a pidfd's pid read later from
+    // /proc may belong to the fd's next use (Go reuses the number for its next child at once).
+    if let Some(pid) = w.reaped_pid {
+        return Some(pid);
+    }
     match w.target {
         WaitTarget::Pid { pid } => Some(pid),
         WaitTarget::Pidfd { pid: Some(pid), .. } => Some(pid),

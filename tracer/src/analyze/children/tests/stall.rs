@@ -115,9 +115,35 @@ fn stuck_child_is_high() {
     // The Go API is named only for Go targets.
     let go = Evidence { go_target: true, ..ev.clone() };
     assert!(with(&l, &go).summary.ends_with("; set a timeout (exec.CommandContext / cmd.WaitDelay)."));
-    // The same block while the child computed most of the wait: not stuck.
+    // The same block while the child computed a good part of the wait: not stuck. `go build`
+    // on a busy machine: a compile on CPU 575 ms of a 2.4 s wait (and waiting for a CPU 300 ms),
+    // an idle thread parked in futex for 2.3 s.
     let busy = evidence(&[(1234, 2 * S)], vec![(1234, block(1234, "read", OffState::Sleep, 2 * S, true))]);
     assert_eq!(with(&l, &busy).severity, Severity::Low);
+    let w = call(ROOT, 1201, "waitid", WaitTarget::Pidfd { fd: 9, pid: Some(1300) }, S, Some(S + 2_400_000_000));
+    let compile = lc(
+        vec![
+            fork(S, 1300, ROOT),
+            exec(S, 1300, &["compile"]),
+            exit(S + 2_390_000_000, 1300, "compile"),
+            reaped(w, 1300, EXITED0),
+        ],
+        4 * S,
+    );
+    let ev = evidence(
+        &[(1300, 575_000_000)],
+        vec![
+            (1300, block(1302, "futex", OffState::Sleep, 2_300_000_000, false)),
+            (1300, block(1300, "futex", OffState::Runqueue, 300_000_000, false)),
+        ],
+    );
+    let f = with(&compile, &ev);
+    assert_eq!((f.severity, f.fields["verdict"].clone()), (Severity::Low, json!("child_working")));
+    assert!(
+        f.summary.ends_with(": the child is working, not stuck: it was on CPU 575 ms of the 2.4 s wait; its tree waited 300 ms for a CPU. The wait is as long as the child's work."),
+        "{}",
+        f.summary
+    );
 }
 
 /// The child is gone but the wait is still blocked: it waits for something else.
@@ -143,4 +169,26 @@ fn unknown_child_is_medium() {
     let ev = evidence(&[], vec![(1234, block(1234, "read", OffState::Sleep, 5 * S, true))]);
     let f = with(&l, &ev);
     assert_eq!((f.severity, f.fields["verdict"].clone()), (Severity::Medium, json!("child_unknown")));
+}
+
+/// `go build`: a waitid(P_PIDFD) on fd 16 returned child 5601, but the collector mapped fd 16
+/// after the wait, when Go had already reused it for the next child, 5656. The child is the
+/// one the wait returned.
+#[test]
+fn completed_pidfd_wait_names_the_child_it_returned() {
+    let w = call(ROOT, 1201, "waitid", WaitTarget::Pidfd { fd: 16, pid: Some(5656) }, S, Some(3 * S));
+    let l = lc(
+        vec![
+            fork(S, 5601, ROOT),
+            exit(3 * S - 1000, 5601, "compile"),
+            reaped(w, 5601, EXITED0),
+            fork(3 * S + 1000, 5656, ROOT),
+            exit(3 * S + 9_000_000, 5656, "asm"),
+        ],
+        4 * S,
+    );
+    let ev = evidence(&[(5601, S), (5656, 10_000_000)], vec![]);
+    let f = with(&l, &ev);
+    assert_eq!(f.fields["child_pid"], json!(5601));
+    assert_eq!((f.severity, f.fields["verdict"].clone()), (Severity::Low, json!("child_working")));
 }
