@@ -8,7 +8,7 @@ pub(super) fn findings(ix: &Index, children: &[ChildRecord], cfg: &ChildrenConfi
     for c in children {
         out.extend(zombie_child(ix, &by_pid, c));
         out.extend(slow_reap(c, cfg));
-        out.extend(killed_by_signal(c));
+        out.extend(killed_by_signal(c, &by_pid, ev.go_target));
         out.extend(exec_failed(c));
         out.extend(orphaned_descendant(ix, c));
     }
@@ -144,7 +144,7 @@ pub(super) fn exec_failed(c: &ChildRecord) -> Option<Finding> {
     Some(finding(FindingKind::ExecFailed, Severity::Medium, summary, fields))
 }
 
-pub(super) fn killed_by_signal(c: &ChildRecord) -> Option<Finding> {
+pub(super) fn killed_by_signal(c: &ChildRecord, by_pid: &HashMap<u32, &ChildRecord>, go: bool) -> Option<Finding> {
     let k = c.killed_by.as_ref();
     let signal = match (c.exit, k) {
         (Some(ExitInfo::Killed { signal, .. }), _) => signal,
@@ -152,25 +152,34 @@ pub(super) fn killed_by_signal(c: &ChildRecord) -> Option<Finding> {
         _ => return None,
     };
     let name = signal_name(signal);
-    let by_target = k.is_some_and(|k| k.by_target);
-    let summary = format!("{} was killed by {}", label(c), kill_cause(c.pid, &name, k));
+    // Sent by the target or by one of its own processes (timeout(1), a supervisor): meant.
+    let from_tree = k.is_some_and(|k| k.by_target || k.by_descendant);
+    let sender = k.and_then(|k| by_pid.get(&k.sender_pid)).map(|s| label(s));
+    let summary = format!("{} was killed by {}", label(c), kill_cause(c.pid, &name, k, sender.as_deref(), go));
     let fields = json!({
         "pid": c.pid, "signal": name, "signal_number": signal,
         "sender_pid": k.map(|k| k.sender_pid), "sender_comm": k.map(|k| k.sender_comm.clone()),
         "sender_tid": k.map(|k| k.sender_tid), "by_target": k.map(|k| k.by_target), "kernel": k.map(|k| k.kernel),
+        "by_descendant": k.map(|k| k.by_descendant),
     });
-    let severity = if by_target { Severity::Medium } else { Severity::High };
+    let severity = if from_tree { Severity::Medium } else { Severity::High };
     Some(finding(FindingKind::KilledBySignal, severity, summary, fields))
 }
 
-/// The end of a killed_by_signal sentence: who sent it, and what to do about it.
-pub(super) fn kill_cause(pid: u32, name: &str, k: Option<&SignalSender>) -> String {
+/// The end of a killed_by_signal sentence: who sent it, and what to do about it. `sender`:
+/// the sender's label when it is in the ledger; `go`: the target is a Go program.
+pub(super) fn kill_cause(pid: u32, name: &str, k: Option<&SignalSender>, sender: Option<&str>, go: bool) -> String {
     match k {
         None => format!("{name} (sender not seen): check who signals it, or its own crash output."),
         Some(k) if k.kernel => format!("{name} from the kernel (OOM killer?): check dmesg and the cgroup's memory.events."),
         Some(k) if k.by_target => format!(
-            "the target's own {name} from thread {} (exec.CommandContext cancel or an explicit Kill): expected if the target meant to stop it.",
-            k.sender_tid
+            "the target's own {name} from thread {} ({}): expected if the target meant to stop it.",
+            k.sender_tid,
+            if go { "exec.CommandContext cancel or an explicit Kill" } else { "an explicit kill" }
+        ),
+        Some(k) if k.by_descendant => format!(
+            "{name} from {}, one of the target's own descendants: expected if it meant to stop it (timeout, a supervisor).",
+            sender.map_or_else(|| format!("pid {} ({})", k.sender_pid, k.sender_comm), str::to_owned)
         ),
         Some(k) if k.sender_pid == pid => {
             format!("its own {name} (a crash or abort()): check its stderr / core dump.")

@@ -94,6 +94,9 @@ pub struct SignalSender {
     pub sender_comm: String,
     /// sender_pid == root_pid.
     pub by_target: bool,
+    /// The sender is one of the target's descendants (timeout(1), a supervisor it started).
+    #[serde(default)]
+    pub by_descendant: bool,
     /// si_code == SI_KERNEL, e.g. the OOM killer.
     pub kernel: bool,
 }
@@ -229,7 +232,7 @@ fn record(ix: &Index, pids: &BTreeSet<u32>, pid: u32) -> ChildRecord {
         forked_at_ns: ix.fork_of(pid).map(|f| f.0),
         execd_at_ns: ix.last_exec(pid).map(|x| x.0),
         exited_at_ns,
-        killed_by: killed_by(ix, pid, exit, exited_at_ns.or(reaped_at_ns), ended),
+        killed_by: killed_by(ix, pids, pid, exit, exited_at_ns.or(reaped_at_ns), ended),
         sigchld_delivered: sigchld(ix, pids, pid, ppid, exited_at_ns),
         zombie_ns: reaped_at_ns.zip(exited_at_ns).and_then(|(r, e)| r.checked_sub(e)),
         orphaned: orphaned(ix, ppid, exited_at_ns, fin),
@@ -332,7 +335,14 @@ fn argv_of(ix: &Index, pid: u32, init: Option<&ProcSnapshot>, fin: Option<&ProcS
 /// The sender of the signal that ended `pid`. With the exit status known, the last signal of
 /// that number sent before `ended_by`; preferring delivered ones, since a later duplicate of an
 /// already-pending signal did not do it. Without it, only a delivered SIGKILL is conclusive.
-fn killed_by(ix: &Index, pid: u32, exit: Option<ExitInfo>, ended_by: Option<u64>, ended: bool) -> Option<SignalSender> {
+fn killed_by(
+    ix: &Index,
+    pids: &BTreeSet<u32>,
+    pid: u32,
+    exit: Option<ExitInfo>,
+    ended_by: Option<u64>,
+    ended: bool,
+) -> Option<SignalSender> {
     let (sig, certain) = match exit {
         Some(ExitInfo::Killed { signal, .. }) => (signal, true),
         None if ended => (SIGKILL, false),
@@ -348,6 +358,7 @@ fn killed_by(ix: &Index, pid: u32, exit: Option<ExitInfo>, ended_by: Option<u64>
         sender_tid: s.sender_tid,
         sender_comm: s.sender_comm.to_owned(),
         by_target: s.sender_pid == ix.l.root_pid,
+        by_descendant: s.sender_pid != pid && pids.contains(&s.sender_pid),
         kernel: s.code == SI_KERNEL,
     })
 }
