@@ -111,3 +111,38 @@ fn stuck_child_is_high() {
     assert!(f["summary"].as_str().unwrap().contains("the child is stuck: it was blocked in read"), "{f}");
     assert_no_rtrace_programs();
 }
+
+/// A pid namespace: `unshare -p -f --mount-proc bash -c 'sleep 0.5 & true & sleep 1; wait'`.
+/// bash (pid 1 inside) reaps its children with wait4, which returns their namespace pids
+/// (2, 3, 4). A correct ledger has exactly unshare's child bash and bash's three children, by
+/// host pid, each with its command and reaped by bash — no phantom "pid 2" without a command.
+/// Everything ends after ~1 s by itself.
+#[test]
+fn pid_namespace_waits_name_host_pids() {
+    if !privileged("pid_namespace_waits_name_host_pids") {
+        return;
+    }
+    let script = "sleep 0.5 & true & sleep 1; wait";
+    let run = rtrace("pidns", &["-q", "-d", "5s", "--", "unshare", "-p", "-f", "--mount-proc", "bash", "-c", script]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let ledger = r["children"].as_array().unwrap();
+    assert_eq!(ledger.len(), 4, "{ledger:#?}");
+    let bash = ledger.iter().find(|c| c["argv"][0] == "bash").unwrap_or_else(|| panic!("{ledger:#?}"));
+    assert_eq!(bash["ppid"], r["target"]["pid"], "{bash}");
+    let mut kids: Vec<String> = ledger
+        .iter()
+        .filter(|c| c["pid"] != bash["pid"])
+        .map(|c| {
+            assert_eq!(c["ppid"], bash["pid"], "{c}");
+            assert!(c["forked_at_ns"].is_u64(), "every row is a process the probes saw forked: {c}");
+            assert_eq!(c["reaped_by"]["pid"], bash["pid"], "{c}");
+            assert_eq!(c["exit"]["code"], 0, "{c}");
+            c["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    kids.sort();
+    // `true &` runs in a forked bash (a builtin): its command is bash's.
+    assert_eq!(kids, ["bash", "sleep 0.5", "sleep 1"], "{ledger:#?}");
+    assert_no_rtrace_programs();
+}

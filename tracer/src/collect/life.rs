@@ -25,6 +25,8 @@ pub struct LifeCollector {
     pipes_seen: BTreeSet<(u32, i32, u64, bool)>,
     /// argv read by the kernel at exec, until the EXEC record that follows it.
     exec_args: HashMap<u32, Vec<String>>,
+    /// Pid namespace numbers, to give waits inside a container host pids.
+    ns: super::pidns::PidNs,
 }
 
 pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
@@ -47,7 +49,12 @@ impl LifeCollector {
         let mut life = Lifecycle { root_pid: root, ..Default::default() };
         life.initial = existing.iter().filter_map(|&p| snapshot(p)).collect();
         let known = std::iter::once(root).chain(existing.iter().copied()).collect();
+        let mut ns = super::pidns::PidNs::default();
+        for p in &life.initial {
+            ns.on_fork(p.pid, p.ppid);
+        }
         Self {
+            ns,
             start_mono,
             life,
             known,
@@ -97,6 +104,7 @@ impl LifeCollector {
         let ev = match r.kind {
             EVENT_FORK => {
                 self.known.insert(r.tgid);
+                self.ns.on_fork(r.tgid, r.other);
                 LifeEvent::Fork {
                     ts_ns,
                     pid: r.tgid,
@@ -113,6 +121,7 @@ impl LifeCollector {
             }
             EVENT_EXIT => {
                 self.exited.insert(r.tgid);
+                self.ns.on_exit(r.tgid);
                 LifeEvent::Exit { ts_ns, pid: r.tgid, comm: cstr(&r.comm), status: (r.b == 1).then_some(r.a as i32) }
             }
             EVENT_SIGNAL => LifeEvent::Signal {
@@ -127,7 +136,11 @@ impl LifeCollector {
                 result: r.c as i32,
             },
             EVENT_SIGNAL_DELIVER => LifeEvent::SignalDeliver { ts_ns, pid: r.tgid, tid: r.tid, signal: r.a as i32 },
-            EVENT_WAIT => LifeEvent::Wait(self.wait_call(r)),
+            EVENT_WAIT => {
+                let mut w = self.wait_call(r);
+                self.ns.translate(&mut w);
+                LifeEvent::Wait(w)
+            }
             EVENT_PIDFD => LifeEvent::Pidfd { ts_ns, pid: r.tgid, fd: r.a as i32, target_pid: r.other },
             EVENT_FREE => LifeEvent::Free { ts_ns, pid: r.tgid },
             _ => return,
@@ -168,7 +181,7 @@ impl LifeCollector {
             (_, true) => (waitid_target(pid, args[0] as u32, args[1] as u32), args[3]),
         };
         let start_ns = self.rel_start(start_mono);
-        self.life.waits_in_flight.push(WaitCall {
+        let mut w = WaitCall {
             pid,
             tid,
             syscall,
@@ -179,7 +192,9 @@ impl LifeCollector {
             ret: None,
             reaped_pid: None,
             exit: None,
-        });
+        };
+        self.ns.translate(&mut w);
+        self.life.waits_in_flight.push(w);
     }
 
     /// Records the pipe ends of the root and of every live known process.

@@ -3,6 +3,7 @@
 mod drain;
 pub mod fds;
 mod life;
+mod pidns;
 mod preexisting;
 pub use preexisting::parse_syscall;
 mod registry;
