@@ -30,9 +30,9 @@ pub struct PidNs {
 impl PidNs {
     /// What /proc says of `pid` now (alive or a zombie), unless already known.
     fn learn(&mut self, pid: u32) {
-        if !self.nspids.contains_key(&pid) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.nspids.entry(pid) {
             if let Some(v) = read_nspid(pid) {
-                self.nspids.insert(pid, v);
+                e.insert(v);
             }
         }
     }
