@@ -169,6 +169,7 @@ pub async fn run(
             life.wait_in_flight(b.tgid, b.tid, b.nr as i32, &b.args, 0, true);
         }
     }
+    life.started_after_end(&still.iter().map(|b| b.tid).collect());
     let lost = probes.counter(counters::EVENTS_DROPPED);
     let lifecycle = life.finish(lost);
     let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats)?;

@@ -115,7 +115,7 @@ fn verdict(
     }
     match &t.sleep {
         Some((pid, b)) if b.max_ns >= blocked / 2 => Verdict::Sleeping(*pid, b.clone()),
-        _ if !t.seen => Verdict::Sleeping(child, sleeping_at_end(ix, child)),
+        _ if !t.seen || !ev.offcpu => Verdict::Sleeping(child, sleeping_at_end(ix, child)),
         _ => Verdict::Active,
     }
 }
