@@ -92,6 +92,8 @@ fn wait_stall(mode: &str, wait_syscall: &str, extra: &[&str]) {
     assert_eq!(f["child_state"], "sleeping", "{f}");
     assert!(f["child_blocked_in"].as_str().unwrap_or("").contains("nanosleep"), "{f}");
     assert!(f["summary"].as_str().unwrap().contains(wait_syscall), "{f}");
+    // The child sleeps as it was told: the wait is long, not a defect.
+    assert_eq!((f["severity"].as_str(), f["verdict"].as_str()), (Some("low"), Some("child_sleeping")), "{f}");
     assert_no_rtrace_programs();
 }
 
@@ -148,6 +150,36 @@ fn exec_failed_path_search() {
     }
 }
 
+/// `timeout 1 sleep 5` in a traced script: timeout (a descendant of the target) kills sleep
+/// with SIGTERM after 1 s. A correct trace has a MEDIUM killed_by_signal for sleep naming
+/// timeout as one of the target's own descendants, not "outside the target".
+#[test]
+fn killed_by_a_descendant() {
+    if !privileged("killed_by_a_descendant") {
+        return;
+    }
+    let run = rtrace("killed_by_descendant", &["-q", "--", "sh", "-c", "timeout 1 sleep 5; true"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let ledger = r["children"].as_array().unwrap();
+    let timeout = ledger.iter().find(|c| c["argv"][0] == "timeout").unwrap_or_else(|| panic!("{ledger:?}"));
+    let sleep = ledger.iter().find(|c| c["argv"][0] == "sleep").unwrap_or_else(|| panic!("{ledger:?}"));
+    let f = findings(&r, "killed_by_signal");
+    assert_eq!(f.len(), 1, "{}", r["findings"]);
+    let f = f[0];
+    assert_eq!(f["pid"], sleep["pid"], "{f}");
+    assert_eq!((f["signal"].as_str(), f["sender_pid"].as_u64()), (Some("SIGTERM"), timeout["pid"].as_u64()), "{f}");
+    assert_eq!((f["by_descendant"].as_bool(), f["severity"].as_str()), (Some(true), Some("medium")), "{f}");
+    let summary = f["summary"].as_str().unwrap();
+    assert!(
+        summary
+            .contains(&format!("from pid {} (timeout 1 sleep 5), one of the target's own descendants", timeout["pid"])),
+        "{f}"
+    );
+    assert!(!summary.contains("outside the target") && !summary.contains("CommandContext"), "{f}");
+    assert_no_rtrace_programs();
+}
+
 fn go_nowait(go: Go) {
     let bin = go_fixture("go_children", go);
     let run = rtrace("go_nowait", &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), "nowait", "3"]);
@@ -165,7 +197,10 @@ fn go_wait(go: Go) {
     let child = pids(&run.stdout(), "child_pid=")[0];
     let f = findings(&r, "wait_stall");
     assert!(
-        f.iter().any(|f| f["child_pid"].as_u64() == Some(child) && f["blocked_ms"].as_u64().unwrap() >= 1000),
+        f.iter().any(|f| f["child_pid"].as_u64() == Some(child)
+            && f["blocked_ms"].as_u64().unwrap() >= 1000
+            && f["severity"] == "low"
+            && f["verdict"] == "child_sleeping"),
         "{}",
         r["findings"]
     );

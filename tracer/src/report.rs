@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     analyze::target::TargetReport,
     analyze::{
-        children::{ChildRecord, ChildrenConfig, Finding},
+        children::{self, ChildRecord, ChildrenConfig, Finding},
         cpu::{CpuProfile, TopFunction},
         offcpu::{OffEntry, OffcpuProfile, OffcpuSection, WakeEntry},
         syscalls::{self as sc, SlowCallReport, SyscallRow},
@@ -151,8 +151,46 @@ fn classify_waker(
     }
 }
 
-/// Symbolizes off-CPU stacks and wakeups, and merges them.
-fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfile {
+/// What each process did, for the wait_stall verdicts: on-CPU time from the samples, off-CPU
+/// blocks with the syscall their kernel stack shows (`off_syscalls`: per capture.offcpu record,
+/// the syscall and whether the stack runs through the Go runtime).
+fn evidence(
+    capture: &Capture,
+    cpu: &[symbolize::Stack],
+    off_syscalls: &[(Option<String>, bool)],
+) -> children::Evidence {
+    let period_ns = 1_000_000_000 / capture.session.sample_frequency_hz.max(1);
+    let mut ev = children::Evidence { offcpu: capture.session.min_block_us.is_some(), ..Default::default() };
+    for s in &capture.cpu_samples {
+        ev.add_cpu(s.tgid, s.count * period_ns);
+    }
+    for (o, syscall) in capture.offcpu.iter().zip(off_syscalls) {
+        let b = children::Block {
+            tid: o.tid,
+            syscall: syscall.0.clone(),
+            state: o.state,
+            total_ns: o.total_ns,
+            count: o.count,
+            max_ns: o.max_ns,
+            in_flight: o.in_flight,
+        };
+        ev.add_block(o.tgid, b);
+    }
+    // Go's runtime is on every stack of a Go program's threads.
+    let root = capture.target.pid;
+    ev.go_target = cpu.iter().any(|st| st.tgid == root && st.frames.iter().any(go_frame))
+        || capture.offcpu.iter().zip(off_syscalls).any(|(o, (_, go))| o.tgid == root && *go);
+    ev
+}
+
+fn go_frame(f: &symbolize::Frame) -> bool {
+    f.kind == symbolize::FrameKind::User && f.function.starts_with("runtime.")
+}
+
+/// Symbolizes off-CPU stacks and wakeups, and merges them; with, for each capture.offcpu
+/// record, the syscall it blocked in and whether its stack runs through the Go runtime.
+type OffFacts = Vec<(Option<String>, bool)>;
+fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> (OffcpuProfile, OffFacts) {
     fn input<'a>(tgid: u32, tid: u32, user: &'a [u64], kernel: &'a [u64], leaf: Leaf) -> StackInput<'a> {
         StackInput { tgid, tid, user, kernel, leaf, count: 0 }
     }
@@ -168,7 +206,7 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfi
     let off_stacks = symbolize::stacks(capture, &off, resolver);
     let blocked_stacks = symbolize::stacks(capture, &blocked, resolver);
     let waker_stacks = symbolize::stacks(capture, &wakers, resolver);
-    let entries = capture
+    let entries: Vec<OffEntry> = capture
         .offcpu
         .iter()
         .zip(off_stacks)
@@ -198,14 +236,18 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> OffcpuProfi
             }
         })
         .collect();
-    OffcpuProfile::merge(entries, wakeups)
+    let syscalls = entries
+        .iter()
+        .map(|e| (crate::analyze::offcpu::syscall_of(&e.frames), e.frames.iter().any(go_frame)))
+        .collect();
+    (OffcpuProfile::merge(entries, wakeups), syscalls)
 }
 
 pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
     let stacks = symbolize::cpu_stacks(capture, resolver);
     let cpu = CpuProfile::from_stacks(&stacks);
     let (top, top_total) = cpu.top(TOP_N);
-    let offcpu = offcpu_profile(capture, resolver);
+    let (offcpu, off_syscalls) = offcpu_profile(capture, resolver);
     let s = &capture.session;
     let offcpu_section = s.min_block_us.map(|min_block_us| OffcpuSection {
         total_us: offcpu.total_us(),
@@ -213,9 +255,10 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         min_block_us,
         top: offcpu.top(TOP_N),
     });
-    let kids = crate::analyze::children::analyze(
+    let kids = crate::analyze::children::analyze_with(
         &capture.lifecycle,
         &ChildrenConfig { slow_reap_ns: s.slow_reap_ms * 1_000_000, wait_stall_ns: s.wait_stall_ms * 1_000_000 },
+        &evidence(capture, &stacks, &off_syscalls),
     );
     let report = Report {
         schema_version: SCHEMA_VERSION,

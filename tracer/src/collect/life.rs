@@ -25,6 +25,8 @@ pub struct LifeCollector {
     pipes_seen: BTreeSet<(u32, i32, u64, bool)>,
     /// argv read by the kernel at exec, until the EXEC record that follows it.
     exec_args: HashMap<u32, Vec<String>>,
+    /// Pid namespace numbers, to give waits inside a container host pids.
+    ns: super::pidns::PidNs,
 }
 
 pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
@@ -47,7 +49,12 @@ impl LifeCollector {
         let mut life = Lifecycle { root_pid: root, ..Default::default() };
         life.initial = existing.iter().filter_map(|&p| snapshot(p)).collect();
         let known = std::iter::once(root).chain(existing.iter().copied()).collect();
+        let mut ns = super::pidns::PidNs::default();
+        for p in &life.initial {
+            ns.on_fork(p.pid, p.ppid);
+        }
         Self {
+            ns,
             start_mono,
             life,
             known,
@@ -59,6 +66,18 @@ impl LifeCollector {
 
     fn rel(&self, ts: u64) -> u64 {
         ts.saturating_sub(self.start_mono)
+    }
+
+    /// A call's start: 0 only when unknown (started before the probes saw it). A start the
+    /// probes saw is at least 1: with `rtrace -- CMD` the command runs (attached already) a
+    /// little before the session clock starts, and its first wait must not read as "since
+    /// before attach".
+    fn rel_start(&self, ts: u64) -> u64 {
+        if ts == 0 {
+            0
+        } else {
+            self.rel(ts).max(1)
+        }
     }
 
     /// Whether a child died and the root still lives: then pipe holders matter.
@@ -85,6 +104,7 @@ impl LifeCollector {
         let ev = match r.kind {
             EVENT_FORK => {
                 self.known.insert(r.tgid);
+                self.ns.on_fork(r.tgid, r.other);
                 LifeEvent::Fork {
                     ts_ns,
                     pid: r.tgid,
@@ -101,6 +121,7 @@ impl LifeCollector {
             }
             EVENT_EXIT => {
                 self.exited.insert(r.tgid);
+                self.ns.on_exit(r.tgid);
                 LifeEvent::Exit { ts_ns, pid: r.tgid, comm: cstr(&r.comm), status: (r.b == 1).then_some(r.a as i32) }
             }
             EVENT_SIGNAL => LifeEvent::Signal {
@@ -115,7 +136,11 @@ impl LifeCollector {
                 result: r.c as i32,
             },
             EVENT_SIGNAL_DELIVER => LifeEvent::SignalDeliver { ts_ns, pid: r.tgid, tid: r.tid, signal: r.a as i32 },
-            EVENT_WAIT => LifeEvent::Wait(self.wait_call(r)),
+            EVENT_WAIT => {
+                let mut w = self.wait_call(r);
+                self.ns.translate(&mut w);
+                LifeEvent::Wait(w)
+            }
             EVENT_PIDFD => LifeEvent::Pidfd { ts_ns, pid: r.tgid, fd: r.a as i32, target_pid: r.other },
             EVENT_FREE => LifeEvent::Free { ts_ns, pid: r.tgid },
             _ => return,
@@ -139,7 +164,7 @@ impl LifeCollector {
             target,
             options: r.e as u64,
             // 0: the call started before the probes saw it (before attach, at the latest).
-            start_ns: self.rel(r.f as u64),
+            start_ns: self.rel_start(r.f as u64),
             end_ns: Some(self.rel(r.ts_ns)),
             ret: Some(r.b),
             reaped_pid: (r.other > 0).then_some(r.other),
@@ -155,8 +180,8 @@ impl LifeCollector {
             ("wait4", true) => (wait4_target(args[0] as i32), args[2]),
             (_, true) => (waitid_target(pid, args[0] as u32, args[1] as u32), args[3]),
         };
-        let start_ns = self.rel(start_mono);
-        self.life.waits_in_flight.push(WaitCall {
+        let start_ns = self.rel_start(start_mono);
+        let mut w = WaitCall {
             pid,
             tid,
             syscall,
@@ -167,7 +192,9 @@ impl LifeCollector {
             ret: None,
             reaped_pid: None,
             exit: None,
-        });
+        };
+        self.ns.translate(&mut w);
+        self.life.waits_in_flight.push(w);
     }
 
     /// Records the pipe ends of the root and of every live known process.
@@ -193,6 +220,21 @@ impl LifeCollector {
         }
         self.life.final_procs = self.known.iter().filter_map(|&p| snapshot(p)).collect();
         self.life.end_ns = self.rel(end_mono);
+    }
+
+    /// Waits that returned after the end with an unknown start: detach removes the entry hook
+    /// before the exit hook, so a call entered in between looks like one from before attach.
+    /// Unless `pre_attach` (threads proved to be in their pre-attach call at the end) says it
+    /// is that call, it started at the end at the earliest.
+    pub fn started_after_end(&mut self, pre_attach: &BTreeSet<u32>) {
+        let end = self.life.end_ns;
+        for e in &mut self.life.events {
+            if let LifeEvent::Wait(w) = e {
+                if w.start_ns == 0 && w.end_ns.is_some_and(|t| t > end) && !pre_attach.contains(&w.tid) {
+                    w.start_ns = end;
+                }
+            }
+        }
     }
 
     pub fn finish(mut self, lost: u64) -> Lifecycle {
@@ -262,6 +304,41 @@ mod tests {
             a.tail[ARGS_CHUNK - argv.len()..].copy_from_slice(argv);
         }
         a
+    }
+
+    /// bash's loop while rtrace detaches: a wait4 entered after the entry hook went returns
+    /// at 3.097 s of a 3 s session with an unknown start. It is not "since before attach"
+    /// (at least 3.1 s); a thread proved to be in its pre-attach wait keeps start 0.
+    #[test]
+    fn waits_entered_during_detach_start_at_the_end() {
+        let mut c = LifeCollector::new(1, 0, &[]);
+        c.life.end_ns = 3_000_000_000;
+        let w = |tid, end| {
+            LifeEvent::Wait(WaitCall {
+                pid: 10,
+                tid,
+                syscall: "wait4".into(),
+                target: WaitTarget::AnyChild,
+                options: 0,
+                start_ns: 0,
+                end_ns: Some(end),
+                ret: None,
+                reaped_pid: None,
+                exit: None,
+            })
+        };
+        c.life.events = vec![w(10, 3_097_000_000), w(11, 3_050_000_000), w(12, 1_000_000_000)];
+        c.started_after_end(&BTreeSet::from([11]));
+        let starts: Vec<u64> = c
+            .life
+            .events
+            .iter()
+            .map(|e| match e {
+                LifeEvent::Wait(w) => w.start_ns,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(starts, [3_000_000_000, 0, 0]);
     }
 
     #[test]

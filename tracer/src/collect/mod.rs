@@ -3,6 +3,7 @@
 mod drain;
 pub mod fds;
 mod life;
+mod pidns;
 mod preexisting;
 mod terminal;
 pub use preexisting::parse_syscall;
@@ -134,7 +135,11 @@ pub async fn run(
     };
     let duration_ms = start.elapsed().as_millis() as u64;
     life.snapshot_end(drain::monotonic_ns());
-    let still: Vec<preexisting::Blocked> = pre.into_iter().filter(preexisting::still_blocked).collect();
+    // Threads the probes saw enter a call since attach left their pre-attach call (the thread
+    // table read first: a call entered after it changes what /proc shows next).
+    let entered: std::collections::BTreeSet<u32> = probes.syscalls_in_flight()?.iter().map(|(tid, _)| *tid).collect();
+    let still: Vec<preexisting::Blocked> =
+        pre.into_iter().filter(|b| preexisting::still_blocked(b, entered.contains(&b.tid))).collect();
     // Threads blocked now whose stacks the probes deferred: read while they are still blocked.
     let deferred =
         preexisting::scan_threads(&probes.deferred_in_flight()?, &probes.task_regs(), |pid| registry.maps(pid));
@@ -164,9 +169,11 @@ pub async fn run(
             .iter()
             .any(|e| matches!(e, crate::lifecycle::LifeEvent::Wait(w) if w.tid == b.tid && w.start_ns == 0));
         if !returned && !life.life.waits_in_flight.iter().any(|w| w.tid == b.tid) {
-            life.wait_in_flight(b.tgid, b.tid, b.nr as i32, &b.args, start_mono, true);
+            // Start unknown (0): at least the whole session.
+            life.wait_in_flight(b.tgid, b.tid, b.nr as i32, &b.args, 0, true);
         }
     }
+    life.started_after_end(&still.iter().map(|b| b.tid).collect());
     let lost = probes.counter(counters::EVENTS_DROPPED);
     let lifecycle = life.finish(lost);
     let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats)?;

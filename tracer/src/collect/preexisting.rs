@@ -3,8 +3,12 @@
 //! user attaching to a hung CLI needs to see. At attach we read /proc/PID/task/TID/syscall
 //! (number, arguments, sp, pc) and /proc/PID/task/TID/stack (kernel frames); the user stack is
 //! walked from sp through /proc/PID/mem (a read of the target's memory: no ptrace, no stop, no
-//! signal). At the end, calls that are still the same (same number and arguments) are
-//! reported as in flight since before attach.
+//! signal). At the end, a call is reported as in flight since before attach only if the thread
+//! provably never returned from it: the same call (number and arguments) in /proc, its
+//! context-switch counts unchanged (it was never scheduled in: a thread that returned, ran
+//! and blocked again switched out at least once more), and no syscall entry seen by the
+//! probes for that thread (a loop like bash's `wait4` or python's `poll` re-enters the same
+//! call with the same arguments: /proc alone cannot tell the two apart).
 //!
 //! The same reading gives the stacks of threads blocked at the end whose stacks the probes
 //! deferred (see tracer_common::sched::OffStart): they never came back to have them taken.
@@ -33,6 +37,40 @@ pub struct Blocked {
     pub leaf: Leaf,
     /// Kernel frames, innermost first, as /proc/PID/task/TID/stack names them.
     pub kernel_names: Vec<String>,
+    /// (voluntary, nonvoluntary) context switches at the reading, from
+    /// /proc/PID/task/TID/status; None when unreadable.
+    pub switches: Option<(u64, u64)>,
+}
+
+/// What /proc shows of a thread at the end, to compare with its `Blocked` reading at attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// The call it is in (None: running or not in a syscall).
+    pub call: Option<(i64, [u64; 6])>,
+    pub state: char,
+    pub switches: Option<(u64, u64)>,
+}
+
+/// Whether the call read at attach is provably the one the thread is in now. `entered`: the
+/// probes saw the thread enter a syscall during the session (then the old call returned).
+/// Unknown switch counts prove nothing, so they fail the test.
+pub fn never_returned(b: &Blocked, now: &Now, entered: bool) -> bool {
+    !entered
+        && matches!(now.state, 'S' | 'D')
+        && now.call == Some((b.nr, b.args))
+        && b.switches.is_some()
+        && now.switches == b.switches
+}
+
+/// "voluntary_ctxt_switches:\t12" and "nonvoluntary_ctxt_switches:\t3" of a status file.
+pub fn parse_switches(status: &str) -> Option<(u64, u64)> {
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok());
+    Some((field("voluntary_ctxt_switches")?, field("nonvoluntary_ctxt_switches")?))
+}
+
+fn switches(pid: u32, tid: u32) -> Option<(u64, u64)> {
+    parse_switches(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?)
 }
 
 /// (nr, args, sp, pc) of a thread in a syscall; None when running or not in a syscall.
@@ -89,6 +127,8 @@ pub fn scan_threads(
         if !matches!(state, 'S' | 'D') {
             continue;
         }
+        // Before the call: had the thread returned in between, the count differs at the end.
+        let switches = switches(pid, tid);
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")) else { continue };
         let Some((nr, args, sp, pc)) = parse_syscall(&text) else { continue };
         // The iterator's bp, if it read the same saved registers (the thread may have moved on
@@ -101,17 +141,27 @@ pub fn scan_threads(
             Some(m) => walk(&|a| read_u64(m, a), &|a, n| read_bytes(m, a, n), exec_maps, sp, pc, bp),
             None => (vec![pc], Leaf::default()),
         };
-        out.push(Blocked { tgid: pid, tid, nr, args, state, user, leaf, kernel_names });
+        out.push(Blocked { tgid: pid, tid, nr, args, state, user, leaf, kernel_names, switches });
     }
     out
 }
 
-/// Whether the thread is still in the very same call.
-pub fn still_blocked(b: &Blocked) -> bool {
-    std::fs::read_to_string(format!("/proc/{}/task/{}/syscall", b.tgid, b.tid))
+/// Whether the thread is still in the very same call (see `never_returned`). `entered`: the
+/// probes saw it enter a syscall since attach.
+pub fn still_blocked(b: &Blocked, entered: bool) -> bool {
+    if entered {
+        return false;
+    }
+    // Switches first: a return after this reading changes the call or the state read next.
+    let switches = switches(b.tgid, b.tid);
+    let call = std::fs::read_to_string(format!("/proc/{}/task/{}/syscall", b.tgid, b.tid))
         .ok()
         .and_then(|t| parse_syscall(&t))
-        .is_some_and(|(nr, args, _, _)| nr == b.nr && args == b.args)
+        .map(|(nr, args, _, _)| (nr, args));
+    let state = procfs::state_and_ppid(b.tid).map_or('?', |s| s.0);
+    // Blocked threads' syscall file is stable; re-read the switches so a thread that woke
+    // between the readings does not pass.
+    never_returned(b, &Now { call, state, switches }, false) && self::switches(b.tgid, b.tid) == switches
 }
 
 fn read_u64(m: &File, addr: u64) -> Option<u64> {
@@ -225,6 +275,50 @@ mod tests {
         assert!(parse_syscall("-1 0x7ffc 0x401000\n").is_none());
         let k = parse_kernel_stack("[<0>] pipe_read+0x2f3/0x450\n[<0>] vfs_read+0x2a1/0x2d0\n");
         assert_eq!(k, ["pipe_read", "vfs_read"]);
+    }
+
+    fn blocked(nr: i64, args: [u64; 6], switches: Option<(u64, u64)>) -> Blocked {
+        Blocked {
+            tgid: 10,
+            tid: 11,
+            nr,
+            args,
+            state: 'S',
+            user: vec![],
+            leaf: Leaf::default(),
+            kernel_names: vec![],
+            switches,
+        }
+    }
+
+    #[test]
+    fn parses_context_switch_counts() {
+        let status =
+            "Name:\tbash\nState:\tS (sleeping)\nvoluntary_ctxt_switches:\t152\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_switches(status), Some((152, 7)));
+        assert_eq!(parse_switches("Name:\tbash\n"), None);
+    }
+
+    /// bash's `while :; do sleep 0.3; done` is in wait4(-1, &status, 0, NULL) at attach and
+    /// again at the end — a new call with the same arguments. Only an unchanged switch count
+    /// and no entry seen by the probes prove it is the same call.
+    #[test]
+    fn same_call_is_pre_attach_only_if_the_thread_never_ran() {
+        let wait4 = (61, [u64::MAX, 0x7ffd_1000, 0, 0, 0, 0]);
+        let b = blocked(wait4.0, wait4.1, Some((40, 2)));
+        let now = |switches| Now { call: Some(wait4), state: 'S', switches };
+        assert!(never_returned(&b, &now(Some((40, 2))), false));
+        // It ran since attach (returned, forked the next sleep, waited again).
+        assert!(!never_returned(&b, &now(Some((49, 2))), false));
+        assert!(!never_returned(&b, &now(Some((40, 3))), false));
+        // The probes saw it enter a call.
+        assert!(!never_returned(&b, &now(Some((40, 2))), true));
+        // Counts unknown at attach or at the end prove nothing.
+        assert!(!never_returned(&blocked(wait4.0, wait4.1, None), &now(None), false));
+        assert!(!never_returned(&b, &now(None), false));
+        // Another call, or not blocked any more.
+        assert!(!never_returned(&b, &Now { call: Some((7, wait4.1)), ..now(Some((40, 2))) }, false));
+        assert!(!never_returned(&b, &Now { call: None, state: 'R', switches: Some((40, 2)) }, false));
     }
 
     /// A stack in memory: pc in a frameless leaf; [sp] = return into `middle`; then middle's

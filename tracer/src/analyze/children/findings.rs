@@ -2,17 +2,17 @@
 //! failed exec, pipe held by a descendant, orphan.
 use super::*;
 
-pub(super) fn findings(ix: &Index, children: &[ChildRecord], cfg: &ChildrenConfig) -> Vec<Finding> {
+pub(super) fn findings(ix: &Index, children: &[ChildRecord], cfg: &ChildrenConfig, ev: &Evidence) -> Vec<Finding> {
     let by_pid: HashMap<u32, &ChildRecord> = children.iter().map(|c| (c.pid, c)).collect();
     let mut out = Vec::new();
     for c in children {
         out.extend(zombie_child(ix, &by_pid, c));
         out.extend(slow_reap(c, cfg));
-        out.extend(killed_by_signal(c));
+        out.extend(killed_by_signal(c, &by_pid, ev.go_target));
         out.extend(exec_failed(c));
         out.extend(orphaned_descendant(ix, c));
     }
-    out.extend(wait_stalls(ix, &by_pid, children, cfg));
+    out.extend(stall::wait_stalls(ix, &by_pid, children, cfg, ev));
     out.extend(pipes_held(ix, &by_pid));
     // Stable: ties (several waits on one child) keep their start order.
     out.sort_by_key(|f| (f.severity, f.kind, sort_pid(f)));
@@ -144,7 +144,7 @@ pub(super) fn exec_failed(c: &ChildRecord) -> Option<Finding> {
     Some(finding(FindingKind::ExecFailed, Severity::Medium, summary, fields))
 }
 
-pub(super) fn killed_by_signal(c: &ChildRecord) -> Option<Finding> {
+pub(super) fn killed_by_signal(c: &ChildRecord, by_pid: &HashMap<u32, &ChildRecord>, go: bool) -> Option<Finding> {
     let k = c.killed_by.as_ref();
     let signal = match (c.exit, k) {
         (Some(ExitInfo::Killed { signal, .. }), _) => signal,
@@ -152,25 +152,34 @@ pub(super) fn killed_by_signal(c: &ChildRecord) -> Option<Finding> {
         _ => return None,
     };
     let name = signal_name(signal);
-    let by_target = k.is_some_and(|k| k.by_target);
-    let summary = format!("{} was killed by {}", label(c), kill_cause(c.pid, &name, k));
+    // Sent by the target or by one of its own processes (timeout(1), a supervisor): meant.
+    let from_tree = k.is_some_and(|k| k.by_target || k.by_descendant);
+    let sender = k.and_then(|k| by_pid.get(&k.sender_pid)).map(|s| label(s));
+    let summary = format!("{} was killed by {}", label(c), kill_cause(c.pid, &name, k, sender.as_deref(), go));
     let fields = json!({
         "pid": c.pid, "signal": name, "signal_number": signal,
         "sender_pid": k.map(|k| k.sender_pid), "sender_comm": k.map(|k| k.sender_comm.clone()),
         "sender_tid": k.map(|k| k.sender_tid), "by_target": k.map(|k| k.by_target), "kernel": k.map(|k| k.kernel),
+        "by_descendant": k.map(|k| k.by_descendant),
     });
-    let severity = if by_target { Severity::Medium } else { Severity::High };
+    let severity = if from_tree { Severity::Medium } else { Severity::High };
     Some(finding(FindingKind::KilledBySignal, severity, summary, fields))
 }
 
-/// The end of a killed_by_signal sentence: who sent it, and what to do about it.
-pub(super) fn kill_cause(pid: u32, name: &str, k: Option<&SignalSender>) -> String {
+/// The end of a killed_by_signal sentence: who sent it, and what to do about it. `sender`:
+/// the sender's label when it is in the ledger; `go`: the target is a Go program.
+pub(super) fn kill_cause(pid: u32, name: &str, k: Option<&SignalSender>, sender: Option<&str>, go: bool) -> String {
     match k {
         None => format!("{name} (sender not seen): check who signals it, or its own crash output."),
         Some(k) if k.kernel => format!("{name} from the kernel (OOM killer?): check dmesg and the cgroup's memory.events."),
         Some(k) if k.by_target => format!(
-            "the target's own {name} from thread {} (exec.CommandContext cancel or an explicit Kill): expected if the target meant to stop it.",
-            k.sender_tid
+            "the target's own {name} from thread {} ({}): expected if the target meant to stop it.",
+            k.sender_tid,
+            if go { "exec.CommandContext cancel or an explicit Kill" } else { "an explicit kill" }
+        ),
+        Some(k) if k.by_descendant => format!(
+            "{name} from {}, one of the target's own descendants: expected if it meant to stop it (timeout, a supervisor).",
+            sender.map_or_else(|| format!("pid {} ({})", k.sender_pid, k.sender_comm), str::to_owned)
         ),
         Some(k) if k.sender_pid == pid => {
             format!("its own {name} (a crash or abort()): check its stderr / core dump.")
@@ -195,153 +204,6 @@ pub(super) fn orphaned_descendant(ix: &Index, c: &ChildRecord) -> Option<Finding
     );
     let fields = json!({ "pid": c.pid, "original_parent_pid": c.ppid });
     Some(finding(FindingKind::OrphanedDescendant, Severity::Low, summary, fields))
-}
-
-/// The root's waits (completed and in flight) that blocked longer than the threshold, oldest
-/// first.
-pub(super) fn wait_stalls(
-    ix: &Index,
-    by_pid: &HashMap<u32, &ChildRecord>,
-    children: &[ChildRecord],
-    cfg: &ChildrenConfig,
-) -> Vec<Finding> {
-    let root = ix.l.root_pid;
-    let done = ix.l.events.iter().filter_map(|e| match e {
-        LifeEvent::Wait(w) => w.end_ns.map(|end| (w, end, false)),
-        _ => None,
-    });
-    let flying = ix.l.waits_in_flight.iter().filter(|w| !waits_on_rtrace(ix.l, w)).map(|w| (w, ix.l.end_ns, true));
-    let mut stalls: Vec<_> = done
-        .chain(flying)
-        .filter(|(w, end, _)| w.pid == root && end.saturating_sub(w.start_ns) > cfg.wait_stall_ns)
-        .collect();
-    stalls.sort_by_key(|(w, _, _)| w.start_ns);
-    stalls.into_iter().map(|(w, end, fl)| wait_stall(ix, by_pid, children, w, end, fl)).collect()
-}
-
-/// A wait of the root, when rtrace runs under it (the top of `rtrace_chain` is its child), for
-/// any child or for rtrace's chain: it waits on rtrace's own session.
-fn waits_on_rtrace(l: &Lifecycle, w: &WaitCall) -> bool {
-    !l.rtrace_chain.is_empty()
-        && w.pid == l.root_pid
-        && match w.target {
-            WaitTarget::AnyChild | WaitTarget::ProcessGroup { .. } => true,
-            WaitTarget::Pid { pid } | WaitTarget::Pidfd { pid: Some(pid), .. } => l.rtrace_chain.contains(&pid),
-            WaitTarget::Pidfd { pid: None, .. } => false,
-        }
-}
-
-pub(super) fn wait_stall(
-    ix: &Index,
-    by_pid: &HashMap<u32, &ChildRecord>,
-    children: &[ChildRecord],
-    w: &WaitCall,
-    end: u64,
-    in_flight: bool,
-) -> Finding {
-    let blocked = end.saturating_sub(w.start_ns);
-    let child = wait_child(ix, children, w, in_flight);
-    let state = child.and_then(|c| child_state(ix, w, c, in_flight));
-    let blocked_in = match state {
-        Some("exited") | None => None,
-        Some(_) => child.and_then(|c| ix.fin.get(&c)).and_then(|p| p.syscall.clone()),
-    };
-    // Start 0: the call started before the probes saw it (before attach): a lower bound.
-    let before_attach = w.start_ns == 0;
-    let summary = format!(
-        "thread {} of pid {} {} {}{} in {} for {}{}: the wait is as long as the child's work; set a timeout (exec.CommandContext / WaitDelay) if that is unexpected.",
-        w.tid,
-        w.pid,
-        if in_flight { "has been blocked" } else { "was blocked" },
-        if before_attach { "at least " } else { "" },
-        human(blocked),
-        w.syscall,
-        waited_for(by_pid, w, child),
-        state_clause(state, blocked_in.as_deref(), in_flight),
-    );
-    let fields = json!({
-        "waiter_tid": w.tid, "waiter_pid": w.pid, "child_pid": child, "blocked_ms": blocked / MS,
-        "child_state": state, "child_blocked_in": blocked_in, "in_flight": in_flight,
-        "since_before_attach": before_attach,
-    });
-    finding(FindingKind::WaitStall, Severity::High, summary, fields)
-}
-
-/// The child a wait was for: its explicit pid, a pidfd's pid, what it returned, or (waiting
-/// for any child) the waiter's only live child.
-pub(super) fn wait_child(ix: &Index, children: &[ChildRecord], w: &WaitCall, in_flight: bool) -> Option<u32> {
-    match w.target {
-        WaitTarget::Pid { pid } => Some(pid),
-        WaitTarget::Pidfd { pid: Some(pid), .. } => Some(pid),
-        WaitTarget::Pidfd { fd, pid: None } => ix.pidfd_target(w.pid, fd, w.start_ns),
-        WaitTarget::ProcessGroup { .. } => w.reaped_pid,
-        WaitTarget::AnyChild => w.reaped_pid.or_else(|| only_live_child(children, w, in_flight)),
-    }
-}
-
-pub(super) fn only_live_child(children: &[ChildRecord], w: &WaitCall, in_flight: bool) -> Option<u32> {
-    let mut live =
-        children.iter().filter(|c| c.ppid == w.pid && if in_flight { c.alive_at_end } else { live_at(c, w.start_ns) });
-    match (live.next(), live.next()) {
-        (Some(c), None) => Some(c.pid),
-        _ => None,
-    }
-}
-
-pub(super) fn live_at(c: &ChildRecord, t: u64) -> bool {
-    let born = c.forked_at_ns.is_none_or(|f| f <= t);
-    let dead = match c.exited_at_ns {
-        Some(e) => e <= t,
-        None => c.zombie_at_attach || c.reaped_at_ns.is_some_and(|r| r <= t),
-    };
-    born && !dead
-}
-
-pub(super) fn child_state(ix: &Index, w: &WaitCall, child: u32, in_flight: bool) -> Option<&'static str> {
-    let now = ix.fin.get(&child).map(|p| state_word(p.state));
-    if in_flight {
-        Some(now.unwrap_or("exited"))
-    } else if w.reaped_pid == Some(child) {
-        Some("exited")
-    } else {
-        now
-    }
-}
-
-pub(super) fn state_word(s: char) -> &'static str {
-    match s {
-        'R' => "running",
-        'S' => "sleeping",
-        'D' => "disk",
-        'Z' => "zombie",
-        'T' | 't' => "stopped",
-        'X' => "exited",
-        'I' => "idle",
-        _ => "unknown",
-    }
-}
-
-pub(super) fn waited_for(by_pid: &HashMap<u32, &ChildRecord>, w: &WaitCall, child: Option<u32>) -> String {
-    match (child, child.and_then(|c| by_pid.get(&c))) {
-        (_, Some(c)) => format!("child {}", label(c)),
-        (Some(pid), None) => format!("child pid {pid}"),
-        (None, None) => match w.target {
-            WaitTarget::ProcessGroup { pgid } => format!("process group {pgid}"),
-            // A pidfd whose process was not found (reaped by the time /proc was read).
-            WaitTarget::Pidfd { fd, .. } => format!("the process of pidfd {fd}"),
-            _ => "any child".to_owned(),
-        },
-    }
-}
-
-pub(super) fn state_clause(state: Option<&str>, blocked_in: Option<&str>, in_flight: bool) -> String {
-    match (state, blocked_in) {
-        (Some("exited"), _) if in_flight => ", which has already exited".to_owned(),
-        (Some("exited"), _) => ", which exited".to_owned(),
-        (Some(s), Some(sys)) => format!(", which is {s} in {sys}"),
-        (Some(s), None) => format!(", which is {s}"),
-        (None, _) => String::new(),
-    }
 }
 
 /// golang/go#23019: a grandchild inherited the write end of the pipe the root reads the

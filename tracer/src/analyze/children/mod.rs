@@ -94,6 +94,9 @@ pub struct SignalSender {
     pub sender_comm: String,
     /// sender_pid == root_pid.
     pub by_target: bool,
+    /// The sender is one of the target's descendants (timeout(1), a supervisor it started).
+    #[serde(default)]
+    pub by_descendant: bool,
     /// si_code == SI_KERNEL, e.g. the OOM killer.
     pub kernel: bool,
 }
@@ -139,13 +142,21 @@ pub enum Severity {
     Low,
 }
 
+/// The ledger and its findings, from the lifecycle alone: no wait_stall is then called stuck
+/// or working (see `analyze_with`).
 pub fn analyze(l: &Lifecycle, cfg: &ChildrenConfig) -> ChildrenReport {
+    analyze_with(l, cfg, &Evidence::default())
+}
+
+/// The ledger and its findings; `ev` (what the profilers saw each process do) decides the
+/// severity of wait stalls.
+pub fn analyze_with(l: &Lifecycle, cfg: &ChildrenConfig, ev: &Evidence) -> ChildrenReport {
     let ix = Index::new(l);
     let pids = descendants(&ix);
     let mut children: Vec<ChildRecord> = pids.iter().map(|&pid| record(&ix, &pids, pid)).collect();
     // Pre-attach ones first, then in fork order: the ledger reads as a timeline.
     children.sort_by_key(|c| (c.forked_at_ns.is_some(), c.forked_at_ns, c.pid));
-    let findings = findings(&ix, &children, cfg);
+    let findings = findings(&ix, &children, cfg, ev);
     ChildrenReport { children, findings }
 }
 
@@ -221,7 +232,7 @@ fn record(ix: &Index, pids: &BTreeSet<u32>, pid: u32) -> ChildRecord {
         forked_at_ns: ix.fork_of(pid).map(|f| f.0),
         execd_at_ns: ix.last_exec(pid).map(|x| x.0),
         exited_at_ns,
-        killed_by: killed_by(ix, pid, exit, exited_at_ns.or(reaped_at_ns), ended),
+        killed_by: killed_by(ix, pids, pid, exit, exited_at_ns.or(reaped_at_ns), ended),
         sigchld_delivered: sigchld(ix, pids, pid, ppid, exited_at_ns),
         zombie_ns: reaped_at_ns.zip(exited_at_ns).and_then(|(r, e)| r.checked_sub(e)),
         orphaned: orphaned(ix, ppid, exited_at_ns, fin),
@@ -324,7 +335,14 @@ fn argv_of(ix: &Index, pid: u32, init: Option<&ProcSnapshot>, fin: Option<&ProcS
 /// The sender of the signal that ended `pid`. With the exit status known, the last signal of
 /// that number sent before `ended_by`; preferring delivered ones, since a later duplicate of an
 /// already-pending signal did not do it. Without it, only a delivered SIGKILL is conclusive.
-fn killed_by(ix: &Index, pid: u32, exit: Option<ExitInfo>, ended_by: Option<u64>, ended: bool) -> Option<SignalSender> {
+fn killed_by(
+    ix: &Index,
+    pids: &BTreeSet<u32>,
+    pid: u32,
+    exit: Option<ExitInfo>,
+    ended_by: Option<u64>,
+    ended: bool,
+) -> Option<SignalSender> {
     let (sig, certain) = match exit {
         Some(ExitInfo::Killed { signal, .. }) => (signal, true),
         None if ended => (SIGKILL, false),
@@ -340,6 +358,7 @@ fn killed_by(ix: &Index, pid: u32, exit: Option<ExitInfo>, ended_by: Option<u64>
         sender_tid: s.sender_tid,
         sender_comm: s.sender_comm.to_owned(),
         by_target: s.sender_pid == ix.l.root_pid,
+        by_descendant: s.sender_pid != pid && pids.contains(&s.sender_pid),
         kernel: s.code == SI_KERNEL,
     })
 }
@@ -349,7 +368,8 @@ fn killed_by(ix: &Index, pid: u32, exit: Option<ExitInfo>, ended_by: Option<u64>
 pub fn killer_of(l: &Lifecycle, pid: u32, signal: i32) -> Option<SignalSender> {
     let ix = Index::new(l);
     let ended = ix.exit_of(pid).map(|e| e.0);
-    killed_by(&ix, pid, Some(ExitInfo::Killed { signal, core_dumped: false }), ended, true)
+    let pids = descendants(&ix);
+    killed_by(&ix, &pids, pid, Some(ExitInfo::Killed { signal, core_dumped: false }), ended, true)
 }
 
 /// SIGCHLD to the parent around the child's exit; the one nearest the exit wins. A SIGCHLD
@@ -379,10 +399,13 @@ fn orphaned(ix: &Index, ppid: u32, exited_at: Option<u64>, fin: Option<&ProcSnap
     reparented || outlived
 }
 
+pub mod activity;
+pub use activity::{Activity, Block, Evidence};
 mod findings;
 #[allow(unused_imports)]
 use findings::*;
 mod index;
+mod stall;
 use index::*;
 
 #[cfg(test)]

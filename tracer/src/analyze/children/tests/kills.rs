@@ -26,6 +26,7 @@ fn killed_by_the_target() {
         sender_tid: 1203,
         sender_comm: "myapp".into(),
         by_target: true,
+        by_descendant: false,
         kernel: false,
     };
     assert_eq!(rec(&r, 1234).killed_by, Some(sender));
@@ -34,13 +35,47 @@ fn killed_by_the_target() {
         vec![Finding {
             kind: FindingKind::KilledBySignal,
             severity: Severity::Medium,
-            summary: "pid 1234 (sleep 10) was killed by the target's own SIGKILL from thread 1203 (exec.CommandContext cancel or an explicit Kill): expected if the target meant to stop it.".into(),
+            // Not known to be a Go program: no Go API named.
+            summary: "pid 1234 (sleep 10) was killed by the target's own SIGKILL from thread 1203 (an explicit kill): expected if the target meant to stop it.".into(),
             fields: obj(json!({
                 "pid": 1234, "signal": "SIGKILL", "signal_number": 9, "sender_pid": 1200,
-                "sender_comm": "myapp", "sender_tid": 1203, "by_target": true, "kernel": false,
+                "sender_comm": "myapp", "sender_tid": 1203, "by_target": true, "kernel": false, "by_descendant": false,
             })),
         }]
     );
+    let go = Evidence { go_target: true, ..Default::default() };
+    let r = analyze_with(&l, &ChildrenConfig::default(), &go);
+    assert_eq!(
+        r.findings[0].summary,
+        "pid 1234 (sleep 10) was killed by the target's own SIGKILL from thread 1203 (exec.CommandContext cancel or an explicit Kill): expected if the target meant to stop it."
+    );
+}
+
+/// `timeout 1 sleep 5` in a traced script: timeout, a descendant of the target, kills sleep.
+/// Not "outside the target": the descendant is named, and it is MEDIUM like the target's own.
+#[test]
+fn killed_by_a_descendant() {
+    let l = lc(
+        vec![
+            fork(S, 1234, ROOT),
+            exec(S, 1234, &["timeout", "1", "sleep", "5"]),
+            fork(S + 1000, 1235, 1234),
+            exec(S + 2000, 1235, &["sleep", "5"]),
+            sig(2 * S, 1234, 1234, "timeout", 1235, 15, SI_USER, 0),
+            LifeEvent::Exit { ts_ns: 2 * S + 1000, pid: 1235, comm: "sleep".into(), status: Some(15) },
+        ],
+        3 * S,
+    );
+    let r = run(&l);
+    let k: Vec<&Finding> = r.findings.iter().filter(|f| f.kind == FindingKind::KilledBySignal).collect();
+    assert_eq!(k.len(), 1, "{:?}", r.findings);
+    assert_eq!(k[0].severity, Severity::Medium);
+    assert_eq!(
+        k[0].summary,
+        "pid 1235 (sleep 5) was killed by SIGTERM from pid 1234 (timeout 1 sleep 5), one of the target's own descendants: expected if it meant to stop it (timeout, a supervisor)."
+    );
+    assert_eq!(k[0].fields["by_descendant"], json!(true));
+    assert_eq!(rec(&r, 1235).killed_by.as_ref().map(|s| s.by_descendant), Some(true));
 }
 
 /// OOM kill of a child left a zombie: exit status from the final snapshot.
@@ -70,7 +105,7 @@ fn killed_by_the_kernel_and_left_a_zombie() {
         f.fields,
         obj(json!({
             "pid": 1234, "signal": "SIGKILL", "signal_number": 9, "sender_pid": 777,
-            "sender_comm": "java", "sender_tid": 778, "by_target": false, "kernel": true,
+            "sender_comm": "java", "sender_tid": 778, "by_target": false, "kernel": true, "by_descendant": false,
         }))
     );
 }
@@ -91,9 +126,10 @@ fn killed_from_outside_the_target() {
     let r = run(&l);
     assert_eq!(
         kinds(&r),
-        vec![(FindingKind::WaitStall, Severity::High), (FindingKind::KilledBySignal, Severity::High)]
+        // No evidence of what the child did during the wait: the stall is MEDIUM.
+        vec![(FindingKind::KilledBySignal, Severity::High), (FindingKind::WaitStall, Severity::Medium)]
     );
-    let f = &r.findings[1];
+    let f = &r.findings[0];
     assert_eq!(
         f.summary,
         "pid 1234 (worker) was killed by SIGTERM from pid 999 (systemd), outside the target: find out why that process signals it."
@@ -117,7 +153,7 @@ fn killed_with_signal_event_missing() {
             summary: "pid 1234 (parent) was killed by SIGSEGV (sender not seen): check who signals it, or its own crash output.".into(),
             fields: obj(json!({
                 "pid": 1234, "signal": "SIGSEGV", "signal_number": 11, "sender_pid": null,
-                "sender_comm": null, "sender_tid": null, "by_target": null, "kernel": null,
+                "sender_comm": null, "sender_tid": null, "by_target": null, "kernel": null, "by_descendant": null,
             })),
         }]
     );

@@ -92,3 +92,4 @@ mod descendants;
 mod kills;
 mod reaping;
 mod rtrace_chain;
+mod stall;

@@ -185,11 +185,13 @@ fn wait_stall_in_flight_for_a_pid() {
         r.findings,
         vec![Finding {
             kind: FindingKind::WaitStall,
-            severity: Severity::High,
-            summary: "thread 1201 of pid 1200 has been blocked 3.0 s in waitid for child pid 1234 (sleep 3), which is sleeping in clock_nanosleep: the wait is as long as the child's work; set a timeout (exec.CommandContext / WaitDelay) if that is unexpected.".into(),
+            // Known from the final snapshot only (no evidence given): sleeping as told.
+            severity: Severity::Low,
+            summary: "thread 1201 of pid 1200 has been blocked 3.0 s in waitid for child pid 1234 (sleep 3), which is sleeping in clock_nanosleep: the child is sleeping as it was told: it slept in clock_nanosleep (it still was at the end; off-CPU recording was off, so for how long is unknown).".into(),
             fields: obj(json!({
                 "waiter_tid": 1201, "waiter_pid": 1200, "since_before_attach": false, "child_pid": 1234, "blocked_ms": 3000,
                 "child_state": "sleeping", "child_blocked_in": "clock_nanosleep", "in_flight": true,
+                "verdict": "child_sleeping", "child_tree_cpu_ms": null, "stuck": null,
             })),
         }]
     );
@@ -223,13 +225,14 @@ fn wait_stall_completed_any_child() {
         let f = &r.findings[0];
         assert_eq!(
             f.summary,
-            "thread 1200 of pid 1200 was blocked 2.0 s in wait4 for child pid 1234 (sleep 2), which exited: the wait is as long as the child's work; set a timeout (exec.CommandContext / WaitDelay) if that is unexpected."
+            "thread 1200 of pid 1200 was blocked 2.0 s in wait4 for child pid 1234 (sleep 2), which exited: rtrace cannot tell whether the child is stuck (off-CPU recording was off)."
         );
         assert_eq!(
             f.fields,
             obj(json!({
                 "waiter_tid": 1200, "waiter_pid": 1200, "since_before_attach": false, "child_pid": 1234, "blocked_ms": 2000,
                 "child_state": "exited", "child_blocked_in": null, "in_flight": false,
+                "verdict": "no_evidence", "child_tree_cpu_ms": null, "stuck": null,
             }))
         );
     }
@@ -259,6 +262,7 @@ fn wait_stall_pidfd_mapped_by_event() {
         obj(json!({
             "waiter_tid": 1201, "waiter_pid": 1200, "since_before_attach": false, "child_pid": 1234, "blocked_ms": 4000,
             "child_state": "running", "child_blocked_in": null, "in_flight": true,
+            "verdict": "no_evidence", "child_tree_cpu_ms": null, "stuck": null,
         }))
     );
     assert!(r.findings[0].summary.contains("for child pid 1234 (busy), which is running: "));
@@ -268,7 +272,15 @@ fn wait_stall_pidfd_mapped_by_event() {
     let f = &run(&l).findings[0];
     assert_eq!(f.fields["child_pid"], json!(1260));
     assert_eq!(f.fields["child_state"], json!("exited"));
-    assert!(f.summary.contains("for child pid 1260, which has already exited: "));
+    // Its exit was not seen, so whether the wait outlived it is unknown: MEDIUM.
+    assert!(
+        f.summary.contains(
+            "for child pid 1260, which has already exited (its exit was not seen), yet the wait has not returned"
+        ),
+        "{}",
+        f.summary
+    );
+    assert_eq!((f.severity, f.fields["verdict"].clone()), (Severity::Medium, json!("child_gone")));
 }
 
 /// An in-flight AnyChild wait: the child is the only live one, or unknown when ambiguous.
@@ -287,11 +299,12 @@ fn wait_stall_any_child_in_flight() {
         obj(json!({
             "waiter_tid": 1201, "waiter_pid": 1200, "since_before_attach": false, "child_pid": null, "blocked_ms": 3000,
             "child_state": null, "child_blocked_in": null, "in_flight": true,
+            "verdict": "child_unknown", "child_tree_cpu_ms": null, "stuck": null,
         }))
     );
     assert_eq!(
         f.summary,
-        "thread 1201 of pid 1200 has been blocked 3.0 s in wait4 for any child: the wait is as long as the child's work; set a timeout (exec.CommandContext / WaitDelay) if that is unexpected."
+        "thread 1201 of pid 1200 has been blocked 3.0 s in wait4 for any child: rtrace cannot tell which child it waits for (several were alive), so not whether one is stuck."
     );
 }
 
