@@ -68,13 +68,19 @@ pub fn check_session(tracefs_format: &Path) -> Result<(), UsageError> {
 
 /// Once the target pid is known: its /proc files can be read (the kernel's ptrace access check
 /// guards /proc/PID/mem, syscall and maps; open is where it runs). Reading is all rtrace does:
-/// the check is the same one `cat /proc/PID/syscall` would face.
-pub fn check_target(pid: u32) -> Result<(), UsageError> {
+/// the check is the same one `cat /proc/PID/syscall` would face. Without CAP_SYS_PTRACE that is
+/// the fix, and the session is refused; with it, the refusal comes from elsewhere (the process
+/// is outside rtrace's user namespace, or a security module denies it), nothing rtrace can
+/// change: the session runs on what the probes see, and the returned warning says what is lost.
+pub fn check_target(pid: u32) -> Result<Option<String>, UsageError> {
     match File::open(format!("/proc/{pid}/mem")) {
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-            Err(UsageError::TargetNotReadable { pid, missing: missing(effective(), &[CAP_SYS_PTRACE]) })
-        }
-        _ => Ok(()),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => match missing(effective(), &[CAP_SYS_PTRACE]) {
+            Some(m) => Err(UsageError::TargetNotReadable { pid, missing: Some(m) }),
+            None => Ok(Some(format!(
+                "the kernel denies reading /proc/{pid}/mem, syscall and maps although rtrace has CAP_SYS_PTRACE (pid {pid} is outside rtrace's user namespace, or a security module refuses): calls blocked before attach and the process's own frames will be missing"
+            ))),
+        },
+        _ => Ok(None),
     }
 }
 

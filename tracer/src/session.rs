@@ -64,7 +64,9 @@ pub fn trace(cfg: Config) -> Result<u8> {
     }
 
     if let Target::Pid(p) = cfg.target {
-        crate::privileges::check_target(p)?;
+        if let Some(w) = crate::privileges::check_target(p)? {
+            eprintln!("rtrace: warning: {w}");
+        }
     }
     let t0 = Instant::now();
     let mut held = match &cfg.target {
