@@ -120,11 +120,16 @@ fn unknown(module: &str, offset: u64) -> String {
 /// a process that asks for them with an mmap hint).
 const USER_END: u64 = 1 << 47;
 
-/// The walked user frames up to the first that cannot be code: 0, or not a user-space address
-/// (`[anon]+0xe9b5dba5b5c0fbce`). A frame-pointer walk that read such a "return address" had
-/// followed a frame pointer into data, so the frames after it are not frames either.
+/// The first page is never mapped (vm.mmap_min_addr is 64 KiB by default): 0, 1… are not
+/// code.
+const USER_START: u64 = 0x1000;
+
+/// The walked user frames up to the first that cannot be code: in the first page (0 and small
+/// integers), or not a user-space address (`[anon]+0xe9b5dba5b5c0fbce`). A frame-pointer walk
+/// that read such a "return address" had followed a frame pointer into data, so the frames
+/// after it are not frames either.
 fn user_frames(user: &[u64]) -> &[u64] {
-    &user[..user.iter().position(|&a| a == 0 || a >= USER_END).unwrap_or(user.len())]
+    &user[..user.iter().position(|&a| !(USER_START..USER_END).contains(&a)).unwrap_or(user.len())]
 }
 
 /// Where a user address lives: the file as /proc/PID/maps named it (`module`), the name to

@@ -89,8 +89,8 @@ fn probe_frames_on_cpu_named_as_rtrace() {
     );
 }
 
-/// A walk that read 0 or a non-user address had left the stack: no `[anon]+0xe9b5…` frame,
-/// and nothing after it.
+/// A walk that read 0, 1 or a non-user address had left the stack: no `[anon]+0x0` or
+/// `[anon]+0xe9b5…` frame, and nothing after it.
 #[test]
 fn zero_and_non_canonical_addresses_are_not_frames() {
     let mut c = capture_of(
@@ -107,6 +107,7 @@ fn zero_and_non_canonical_addresses_are_not_frames() {
         s(vec![0x1150, 0x1250, 0xe9b5_dba5_b5c0_fbce, 0x1350]),
         s(vec![0x1150, 0x1250, 0x2024_7489_4c90_c32f]),
         s(vec![0x1150, 0, 0x1350]),
+        s(vec![0x1150, 1, 0x1350]),
         // Kernel-half and user-space unmapped addresses: the latter may be JIT code, kept.
         s(vec![0x1150, 0x7f00_0000_1000, 0xffff_ffff_8100_0000]),
     ];
@@ -115,7 +116,8 @@ fn zero_and_non_canonical_addresses_are_not_frames() {
     assert_eq!(names(0), ["p", "caller", "leaf"]);
     assert_eq!(names(1), ["p", "caller", "leaf"]);
     assert_eq!(names(2), ["p", "leaf"]);
-    assert_eq!(names(3), ["p", "[unknown] ([anon]+0x7f0000000fff)", "leaf"]);
+    assert_eq!(names(3), ["p", "leaf"]);
+    assert_eq!(names(4), ["p", "[unknown] ([anon]+0x7f0000000fff)", "leaf"]);
 }
 
 /// vDSO addresses are named from the table captured from the process, one frame per function
