@@ -44,7 +44,7 @@ fn with_kernel_names(mut frames: Vec<symbolize::Frame>, names: &[String]) -> Vec
     for n in names.iter().rev() {
         frames.push(symbolize::Frame {
             kind: symbolize::FrameKind::Kernel,
-            function: n.clone(),
+            function: n.as_str().into(),
             module: "[kernel]".into(),
             offset: 0,
             build_id: None,

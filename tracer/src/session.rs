@@ -154,8 +154,22 @@ fn self_cpu_us() -> u64 {
 }
 
 pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<()> {
+    // A build's report takes a moment: say what is going on, on a terminal only.
+    let progress = |msg: &str| {
+        use std::io::IsTerminal;
+        if !quiet && std::io::stderr().is_terminal() {
+            eprint!("\r\x1b[K{msg}");
+        }
+    };
+    let stacks = capture.cpu_samples.len() + capture.offcpu.len() + 2 * capture.wakeups.len();
+    progress(&format!(
+        "rtrace: symbolizing {stacks} stacks of {} processes…",
+        capture.processes.len()
+    ));
     let analysis = report::analyze(capture, &mut BlazeResolver::default());
+    progress(&format!("rtrace: writing {}…", dir.display()));
     let text = output::write_all(dir, capture, &analysis)?;
+    progress("");
     if !quiet {
         // The files are written already; a closed stdout (`rtrace … | head`) is not an error.
         use std::io::Write;

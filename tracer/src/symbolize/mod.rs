@@ -24,18 +24,22 @@ pub enum FrameKind {
     Kernel,
 }
 
+/// A shared, immutable string: a build's report holds a million frames naming a few thousand
+/// functions, so frames share their names instead of each owning copies.
+pub type Name = std::sync::Arc<str>;
+
 /// One named frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Frame {
     pub kind: FrameKind,
     /// Function name (demangled), or `[unknown] (module+0xoffset)`.
-    pub function: String,
+    pub function: Name,
     /// File the code lives in ("[kernel]" for kernel frames, the comm for the process frame).
-    pub module: String,
+    pub module: Name,
     /// Offset in `module` (file offset for user code, address for kernel code).
     pub offset: u64,
     /// Build id of `module` when known.
-    pub build_id: Option<String>,
+    pub build_id: Option<Name>,
 }
 
 impl Frame {
@@ -61,8 +65,8 @@ impl Frame {
 /// the vDSO, and the Go runtime's scheduling and syscall layers. Reports name the innermost
 /// frame that is not, so "blocked in read" reads as "blocked in read, from blocking_read".
 pub fn is_plumbing(f: &Frame) -> bool {
-    let m = f.module.as_str();
-    let n = f.function.as_str();
+    let m: &str = &f.module;
+    let n: &str = &f.function;
     f.kind != FrameKind::User
         || m.starts_with("libc.so")
         || m.starts_with("libc-")
@@ -80,12 +84,12 @@ pub fn is_plumbing(f: &Frame) -> bool {
 
 /// The innermost user-space frame.
 pub fn leaf_function(frames: &[Frame]) -> Option<String> {
-    frames.iter().rev().find(|f| f.kind == FrameKind::User).map(|f| f.function.clone())
+    frames.iter().rev().find(|f| f.kind == FrameKind::User).map(|f| f.function.to_string())
 }
 
 /// The innermost frame of the program's own code (see `is_plumbing`).
 pub fn caller_function(frames: &[Frame]) -> Option<String> {
-    frames.iter().rev().find(|f| f.kind == FrameKind::User && !is_plumbing(f)).map(|f| f.function.clone())
+    frames.iter().rev().find(|f| f.kind == FrameKind::User && !is_plumbing(f)).map(|f| f.function.to_string())
 }
 
 /// A symbolized stack, root (the process frame) first, with its sample count.
@@ -245,96 +249,115 @@ fn stacks_as(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver,
         }
         kaddrs.extend(s.kernel.iter().filter(|&&a| a != 0));
     }
-    let mut user_names: HashMap<(&str, u64), Vec<String>> = HashMap::new();
+    let mut interned = Interner::default();
+    let mut user_names: HashMap<(&str, u64), Vec<Name>> = HashMap::new();
     for (path, mut offs) in by_file {
         offs.sort_unstable();
         offs.dedup();
-        let names = if path == "[vdso]" {
-            offs.iter()
-                .map(|&o| vdso::lookup(&capture.vdso_symbols, o).map(str::to_owned).into_iter().collect())
-                .collect()
+        let names: Vec<Vec<String>> = if path == "[vdso]" {
+            offs.iter().map(|&o| vdso::lookup(&capture.vdso_symbols, o).map(str::to_owned).into_iter().collect()).collect()
         } else {
             resolver.user(path, &offs)
         };
         for (off, n) in offs.into_iter().zip(names) {
-            user_names.insert((path, off), n);
+            user_names.insert((path, off), n.iter().map(|n| interned.get(n)).collect());
         }
     }
     kaddrs.sort_unstable();
     kaddrs.dedup();
-    let knames: HashMap<u64, Option<String>> =
-        if kaddrs.is_empty() { HashMap::new() } else { kaddrs.iter().copied().zip(resolver.kernel(&kaddrs)).collect() };
+    let knames: HashMap<u64, Name> = if kaddrs.is_empty() {
+        HashMap::new()
+    } else {
+        let names = resolver.kernel(&kaddrs);
+        kaddrs.iter().zip(names).filter_map(|(&a, n)| Some((a, interned.get(&n?)))).collect()
+    };
+    let kernel_module = interned.get("[kernel]");
+    let anon_module = interned.get("[anon]");
 
     // Pass 2: build root-first frame lists.
-    raw.iter()
-        .zip(calls)
-        .map(|(s, call)| {
-            let p = capture.processes.get(&s.tgid);
-            let comm = p.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()).unwrap_or("[unknown process]");
-            let user = user_frames(s.user);
-            let walked: Vec<u64> = user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i)).collect();
-            let at = |a: u64| {
-                let l = locate(capture, s.tgid, a)?;
-                let f = user_names.get(&(l.read, l.off)).and_then(|n| n.first()).map(String::as_str);
-                Some((f, l.read))
-            };
-            let input = chain::ChainInput {
-                walked: &walked,
-                resume_ret: user.get(1).copied(),
-                rets: &s.leaf.rets,
-                callees: &s.leaf.callees,
-                resume_call: call,
-            };
-            let lookups = chain::with_skipped_callers(&input, &at);
-            let mut frames = vec![Frame::process(comm)];
-            for &a in lookups.iter().rev() {
-                match locate(capture, s.tgid, a) {
-                    Some(l) => {
-                        let module = basename(l.module).to_owned();
-                        let names = user_names.get(&(l.read, l.off)).cloned().unwrap_or_default();
-                        let frame = |function: String| Frame {
-                            kind: FrameKind::User,
-                            function,
-                            module: module.clone(),
-                            offset: l.off,
-                            build_id: l.build_id.cloned(),
-                        };
-                        if names.is_empty() {
-                            frames.push(frame(unknown(&module, l.off)));
-                        }
-                        let mut prev: Option<String> = None;
-                        for n in names {
-                            // An inlined expansion can repeat the symbol's own name.
-                            if prev.as_ref() == Some(&n) {
-                                continue;
-                            }
-                            prev = Some(n.clone());
-                            frames.push(frame(n));
-                        }
-                    }
-                    None => frames.push(Frame {
-                        kind: FrameKind::User,
-                        function: unknown("[anon]", a),
-                        module: "[anon]".into(),
-                        offset: a,
-                        build_id: None,
-                    }),
-                }
-            }
-            for &addr in s.kernel.iter().rev().filter(|&&a| a != 0) {
-                let function = knames.get(&addr).cloned().flatten().unwrap_or_else(|| unknown("[kernel]", addr));
+    let mut out = Vec::with_capacity(raw.len());
+    for (s, call) in raw.iter().zip(calls) {
+        let p = capture.processes.get(&s.tgid);
+        let comm = p.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()).unwrap_or("[unknown process]");
+        let user = user_frames(s.user);
+        let walked: Vec<u64> = user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i)).collect();
+        let at = |a: u64| {
+            let l = locate(capture, s.tgid, a)?;
+            let f = user_names.get(&(l.read, l.off)).and_then(|n| n.first()).map(|n| &**n);
+            Some((f, l.read))
+        };
+        let input = chain::ChainInput {
+            walked: &walked,
+            resume_ret: user.get(1).copied(),
+            rets: &s.leaf.rets,
+            callees: &s.leaf.callees,
+            resume_call: call,
+        };
+        let lookups = chain::with_skipped_callers(&input, &at);
+        let mut frames = vec![Frame::process(comm)];
+        for &a in lookups.iter().rev() {
+            let Some(l) = locate(capture, s.tgid, a) else {
                 frames.push(Frame {
-                    kind: FrameKind::Kernel,
-                    function,
-                    module: "[kernel]".into(),
-                    offset: addr,
+                    kind: FrameKind::User,
+                    function: unknown("[anon]", a).into(),
+                    module: anon_module.clone(),
+                    offset: a,
                     build_id: None,
                 });
+                continue;
+            };
+            let module = interned.get(basename(l.module));
+            let build_id = l.build_id.map(|b| interned.get(b));
+            let frame = |function: Name| Frame {
+                kind: FrameKind::User,
+                function,
+                module: module.clone(),
+                offset: l.off,
+                build_id: build_id.clone(),
+            };
+            let names = user_names.get(&(l.read, l.off)).map(Vec::as_slice).unwrap_or_default();
+            if names.is_empty() {
+                frames.push(frame(unknown(&module, l.off).into()));
             }
-            probe_frames(&mut frames, probe);
-            Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count }
-        })
-        .collect()
+            let mut prev: Option<&Name> = None;
+            for n in names {
+                // An inlined expansion can repeat the symbol's own name.
+                if prev == Some(n) {
+                    continue;
+                }
+                prev = Some(n);
+                frames.push(frame(n.clone()));
+            }
+        }
+        for &addr in s.kernel.iter().rev().filter(|&&a| a != 0) {
+            let function = knames.get(&addr).cloned().unwrap_or_else(|| unknown("[kernel]", addr).into());
+            frames.push(Frame {
+                kind: FrameKind::Kernel,
+                function,
+                module: kernel_module.clone(),
+                offset: addr,
+                build_id: None,
+            });
+        }
+        probe_frames(&mut frames, probe);
+        out.push(Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count });
+    }
+    out
+}
+
+/// One shared `Name` per distinct string.
+#[derive(Default)]
+struct Interner(std::collections::HashSet<Name>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Name {
+        if let Some(n) = self.0.get(s) {
+            return n.clone();
+        }
+        let n: Name = s.into();
+        self.0.insert(n.clone());
+        n
+    }
 }
 
 /// The name of the frame that stands for rtrace's own probes in an on-CPU stack.
@@ -351,7 +374,7 @@ fn probe_frames(frames: &mut Vec<Frame>, probe: ProbeFrames) {
             && (f.function.starts_with("bpf_trace_run")
                 || f.function.starts_with("__bpf_trace_")
                 || f.function.starts_with("perf_trace_")
-                || f.function == "trace_call_bpf")
+                || &*f.function == "trace_call_bpf")
     };
     let Some(i) = frames.iter().position(glue) else { return };
     let hook = frames[i..].iter().find_map(|f| f.function.strip_prefix("__bpf_trace_")).map(str::to_owned);
@@ -361,7 +384,13 @@ fn probe_frames(frames: &mut Vec<Frame>, probe: ProbeFrames) {
             Some(h) => format!("{PROBE_FRAME} {h}"),
             None => PROBE_FRAME.to_owned(),
         };
-        frames.push(Frame { kind: FrameKind::Kernel, function, module: "[rtrace]".into(), offset: 0, build_id: None });
+        frames.push(Frame {
+            kind: FrameKind::Kernel,
+            function: function.into(),
+            module: "[rtrace]".into(),
+            offset: 0,
+            build_id: None,
+        });
     }
 }
 

@@ -191,7 +191,7 @@ fn deleted_binary_read_through_held_file() {
     let st = cpu_stacks(&c, &mut r);
     let names = |i: usize| st[i].frames.iter().map(Frame::folded_name).collect::<Vec<_>>();
     assert_eq!(names(0), ["x", "main", "burn"]);
-    assert_eq!(st[0].frames[2].module, "x (deleted)");
+    assert_eq!(&*st[0].frames[2].module, "x (deleted)");
     assert_eq!(names(1), ["y", "[unknown] (y (deleted)+0x150)"]);
 }
 
