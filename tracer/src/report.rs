@@ -105,6 +105,9 @@ pub struct CpuSection {
     pub top: Vec<TopFunction>,
     /// By total samples (function anywhere on the stack).
     pub top_total: Vec<TopFunction>,
+    /// Samples by process, most first (which child of a build burned the CPU).
+    #[serde(default)]
+    pub by_process: Vec<crate::analyze::build::ProcessCpu>,
 }
 
 /// Everything the renderers need.
@@ -227,7 +230,12 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
             clock: s.clock,
         },
         accounting: capture.accounting.clone(),
-        cpu: CpuSection { total_samples: cpu.total_samples, top, top_total },
+        cpu: CpuSection {
+            total_samples: cpu.total_samples,
+            top,
+            top_total,
+            by_process: crate::analyze::build::cpu_by_process(&capture.cpu_samples, &capture.processes),
+        },
         offcpu: offcpu_section,
         syscalls: s.slow_top.map(|_| sc::rows(&capture.syscalls)),
         slowest_syscalls: s.slow_top.map(|_| slow_calls(capture, resolver)),

@@ -162,10 +162,7 @@ pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<()> {
         }
     };
     let stacks = capture.cpu_samples.len() + capture.offcpu.len() + 2 * capture.wakeups.len();
-    progress(&format!(
-        "rtrace: symbolizing {stacks} stacks of {} processes…",
-        capture.processes.len()
-    ));
+    progress(&format!("rtrace: symbolizing {stacks} stacks of {} processes…", capture.processes.len()));
     let analysis = report::analyze(capture, &mut BlazeResolver::default());
     progress(&format!("rtrace: writing {}…", dir.display()));
     let text = output::write_all(dir, capture, &analysis)?;

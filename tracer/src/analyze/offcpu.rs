@@ -235,13 +235,8 @@ impl OffcpuProfile {
 /// its state leaf, both in microseconds, in one set of stacks.
 pub fn wall_folded(cpu: &CpuProfile, off: &OffcpuProfile, frequency_hz: u64) -> Vec<String> {
     let period_us = 1_000_000 / frequency_hz.max(1);
-    let on_cpu = Frame {
-        kind: FrameKind::Process,
-        function: "[on-cpu]".into(),
-        module: "".into(),
-        offset: 0,
-        build_id: None,
-    };
+    let on_cpu =
+        Frame { kind: FrameKind::Process, function: "[on-cpu]".into(), module: "".into(), offset: 0, build_id: None };
     let mut stacks: Vec<(Vec<Frame>, u64)> = cpu
         .stacks
         .iter()

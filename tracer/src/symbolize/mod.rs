@@ -255,7 +255,9 @@ fn stacks_as(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver,
         offs.sort_unstable();
         offs.dedup();
         let names: Vec<Vec<String>> = if path == "[vdso]" {
-            offs.iter().map(|&o| vdso::lookup(&capture.vdso_symbols, o).map(str::to_owned).into_iter().collect()).collect()
+            offs.iter()
+                .map(|&o| vdso::lookup(&capture.vdso_symbols, o).map(str::to_owned).into_iter().collect())
+                .collect()
         } else {
             resolver.user(path, &offs)
         };
