@@ -296,7 +296,10 @@ fn stacks_as(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver,
             resume_call: call,
         };
         let lookups = chain::with_skipped_callers(&input, &at);
-        let mut frames = vec![Frame::process(comm)];
+        // Sized up front and trimmed at the end: a build's report holds a million frames, and
+        // vectors grown by doubling would carry up to as much again in spare capacity.
+        let mut frames = Vec::with_capacity(2 + lookups.len() + s.kernel.len());
+        frames.push(Frame::process(comm));
         for &a in lookups.iter().rev() {
             let Some(l) = locate(capture, s.tgid, a) else {
                 frames.push(Frame {
@@ -342,6 +345,7 @@ fn stacks_as(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver,
             });
         }
         probe_frames(&mut frames, probe);
+        frames.shrink_to_fit();
         out.push(Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count });
     }
     out
