@@ -97,9 +97,9 @@ pub fn with_skipped_callers<'n>(
         }
         inserted.push(ret - 1);
         (expect_fn, expect_mod) = (f, module);
-        // The resumed frame called f (or a stub in its own module for f in another): done.
+        // The resumed frame called f (or a PLT stub in its own module for f in another): done.
         if let Some((ef, emod)) = end {
-            if ef == f || emod != module {
+            if ef == f || (emod != module && ef.ends_with("@plt")) {
                 reached = true;
                 break;
             }

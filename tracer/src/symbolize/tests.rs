@@ -322,6 +322,35 @@ fn chain_of_skipped_callers_across_modules() {
     assert_eq!(names, ["p", "main", "nap", "nanosleep", "clock_nanosleep"]);
 }
 
+/// libc's frameless nanosleep → clock_nanosleep under the program's `nap` (which has a frame):
+/// the walk resumes in sleep_half_second, whose direct call went to nap; both skipped callers
+/// come back, the libc one in between included (it is not the call target, nap is).
+#[test]
+fn skipped_chain_through_another_module_reaches_the_call_target() {
+    let mut c = capture_of(
+        1,
+        "p",
+        vec![
+            Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None },
+            Mapping { start: 0x10000, end: 0x19000, offset: 0, path: "/lib/libc.so".into(), build_id: None },
+        ],
+    );
+    let mut r = FakeResolver::default();
+    r.user.push(("/lib/libc.so".into(), 0x100, 0x200, "clock_nanosleep".into()));
+    r.user.push(("/lib/libc.so".into(), 0x200, 0x300, "nanosleep".into()));
+    r.user.push(("/bin/p".into(), 0x100, 0x200, "nap".into()));
+    r.user.push(("/bin/p".into(), 0x200, 0x300, "sleep_half_second".into()));
+    r.user.push(("/bin/p".into(), 0x800, 0x810, "nanosleep@plt".into()));
+    // sleep_half_second's call before 0x1250 is to nap (0x100).
+    r.code.push(call_at("/bin/p", 0x250, 0x100));
+    let leaf = Leaf { rets: [0x10250, 0x1150, 0], callees: [0x10100, 0x1800, 0] };
+    c.cpu_samples =
+        vec![RawSample { tgid: 1, tid: 1, user: vec![0x10150, 0x1250], count: 1, leaf, ..Default::default() }];
+    let s = cpu_stacks(&c, &mut r);
+    let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
+    assert_eq!(names, ["p", "sleep_half_second", "nap", "nanosleep", "clock_nanosleep"]);
+}
+
 #[test]
 fn unknown_symbols_keep_module_and_offset() {
     let mut c = capture_of(
