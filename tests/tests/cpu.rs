@@ -262,3 +262,32 @@ fn replay_capture() {
     assert_eq!(a["cpu"]["top"][0], c["cpu"]["top"][0]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A binary deleted while it runs is symbolized through /proc/PID/map_files, and vDSO frames
+/// are named from the image read out of the process: one `__vdso_clock_gettime` frame.
+#[test]
+fn deleted_binary_and_vdso_named() {
+    if !privileged("deleted_binary_and_vdso_named") {
+        return;
+    }
+    let bin = fixture("deleted_vdso");
+    // It deletes the file it runs from: run a copy.
+    let dir = report_dir("deleted_vdso_bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("deleted_vdso");
+    std::fs::copy(&bin, &copy).unwrap();
+    let run = rtrace("deleted_vdso", &["-q", "--", copy.to_str().unwrap(), "2"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    assert!(!copy.exists(), "the fixture did not delete itself");
+    let folded = run.folded("cpu.folded");
+    let total: u64 = folded.iter().map(|(_, n)| n).sum();
+    let burn = samples_matching(&folded, ";main;burn_after_delete");
+    // read_clock → clock_gettime (libc, frameless: the walk skips read_clock) → vDSO.
+    let vdso = samples_matching(&folded, "__vdso_clock_gettime");
+    // Each half of the time, ±15 points (the slices are timed by the clock they read).
+    assert!(burn * 100 >= total * 35, "burn {burn} of {total}: {folded:?}");
+    assert!(vdso * 100 >= total * 35, "__vdso_clock_gettime {vdso} of {total}: {folded:?}");
+    let unknown: Vec<_> = folded.iter().filter(|(s, _)| s.contains("(deleted)+") || s.contains("[vdso]+")).collect();
+    assert!(unknown.is_empty(), "unnamed frames: {unknown:?}");
+    assert_no_rtrace_programs();
+}

@@ -31,6 +31,44 @@ pub struct Capture {
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// Every process that was tracked, by TGID, with what symbolization needs.
     pub processes: BTreeMap<u32, ProcessInfo>,
+    /// The vDSO's functions, read from a traced process's `[vdso]` mapping (the kernel's image
+    /// has no file to read later; it is the same in every process of one boot).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vdso_symbols: Vec<VdsoSymbol>,
+    /// Open handles on mapped files deleted while mapped (`… (deleted)` in /proc/PID/maps),
+    /// taken from /proc/PID/map_files while the process was alive; not saved.
+    #[serde(skip)]
+    pub held_files: HeldFiles,
+}
+
+/// One vDSO function: its file offset in the image (what a `[vdso]` mapping's address turns
+/// into), size and name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VdsoSymbol {
+    pub offset: u64,
+    pub size: u64,
+    pub name: String,
+}
+
+/// Deleted-but-mapped files, by (tgid, path as /proc/PID/maps shows it): an open file and a
+/// path that reads it (`/proc/self/fd/N`) for as long as this value lives. Compares equal
+/// whatever it holds: it is a way to reach bytes, not part of what was captured.
+#[derive(Clone, Debug, Default)]
+pub struct HeldFiles {
+    pub by_mapping: BTreeMap<(u32, String), (std::sync::Arc<std::fs::File>, String)>,
+}
+
+impl PartialEq for HeldFiles {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl HeldFiles {
+    /// A path that reads the file `path` mapped in process `tgid`, if it was held.
+    pub fn path_of(&self, tgid: u32, path: &str) -> Option<&str> {
+        self.by_mapping.get(&(tgid, path.to_owned())).map(|(_, p)| p.as_str())
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]

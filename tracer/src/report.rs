@@ -46,7 +46,7 @@ fn with_kernel_names(mut frames: Vec<symbolize::Frame>, names: &[String]) -> Vec
     for n in names.iter().rev() {
         frames.push(symbolize::Frame {
             kind: symbolize::FrameKind::Kernel,
-            function: n.clone(),
+            function: n.as_str().into(),
             module: "[kernel]".into(),
             offset: 0,
             build_id: None,
@@ -107,6 +107,9 @@ pub struct CpuSection {
     pub top: Vec<TopFunction>,
     /// By total samples (function anywhere on the stack).
     pub top_total: Vec<TopFunction>,
+    /// Samples by process, most first (which child of a build burned the CPU).
+    #[serde(default)]
+    pub by_process: Vec<crate::analyze::build::ProcessCpu>,
 }
 
 /// Everything the renderers need.
@@ -272,7 +275,12 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
             clock: s.clock,
         },
         accounting: capture.accounting.clone(),
-        cpu: CpuSection { total_samples: cpu.total_samples, top, top_total },
+        cpu: CpuSection {
+            total_samples: cpu.total_samples,
+            top,
+            top_total,
+            by_process: crate::analyze::build::cpu_by_process(&capture.cpu_samples, &capture.processes),
+        },
         offcpu: offcpu_section,
         syscalls: s.slow_top.map(|_| sc::rows(&capture.syscalls)),
         slowest_syscalls: s.slow_top.map(|_| slow_calls(capture, resolver)),

@@ -199,8 +199,20 @@ fn self_cpu_us() -> u64 {
 }
 
 pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<report::Analysis> {
+    // A build's report takes a moment: say what is going on, on a terminal only.
+    let progress = |msg: &str| {
+        use std::io::IsTerminal;
+        if !quiet && std::io::stderr().is_terminal() {
+            // A terminal gone meanwhile (ssh dropped) is not a reason to lose the report.
+            let _ = write!(std::io::stderr(), "\r\x1b[K{msg}");
+        }
+    };
+    let stacks = capture.cpu_samples.len() + capture.offcpu.len() + 2 * capture.wakeups.len();
+    progress(&format!("rtrace: symbolizing {stacks} stacks of {} processes…", capture.processes.len()));
     let analysis = report::analyze(capture, &mut BlazeResolver::default());
+    progress(&format!("rtrace: writing {}…", dir.display()));
     let text = output::write_all(dir, capture, &analysis)?;
+    progress("");
     if !quiet {
         // The files are written already; a closed stdout (`rtrace … | head`) is not an error.
         let _ = std::io::stdout().write_all(text.as_bytes());

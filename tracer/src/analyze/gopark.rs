@@ -34,14 +34,14 @@ const WAIT_POINTS: [&str; 4] = ["runtime.netpoll", "runtime.stopm", "runtime.sto
 /// `frames` root first. None unless the stack crosses runtime.mcall into runtime.park_m.
 pub fn go_park(frames: &[Frame]) -> Option<GoPark> {
     let user: Vec<&Frame> = frames.iter().filter(|f| f.kind == FrameKind::User).collect();
-    let mcall = user.iter().position(|f| f.function == "runtime.mcall")?;
-    if user.get(mcall + 1).is_none_or(|f| f.function != "runtime.park_m") {
+    let mcall = user.iter().position(|f| &*f.function == "runtime.mcall")?;
+    if user.get(mcall + 1).is_none_or(|f| &*f.function != "runtime.park_m") {
         return None;
     }
     let (goroutine_part, sched_part) = (&user[..mcall], &user[mcall + 1..]);
     // The goroutine's frames start after runtime.goexit (its return address on every
     // goroutine stack); a frame of its own code, else its entry function.
-    let start = goroutine_part.iter().position(|f| f.function == "runtime.goexit").map_or(0, |i| i + 1);
+    let start = goroutine_part.iter().position(|f| &*f.function == "runtime.goexit").map_or(0, |i| i + 1);
     let goroutine_part = &goroutine_part[start..];
     // The program's own code first (main.main, not time.Sleep), then any non-runtime frame.
     let own = goroutine_part
@@ -54,10 +54,10 @@ pub fn go_park(frames: &[Frame]) -> Option<GoPark> {
     };
     let thread_waits_in = WAIT_POINTS
         .iter()
-        .find(|w| sched_part.iter().any(|f| f.function == **w))
+        .find(|w| sched_part.iter().any(|f| *f.function == ***w))
         .map_or("runtime.schedule", |w| w)
         .to_owned();
-    Some(GoPark { goroutine, parked_in: next.map(|f| f.function.clone()), thread_waits_in })
+    Some(GoPark { goroutine: goroutine.to_string(), parked_in: next.map(|f| f.function.to_string()), thread_waits_in })
 }
 
 /// Whether a Go function belongs to the program rather than the standard library: package
@@ -96,8 +96,8 @@ mod tests {
             let kind = if n.ends_with("_[k]") { FrameKind::Kernel } else { FrameKind::User };
             v.push(Frame {
                 kind,
-                function: n.trim_end_matches("_[k]").to_owned(),
-                module: "go_block".to_owned(),
+                function: n.trim_end_matches("_[k]").into(),
+                module: "go_block".into(),
                 offset: 0,
                 build_id: None,
             });

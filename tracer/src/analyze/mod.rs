@@ -1,4 +1,5 @@
 //! Pure functions from symbolized captures to analyses. No I/O.
+pub mod build;
 pub mod children;
 pub mod cpu;
 pub mod gopark;

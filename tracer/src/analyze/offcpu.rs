@@ -92,8 +92,8 @@ pub struct OffcpuSection {
 pub fn state_frame(state: OffState) -> Frame {
     Frame {
         kind: FrameKind::Process,
-        function: format!("[{}]", state.name()),
-        module: String::new(),
+        function: format!("[{}]", state.name()).into(),
+        module: "".into(),
         offset: 0,
         build_id: None,
     }
@@ -104,10 +104,10 @@ pub fn state_frame(state: OffState) -> Frame {
 pub fn syscall_of(frames: &[Frame]) -> Option<String> {
     let k: Vec<&Frame> = frames.iter().filter(|f| f.kind == FrameKind::Kernel).collect();
     let entry = k.iter().position(|f| {
-        f.function == "do_syscall_64" || f.function == "invoke_syscall" || f.function == "x64_sys_call"
+        &*f.function == "do_syscall_64" || &*f.function == "invoke_syscall" || &*f.function == "x64_sys_call"
     })?;
     for f in &k[entry + 1..] {
-        if f.function == "x64_sys_call" {
+        if &*f.function == "x64_sys_call" {
             continue;
         }
         for p in ["__x64_sys_", "__ia32_sys_", "__arm64_sys_", "__se_sys_", "__do_sys_", "ksys_", "__sys_", "do_sys_"] {
@@ -180,7 +180,7 @@ impl OffcpuProfile {
     /// stack leaf→root ending with the waker's name, in microseconds.
     pub fn wakeups_folded(&self) -> Vec<String> {
         let sep =
-            Frame { kind: FrameKind::Process, function: "--".into(), module: String::new(), offset: 0, build_id: None };
+            Frame { kind: FrameKind::Process, function: "--".into(), module: "".into(), offset: 0, build_id: None };
         let stacks: Vec<(Vec<Frame>, u64)> = self
             .wakeups
             .iter()
@@ -235,13 +235,8 @@ impl OffcpuProfile {
 /// its state leaf, both in microseconds, in one set of stacks.
 pub fn wall_folded(cpu: &CpuProfile, off: &OffcpuProfile, frequency_hz: u64) -> Vec<String> {
     let period_us = 1_000_000 / frequency_hz.max(1);
-    let on_cpu = Frame {
-        kind: FrameKind::Process,
-        function: "[on-cpu]".into(),
-        module: String::new(),
-        offset: 0,
-        build_id: None,
-    };
+    let on_cpu =
+        Frame { kind: FrameKind::Process, function: "[on-cpu]".into(), module: "".into(), offset: 0, build_id: None };
     let mut stacks: Vec<(Vec<Frame>, u64)> = cpu
         .stacks
         .iter()

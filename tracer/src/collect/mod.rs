@@ -206,7 +206,7 @@ pub async fn run(
         slow_reap_ms: params.slow_reap.as_millis() as u64,
         wait_stall_ms: params.wait_stall.as_millis() as u64,
     };
-    capture.processes = registry.into_processes();
+    registry.fill(&mut capture);
     Ok(capture)
 }
 

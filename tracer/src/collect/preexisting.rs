@@ -183,17 +183,10 @@ fn callee_of(read: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mapping], ret
     if ret < 8 || !maps.iter().any(|m| m.start <= ret && ret < m.end) {
         return None;
     }
-    let b = read(ret - 8, 8)?;
-    if b[3] == 0xE8 {
-        // call rel32: relative to the return address.
-        return Some(ret.wrapping_add(i32::from_le_bytes([b[4], b[5], b[6], b[7]]) as i64 as u64));
+    match crate::symbolize::chain::decode_call(&read(ret - 8, 8)?, ret)? {
+        crate::symbolize::chain::Call::Direct(target) => Some(target),
+        crate::symbolize::chain::Call::Indirect => Some(0),
     }
-    // call reg (r8-r15 have a REX prefix before the same two bytes); call [reg+disp8]; call
-    // [rip+disp32] or [reg+disp32].
-    let indirect = (b[6] == 0xFF && b[7] & 0xF8 == 0xD0)
-        || (b[5] == 0xFF && b[6] & 0xF8 == 0x50)
-        || (b[2] == 0xFF && (b[3] == 0x15 || b[3] & 0xF8 == 0x90));
-    indirect.then_some(0)
 }
 
 /// The user stack from (sp, pc), and bp when the task iterator read it (0: unknown).

@@ -1,10 +1,16 @@
 //! What we know about every tracked process, captured while it is alive: name, command line
 //! and executable mappings (re-read after exec and periodically, since the dynamic loader maps
 //! libraries after exec). This is what lets a child that exits mid-session still symbolize.
-use std::collections::{BTreeMap, HashMap};
+//! Two things have no file to read at the end, so they are taken here too: mapped files that
+//! were deleted (held open through /proc/PID/map_files) and the vDSO (read from the process).
+use std::{
+    collections::{BTreeMap, HashMap},
+    os::unix::fs::{FileExt, MetadataExt},
+    sync::Arc,
+};
 
 use crate::{
-    capture::{Mapping, ProcessInfo},
+    capture::{Capture, HeldFiles, Mapping, ProcessInfo, VdsoSymbol},
     procfs,
 };
 
@@ -12,6 +18,11 @@ use crate::{
 pub struct Registry {
     procs: BTreeMap<u32, Entry>,
     build_ids: HashMap<String, Option<String>>,
+    held: HeldFiles,
+    /// Deleted files already held, by (device, inode): one open file per inode, however many
+    /// processes map it.
+    held_inodes: HashMap<(u64, u64), (Arc<std::fs::File>, String)>,
+    vdso: Vec<VdsoSymbol>,
 }
 
 struct Entry {
@@ -52,13 +63,49 @@ impl Registry {
             // A new program image: the old mappings no longer describe this pid.
             entry.info.maps.clear();
         }
-        for mut m in maps {
+        let mut fresh = Vec::new();
+        for m in maps {
             if !entry.info.maps.iter().any(|o| o.start == m.start && o.end == m.end && o.path == m.path) {
-                m.build_id = build_id(&mut self.build_ids, &m);
-                entry.info.maps.push(m);
+                fresh.push(m);
             }
         }
-        entry.info.maps.sort();
+        for mut m in fresh {
+            let read_path = if m.path.ends_with(" (deleted)") { self.hold_deleted(pid, &m) } else { None };
+            m.build_id = build_id(&mut self.build_ids, read_path.as_deref().unwrap_or(&m.path));
+            if m.path == "[vdso]" && self.vdso.is_empty() {
+                self.vdso = read_vdso(pid, &m);
+            }
+            if let Some(e) = self.procs.get_mut(&pid) {
+                // The file was deleted since the last reading: its path no longer reads it (or
+                // reads a newer build), so the entry under the old name goes.
+                if let Some(stem) = m.path.strip_suffix(" (deleted)") {
+                    e.info.maps.retain(|o| !(o.start == m.start && o.end == m.end && o.path == stem));
+                }
+                e.info.maps.push(m);
+            }
+        }
+        if let Some(e) = self.procs.get_mut(&pid) {
+            e.info.maps.sort();
+        }
+    }
+
+    /// Opens a deleted file through /proc/PID/map_files (the mapping keeps its inode alive
+    /// only as long as the process lives), once per inode; returns a path that reads it.
+    fn hold_deleted(&mut self, pid: u32, m: &Mapping) -> Option<String> {
+        let link = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+        let file = std::fs::File::open(link).ok()?;
+        let meta = file.metadata().ok()?;
+        let (file, path) = self
+            .held_inodes
+            .entry((meta.dev(), meta.ino()))
+            .or_insert_with(|| {
+                use std::os::fd::AsRawFd;
+                let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+                (Arc::new(file), path)
+            })
+            .clone();
+        self.held.by_mapping.insert((pid, m.path.clone()), (file, path.clone()));
+        Some(path)
     }
 
     pub fn maps(&self, pid: u32) -> Vec<Mapping> {
@@ -126,20 +173,36 @@ impl Registry {
         any
     }
 
-    pub fn into_processes(self) -> BTreeMap<u32, ProcessInfo> {
-        self.procs.into_iter().map(|(p, e)| (p, e.info)).collect()
+    /// Moves what was learned into the capture: processes, held files, vDSO functions.
+    pub fn fill(self, capture: &mut Capture) {
+        capture.processes = self.procs.into_iter().map(|(p, e)| (p, e.info)).collect();
+        capture.held_files = self.held;
+        capture.vdso_symbols = self.vdso;
     }
 }
 
-fn build_id(cache: &mut HashMap<String, Option<String>>, m: &Mapping) -> Option<String> {
-    if !m.path.starts_with('/') {
+fn build_id(cache: &mut HashMap<String, Option<String>>, path: &str) -> Option<String> {
+    if !path.starts_with('/') {
         return None;
     }
     cache
-        .entry(m.path.clone())
+        .entry(path.to_owned())
         .or_insert_with(|| {
-            let id = blazesym::helper::read_elf_build_id(&m.path).ok().flatten()?;
+            let id = blazesym::helper::read_elf_build_id(path).ok().flatten()?;
             Some(id.iter().map(|b| format!("{b:02x}")).collect())
         })
         .clone()
+}
+
+/// The vDSO's functions, from the image the kernel mapped into `pid` (a read of its memory,
+/// as /proc/PID/mem allows root; nothing is written).
+fn read_vdso(pid: u32, m: &Mapping) -> Vec<VdsoSymbol> {
+    let Ok(mem) = std::fs::File::open(format!("/proc/{pid}/mem")) else { return Vec::new() };
+    // The image is a few pages; more than 1 MiB would not be a vDSO.
+    let len = (m.end - m.start).min(1 << 20) as usize;
+    let mut image = vec![0u8; len];
+    if mem.read_exact_at(&mut image, m.start).is_err() {
+        return Vec::new();
+    }
+    crate::symbolize::vdso::symbols(&image)
 }

@@ -191,7 +191,7 @@ impl Builder {
         if f.kind == FrameKind::Process {
             return 0;
         }
-        if let Some(&id) = self.mapping_ids.get(&f.module) {
+        if let Some(&id) = self.mapping_ids.get(&*f.module) {
             return id;
         }
         let id = self.mappings.len() as u64 + 1;
@@ -207,16 +207,16 @@ impl Builder {
             build_id,
             has_functions: true,
         });
-        self.mapping_ids.insert(f.module.clone(), id);
+        self.mapping_ids.insert(f.module.to_string(), id);
         id
     }
 
     fn function(&mut self, f: &Frame) -> u64 {
         let name = match f.kind {
             FrameKind::Kernel => format!("{}_[k]", f.function),
-            _ => f.function.clone(),
+            _ => f.function.to_string(),
         };
-        let key = (name.clone(), f.module.clone());
+        let key = (name.clone(), f.module.to_string());
         if let Some(&id) = self.function_ids.get(&key) {
             return id;
         }

@@ -71,6 +71,7 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     table(&mut s, &report.cpu.top, total, true);
     let _ = writeln!(s, "\nOn CPU — top functions by total time (self + callees):");
     table(&mut s, &report.cpu.top_total, total, false);
+    cpu_by_process_section(&mut s, &report.cpu.by_process, total);
 
     if let Some(off) = &report.offcpu {
         where_it_waits(&mut s, off, total, ss.sample_frequency_hz);
@@ -175,18 +176,53 @@ fn findings_section(s: &mut String, findings: &[Finding]) {
     let _ = writeln!(s);
 }
 
+/// Which process burned the CPU: the top processes, and all of them by command. Shown when
+/// more than one process was sampled.
+fn cpu_by_process_section(s: &mut String, rows: &[crate::analyze::build::ProcessCpu], total: u64) {
+    if rows.len() < 2 || total == 0 {
+        return;
+    }
+    let pct = |n: u64| 100.0 * n as f64 / total as f64;
+    let _ = writeln!(s, "\nOn CPU — by process ({} processes sampled):", rows.len());
+    let _ = writeln!(s, "  {:>6} {:>8} {:>7}  command", "cpu%", "samples", "pid");
+    for r in rows.iter().take(TEXT_TOP) {
+        let cmd = crate::analyze::build::short_command(&r.argv, &r.command, CMD_WIDTH);
+        let _ = writeln!(s, "  {:>5.1}% {:>8} {:>7}  {cmd}", pct(r.samples), r.samples, r.pid);
+    }
+    let by_cmd = crate::analyze::build::cpu_by_command(rows);
+    if by_cmd.len() < rows.len() {
+        let each: Vec<String> = by_cmd
+            .iter()
+            .take(8)
+            .map(|c| {
+                let n = if c.processes == 1 { String::new() } else { format!(" in {} processes", c.processes) };
+                format!("{} {:.1}%{n}", c.command, pct(c.samples))
+            })
+            .collect();
+        let _ = writeln!(s, "  by command: {}", each.join(", "));
+    }
+}
+
+/// Command lines in the children table are cut at this many characters: enough to tell a
+/// build's children apart (compile's `-p` package comes after its output path).
+const CMD_WIDTH: usize = 120;
+
 fn children_section(s: &mut String, children: &[ChildRecord]) {
     if children.is_empty() {
         return;
     }
     let _ = writeln!(s, "\nChildren ({} descendants; times since attach):", children.len());
+    if let Some(line) = crate::analyze::build::children_summary(children) {
+        let _ = writeln!(s, "  {line}");
+    }
     let _ = writeln!(
         s,
         "  {:>7} {:>7} {:>9} {:>9} {:<18} {:>10}  command",
         "pid", "ppid", "started", "exited", "ended", "zombie"
     );
     let t = |v: Option<u64>| v.map(|ns| format!("{:.3}s", ns as f64 / 1e9)).unwrap_or_else(|| "-".into());
-    for c in children.iter().take(30) {
+    // Failed children first: they are what the reader is looking for.
+    for c in crate::analyze::build::failed_first(children).into_iter().take(30) {
         let ended = match &c.exit {
             Some(crate::lifecycle::ExitInfo::Exited { code }) => format!("exit {code}"),
             Some(crate::lifecycle::ExitInfo::Killed { signal, .. }) => {
@@ -197,8 +233,7 @@ fn children_section(s: &mut String, children: &[ChildRecord]) {
             None => "-".into(),
         };
         let zombie = if c.never_reaped { format!("{} !", t(c.zombie_age_ns)) } else { t(c.zombie_ns) };
-        let cmd = if c.argv.is_empty() { c.comm.clone() } else { c.argv.join(" ") };
-        let cmd: String = cmd.chars().take(60).collect();
+        let cmd = crate::analyze::build::short_command(&c.argv, &c.comm, CMD_WIDTH);
         let _ = writeln!(
             s,
             "  {:>7} {:>7} {:>9} {:>9} {:<18} {:>10}  {cmd}",
@@ -295,5 +330,64 @@ fn table(s: &mut String, rows: &[TopFunction], total: u64, by_self: bool) {
         let pct = |n: u64| 100.0 * n as f64 / total as f64;
         let n = if by_self { r.self_samples } else { r.total_samples };
         let _ = writeln!(s, "  {:>5.1}% {:>6.1}% {:>8}  {}", pct(r.self_samples), pct(r.total_samples), n, r.function);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::build::ProcessCpu;
+
+    fn row(pid: u32, argv: &[&str], samples: u64) -> ProcessCpu {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        ProcessCpu { pid, command: crate::analyze::build::command_name(&argv, "x"), argv, samples }
+    }
+
+    /// A build's CPU by process: the top processes with their distinguishing arguments, then
+    /// every process summed by command.
+    #[test]
+    fn cpu_by_process_table() {
+        let c = "/usr/lib/go/pkg/tool/linux_amd64/compile";
+        let rows = [
+            row(11, &[c, "-p", "fmt"], 50),
+            row(12, &["/usr/lib/go/pkg/tool/linux_amd64/link"], 30),
+            row(10, &[c, "-p", "os"], 20),
+        ];
+        let mut s = String::new();
+        cpu_by_process_section(&mut s, &rows, 100);
+        assert_eq!(
+            s,
+            "\nOn CPU — by process (3 processes sampled):\n\
+             \x20   cpu%  samples     pid  command\n\
+             \x20  50.0%       50      11  compile -p fmt\n\
+             \x20  30.0%       30      12  link\n\
+             \x20  20.0%       20      10  compile -p os\n\
+             \x20 by command: compile 70.0% in 2 processes, link 30.0%\n"
+        );
+        // One process: nothing to compare, no section.
+        let mut one = String::new();
+        cpu_by_process_section(&mut one, &rows[..1], 100);
+        assert_eq!(one, "");
+    }
+
+    /// The ledger opens with the per-command summary and lists the failed child first, with
+    /// arguments that tell it apart.
+    #[test]
+    fn children_summary_and_failed_first() {
+        use crate::{analyze::build::tests::child, lifecycle::ExitInfo};
+        let c = "/usr/lib/go/pkg/tool/linux_amd64/compile";
+        let ok = Some(ExitInfo::Exited { code: 0 });
+        let kids = [
+            child(10, &[c, "-o", "/tmp/go-build1/b001/_pkg_.a", "-p", "fmt"], ok),
+            child(11, &[c, "-o", "/tmp/go-build1/b002/_pkg_.a", "-p", "os"], Some(ExitInfo::Exited { code: 1 })),
+            child(12, &["/usr/lib/go/pkg/tool/linux_amd64/link", "-o", "a.out"], ok),
+        ];
+        let mut s = String::new();
+        children_section(&mut s, &kids);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[2], "  3 children: 2 compile, 1 link; 2 exit 0, 1 exit 1 (1 compile)");
+        let pids: Vec<&str> = lines[4..].iter().map(|l| l.split_whitespace().next().unwrap()).collect();
+        assert_eq!(pids, ["11", "10", "12"]);
+        assert!(lines[4].ends_with("  compile -o /tmp/go-build1/b002/_pkg_.a -p os"), "{}", lines[4]);
     }
 }

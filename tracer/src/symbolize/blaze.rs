@@ -12,6 +12,8 @@ pub struct BlazeResolver {
     symbolizer: Symbolizer,
     /// Go function tables by path (None: not Go), for what blazesym cannot name.
     go: std::collections::HashMap<String, Option<super::gopclntab::GoTable>>,
+    /// Files opened to read code from (None: cannot be opened).
+    files: std::collections::HashMap<String, Option<std::fs::File>>,
 }
 
 impl Default for BlazeResolver {
@@ -19,6 +21,7 @@ impl Default for BlazeResolver {
         Self {
             symbolizer: Symbolizer::builder().enable_demangling(true).enable_inlined_fns(true).build(),
             go: Default::default(),
+            files: Default::default(),
         }
     }
 }
@@ -62,6 +65,14 @@ impl super::Resolver for BlazeResolver {
         };
         self.fill_from_go(path, offsets, &mut names);
         names
+    }
+
+    fn code(&mut self, path: &str, offset: u64, len: usize) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let f = self.files.entry(path.to_owned()).or_insert_with(|| std::fs::File::open(path).ok()).as_ref()?;
+        let mut b = vec![0u8; len];
+        f.read_exact_at(&mut b, offset).ok()?;
+        Some(b)
     }
 
     fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {

@@ -64,8 +64,11 @@ pub fn parse(d: &[u8]) -> Option<(u64, Vec<(u32, String)>)> {
 impl GoTable {
     /// The table of a Go binary, or None (not Go, or an older layout).
     pub fn load(path: &str) -> Option<Self> {
-        let data = std::fs::read(path).ok()?;
-        let file = object::File::parse(&*data).ok()?;
+        // Read through a cache of the ranges parsed: the headers, then only the table — not
+        // the whole file (a Rust or C++ library without symbols can be hundreds of MB).
+        let f = std::fs::File::open(path).ok()?;
+        let data = object::read::ReadCache::new(f);
+        let file = object::File::parse(&data).ok()?;
         let pcln = file.section_by_name(".gopclntab")?;
         let (text_start, funcs) = parse(pcln.data().ok()?)?;
         let sections = file

@@ -3,7 +3,9 @@
 //! mappings captured while each process was alive, so processes that exited during the session
 //! still symbolize; kernel addresses go through kallsyms.
 mod blaze;
+pub mod chain;
 pub mod gopclntab;
+pub mod vdso;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use blaze::BlazeResolver;
 
-use crate::capture::{Capture, Leaf, ProcessInfo};
+use crate::capture::{Capture, Leaf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -22,18 +24,22 @@ pub enum FrameKind {
     Kernel,
 }
 
+/// A shared, immutable string: a build's report holds a million frames naming a few thousand
+/// functions, so frames share their names instead of each owning copies.
+pub type Name = std::sync::Arc<str>;
+
 /// One named frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Frame {
     pub kind: FrameKind,
     /// Function name (demangled), or `[unknown] (module+0xoffset)`.
-    pub function: String,
+    pub function: Name,
     /// File the code lives in ("[kernel]" for kernel frames, the comm for the process frame).
-    pub module: String,
+    pub module: Name,
     /// Offset in `module` (file offset for user code, address for kernel code).
     pub offset: u64,
     /// Build id of `module` when known.
-    pub build_id: Option<String>,
+    pub build_id: Option<Name>,
 }
 
 impl Frame {
@@ -59,8 +65,8 @@ impl Frame {
 /// the vDSO, and the Go runtime's scheduling and syscall layers. Reports name the innermost
 /// frame that is not, so "blocked in read" reads as "blocked in read, from blocking_read".
 pub fn is_plumbing(f: &Frame) -> bool {
-    let m = f.module.as_str();
-    let n = f.function.as_str();
+    let m: &str = &f.module;
+    let n: &str = &f.function;
     f.kind != FrameKind::User
         || m.starts_with("libc.so")
         || m.starts_with("libc-")
@@ -78,12 +84,12 @@ pub fn is_plumbing(f: &Frame) -> bool {
 
 /// The innermost user-space frame.
 pub fn leaf_function(frames: &[Frame]) -> Option<String> {
-    frames.iter().rev().find(|f| f.kind == FrameKind::User).map(|f| f.function.clone())
+    frames.iter().rev().find(|f| f.kind == FrameKind::User).map(|f| f.function.to_string())
 }
 
 /// The innermost frame of the program's own code (see `is_plumbing`).
 pub fn caller_function(frames: &[Frame]) -> Option<String> {
-    frames.iter().rev().find(|f| f.kind == FrameKind::User && !is_plumbing(f)).map(|f| f.function.clone())
+    frames.iter().rev().find(|f| f.kind == FrameKind::User && !is_plumbing(f)).map(|f| f.function.to_string())
 }
 
 /// A symbolized stack, root (the process frame) first, with its sample count.
@@ -97,10 +103,13 @@ pub struct Stack {
 
 /// Looks up names. `user` gets file offsets within one file and returns, for each, the
 /// function names outermost first (more than one when calls were inlined), or an empty vector
-/// when there is no symbol.
+/// when there is no symbol. `code` reads bytes of a file (for the chain check's call decoding).
 pub trait Resolver {
     fn user(&mut self, path: &str, offsets: &[u64]) -> Vec<Vec<String>>;
     fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>>;
+    fn code(&mut self, _path: &str, _offset: u64, _len: usize) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 fn basename(path: &str) -> &str {
@@ -111,10 +120,47 @@ fn unknown(module: &str, offset: u64) -> String {
     format!("[unknown] ({module}+{offset:#x})")
 }
 
-/// Where a user address lives: (path, file offset, build id), if a mapping covers it.
-fn locate(proc_: Option<&ProcessInfo>, addr: u64) -> Option<(&str, u64, Option<&String>)> {
-    let m = proc_?.mapping_of(addr)?;
-    Some((m.path.as_str(), addr - m.start + m.offset, m.build_id.as_ref()))
+/// The end of user space on x86_64 (47-bit addresses; the kernel hands out higher ones only to
+/// a process that asks for them with an mmap hint).
+const USER_END: u64 = 1 << 47;
+
+/// The first page is never mapped (vm.mmap_min_addr is 64 KiB by default): 0, 1… are not
+/// code.
+const USER_START: u64 = 0x1000;
+
+/// The walked user frames up to the first that cannot be code: in the first page (0 and small
+/// integers), or not a user-space address (`[anon]+0xe9b5dba5b5c0fbce`). A frame-pointer walk
+/// that read such a "return address" had followed a frame pointer into data, so the frames
+/// after it are not frames either.
+fn user_frames(user: &[u64]) -> &[u64] {
+    &user[..user.iter().position(|&a| !(USER_START..USER_END).contains(&a)).unwrap_or(user.len())]
+}
+
+/// Where a user address lives: the file as /proc/PID/maps named it (`module`), the name to
+/// read it by (`read`: the same path, a held copy of a deleted file, or `[vdso]`), the file
+/// offset and the build id.
+struct Loc<'a> {
+    module: &'a str,
+    read: &'a str,
+    off: u64,
+    build_id: Option<&'a String>,
+}
+
+impl Loc<'_> {
+    /// Whether names can be looked up for it (a file to read, or the captured vDSO table).
+    fn resolvable(&self) -> bool {
+        self.read.starts_with('/') || self.read == "[vdso]"
+    }
+}
+
+fn locate<'a>(capture: &'a Capture, tgid: u32, addr: u64) -> Option<Loc<'a>> {
+    let m = capture.processes.get(&tgid)?.mapping_of(addr)?;
+    let read = if m.path.ends_with(" (deleted)") {
+        capture.held_files.path_of(tgid, &m.path).unwrap_or(&m.path)
+    } else {
+        &m.path
+    };
+    Some(Loc { module: &m.path, read, off: addr - m.start + m.offset, build_id: m.build_id.as_ref() })
 }
 
 /// One stack to symbolize: user and kernel frames leaf first, as the kernel gives them.
@@ -126,6 +172,15 @@ pub struct StackInput<'a> {
     /// Callers the frame-pointer walk skipped (candidates, validated here).
     pub leaf: Leaf,
     pub count: u64,
+}
+
+/// What to do with the frames of rtrace's own probes in a kernel stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ProbeFrames {
+    /// Drop them: the stack was taken inside the probe, which is not what the thread was doing.
+    Strip,
+    /// Name them as rtrace's: a CPU sample that lands in a probe is rtrace's cost.
+    Label,
 }
 
 /// Symbolizes all on-CPU samples of a capture.
@@ -142,177 +197,207 @@ pub fn cpu_stacks(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<Stack> 
             count: s.count,
         })
         .collect();
-    stacks(capture, &raw, resolver)
+    stacks_as(capture, &raw, resolver, ProbeFrames::Label)
 }
 
 /// Every user address to look up for one stack: the walked frames (return addresses at
 /// `ret-1`), the skipped-caller candidates and their call targets.
-fn lookups_of<'a>(s: &'a StackInput<'_>) -> impl Iterator<Item = u64> + 'a {
-    let walked = s.user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i));
-    let rets = s.leaf.rets.iter().filter(|&&r| r != 0).map(|&r| r - 1);
-    let callees = s.leaf.callees.iter().copied().filter(|&c| c != 0);
+fn lookups_of<'a>(user: &'a [u64], leaf: &'a Leaf) -> impl Iterator<Item = u64> + 'a {
+    let walked = user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i));
+    let rets = leaf.rets.iter().filter(|&&r| r != 0).map(|&r| r - 1);
+    let callees = leaf.callees.iter().copied().filter(|&c| c != 0);
     walked.chain(rets).chain(callees)
 }
 
-/// Symbolizes stacks.
+/// The call before the return address the walk resumed at (`user[1]`), when skipped callers
+/// are to be checked and its code can be read.
+fn resume_call(capture: &Capture, s: &StackInput, user: &[u64], resolver: &mut dyn Resolver) -> Option<chain::Call> {
+    if s.leaf.is_empty() {
+        return None;
+    }
+    let ret = *user.get(1)?;
+    let l = locate(capture, s.tgid, ret)?;
+    if !l.read.starts_with('/') || l.off < 8 {
+        return None;
+    }
+    chain::decode_call(&resolver.code(l.read, l.off - 8, 8)?, ret)
+}
+
+/// Symbolizes stacks (probe frames dropped: for stacks taken inside rtrace's hooks).
 pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver) -> Vec<Stack> {
+    stacks_as(capture, raw, resolver, ProbeFrames::Strip)
+}
+
+fn stacks_as(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver, probe: ProbeFrames) -> Vec<Stack> {
     // Pass 1: collect every distinct (file, offset) and kernel address, to look them up in
     // batches (one pass per binary is what makes symbolization fast).
     let mut by_file: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     let mut kaddrs: Vec<u64> = Vec::new();
+    let mut calls: Vec<Option<chain::Call>> = Vec::with_capacity(raw.len());
     for s in raw {
-        let p = capture.processes.get(&s.tgid);
-        for a in lookups_of(s) {
-            if let Some((path, off, _)) = locate(p, a) {
-                if path.starts_with('/') {
-                    by_file.entry(path).or_default().push(off);
-                }
+        let user = user_frames(s.user);
+        let call = resume_call(capture, s, user, resolver);
+        let target = match call {
+            Some(chain::Call::Direct(t)) => Some(t),
+            _ => None,
+        };
+        calls.push(call);
+        for a in lookups_of(user, &s.leaf).chain(target) {
+            if let Some(l) = locate(capture, s.tgid, a).filter(Loc::resolvable) {
+                by_file.entry(l.read).or_default().push(l.off);
             }
         }
-        kaddrs.extend_from_slice(s.kernel);
+        kaddrs.extend(s.kernel.iter().filter(|&&a| a != 0));
     }
-    let mut user_names: HashMap<(&str, u64), Vec<String>> = HashMap::new();
+    let mut interned = Interner::default();
+    let mut user_names: HashMap<(&str, u64), Vec<Name>> = HashMap::new();
     for (path, mut offs) in by_file {
         offs.sort_unstable();
         offs.dedup();
-        let names = resolver.user(path, &offs);
+        let names: Vec<Vec<String>> = if path == "[vdso]" {
+            offs.iter()
+                .map(|&o| vdso::lookup(&capture.vdso_symbols, o).map(str::to_owned).into_iter().collect())
+                .collect()
+        } else {
+            resolver.user(path, &offs)
+        };
         for (off, n) in offs.into_iter().zip(names) {
-            user_names.insert((path, off), n);
+            user_names.insert((path, off), n.iter().map(|n| interned.get(n)).collect());
         }
     }
     kaddrs.sort_unstable();
     kaddrs.dedup();
-    let knames: HashMap<u64, Option<String>> =
-        if kaddrs.is_empty() { HashMap::new() } else { kaddrs.iter().copied().zip(resolver.kernel(&kaddrs)).collect() };
+    let knames: HashMap<u64, Name> = if kaddrs.is_empty() {
+        HashMap::new()
+    } else {
+        let names = resolver.kernel(&kaddrs);
+        kaddrs.iter().zip(names).filter_map(|(&a, n)| Some((a, interned.get(&n?)))).collect()
+    };
+    let kernel_module = interned.get("[kernel]");
+    let anon_module = interned.get("[anon]");
 
     // Pass 2: build root-first frame lists.
-    raw.iter()
-        .map(|s| {
-            let p = capture.processes.get(&s.tgid);
-            let comm = p.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()).unwrap_or("[unknown process]");
-            let lookups = with_skipped_callers(s, p, &user_names);
-            let mut frames = vec![Frame::process(comm)];
-            for &a in lookups.iter().rev() {
-                match locate(p, a) {
-                    Some((path, off, build_id)) => {
-                        let module = basename(path).to_owned();
-                        let names = user_names.get(&(path, off)).cloned().unwrap_or_default();
-                        if names.is_empty() {
-                            let function = unknown(&module, off);
-                            frames.push(Frame {
-                                kind: FrameKind::User,
-                                function,
-                                module: module.clone(),
-                                offset: off,
-                                build_id: build_id.cloned(),
-                            });
-                        }
-                        let mut prev: Option<String> = None;
-                        for n in names {
-                            // An inlined expansion can repeat the symbol's own name.
-                            if prev.as_ref() == Some(&n) {
-                                continue;
-                            }
-                            prev = Some(n.clone());
-                            frames.push(Frame {
-                                kind: FrameKind::User,
-                                function: n,
-                                module: module.clone(),
-                                offset: off,
-                                build_id: build_id.cloned(),
-                            });
-                        }
-                    }
-                    None => frames.push(Frame {
-                        kind: FrameKind::User,
-                        function: unknown("[anon]", a),
-                        module: "[anon]".into(),
-                        offset: a,
-                        build_id: None,
-                    }),
-                }
-            }
-            for &addr in s.kernel.iter().rev() {
-                let function = knames.get(&addr).cloned().flatten().unwrap_or_else(|| unknown("[kernel]", addr));
+    let mut out = Vec::with_capacity(raw.len());
+    for (s, call) in raw.iter().zip(calls) {
+        let p = capture.processes.get(&s.tgid);
+        let comm = p.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()).unwrap_or("[unknown process]");
+        let user = user_frames(s.user);
+        let walked: Vec<u64> = user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i)).collect();
+        let at = |a: u64| {
+            let l = locate(capture, s.tgid, a)?;
+            let f = user_names.get(&(l.read, l.off)).and_then(|n| n.first()).map(|n| &**n);
+            Some((f, l.read))
+        };
+        let input = chain::ChainInput {
+            walked: &walked,
+            resume_ret: user.get(1).copied(),
+            rets: &s.leaf.rets,
+            callees: &s.leaf.callees,
+            resume_call: call,
+        };
+        let lookups = chain::with_skipped_callers(&input, &at);
+        // Sized up front and trimmed at the end: a build's report holds a million frames, and
+        // vectors grown by doubling would carry up to as much again in spare capacity.
+        let mut frames = Vec::with_capacity(2 + lookups.len() + s.kernel.len());
+        frames.push(Frame::process(comm));
+        for &a in lookups.iter().rev() {
+            let Some(l) = locate(capture, s.tgid, a) else {
                 frames.push(Frame {
-                    kind: FrameKind::Kernel,
-                    function,
-                    module: "[kernel]".into(),
-                    offset: addr,
+                    kind: FrameKind::User,
+                    function: unknown("[anon]", a).into(),
+                    module: anon_module.clone(),
+                    offset: a,
                     build_id: None,
                 });
+                continue;
+            };
+            let module = interned.get(basename(l.module));
+            let build_id = l.build_id.map(|b| interned.get(b));
+            let frame = |function: Name| Frame {
+                kind: FrameKind::User,
+                function,
+                module: module.clone(),
+                offset: l.off,
+                build_id: build_id.clone(),
+            };
+            let names = user_names.get(&(l.read, l.off)).map(Vec::as_slice).unwrap_or_default();
+            if names.is_empty() {
+                frames.push(frame(unknown(&module, l.off).into()));
             }
-            strip_probe_frames(&mut frames);
-            Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count }
-        })
-        .collect()
+            let mut prev: Option<&Name> = None;
+            for n in names {
+                // An inlined expansion can repeat the symbol's own name.
+                if prev == Some(n) {
+                    continue;
+                }
+                prev = Some(n);
+                frames.push(frame(n.clone()));
+            }
+        }
+        for &addr in s.kernel.iter().rev().filter(|&&a| a != 0) {
+            let function = knames.get(&addr).cloned().unwrap_or_else(|| unknown("[kernel]", addr).into());
+            frames.push(Frame {
+                kind: FrameKind::Kernel,
+                function,
+                module: kernel_module.clone(),
+                offset: addr,
+                build_id: None,
+            });
+        }
+        probe_frames(&mut frames, probe);
+        frames.shrink_to_fit();
+        out.push(Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count });
+    }
+    out
 }
+
+/// One shared `Name` per distinct string.
+#[derive(Default)]
+struct Interner(std::collections::HashSet<Name>);
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Name {
+        if let Some(n) = self.0.get(s) {
+            return n.clone();
+        }
+        let n: Name = s.into();
+        self.0.insert(n.clone());
+        n
+    }
+}
+
+/// The name of the frame that stands for rtrace's own probes in an on-CPU stack.
+pub const PROBE_FRAME: &str = "[rtrace probe]";
 
 /// A kernel stack taken inside a tracepoint program starts with the program's own JIT image
 /// and the glue that ran it (`bpf_trace_run2`, `__bpf_trace_*`, `perf_trace_*`): rtrace's
-/// frames, not the thread's. They are dropped from the innermost such frame on.
-fn strip_probe_frames(frames: &mut Vec<Frame>) {
+/// frames, not the thread's. From the innermost such frame on they are dropped, or (on-CPU)
+/// replaced by one frame naming the hook, `[rtrace probe] sys_exit`, so that the time shows as
+/// rtrace's cost under the call path that triggered it.
+fn probe_frames(frames: &mut Vec<Frame>, probe: ProbeFrames) {
     let glue = |f: &Frame| {
         f.kind == FrameKind::Kernel
             && (f.function.starts_with("bpf_trace_run")
                 || f.function.starts_with("__bpf_trace_")
                 || f.function.starts_with("perf_trace_")
-                || f.function == "trace_call_bpf")
+                || &*f.function == "trace_call_bpf")
     };
-    if let Some(i) = frames.iter().rposition(glue) {
-        frames.truncate(i);
+    let Some(i) = frames.iter().position(glue) else { return };
+    let hook = frames[i..].iter().find_map(|f| f.function.strip_prefix("__bpf_trace_")).map(str::to_owned);
+    frames.truncate(i);
+    if probe == ProbeFrames::Label {
+        let function = match hook {
+            Some(h) => format!("{PROBE_FRAME} {h}"),
+            None => PROBE_FRAME.to_owned(),
+        };
+        frames.push(Frame {
+            kind: FrameKind::Kernel,
+            function: function.into(),
+            module: "[rtrace]".into(),
+            offset: 0,
+            build_id: None,
+        });
     }
-}
-
-/// The lookup addresses of a stack, leaf first, with the skipped callers inserted after the
-/// leaf when the chain is consistent: each candidate must follow a call into the function
-/// found so far (a direct call's target is that function, or a stub in another module such as
-/// a PLT entry; an indirect call cannot be checked and is accepted only for the first), and
-/// the insertion stops at the first candidate that fails, has no symbol, or reaches the
-/// function the walk resumes in.
-fn with_skipped_callers(
-    s: &StackInput,
-    p: Option<&ProcessInfo>,
-    names: &HashMap<(&str, u64), Vec<String>>,
-) -> Vec<u64> {
-    let mut out: Vec<u64> = s.user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i)).collect();
-    if s.user.is_empty() || s.leaf.is_empty() {
-        return out;
-    }
-    let fn_at = |a: u64| -> Option<(&str, &str)> {
-        let (path, off, _) = locate(p, a)?;
-        Some((names.get(&(path, off))?.first()?.as_str(), path))
-    };
-    let resume = out.get(1).and_then(|&a| fn_at(a)).map(|(f, _)| f);
-    let Some((mut expect_fn, mut expect_mod)) = fn_at(out[0]) else { return out };
-    let mut inserted = Vec::new();
-    for (i, (&ret, &callee)) in s.leaf.rets.iter().zip(&s.leaf.callees).enumerate() {
-        if ret == 0 || Some(&ret) == s.user.get(1) {
-            break;
-        }
-        // Past the first, a candidate may be a stale return address left in a caller's
-        // locals by an earlier call: only a direct call into the function found so far counts.
-        if i > 0 && callee == 0 {
-            break;
-        }
-        let Some((f, module)) = fn_at(ret - 1) else { break };
-        if callee != 0 {
-            let ok = match fn_at(callee) {
-                Some((cf, cmod)) => cf == expect_fn || cmod != expect_mod,
-                None => locate(p, callee).is_some_and(|(cpath, _, _)| cpath != expect_mod),
-            };
-            if !ok {
-                break;
-            }
-        }
-        if Some(f) == resume || f == expect_fn {
-            break;
-        }
-        inserted.push(ret - 1);
-        (expect_fn, expect_mod) = (f, module);
-    }
-    out.splice(1..1, inserted);
-    out
 }
 
 /// Frames after the leaf are return addresses: the call instruction is just before them, and
@@ -336,6 +421,8 @@ pub mod fake {
         /// (path, [start, end) file-offset range, name).
         pub user: Vec<(String, u64, u64, String)>,
         pub kernel: HashMap<u64, String>,
+        /// (path, file offset, bytes there): code for the chain check to decode.
+        pub code: Vec<(String, u64, Vec<u8>)>,
     }
 
     impl super::Resolver for FakeResolver {
@@ -353,6 +440,14 @@ pub mod fake {
         }
         fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
             addrs.iter().map(|a| self.kernel.get(a).cloned()).collect()
+        }
+        fn code(&mut self, path: &str, offset: u64, len: usize) -> Option<Vec<u8>> {
+            let (_, start, bytes) = self
+                .code
+                .iter()
+                .find(|(p, s, b)| p == path && *s <= offset && offset + len as u64 <= s + b.len() as u64)?;
+            let at = (offset - start) as usize;
+            Some(bytes[at..at + len].to_vec())
         }
     }
 }
