@@ -60,6 +60,9 @@ pub fn ensure_writable(dir: &Path) -> Result<(), UsageError> {
 }
 
 pub fn trace(cfg: Config) -> Result<()> {
+    // First: everything after this would wait behind a busy target (see priority.rs). The
+    // child `-- CMD` starts with the user's priority (SCHED_RESET_ON_FORK).
+    let priority = crate::priority::raise();
     preflight()?;
     if let Some(dir) = &cfg.output {
         ensure_writable(dir)?;
@@ -105,7 +108,7 @@ pub fn trace(cfg: Config) -> Result<()> {
     let attach_ms = t0.elapsed().as_millis() as u64;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         // For `cargo xtask bench`: it starts the measured work once probes are attached.
-        eprintln!("rtrace-timings: attached attach_ms={attach_ms} cpu_us={}", self_cpu_us());
+        eprintln!("rtrace-timings: attached attach_ms={attach_ms} cpu_us={} priority={priority:?}", self_cpu_us());
     }
     let target = match (&cfg.target, held.as_mut()) {
         (Target::Command { argv, .. }, Some(h)) => {
