@@ -130,6 +130,12 @@ impl Probes {
         let thread_mask = slots - 1;
         loader.map_max_entries("THREADS", slots).override_global("THREAD_MASK", &thread_mask, true);
         loader.map_max_entries("TRACKED_BITS", tracked_bits_words());
+        // Tests shrink the off-CPU map (RTRACE_OFFCPU_KEYS=64) to make it overflow on purpose and
+        // check that the loss is counted and reported.
+        if let Some(n) = std::env::var("RTRACE_OFFCPU_KEYS").ok().and_then(|v| v.parse::<u32>().ok()).filter(|&n| n > 0)
+        {
+            loader.map_max_entries("OFFCPU", n.min(tracer_common::limits::MAX_OFF_KEYS));
+        }
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
