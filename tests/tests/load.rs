@@ -59,6 +59,8 @@ impl Session {
 
 /// Runs rtrace --pid `pid` -d 3s, watching its scheduling policy, and reaps it with wait4 for
 /// its peak RSS (the kernel's count, not ours).
+// Reaped by wait4, not Child::wait: wait4 also returns its rusage.
+#[allow(clippy::zombie_processes)]
 fn trace_pid(test: &str, pid: u32, env: &[(&str, &str)]) -> Session {
     let dir = report_dir(test);
     let mut rt = Command::new(rtrace_bin())

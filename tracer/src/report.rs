@@ -289,8 +289,10 @@ mod tests {
             let maps = vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: path.into(), build_id: None }];
             (pid, ProcessInfo { pid, comm: format!("p{pid}"), cmdline: vec![], maps })
         };
-        let mut capture = Capture::default();
-        capture.processes = [proc_(8, "/bin/writer"), proc_(9, "/usr/lib/libLLVM.so")].into_iter().collect();
+        let mut capture = Capture {
+            processes: [proc_(8, "/bin/writer"), proc_(9, "/usr/lib/libLLVM.so")].into_iter().collect(),
+            ..Default::default()
+        };
         let wake = |waker: u32, kernel: u64| RawWake {
             tgid: 1,
             tid: 1,
