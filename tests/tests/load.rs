@@ -191,3 +191,29 @@ fn spawned_command_keeps_normal_priority() {
     assert_eq!(run.stdout().trim(), "policy=0 0");
     assert_no_rtrace_programs();
 }
+
+/// RTRACE_LOG=debug: the eBPF side logs its rare anomalies through aya-log — here the off-CPU
+/// map (shrunk to 8 keys) filling up, once per CPU, not once per lost interval. Without it,
+/// nothing is logged.
+#[test]
+fn ebpf_anomalies_logged_at_debug() {
+    if !privileged("ebpf_anomalies_logged_at_debug") {
+        return;
+    }
+    let bin = fixture("threads");
+    let args = ["-q", "-d", "2s", "--", bin.to_str().unwrap(), "50", "2"];
+    let line = "off-CPU interval lost: the off-CPU or wakeup map is full";
+    let run = rtrace_env("ebpf_log", &args, &[("RTRACE_LOG", "debug"), ("RTRACE_OFFCPU_KEYS", "8")]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let lost = run.report()["accounting"]["offcpu_lost"].as_u64().unwrap();
+    let logged = run.stderr().lines().filter(|l| l.contains(line)).count() as u64;
+    let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+    assert!(lost > cpus, "offcpu_lost {lost}");
+    assert!((1..=cpus).contains(&logged), "{logged} log lines for {lost} losses:\n{}", run.stderr());
+    assert!(!run.stderr().contains("aya_obj"), "aya's own debug output is not asked for:\n{}", run.stderr());
+
+    let quiet = rtrace_env("ebpf_log_off", &args, &[("RTRACE_OFFCPU_KEYS", "8")]);
+    assert_eq!(quiet.code(), Some(0), "stderr: {}", quiet.stderr());
+    assert!(!quiet.stderr().contains(line), "{}", quiet.stderr());
+    assert_no_rtrace_programs();
+}

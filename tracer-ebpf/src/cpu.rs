@@ -17,7 +17,7 @@ use tracer_common::{
     stack::{StackRec, MAX_DEPTH},
 };
 
-use crate::counters::bump;
+use crate::counters::{bump, lose};
 
 #[map]
 pub static USER_STACKS: HashMap<u32, StackRec> = HashMap::with_max_entries(USER_STACK_ENTRIES, 0);
@@ -119,8 +119,12 @@ extern "C" fn fnv_step(i: u64, ctx: *mut c_void) -> i64 {
 pub fn task_kernel_stack(task: *mut task_struct) -> i32 {
     match store_stack(false, |buf, size| unsafe { bpf_get_task_stack(task, buf, size, 0) }) {
         Ok(id) => id,
+        Err(0) => {
+            lose!(counters::KERNEL_STACK_COLLISION, "kernel stack not stored: the stack table is full");
+            NO_STACK
+        }
         Err(e) => {
-            bump(if e == 0 { counters::KERNEL_STACK_COLLISION } else { counters::KERNEL_STACK_ERROR });
+            lose!(counters::KERNEL_STACK_ERROR, "kernel stack copy failed: error {}", e);
             NO_STACK
         }
     }
@@ -131,8 +135,12 @@ pub fn task_kernel_stack(task: *mut task_struct) -> i32 {
 pub fn user_stack<C: EbpfContext>(ctx: &C) -> i32 {
     match take_stack(ctx, true) {
         Ok(id) => id,
+        Err(0) => {
+            lose!(counters::USER_STACK_COLLISION, "user stack not stored: the stack table is full");
+            NO_STACK
+        }
         Err(e) => {
-            bump(if e == 0 { counters::USER_STACK_COLLISION } else { counters::USER_STACK_ERROR });
+            lose!(counters::USER_STACK_ERROR, "user stack copy failed: error {}", e);
             NO_STACK
         }
     }
@@ -150,8 +158,12 @@ pub fn kernel_stack<C: EbpfContext>(ctx: &C) -> i32 {
     match take_stack(ctx, false) {
         Ok(id) => id,
         Err(EFAULT) => NO_STACK,
+        Err(0) => {
+            lose!(counters::KERNEL_STACK_COLLISION, "kernel stack not stored: the stack table is full");
+            NO_STACK
+        }
         Err(e) => {
-            bump(if e == 0 { counters::KERNEL_STACK_COLLISION } else { counters::KERNEL_STACK_ERROR });
+            lose!(counters::KERNEL_STACK_ERROR, "kernel stack copy failed: error {}", e);
             NO_STACK
         }
     }
@@ -189,7 +201,7 @@ pub fn add<K>(map: &HashMap<K, u64>, key: &K, n: u64, full_counter: u32) {
             Some(p) => unsafe {
                 core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, n);
             },
-            None => bump(full_counter),
+            None => lose!(full_counter, "on-CPU sample not counted: the sample-count map is full"),
         }
     }
 }

@@ -60,6 +60,14 @@ pub fn ensure_writable(dir: &Path) -> Result<(), UsageError> {
 }
 
 pub fn trace(cfg: Config) -> Result<()> {
+    // RTRACE_LOG=debug: the eBPF programs' rare anomalies, logged on stderr (see the loader).
+    // aya's own debug output (every relocation) only when asked for by name (RTRACE_LOG=aya=debug).
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .filter_module("aya", log::LevelFilter::Warn)
+        .filter_module("aya_obj", log::LevelFilter::Warn)
+        .parse_env(env_logger::Env::new().filter("RTRACE_LOG"))
+        .try_init();
     // First: everything after this would wait behind a busy target (see priority.rs). The
     // child `-- CMD` starts with the user's priority (SCHED_RESET_ON_FORK).
     let priority = crate::priority::raise();
@@ -123,6 +131,19 @@ pub fn trace(cfg: Config) -> Result<()> {
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if let Some(logger) = probes.take_logger() {
+        // The eBPF side's rare-anomaly records (RTRACE_LOG=debug), printed as they come.
+        runtime.spawn(async move {
+            // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd exists.
+            let registered =
+                unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+            let Ok(mut fd) = registered else { return };
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+    }
     let params = SessionParams {
         target,
         duration: cfg.duration,

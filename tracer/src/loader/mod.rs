@@ -39,6 +39,8 @@ pub struct Probes {
     offcpu: bool,
     syscalls: bool,
     floor: Option<crate::cli::Floor>,
+    /// Reads the eBPF side's log records (RTRACE_LOG=debug only).
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 pub struct Options {
@@ -142,6 +144,10 @@ impl Probes {
         for (name, v) in &offsets {
             loader.override_global(name, v, true);
         }
+        // The eBPF side logs rare anomalies (a map full, a failed stack copy) at debug level;
+        // with RTRACE_LOG below debug the level is frozen to 0 and the verifier drops that code.
+        let log_level: u8 = if log::log_enabled!(target: "tracer_ebpf", log::Level::Debug) { 4 } else { 0 };
+        loader.override_global("AYA_LOG_LEVEL", &log_level, true);
         let ebpf = loader
             .override_global("SLOW_K", &slow_k, true)
             .override_global("SYSCALL_LATENCY", &(opts.syscalls.is_some() as u32), true)
@@ -156,7 +162,15 @@ impl Probes {
             .override_global("MIN_BLOCK_NS", &min_block, true)
             .load(EBPF_OBJECT)
             .context("loading rtrace's eBPF programs")?;
+        let mut ebpf = ebpf;
+        let logger = match log_level {
+            0 => None,
+            _ => aya_log::EbpfLogger::init(&mut ebpf)
+                .map_err(|e| eprintln!("rtrace: warning: eBPF log unavailable ({e})"))
+                .ok(),
+        };
         Ok(Self {
+            logger,
             ebpf,
             btf: Some(btf),
             root_tgid: opts.root_tgid,
@@ -354,6 +368,11 @@ impl Probes {
                 _ => Ok(()),
             };
         }
+    }
+
+    /// The eBPF log reader, if RTRACE_LOG enables debug: poll it while tracing.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
