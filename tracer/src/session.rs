@@ -61,17 +61,19 @@ pub fn ensure_writable(dir: &Path) -> Result<(), UsageError> {
 
 pub fn trace(cfg: Config) -> Result<()> {
     // RTRACE_LOG=debug: the eBPF programs' rare anomalies, logged on stderr (see the loader).
-    // aya's own debug output (every relocation) only when asked for by name (RTRACE_LOG=aya=debug).
+    // Silent without it; aya's own output (every relocation at debug) only when asked for by
+    // name (RTRACE_LOG=aya=debug,aya_obj=debug).
     let _ = env_logger::Builder::new()
-        .filter_level(log::LevelFilter::Warn)
-        .filter_module("aya", log::LevelFilter::Warn)
-        .filter_module("aya_obj", log::LevelFilter::Warn)
+        .filter_level(log::LevelFilter::Off)
+        .filter_module("aya", log::LevelFilter::Off)
+        .filter_module("aya_obj", log::LevelFilter::Off)
         .parse_env(env_logger::Env::new().filter("RTRACE_LOG"))
         .try_init();
-    // First: everything after this would wait behind a busy target (see priority.rs). The
-    // child `-- CMD` starts with the user's priority (SCHED_RESET_ON_FORK).
-    let priority = crate::priority::raise();
     preflight()?;
+    // Now (after the privilege check, so an unprivileged user gets that error alone):
+    // everything after this would wait behind a busy target (see priority.rs). The child
+    // `-- CMD` starts with the user's priority (SCHED_RESET_ON_FORK).
+    let priority = crate::priority::raise();
     if let Some(dir) = &cfg.output {
         ensure_writable(dir)?;
     } else {
