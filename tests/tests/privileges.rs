@@ -11,7 +11,7 @@ use serde_json::Value;
 use tests::{assert_no_rtrace_programs, fixture, privileged, rtrace_bin};
 
 const NOBODY: &str = "65534";
-const DOCUMENTED: &str = "cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace,cap_syslog";
+const DOCUMENTED: &str = "cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace,cap_syslog,cap_sys_nice";
 
 /// A directory user nobody can use, holding a copy of rtrace with `caps` and of the fixture.
 struct Sandbox {

@@ -17,7 +17,7 @@ use tracer_common::{
     stack::{StackRec, MAX_DEPTH},
 };
 
-use crate::counters::bump;
+use crate::counters::{bump, lose};
 
 #[map]
 pub static USER_STACKS: HashMap<u32, StackRec> = HashMap::with_max_entries(USER_STACK_ENTRIES, 0);
@@ -115,16 +115,19 @@ extern "C" fn fnv_step(i: u64, ctx: *mut c_void) -> i64 {
 }
 
 /// Counts a failed stack walk: on-CPU samples' by reason (e == 0: the table was full), off-CPU
-/// walks in one counter of their own, so "samples without a stack" counts samples only.
+/// walks in one counter of their own, so "samples without a stack" counts samples only. The
+/// first of each kind on a CPU is also logged (aya-log, debug level: see counters::lose).
 #[inline(always)]
 fn stack_failed(off: bool, user: bool, e: i64) {
-    bump(match (off, user, e == 0) {
-        (true, _, _) => counters::OFF_STACK_ERRORS,
-        (false, true, true) => counters::USER_STACK_COLLISION,
-        (false, true, false) => counters::USER_STACK_ERROR,
-        (false, false, true) => counters::KERNEL_STACK_COLLISION,
-        (false, false, false) => counters::KERNEL_STACK_ERROR,
-    });
+    match (off, user, e == 0) {
+        (true, _, _) => lose!(counters::OFF_STACK_ERRORS, "off-CPU stack not taken: error {}", e),
+        (false, true, true) => lose!(counters::USER_STACK_COLLISION, "user stack not stored: the stack table is full"),
+        (false, true, false) => lose!(counters::USER_STACK_ERROR, "user stack copy failed: error {}", e),
+        (false, false, true) => {
+            lose!(counters::KERNEL_STACK_COLLISION, "kernel stack not stored: the stack table is full")
+        }
+        (false, false, false) => lose!(counters::KERNEL_STACK_ERROR, "kernel stack copy failed: error {}", e),
+    }
 }
 
 /// The kernel stack of a task that is not running (a blocked thread about to be switched in).
@@ -202,7 +205,7 @@ pub fn add<K>(map: &HashMap<K, u64>, key: &K, n: u64, full_counter: u32) {
             Some(p) => unsafe {
                 core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(p, n);
             },
-            None => bump(full_counter),
+            None => lose!(full_counter, "on-CPU sample not counted: the sample-count map is full"),
         }
     }
 }

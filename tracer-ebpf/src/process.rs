@@ -95,7 +95,7 @@ impl Drop for Event {
 #[inline(always)]
 pub fn reserve_zeroed<T>() -> Option<RingBufEntry<T>> {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
-        crate::counters::bump(counters::EVENTS_DROPPED);
+        crate::counters::lose!(counters::EVENTS_DROPPED, "lifecycle event dropped: the events ring buffer is full");
         return None;
     };
     // SAFETY: the reserved record is ours; every record type here is plain data.

@@ -22,7 +22,7 @@ use tracer_common::{
 };
 
 use crate::{
-    counters::bump,
+    counters::{bump, lose},
     cpu::{kernel_stack, stack_quiet, task_kernel_stack, user_stack},
     target::{is_tracked, maybe_tracked, task_ids},
     threads,
@@ -135,7 +135,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, tid: u32, tgid: u32, 
                 return;
             }
             let Some(t) = threads::get_or_create(tid, tgid) else {
-                bump(counters::OFF_LOST);
+                lose!(counters::OFF_LOST, "off-CPU record lost: tid {} has no per-thread slot", tid);
                 return;
             };
             t
@@ -309,7 +309,7 @@ fn add<K>(map: &HashMap<K, OffVal>, key: &K, ns: u64) {
             match map.get_ptr_mut(key) {
                 Some(p) => p,
                 None => {
-                    bump(counters::OFF_LOST);
+                    lose!(counters::OFF_LOST, "off-CPU interval lost: the off-CPU or wakeup map is full");
                     return;
                 }
             }

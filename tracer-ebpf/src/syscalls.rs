@@ -309,7 +309,7 @@ fn hashed_stats(tgid: u32, nr: i32) -> Option<*mut SysStats> {
     let _ = SYSCALL_STATS.insert(&key, &zero, 0);
     let s = SYSCALL_STATS.get_ptr_mut(&key);
     if s.is_none() {
-        bump(counters::SYSCALL_STATS_FULL);
+        crate::counters::lose!(counters::SYSCALL_STATS_FULL, "syscall not counted: the syscall stats map is full");
     }
     s
 }
@@ -411,7 +411,7 @@ fn send_slow(inf: &Inflight, tid: u32, dur: u64, ret: i64, user_stack: i32) {
     sc.kernel_stack_id = if blocked && inf.kernel_stack_id >= 0 { inf.kernel_stack_id } else { NO_STACK };
     sc.leaf = if blocked { inf.leaf } else { tracer_common::unwind::LeafFix::default() };
     if crate::process::EVENTS.output::<SlowCall>(&*sc, 0).is_err() {
-        bump(counters::SLOW_CALLS_DROPPED);
+        crate::counters::lose!(counters::SLOW_CALLS_DROPPED, "slow call not sent: the events ring buffer is full");
     } else {
         bump(counters::SLOW_CALLS_SENT);
     }

@@ -127,7 +127,7 @@ pub fn task_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let pid: i32 = unsafe { ctx.read_at(global(&NEWTASK_PID_OFF) as usize) }.map_err(|e| e as i64)?;
     if !track(pid as u32, DESCENDANT) {
-        crate::counters::bump(counters::TRACKED_FULL);
+        crate::counters::lose!(counters::TRACKED_FULL, "pid {} not tracked: the tracked-process map is full", pid);
     }
     crate::process::emit_fork(pid as u32, current_tgid(), flags);
     Ok(())

@@ -101,7 +101,11 @@ pub fn get_or_create(tid: u32, tgid: u32) -> Option<&'static mut Thread> {
         unsafe { *flag = 1 };
     }
     if THREADS_SPILL.insert(tid, &*s, 0).is_err() {
-        bump(counters::SYSCALL_INFLIGHT_FULL);
+        crate::counters::lose!(
+            counters::SYSCALL_INFLIGHT_FULL,
+            "tid {} has no per-thread slot: the spill map is full",
+            tid
+        );
         return None;
     }
     bump(counters::THREADS_SPILLED);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 /// The capabilities README documents (see privileges.rs), as `setcap` spells them.
-pub const SETCAP: &str = "cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace,cap_syslog+ep";
+pub const SETCAP: &str = "cap_bpf,cap_perfmon,cap_dac_read_search,cap_sys_ptrace,cap_syslog,cap_sys_nice+ep";
 
 #[derive(Debug, Error)]
 pub enum UsageError {

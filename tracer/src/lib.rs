@@ -8,6 +8,7 @@ pub mod collect;
 pub mod error;
 pub mod lifecycle;
 pub mod loader;
+pub mod priority;
 pub mod privileges;
 pub mod procfs;
 pub mod render;

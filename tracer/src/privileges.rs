@@ -5,7 +5,8 @@
 //! rtrace runs as root, or as any user with exactly these effective capabilities (README,
 //! *Privileges*): CAP_BPF and CAP_PERFMON to load and attach the programs, CAP_DAC_READ_SEARCH
 //! to read tracefs (mode 0700), CAP_SYS_PTRACE to read /proc/PID/{mem,syscall,maps} of another
-//! user's process, CAP_SYSLOG for kernel symbol addresses. Each is checked by its effect where
+//! user's process, CAP_SYSLOG for kernel symbol addresses, CAP_SYS_NICE for the real-time priority
+//! that keeps a busy target from starving rtrace (priority.rs). Each is checked by its effect where
 //! that is cheap (opening the file the kernel guards), so the answer is the kernel's own.
 use std::{fs::File, io::ErrorKind, path::Path};
 

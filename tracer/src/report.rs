@@ -126,19 +126,7 @@ fn classify_waker(
     w: &crate::capture::RawWake,
     mut frames: Vec<symbolize::Frame>,
 ) -> (String, u32, u32, Vec<symbolize::Frame>) {
-    let has = |needles: &[&str]| {
-        frames
-            .iter()
-            .any(|f| f.kind == symbolize::FrameKind::Kernel && needles.iter().any(|n| f.function.starts_with(n)))
-    };
-    let label = if has(&["hrtimer_wakeup", "__hrtimer_run_queues", "call_timer_fn"]) {
-        Some("[timer]")
-    } else if has(&["asm_sysvec_", "asm_common_interrupt", "handle_softirqs", "__do_softirq", "do_softirq"]) {
-        Some("[interrupt]")
-    } else {
-        None
-    };
-    match label {
+    match interrupt_label(&frames) {
         Some(l) => {
             frames.retain(|f| f.kind == symbolize::FrameKind::Kernel);
             frames.insert(0, symbolize::Frame::process(l));
@@ -190,6 +178,22 @@ fn go_frame(f: &symbolize::Frame) -> bool {
     f.kind == symbolize::FrameKind::User && f.function.starts_with("runtime.")
 }
 
+/// "[timer]" or "[interrupt]" when the kernel frames show a wakeup from interrupt context.
+fn interrupt_label(frames: &[symbolize::Frame]) -> Option<&'static str> {
+    let has = |needles: &[&str]| {
+        frames
+            .iter()
+            .any(|f| f.kind == symbolize::FrameKind::Kernel && needles.iter().any(|n| f.function.starts_with(n)))
+    };
+    if has(&["hrtimer_wakeup", "__hrtimer_run_queues", "call_timer_fn"]) {
+        Some("[timer]")
+    } else if has(&["asm_sysvec_", "asm_common_interrupt", "handle_softirqs", "__do_softirq", "do_softirq"]) {
+        Some("[interrupt]")
+    } else {
+        None
+    }
+}
+
 /// Symbolizes off-CPU stacks and wakeups, and merges them; with, for each capture.offcpu
 /// record, the syscall it blocked in and whether its stack runs through the Go runtime.
 type OffFacts = Vec<(Option<String>, bool)>;
@@ -201,10 +205,27 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> (OffcpuProf
         capture.offcpu.iter().map(|o| input(o.tgid, o.tid, &o.user, &o.kernel, o.leaf)).collect();
     let blocked: Vec<StackInput> =
         capture.wakeups.iter().map(|w| input(w.tgid, w.tid, &w.user, &w.kernel, w.leaf)).collect();
+    // Wakers' kernel stacks first: a wakeup from an interrupt ran on whatever task it hit, and
+    // that task's user stack is dropped anyway (classify_waker). Not looking it up keeps the
+    // binaries of unrelated processes unread: under load, most timer wakeups interrupt some
+    // compiler, and symbolizing its 100 MB libLLVM was most of rtrace's peak RSS (244 MB).
+    let waker_kernels: Vec<StackInput> = capture
+        .wakeups
+        .iter()
+        .map(|w| input(w.waker_pid, w.waker_tid, &[], &w.waker_kernel, Leaf::default()))
+        .collect();
+    let from_interrupt: Vec<bool> = symbolize::stacks(capture, &waker_kernels, resolver)
+        .iter()
+        .map(|s| interrupt_label(&s.frames).is_some())
+        .collect();
     let wakers: Vec<StackInput> = capture
         .wakeups
         .iter()
-        .map(|w| input(w.waker_pid, w.waker_tid, &w.waker_user, &w.waker_kernel, w.waker_leaf))
+        .zip(&from_interrupt)
+        .map(|(w, &irq)| match irq {
+            true => input(w.waker_pid, w.waker_tid, &[], &w.waker_kernel, Leaf::default()),
+            false => input(w.waker_pid, w.waker_tid, &w.waker_user, &w.waker_kernel, w.waker_leaf),
+        })
         .collect();
     let off_stacks = symbolize::stacks(capture, &off, resolver);
     let blocked_stacks = symbolize::stacks(capture, &blocked, resolver);
@@ -286,4 +307,71 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         slowest_syscalls: s.slow_top.map(|_| slow_calls(capture, resolver)),
     };
     Analysis { report, cpu, offcpu }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        capture::{Mapping, ProcessInfo, RawWake},
+        symbolize::fake::FakeResolver,
+    };
+
+    /// Records which binaries the symbolizer was asked to read.
+    struct Recording {
+        inner: FakeResolver,
+        paths: Vec<String>,
+    }
+
+    impl Resolver for Recording {
+        fn user(&mut self, path: &str, offsets: &[u64]) -> Vec<Vec<String>> {
+            self.paths.push(path.to_owned());
+            self.inner.user(path, offsets)
+        }
+        fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
+            self.inner.kernel(addrs)
+        }
+    }
+
+    /// Two wakeups of a target thread: a timer expiry that interrupted an unrelated compiler
+    /// (pid 9), and a write by another process (pid 8) in task context. Only the second
+    /// waker's binary is read; the first is named [timer] from its kernel frames.
+    #[test]
+    fn interrupted_tasks_binaries_are_not_read() {
+        let proc_ = |pid: u32, path: &str| {
+            let maps = vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: path.into(), build_id: None }];
+            (pid, ProcessInfo { pid, comm: format!("p{pid}"), cmdline: vec![], maps })
+        };
+        let mut capture = Capture {
+            processes: [proc_(8, "/bin/writer"), proc_(9, "/usr/lib/libLLVM.so")].into_iter().collect(),
+            ..Default::default()
+        };
+        let wake = |waker: u32, kernel: u64| RawWake {
+            tgid: 1,
+            tid: 1,
+            waker_pid: waker,
+            waker_tid: waker,
+            waker_comm: format!("p{waker}"),
+            waker_user: vec![0x2000],
+            waker_kernel: vec![kernel],
+            total_ns: 5_000_000,
+            count: 1,
+            max_ns: 5_000_000,
+            ..Default::default()
+        };
+        capture.wakeups = vec![wake(9, 0xffff_0000), wake(8, 0xffff_1000)];
+        let mut inner = FakeResolver::default();
+        inner.kernel.insert(0xffff_0000, "hrtimer_wakeup".into());
+        inner.kernel.insert(0xffff_1000, "pipe_write".into());
+        inner.user.push(("/bin/writer".into(), 0, 0x8000, "write_loop".into()));
+        inner.user.push(("/usr/lib/libLLVM.so".into(), 0, 0x8000, "llvm_pass".into()));
+        let mut r = Recording { inner, paths: vec![] };
+        let off = offcpu_profile(&capture, &mut r);
+        assert_eq!(r.paths, ["/bin/writer"]);
+        let names = |w: &WakeEntry| w.waker.iter().map(|f| f.function.clone()).collect::<Vec<_>>();
+        let timer = off.wakeups.iter().find(|w| w.waker_comm == "[timer]").expect("a [timer] waker");
+        assert_eq!(names(timer), ["[timer]", "hrtimer_wakeup"]);
+        let writer = off.wakeups.iter().find(|w| w.waker_comm == "p8").expect("the writer");
+        assert_eq!(names(writer), ["p8", "write_loop", "pipe_write"]);
+    }
 }

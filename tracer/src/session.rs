@@ -51,7 +51,20 @@ pub fn ensure_writable(dir: &Path, input: Option<&Path>) -> Result<(), UsageErro
 /// Traces; returns rtrace's exit status: in `-- COMMAND` mode the command's own when it exited
 /// during the session (128+N for a signal), else 0.
 pub fn trace(cfg: Config) -> Result<u8> {
+    // RTRACE_LOG=debug: the eBPF programs' rare anomalies, logged on stderr (see the loader).
+    // Silent without it; aya's own output (every relocation at debug) only when asked for by
+    // name (RTRACE_LOG=aya=debug,aya_obj=debug).
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Off)
+        .filter_module("aya", log::LevelFilter::Off)
+        .filter_module("aya_obj", log::LevelFilter::Off)
+        .parse_env(env_logger::Env::new().filter("RTRACE_LOG"))
+        .try_init();
     preflight()?;
+    // Now (after the privilege check, so an unprivileged user gets that error alone):
+    // everything after this would wait behind a busy target (see priority.rs). The child
+    // `-- CMD` starts with the user's priority (SCHED_RESET_ON_FORK).
+    let priority = crate::priority::raise();
     if let Some(dir) = &cfg.output {
         ensure_writable(dir, None)?;
     } else {
@@ -105,7 +118,7 @@ pub fn trace(cfg: Config) -> Result<u8> {
     let attach_ms = t0.elapsed().as_millis() as u64;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         // For `cargo xtask bench`: it starts the measured work once probes are attached.
-        eprintln!("rtrace-timings: attached attach_ms={attach_ms} cpu_us={}", self_cpu_us());
+        eprintln!("rtrace-timings: attached attach_ms={attach_ms} cpu_us={} priority={priority:?}", self_cpu_us());
     }
     let target = match (&cfg.target, held.as_mut()) {
         (Target::Command { argv, .. }, Some(h)) => {
@@ -125,6 +138,19 @@ pub fn trace(cfg: Config) -> Result<u8> {
     }
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    if let Some(logger) = probes.take_logger() {
+        // The eBPF side's rare-anomaly records (RTRACE_LOG=debug), printed as they come.
+        runtime.spawn(async move {
+            // SAFETY: the logger owns its ring buffer's fd for as long as the AsyncFd exists.
+            let registered =
+                unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+            let Ok(mut fd) = registered else { return };
+            while let Ok(mut guard) = fd.readable_mut().await {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+        });
+    }
     let params = SessionParams {
         target,
         duration: cfg.duration,

@@ -29,6 +29,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{build_release, root, rtrace_bin, step};
 
+mod load;
 mod rounds;
 use rounds::{alternate, ratio_text, Tracer};
 
@@ -42,12 +43,14 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
         "cpu" => cpu(rounds),
         "offcpu" => offcpu(rounds),
         "syscalls" => syscalls(rounds),
+        "load" => load::load(rounds),
         "all" => {
             cpu(rounds)?;
             offcpu(rounds)?;
-            syscalls(rounds)
+            syscalls(rounds)?;
+            load::load(rounds)
         }
-        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, all"),
+        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, all"),
     }
 }
 
@@ -56,7 +59,7 @@ fn build_fixture(name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(out.parent().unwrap())?;
     let src = root().join(format!("tests/fixtures/{name}.c"));
     let ok = Command::new("gcc")
-        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
         .arg(&out)
         .arg(&src)
         .status()?

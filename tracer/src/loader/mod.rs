@@ -39,6 +39,8 @@ pub struct Probes {
     offcpu: bool,
     syscalls: bool,
     floor: Option<crate::cli::Floor>,
+    /// Reads the eBPF side's log records (RTRACE_LOG=debug only).
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 pub struct Options {
@@ -130,12 +132,22 @@ impl Probes {
         let thread_mask = slots - 1;
         loader.map_max_entries("THREADS", slots).override_global("THREAD_MASK", &thread_mask, true);
         loader.map_max_entries("TRACKED_BITS", tracked_bits_words());
+        // Tests shrink the off-CPU map (RTRACE_OFFCPU_KEYS=64) to make it overflow on purpose and
+        // check that the loss is counted and reported.
+        if let Some(n) = std::env::var("RTRACE_OFFCPU_KEYS").ok().and_then(|v| v.parse::<u32>().ok()).filter(|&n| n > 0)
+        {
+            loader.map_max_entries("OFFCPU", n.min(tracer_common::limits::MAX_OFF_KEYS));
+        }
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
         for (name, v) in &offsets {
             loader.override_global(name, v, true);
         }
+        // The eBPF side logs rare anomalies (a map full, a failed stack copy) at debug level;
+        // with RTRACE_LOG below debug the level is frozen to 0 and the verifier drops that code.
+        let log_level: u8 = if log::log_enabled!(target: "tracer_ebpf", log::Level::Debug) { 4 } else { 0 };
+        loader.override_global("AYA_LOG_LEVEL", &log_level, true);
         let ebpf = loader
             .override_global("SLOW_K", &slow_k, true)
             .override_global("SYSCALL_LATENCY", &(opts.syscalls.is_some() as u32), true)
@@ -150,7 +162,15 @@ impl Probes {
             .override_global("MIN_BLOCK_NS", &min_block, true)
             .load(EBPF_OBJECT)
             .context("loading rtrace's eBPF programs")?;
+        let mut ebpf = ebpf;
+        let logger = match log_level {
+            0 => None,
+            _ => aya_log::EbpfLogger::init(&mut ebpf)
+                .map_err(|e| eprintln!("rtrace: warning: eBPF log unavailable ({e})"))
+                .ok(),
+        };
         Ok(Self {
+            logger,
             ebpf,
             btf: Some(btf),
             root_tgid: opts.root_tgid,
@@ -348,6 +368,11 @@ impl Probes {
                 _ => Ok(()),
             };
         }
+    }
+
+    /// The eBPF log reader, if RTRACE_LOG enables debug: poll it while tracing.
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
     }
 
     pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>> {

@@ -12,6 +12,35 @@ use crate::{
     report::Report,
 };
 
+/// Every loss counter that is not zero, one line each saying what was lost and what it means
+/// for the numbers below: a report that lost data must say so where it is read.
+fn losses(s: &mut String, a: &crate::capture::Accounting) {
+    let e = &a.stack_errors_by_reason;
+    let lines = [
+        (a.lost_samples, "on-CPU samples not counted (the sample-count map was full): on-CPU totals are low"),
+        (e.user_collision, "user stacks not stored (the stack table was full): those frames show no user stack"),
+        (e.user_error, "user stacks that could not be walked (no user context, fault): frames show no user stack"),
+        (e.kernel_collision, "kernel stacks not stored (the stack table was full)"),
+        (e.kernel_error, "kernel stacks that could not be taken"),
+        (a.offcpu_lost, "off-CPU intervals not recorded (a map was full): off-CPU and wakeup totals are low"),
+        (a.syscalls_lost, "syscalls not measured (a map was full, or a thread had no per-thread slot)"),
+        (a.slow_calls_dropped, "slow calls not reported individually (ring buffer full); still in the counts"),
+        (a.tracked_map_full, "descendants not tracked (the tracked-process map was full)"),
+        (a.events_dropped, "lifecycle events dropped (ring buffer full): the child ledger may miss forks/exits"),
+        // Not samples: counted apart so "without stack" stays a share of the samples.
+        (a.offcpu_stack_errors, "off-CPU stack walks that failed: those blocks show no stack"),
+    ];
+    for (n, what) in lines.iter().filter(|(n, _)| *n > 0) {
+        let _ = writeln!(s, "warning: lost {n} {what}");
+    }
+    for (prog, n) in a.bpf_recursion_misses.iter().filter(|(_, &n)| n > 0) {
+        let _ = writeln!(
+            s,
+            "warning: lost {n} runs of {prog} (skipped by the kernel: another BPF program was running on that CPU)"
+        );
+    }
+}
+
 /// How many functions each top list shows in text.
 const TEXT_TOP: usize = 10;
 
@@ -46,25 +75,7 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     let a = &report.accounting;
     findings_section(&mut s, &report.findings);
     let _ = writeln!(s, "samples: {} on CPU; lost {}; without stack {}", a.cpu_samples, a.lost_samples, a.stack_errors);
-    if a.offcpu_stack_errors > 0 {
-        // Not samples: counted apart so "without stack" stays a share of the samples.
-        let _ = writeln!(s, "off-CPU stack walks that failed: {}", a.offcpu_stack_errors);
-    }
-    if !a.bpf_recursion_misses.is_empty() {
-        let each: Vec<String> = a.bpf_recursion_misses.iter().map(|(p, n)| format!("{p} {n}")).collect();
-        let _ = writeln!(
-            s,
-            "warning: program runs skipped by the kernel (another BPF program was running): {}",
-            each.join(", ")
-        );
-    }
-    if a.tracked_map_full > 0 || a.events_dropped > 0 {
-        let _ = writeln!(
-            s,
-            "warning: {} descendants untracked (map full), {} lifecycle events dropped",
-            a.tracked_map_full, a.events_dropped
-        );
-    }
+    losses(&mut s, a);
 
     let total = report.cpu.total_samples;
     let _ = writeln!(s, "\nOn CPU — top functions by self time:");
@@ -389,5 +400,40 @@ mod tests {
         let pids: Vec<&str> = lines[4..].iter().map(|l| l.split_whitespace().next().unwrap()).collect();
         assert_eq!(pids, ["11", "10", "12"]);
         assert!(lines[4].ends_with("  compile -o /tmp/go-build1/b002/_pkg_.a -p os"), "{}", lines[4]);
+    }
+}
+
+#[cfg(test)]
+mod loss_tests {
+    use crate::capture::{Accounting, StackErrors};
+
+    #[test]
+    fn every_nonzero_loss_counter_is_a_line() {
+        let mut s = String::new();
+        super::losses(&mut s, &Accounting::default());
+        assert_eq!(s, "", "nothing lost, nothing said");
+        let a = Accounting {
+            lost_samples: 1,
+            stack_errors_by_reason: StackErrors {
+                user_collision: 2,
+                user_error: 3,
+                kernel_collision: 4,
+                kernel_error: 5,
+            },
+            offcpu_lost: 6,
+            syscalls_lost: 7,
+            slow_calls_dropped: 8,
+            tracked_map_full: 9,
+            events_dropped: 10,
+            offcpu_stack_errors: 11,
+            bpf_recursion_misses: [("rt_sched_switch".to_owned(), 12), ("rt_sys_exit".to_owned(), 0)].into(),
+            ..Default::default()
+        };
+        super::losses(&mut s, &a);
+        let lost: Vec<&str> = s.lines().map(|l| l.split_whitespace().nth(2).unwrap()).collect();
+        assert_eq!(lost, ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12"], "{s}");
+        assert!(s.contains("lost 6 off-CPU intervals not recorded"), "{s}");
+        assert!(s.contains("lost 12 runs of rt_sched_switch"), "{s}");
+        assert!(!s.contains("rt_sys_exit"), "{s}");
     }
 }
