@@ -366,9 +366,9 @@ mod tests {
         inner.user.push(("/bin/writer".into(), 0, 0x8000, "write_loop".into()));
         inner.user.push(("/usr/lib/libLLVM.so".into(), 0, 0x8000, "llvm_pass".into()));
         let mut r = Recording { inner, paths: vec![] };
-        let off = offcpu_profile(&capture, &mut r);
+        let (off, _) = offcpu_profile(&capture, &mut r);
         assert_eq!(r.paths, ["/bin/writer"]);
-        let names = |w: &WakeEntry| w.waker.iter().map(|f| f.function.clone()).collect::<Vec<_>>();
+        let names = |w: &WakeEntry| w.waker.iter().map(|f| f.function.to_string()).collect::<Vec<_>>();
         let timer = off.wakeups.iter().find(|w| w.waker_comm == "[timer]").expect("a [timer] waker");
         assert_eq!(names(timer), ["[timer]", "hrtimer_wakeup"]);
         let writer = off.wakeups.iter().find(|w| w.waker_comm == "p8").expect("the writer");
