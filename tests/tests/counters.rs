@@ -16,9 +16,12 @@ fn without_stack_counts_samples_only() {
     let samples = a["cpu_samples"].as_u64().unwrap();
     // A sample may miss both its user and its kernel stack: at most two errors each.
     assert!(a["stack_errors"].as_u64().unwrap() <= 2 * samples, "{a}");
-    assert!(a["offcpu_stack_errors"].as_u64().unwrap() > 0, "{a}");
+    // Whether a walk fails depends on where the children are caught; when one does, it is
+    // printed on its own line, and never counted as a sample's.
+    let off = a["offcpu_stack_errors"].as_u64().unwrap();
     let txt = std::fs::read_to_string(run.dir.join("report.txt")).unwrap();
-    let line = format!("off-CPU stack walks that failed: {}", a["offcpu_stack_errors"]);
-    assert!(txt.lines().any(|l| l == line), "{txt}");
+    let line = format!("warning: lost {off} off-CPU stack walks that failed: those blocks show no stack");
+    assert_eq!(txt.lines().any(|l| l == line), off > 0, "{txt}");
+    assert!(!txt.contains("off-CPU stack walks that failed") || off > 0, "{txt}");
     assert_no_rtrace_programs();
 }
