@@ -16,7 +16,10 @@ fn ebpf_toolchain() -> String {
 fn ebpf_dependencies_resolve_from_the_lock_file() {
     let toolchain = ebpf_toolchain();
     let build_rs = std::fs::read_to_string(root_dir().join("tracer/build.rs")).unwrap();
-    assert!(build_rs.contains(&format!("\"{toolchain}\"")), "tracer/build.rs and xtask/src/setup.rs pin different nightlies");
+    assert!(
+        build_rs.contains(&format!("\"{toolchain}\"")),
+        "tracer/build.rs and xtask/src/setup.rs pin different nightlies"
+    );
     // --locked --offline: fails if the nightly's resolver would change Cargo.lock or needs a
     // crate the lock does not name.
     let out = Command::new("rustup")

@@ -203,7 +203,10 @@ fn runqueue_of_two_threads_on_one_cpu() {
     let rq = r["offcpu"]["by_state"]["runqueue_us"].as_u64().unwrap();
     // The kernel's own run-delay accounting of the two spinning threads, not an assumed half
     // of wall time: anything else that runs on CPU 0 adds to both alike.
-    assert!(within(rq, kernel_us, 5), "runqueue {rq} µs, schedstat run delay {kernel_us} µs ({spin_ms} ms of spinning)");
+    assert!(
+        within(rq, kernel_us, 5),
+        "runqueue {rq} µs, schedstat run delay {kernel_us} µs ({spin_ms} ms of spinning)"
+    );
     let through_spin: u64 =
         entries(&r, ";spin").iter().filter(|t| t["state"] == "runqueue").map(|t| t["total_us"].as_u64().unwrap()).sum();
     assert!(through_spin * 100 >= rq * 80, "{through_spin} of {rq}");
