@@ -211,7 +211,7 @@ fn explain(
                 n => format!(" {} {of_wait}", human(n)),
             };
             format!(
-                ": the child is sleeping as it was told: {} slept in {}{how_long}.",
+                ": a timed sleep, not a stuck child: {} slept in {}{how_long}.",
                 who(by_pid, child, *pid),
                 b.syscall.as_deref().unwrap_or("a timed sleep")
             )

@@ -187,7 +187,7 @@ fn wait_stall_in_flight_for_a_pid() {
             kind: FindingKind::WaitStall,
             // Known from the final snapshot only (no evidence given): sleeping as told.
             severity: Severity::Low,
-            summary: "thread 1201 of pid 1200 has been blocked 3.0 s in waitid for child pid 1234 (sleep 3), which is sleeping in clock_nanosleep: the child is sleeping as it was told: it slept in clock_nanosleep (it still was at the end; off-CPU recording was off, so for how long is unknown).".into(),
+            summary: "thread 1201 of pid 1200 has been blocked 3.0 s in waitid for child pid 1234 (sleep 3), which is sleeping in clock_nanosleep: a timed sleep, not a stuck child: it slept in clock_nanosleep (it still was at the end; off-CPU recording was off, so for how long is unknown).".into(),
             fields: obj(json!({
                 "waiter_tid": 1201, "waiter_pid": 1200, "since_before_attach": false, "child_pid": 1234, "blocked_ms": 3000,
                 "child_state": "sleeping", "child_blocked_in": "clock_nanosleep", "in_flight": true,

@@ -45,7 +45,7 @@ fn child_sleeping_as_told_is_low() {
     assert_eq!(f.severity, Severity::Low);
     assert_eq!(
         f.summary,
-        "thread 1200 of pid 1200 was blocked 2.0 s in wait4 for child pid 1234 (sleep 2), which exited: the child is sleeping as it was told: it slept in clock_nanosleep 2.0 s of the 2.0 s wait."
+        "thread 1200 of pid 1200 was blocked 2.0 s in wait4 for child pid 1234 (sleep 2), which exited: a timed sleep, not a stuck child: it slept in clock_nanosleep 2.0 s of the 2.0 s wait."
     );
     assert_eq!(f.fields["verdict"], json!("child_sleeping"));
     assert_eq!(f.fields["child_tree_cpu_ms"], json!(0));
