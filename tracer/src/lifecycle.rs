@@ -191,6 +191,11 @@ pub struct PipeEnd {
     pub fd: i32,
     pub inode: u64,
     pub write_end: bool,
+    /// When this end was last seen there (ns since attach). A grandchild holding the root's
+    /// pipe only matters if it still held it after the child exited: a compiler's cc1 holds
+    /// gcc's stderr while gcc runs, as it should. None in captures from before it was kept.
+    #[serde(default)]
+    pub seen_at_ns: Option<u64>,
 }
 
 pub const SIGCHLD: i32 = 17;

@@ -22,7 +22,8 @@ pub struct LifeCollector {
     /// Every process the ledger knows: the root, descendants at attach, forked ones.
     known: BTreeSet<u32>,
     exited: BTreeSet<u32>,
-    pipes_seen: BTreeSet<(u32, i32, u64, bool)>,
+    /// Each pipe end seen, by (pid, fd, inode, write end): its index in `life.pipes`.
+    pipes_seen: std::collections::BTreeMap<(u32, i32, u64, bool), usize>,
     /// argv read by the kernel at exec, until the EXEC record that follows it.
     exec_args: HashMap<u32, Vec<String>>,
     /// Pid namespace numbers, to give waits inside a container host pids.
@@ -59,7 +60,7 @@ impl LifeCollector {
             life,
             known,
             exited: BTreeSet::new(),
-            pipes_seen: BTreeSet::new(),
+            pipes_seen: Default::default(),
             exec_args: HashMap::new(),
         }
     }
@@ -204,9 +205,14 @@ impl LifeCollector {
                 continue;
             }
             let comm = procfs::comm(pid).unwrap_or_default();
+            let now = Some(self.rel(super::drain::monotonic_ns()));
             for (fd, inode, write_end) in procfs::pipe_fds(pid) {
-                if self.pipes_seen.insert((pid, fd, inode, write_end)) {
-                    self.life.pipes.push(PipeEnd { pid, comm: comm.clone(), fd, inode, write_end });
+                match self.pipes_seen.entry((pid, fd, inode, write_end)) {
+                    std::collections::btree_map::Entry::Occupied(i) => self.life.pipes[*i.get()].seen_at_ns = now,
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(self.life.pipes.len());
+                        self.life.pipes.push(PipeEnd { pid, comm: comm.clone(), fd, inode, write_end, seen_at_ns: now });
+                    }
                 }
             }
         }

@@ -213,10 +213,21 @@ pub(super) fn pipes_held(ix: &Index, by_pid: &HashMap<u32, &ChildRecord>) -> Vec
     let read_by_root: BTreeSet<u64> =
         ix.l.pipes.iter().filter(|p| p.pid == root && !p.write_end).map(|p| p.inode).collect();
     let mut out = Vec::new();
+    let mut reported = BTreeSet::new();
     for p in ix.l.pipes.iter().filter(|p| p.write_end && p.pid != root && read_by_root.contains(&p.inode)) {
         // `pipes` only holds ends seen in live processes (sampled while children die), so the
         // holder was alive then even if it is gone, or a zombie, by the end.
         let Some(child) = exited_root_child(root, by_pid, p.pid) else { continue };
+        // Held after the child exited: before that, the child's own descendant sharing its
+        // output (gcc's cc1) is how it should be. Unknown (old captures): as before.
+        let after_exit = match (p.seen_at_ns, child.exited_at_ns) {
+            (Some(seen), Some(exited)) => seen >= exited,
+            _ => true,
+        };
+        // One finding per holder and pipe, however many of its fds (stdout and stderr) hold it.
+        if !after_exit || !reported.insert((p.pid, p.inode)) {
+            continue;
+        }
         let blocked_ms = child.exited_at_ns.map(|e| ix.l.end_ns.saturating_sub(e) / MS);
         let summary = format!(
             "pid {} ({}), a descendant of exited child pid {}, still holds the write end of pipe {} that pid {root} reads, so Wait() cannot return until it exits: set cmd.WaitDelay, or start the child in its own process group and kill the group.",

@@ -24,6 +24,7 @@ fn pipe_held_by_orphaned_grandchild() {
         fd,
         inode,
         write_end,
+        seen_at_ns: Some(4 * S),
     };
     l.pipes = vec![
         pipe(ROOT, "app", 5, 98765, false),
@@ -126,8 +127,8 @@ fn degrades_on_inconsistent_input() {
     l.initial = vec![snap(1300, 1301, 'S', "", &[]), snap(ROOT, 1, 'S', "app", &[])];
     l.waits_in_flight = vec![call(ROOT, ROOT, "wait4", WaitTarget::Pid { pid: 1300 }, 5 * S, None)];
     l.pipes = vec![
-        crate::lifecycle::PipeEnd { pid: ROOT, comm: "app".into(), fd: 3, inode: 1, write_end: false },
-        crate::lifecycle::PipeEnd { pid: 1300, comm: "x".into(), fd: 4, inode: 1, write_end: true },
+        crate::lifecycle::PipeEnd { pid: ROOT, comm: "app".into(), fd: 3, inode: 1, write_end: false, seen_at_ns: None },
+        crate::lifecycle::PipeEnd { pid: 1300, comm: "x".into(), fd: 4, inode: 1, write_end: true, seen_at_ns: None },
     ];
     let r = run(&l);
     assert_eq!(r.children.iter().map(|c| c.pid).collect::<Vec<_>>(), vec![1302, 1300, 1301]);
@@ -210,4 +211,44 @@ fn failed_exec_after_the_last_successful_one() {
     let r = run(&ok);
     assert!(rec(&r, 1235).exec_failures.is_empty());
     assert!(r.findings.iter().all(|f| f.kind != FindingKind::ExecFailed), "{:?}", r.findings);
+}
+
+/// go build runs gcc with its stderr on a pipe it reads; gcc's cc1 inherits it (fds 1 and 2)
+/// and exits before gcc does. A scan made while gcc ran saw cc1 holding the pipe: that is how
+/// it should be, not golang/go#23019 (go build got four false HIGHs from it). Seen again after
+/// gcc exited, it is the real thing, once for the holder, not once per fd.
+#[test]
+fn pipe_held_only_while_the_child_ran_is_not_a_finding() {
+    let w = call(ROOT, ROOT, "wait4", WaitTarget::Pid { pid: 1234 }, S, Some(3 * S + 2_000_000));
+    let mut l = lc(
+        vec![
+            fork(S, 1234, ROOT),
+            exec(S, 1234, &["gcc", "-c", "x.c"]),
+            fork(S + 1_000_000, 1235, 1234),
+            exec(S + 1_000_000, 1235, &["cc1", "x.c"]),
+            exit(2 * S, 1235, "cc1"),
+            exit(3 * S, 1234, "gcc"),
+            reaped(w, 1234, EXITED0),
+        ],
+        10 * S,
+    );
+    let pipe = |pid: u32, fd: i32, write_end: bool, seen: u64| crate::lifecycle::PipeEnd {
+        pid,
+        comm: if pid == ROOT { "go" } else { "cc1" }.into(),
+        fd,
+        inode: 4242,
+        write_end,
+        seen_at_ns: Some(seen),
+    };
+    // Seen at 1.5 s, while gcc ran.
+    l.pipes = vec![pipe(ROOT, 7, false, S + S / 2), pipe(1235, 1, true, S + S / 2), pipe(1235, 2, true, S + S / 2)];
+    let r = run(&l);
+    assert!(r.findings.iter().all(|f| f.kind != FindingKind::PipeHeldByDescendant), "{:?}", r.findings);
+    // Seen again after gcc exited (a cc1 that outlived it): one finding, not one per fd.
+    l.pipes[1].seen_at_ns = Some(3 * S + 1);
+    l.pipes[2].seen_at_ns = Some(3 * S + 1);
+    let r = run(&l);
+    let held: Vec<_> = r.findings.iter().filter(|f| f.kind == FindingKind::PipeHeldByDescendant).collect();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!((held[0].fields["pid"].as_u64(), held[0].fields["fd"].as_u64()), (Some(1235), Some(1)));
 }
