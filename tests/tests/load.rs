@@ -192,7 +192,7 @@ fn spawned_command_keeps_normal_priority() {
     assert_no_rtrace_programs();
 }
 
-/// RTRACE_LOG=debug: the eBPF side logs its rare anomalies through aya-log — here the off-CPU
+/// RTRACE_LOG=debug (or -v): the eBPF side logs its rare anomalies through aya-log — here the off-CPU
 /// map (shrunk to 8 keys) filling up, once per CPU, not once per lost interval. Without it,
 /// nothing is logged.
 #[test]
@@ -211,6 +211,14 @@ fn ebpf_anomalies_logged_at_debug() {
     assert!(lost > cpus, "offcpu_lost {lost}");
     assert!((1..=cpus).contains(&logged), "{logged} log lines for {lost} losses:\n{}", run.stderr());
     assert!(!run.stderr().contains("aya_obj"), "aya's own debug output is not asked for:\n{}", run.stderr());
+
+    // -v says the same without the environment variable.
+    let mut v_args = vec!["-v"];
+    v_args.extend_from_slice(&args);
+    let verbose = rtrace_env("ebpf_log_v", &v_args, &[("RTRACE_OFFCPU_KEYS", "8")]);
+    assert_eq!(verbose.code(), Some(0), "stderr: {}", verbose.stderr());
+    assert!(verbose.stderr().lines().any(|l| l.contains(line)), "{}", verbose.stderr());
+    assert!(!verbose.stderr().contains("aya_obj"), "{}", verbose.stderr());
 
     let quiet = rtrace_env("ebpf_log_off", &args, &[("RTRACE_OFFCPU_KEYS", "8")]);
     assert_eq!(quiet.code(), Some(0), "stderr: {}", quiet.stderr());

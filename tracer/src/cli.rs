@@ -34,6 +34,10 @@ pub struct Args {
     /// No summary on stdout.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Log the eBPF side's rare anomalies (a full map, a failed stack copy) on stderr as they
+    /// happen, the first of each kind per CPU: the same as RTRACE_LOG=debug.
+    #[arg(short, long)]
+    pub verbose: bool,
     /// Off-CPU intervals shorter than this are not recorded (filtered in the kernel).
     #[arg(long, value_name = "DURATION", default_value = DEFAULT_MIN_BLOCK)]
     pub min_block: String,
@@ -103,6 +107,8 @@ pub struct Config {
     pub output: Option<PathBuf>,
     pub follow_children: bool,
     pub quiet: bool,
+    /// Debug logging of the eBPF side's anomalies (-v; RTRACE_LOG says more precisely).
+    pub verbose: bool,
     /// None: off-CPU tracing off.
     pub min_block: Option<Duration>,
     /// None: syscalls not traced.
@@ -261,6 +267,7 @@ impl Args {
             output: self.output,
             follow_children: !self.no_children,
             quiet: self.quiet,
+            verbose: self.verbose,
             min_block: if self.no_offcpu { None } else { Some(parse_min_block(&self.min_block)?) },
             syscalls: if self.no_syscalls {
                 None

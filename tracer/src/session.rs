@@ -51,13 +51,14 @@ pub fn ensure_writable(dir: &Path, input: Option<&Path>) -> Result<(), UsageErro
 /// Traces; returns rtrace's exit status: in `-- COMMAND` mode the command's own when it exited
 /// during the session (128+N for a signal), else 0.
 pub fn trace(cfg: Config) -> Result<u8> {
-    // RTRACE_LOG=debug: the eBPF programs' rare anomalies, logged on stderr (see the loader).
+    // -v or RTRACE_LOG=debug: the eBPF programs' rare anomalies, logged on stderr (see the loader).
     // Silent without it; aya's own output (every relocation at debug) only when asked for by
     // name (RTRACE_LOG=aya=debug,aya_obj=debug).
     let _ = env_logger::Builder::new()
         .filter_level(log::LevelFilter::Off)
         .filter_module("aya", log::LevelFilter::Off)
         .filter_module("aya_obj", log::LevelFilter::Off)
+        .parse_filters(if cfg.verbose { "debug" } else { "" })
         .parse_env(env_logger::Env::new().filter("RTRACE_LOG"))
         .try_init();
     preflight()?;

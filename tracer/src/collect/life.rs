@@ -211,7 +211,14 @@ impl LifeCollector {
                     std::collections::btree_map::Entry::Occupied(i) => self.life.pipes[*i.get()].seen_at_ns = now,
                     std::collections::btree_map::Entry::Vacant(v) => {
                         v.insert(self.life.pipes.len());
-                        self.life.pipes.push(PipeEnd { pid, comm: comm.clone(), fd, inode, write_end, seen_at_ns: now });
+                        self.life.pipes.push(PipeEnd {
+                            pid,
+                            comm: comm.clone(),
+                            fd,
+                            inode,
+                            write_end,
+                            seen_at_ns: now,
+                        });
                     }
                 }
             }

@@ -127,7 +127,14 @@ fn degrades_on_inconsistent_input() {
     l.initial = vec![snap(1300, 1301, 'S', "", &[]), snap(ROOT, 1, 'S', "app", &[])];
     l.waits_in_flight = vec![call(ROOT, ROOT, "wait4", WaitTarget::Pid { pid: 1300 }, 5 * S, None)];
     l.pipes = vec![
-        crate::lifecycle::PipeEnd { pid: ROOT, comm: "app".into(), fd: 3, inode: 1, write_end: false, seen_at_ns: None },
+        crate::lifecycle::PipeEnd {
+            pid: ROOT,
+            comm: "app".into(),
+            fd: 3,
+            inode: 1,
+            write_end: false,
+            seen_at_ns: None,
+        },
         crate::lifecycle::PipeEnd { pid: 1300, comm: "x".into(), fd: 4, inode: 1, write_end: true, seen_at_ns: None },
     ];
     let r = run(&l);
