@@ -27,11 +27,7 @@ pub fn effective() -> u64 {
 }
 
 pub fn parse_cap_eff(status: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0)
+    crate::procfs::status_field(status, "CapEff").and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0)
 }
 
 /// Names of the capabilities of `needed` missing from `eff`, e.g. "CAP_BPF, CAP_PERFMON".

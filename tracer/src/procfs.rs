@@ -20,6 +20,8 @@ pub fn cmdline(pid: u32) -> Vec<String> {
 pub struct Stat {
     pub state: char,
     pub ppid: u32,
+    /// Field 9: the kernel's PF_* flags.
+    pub flags: u64,
     /// Field 52: the exit status a zombie will report to wait().
     pub exit_status: Option<i32>,
 }
@@ -32,6 +34,7 @@ pub fn stat(pid: u32) -> Option<Stat> {
     Some(Stat {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
+        flags: fields.get(9 - 3).and_then(|f| f.parse().ok()).unwrap_or(0),
         exit_status: fields.get(52 - 3).and_then(|f| f.parse().ok()),
     })
 }
@@ -39,15 +42,18 @@ pub fn stat(pid: u32) -> Option<Stat> {
 /// Whether `pid` is a kernel thread (PF_KTHREAD in the flags, field 9 of /proc/PID/stat).
 pub fn is_kernel_thread(pid: u32) -> bool {
     const PF_KTHREAD: u64 = 0x0020_0000;
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return false };
-    rest.split_whitespace().nth(9 - 3).and_then(|f| f.parse::<u64>().ok()).is_some_and(|f| f & PF_KTHREAD != 0)
+    stat(pid).is_some_and(|s| s.flags & PF_KTHREAD != 0)
+}
+
+/// The value of one `Name:\tvalue` line of a /proc status file, trimmed.
+pub fn status_field<'a>(status: &'a str, name: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(str::trim)
 }
 
 /// The process (thread group) a thread id belongs to, from /proc/ID/status.
 pub fn tgid_of(id: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{id}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+    status_field(&status, "Tgid")?.parse().ok()
 }
 
 /// State and ppid from /proc/PID/stat.

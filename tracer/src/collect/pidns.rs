@@ -8,7 +8,7 @@ use crate::lifecycle::{WaitCall, WaitTarget};
 
 /// "NSpid:\t4242\t3" → [4242, 3].
 pub fn parse_nspid(status: &str) -> Option<Vec<u32>> {
-    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let line = crate::procfs::status_field(status, "NSpid")?;
     let v: Vec<u32> = line.split_whitespace().filter_map(|p| p.parse().ok()).collect();
     (!v.is_empty()).then_some(v)
 }

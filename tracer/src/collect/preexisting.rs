@@ -64,8 +64,7 @@ pub fn never_returned(b: &Blocked, now: &Now, entered: bool) -> bool {
 
 /// "voluntary_ctxt_switches:\t12" and "nonvoluntary_ctxt_switches:\t3" of a status file.
 pub fn parse_switches(status: &str) -> Option<(u64, u64)> {
-    let field =
-        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse::<u64>().ok());
+    let field = |name: &str| procfs::status_field(status, name)?.parse::<u64>().ok();
     Some((field("voluntary_ctxt_switches")?, field("nonvoluntary_ctxt_switches")?))
 }
 
