@@ -295,12 +295,10 @@ fn frameless_leaf_caller_inserted_only_when_call_targets_leaf() {
     assert_eq!(names(2), ["p", "main", "caller", "leaf"]);
 }
 
-/// libc wrappers without frame pointers: leaf `clock_nanosleep` (libc) was called by
-/// `nanosleep` (libc, direct call), called through a PLT stub by `nap` (program); the walk
-/// resumed in `main`. Both skipped callers come back, in order.
-#[test]
-fn chain_of_skipped_callers_across_modules() {
-    let mut c = capture_of(
+/// A program `p` whose `nap` sleeps through libc's frameless nanosleep → clock_nanosleep
+/// (called through a PLT stub), with `caller` above nap: the two chain tests below.
+fn libc_sleep_under(caller: &str) -> (Capture, FakeResolver) {
+    let c = capture_of(
         1,
         "p",
         vec![
@@ -312,8 +310,17 @@ fn chain_of_skipped_callers_across_modules() {
     r.user.push(("/lib/libc.so".into(), 0x100, 0x200, "clock_nanosleep".into()));
     r.user.push(("/lib/libc.so".into(), 0x200, 0x300, "nanosleep".into()));
     r.user.push(("/bin/p".into(), 0x100, 0x200, "nap".into()));
-    r.user.push(("/bin/p".into(), 0x200, 0x300, "main".into()));
+    r.user.push(("/bin/p".into(), 0x200, 0x300, caller.into()));
     r.user.push(("/bin/p".into(), 0x800, 0x810, "nanosleep@plt".into()));
+    (c, r)
+}
+
+/// libc wrappers without frame pointers: leaf `clock_nanosleep` (libc) was called by
+/// `nanosleep` (libc, direct call), called through a PLT stub by `nap` (program); the walk
+/// resumed in `main`. Both skipped callers come back, in order.
+#[test]
+fn chain_of_skipped_callers_across_modules() {
+    let (mut c, mut r) = libc_sleep_under("main");
     let leaf = Leaf { rets: [0x10250, 0x1150, 0x7777], callees: [0x10100, 0x1800, 0] };
     c.cpu_samples =
         vec![RawSample { tgid: 1, tid: 1, user: vec![0x10150, 0x1250], count: 1, leaf, ..Default::default() }];
@@ -327,20 +334,7 @@ fn chain_of_skipped_callers_across_modules() {
 /// come back, the libc one in between included (it is not the call target, nap is).
 #[test]
 fn skipped_chain_through_another_module_reaches_the_call_target() {
-    let mut c = capture_of(
-        1,
-        "p",
-        vec![
-            Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/p".into(), build_id: None },
-            Mapping { start: 0x10000, end: 0x19000, offset: 0, path: "/lib/libc.so".into(), build_id: None },
-        ],
-    );
-    let mut r = FakeResolver::default();
-    r.user.push(("/lib/libc.so".into(), 0x100, 0x200, "clock_nanosleep".into()));
-    r.user.push(("/lib/libc.so".into(), 0x200, 0x300, "nanosleep".into()));
-    r.user.push(("/bin/p".into(), 0x100, 0x200, "nap".into()));
-    r.user.push(("/bin/p".into(), 0x200, 0x300, "sleep_half_second".into()));
-    r.user.push(("/bin/p".into(), 0x800, 0x810, "nanosleep@plt".into()));
+    let (mut c, mut r) = libc_sleep_under("sleep_half_second");
     // sleep_half_second's call before 0x1250 is to nap (0x100).
     r.code.push(call_at("/bin/p", 0x250, 0x100));
     let leaf = Leaf { rets: [0x10250, 0x1150, 0], callees: [0x10100, 0x1800, 0] };
