@@ -6,6 +6,7 @@ pub mod capture;
 pub mod cli;
 pub mod collect;
 pub mod error;
+pub mod goruntime;
 pub mod lifecycle;
 pub mod loader;
 pub mod priority;

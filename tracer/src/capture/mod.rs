@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod go;
+pub use go::GoProcess;
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Capture {
     pub target: TargetInfo,
@@ -31,6 +34,9 @@ pub struct Capture {
     pub lifecycle: crate::lifecycle::Lifecycle,
     /// Every process that was tracked, by TGID, with what symbolization needs.
     pub processes: BTreeMap<u32, ProcessInfo>,
+    /// The Go runtime view of every traced Go process (absent with --no-go).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub go: Vec<GoProcess>,
     /// The vDSO's functions, read from a traced process's `[vdso]` mapping (the kernel's image
     /// has no file to read later; it is the same in every process of one boot).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

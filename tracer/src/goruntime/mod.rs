@@ -1,0 +1,9 @@
+//! The Go runtime of a traced process, read from outside: no stop, no signal, no agent, no
+//! write. Identifies a Go executable (`binary`), resolves the runtime's struct offsets
+//! (DWARF, else a per-version table) and global addresses (symbols, else the code that uses
+//! them), validates both against the live process, and reads goroutines, GC statistics and
+//! the heap profile from its memory (`mem`) into the plain records of `capture::go`.
+//! Analysis and rendering of those records live in `analyze/` and `render/`, as for every
+//! other part of the capture; the Go uprobes live in `tracer-ebpf` (`go.rs`).
+pub mod binary;
+pub mod mem;
