@@ -104,6 +104,15 @@ pub fn go_fixture_stripped(name: &str) -> PathBuf {
     go_fixture_with(name, Go::Debian119, &["-ldflags=-s -w"])
 }
 
+/// One of the four builds the Go runtime view is tested on: each Go, plain or stripped.
+pub fn go_fixture_variant(name: &str, go: Go, stripped: bool) -> PathBuf {
+    go_fixture_with(name, go, if stripped { &["-ldflags=-s -w"] } else { &[] })
+}
+
+/// Every (Go, stripped) pair, for tests that must hold on all four builds.
+pub const GO_VARIANTS: [(Go, bool); 4] =
+    [(Go::Debian119, false), (Go::Debian119, true), (Go::Modern, false), (Go::Modern, true)];
+
 fn go_fixture_with(name: &str, go: Go, flags: &[&str]) -> PathBuf {
     let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = root_dir().join(format!("tests/fixtures/{name}.go"));
