@@ -39,6 +39,9 @@ pub struct Report {
     pub slowest_syscalls: Option<Vec<SlowCallReport>>,
     /// The child-process ledger: every descendant of the target seen or found at attach.
     pub children: Vec<ChildRecord>,
+    /// The Go runtime view: one entry per traced Go process (absent when none, or --no-go).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub go: Vec<crate::analyze::go::GoReport>,
 }
 
 /// Appends kernel frames known only by name (innermost first), root-first like the rest.
@@ -305,6 +308,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         offcpu: offcpu_section,
         syscalls: s.slow_top.map(|_| sc::rows(&capture.syscalls)),
         slowest_syscalls: s.slow_top.map(|_| slow_calls(capture, resolver)),
+        go: crate::analyze::go::reports(capture, resolver),
     };
     Analysis { report, cpu, offcpu }
 }

@@ -2,7 +2,11 @@
 pub mod build;
 pub mod children;
 pub mod cpu;
+pub mod gc;
+pub mod go;
+pub mod goheap;
 pub mod gopark;
+pub mod goroutines;
 pub mod offcpu;
 pub mod sysargs;
 pub mod syscalls;

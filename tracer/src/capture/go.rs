@@ -127,9 +127,13 @@ pub enum GoHeap {
     #[default]
     None,
     /// `runtime.MemProfile` / `memProfileInternal` is not linked: the runtime keeps no samples.
-    NotLinked { reason: String },
+    NotLinked {
+        reason: String,
+    },
     /// Linked but could not be read (the reason).
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
     Profile(HeapProfile),
 }
 

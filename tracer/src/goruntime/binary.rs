@@ -80,11 +80,8 @@ impl<'a> GoBinary<'a> {
         let raw = bi.data().ok().and_then(buildinfo_version).ok_or("unreadable .go.buildinfo")?;
         let version = GoVersion::parse(&raw).ok_or_else(|| format!("unrecognised Go version {raw:?}"))?;
         let pcln = file.section_by_name(".gopclntab").ok_or("no .gopclntab")?;
-        let (text_start, funcs) = pcln
-            .data()
-            .ok()
-            .and_then(crate::symbolize::gopclntab::parse)
-            .ok_or("unreadable .gopclntab")?;
+        let (text_start, funcs) =
+            pcln.data().ok().and_then(crate::symbolize::gopclntab::parse).ok_or("unreadable .gopclntab")?;
         Ok(GoBinary { file, version, text_start, funcs })
     }
 

@@ -1,5 +1,6 @@
 //! Renderers: analysis in, bytes out. Pure; where the bytes go is decided in `output`.
 pub mod flamegraph;
+pub mod go_text;
 #[cfg(test)]
 mod golden;
 pub mod json;
