@@ -44,6 +44,9 @@ pub struct Args {
     /// Do not trace off-CPU time (sched_switch / sched_waking).
     #[arg(long)]
     pub no_offcpu: bool,
+    /// No Go runtime view (goroutines, GC, heap read from Go processes' memory, Go uprobes).
+    #[arg(long)]
+    pub no_go: bool,
     /// How many of the slowest individual syscalls to report, with stacks and arguments.
     #[arg(long, value_name = "K", default_value_t = 20)]
     pub slow_top: usize,
@@ -115,6 +118,8 @@ pub struct Config {
     pub syscalls: Option<SyscallOptions>,
     pub slow_reap: Duration,
     pub wait_stall: Duration,
+    /// The Go runtime view of Go processes (off with --no-go).
+    pub go: bool,
     pub bench_floor: Option<Floor>,
 }
 
@@ -288,6 +293,7 @@ impl Args {
             wait_stall: parse_bounded("--wait-stall", &self.wait_stall, |s| {
                 UsageError::BadDurationOption("--wait-stall", s)
             })?,
+            go: !self.no_go,
             bench_floor: match self.bench_floor.as_deref() {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),

