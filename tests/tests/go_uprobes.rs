@@ -1,0 +1,208 @@
+//! Privileged tests of the Go uprobes (issue #12 items 4 and 5) through the loader's API
+//! (`Probes::attach_go` / `read_go` / `check_go_budget`), on the four builds of
+//! tests/fixtures/go_gc.go (Go 1.19 and modern, plain and stripped): exact goroutine
+//! created/exited counts per creation site, stop-the-world counts equal to the program's own
+//! NumGC, the budget detaching the churn probes, and nothing left loaded afterwards.
+//! Run under `flock /tmp/rtrace-bpf.lock` (they load BPF).
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use tests::{assert_no_rtrace_programs, go_fixture_variant, privileged, Go, GO_VARIANTS};
+use tracer::{
+    capture::go::GoChurn,
+    goruntime::{binary, stw, uprobes},
+    loader::{Options, Probes},
+};
+
+/// The fixture, driven by commands on its stdin.
+struct Fixture {
+    child: Child,
+    stdin: ChildStdin,
+    out: BufReader<ChildStdout>,
+}
+
+impl Fixture {
+    fn start(exe: &Path) -> Fixture {
+        let mut child =
+            Command::new(exe).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("starting go_gc");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut f = Fixture { child, stdin, out };
+        assert_eq!(f.line(), "ready");
+        f
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn line(&mut self) -> String {
+        let mut s = String::new();
+        self.out.read_line(&mut s).expect("reading go_gc's output");
+        s.trim().to_owned()
+    }
+    fn cmd(&mut self, c: &str) -> String {
+        writeln!(self.stdin, "{c}").unwrap();
+        self.line()
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "exit");
+        let _ = self.child.wait();
+    }
+}
+
+/// `runtime.g.gopc` per Go minor (go-runtime.md's table, from each build's DWARF), until the
+/// layout module provides it.
+fn gopc_off(minor: u32) -> u32 {
+    match minor {
+        19 => 296,
+        21 | 22 | 25 => 280,
+        23 | 24 | 26 | 27 => 288,
+        m => panic!("no gopc offset for go1.{m}"),
+    }
+}
+
+/// The fixture's uprobe spec and main.spawner's code range (link-time).
+fn spec(exe: &Path) -> (uprobes::GoProbeSpec, (u64, u64)) {
+    let data = binary::open(exe.to_str().unwrap()).unwrap();
+    let bin = binary::GoBinary::parse(&data).unwrap();
+    let minor = bin.version.minor;
+    let s = uprobes::probe_spec(exe, &bin, gopc_off(minor), stw::preemptoff_offset(minor)).unwrap();
+    let f = bin.func("main.spawner").expect("main.spawner");
+    (s, (f.start, f.end))
+}
+
+fn load(pid: u32) -> Probes {
+    Probes::load(&Options { root_tgid: pid, follow_children: false, min_block_ns: None, syscalls: None, floor: None })
+        .expect("loading rtrace's programs")
+}
+
+/// main.spawner's sites in `counts`.
+fn in_spawner(counts: &std::collections::BTreeMap<u64, u64>, range: (u64, u64)) -> Vec<(u64, u64)> {
+    counts.iter().filter(|(pc, _)| (range.0..range.1).contains(pc)).map(|(a, b)| (*a, *b)).collect()
+}
+
+/// Reads the churn until `done` holds (a goroutine's gdestroy may run just after main saw its
+/// wg.Done), at most 5 s.
+fn churn_until(p: &Probes, pid: u32, done: impl Fn(&GoChurn) -> bool) -> GoChurn {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = p.read_go(pid).unwrap().0.expect("churn probes attached");
+        if done(&c) || Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn variants() -> Vec<(PathBuf, String)> {
+    GO_VARIANTS
+        .iter()
+        .map(|&(go, stripped)| {
+            let name = format!("{}{}", if matches!(go, Go::Modern) { "modern" } else { "go1.19" }, if stripped { " stripped" } else { "" });
+            (go_fixture_variant("go_gc", go, stripped), name)
+        })
+        .collect()
+}
+
+#[test]
+fn churn_counts_exact_per_site() {
+    if !privileged("churn_counts_exact_per_site") {
+        return;
+    }
+    for (exe, name) in variants() {
+        let (spec, spawner) = spec(&exe);
+        let mut f = Fixture::start(&exe);
+        let pid = f.pid();
+        let mut p = load(pid);
+        let t = Instant::now();
+        p.attach_go(pid, &spec).unwrap();
+        eprintln!("{name}: attach_go took {:?} ({} newproc1 RETs)", t.elapsed(), spec.newproc1_rets.len());
+        assert_eq!(f.cmd("spawn"), "spawned 500");
+        let c = churn_until(&p, pid, |c| in_spawner(&c.exited, spawner).iter().map(|s| s.1).sum::<u64>() >= 500);
+        let created = in_spawner(&c.created, spawner);
+        assert_eq!(created.len(), 1, "{name}: one creation site in main.spawner: {created:x?}");
+        assert_eq!(created[0].1, 500, "{name}: created at main.spawner");
+        assert_eq!(in_spawner(&c.exited, spawner), created, "{name}: exited at the same site");
+        // Every hit is one created or exited goroutine, of this or another site.
+        let total: u64 = c.created.values().chain(c.exited.values()).sum();
+        assert_eq!(c.hits, total, "{name}: hits");
+        assert_eq!((c.detached_at_ns, c.note.as_deref()), (None, None));
+        p.detach();
+        drop(p);
+        assert_no_rtrace_programs();
+    }
+}
+
+fn numgc(line: &str, label: &str) -> u64 {
+    let rest = line.strip_prefix(label).unwrap_or_else(|| panic!("expected {label}…: {line}"));
+    rest.split_whitespace().find_map(|w| w.strip_prefix("numgc=")).unwrap().parse().unwrap()
+}
+
+#[test]
+fn stw_counts_match_numgc() {
+    if !privileged("stw_counts_match_numgc") {
+        return;
+    }
+    for (exe, name) in variants() {
+        let (spec, _) = spec(&exe);
+        assert_eq!(spec.stw_unavailable, None, "{name}");
+        let mut f = Fixture::start(&exe);
+        let pid = f.pid();
+        let mut p = load(pid);
+        p.attach_go(pid, &spec).unwrap();
+        let start = numgc(&f.cmd("gc 5"), "start ");
+        let end = numgc(&f.line(), "end ");
+        let cycles = end - start;
+        assert!(cycles >= 5, "{name}: {cycles} cycles, 5 forced");
+        let (_, stw) = p.read_go(pid).unwrap();
+        let count = |r: &str| stw.iter().find(|s| s.reason == r).map_or(0, |s| s.count);
+        assert_eq!(count("GC mark termination"), cycles, "{name}: {stw:?}");
+        assert_eq!(count("GC sweep termination"), cycles, "{name}: {stw:?}");
+        assert_eq!(count("read mem stats"), 2, "{name}: {stw:?}");
+        assert_eq!(stw.iter().map(|s| s.count).sum::<u64>(), 2 * cycles + 2, "{name}: no other stop: {stw:?}");
+        for s in &stw {
+            assert!(s.max_ns > 0 && s.max_ns <= s.total_ns && s.max_ns < 1_000_000_000, "{name}: {s:?}");
+        }
+        assert_eq!(p.go_probe_hits(pid).unwrap().stw, 2 * cycles + 2, "{name}");
+        drop(p);
+        assert_no_rtrace_programs();
+    }
+}
+
+#[test]
+fn churn_budget_detaches() {
+    if !privileged("churn_budget_detaches") {
+        return;
+    }
+    for (exe, name) in variants() {
+        let (spec, spawner) = spec(&exe);
+        let mut f = Fixture::start(&exe);
+        let pid = f.pid();
+        let mut p = load(pid);
+        p.go.budget = Some(1e-6);
+        p.attach_go(pid, &spec).unwrap();
+        assert_eq!(f.cmd("spawn"), "spawned 500");
+        churn_until(&p, pid, |c| in_spawner(&c.exited, spawner).iter().map(|s| s.1).sum::<u64>() >= 500);
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(p.check_go_budget(7_000_000_000).unwrap(), vec![pid], "{name}");
+        assert_eq!(f.cmd("spawn"), "spawned 500");
+        std::thread::sleep(Duration::from_millis(100));
+        let (c, _) = p.read_go(pid).unwrap();
+        let c = c.unwrap();
+        assert_eq!(in_spawner(&c.created, spawner).iter().map(|s| s.1).sum::<u64>(), 500, "{name}: counts stop");
+        assert_eq!(c.detached_at_ns, Some(7_000_000_000), "{name}");
+        assert!(c.note.as_deref().is_some_and(|n| n.contains("detached at 7.0 s")), "{name}: {:?}", c.note);
+        // Stop-the-world stays attached.
+        f.cmd("gc 1");
+        f.line();
+        assert!(!p.read_go(pid).unwrap().1.is_empty(), "{name}");
+        drop(p);
+        assert_no_rtrace_programs();
+    }
+}
