@@ -206,3 +206,75 @@ fn churn_budget_detaches() {
         assert_no_rtrace_programs();
     }
 }
+
+/// The process's CPU time so far, ns: the sum of its threads' schedstat run times (uprobe
+/// handling is charged to the thread that hit the probe). CPU time, not wall time: on this
+/// shared VM a run of 0.6 s is preempted many times and one of 3 ms rarely.
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// One churn round: (wall ns as the fixture timed it, CPU ns of the whole process).
+fn churn_ns(f: &mut Fixture, n: u64) -> (u64, u64) {
+    let cpu = cpu_ns(f.pid());
+    let line = f.cmd(&format!("churn {n}"));
+    let wall = line.rsplit_once("ns=").and_then(|(_, v)| v.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    (wall, cpu_ns(f.pid()) - cpu)
+}
+
+/// The benchmark (`cargo xtask bench go`): the churn uprobes' cost per goroutine created (two
+/// hits: newproc1's RET and gdestroy/goexit0) and the target's slowdown, rounds alternating
+/// probes off and on in one process; the fastest round of each. Also one attach's time.
+#[test]
+#[ignore = "a benchmark: cargo xtask bench go"]
+fn churn_cost() {
+    if !privileged("churn_cost") {
+        return;
+    }
+    const N: u64 = 20_000;
+    let min = |a: (u64, u64), b: (u64, u64)| (a.0.min(b.0), a.1.min(b.1));
+    for (go, stripped) in [(Go::Debian119, false), (Go::Modern, false)] {
+        let exe = go_fixture_variant("go_gc", go, stripped);
+        let (spec, _) = spec(&exe);
+        let mut f = Fixture::start(&exe);
+        let pid = f.pid();
+        let mut p = load(pid);
+        churn_ns(&mut f, N); // warm up: the runtime's free g list and stacks
+        let (mut off, mut on, mut attach) = ((u64::MAX, u64::MAX), (u64::MAX, u64::MAX), Duration::MAX);
+        for _ in 0..5 {
+            off = min(off, churn_ns(&mut f, N));
+            let t = Instant::now();
+            p.attach_go(pid, &spec).unwrap();
+            attach = attach.min(t.elapsed());
+            let before = p.go_probe_hits(pid).unwrap().churn;
+            on = min(on, churn_ns(&mut f, N));
+            let hits = p.go_probe_hits(pid).unwrap().churn - before;
+            assert!(hits >= 2 * N, "{hits} hits for {N} goroutines");
+            p.detach_go(pid);
+            p.go = Default::default();
+        }
+        let per_g = |x: u64| x as f64 / N as f64 / 1e3;
+        println!(
+            "go churn ({}), {N} goroutines created and exited, fastest of 5 rounds:\n  \
+             probes off: {:.2} µs CPU and {:.2} µs wall per goroutine\n  \
+             probes on:  {:.2} µs CPU and {:.2} µs wall per goroutine ({:.0}x CPU, {:.0}x wall)\n  \
+             cost: {:.2} µs CPU per uprobe hit (2 per goroutine); one attach_go: {:.1} ms",
+            exe.file_name().unwrap().to_string_lossy(),
+            per_g(off.1),
+            per_g(off.0),
+            per_g(on.1),
+            per_g(on.0),
+            on.1 as f64 / off.1 as f64,
+            on.0 as f64 / off.0 as f64,
+            (per_g(on.1) - per_g(off.1)) / 2.0,
+            attach.as_secs_f64() * 1e3,
+        );
+        drop(p);
+    }
+    assert_no_rtrace_programs();
+}

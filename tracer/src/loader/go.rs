@@ -20,9 +20,11 @@ use crate::{
     goruntime::{stw, uprobes::GoProbeSpec},
 };
 
-/// What one churn uprobe hit costs the target, ns (measured on this VM kind: the goroutine
-/// churn case of `cargo xtask bench go`, target time with the probes on minus off, per hit).
-pub const CHURN_HIT_COST_NS: u64 = 7_000;
+/// What one churn uprobe hit costs the target, ns of CPU: `cargo xtask bench go` measured
+/// 12-14 µs per hit on this VM kind (the target's CPU time with the probes on minus off, per
+/// hit: a breakpoint trap plus a single-step of the displaced instruction; the program itself
+/// is a small part). The higher figure, so that the budget errs on the target's side.
+pub const CHURN_HIT_COST_NS: u64 = 14_000;
 /// The churn probes' default budget: 1 % of one CPU.
 pub const CHURN_BUDGET: f64 = 0.01;
 /// Shorter windows are not judged (a burst at attach would detach the probes on noise).
@@ -257,11 +259,11 @@ mod tests {
     #[test]
     fn budget() {
         let s = 1_000_000_000;
-        // 1,000 hits/s at 7 µs = 0.7 % of a CPU: within 1 %.
-        assert!(!over_budget(1_000, s, 7_000, 0.01));
-        // 2,000 hits/s = 1.4 %: over.
-        assert!(over_budget(2_000, s, 7_000, 0.01));
+        // 700 hits/s at 14 µs = 0.98 % of a CPU: within 1 %.
+        assert!(!over_budget(700, s, CHURN_HIT_COST_NS, 0.01));
+        // 720 hits/s = 1.01 %: over.
+        assert!(over_budget(720, s, CHURN_HIT_COST_NS, 0.01));
         // A short window is not judged.
-        assert!(!over_budget(2_000, s / 10, 7_000, 0.01));
+        assert!(!over_budget(2_000, s / 10, CHURN_HIT_COST_NS, 0.01));
     }
 }
