@@ -278,3 +278,79 @@ fn churn_cost() {
     }
     assert_no_rtrace_programs();
 }
+
+/// A real program, not a fixture: `go build -a` of go_gc with an empty build cache, by the
+/// Debian go tool (1.19, stripped) and the modern one, with the budget checked every second as
+/// the session will. Prints what the probes saw; asserts only that the build succeeded and the
+/// counts are consistent (exits ≤ creations per site, plus those alive at attach).
+#[test]
+#[ignore = "slow (a full build): run by hand"]
+fn real_go_build() {
+    if !privileged("real_go_build") {
+        return;
+    }
+    let modern = tests::root_dir().join("target/go-modern/lib/python3.11/site-packages/go/bin/go");
+    for go in [PathBuf::from("/usr/lib/go-1.19/bin/go"), modern] {
+        let cache = tempdir();
+        let t = Instant::now();
+        let data = binary::open(go.to_str().unwrap()).unwrap();
+        let bin = binary::GoBinary::parse(&data).unwrap();
+        let minor = bin.version.minor;
+        let spec = uprobes::probe_spec(&go, &bin, gopc_off(minor), stw::preemptoff_offset(minor)).unwrap();
+        let spec_time = t.elapsed();
+        let mut child = Command::new(&go)
+            .args(["build", "-a", "-o"])
+            .arg(cache.join("out"))
+            .arg(tests::root_dir().join("tests/fixtures/go_gc.go"))
+            .env("GOCACHE", &cache)
+            .env("GO111MODULE", "off")
+            .env("GOTOOLCHAIN", "local")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // Wait for the exec (until then /proc/PID/exe is this test).
+        while std::fs::read_link(format!("/proc/{pid}/exe")).map_or(true, |e| e != std::fs::canonicalize(&go).unwrap()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut p = load(pid);
+        let t = Instant::now();
+        p.attach_go(pid, &spec).unwrap();
+        let attach = t.elapsed();
+        let start = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            if start.elapsed().as_millis() % 1000 < 100 {
+                let _ = p.check_go_budget(start.elapsed().as_nanos() as u64);
+            }
+        };
+        assert!(status.success());
+        let (churn, stw) = p.read_go(pid).unwrap();
+        let c = churn.unwrap();
+        let created: u64 = c.created.values().sum();
+        let exited: u64 = c.exited.values().sum();
+        println!(
+            "{} ({}): spec {:.1} ms, attach {:.1} ms, build {:.1} s; {created} goroutines created at {} sites, {exited} exited; \
+             {} churn hits; budget: {:?}; stops: {stw:?}",
+            go.display(),
+            bin.version.raw,
+            spec_time.as_secs_f64() * 1e3,
+            attach.as_secs_f64() * 1e3,
+            start.elapsed().as_secs_f64(),
+            c.created.len(),
+            c.hits,
+            c.note,
+        );
+        drop(p);
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+    assert_no_rtrace_programs();
+}
+
+fn tempdir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("rtrace-go-build-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
