@@ -6,6 +6,7 @@
 
 pub mod counters;
 pub mod cpu;
+pub mod go;
 pub mod limits;
 pub mod process;
 pub mod sched;

@@ -12,6 +12,8 @@ mod counters;
 #[cfg(target_arch = "bpf")]
 mod cpu;
 #[cfg(target_arch = "bpf")]
+mod go;
+#[cfg(target_arch = "bpf")]
 mod ledger;
 #[cfg(target_arch = "bpf")]
 mod mem;
@@ -33,8 +35,8 @@ mod unwind;
 #[cfg(target_arch = "bpf")]
 mod entry {
     use aya_ebpf::{
-        macros::{btf_tracepoint, perf_event, raw_tracepoint, tracepoint},
-        programs::{BtfTracePointContext, PerfEventContext, RawTracePointContext, TracePointContext},
+        macros::{btf_tracepoint, perf_event, raw_tracepoint, tracepoint, uprobe},
+        programs::{BtfTracePointContext, PerfEventContext, ProbeContext, RawTracePointContext, TracePointContext},
     };
 
     /// A task iterator (aya-ebpf has no macro for iterators: the section name is what makes it
@@ -115,6 +117,37 @@ mod entry {
     #[raw_tracepoint(tracepoint = "sys_exit")]
     pub fn rt_off_complete(ctx: RawTracePointContext) -> i32 {
         let _ = crate::syscalls::off_complete(&ctx);
+        0
+    }
+
+    /// The Go uprobes (go.rs): entry probes only, never uretprobes (they crash Go).
+    #[uprobe]
+    pub fn rt_go_newproc_ret(ctx: ProbeContext) -> u32 {
+        crate::go::newproc_ret(&ctx);
+        0
+    }
+
+    #[uprobe]
+    pub fn rt_go_exit(ctx: ProbeContext) -> u32 {
+        crate::go::goroutine_exit(&ctx);
+        0
+    }
+
+    #[uprobe]
+    pub fn rt_go_stw_start(ctx: ProbeContext) -> u32 {
+        crate::go::stw_start(&ctx);
+        0
+    }
+
+    #[uprobe]
+    pub fn rt_go_stw_stop_old(ctx: ProbeContext) -> u32 {
+        crate::go::stw_stop_old(&ctx);
+        0
+    }
+
+    #[uprobe]
+    pub fn rt_go_stw_start_old(ctx: ProbeContext) -> u32 {
+        crate::go::stw_start_old(&ctx);
         0
     }
 

@@ -82,6 +82,7 @@ impl<'a> GoBinary<'a> {
         let pcln = file.section_by_name(".gopclntab").ok_or("no .gopclntab")?;
         let (text_start, funcs) =
             pcln.data().ok().and_then(crate::symbolize::gopclntab::parse).ok_or("unreadable .gopclntab")?;
+        let text_start = crate::symbolize::gopclntab::text_start_or_section(text_start, &file);
         Ok(GoBinary { file, version, text_start, funcs })
     }
 
@@ -171,6 +172,19 @@ mod tests {
         assert_eq!(buildinfo_version(&d).as_deref(), Some("go1.27.3"));
         d[15] = 0; // the pre-1.18 pointer layout: not read
         assert_eq!(buildinfo_version(&d), None);
+    }
+
+    /// Go 1.26+ writes 0 for the pclntab header's textStart: function addresses are then
+    /// relative to `.text` (they came out as small offsets, outside any section, before).
+    #[test]
+    fn modern_text_start() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/go-modern/lib/python3.11/site-packages/go/bin/go");
+        let Ok(data) = open(path) else { return };
+        let b = GoBinary::parse(&data).unwrap();
+        assert!(b.version.minor >= 26, "{}", b.version.raw);
+        let main = b.func("runtime.main").expect("runtime.main");
+        let (text, code) = b.section(".text").unwrap();
+        assert!(main.start >= text && main.end <= text + code.len() as u64, "{main:x?} outside .text at {text:#x}");
     }
 
     /// Debian's Go toolchain is itself a (stripped) Go 1.19 binary.

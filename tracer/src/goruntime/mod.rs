@@ -7,3 +7,5 @@
 //! other part of the capture; the Go uprobes live in `tracer-ebpf` (`go.rs`).
 pub mod binary;
 pub mod mem;
+pub mod stw;
+pub mod uprobes;

@@ -22,6 +22,7 @@ use tracer_common::{
 
 use crate::{analyze::syscalls::nr_of, capture::Clock, tracefs::Format};
 
+pub mod go;
 mod read;
 
 /// The eBPF object built by build.rs; empty when the build skipped the eBPF step.
@@ -39,6 +40,8 @@ pub struct Probes {
     offcpu: bool,
     syscalls: bool,
     floor: Option<crate::cli::Floor>,
+    /// The Go uprobes' links and state per process (go.rs).
+    pub go: go::GoProbes,
     /// Reads the eBPF side's log records (RTRACE_LOG=debug only).
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
@@ -170,6 +173,7 @@ impl Probes {
                 .ok(),
         };
         Ok(Self {
+            go: go::GoProbes::default(),
             logger,
             ebpf,
             btf: Some(btf),
@@ -360,11 +364,16 @@ impl Probes {
 
     /// Detaches and unloads every program; maps stay readable until `Probes` is dropped.
     pub fn detach(&mut self) {
+        // The Go uprobe links are owned by `go`, not by their programs.
+        for pid in self.go_pids() {
+            self.detach_go(pid);
+        }
         for (_, prog) in self.ebpf.programs_mut() {
             let _ = match prog {
                 aya::programs::Program::PerfEvent(p) => p.unload(),
                 aya::programs::Program::TracePoint(p) => p.unload(),
                 aya::programs::Program::RawTracePoint(p) => p.unload(),
+                aya::programs::Program::UProbe(p) => p.unload(),
                 _ => Ok(()),
             };
         }

@@ -61,6 +61,15 @@ pub fn parse(d: &[u8]) -> Option<(u64, Vec<(u32, String)>)> {
     Some((text_start, funcs))
 }
 
+/// Go 1.26+ no longer stores textStart in the header (it wrote 0 there: the field needed a
+/// relocation); it is `runtime.text`, the start of `.text`.
+pub fn text_start_or_section<'d, R: object::ReadRef<'d>>(text_start: u64, file: &object::File<'d, R>) -> u64 {
+    if text_start != 0 {
+        return text_start;
+    }
+    file.section_by_name(".text").map_or(0, |s| s.address())
+}
+
 impl GoTable {
     /// The table of a Go binary, or None (not Go, or an older layout).
     pub fn load(path: &str) -> Option<Self> {
@@ -71,6 +80,7 @@ impl GoTable {
         let file = object::File::parse(&data).ok()?;
         let pcln = file.section_by_name(".gopclntab")?;
         let (text_start, funcs) = parse(pcln.data().ok()?)?;
+        let text_start = text_start_or_section(text_start, &file);
         let sections = file
             .sections()
             .filter_map(|s| {

@@ -132,6 +132,8 @@ pub enum FindingKind {
     ExecFailed,
     PipeHeldByDescendant,
     OrphanedDescendant,
+    /// A Go process whose world was stopped a notable share of the session (analyze/gc.rs).
+    GcPressure,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
