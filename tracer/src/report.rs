@@ -282,14 +282,21 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         min_block_us,
         top: offcpu.top(TOP_N),
     });
+    let go = crate::analyze::go::reports(capture, resolver);
+    let mut ev = evidence(capture, &stacks, &off_syscalls);
+    ev.go_waiters = go.iter().map(|g| (g.pid, g.goroutines.waiters.clone())).collect();
     let kids = crate::analyze::children::analyze_with(
         &capture.lifecycle,
         &ChildrenConfig { slow_reap_ns: s.slow_reap_ms * 1_000_000, wait_stall_ns: s.wait_stall_ms * 1_000_000 },
-        &evidence(capture, &stacks, &off_syscalls),
+        &ev,
     );
+    let mut findings = kids.findings;
+    findings.extend(crate::analyze::goleak::findings(capture, &go));
+    // Stable: each analysis' own order within a (severity, kind).
+    findings.sort_by_key(|f| (f.severity, f.kind));
     let report = Report {
         schema_version: SCHEMA_VERSION,
-        findings: kids.findings,
+        findings,
         children: kids.children,
         target: crate::analyze::target::report(&capture.target, &capture.lifecycle),
         session: Session {
@@ -308,7 +315,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         offcpu: offcpu_section,
         syscalls: s.slow_top.map(|_| sc::rows(&capture.syscalls)),
         slowest_syscalls: s.slow_top.map(|_| slow_calls(capture, resolver)),
-        go: crate::analyze::go::reports(capture, resolver),
+        go,
     };
     Analysis { report, cpu, offcpu }
 }

@@ -132,6 +132,8 @@ pub enum FindingKind {
     ExecFailed,
     PipeHeldByDescendant,
     OrphanedDescendant,
+    /// A Go creation site whose live goroutines only grew (analyze/goleak.rs).
+    GoroutineLeak,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

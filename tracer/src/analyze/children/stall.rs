@@ -264,14 +264,23 @@ pub(super) fn wait_stall(
     let (severity, name) = severity_and_name(&v);
     // Start 0: the call started before the probes saw it (before attach): a lower bound.
     let before_attach = w.start_ns == 0;
+    let g = goroutine_on(ev, w.pid, w.tid);
+    let (who, call) = match g {
+        Some(g) => {
+            let call = if g.in_cmd_wait {
+                format!("{} ({} on thread {})", crate::analyze::goroutines::CMD_WAIT, w.syscall, w.tid)
+            } else {
+                format!("{} on thread {}", w.syscall, w.tid)
+            };
+            (format!("{} of pid {}", goroutine_label(g), w.pid), call)
+        }
+        None => (format!("thread {} of pid {}", w.tid, w.pid), w.syscall.clone()),
+    };
     let summary = format!(
-        "thread {} of pid {} {} {}{} in {} for {}{}{}",
-        w.tid,
-        w.pid,
+        "{who} {} {}{} in {call} for {}{}{}",
         if in_flight { "has been blocked" } else { "was blocked" },
         if before_attach { "at least " } else { "" },
         human(blocked),
-        w.syscall,
         waited_for(by_pid, w, child),
         state_clause(state, blocked_in.as_deref(), in_flight),
         explain(by_pid, ev, &v, &t, child, blocked),
@@ -287,6 +296,7 @@ pub(super) fn wait_stall(
         "child_state": state, "child_blocked_in": blocked_in, "in_flight": in_flight,
         "since_before_attach": before_attach, "verdict": name,
         "child_tree_cpu_ms": t.seen.then_some(t.cpu_ns / MS), "stuck": stuck,
+        "goroutine": g.map(goroutine_json),
     });
     finding(FindingKind::WaitStall, severity, summary, fields)
 }
@@ -371,4 +381,29 @@ pub(super) fn state_clause(state: Option<&str>, blocked_in: Option<&str>, in_fli
         (Some(s), None) => format!(", which is {s}"),
         (None, _) => String::new(),
     }
+}
+
+/// The goroutine in the syscall on thread `tid` of `pid` (Go ≥ 1.23 waitid, ≤ 1.22 wait4), or,
+/// when the thread was not read, the only goroutine in a syscall inside os/exec.(*Cmd).Wait.
+pub(super) fn goroutine_on(ev: &Evidence, pid: u32, tid: u32) -> Option<&crate::analyze::goroutines::GoWaiter> {
+    let gs = ev.go_waiters.get(&pid)?;
+    gs.iter().find(|g| g.in_syscall && g.tid == tid).or_else(|| {
+        let mut waiting = gs.iter().filter(|g| g.in_syscall && g.tid == 0 && g.in_cmd_wait);
+        match (waiting.next(), waiting.next()) {
+            (Some(g), None) => Some(g),
+            _ => None,
+        }
+    })
+}
+
+/// "goroutine 1 (main.runChild)".
+pub(super) fn goroutine_label(g: &crate::analyze::goroutines::GoWaiter) -> String {
+    match &g.function {
+        Some(f) => format!("goroutine {} ({f})", g.goid),
+        None => format!("goroutine {}", g.goid),
+    }
+}
+
+pub(super) fn goroutine_json(g: &crate::analyze::goroutines::GoWaiter) -> Value {
+    json!({ "goid": g.goid, "function": g.function, "in_cmd_wait": g.in_cmd_wait, "tid": g.tid })
 }
