@@ -81,7 +81,11 @@ fn grew(first: u64, last: u64) -> bool {
 
 /// Where the site's goroutines are parked: its largest group.
 fn parked<'a>(r: &'a GoReport, site: u64) -> Option<&'a GoroutineGroup> {
-    r.goroutines.groups.iter().filter(|g| g.gopc == site).max_by_key(|g| (g.count, std::cmp::Reverse(g.goids.first().copied())))
+    r.goroutines
+        .groups
+        .iter()
+        .filter(|g| g.gopc == site)
+        .max_by_key(|g| (g.count, std::cmp::Reverse(g.goids.first().copied())))
 }
 
 fn where_parked(g: &GoroutineGroup) -> (String, Option<String>) {
@@ -134,8 +138,21 @@ fn leak(p: &GoProcess, r: &GoReport, site: u64) -> Option<Finding> {
     let at = group.map(|g| {
         let (what, func) = where_parked(g);
         let func = func.map(|f| format!(" in {f}")).unwrap_or_default();
-        let blocked = g.blocked_ms.map(|ms| format!(", the oldest for {}{:.1} s", if g.blocked_at_least { "at least " } else { "" }, ms as f64 / 1e3)).unwrap_or_default();
-        format!("; {} of them are {}{func}{blocked}", g.count, if g.state == "waiting" { format!("parked in {what}") } else { what })
+        let blocked = g
+            .blocked_ms
+            .map(|ms| {
+                format!(
+                    ", the oldest for {}{:.1} s",
+                    if g.blocked_at_least { "at least " } else { "" },
+                    ms as f64 / 1e3
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "; {} of them are {}{func}{blocked}",
+            g.count,
+            if g.state == "waiting" { format!("parked in {what}") } else { what }
+        )
     });
     let summary = format!(
         "goroutines created by {function} in pid {} grew from {} to {} in {secs:.1} s ({rate:.1} a second){how}{churned}{}: {advice}.",

@@ -136,7 +136,9 @@ pub fn wait_reason(p: &GoProcess, g: &Goroutine) -> Option<String> {
     if g.status != WAITING || g.wait_reason == 0 {
         return None;
     }
-    Some(p.wait_reasons.get(g.wait_reason as usize).cloned().unwrap_or_else(|| format!("wait reason {}", g.wait_reason)))
+    Some(
+        p.wait_reasons.get(g.wait_reason as usize).cloned().unwrap_or_else(|| format!("wait reason {}", g.wait_reason)),
+    )
 }
 
 /// How long `g` has been parked where it is at the last snapshot (`now`, since attach), and
@@ -166,15 +168,25 @@ fn goroutine_frames(frames: Vec<Frame>) -> Vec<Frame> {
 }
 
 /// Names of single addresses (exact, not return addresses), by address.
-fn names_of(capture: &Capture, pid: u32, addrs: impl Iterator<Item = u64>, resolver: &mut dyn Resolver) -> BTreeMap<u64, String> {
-    let addrs: Vec<[u64; 1]> = addrs.filter(|&a| a != 0).map(|a| [a]).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+fn names_of(
+    capture: &Capture,
+    pid: u32,
+    addrs: impl Iterator<Item = u64>,
+    resolver: &mut dyn Resolver,
+) -> BTreeMap<u64, String> {
+    let addrs: Vec<[u64; 1]> =
+        addrs.filter(|&a| a != 0).map(|a| [a]).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     let inputs: Vec<StackInput> = addrs
         .iter()
         .map(|a| StackInput { tgid: pid, tid: 0, user: a, kernel: &[], leaf: Default::default(), count: 0 })
         .collect();
     let stacks = symbolize::stacks(capture, &inputs, resolver);
     // The innermost name: the function an inlined call site sits in.
-    addrs.iter().zip(stacks).filter_map(|(a, s)| Some((a[0], s.frames.last().filter(|f| f.kind == FrameKind::User)?.function.to_string()))).collect()
+    addrs
+        .iter()
+        .zip(stacks)
+        .filter_map(|(a, s)| Some((a[0], s.frames.last().filter(|f| f.kind == FrameKind::User)?.function.to_string())))
+        .collect()
 }
 
 fn system(start: Option<&String>) -> bool {
@@ -270,13 +282,11 @@ pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> 
             }
         })
         .collect();
-    r.groups.sort_by(|a, b| {
-        (b.count, b.blocked_ms).cmp(&(a.count, a.blocked_ms)).then_with(|| a.goids.cmp(&b.goids))
-    });
+    r.groups.sort_by(|a, b| (b.count, b.blocked_ms).cmp(&(a.count, a.blocked_ms)).then_with(|| a.goids.cmp(&b.goids)));
     r.sites = sites;
     r
 }
 
 #[cfg(test)]
 #[path = "goroutines_tests.rs"]
-mod tests;
+pub(crate) mod tests;

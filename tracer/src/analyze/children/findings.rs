@@ -233,7 +233,12 @@ pub(super) fn pipes_held(ix: &Index, by_pid: &HashMap<u32, &ChildRecord>, ev: &E
         // copy the pipes: the goroutine in Cmd.Wait not in a syscall, when only one is.
         let g = cmd_waiter(ev, root);
         let waiter = match g {
-            Some(g) => format!("{} in {} for child {}", super::stall::goroutine_label(g), crate::analyze::goroutines::CMD_WAIT, label(child)),
+            Some(g) => format!(
+                "{} in {} for child {}",
+                super::stall::goroutine_label(g),
+                crate::analyze::goroutines::CMD_WAIT,
+                label(child)
+            ),
             None => "Wait()".to_owned(),
         };
         let summary = format!(
