@@ -80,7 +80,7 @@ fn grew(first: u64, last: u64) -> bool {
 }
 
 /// Where the site's goroutines are parked: its largest group.
-fn parked<'a>(r: &'a GoReport, site: u64) -> Option<&'a GoroutineGroup> {
+fn parked(r: &GoReport, site: u64) -> Option<&GoroutineGroup> {
     r.goroutines
         .groups
         .iter()

@@ -189,6 +189,12 @@ fn names_of(
         .collect()
 }
 
+/// Go names no creator for goroutine 1 (started from runtime.rt0_go) nor for goroutines the
+/// runtime's unexported functions start: its traceback hides those functions.
+fn shown_creator(f: &str) -> bool {
+    f.strip_prefix("runtime.").is_none_or(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+}
+
 fn system(start: Option<&String>) -> bool {
     start.is_some_and(|n| n.starts_with("runtime.") && n != "runtime.main")
 }
@@ -219,6 +225,16 @@ pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> 
         .map(|(a, n)| (a + 1, n))
         .collect();
     let starts = names_of(capture, p.pid, p.last.iter().map(|g| g.start_pc), resolver);
+    // Per distinct stack (a snapshot can hold 10^5 goroutines on a few stacks): whether it
+    // runs os/exec.(*Cmd).Wait, and the program's function it waits in.
+    let callers: Vec<(bool, Option<String>)> = stacks
+        .iter()
+        .map(|frames| {
+            let inner_first: Vec<&Frame> = frames.iter().rev().collect();
+            let in_cmd_wait = inner_first.iter().any(|f| &*f.function == CMD_WAIT);
+            (in_cmd_wait, waiter_function(&inner_first, in_cmd_wait))
+        })
+        .collect();
     let now = p.snapshots.last().map_or(0, |s| s.at_ns);
     let start_mono = capture.session.start_mono_ns;
 
@@ -241,16 +257,14 @@ pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> 
         }
         let reason = if g.status == WAITING { g.wait_reason } else { 0 };
         groups.entry((g.status, reason, g.stack, g.gopc)).or_default().push(g);
-        let frames = g.stack.and_then(|i| stacks.get(i as usize)).map(Vec::as_slice).unwrap_or_default();
-        let inner_first: Vec<&Frame> = frames.iter().rev().collect();
-        let in_cmd_wait = inner_first.iter().any(|f| &*f.function == CMD_WAIT);
+        let (in_cmd_wait, function) = g.stack.and_then(|i| callers.get(i as usize)).cloned().unwrap_or_default();
         if in_cmd_wait || (g.status == SYSCALL && g.tid != 0) {
             r.waiters.push(GoWaiter {
                 goid: g.goid,
                 tid: g.tid,
                 in_syscall: g.status == SYSCALL,
                 in_cmd_wait,
-                function: waiter_function(&inner_first, in_cmd_wait),
+                function,
             });
         }
     }
@@ -272,7 +286,7 @@ pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> 
                 blocked_ms: blocked.map(|b| b.0 / MS),
                 blocked_at_least: blocked.is_some_and(|b| b.1),
                 frames: stack.iter().map(Frame::folded_name).collect(),
-                created_by: sites.get(&gopc).map(|f| CreatedBy {
+                created_by: sites.get(&gopc).filter(|f| shown_creator(f)).map(|f| CreatedBy {
                     function: f.clone(),
                     goid: (parents.len() == 1).then(|| *parents.first().unwrap()).filter(|&g| g != 0),
                 }),

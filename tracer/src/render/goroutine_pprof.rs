@@ -2,6 +2,8 @@
 //! `pprof.Lookup("goroutine")` writes it (sample type goroutine/count, period 1, one sample per
 //! distinct stack with its count, runtime frames kept, runtime.goexit left out), with a numeric
 //! `pid` label per sample when several Go processes were traced.
+use std::collections::HashMap;
+
 use crate::{
     analyze::go::GoReport,
     render::pprof::{self, Label, Profile},
@@ -14,13 +16,14 @@ pub fn profile(go: &[GoReport], time_nanos: i64, duration_nanos: i64) -> Profile
     let mut pids: Vec<u32> = Vec::new();
     let live: Vec<&GoReport> = go.iter().filter(|r| r.unavailable.is_none()).collect();
     for r in &live {
-        let first = stacks.len();
+        // Groups differ by state and creation site too; the profile keys on the stack only.
+        let mut index: HashMap<Vec<Frame>, usize> = HashMap::new();
         for g in &r.goroutines.groups {
             let frames = if g.stack.is_empty() { vec![not_read()] } else { g.stack.clone() };
-            // Groups differ by state and creation site too; the profile keys on the stack only.
-            match stacks[first..].iter_mut().find(|(f, _)| *f == frames) {
-                Some((_, v)) => v[0] += g.count as i64,
+            match index.get(&frames) {
+                Some(&i) => stacks[i].1[0] += g.count as i64,
                 None => {
+                    index.insert(frames.clone(), stacks.len());
                     stacks.push((frames, vec![g.count as i64]));
                     pids.push(r.pid);
                 }

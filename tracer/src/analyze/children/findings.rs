@@ -248,9 +248,9 @@ pub(super) fn pipes_held(ix: &Index, by_pid: &HashMap<u32, &ChildRecord>, ev: &E
         let fields = json!({
             "pid": p.pid, "comm": p.comm, "fd": p.fd, "inode": p.inode,
             "killed_child_pid": child.pid, "parent_blocked_ms": blocked_ms,
-            "goroutine": g.map(super::stall::goroutine_json),
         });
-        out.push(finding(FindingKind::PipeHeldByDescendant, Severity::High, summary, fields));
+        let f = finding(FindingKind::PipeHeldByDescendant, Severity::High, summary, fields);
+        out.push(super::stall::with_goroutine(f, g));
     }
     out
 }

@@ -296,9 +296,8 @@ pub(super) fn wait_stall(
         "child_state": state, "child_blocked_in": blocked_in, "in_flight": in_flight,
         "since_before_attach": before_attach, "verdict": name,
         "child_tree_cpu_ms": t.seen.then_some(t.cpu_ns / MS), "stuck": stuck,
-        "goroutine": g.map(goroutine_json),
     });
-    finding(FindingKind::WaitStall, severity, summary, fields)
+    with_goroutine(finding(FindingKind::WaitStall, severity, summary, fields), g)
 }
 
 /// The child a wait was for: what it returned, else its explicit pid, a pidfd's pid, or
@@ -404,6 +403,12 @@ pub(super) fn goroutine_label(g: &crate::analyze::goroutines::GoWaiter) -> Strin
     }
 }
 
-pub(super) fn goroutine_json(g: &crate::analyze::goroutines::GoWaiter) -> Value {
-    json!({ "goid": g.goid, "function": g.function, "in_cmd_wait": g.in_cmd_wait, "tid": g.tid })
+/// The finding with a `goroutine` field naming the Go waiter, when there is one (findings of
+/// other programs keep their fields).
+pub(super) fn with_goroutine(mut f: Finding, g: Option<&crate::analyze::goroutines::GoWaiter>) -> Finding {
+    if let Some(g) = g {
+        let v = json!({ "goid": g.goid, "function": g.function, "in_cmd_wait": g.in_cmd_wait, "tid": g.tid });
+        f.fields.insert("goroutine".into(), v);
+    }
+    f
 }
