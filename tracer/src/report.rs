@@ -282,14 +282,17 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         min_block_us,
         top: offcpu.top(TOP_N),
     });
+    let go = crate::analyze::go::reports(capture, resolver);
+    let mut ev = evidence(capture, &stacks, &off_syscalls);
+    ev.go_waiters = go.iter().map(|g| (g.pid, g.goroutines.waiters.clone())).collect();
     let kids = crate::analyze::children::analyze_with(
         &capture.lifecycle,
         &ChildrenConfig { slow_reap_ns: s.slow_reap_ms * 1_000_000, wait_stall_ns: s.wait_stall_ms * 1_000_000 },
-        &evidence(capture, &stacks, &off_syscalls),
+        &ev,
     );
-    let go = crate::analyze::go::reports(capture, resolver);
     let mut findings = kids.findings;
     findings.extend(crate::analyze::gc::findings(&go, s.duration_ms));
+    findings.extend(crate::analyze::goleak::findings(capture, &go));
     // Stable: each analysis' own order within a (severity, kind).
     findings.sort_by_key(|f| (f.severity, f.kind));
     let report = Report {

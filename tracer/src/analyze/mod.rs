@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod gc;
 pub mod go;
 pub mod goheap;
+pub mod goleak;
 pub mod gopark;
 pub mod goroutines;
 pub mod offcpu;

@@ -254,6 +254,11 @@ pub struct SessionInfo {
     pub slow_reap_ms: u64,
     #[serde(default = "default_threshold_ms")]
     pub wait_stall_ms: u64,
+    /// CLOCK_MONOTONIC at the session's start (the 0 of every "since attach" time): places
+    /// clock readings of the target's own (Go's `g.waitsince`) on the session's clock. 0:
+    /// unknown (older captures).
+    #[serde(default)]
+    pub start_mono_ns: u64,
 }
 
 fn default_threshold_ms() -> u64 {

@@ -205,6 +205,7 @@ pub async fn run(
         arch: std::env::consts::ARCH.to_owned(),
         slow_reap_ms: params.slow_reap.as_millis() as u64,
         wait_stall_ms: params.wait_stall.as_millis() as u64,
+        start_mono_ns: start_mono,
     };
     registry.fill(&mut capture);
     Ok(capture)

@@ -46,6 +46,7 @@ pub fn literal_capture() -> (Capture, FakeResolver) {
             arch: "x86_64".into(),
             slow_reap_ms: 1000,
             wait_stall_ms: 1000,
+            ..Default::default()
         },
         accounting: Accounting { cpu_samples: 100, syscalls: 4, ..Default::default() },
         ..Default::default()

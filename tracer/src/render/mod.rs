@@ -3,6 +3,10 @@ pub mod flamegraph;
 pub mod go_text;
 #[cfg(test)]
 mod golden;
+#[cfg(test)]
+mod golden_go;
+pub mod goroutine_pprof;
+pub mod goroutines_txt;
 pub mod json;
 pub mod output;
 pub mod pprof;

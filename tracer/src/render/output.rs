@@ -12,7 +12,7 @@ use inferno::flamegraph::{color::BasicPalette, Palette};
 
 use crate::{
     capture::Capture,
-    render::{flamegraph, json, pprof, text},
+    render::{flamegraph, goroutine_pprof, goroutines_txt, json, pprof, text},
     report::Analysis,
 };
 
@@ -28,13 +28,26 @@ pub const FILES: &[(&str, &str)] = &[
     ("offcpu.pb.gz", "off-CPU pprof profile: go tool pprof -top offcpu.pb.gz"),
     ("wakeups.folded", "blocked stack -- waker stack (offwaketime format), microseconds"),
     ("wall.svg", "on-CPU and off-CPU time in one flame graph (µs)"),
+    ("goroutine.pb.gz", "goroutines of the Go processes (last snapshot): go tool pprof -top goroutine.pb.gz"),
+    ("goroutines.txt", "goroutine dump of the Go processes, grouped by identical stack"),
     ("capture.json", "raw capture; re-render with: rtrace report capture.json"),
 ];
 
 /// The files written for this report (off-CPU files only when off-CPU was traced).
 pub fn files_for(analysis: &Analysis) -> Vec<(&'static str, &'static str)> {
     let off = ["offcpu.svg", "offcpu.folded", "offcpu.pb.gz", "wakeups.folded", "wall.svg"];
-    FILES.iter().copied().filter(|(n, _)| analysis.report.offcpu.is_some() || !off.contains(n)).collect()
+    let go = ["goroutine.pb.gz", "goroutines.txt"];
+    FILES
+        .iter()
+        .copied()
+        .filter(|(n, _)| analysis.report.offcpu.is_some() || !off.contains(n))
+        .filter(|(n, _)| goroutines(analysis) || !go.contains(n))
+        .collect()
+}
+
+/// Whether a Go process's goroutines were read (the goroutine files are written).
+fn goroutines(analysis: &Analysis) -> bool {
+    analysis.report.go.iter().any(|g| g.unavailable.is_none())
 }
 
 /// Temporary files of a write in progress start with this (and a report directory may hold
@@ -143,6 +156,13 @@ pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<S
 
     if r.offcpu.is_some() {
         write_offcpu(dir, analysis, spec.time_nanos)?;
+    }
+
+    if goroutines(analysis) {
+        let p = goroutine_pprof::profile(&r.go, spec.time_nanos, spec.duration_nanos);
+        write_file(dir, "goroutine.pb.gz", |w| pprof::write_gz(&p, w))?;
+        let txt = goroutines_txt::render(&r.go);
+        write_file(dir, "goroutines.txt", |w| Ok(w.write_all(txt.as_bytes())?))?;
     }
 
     write_file(dir, "report.json", |w| json::render(r, w))?;

@@ -15,6 +15,9 @@ pub struct Evidence {
     /// Go's APIs only then.
     pub go_target: bool,
     pub by_pid: HashMap<u32, Activity>,
+    /// Goroutines of each Go process that wait for a child or sit in a syscall (from the Go
+    /// runtime view): a wait finding names the goroutine and its function, not only the thread.
+    pub go_waiters: HashMap<u32, Vec<crate::analyze::goroutines::GoWaiter>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

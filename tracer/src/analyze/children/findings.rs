@@ -13,7 +13,7 @@ pub(super) fn findings(ix: &Index, children: &[ChildRecord], cfg: &ChildrenConfi
         out.extend(orphaned_descendant(ix, c));
     }
     out.extend(stall::wait_stalls(ix, &by_pid, children, cfg, ev));
-    out.extend(pipes_held(ix, &by_pid));
+    out.extend(pipes_held(ix, &by_pid, ev));
     // Stable: ties (several waits on one child) keep their start order.
     out.sort_by_key(|f| (f.severity, f.kind, sort_pid(f)));
     out
@@ -208,7 +208,7 @@ pub(super) fn orphaned_descendant(ix: &Index, c: &ChildRecord) -> Option<Finding
 
 /// golang/go#23019: a grandchild inherited the write end of the pipe the root reads the
 /// child's output from, so EOF (and Go's Wait) waits for the grandchild, not the child.
-pub(super) fn pipes_held(ix: &Index, by_pid: &HashMap<u32, &ChildRecord>) -> Vec<Finding> {
+pub(super) fn pipes_held(ix: &Index, by_pid: &HashMap<u32, &ChildRecord>, ev: &Evidence) -> Vec<Finding> {
     let root = ix.l.root_pid;
     let read_by_root: BTreeSet<u64> =
         ix.l.pipes.iter().filter(|p| p.pid == root && !p.write_end).map(|p| p.inode).collect();
@@ -229,15 +229,28 @@ pub(super) fn pipes_held(ix: &Index, by_pid: &HashMap<u32, &ChildRecord>) -> Vec
             continue;
         }
         let blocked_ms = child.exited_at_ns.map(|e| ix.l.end_ns.saturating_sub(e) / MS);
+        // Go's Wait, once the child is reaped, parks in chan receive for the goroutines that
+        // copy the pipes: the goroutine in Cmd.Wait not in a syscall, when only one is.
+        let g = cmd_waiter(ev, root);
+        let waiter = match g {
+            Some(g) => format!(
+                "{} in {} for child {}",
+                super::stall::goroutine_label(g),
+                crate::analyze::goroutines::CMD_WAIT,
+                label(child)
+            ),
+            None => "Wait()".to_owned(),
+        };
         let summary = format!(
-            "pid {} ({}), a descendant of exited child pid {}, still holds the write end of pipe {} that pid {root} reads, so Wait() cannot return until it exits: set cmd.WaitDelay, or start the child in its own process group and kill the group.",
+            "pid {} ({}), a descendant of exited child pid {}, still holds the write end of pipe {} that pid {root} reads, so {waiter} cannot return until it exits: set cmd.WaitDelay, or start the child in its own process group and kill the group.",
             p.pid, p.comm, child.pid, p.inode
         );
         let fields = json!({
             "pid": p.pid, "comm": p.comm, "fd": p.fd, "inode": p.inode,
             "killed_child_pid": child.pid, "parent_blocked_ms": blocked_ms,
         });
-        out.push(finding(FindingKind::PipeHeldByDescendant, Severity::High, summary, fields));
+        let f = finding(FindingKind::PipeHeldByDescendant, Severity::High, summary, fields);
+        out.push(super::stall::with_goroutine(f, g));
     }
     out
 }
@@ -258,4 +271,14 @@ pub(super) fn exited_root_child<'a>(
         cur = *by_pid.get(&cur.ppid)?;
     }
     None
+}
+
+/// The one goroutine of `pid` parked (not in a syscall) in os/exec.(*Cmd).Wait; None when
+/// there are several (which child each waits for is not known) or none.
+fn cmd_waiter(ev: &Evidence, pid: u32) -> Option<&crate::analyze::goroutines::GoWaiter> {
+    let mut gs = ev.go_waiters.get(&pid)?.iter().filter(|g| g.in_cmd_wait && !g.in_syscall);
+    match (gs.next(), gs.next()) {
+        (Some(g), None) => Some(g),
+        _ => None,
+    }
 }

@@ -134,6 +134,8 @@ pub enum FindingKind {
     OrphanedDescendant,
     /// A Go process whose world was stopped a notable share of the session (analyze/gc.rs).
     GcPressure,
+    /// A Go creation site whose live goroutines only grew (analyze/goleak.rs).
+    GoroutineLeak,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -264,14 +264,23 @@ pub(super) fn wait_stall(
     let (severity, name) = severity_and_name(&v);
     // Start 0: the call started before the probes saw it (before attach): a lower bound.
     let before_attach = w.start_ns == 0;
+    let g = goroutine_on(ev, w.pid, w.tid);
+    let (who, call) = match g {
+        Some(g) => {
+            let call = if g.in_cmd_wait {
+                format!("{} ({} on thread {})", crate::analyze::goroutines::CMD_WAIT, w.syscall, w.tid)
+            } else {
+                format!("{} on thread {}", w.syscall, w.tid)
+            };
+            (format!("{} of pid {}", goroutine_label(g), w.pid), call)
+        }
+        None => (format!("thread {} of pid {}", w.tid, w.pid), w.syscall.clone()),
+    };
     let summary = format!(
-        "thread {} of pid {} {} {}{} in {} for {}{}{}",
-        w.tid,
-        w.pid,
+        "{who} {} {}{} in {call} for {}{}{}",
         if in_flight { "has been blocked" } else { "was blocked" },
         if before_attach { "at least " } else { "" },
         human(blocked),
-        w.syscall,
         waited_for(by_pid, w, child),
         state_clause(state, blocked_in.as_deref(), in_flight),
         explain(by_pid, ev, &v, &t, child, blocked),
@@ -288,7 +297,7 @@ pub(super) fn wait_stall(
         "since_before_attach": before_attach, "verdict": name,
         "child_tree_cpu_ms": t.seen.then_some(t.cpu_ns / MS), "stuck": stuck,
     });
-    finding(FindingKind::WaitStall, severity, summary, fields)
+    with_goroutine(finding(FindingKind::WaitStall, severity, summary, fields), g)
 }
 
 /// The child a wait was for: what it returned, else its explicit pid, a pidfd's pid, or
@@ -371,4 +380,35 @@ pub(super) fn state_clause(state: Option<&str>, blocked_in: Option<&str>, in_fli
         (Some(s), None) => format!(", which is {s}"),
         (None, _) => String::new(),
     }
+}
+
+/// The goroutine in the syscall on thread `tid` of `pid` (Go ≥ 1.23 waitid, ≤ 1.22 wait4), or,
+/// when the thread was not read, the only goroutine in a syscall inside os/exec.(*Cmd).Wait.
+pub(super) fn goroutine_on(ev: &Evidence, pid: u32, tid: u32) -> Option<&crate::analyze::goroutines::GoWaiter> {
+    let gs = ev.go_waiters.get(&pid)?;
+    gs.iter().find(|g| g.in_syscall && g.tid == tid).or_else(|| {
+        let mut waiting = gs.iter().filter(|g| g.in_syscall && g.tid == 0 && g.in_cmd_wait);
+        match (waiting.next(), waiting.next()) {
+            (Some(g), None) => Some(g),
+            _ => None,
+        }
+    })
+}
+
+/// "goroutine 1 (main.runChild)".
+pub(super) fn goroutine_label(g: &crate::analyze::goroutines::GoWaiter) -> String {
+    match &g.function {
+        Some(f) => format!("goroutine {} ({f})", g.goid),
+        None => format!("goroutine {}", g.goid),
+    }
+}
+
+/// The finding with a `goroutine` field naming the Go waiter, when there is one (findings of
+/// other programs keep their fields).
+pub(super) fn with_goroutine(mut f: Finding, g: Option<&crate::analyze::goroutines::GoWaiter>) -> Finding {
+    if let Some(g) = g {
+        let v = json!({ "goid": g.goid, "function": g.function, "in_cmd_wait": g.in_cmd_wait, "tid": g.tid });
+        f.fields.insert("goroutine".into(), v);
+    }
+    f
 }
