@@ -71,6 +71,11 @@ impl GoTable {
         let file = object::File::parse(&data).ok()?;
         let pcln = file.section_by_name(".gopclntab")?;
         let (text_start, funcs) = parse(pcln.data().ok()?)?;
+        // Go 1.26+ no longer stores textStart in the pclntab header (0): it is .text's start.
+        let text_start = match text_start {
+            0 => file.section_by_name(".text")?.address(),
+            t => t,
+        };
         let sections = file
             .sections()
             .filter_map(|s| {
