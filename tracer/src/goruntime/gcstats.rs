@@ -442,4 +442,4 @@ fn new_cycles(prev: u32, now: u32) -> std::ops::Range<usize> {
 
 #[cfg(test)]
 #[path = "gcstats_tests.rs"]
-mod tests;
+pub(crate) mod tests;
