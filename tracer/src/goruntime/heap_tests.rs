@@ -1,7 +1,5 @@
 //! Tests of `heap` on live fixture processes (no root needed) on the four builds, against the
 //! profile the program writes of itself, and on literal buckets.
-use std::collections::BTreeMap;
-
 use super::*;
 use crate::goruntime::{
     binary::open,

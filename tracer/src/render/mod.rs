@@ -3,6 +3,7 @@ pub mod flamegraph;
 pub mod go_text;
 #[cfg(test)]
 mod golden;
+pub mod heap_pprof;
 pub mod json;
 pub mod output;
 pub mod pprof;

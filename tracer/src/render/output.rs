@@ -28,13 +28,26 @@ pub const FILES: &[(&str, &str)] = &[
     ("offcpu.pb.gz", "off-CPU pprof profile: go tool pprof -top offcpu.pb.gz"),
     ("wakeups.folded", "blocked stack -- waker stack (offwaketime format), microseconds"),
     ("wall.svg", "on-CPU and off-CPU time in one flame graph (µs)"),
+    ("heap.pb.gz", "Go heap profile as of the last GC (in use, allocated): go tool pprof -top heap.pb.gz"),
     ("capture.json", "raw capture; re-render with: rtrace report capture.json"),
 ];
 
 /// The files written for this report (off-CPU files only when off-CPU was traced).
 pub fn files_for(analysis: &Analysis) -> Vec<(&'static str, &'static str)> {
     let off = ["offcpu.svg", "offcpu.folded", "offcpu.pb.gz", "wakeups.folded", "wall.svg"];
-    FILES.iter().copied().filter(|(n, _)| analysis.report.offcpu.is_some() || !off.contains(n)).collect()
+    FILES
+        .iter()
+        .copied()
+        .filter(|(n, _)| analysis.report.offcpu.is_some() || !off.contains(n))
+        .filter(|(n, _)| *n != "heap.pb.gz" || heap_of(analysis).is_some())
+        .collect()
+}
+
+/// The Go process whose heap profile heap.pb.gz holds: the target's, else the first one's.
+fn heap_of(analysis: &Analysis) -> Option<&crate::analyze::go::GoReport> {
+    let go = &analysis.report.go;
+    let has = |g: &&crate::analyze::go::GoReport| g.heap.rate.is_some();
+    go.iter().filter(has).find(|g| g.pid == analysis.report.target.pid).or_else(|| go.iter().find(has))
 }
 
 /// Temporary files of a write in progress start with this (and a report directory may hold
@@ -143,6 +156,13 @@ pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<S
 
     if r.offcpu.is_some() {
         write_offcpu(dir, analysis, spec.time_nanos)?;
+    }
+
+    if let Some(g) = heap_of(analysis) {
+        let comment = format!("rtrace: Go heap profile of pid {} ({}), read from its memory", g.pid, g.go_version);
+        if let Some(p) = crate::render::heap_pprof::profile(&g.heap, spec.time_nanos, comment) {
+            write_file(dir, "heap.pb.gz", |w| pprof::write_gz(&p, w))?;
+        }
     }
 
     write_file(dir, "report.json", |w| json::render(r, w))?;
