@@ -27,8 +27,7 @@ struct Fixture {
 
 impl Fixture {
     fn start(exe: &Path) -> Fixture {
-        let mut child =
-            Command::new(exe).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("starting go_gc");
+        let mut child = Command::new(exe).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("starting go_gc");
         let stdin = child.stdin.take().unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
         let mut f = Fixture { child, stdin, out };
@@ -104,7 +103,11 @@ fn variants() -> Vec<(PathBuf, String)> {
     GO_VARIANTS
         .iter()
         .map(|&(go, stripped)| {
-            let name = format!("{}{}", if matches!(go, Go::Modern) { "modern" } else { "go1.19" }, if stripped { " stripped" } else { "" });
+            let name = format!(
+                "{}{}",
+                if matches!(go, Go::Modern) { "modern" } else { "go1.19" },
+                if stripped { " stripped" } else { "" }
+            );
             (go_fixture_variant("go_gc", go, stripped), name)
         })
         .collect()
@@ -309,7 +312,8 @@ fn real_go_build() {
             .unwrap();
         let pid = child.id();
         // Wait for the exec (until then /proc/PID/exe is this test).
-        while std::fs::read_link(format!("/proc/{pid}/exe")).map_or(true, |e| e != std::fs::canonicalize(&go).unwrap()) {
+        while std::fs::read_link(format!("/proc/{pid}/exe")).map_or(true, |e| e != std::fs::canonicalize(&go).unwrap())
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         let mut p = load(pid);
@@ -350,7 +354,11 @@ fn real_go_build() {
 }
 
 fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rtrace-go-build-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+    let d = std::env::temp_dir().join(format!(
+        "rtrace-go-build-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -23,9 +23,7 @@ use aya_ebpf::{
     maps::HashMap,
     programs::ProbeContext,
 };
-use tracer_common::go::{
-    GoCfg, GoHits, GoSiteKey, StwKey, StwOpen, StwVal, MAX_GO_PROCS, MAX_GO_SITES, NO_REASON,
-};
+use tracer_common::go::{GoCfg, GoHits, GoSiteKey, StwKey, StwOpen, StwVal, MAX_GO_PROCS, MAX_GO_SITES, NO_REASON};
 
 use crate::target::current_tgid;
 

@@ -96,6 +96,9 @@ pub struct GoGc {
     /// (end, CLOCK_REALTIME ns as the runtime stores it; pause ns).
     #[serde(default)]
     pub pauses: Vec<(u64, u64)>,
+    /// Pauses the rings no longer held at a read (more than 256 cycles since the one before).
+    #[serde(default)]
+    pub pauses_missed: u64,
     /// Heap live and goal over time: (since attach ns, live bytes, goal bytes).
     #[serde(default)]
     pub heap: Vec<(u64, u64, u64)>,

@@ -131,10 +131,22 @@ impl<'a> GoBinary<'a> {
         })
     }
 
-    /// A section's link-time address and bytes.
+    /// A section's link-time address and bytes, decompressed (Go compresses its DWARF with
+    /// zlib, SHF_COMPRESSED; object's own decompression is a feature not built here).
     pub fn section(&self, name: &str) -> Option<(u64, std::borrow::Cow<'a, [u8]>)> {
+        use std::io::Read;
         let s = self.file.section_by_name(name)?;
-        Some((s.address(), s.uncompressed_data().ok()?))
+        let c = s.compressed_data().ok()?;
+        let data = match c.format {
+            object::CompressionFormat::None => std::borrow::Cow::Borrowed(c.data),
+            object::CompressionFormat::Zlib => {
+                let mut out = Vec::with_capacity(c.uncompressed_size as usize);
+                flate2::read::ZlibDecoder::new(c.data).read_to_end(&mut out).ok()?;
+                (out.len() as u64 == c.uncompressed_size).then_some(std::borrow::Cow::Owned(out))?
+            }
+            _ => return None,
+        };
+        Some((s.address(), data))
     }
 
     /// The lowest PT_LOAD address (a PIE's load bias is its mapped start minus this, page

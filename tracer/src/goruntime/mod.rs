@@ -6,6 +6,8 @@
 //! Analysis and rendering of those records live in `analyze/` and `render/`, as for every
 //! other part of the capture; the Go uprobes live in `tracer-ebpf` (`go.rs`).
 pub mod binary;
+pub mod gcstats;
+pub mod heap;
 pub mod mem;
 pub mod stw;
 pub mod uprobes;

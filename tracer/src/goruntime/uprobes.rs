@@ -37,12 +37,7 @@ pub struct GoProbeSpec {
 }
 
 /// The uprobe spec of `exe` (already parsed as `bin`), or why not.
-pub fn probe_spec(
-    exe: &Path,
-    bin: &GoBinary,
-    gopc_off: u32,
-    reason_off: Option<u32>,
-) -> Result<GoProbeSpec, String> {
+pub fn probe_spec(exe: &Path, bin: &GoBinary, gopc_off: u32, reason_off: Option<u32>) -> Result<GoProbeSpec, String> {
     let minor = bin.version.minor;
     let newproc1 = bin.func("runtime.newproc1").ok_or("runtime.newproc1 not found in .gopclntab")?;
     let code = bin

@@ -104,8 +104,6 @@ fn gc(s: &mut String, g: &GoReport) {
     }
 }
 
-fn heap(_s: &mut String, _g: &GoReport) {}
-
 /// Whether a Go function is the standard library's: its package path's first element has no
 /// dot ("os/exec", "net/http"; not "github.com/…") and it is not package main.
 fn standard(function: &str) -> bool {
@@ -153,7 +151,12 @@ mod tests {
                 pause_total_ns: 1_500_000,
                 pause_p50_ns: 400_000,
                 pause_max_ns: 900_000,
-                stw: vec![StwRow { reason: "GC mark termination".into(), count: 3, total_ns: 1_200_000, max_ns: 700_000 }],
+                stw: vec![StwRow {
+                    reason: "GC mark termination".into(),
+                    count: 3,
+                    total_ns: 1_200_000,
+                    max_ns: 700_000,
+                }],
                 heap_live: Some(Series { first: 1 << 20, last: 2 << 20, max: 3 << 20 }),
                 stopped_share: 0.0123,
                 ..Default::default()
@@ -169,5 +172,50 @@ mod tests {
              \x20   GC mark termination       3     1.20 ms    0.70 ms\n\
              \x20   heap live 1.0 → 2.0 MiB (max 3.0)\n"
         );
+    }
+}
+
+/// "Heap": the in-use totals and the functions holding the most, or why there is no profile.
+fn heap(s: &mut String, g: &GoReport) {
+    let h = &g.heap;
+    if let Some(u) = &h.unavailable {
+        let _ = writeln!(s, "  Heap: {u}");
+        return;
+    }
+    let (Some(t), Some(rate)) = (h.totals, h.rate) else { return };
+    let _ = writeln!(
+        s,
+        "  Heap (as of the last GC; sampled every {} allocated, estimated as pprof does): {} in use in {} objects, \
+         {} allocated in all — heap.pb.gz",
+        human_bytes(rate as i64),
+        human_bytes(t.inuse_bytes),
+        t.inuse_objects,
+        human_bytes(t.alloc_bytes)
+    );
+    if h.top.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "    {:>10}  {:>9}  function (called from)", "in use", "objects");
+    for site in &h.top {
+        let from =
+            if site.called_from.is_empty() { String::new() } else { format!(" <- {}", site.called_from.join(" <- ")) };
+        let _ = writeln!(
+            s,
+            "    {:>10}  {:>9}  {}{from}",
+            human_bytes(site.values.inuse_bytes),
+            site.values.inuse_objects,
+            site.function
+        );
+    }
+}
+
+/// 1536 → "1.5 KiB".
+fn human_bytes(b: i64) -> String {
+    let f = b as f64;
+    match b {
+        ..=1023 => format!("{b} B"),
+        1024..=1_048_575 => format!("{:.1} KiB", f / 1024.0),
+        1_048_576..=1_073_741_823 => format!("{:.1} MiB", f / 1_048_576.0),
+        _ => format!("{:.2} GiB", f / 1_073_741_824.0),
     }
 }

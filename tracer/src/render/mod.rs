@@ -7,6 +7,7 @@ mod golden;
 mod golden_go;
 pub mod goroutine_pprof;
 pub mod goroutines_txt;
+pub mod heap_pprof;
 pub mod json;
 pub mod output;
 pub mod pprof;

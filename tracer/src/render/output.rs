@@ -30,6 +30,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("wall.svg", "on-CPU and off-CPU time in one flame graph (µs)"),
     ("goroutine.pb.gz", "goroutines of the Go processes (last snapshot): go tool pprof -top goroutine.pb.gz"),
     ("goroutines.txt", "goroutine dump of the Go processes, grouped by identical stack"),
+    ("heap.pb.gz", "Go heap profile as of the last GC (in use, allocated): go tool pprof -top heap.pb.gz"),
     ("capture.json", "raw capture; re-render with: rtrace report capture.json"),
 ];
 
@@ -42,12 +43,20 @@ pub fn files_for(analysis: &Analysis) -> Vec<(&'static str, &'static str)> {
         .copied()
         .filter(|(n, _)| analysis.report.offcpu.is_some() || !off.contains(n))
         .filter(|(n, _)| goroutines(analysis) || !go.contains(n))
+        .filter(|(n, _)| *n != "heap.pb.gz" || heap_of(analysis).is_some())
         .collect()
 }
 
 /// Whether a Go process's goroutines were read (the goroutine files are written).
 fn goroutines(analysis: &Analysis) -> bool {
     analysis.report.go.iter().any(|g| g.unavailable.is_none())
+}
+
+/// The Go process whose heap profile heap.pb.gz holds: the target's, else the first one's.
+fn heap_of(analysis: &Analysis) -> Option<&crate::analyze::go::GoReport> {
+    let go = &analysis.report.go;
+    let has = |g: &&crate::analyze::go::GoReport| g.heap.rate.is_some();
+    go.iter().filter(has).find(|g| g.pid == analysis.report.target.pid).or_else(|| go.iter().find(has))
 }
 
 /// Temporary files of a write in progress start with this (and a report directory may hold
@@ -163,6 +172,12 @@ pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<S
         write_file(dir, "goroutine.pb.gz", |w| pprof::write_gz(&p, w))?;
         let txt = goroutines_txt::render(&r.go);
         write_file(dir, "goroutines.txt", |w| Ok(w.write_all(txt.as_bytes())?))?;
+    }
+    if let Some(g) = heap_of(analysis) {
+        let comment = format!("rtrace: Go heap profile of pid {} ({}), read from its memory", g.pid, g.go_version);
+        if let Some(p) = crate::render::heap_pprof::profile(&g.heap, spec.time_nanos, comment) {
+            write_file(dir, "heap.pb.gz", |w| pprof::write_gz(&p, w))?;
+        }
     }
 
     write_file(dir, "report.json", |w| json::render(r, w))?;

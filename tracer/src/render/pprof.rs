@@ -129,6 +129,12 @@ pub struct Spec<'a> {
 
 /// Builds a profile from root-first stacks, each with one value per sample type.
 pub fn build(stacks: &[(Vec<Frame>, Vec<i64>)], spec: &Spec<'_>) -> Profile {
+    build_labeled(stacks, &[], spec)
+}
+
+/// `build`, with numeric labels per sample (`labels[i]` for `stacks[i]`; none past its end),
+/// e.g. the heap profile's `bytes` (the object size).
+pub fn build_labeled(stacks: &[(Vec<Frame>, Vec<i64>)], labels: &[Vec<(&str, i64)>], spec: &Spec<'_>) -> Profile {
     let mut b = Builder::default();
     b.string(""); // string_table[0] must be "".
     let mut p = Profile {
@@ -145,10 +151,12 @@ pub fn build(stacks: &[(Vec<Frame>, Vec<i64>)], spec: &Spec<'_>) -> Profile {
     };
     p.default_sample_type = b.string(spec.default_sample_type);
     p.comment = vec![b.string(&spec.comment)];
-    for (frames, values) in stacks {
+    for (i, (frames, values)) in stacks.iter().enumerate() {
         // pprof lists locations leaf first.
         let location_id = frames.iter().rev().map(|f| b.location(f)).collect();
-        p.sample.push(Sample { location_id, value: values.clone(), label: vec![] });
+        let label =
+            labels.get(i).into_iter().flatten().map(|&(k, num)| Label { key: b.string(k), str: 0, num }).collect();
+        p.sample.push(Sample { location_id, value: values.clone(), label });
     }
     p.mapping = b.mappings;
     p.location = b.locations;
