@@ -82,6 +82,7 @@ impl<'a> GoBinary<'a> {
         let pcln = file.section_by_name(".gopclntab").ok_or("no .gopclntab")?;
         let (text_start, funcs) =
             pcln.data().ok().and_then(crate::symbolize::gopclntab::parse).ok_or("unreadable .gopclntab")?;
+        let text_start = crate::symbolize::gopclntab::text_start(text_start, &file);
         Ok(GoBinary { file, version, text_start, funcs })
     }
 

@@ -61,6 +61,16 @@ pub fn parse(d: &[u8]) -> Option<(u64, Vec<(u32, String)>)> {
     Some((text_start, funcs))
 }
 
+/// The address entry offsets are relative to: the header's textStart, which Go 1.26+
+/// writes as 0 (measured on 1.27.3: the runtime takes it from moduledata), then the start
+/// of `.text` (`runtime.text`).
+pub fn text_start<'d, R: object::ReadRef<'d>>(header: u64, file: &object::File<'d, R>) -> u64 {
+    if header != 0 {
+        return header;
+    }
+    file.section_by_name(".text").map(|s| s.address()).unwrap_or(0)
+}
+
 impl GoTable {
     /// The table of a Go binary, or None (not Go, or an older layout).
     pub fn load(path: &str) -> Option<Self> {
@@ -71,6 +81,7 @@ impl GoTable {
         let file = object::File::parse(&data).ok()?;
         let pcln = file.section_by_name(".gopclntab")?;
         let (text_start, funcs) = parse(pcln.data().ok()?)?;
+        let text_start = self::text_start(text_start, &file);
         let sections = file
             .sections()
             .filter_map(|s| {
