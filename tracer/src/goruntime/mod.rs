@@ -7,9 +7,12 @@
 //! other part of the capture; the Go uprobes live in `tracer-ebpf` (`go.rs`).
 pub mod binary;
 pub mod mem;
+pub mod pcsp;
 pub mod cache;
 pub mod globals;
 pub mod goroutines;
 pub mod layout;
 pub mod target;
 pub mod track;
+#[cfg(test)]
+mod tests;
