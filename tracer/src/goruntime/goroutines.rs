@@ -35,6 +35,9 @@ pub const MAX_DEPTH: usize = 128;
 /// Bytes of a goroutine's stack read from its sp (parked stacks are mostly < 2 KiB; a
 /// deeper one is walked as far as this reaches).
 pub const MAX_STACK_READ: u64 = 64 << 10;
+/// Above this many live goroutines, stacks are unwound once per group (see `snapshot`):
+/// below it every goroutine's own stack is walked.
+pub const GROUP_ABOVE: usize = 1000;
 
 /// One g as read, decoded with the binary's layout (addresses as in the process).
 #[derive(Clone, Debug, Default)]
@@ -98,8 +101,7 @@ impl Target {
         let addrs: Vec<u64> = (0..n as usize).map(|i| u64_at(&table, i * 8)).filter(|a| *a != 0).collect();
         let l = &self.rt.layout;
         let len = l.read_len();
-        let mut buf = vec![0u8; addrs.len() * len];
-        let ok = self.mem.read_many(&addrs.iter().map(|a| (*a, len)).collect::<Vec<_>>(), &mut buf);
+        let (buf, ok) = read_near(&self.mem, &addrs, len);
         let mut out = Vec::with_capacity(addrs.len());
         let mut dropped = 0;
         for (i, &addr) in addrs.iter().enumerate() {
@@ -161,39 +163,59 @@ impl Target {
         }
         // Where each stack starts: (pc, sp, bp), or only a pc, or nothing.
         let starts: Vec<Start> = live.iter().map(|(g, tid)| self.start_of(g, *tid, regs)).collect();
-        let ranges: Vec<(u64, usize)> = live
+        // Each goroutine's representative: itself, or above GROUP_ABOVE goroutines the first
+        // with the same creation site, start function, resume pc and frame depths (sp and bp
+        // below the stack's top): one unwind for all of them.
+        let mut rep: Vec<usize> = (0..live.len()).collect();
+        if live.len() > GROUP_ABOVE {
+            let mut first = HashMap::new();
+            for (i, ((g, _), s)) in live.iter().zip(&starts).enumerate() {
+                if let Start::Walk { pc, sp, bp } = s {
+                    let key = (g.gopc, g.start_pc, *pc, g.stack_hi - sp, g.stack_hi.wrapping_sub(*bp));
+                    rep[i] = *first.entry(key).or_insert(i);
+                }
+            }
+        }
+        // The representatives' stacks, read in batches and walked locally.
+        let walked: Vec<usize> =
+            (0..live.len()).filter(|&i| rep[i] == i && matches!(starts[i], Start::Walk { .. })).collect();
+        let ranges: Vec<(u64, usize)> = walked
             .iter()
-            .zip(&starts)
-            .map(|((g, _), s)| match s {
-                Start::Walk { sp, .. } => (*sp, (g.stack_hi - sp).min(MAX_STACK_READ) as usize),
-                _ => (0, 0),
+            .map(|&i| match starts[i] {
+                Start::Walk { sp, .. } => (sp, (live[i].0.stack_hi - sp).min(MAX_STACK_READ) as usize),
+                _ => unreachable!(),
             })
             .collect();
         let mut buf = vec![0u8; ranges.iter().map(|r| r.1).sum()];
-        let wanted: Vec<(u64, usize)> = ranges.iter().copied().filter(|r| r.1 > 0).collect();
-        let ok_wanted = self.mem.read_many(&wanted, &mut buf);
+        let ok = self.mem.read_many(&ranges, &mut buf);
         let mut stacks: Vec<Vec<u64>> = Vec::new();
         let mut index: HashMap<Vec<u64>, u32> = HashMap::new();
+        let mut intern = |pcs: Vec<u64>| -> u32 {
+            let next = stacks.len() as u32;
+            *index.entry(pcs).or_insert_with_key(|pcs| {
+                stacks.push(pcs.clone());
+                next
+            })
+        };
+        let mut stack_of: Vec<Option<u32>> = vec![None; live.len()];
+        let mut at = 0;
+        for (k, &i) in walked.iter().enumerate() {
+            let (sp, len) = ranges[k];
+            if let (true, Start::Walk { pc, bp, .. }) = (ok[k], &starts[i]) {
+                stack_of[i] = Some(intern(walk(*pc, sp, *bp, &buf[at..at + len])));
+            }
+            at += len;
+        }
+        for (i, s) in starts.iter().enumerate() {
+            match s {
+                Start::Pc(pc) => stack_of[i] = Some(intern(vec![*pc])),
+                Start::Walk { .. } if rep[i] != i => stack_of[i] = stack_of[rep[i]],
+                _ => {}
+            }
+        }
         let mut goroutines = Vec::with_capacity(live.len());
-        let (mut at, mut k) = (0usize, 0usize);
-        for (((g, tid), start), (_, len)) in live.into_iter().zip(starts).zip(ranges) {
-            let pcs = match start {
-                Start::Walk { pc, sp, bp } => {
-                    let bytes = &buf[at..at + len];
-                    at += len;
-                    k += 1;
-                    ok_wanted[k - 1].then(|| walk(pc, sp, bp, bytes))
-                }
-                Start::Pc(pc) => Some(vec![pc]),
-                Start::None => None,
-            };
-            let stack = pcs.map(|pcs| {
-                let next = stacks.len() as u32;
-                *index.entry(pcs).or_insert_with_key(|pcs| {
-                    stacks.push(pcs.clone());
-                    next
-                })
-            });
+        for (i, (g, tid)) in live.into_iter().enumerate() {
+            let stack = stack_of[i];
             let pc = if g.status == SYSCALL { g.syscall_pc } else { g.sched_pc };
             goroutines.push(Live {
                 pc,
@@ -241,6 +263,61 @@ impl Target {
         let d = self.rt.pcsp.as_ref()?.delta(g.syscall_pc.wrapping_sub(self.bias))?;
         (d >= 16).then_some(Start::Walk { pc: g.syscall_pc, sp: g.syscall_sp, bp: g.syscall_sp + d - 8 })
     }
+}
+
+/// Largest gap between two gs read in one piece, and the largest piece: gs are allocated
+/// next to each other (size class 416 or 480 for a 392- or 456-byte g), so reading runs of
+/// them costs a few hundred page pins instead of one per g.
+const NEAR_GAP: u64 = 1024;
+const MAX_PIECE: u64 = 1 << 20;
+
+/// `len` bytes at each of `addrs`, back to back in the result, and which were read.
+fn read_near(mem: &super::mem::Mem, addrs: &[u64], len: usize) -> (Vec<u8>, Vec<bool>) {
+    let mut order: Vec<usize> = (0..addrs.len()).collect();
+    order.sort_unstable_by_key(|&i| addrs[i]);
+    // Pieces: (start, end) covering runs of sorted addresses.
+    let mut pieces: Vec<(u64, u64)> = Vec::new();
+    for &i in &order {
+        let (a, e) = (addrs[i], addrs[i].saturating_add(len as u64));
+        match pieces.last_mut() {
+            Some(p) if a <= p.1 + NEAR_GAP && e - p.0 <= MAX_PIECE => p.1 = p.1.max(e),
+            _ => pieces.push((a, e)),
+        }
+    }
+    let ranges: Vec<(u64, usize)> = pieces.iter().map(|&(a, e)| (a, (e - a) as usize)).collect();
+    let mut raw = vec![0u8; ranges.iter().map(|r| r.1).sum()];
+    let piece_ok = mem.read_many(&ranges, &mut raw);
+    let mut starts = Vec::with_capacity(pieces.len());
+    let mut at = 0;
+    for r in &ranges {
+        starts.push(at);
+        at += r.1;
+    }
+    let mut buf = vec![0u8; addrs.len() * len];
+    let mut ok = vec![false; addrs.len()];
+    let mut retry = Vec::new();
+    for (i, &a) in addrs.iter().enumerate() {
+        let p = pieces.partition_point(|p| p.0 <= a) - 1;
+        if piece_ok[p] {
+            let off = starts[p] + (a - pieces[p].0) as usize;
+            buf[i * len..(i + 1) * len].copy_from_slice(&raw[off..off + len]);
+            ok[i] = true;
+        } else {
+            retry.push(i);
+        }
+    }
+    // A piece that failed as a whole (a hole in the middle): its gs one by one.
+    if !retry.is_empty() {
+        let mut one = vec![0u8; retry.len() * len];
+        let r = mem.read_many(&retry.iter().map(|&i| (addrs[i], len)).collect::<Vec<_>>(), &mut one);
+        for (k, &i) in retry.iter().enumerate() {
+            if r[k] {
+                buf[i * len..(i + 1) * len].copy_from_slice(&one[k * len..(k + 1) * len]);
+                ok[i] = true;
+            }
+        }
+    }
+    (buf, ok)
 }
 
 enum Start {
