@@ -108,6 +108,11 @@ impl<'a> GoBinary<'a> {
         (i > 0 && i < self.funcs.len()).then(|| self.funcs[i - 1].1.as_str())
     }
 
+    /// The address `.gopclntab`'s entry offsets are relative to.
+    pub fn text_start(&self) -> u64 {
+        self.text_start
+    }
+
     /// A data or function symbol's address from `.symtab` (None when stripped).
     pub fn symbol(&self, name: &str) -> Option<u64> {
         self.file.symbols().find(|s| s.name() == Ok(name)).map(|s| s.address())

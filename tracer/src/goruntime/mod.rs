@@ -6,8 +6,17 @@
 //! Analysis and rendering of those records live in `analyze/` and `render/`, as for every
 //! other part of the capture; the Go uprobes live in `tracer-ebpf` (`go.rs`).
 pub mod binary;
+pub mod cache;
 pub mod gcstats;
+pub mod globals;
+pub mod goroutines;
 pub mod heap;
+pub mod layout;
 pub mod mem;
+pub mod pcsp;
 pub mod stw;
+pub mod target;
+#[cfg(test)]
+mod tests;
+pub mod track;
 pub mod uprobes;
