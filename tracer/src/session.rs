@@ -163,6 +163,7 @@ pub fn trace(cfg: Config) -> Result<u8> {
         existing,
         slow_reap: cfg.slow_reap,
         wait_stall: cfg.wait_stall,
+        go: cfg.go,
     };
     let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     capture.lifecycle.rtrace_chain = chain;

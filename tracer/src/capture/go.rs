@@ -37,6 +37,12 @@ pub struct GoProcess {
     pub heap: GoHeap,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<GoChurn>,
+    /// Still running when the session ended (its last snapshot is from the end).
+    #[serde(default)]
+    pub alive_at_end: bool,
+    /// Readings that failed during the session (each retried once; the others stand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_errors: Vec<String>,
 }
 
 /// One snapshot of the goroutine table, summarized.
@@ -111,6 +117,9 @@ pub struct GoGc {
     /// Why the stop-the-world uprobe did not run (version, budget, not found).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stw_unavailable: Option<String>,
+    /// Why the GC statistics could not be read (then only the uprobes' figures are here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

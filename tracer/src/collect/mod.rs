@@ -2,6 +2,7 @@
 //! while following process lifecycle events, then drains the kernel maps into a `Capture`.
 mod drain;
 pub mod fds;
+mod go;
 mod life;
 mod pidns;
 mod preexisting;
@@ -46,6 +47,8 @@ pub struct SessionParams {
     pub existing: Vec<u32>,
     pub slow_reap: Duration,
     pub wait_stall: Duration,
+    /// The Go runtime view of Go processes (--no-go: off).
+    pub go: bool,
 }
 
 /// How often we check liveness, refresh mappings and update the countdown.
@@ -82,6 +85,12 @@ pub async fn run(
         deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)),
     );
     tokio::pin!(sleep);
+    // The Go view: the target and its descendants at attach, then each exec.
+    let mut gos = go::GoSession::new(params.go, start_mono);
+    for &pid in &roots {
+        gos.seen(pid);
+    }
+    gos.tick(&mut probes);
     let mut tick = tokio::time::interval(TICK);
     let mut harvested = std::collections::BTreeSet::new();
     let mut harvested_stats = Vec::new();
@@ -100,13 +109,14 @@ pub async fn run(
             _ = async { sighup.as_mut().expect("checked").recv().await }, if sighup.is_some() => break EndedBy::Hangup,
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life);
+                handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life, Some(&mut gos));
                 guard.clear_ready();
             }
             _ = tick.tick() => {
                 if let Some(h) = held.as_mut() {
                     h.try_reap();
                 }
+                gos.tick(&mut probes);
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();
                     // Exited processes' syscall stats leave the kernel map, making room.
@@ -147,9 +157,11 @@ pub async fn run(
         let _ = write!(std::io::stderr(), "\r\x1b[K");
         let _ = std::io::stderr().flush();
     }
+    // The Go view's last readings, while the processes are alive and the uprobes attached.
+    let go_records = gos.finish(&mut probes);
     let recursion_misses = probes.recursion_misses();
     probes.detach();
-    handle_events(events.get_mut(), &mut registry, &mut slow, &mut life);
+    handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None);
     let root_exited = registry.exited().contains(&params.target.pid);
     let wait_status = held.as_mut().and_then(|h| h.final_status(root_exited));
 
@@ -179,6 +191,7 @@ pub async fn run(
     let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats)?;
     capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;
+    capture.go = go_records;
     fill_deferred(&mut capture, &deferred);
     add_preexisting(
         &mut capture,
@@ -294,6 +307,7 @@ fn handle_events(
     registry: &mut Registry,
     slow: &mut slow::SlowStore,
     life: &mut life::LifeCollector,
+    mut go: Option<&mut go::GoSession>,
 ) {
     while let Some(item) = ring.next() {
         // Every record starts with its kind, which says which struct it is.
@@ -319,8 +333,18 @@ fn handle_events(
                 let Some(ev) = record::<LifeEvent>(&item) else { continue };
                 match ev.kind {
                     EVENT_FORK => registry.snapshot(ev.tgid, false),
-                    EVENT_EXEC => registry.snapshot(ev.tgid, true),
-                    EVENT_EXIT => registry.mark_exited(ev.tgid),
+                    EVENT_EXEC => {
+                        registry.snapshot(ev.tgid, true);
+                        if let Some(g) = go.as_deref_mut() {
+                            g.seen(ev.tgid);
+                        }
+                    }
+                    EVENT_EXIT => {
+                        registry.mark_exited(ev.tgid);
+                        if let Some(g) = go.as_deref_mut() {
+                            g.exited(ev.tgid);
+                        }
+                    }
                     _ => {}
                 }
                 life.on_event(&ev);

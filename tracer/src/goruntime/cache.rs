@@ -32,6 +32,12 @@ pub struct Runtime {
     /// Frame sizes by pc (Go ≤ 1.22 only: a goroutine in a syscall saved no frame pointer,
     /// its first frame is unwound with the function's SP delta).
     pub pcsp: Option<Pcsp>,
+    /// `runtime.memstats` / `gcController` (gcstats.rs), or why not.
+    pub gc: Result<super::gcstats::GcGlobals, String>,
+    /// The heap profile's globals (heap.rs), or what to say instead (not linked, unreadable).
+    pub heap: Result<super::heap::HeapGlobals, crate::capture::go::GoHeap>,
+    /// Where the Go uprobes go (uprobes.rs), or why they cannot.
+    pub probes: Result<super::uprobes::GoProbeSpec, String>,
 }
 
 /// The answer for one executable.
@@ -108,6 +114,15 @@ fn resolve(file: std::fs::File) -> Described {
     let text_addr_minus_offset =
         bin.file.section_by_name(".text").and_then(|s| Some(s.address().wrapping_sub(s.file_range()?.0))).unwrap_or(0);
     let pcsp = if layout.syscallbp.is_none() { Pcsp::load(&bin) } else { None };
+    let gc = super::gcstats::resolve(&bin);
+    let heap = super::heap::resolve(&bin);
+    // The loader attaches through /proc/PID/exe: the spec's path is not used for that.
+    let probes = super::uprobes::probe_spec(
+        std::path::Path::new(""),
+        &bin,
+        layout.gopc as u32,
+        super::stw::preemptoff_offset(bin.version.minor),
+    );
     Described::Go(Arc::new(Runtime {
         version: bin.version.clone(),
         layout,
@@ -116,5 +131,8 @@ fn resolve(file: std::fs::File) -> Described {
         pie: bin.is_pie(),
         text_addr_minus_offset,
         pcsp,
+        gc,
+        heap,
+        probes,
     }))
 }

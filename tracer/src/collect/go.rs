@@ -1,0 +1,290 @@
+//! The Go runtime view during a session: which traced processes are Go, their goroutine and
+//! GC readings at attach, about once a second and at the end (while they are alive), their
+//! heap profile at the end, and their Go uprobes (attached when found, under a CPU budget).
+//! The readers are `goruntime/`; this is only when and for whom, and the capture records.
+use std::{
+    cell::OnceCell,
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use tracer_common::thread::TaskRegs;
+
+use crate::{
+    capture::{go::GoHeap, GoProcess},
+    goruntime::{gcstats::GcReader, target, track::Tracker},
+    loader::Probes,
+};
+
+/// How often a live Go process is read.
+const EVERY: Duration = Duration::from_secs(1);
+/// A process that has just exec'd has no runtime yet (allglen 0): retry this long.
+const STARTUP: Duration = Duration::from_secs(2);
+/// Retry a process not readable yet this often.
+const RETRY: Duration = Duration::from_millis(100);
+
+pub struct GoSession {
+    enabled: bool,
+    start_mono: u64,
+    procs: BTreeMap<u32, State>,
+    /// Exits seen in the event stream, handled at the next tick (which has the probes).
+    exits: Vec<u32>,
+}
+
+enum State {
+    /// Seen (at attach, or just exec'd), not readable yet: since when, last try, last reason.
+    Pending { since: Instant, tried: Option<Instant>, why: Option<target::Unavailable> },
+    NotGo,
+    Live(Box<Live>),
+    /// Done with: exited, or its view unavailable.
+    Done(GoProcess),
+}
+
+struct Live {
+    target: target::Target,
+    tracker: Tracker,
+    gc: Option<GcReader>,
+    record: GoProcess,
+    last_read: Instant,
+}
+
+/// The thread registers (for goroutines in a syscall or running), read once per tick and only
+/// when a snapshot needs them: the task iterator walks every task of the machine.
+struct Regs<'a> {
+    probes: std::cell::RefCell<&'a mut Probes>,
+    map: OnceCell<HashMap<u32, TaskRegs>>,
+}
+
+impl Regs<'_> {
+    fn get(&self, tid: u32) -> Option<TaskRegs> {
+        self.map.get_or_init(|| self.probes.borrow_mut().task_regs()).get(&tid).copied()
+    }
+}
+
+impl GoSession {
+    pub fn new(enabled: bool, start_mono: u64) -> Self {
+        GoSession { enabled, start_mono, procs: BTreeMap::new(), exits: Vec::new() }
+    }
+
+    /// A traced process that may be Go: found at attach, or it has just exec'd (a new image:
+    /// whatever was read of the old one stays as it was).
+    pub fn seen(&mut self, pid: u32) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(State::Live(l)) = self.procs.remove(&pid) {
+            // exec'd: the old image's view ends here (a second record for the same pid would
+            // be two programs; the first is kept, the new image is read if it is Go too).
+            self.procs.insert(pid, State::Done(finish(*l)));
+            return;
+        }
+        self.procs.insert(pid, State::Pending { since: Instant::now(), tried: None, why: None });
+    }
+
+    /// The process exited (from the event stream): handled at the next tick.
+    pub fn exited(&mut self, pid: u32) {
+        if self.procs.contains_key(&pid) {
+            self.exits.push(pid);
+        }
+    }
+
+    /// An exited process's view is what its last reading saw.
+    fn on_exit(&mut self, pid: u32, probes: &mut Probes) {
+        match self.procs.remove(&pid) {
+            Some(State::Live(l)) => {
+                let mut rec = finish(*l);
+                uprobe_counts(&mut rec, probes);
+                self.procs.insert(pid, State::Done(rec));
+            }
+            Some(State::Pending { why: Some(u), .. }) => {
+                self.procs.insert(pid, State::Done(unavailable(pid, u)));
+            }
+            Some(s) => {
+                self.procs.insert(pid, s);
+            }
+            None => {}
+        }
+    }
+
+    /// About every tick of the session loop: opens pending processes, reads live ones whose
+    /// reading is due, and keeps the churn uprobes within budget.
+    pub fn tick(&mut self, probes: &mut Probes) {
+        for pid in std::mem::take(&mut self.exits) {
+            self.on_exit(pid, probes);
+        }
+        if !self.enabled || self.procs.is_empty() {
+            return;
+        }
+        let at_ns = self.now_ns();
+        let _ = probes.check_go_budget(at_ns);
+        let regs = Regs { probes: std::cell::RefCell::new(probes), map: OnceCell::new() };
+        let pids: Vec<u32> = self.procs.keys().copied().collect();
+        for pid in pids {
+            let state = self.procs.remove(&pid).expect("listed");
+            let next = match state {
+                State::Pending { since, tried, why } => {
+                    if tried.is_some_and(|t| t.elapsed() < RETRY) {
+                        State::Pending { since, tried, why }
+                    } else {
+                        self.open(pid, since, &regs, at_ns)
+                    }
+                }
+                State::Live(mut l) if l.last_read.elapsed() >= EVERY => {
+                    read(&mut l, &regs, at_ns);
+                    State::Live(l)
+                }
+                s => s,
+            };
+            self.procs.insert(pid, next);
+        }
+    }
+
+    fn open(&mut self, pid: u32, since: Instant, regs: &Regs, at_ns: u64) -> State {
+        match target::open(pid) {
+            Ok(None) => State::NotGo,
+            Ok(Some(t)) => {
+                let rt = t.rt.clone();
+                let mut record = GoProcess {
+                    pid,
+                    go_version: t.version.clone(),
+                    offsets_from: rt.layout.from.to_owned(),
+                    wait_reasons: rt.globals.wait_reasons.clone(),
+                    ..Default::default()
+                };
+                let gc = match &rt.gc {
+                    Ok(g) => Some(GcReader::new(pid, g, t.bias)),
+                    Err(e) => {
+                        record.gc = Some(crate::capture::go::GoGc {
+                            unavailable: Some(e.clone()),
+                            ..Default::default()
+                        });
+                        None
+                    }
+                };
+                if let Err(h) = &rt.heap {
+                    record.heap = h.clone();
+                }
+                match &rt.probes {
+                    Ok(spec) => {
+                        let spec = crate::goruntime::uprobes::GoProbeSpec {
+                            exe: format!("/proc/{pid}/exe").into(),
+                            ..spec.clone()
+                        };
+                        if let Err(e) = regs.probes.borrow_mut().attach_go(pid, &spec) {
+                            record.churn = Some(crate::capture::go::GoChurn {
+                                note: Some(format!("Go uprobes not attached: {e:#}")),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        record.churn = Some(crate::capture::go::GoChurn {
+                            note: Some(format!("Go uprobes not attached: {e}")),
+                            ..Default::default()
+                        });
+                    }
+                }
+                let mut l = Box::new(Live { target: t, tracker: Tracker::new(), gc, record, last_read: Instant::now() });
+                read(&mut l, regs, at_ns);
+                State::Live(l)
+            }
+            // Just exec'd, the runtime not up yet: try again, for a while.
+            Err(u) if since.elapsed() < STARTUP && crate::procfs::is_alive(pid) => {
+                State::Pending { since, tried: Some(Instant::now()), why: Some(u) }
+            }
+            Err(u) => State::Done(unavailable(pid, u)),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        super::drain::monotonic_ns().saturating_sub(self.start_mono)
+    }
+
+    /// At the end, before the probes are detached: a last reading of every live Go process,
+    /// its heap profile, its uprobe counts; then every record, in pid order.
+    pub fn finish(mut self, probes: &mut Probes) -> Vec<GoProcess> {
+        for pid in std::mem::take(&mut self.exits) {
+            self.on_exit(pid, probes);
+        }
+        let at_ns = self.now_ns();
+        let procs = std::mem::take(&mut self.procs);
+        let mut out = Vec::new();
+        let regs = Regs { probes: std::cell::RefCell::new(probes), map: OnceCell::new() };
+        for (pid, state) in procs {
+            match state {
+                State::Live(mut l) => {
+                    let alive = crate::procfs::is_alive(pid);
+                    if alive {
+                        read(&mut l, &regs, at_ns);
+                        if let Ok(h) = &l.target.rt.heap {
+                            l.record.heap = crate::goruntime::heap::read(pid, h, l.target.bias);
+                        }
+                    }
+                    let mut rec = finish(*l);
+                    rec.alive_at_end = alive;
+                    uprobe_counts(&mut rec, &mut regs.probes.borrow_mut());
+                    out.push(rec);
+                }
+                State::Done(rec) => out.push(rec),
+                State::Pending { why: Some(u), .. } => out.push(unavailable(pid, u)),
+                State::Pending { .. } | State::NotGo => {}
+            }
+        }
+        out
+    }
+}
+
+/// One reading of a live process: goroutines, then GC statistics. A failed goroutine read
+/// (the process exiting, a torn table) is retried once and otherwise skipped: the snapshots
+/// before it stand.
+fn read(l: &mut Live, regs: &Regs, at_ns: u64) {
+    l.last_read = Instant::now();
+    let snap = l.target.snapshot(&|tid| regs.get(tid)).or_else(|_| l.target.snapshot(&|tid| regs.get(tid)));
+    match snap {
+        Ok(s) => l.tracker.observe(at_ns, s),
+        Err(e) => l.record.read_errors.push(e),
+    }
+    if let Some(gc) = l.gc.as_mut() {
+        if let Err(e) = gc.read(at_ns) {
+            l.record.read_errors.push(format!("GC statistics: {e}"));
+        }
+    }
+}
+
+fn finish(l: Live) -> GoProcess {
+    let mut rec = l.record;
+    let (snapshots, last, stacks) = l.tracker.finish();
+    rec.snapshots = snapshots;
+    rec.last = last;
+    rec.stacks = stacks;
+    if let Some(gc) = l.gc {
+        rec.gc = Some(gc.into_gc());
+    }
+    if let Some(gc) = rec.gc.as_mut() {
+        gc.stw_unavailable = match &l.target.rt.probes {
+            Ok(spec) => spec.stw_unavailable.clone(),
+            Err(e) => Some(e.clone()),
+        };
+    }
+    if rec.snapshots.is_empty() {
+        rec.unavailable = Some(rec.read_errors.first().cloned().unwrap_or_else(|| "no snapshot could be read".into()));
+    }
+    rec
+}
+
+/// The churn and stop-the-world counts of the process's uprobes, and their links detached.
+fn uprobe_counts(rec: &mut GoProcess, probes: &mut Probes) {
+    if let Ok((churn, stw)) = probes.read_go(rec.pid) {
+        if churn.is_some() {
+            rec.churn = churn;
+        }
+        if let Some(gc) = rec.gc.as_mut() {
+            gc.stw = stw;
+        }
+        probes.detach_go(rec.pid);
+    }
+}
+
+fn unavailable(pid: u32, u: target::Unavailable) -> GoProcess {
+    GoProcess { pid, go_version: u.go_version, unavailable: Some(u.reason), heap: GoHeap::None, ..Default::default() }
+}
