@@ -75,12 +75,16 @@ pub fn scale(count: u64, size: u64, rate: u64) -> (i64, i64) {
 }
 
 /// pprof hides a heap stack's innermost runtime frames (mallocgc and its helpers), unless the
-/// stack is only runtime frames.
+/// stack is only runtime frames, and ends every stack before `runtime.goexit` (the root of
+/// every goroutine).
 fn hide_runtime(mut frames: Vec<Frame>) -> Vec<Frame> {
     let runtime = |f: &Frame| f.function.starts_with("runtime.") || f.function.starts_with("internal/runtime/");
     let keep = frames.len() - frames.iter().rev().take_while(|f| runtime(f)).count();
     if keep > 0 {
         frames.truncate(keep);
+    }
+    if let Some(i) = frames.iter().rposition(|f| &*f.function == "runtime.goexit") {
+        frames.drain(..=i);
     }
     frames
 }

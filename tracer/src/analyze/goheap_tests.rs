@@ -37,19 +37,20 @@ fn bucket(stack: &[u64], size: u64, allocs: u64, frees: u64) -> HeapBucket {
 
 #[test]
 fn scaled_trimmed_and_ranked_as_pprof_does() {
-    // mallocgc (runtime, hidden) <- main.keepSmall <- main.main; a runtime-only stack keeps
-    // its frames.
+    // mallocgc (runtime, hidden) <- main.keepSmall <- main.main <- runtime.goexit (pprof ends
+    // stacks before it); a runtime-only stack keeps its frames.
     let names = Names(HashMap::from([
         (0x1000, "runtime.mallocgc"),
         (0x2000, "main.keepSmall"),
         (0x3000, "main.main"),
         (0x4000, "main.keepLarge"),
         (0x5000, "runtime.malg"),
+        (0x6000, "runtime.goexit"),
     ]));
     let heap = GoHeap::Profile(HeapProfile {
         rate: 512 * 1024,
         buckets: vec![
-            bucket(&[0x401001, 0x402001, 0x403001], 64, 1000, 200),
+            bucket(&[0x401001, 0x402001, 0x403001, 0x406001], 64, 1000, 200),
             bucket(&[0x401001, 0x404001, 0x403001], 1 << 20, 10, 0),
             bucket(&[0x405001], 416, 2, 2),
         ],
@@ -110,13 +111,19 @@ fn the_fixture_heap_end_to_end() {
         let hp = heap::read(f.pid(), &g, 0);
         c.go.push(GoProcess { pid: f.pid(), go_version: bin.version.raw.clone(), heap: hp, ..Default::default() });
         let r = report(&c, &c.go[0], &mut BlazeResolver::default());
-        let site =
-            |name: &str| r.top.iter().find(|t| t.function == name).unwrap_or_else(|| panic!("{name}: {:?}", r.top));
-        let large = site("main.keepLarge");
-        assert_eq!((large.values.inuse_bytes, large.values.inuse_objects), (10 << 20, 10), "{}", path.display());
+        // By (innermost function, object size): a GC that the large allocations start can
+        // allocate runtime objects of other sizes under main.keepLarge (its runtime frames
+        // hidden), as the program's own profile shows too.
+        let site = |name: &str, size: i64| {
+            r.samples
+                .iter()
+                .filter(|s| s.bytes_label == Some(size) && s.frames.last().is_some_and(|f| &*f.function == name))
+                .fold((0, 0), |(b, o), s| (b + s.values.inuse_bytes, o + s.values.inuse_objects))
+        };
+        assert_eq!(site("main.keepLarge", 1 << 20), (10 << 20, 10), "{}", path.display());
+        assert_eq!(site("main.keepSmall", 64), (64000, 1000), "{}", path.display());
+        let large = r.top.iter().find(|t| t.function == "main.keepLarge").unwrap();
         assert_eq!(large.called_from.first().map(String::as_str), Some("main.main"));
-        let small = site("main.keepSmall");
-        assert_eq!((small.values.inuse_bytes, small.values.inuse_objects), (64000, 1000), "{}", path.display());
         assert_eq!(r.top[0].function, "main.keepLarge");
         assert!(r.top.iter().all(|t| t.function != "main.churn"), "nothing of churn is in use");
         // No leading runtime frame, on any sample with a non-runtime frame.
@@ -127,6 +134,53 @@ fn the_fixture_heap_end_to_end() {
                 .iter()
                 .all(|f| f.function.starts_with("runtime.") || f.function.starts_with("internal/runtime/"));
             assert!(all_runtime || !leaf.starts_with("runtime."), "{leaf} in {}", path.display());
+        }
+    }
+}
+
+/// `go tool pprof -top` of rtrace's heap.pb.gz and of the profile the program wrote of itself
+/// give the same rows for the program's functions (flat and cumulative, in-use space and
+/// allocated objects), on the four builds.
+#[test]
+fn go_tool_pprof_reads_it_as_the_programs_own() {
+    use crate::goruntime::{
+        binary::{open, GoBinary},
+        gcstats::tests::{go_fixture, Fixture, VARIANTS},
+        heap,
+    };
+    let go = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-modern/bin/go");
+    let dir = tempfile::tempdir().unwrap();
+    let top = |file: &std::path::Path, index: &str| -> Vec<String> {
+        let out = std::process::Command::new(&go)
+            .args(["tool", "pprof", "-top", &format!("-sample_index={index}")])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows: Vec<String> =
+            String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(" main.")).map(str::to_owned).collect();
+        assert!(rows.len() >= 3, "{rows:?}");
+        rows
+    };
+    for (modern, stripped) in VARIANTS {
+        let path = go_fixture("go_heap", modern, stripped);
+        let data = open(path.to_str().unwrap()).unwrap();
+        let bin = GoBinary::parse(&data).unwrap();
+        let g = heap::resolve(&bin).unwrap();
+        let theirs = dir.path().join("theirs");
+        let mut f = Fixture::start(&path, &[("GO_HEAP_OUT", theirs.to_str().unwrap())]);
+        f.until_ready();
+        let mut c = Capture::default();
+        let maps = crate::procfs::maps(f.pid()).unwrap();
+        c.processes.insert(f.pid(), ProcessInfo { pid: f.pid(), comm: "go_heap".into(), cmdline: vec![], maps });
+        let hp = heap::read(f.pid(), &g, 0);
+        c.go.push(GoProcess { pid: f.pid(), go_version: bin.version.raw.clone(), heap: hp, ..Default::default() });
+        let r = report(&c, &c.go[0], &mut BlazeResolver::default());
+        let p = crate::render::heap_pprof::profile(&r, 0, "rtrace".into()).unwrap();
+        let ours = dir.path().join("ours.pb.gz");
+        crate::render::pprof::write_gz(&p, &mut std::fs::File::create(&ours).unwrap()).unwrap();
+        for index in ["inuse_space", "alloc_objects"] {
+            assert_eq!(top(&ours, index), top(&theirs.with_extension("pb.gz"), index), "{} {index}", path.display());
         }
     }
 }

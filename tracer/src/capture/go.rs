@@ -105,7 +105,8 @@ pub struct GoGc {
     /// Pauses the rings no longer held at a read (more than 256 cycles since the one before).
     #[serde(default)]
     pub pauses_missed: u64,
-    /// Heap live and goal over time: (since attach ns, live bytes, goal bytes).
+    /// Heap live and goal over time: (since attach ns, live bytes, goal bytes; goal 0: its
+    /// offset is not known for this version without DWARF).
     #[serde(default)]
     pub heap: Vec<(u64, u64, u64)>,
     /// `memstats.gc_cpu_fraction` (or its equivalent) at the end, when readable.

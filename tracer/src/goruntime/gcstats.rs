@@ -384,6 +384,11 @@ impl GcReader {
             if r.ns[n..].iter().chain(&r.end[n..]).any(|&v| v != 0) {
                 return bad("ring slots beyond numgc are used");
             }
+            if r.end[..n].windows(2).any(|w| w[1] < w[0]) || r.end[0] == 0 {
+                return bad("pause end times out of order");
+            }
+        } else if r.ns.iter().sum::<u64>() > r.pause_total {
+            return bad("pause_total_ns is less than the last 256 pauses");
         }
         let last = r.end[(n - 1) % 256];
         if last < boot_realtime_ns() || last > realtime_ns() + 1_000_000_000 {

@@ -84,4 +84,43 @@ mod tests {
         let leaf = &p.location[p.sample[0].location_id[0] as usize - 1];
         assert_eq!(s(p.function[leaf.line[0].function_id as usize - 1].name), "main.keepSmall");
     }
+
+    /// report.txt's Heap lines: the totals and the top table, or the one-line reason.
+    #[test]
+    fn report_txt_heap_section() {
+        use crate::analyze::{go::GoReport, goheap::HeapSite};
+        let v =
+            |inuse_bytes, inuse_objects| HeapValues { alloc_objects: 0, alloc_bytes: 0, inuse_objects, inuse_bytes };
+        let mut g = GoReport { pid: 42, go_version: "go1.27.3".into(), ..Default::default() };
+        g.heap = HeapReport {
+            rate: Some(524288),
+            totals: Some(HeapValues {
+                alloc_objects: 9000,
+                alloc_bytes: 12 << 20,
+                inuse_objects: 1010,
+                inuse_bytes: 10551296,
+            }),
+            top: vec![
+                HeapSite {
+                    function: "main.keepLarge".into(),
+                    called_from: vec!["main.main".into()],
+                    values: v(10 << 20, 10),
+                },
+                HeapSite { function: "main.keepSmall".into(), called_from: vec![], values: v(64000, 1000) },
+            ],
+            ..Default::default()
+        };
+        let mut s = String::new();
+        crate::render::go_text::sections(&mut s, std::slice::from_ref(&g));
+        // From the Heap line on (other sections come before it).
+        let lines: Vec<&str> = s.lines().skip_while(|l| !l.starts_with("  Heap")).collect();
+        assert!(lines[0].starts_with("  Heap (as of the last GC; sampled every 512.0 KiB allocated"), "{s}");
+        assert!(lines[0].contains(": 10.1 MiB in use in 1010 objects, 12.0 MiB allocated in all — heap.pb.gz"), "{s}");
+        assert_eq!(lines[2], "      10.0 MiB         10  main.keepLarge <- main.main", "{s}");
+        assert_eq!(lines[3], "      62.5 KiB       1000  main.keepSmall", "{s}");
+        g.heap = HeapReport { unavailable: Some("no heap profile: because".into()), ..Default::default() };
+        let mut s = String::new();
+        crate::render::go_text::sections(&mut s, &[g]);
+        assert!(s.contains("\n  Heap: no heap profile: because\n"), "{s}");
+    }
 }
