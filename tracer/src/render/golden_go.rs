@@ -130,3 +130,20 @@ fn go_tool_pprof_reads_the_goroutine_profile() {
     assert_eq!(line(" runtime.gopark").as_deref(), Some("4"), "{text}");
     assert_eq!(line(" syscall.Syscall6").as_deref(), Some("1"), "{text}");
 }
+
+/// Two Go processes: one profile, each sample labelled with its process's pid.
+#[test]
+fn goroutine_profile_labels_samples_by_pid_when_several_processes() {
+    let a = report::analyze(&go_capture(), &mut resolver());
+    let mut other = a.report.go[0].clone();
+    other.pid = 200;
+    let d = decoded(&goroutine_pprof::profile(&[a.report.go[0].clone(), other], 1, 1));
+    let pid = d.string_table.iter().position(|s| s == "pid").expect("a pid label key") as i64;
+    let by_pid = |p: i64| {
+        d.sample.iter().filter(|s| s.label.iter().any(|l| l.key == pid && l.num == p)).map(|s| s.value[0]).sum::<i64>()
+    };
+    assert_eq!((by_pid(100), by_pid(200), d.sample.len()), (5, 5, 6));
+    // One process: no label.
+    let d = decoded(&goroutine_pprof::profile(&a.report.go, 1, 1));
+    assert!(d.sample.iter().all(|s| s.label.is_empty()));
+}
