@@ -27,8 +27,7 @@ struct Fixture {
 
 impl Fixture {
     fn start(exe: &Path) -> Fixture {
-        let mut child =
-            Command::new(exe).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("starting go_gc");
+        let mut child = Command::new(exe).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("starting go_gc");
         let stdin = child.stdin.take().unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
         let mut f = Fixture { child, stdin, out };
@@ -100,12 +99,16 @@ fn churn_until(p: &Probes, pid: u32, done: impl Fn(&GoChurn) -> bool) -> GoChurn
     }
 }
 
-fn variants() -> Vec<(PathBuf, String)> {
+fn variants() -> Vec<(PathBuf, String, Go)> {
     GO_VARIANTS
         .iter()
         .map(|&(go, stripped)| {
-            let name = format!("{}{}", if matches!(go, Go::Modern) { "modern" } else { "go1.19" }, if stripped { " stripped" } else { "" });
-            (go_fixture_variant("go_gc", go, stripped), name)
+            let name = format!(
+                "{}{}",
+                if matches!(go, Go::Modern) { "modern" } else { "go1.19" },
+                if stripped { " stripped" } else { "" }
+            );
+            (go_fixture_variant("go_gc", go, stripped), name, go)
         })
         .collect()
 }
@@ -115,7 +118,7 @@ fn churn_counts_exact_per_site() {
     if !privileged("churn_counts_exact_per_site") {
         return;
     }
-    for (exe, name) in variants() {
+    for (exe, name, _) in variants() {
         let (spec, spawner) = spec(&exe);
         let mut f = Fixture::start(&exe);
         let pid = f.pid();
@@ -139,9 +142,10 @@ fn churn_counts_exact_per_site() {
     }
 }
 
-fn numgc(line: &str, label: &str) -> u64 {
+/// `key=` of a "start …"/"end …" line of go_gc.
+fn stat(line: &str, label: &str, key: &str) -> u64 {
     let rest = line.strip_prefix(label).unwrap_or_else(|| panic!("expected {label}…: {line}"));
-    rest.split_whitespace().find_map(|w| w.strip_prefix("numgc=")).unwrap().parse().unwrap()
+    rest.split_whitespace().find_map(|w| w.strip_prefix(key)).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -149,16 +153,16 @@ fn stw_counts_match_numgc() {
     if !privileged("stw_counts_match_numgc") {
         return;
     }
-    for (exe, name) in variants() {
+    for (exe, name, go) in variants() {
         let (spec, _) = spec(&exe);
         assert_eq!(spec.stw_unavailable, None, "{name}");
         let mut f = Fixture::start(&exe);
         let pid = f.pid();
         let mut p = load(pid);
         p.attach_go(pid, &spec).unwrap();
-        let start = numgc(&f.cmd("gc 5"), "start ");
-        let end = numgc(&f.line(), "end ");
-        let cycles = end - start;
+        let (first, last) = (f.cmd("gc 5"), f.line());
+        let cycles = stat(&last, "end ", "numgc=") - stat(&first, "start ", "numgc=");
+        let paused = stat(&last, "end ", "pause_total_ns=") - stat(&first, "start ", "pause_total_ns=");
         assert!(cycles >= 5, "{name}: {cycles} cycles, 5 forced");
         let (_, stw) = p.read_go(pid).unwrap();
         let count = |r: &str| stw.iter().find(|s| s.reason == r).map_or(0, |s| s.count);
@@ -170,6 +174,19 @@ fn stw_counts_match_numgc() {
             assert!(s.max_ns > 0 && s.max_ns <= s.total_ns && s.max_ns < 1_000_000_000, "{name}: {s:?}");
         }
         assert_eq!(p.go_probe_hits(pid).unwrap().stw, 2 * cycles + 2, "{name}");
+        // The GC stops are timed as the runtime times its pauses: 1.22+ from the same two
+        // values (w.startedStopping, the restart time startTheWorldWithSema returns), exactly;
+        // 1.19 starts its pause at a nanotime() just before the stop, a few µs earlier than
+        // the probe (more if the thread is preempted in between).
+        let gc_stopped: u64 = stw.iter().filter(|s| s.reason.starts_with("GC ")).map(|s| s.total_ns).sum();
+        if matches!(go, Go::Modern) {
+            assert_eq!(gc_stopped, paused, "{name}: GC stops against PauseTotalNs");
+        } else {
+            assert!(
+                gc_stopped <= paused && paused - gc_stopped <= paused / 10 + 1_000_000,
+                "{name}: GC stops {gc_stopped} ns, PauseTotalNs grew {paused} ns"
+            );
+        }
         drop(p);
         assert_no_rtrace_programs();
     }
@@ -180,7 +197,7 @@ fn churn_budget_detaches() {
     if !privileged("churn_budget_detaches") {
         return;
     }
-    for (exe, name) in variants() {
+    for (exe, name, _) in variants() {
         let (spec, spawner) = spec(&exe);
         let mut f = Fixture::start(&exe);
         let pid = f.pid();
@@ -309,7 +326,8 @@ fn real_go_build() {
             .unwrap();
         let pid = child.id();
         // Wait for the exec (until then /proc/PID/exe is this test).
-        while std::fs::read_link(format!("/proc/{pid}/exe")).map_or(true, |e| e != std::fs::canonicalize(&go).unwrap()) {
+        while std::fs::read_link(format!("/proc/{pid}/exe")).map_or(true, |e| e != std::fs::canonicalize(&go).unwrap())
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         let mut p = load(pid);
@@ -350,7 +368,34 @@ fn real_go_build() {
 }
 
 fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rtrace-go-build-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos()));
+    let d = std::env::temp_dir().join(format!(
+        "rtrace-go-build-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// An attach that fails part-way (here the exit probe's offset is past the end of the file)
+/// leaves nothing of that process attached: the newproc1 probes attached before it are gone.
+#[test]
+fn failed_attach_leaves_nothing() {
+    if !privileged("failed_attach_leaves_nothing") {
+        return;
+    }
+    for (exe, name, _) in variants() {
+        let (mut spec, _) = spec(&exe);
+        spec.goexit = std::fs::metadata(&exe).unwrap().len() + 4096;
+        let mut f = Fixture::start(&exe);
+        let pid = f.pid();
+        let mut p = load(pid);
+        let e = p.attach_go(pid, &spec).unwrap_err();
+        assert!(format!("{e:#}").contains("attaching rt_go_exit"), "{name}: {e:#}");
+        assert_eq!(f.cmd("spawn"), "spawned 500");
+        assert_eq!(p.go_probe_hits(pid).unwrap().churn, 0, "{name}: a newproc1 probe stayed attached");
+        assert!(p.read_go(pid).is_err(), "{name}");
+        drop(p);
+        assert_no_rtrace_programs();
+    }
 }

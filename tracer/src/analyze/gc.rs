@@ -108,7 +108,13 @@ pub fn findings(go: &[crate::analyze::go::GoReport], session_ms: u64) -> Vec<Fin
         let severity = if gc.stopped_share >= PAUSE_SHARE_HIGH { Severity::High } else { Severity::Medium };
         let ms = |ns: u64| ns as f64 / 1e6;
         let worst = gc.stw.first().map_or_else(String::new, |w| {
-            format!("; most in {} ({} stops, {:.1} ms, longest {:.2} ms)", w.reason, w.count, ms(w.total_ns), ms(w.max_ns))
+            format!(
+                "; most in {} ({} stops, {:.1} ms, longest {:.2} ms)",
+                w.reason,
+                w.count,
+                ms(w.total_ns),
+                ms(w.max_ns)
+            )
         });
         let stops: u64 = gc.stw.iter().map(|s| s.count).sum();
         let how = if stops > 0 { format!("{stops} stop-the-world pauses") } else { "GC pauses".to_owned() };
@@ -166,7 +172,10 @@ mod tests {
 
     #[test]
     fn figures() {
-        let g = gc_of(vec![stw("GC sweep termination", 4, 2_000_000, 900_000), stw("GC mark termination", 4, 41_000_000, 30_000_000)]);
+        let g = gc_of(vec![
+            stw("GC sweep termination", 4, 2_000_000, 900_000),
+            stw("GC mark termination", 4, 41_000_000, 30_000_000),
+        ]);
         let r = report(&capture(1_000), &GoProcess::default(), &g);
         assert_eq!(r.cycles, 4);
         assert_eq!(r.pause_total_ns, 40_000_000);

@@ -83,7 +83,12 @@ mod tests {
                 pause_total_ns: 1_500_000,
                 pause_p50_ns: 400_000,
                 pause_max_ns: 900_000,
-                stw: vec![StwRow { reason: "GC mark termination".into(), count: 3, total_ns: 1_200_000, max_ns: 700_000 }],
+                stw: vec![StwRow {
+                    reason: "GC mark termination".into(),
+                    count: 3,
+                    total_ns: 1_200_000,
+                    max_ns: 700_000,
+                }],
                 heap_live: Some(Series { first: 1 << 20, last: 2 << 20, max: 3 << 20 }),
                 stopped_share: 0.0123,
                 ..Default::default()
