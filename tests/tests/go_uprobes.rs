@@ -399,3 +399,30 @@ fn failed_attach_leaves_nothing() {
         assert_no_rtrace_programs();
     }
 }
+
+/// Two processes of one executable, both probed: each one's counts are its own (the uprobes
+/// fire for their pid only, and the maps are keyed by tgid).
+#[test]
+fn pid_filter_separates_processes() {
+    if !privileged("pid_filter_separates_processes") {
+        return;
+    }
+    for (exe, name, _) in variants() {
+        let (spec, spawner) = spec(&exe);
+        let (mut a, mut b) = (Fixture::start(&exe), Fixture::start(&exe));
+        let mut p = load(a.pid());
+        p.attach_go(a.pid(), &spec).unwrap();
+        p.attach_go(b.pid(), &spec).unwrap();
+        assert_eq!(a.cmd("spawn"), "spawned 500");
+        assert_eq!(a.cmd("spawn"), "spawned 500");
+        assert_eq!(b.cmd("spawn"), "spawned 500");
+        let sum = |c: &GoChurn| in_spawner(&c.exited, spawner).iter().map(|s| s.1).sum::<u64>();
+        let ca = churn_until(&p, a.pid(), |c| sum(c) >= 1000);
+        let cb = churn_until(&p, b.pid(), |c| sum(c) >= 500);
+        let created = |c: &GoChurn| in_spawner(&c.created, spawner).iter().map(|s| s.1).sum::<u64>();
+        assert_eq!((created(&ca), sum(&ca)), (1000, 1000), "{name}: first process");
+        assert_eq!((created(&cb), sum(&cb)), (500, 500), "{name}: second process");
+        drop(p);
+        assert_no_rtrace_programs();
+    }
+}
