@@ -176,14 +176,15 @@ fn stw_counts_match_numgc() {
         assert_eq!(p.go_probe_hits(pid).unwrap().stw, 2 * cycles + 2, "{name}");
         // The GC stops are timed as the runtime times its pauses: 1.22+ from the same two
         // values (w.startedStopping, the restart time startTheWorldWithSema returns), exactly;
-        // 1.19 starts its pause at a nanotime() just before the stop, a few µs earlier than
-        // the probe (more if the thread is preempted in between).
+        // 1.19 times its pauses from a nanotime() just before the stop, and ends the mark
+        // termination one before startTheWorldWithSema (the restart, milliseconds on a loaded
+        // VM, is not in PauseTotalNs; the probes include it): the same order, not equal.
         let gc_stopped: u64 = stw.iter().filter(|s| s.reason.starts_with("GC ")).map(|s| s.total_ns).sum();
         if matches!(go, Go::Modern) {
             assert_eq!(gc_stopped, paused, "{name}: GC stops against PauseTotalNs");
         } else {
             assert!(
-                gc_stopped <= paused && paused - gc_stopped <= paused / 10 + 1_000_000,
+                gc_stopped >= paused / 2 && gc_stopped <= 2 * paused + 10_000_000,
                 "{name}: GC stops {gc_stopped} ns, PauseTotalNs grew {paused} ns"
             );
         }
