@@ -47,9 +47,9 @@ pub struct StwVal {
     pub max_ns: u64,
 }
 
-/// `GO_STW_OPEN` value (Go ≤ 1.21, key: tgid): a stop-the-world begun (stopTheWorldWithSema
-/// entered) and not yet ended (startTheWorldWithSema). The runtime holds `worldsema` across
-/// the pair, so a process has at most one open.
+/// `GO_STW_OPEN` value (key: tgid): a stop-the-world begun and not yet ended (a RET of
+/// startTheWorldWithSema), with its reason as in `StwKey`. The runtime holds `worldsema`
+/// across the stop, so a process has at most one open.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StwOpen {

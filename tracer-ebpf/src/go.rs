@@ -6,12 +6,14 @@
 //!   site) is counted in GO_CREATED per (tgid, gopc);
 //! - goroutines exited: at the entry of `gdestroy(gp)` (1.22+) or `goexit0(gp)` (≤ 1.21),
 //!   RAX = gp, counted in GO_EXITED per (tgid, gp.gopc);
-//! - stop-the-world, 1.22+: `startTheWorldWithSema(now int64, w worldStop)` enters with
-//!   AX = now (0: "read the clock yourself"), BL = w.reason, CX = w.startedStopping, both
-//!   nanotime() (CLOCK_MONOTONIC, as bpf_ktime_get_ns): one probe times every stop;
-//! - stop-the-world, ≤ 1.21: `stopTheWorldWithSema()` entry opens a stop (per tgid: the
-//!   runtime holds worldsema across the pair), with `g.m.preemptoff` (R14 = g: the reason
-//!   string its callers set) when its offset is known; `startTheWorldWithSema` entry closes it.
+//! - stop-the-world: a stop is opened (GO_STW_OPEN, per tgid: the runtime holds worldsema
+//!   from stop to start, so a process has one at a time) and closed at each RET of
+//!   `startTheWorldWithSema`, which returns the time the world restarted (RAX = now,
+//!   nanotime(): CLOCK_MONOTONIC, as bpf_ktime_get_ns) — the duration is then exactly the one
+//!   the runtime adds to its pause total. Opened at the entry of 1.22+'s
+//!   `startTheWorldWithSema(now int64, w worldStop)` (BL = w.reason, CX = w.startedStopping),
+//!   or of ≤ 1.21's `stopTheWorldWithSema()` (the clock; the reason is `g.m.preemptoff`, the
+//!   string its callers set, R14 = g, when its offset is known).
 //!
 //! Each process's settings (GO_CFG) are set by the loader before it attaches; a hit of a
 //! process without them is ignored. Every churn hit is counted in GO_HITS, which userspace
@@ -128,28 +130,21 @@ fn record_stw(h: *mut GoHits, key: StwKey, dur: u64) {
     }
 }
 
-/// Go 1.22+: the entry of runtime.startTheWorldWithSema(now, w).
+/// Go 1.22+: the entry of runtime.startTheWorldWithSema(now, w): opens the stop with its
+/// reason and when stopping began.
 #[inline(always)]
 pub fn stw_start(ctx: &ProbeContext) {
     let tgid = current_tgid();
     if unsafe { GO_CFG.get(tgid) }.is_none() {
         return;
     }
-    let Some(h) = hits(tgid) else { return };
-    // SAFETY: a live map value.
-    add(unsafe { &raw mut (*h).stw }, 1);
-    let mut now = reg(ctx, |r| unsafe { &raw const (*r).rax });
-    if now == 0 {
-        // SAFETY: plain helper call.
-        now = unsafe { bpf_ktime_get_ns() };
-    }
     let reason = reg(ctx, |r| unsafe { &raw const (*r).rbx }) & 0xff;
     let started = reg(ctx, |r| unsafe { &raw const (*r).rcx });
-    let dur = if started != 0 && now > started { now - started } else { 0 };
-    record_stw(h, StwKey { tgid, len: 0, reason }, dur);
+    let open = StwOpen { start_ns: started, reason, len: 0, _pad: 0 };
+    let _ = GO_STW_OPEN.insert(tgid, &open, 0);
 }
 
-/// Go ≤ 1.21: the entry of runtime.stopTheWorldWithSema().
+/// Go ≤ 1.21: the entry of runtime.stopTheWorldWithSema(): opens the stop, now.
 #[inline(always)]
 pub fn stw_stop_old(ctx: &ProbeContext) {
     let tgid = current_tgid();
@@ -171,16 +166,21 @@ pub fn stw_stop_old(ctx: &ProbeContext) {
     let _ = GO_STW_OPEN.insert(tgid, &open, 0);
 }
 
-/// Go ≤ 1.21: the entry of runtime.startTheWorldWithSema(emitTraceEvent).
+/// At a RET of runtime.startTheWorldWithSema (every version): RAX = the time the world
+/// restarted; closes the open stop.
 #[inline(always)]
-pub fn stw_start_old(_ctx: &ProbeContext) {
+pub fn stw_end(ctx: &ProbeContext) {
     let tgid = current_tgid();
     // SAFETY: a live map value, copied out before it is removed.
     let Some(open) = (unsafe { GO_STW_OPEN.get(tgid) }).copied() else { return };
     let _ = GO_STW_OPEN.remove(tgid);
     let Some(h) = hits(tgid) else { return };
     add(unsafe { &raw mut (*h).stw }, 1);
-    let now = unsafe { bpf_ktime_get_ns() };
-    let dur = now.saturating_sub(open.start_ns);
+    let mut now = reg(ctx, |r| unsafe { &raw const (*r).rax });
+    if now <= open.start_ns {
+        // Not a time (cannot happen with the signatures above): the probe's own clock.
+        now = unsafe { bpf_ktime_get_ns() };
+    }
+    let dur = if open.start_ns != 0 { now.saturating_sub(open.start_ns) } else { 0 };
     record_stw(h, StwKey { tgid, len: open.len, reason: open.reason }, dur);
 }

@@ -146,8 +146,8 @@ mod entry {
     }
 
     #[uprobe]
-    pub fn rt_go_stw_start_old(ctx: ProbeContext) -> u32 {
-        crate::go::stw_start_old(&ctx);
+    pub fn rt_go_stw_end(ctx: ProbeContext) -> u32 {
+        crate::go::stw_end(&ctx);
         0
     }
 

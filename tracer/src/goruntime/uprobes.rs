@@ -25,8 +25,10 @@ pub struct GoProbeSpec {
     pub newproc1_rets: Vec<u64>,
     /// File offset of gdestroy (1.22+) or goexit0 (≤ 1.21).
     pub goexit: u64,
-    /// File offset of startTheWorldWithSema.
+    /// File offset of startTheWorldWithSema (its entry opens a stop from 1.22).
     pub stw_start: Option<u64>,
+    /// File offsets of startTheWorldWithSema's RETs (they close a stop: RAX = restart time).
+    pub stw_start_rets: Vec<u64>,
     /// File offset of stopTheWorldWithSema (used ≤ 1.21 only).
     pub stw_stop: Option<u64>,
     /// 1.22+: the binary's `stwReasonStrings`.
@@ -39,15 +41,7 @@ pub struct GoProbeSpec {
 /// The uprobe spec of `exe` (already parsed as `bin`), or why not.
 pub fn probe_spec(exe: &Path, bin: &GoBinary, gopc_off: u32, reason_off: Option<u32>) -> Result<GoProbeSpec, String> {
     let minor = bin.version.minor;
-    let newproc1 = bin.func("runtime.newproc1").ok_or("runtime.newproc1 not found in .gopclntab")?;
-    let code = bin
-        .bytes_at(newproc1.start, (newproc1.end - newproc1.start) as usize)
-        .ok_or("runtime.newproc1's code is not in the file")?;
-    let rets = rets(&code, newproc1.start);
-    if rets.is_empty() {
-        return Err("no RET instruction decoded in runtime.newproc1".into());
-    }
-    let newproc1_rets = rets.iter().map(|&a| file_offset(bin, a)).collect::<Result<Vec<_>, _>>()?;
+    let newproc1_rets = ret_offsets(bin, "runtime.newproc1")?;
     let exit_name = if minor >= 22 { "runtime.gdestroy" } else { "runtime.goexit0" };
     let exit = bin.func(exit_name).ok_or_else(|| format!("{exit_name} not found in .gopclntab"))?;
     let goexit = file_offset(bin, exit.start)?;
@@ -66,6 +60,7 @@ pub fn probe_spec(exe: &Path, bin: &GoBinary, gopc_off: u32, reason_off: Option<
     };
     let stw = (|| -> Result<(), String> {
         spec.stw_start = Some(entry("runtime.startTheWorldWithSema")?);
+        spec.stw_start_rets = ret_offsets(bin, "runtime.startTheWorldWithSema")?;
         if minor >= 22 {
             spec.stw_reasons = super::stw::reason_strings(bin)?;
         } else {
@@ -75,10 +70,23 @@ pub fn probe_spec(exe: &Path, bin: &GoBinary, gopc_off: u32, reason_off: Option<
     })();
     if let Err(e) = stw {
         spec.stw_start = None;
+        spec.stw_start_rets.clear();
         spec.stw_stop = None;
         spec.stw_unavailable = Some(e);
     }
     Ok(spec)
+}
+
+/// File offsets of the RET instructions of function `name`.
+fn ret_offsets(bin: &GoBinary, name: &str) -> Result<Vec<u64>, String> {
+    let f = bin.func(name).ok_or_else(|| format!("{name} not found in .gopclntab"))?;
+    let code =
+        bin.bytes_at(f.start, (f.end - f.start) as usize).ok_or_else(|| format!("{name}'s code is not in the file"))?;
+    let rets = rets(&code, f.start);
+    if rets.is_empty() {
+        return Err(format!("no RET instruction decoded in {name}"));
+    }
+    rets.iter().map(|&a| file_offset(bin, a)).collect()
 }
 
 /// Addresses of the RET instructions in `code` (a function body at link-time `ip`).
@@ -129,10 +137,11 @@ mod tests {
         let s = probe_spec(&path, &b, 296, Some(248)).unwrap();
         assert!(!s.newproc1_rets.is_empty());
         let file = std::fs::read(&path).unwrap();
-        for &r in &s.newproc1_rets {
+        for &r in s.newproc1_rets.iter().chain(&s.stw_start_rets) {
             assert_eq!(file[r as usize], 0xc3, "RET at file offset {r:#x}");
         }
         assert!(s.stw_start.is_some() && s.stw_stop.is_some(), "{:?}", s.stw_unavailable);
+        assert!(!s.stw_start_rets.is_empty());
         assert_eq!(s.reason_off, Some(248));
     }
 }

@@ -92,13 +92,18 @@ impl Probes {
             }
             churn.push(self.go_link("rt_go_exit", pid, spec.goexit)?);
             let mut stw = Vec::new();
-            match (spec.minor >= 22, spec.stw_start, spec.stw_stop) {
-                (true, Some(start), _) => stw.push(self.go_link("rt_go_stw_start", pid, start)?),
-                (false, Some(start), Some(stop)) => {
-                    stw.push(self.go_link("rt_go_stw_stop_old", pid, stop)?);
-                    stw.push(self.go_link("rt_go_stw_start_old", pid, start)?);
+            // A stop opens at the entry of startTheWorldWithSema (1.22+) or stopTheWorldWithSema
+            // (before) and closes at startTheWorldWithSema's RETs.
+            let open = match (spec.minor >= 22, spec.stw_start, spec.stw_stop) {
+                (true, Some(start), _) => Some(("rt_go_stw_start", start)),
+                (false, Some(_), Some(stop)) => Some(("rt_go_stw_stop_old", stop)),
+                _ => None,
+            };
+            if let Some((prog, off)) = open.filter(|_| !spec.stw_start_rets.is_empty()) {
+                for &ret in &spec.stw_start_rets {
+                    stw.push(self.go_link("rt_go_stw_end", pid, ret)?);
                 }
-                _ => {}
+                stw.push(self.go_link(prog, pid, off)?);
             }
             Ok((churn, stw))
         })();
@@ -223,6 +228,12 @@ impl Probes {
         let mut stw: Vec<GoStw> = by_name.into_values().collect();
         stw.sort_by(|a, b| b.total_ns.cmp(&a.total_ns).then(a.reason.cmp(&b.reason)));
         Ok((churn, stw))
+    }
+
+    /// Why stop-the-world is not timed for `pid` (its spec found no probe point or reason
+    /// table), for `GoGc::stw_unavailable`; None when it is, or no probes were attached.
+    pub fn go_stw_unavailable(&self, pid: u32) -> Option<String> {
+        self.go.procs.get(&pid)?.spec.stw_unavailable.clone()
     }
 
     /// The pids with Go uprobes attached (now or earlier in the session).
