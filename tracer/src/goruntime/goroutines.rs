@@ -320,6 +320,7 @@ fn read_near(mem: &super::mem::Mem, addrs: &[u64], len: usize) -> (Vec<u8>, Vec<
     (buf, ok)
 }
 
+#[derive(Debug, PartialEq)]
 enum Start {
     Walk { pc: u64, sp: u64, bp: u64 },
     Pc(u64),
@@ -349,4 +350,62 @@ pub fn walk(pc: u64, sp: u64, mut bp: u64, stack: &[u8]) -> Vec<u64> {
         bp = next;
     }
     pcs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(ws: &[u64]) -> Vec<u8> {
+        ws.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn frame_pointer_walk() {
+        // From sp 0x1000: frame at 0x1010 → caller's at 0x1030 → outermost (saved bp 0).
+        let b = words(&[0, 0, 0x1030, 0x40_1111, 0, 0, 0, 0x40_2222]);
+        assert_eq!(walk(0x40_0000, 0x1000, 0x1010, &b), [0x40_0000, 0x40_1111, 0x40_2222]);
+        // bp outside what was read, or misaligned: the resume pc alone.
+        assert_eq!(walk(0x40_0000, 0x1000, 0x2000, &b), [0x40_0000]);
+        assert_eq!(walk(0x40_0000, 0x1000, 0x1011, &b), [0x40_0000]);
+        // A chain pointing back down (a torn read) stops instead of looping.
+        let b = words(&[0, 0, 0x1010, 0x40_1111]);
+        assert_eq!(walk(0x40_0000, 0x1000, 0x1010, &b), [0x40_0000, 0x40_1111]);
+        // A very deep stack is cut at MAX_DEPTH.
+        let deep: Vec<u64> = (0..400u64).flat_map(|i| [0x1000 + (i + 1) * 16, 0x40_0000 + i]).collect();
+        assert_eq!(walk(1, 0x1000, 0x1000, &words(&deep)).len(), MAX_DEPTH);
+    }
+
+    /// Which saved registers a goroutine's stack is walked from, by state.
+    #[test]
+    fn where_stacks_start() {
+        let p = crate::goruntime::tests::Parked::start(::tests::Go::Debian119, false, 0);
+        let t = crate::goruntime::target::open(p.pid()).unwrap().unwrap();
+        let g = RawG {
+            stack_lo: 0x1000,
+            stack_hi: 0x9000,
+            sched_pc: 0x11,
+            sched_sp: 0x8000,
+            sched_bp: 0x8010,
+            syscall_pc: 0, // no function: no frame size
+            syscall_sp: 0x7000,
+            ..Default::default()
+        };
+        let regs = |tid: u32| (tid == 7).then_some(TaskRegs { tid, tgid: 1, ip: 0x22, sp: 0x6000, bp: 0x6010 });
+        let off_stack = |tid: u32| Some(TaskRegs { tid, tgid: 1, ip: 0x22, sp: 0x10, bp: 0x20 });
+        let at = |status, tid, r: &dyn Fn(u32) -> Option<TaskRegs>| t.start_of(&RawG { status, ..g.clone() }, tid, r);
+        let from_regs = Start::Walk { pc: 0x22, sp: 0x6000, bp: 0x6010 };
+        assert_eq!(at(WAITING, 0, &regs), Start::Walk { pc: 0x11, sp: 0x8000, bp: 0x8010 });
+        assert_eq!(at(WAITING, 0, &regs), at(RUNNABLE, 0, &regs));
+        assert_eq!(at(RUNNING, 7, &regs), from_regs);
+        assert_eq!(at(RUNNING, 0, &regs), Start::None, "no thread: no registers");
+        assert_eq!(at(RUNNING, 7, &off_stack), Start::None, "registers of another stack");
+        assert_eq!(at(SYSCALL, 7, &regs), from_regs, "Go 1.19: the thread's registers first");
+        assert_eq!(at(SYSCALL, 7, &off_stack), Start::Pc(0));
+        assert_eq!(at(COPYSTACK, 7, &regs), Start::None);
+        let with_bp = RawG { status: SYSCALL, syscall_bp: Some(0x7010), ..g.clone() };
+        assert_eq!(t.start_of(&with_bp, 7, &regs), Start::Walk { pc: 0, sp: 0x7000, bp: 0x7010 }, "1.23+: syscallbp");
+        let parked_off_stack = RawG { status: WAITING, sched_sp: 0x20, ..g.clone() };
+        assert_eq!(t.start_of(&parked_off_stack, 0, &regs), Start::None);
+    }
 }

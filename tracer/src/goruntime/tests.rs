@@ -250,3 +250,40 @@ fn snapshot_of_10000_goroutines_is_exact_and_cheap() {
         }
     }
 }
+
+/// By hand, on any Go process: `GOSNAP_PID=N cargo test --release -p tracer --lib
+/// dump_a_live_process -- --ignored --nocapture` prints its goroutines grouped by stack.
+#[test]
+#[ignore]
+fn dump_a_live_process() {
+    let pid: u32 = std::env::var("GOSNAP_PID").expect("GOSNAP_PID").parse().unwrap();
+    let t = match target::open(pid) {
+        Ok(Some(t)) => t,
+        Ok(None) => return eprintln!("{pid}: not a Go executable"),
+        Err(e) => return eprintln!("{pid}: {e} ({})", e.go_version),
+    };
+    let data = binary::open(&format!("/proc/{pid}/exe")).unwrap();
+    let bin = GoBinary::parse(&data).unwrap();
+    let c0 = thread_cpu_ns();
+    let snap = t.snapshot(&no_regs).unwrap();
+    let cpu = thread_cpu_ns() - c0;
+    eprintln!(
+        "{pid} {} {} offsets, {} goroutines, {} dropped, {:.2} ms CPU",
+        t.version,
+        t.rt.layout.from,
+        snap.goroutines.len(),
+        snap.dropped,
+        cpu as f64 / 1e6
+    );
+    let mut groups: BTreeMap<(u32, u32, Option<u32>), u32> = BTreeMap::new();
+    for l in &snap.goroutines {
+        *groups.entry((l.g.status, l.g.wait_reason, l.g.stack)).or_default() += 1;
+    }
+    for ((status, reason, stack), n) in groups {
+        let what = if status == WAITING { t.rt.globals.wait_reasons[reason as usize].clone() } else { status_name(status).into() };
+        let frames: Vec<&str> = stack
+            .map(|s| snap.stacks[s as usize].iter().enumerate().map(|(k, pc)| bin.func_name_at(if k == 0 { *pc } else { pc - 1 } - t.bias).unwrap_or("?")).collect())
+            .unwrap_or_default();
+        eprintln!("{n} [{what}]: {}", frames.join(" <- "));
+    }
+}
