@@ -40,7 +40,10 @@ pub enum Described {
     /// No `.go.buildinfo` (or not ELF): nothing to read, the common case.
     NotGo,
     /// Go, but the runtime view cannot be had: the version (when known) and why.
-    Unavailable { go_version: String, reason: String },
+    Unavailable {
+        go_version: String,
+        reason: String,
+    },
     Go(Arc<Runtime>),
 }
 
@@ -65,7 +68,9 @@ fn cache() -> &'static Mutex<HashMap<Key, Described>> {
 /// replaced binary still reads), from the cache when that file was seen before.
 pub fn describe(file: std::fs::File) -> Described {
     let key = match file.metadata() {
-        Ok(m) => Key { dev: m.dev(), ino: m.ino(), size: m.size(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec() },
+        Ok(m) => {
+            Key { dev: m.dev(), ino: m.ino(), size: m.size(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec() }
+        }
         Err(e) => return Described::Unavailable { go_version: String::new(), reason: format!("executable: {e}") },
     };
     if let Some(d) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
@@ -100,11 +105,8 @@ fn resolve(file: std::fs::File) -> Described {
     if runtime_main.is_empty() {
         return unavailable("runtime.main not in .gopclntab".into());
     }
-    let text_addr_minus_offset = bin
-        .file
-        .section_by_name(".text")
-        .and_then(|s| Some(s.address().wrapping_sub(s.file_range()?.0)))
-        .unwrap_or(0);
+    let text_addr_minus_offset =
+        bin.file.section_by_name(".text").and_then(|s| Some(s.address().wrapping_sub(s.file_range()?.0))).unwrap_or(0);
     let pcsp = if layout.syscallbp.is_none() { Pcsp::load(&bin) } else { None };
     Described::Go(Arc::new(Runtime {
         version: bin.version.clone(),

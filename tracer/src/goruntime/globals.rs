@@ -153,8 +153,10 @@ mod tests {
         for go in [::tests::Go::Debian119, ::tests::Go::Modern] {
             let plain_path = ::tests::go_fixture_variant("go_parked", go, false);
             let stripped_path = ::tests::go_fixture_variant("go_parked", go, true);
-            let (pd, sd) =
-                (binary::open(plain_path.to_str().unwrap()).unwrap(), binary::open(stripped_path.to_str().unwrap()).unwrap());
+            let (pd, sd) = (
+                binary::open(plain_path.to_str().unwrap()).unwrap(),
+                binary::open(stripped_path.to_str().unwrap()).unwrap(),
+            );
             let (plain, stripped) = (GoBinary::parse(&pd).unwrap(), GoBinary::parse(&sd).unwrap());
             let p = resolve(&plain).unwrap();
             let s = resolve(&stripped).unwrap();

@@ -149,7 +149,8 @@ impl Target {
             let consistent = known_status(g.status)
                 && g.stack_lo < g.stack_hi
                 && g.stack_hi - g.stack_lo <= 1 << 30
-                && (g.status != WAITING || (g.wait_reason < reasons && g.stack_lo < g.sched_sp && g.sched_sp < g.stack_hi));
+                && (g.status != WAITING
+                    || (g.wait_reason < reasons && g.stack_lo < g.sched_sp && g.sched_sp < g.stack_hi));
             if !consistent {
                 dropped += 1;
                 continue;
@@ -335,7 +336,7 @@ pub fn walk(pc: u64, sp: u64, mut bp: u64, stack: &[u8]) -> Vec<u64> {
     let mut pcs = vec![pc];
     let end = sp + stack.len() as u64;
     while pcs.len() < MAX_DEPTH {
-        if bp < sp || bp % 8 != 0 || bp + 16 > end {
+        if bp < sp || !bp.is_multiple_of(8) || bp + 16 > end {
             break;
         }
         let at = (bp - sp) as usize;

@@ -47,10 +47,7 @@ impl Mem {
                 ranges[i..end].iter().map(|&(a, l)| RemoteIoVec { base: a as usize, len: l }).collect();
             let total: usize = ranges[i..end].iter().map(|r| r.1).sum();
             let local = &mut buf[starts[i]..starts[i] + total];
-            let n = match nix::sys::uio::process_vm_readv(self.pid, &mut [IoSliceMut::new(local)], &remote) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n = nix::sys::uio::process_vm_readv(self.pid, &mut [IoSliceMut::new(local)], &remote).unwrap_or_default();
             // Ranges wholly within the n bytes read are good; the one cut short failed.
             let mut got = 0;
             let mut j = i;
@@ -104,10 +101,7 @@ mod tests {
         assert!(m.u64(8).is_err(), "page 0 is never mapped");
         let other: u32 = 0xaabb_ccdd;
         let mut buf = [0u8; 20];
-        let ok = m.read_many(
-            &[(&value as *const u64 as u64, 8), (8, 8), (&other as *const u32 as u64, 4)],
-            &mut buf,
-        );
+        let ok = m.read_many(&[(&value as *const u64 as u64, 8), (8, 8), (&other as *const u32 as u64, 4)], &mut buf);
         assert_eq!(ok, [true, false, true]);
         assert_eq!(u64_at(&buf, 0), value);
         assert_eq!(u32_at(&buf, 16), other);

@@ -6,13 +6,13 @@
 //! Analysis and rendering of those records live in `analyze/` and `render/`, as for every
 //! other part of the capture; the Go uprobes live in `tracer-ebpf` (`go.rs`).
 pub mod binary;
-pub mod mem;
-pub mod pcsp;
 pub mod cache;
 pub mod globals;
 pub mod goroutines;
 pub mod layout;
+pub mod mem;
+pub mod pcsp;
 pub mod target;
-pub mod track;
 #[cfg(test)]
 mod tests;
+pub mod track;

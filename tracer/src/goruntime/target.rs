@@ -50,7 +50,8 @@ pub fn open(pid: u32) -> Result<Option<Target>, Unavailable> {
         Described::Go(rt) => rt,
     };
     let fail = |reason: String| Unavailable { go_version: rt.version.raw.clone(), reason };
-    let bias = if rt.pie { load_bias(pid, &exe, &rt).ok_or_else(|| fail("PIE load address not in maps".into()))? } else { 0 };
+    let bias =
+        if rt.pie { load_bias(pid, &exe, &rt).ok_or_else(|| fail("PIE load address not in maps".into()))? } else { 0 };
     let t = Target { pid, exe, version: rt.version.raw.clone(), rt: rt.clone(), bias, mem: Mem::new(pid) };
     t.validate().map_err(|r| fail(format!("{} ({} offsets): {r}", t.version, t.rt.layout.from)))?;
     Ok(Some(t))
@@ -80,7 +81,8 @@ impl Target {
         }
         let gs = self.read_gs()?;
         let main = gs.iter().find(|g| g.goid == 1).ok_or("no goroutine has id 1")?;
-        let in_main = self.rt.runtime_main.iter().any(|f| (self.addr(f.start)..self.addr(f.end)).contains(&main.start_pc));
+        let in_main =
+            self.rt.runtime_main.iter().any(|f| (self.addr(f.start)..self.addr(f.end)).contains(&main.start_pc));
         if !in_main {
             return Err(format!("goroutine 1 starts at {:#x}, not in runtime.main", main.start_pc));
         }

@@ -71,11 +71,8 @@ fn census(bin: &GoBinary, t: &target::Target, snap: &Snapshot) -> BTreeMap<(Stri
             status_name(g.status).to_owned()
         };
         let Some(stack) = g.stack else { continue };
-        let main = snap.stacks[stack as usize]
-            .iter()
-            .skip(1)
-            .filter_map(|pc| name(pc - 1))
-            .find(|n| n.starts_with("main."));
+        let main =
+            snap.stacks[stack as usize].iter().skip(1).filter_map(|pc| name(pc - 1)).find(|n| n.starts_with("main."));
         if let Some(f) = main {
             *out.entry((what, f)).or_insert(0) += 1;
         }
@@ -144,7 +141,10 @@ fn snapshot_counts_every_parked_goroutine() {
         let sys: Vec<_> = snap.goroutines.iter().filter(|l| l.g.status == SYSCALL).collect();
         assert_eq!(sys.len(), 1, "{what}");
         let tid = sys[0].g.tid;
-        assert!(tid != 0 && std::path::Path::new(&format!("/proc/{}/task/{tid}", p.pid())).exists(), "{what}: tid {tid}");
+        assert!(
+            tid != 0 && std::path::Path::new(&format!("/proc/{}/task/{tid}", p.pid())).exists(),
+            "{what}: tid {tid}"
+        );
         let frames: Vec<_> = snap.stacks[sys[0].g.stack.unwrap() as usize]
             .iter()
             .skip(1)
@@ -158,7 +158,9 @@ fn snapshot_counts_every_parked_goroutine() {
             .iter()
             .filter(|l| {
                 l.g.stack.is_some_and(|s| {
-                    snap.stacks[s as usize].iter().any(|pc| bin.func_name_at(pc - 1 - t.bias) == Some("main.recvWorker"))
+                    snap.stacks[s as usize]
+                        .iter()
+                        .any(|pc| bin.func_name_at(pc - 1 - t.bias) == Some("main.recvWorker"))
                 })
             })
             .collect();
@@ -280,9 +282,19 @@ fn dump_a_live_process() {
         *groups.entry((l.g.status, l.g.wait_reason, l.g.stack)).or_default() += 1;
     }
     for ((status, reason, stack), n) in groups {
-        let what = if status == WAITING { t.rt.globals.wait_reasons[reason as usize].clone() } else { status_name(status).into() };
+        let what = if status == WAITING {
+            t.rt.globals.wait_reasons[reason as usize].clone()
+        } else {
+            status_name(status).into()
+        };
         let frames: Vec<&str> = stack
-            .map(|s| snap.stacks[s as usize].iter().enumerate().map(|(k, pc)| bin.func_name_at(if k == 0 { *pc } else { pc - 1 } - t.bias).unwrap_or("?")).collect())
+            .map(|s| {
+                snap.stacks[s as usize]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, pc)| bin.func_name_at(if k == 0 { *pc } else { pc - 1 } - t.bias).unwrap_or("?"))
+                    .collect()
+            })
             .unwrap_or_default();
         eprintln!("{n} [{what}]: {}", frames.join(" <- "));
     }

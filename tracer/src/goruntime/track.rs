@@ -104,7 +104,15 @@ mod tests {
 
     fn live(goid: u64, status: u32, reason: u32, stack: u32, wait_since: u64) -> Live {
         Live {
-            g: Goroutine { goid, status, wait_reason: reason, wait_since, gopc: 0x100 + goid % 2, stack: Some(stack), ..Default::default() },
+            g: Goroutine {
+                goid,
+                status,
+                wait_reason: reason,
+                wait_since,
+                gopc: 0x100 + goid % 2,
+                stack: Some(stack),
+                ..Default::default()
+            },
             pc: 0x4000,
         }
     }
@@ -118,16 +126,43 @@ mod tests {
         let mut t = Tracker::new();
         // 1: parked at stack 0 throughout. 2: moves from stack 0 to stack 1. 3: runs, then
         // parks. 4: same place, but waitsince changed (ran and re-parked between reads).
-        t.observe(1_000, snap(vec![live(1, WAITING, 14, 0, 0), live(2, WAITING, 14, 0, 0), live(3, 2, 0, 0, 0), live(4, WAITING, 14, 0, 50)]));
-        t.observe(2_000, snap(vec![live(1, WAITING, 14, 0, 0), live(2, WAITING, 14, 1, 0), live(3, WAITING, 9, 1, 0), live(4, WAITING, 14, 0, 60)]));
-        t.observe(3_000, snap(vec![live(1, WAITING, 14, 0, 90), live(2, WAITING, 14, 1, 0), live(3, WAITING, 9, 1, 0), live(4, WAITING, 14, 0, 60)]));
+        t.observe(
+            1_000,
+            snap(vec![
+                live(1, WAITING, 14, 0, 0),
+                live(2, WAITING, 14, 0, 0),
+                live(3, 2, 0, 0, 0),
+                live(4, WAITING, 14, 0, 50),
+            ]),
+        );
+        t.observe(
+            2_000,
+            snap(vec![
+                live(1, WAITING, 14, 0, 0),
+                live(2, WAITING, 14, 1, 0),
+                live(3, WAITING, 9, 1, 0),
+                live(4, WAITING, 14, 0, 60),
+            ]),
+        );
+        t.observe(
+            3_000,
+            snap(vec![
+                live(1, WAITING, 14, 0, 90),
+                live(2, WAITING, 14, 1, 0),
+                live(3, WAITING, 9, 1, 0),
+                live(4, WAITING, 14, 0, 60),
+            ]),
+        );
         let (sums, last, stacks) = t.finish();
         assert_eq!(sums.len(), 3);
         assert_eq!((sums[0].at_ns, sums[0].live, sums[0].dropped, sums[0].read_us), (1_000, 4, 1, 7));
         assert_eq!(sums[2].by_site, BTreeMap::from([(0x100, 2), (0x101, 2)]));
         assert_eq!(stacks.len(), 2);
         let since: Vec<_> = last.iter().map(|g| (g.goid, g.parked_since_ns, g.parked_before_first)).collect();
-        assert_eq!(since, [(1, Some(1_000), true), (2, Some(2_000), false), (3, Some(2_000), false), (4, Some(2_000), false)]);
+        assert_eq!(
+            since,
+            [(1, Some(1_000), true), (2, Some(2_000), false), (3, Some(2_000), false), (4, Some(2_000), false)]
+        );
     }
 
     #[test]
