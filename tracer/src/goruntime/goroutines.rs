@@ -139,7 +139,7 @@ impl Target {
 
     /// A snapshot of every live goroutine. `regs(tid)` gives a thread's saved user registers
     /// (the BPF task iterator's): the only source for a running goroutine's stack, and for a
-    /// syscall's on Go ≤ 1.22 (else its first frame is unwound with pcsp).
+    /// syscall's on Go ≤ 1.22 when its first frame cannot be unwound by frame size (pcsp).
     pub fn snapshot(&self, regs: &dyn Fn(u32) -> Option<TaskRegs>) -> Result<Snapshot, String> {
         let t0 = Instant::now();
         let (gs, mut dropped) = self.read_table()?;
@@ -251,7 +251,9 @@ impl Target {
             SYSCALL if on_stack(g.syscall_sp) => match g.syscall_bp {
                 // 1.23+: entersyscall saved the frame pointer too.
                 Some(bp) => Start::Walk { pc: g.syscall_pc, sp: g.syscall_sp, bp },
-                None => from_regs().or_else(|| self.by_frame_size(g)).unwrap_or(Start::Pc(g.syscall_pc)),
+                // ≤ 1.22: the frame size at syscallpc first (exact, and where Go's own
+                // traceback starts), else the thread's registers, else the pc alone.
+                None => self.by_frame_size(g).or_else(from_regs).unwrap_or(Start::Pc(g.syscall_pc)),
             },
             RUNNING => from_regs().unwrap_or(Start::None),
             _ => Start::None,
@@ -401,9 +403,20 @@ mod tests {
         assert_eq!(at(RUNNING, 7, &regs), from_regs);
         assert_eq!(at(RUNNING, 0, &regs), Start::None, "no thread: no registers");
         assert_eq!(at(RUNNING, 7, &off_stack), Start::None, "registers of another stack");
-        assert_eq!(at(SYSCALL, 7, &regs), from_regs, "Go 1.19: the thread's registers first");
+        assert_eq!(at(SYSCALL, 7, &regs), from_regs, "Go 1.19, no frame size at syscallpc: the thread's registers");
         assert_eq!(at(SYSCALL, 7, &off_stack), Start::Pc(0));
         assert_eq!(at(COPYSTACK, 7, &regs), Start::None);
+        // The fixture's own syscall goroutine: unwound by frame size even with registers.
+        let live = (0..100)
+            .find_map(|_| t.read_gs().unwrap().into_iter().find(|g| g.status == SYSCALL))
+            .expect("runChild's goroutine in its syscall");
+        match t.start_of(&live, 7, &regs) {
+            Start::Walk { pc, sp, bp } => {
+                assert_eq!((pc, sp), (live.syscall_pc, live.syscall_sp));
+                assert!(sp < bp && bp < live.stack_hi && (bp - sp) % 8 == 0, "{sp:#x} {bp:#x}");
+            }
+            s => panic!("{s:?}"),
+        }
         let with_bp = RawG { status: SYSCALL, syscall_bp: Some(0x7010), ..g.clone() };
         assert_eq!(t.start_of(&with_bp, 7, &regs), Start::Walk { pc: 0, sp: 0x7000, bp: 0x7010 }, "1.23+: syscallbp");
         let parked_off_stack = RawG { status: WAITING, sched_sp: 0x20, ..g.clone() };
