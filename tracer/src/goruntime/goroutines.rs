@@ -1,8 +1,8 @@
 //! One snapshot of a live Go process's goroutines, read without stopping it: the goroutine
-//! table (`allgptr[0..allglen]`), each g in one read, and each goroutine's stack walked by
-//! frame pointer from where it was saved — all reads batched (`Mem::read_many`), each stack
-//! read once and walked locally, everything bounded. Entries that changed mid-read are
-//! dropped and counted: a snapshot is not atomic.
+//! table (`allgptr[0..allglen]`), each g whole (runs of adjacent gs in one piece), and each
+//! goroutine's stack walked by frame pointer from where it was saved — all reads batched
+//! (`Mem::read_many`), each stack read once and walked locally, everything bounded. Entries
+//! that changed mid-read are dropped and counted: a snapshot is not atomic.
 use std::{collections::HashMap, time::Instant};
 
 use tracer_common::thread::TaskRegs;
@@ -156,7 +156,13 @@ impl Target {
                 continue;
             }
             let tid = if matches!(g.status, RUNNING | SYSCALL) && g.m != 0 {
-                self.mem.u64(g.m + self.rt.layout.m_procid as u64).ok().filter(|t| *t <= u64::from(i32::MAX as u32))
+                // m.procid is the thread id; a racy read of a reused m must still name one
+                // of this process's threads.
+                self.mem
+                    .u64(g.m + self.rt.layout.m_procid as u64)
+                    .ok()
+                    .filter(|t| *t > 0 && *t <= i32::MAX as u64)
+                    .filter(|t| std::path::Path::new(&format!("/proc/{}/task/{t}", self.pid)).exists())
             } else {
                 None
             };
