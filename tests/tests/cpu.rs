@@ -91,6 +91,25 @@ fn stripped_go_function_named() {
     assert_no_rtrace_programs();
 }
 
+/// The same for Go 1.26+, whose function table header says textStart 0 (entries are
+/// relative to .text): a stripped Go 1.27 binary's frames were all unnamed.
+#[test]
+fn stripped_modern_go_function_named() {
+    if !privileged("stripped_modern_go_function_named") {
+        return;
+    }
+    let bin = go_fixture_variant("go_hot", Go::Modern, true);
+    let run = rtrace("go_stripped_modern", &["-q", "--", bin.to_str().unwrap(), "1"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    assert_eq!(r["cpu"]["top"][0]["function"], "main.hotLoop", "{}", r["cpu"]["top"]);
+    let total = r["cpu"]["total_samples"].as_u64().unwrap();
+    let folded = run.folded("cpu.folded");
+    let chain = samples_matching(&folded, ";runtime.goexit;runtime.main;main.main;main.hotLoop");
+    assert!(chain * 100 >= total * 80, "{folded:?}");
+    assert_no_rtrace_programs();
+}
+
 /// --pid on a process that was already running, ended by --duration.
 #[test]
 fn attach_to_running_pid() {

@@ -79,10 +79,10 @@ impl<'a> GoBinary<'a> {
         let bi = file.section_by_name(".go.buildinfo").ok_or("not a Go executable (no .go.buildinfo)")?;
         let raw = bi.data().ok().and_then(buildinfo_version).ok_or("unreadable .go.buildinfo")?;
         let version = GoVersion::parse(&raw).ok_or_else(|| format!("unrecognised Go version {raw:?}"))?;
-        let pcln = file.section_by_name(".gopclntab").ok_or("no .gopclntab")?;
+        let pcln = crate::symbolize::gopclntab::section(&file).ok_or("no .gopclntab")?;
         let (text_start, funcs) =
             pcln.data().ok().and_then(crate::symbolize::gopclntab::parse).ok_or("unreadable .gopclntab")?;
-        let text_start = crate::symbolize::gopclntab::text_start_or_section(text_start, &file);
+        let text_start = crate::symbolize::gopclntab::text_start(text_start, &file);
         Ok(GoBinary { file, version, text_start, funcs })
     }
 

@@ -1,8 +1,8 @@
 //! One snapshot of a live Go process's goroutines, read without stopping it: the goroutine
-//! table (`allgptr[0..allglen]`), each g in one read, and each goroutine's stack walked by
-//! frame pointer from where it was saved — all reads batched (`Mem::read_many`), each stack
-//! read once and walked locally, everything bounded. Entries that changed mid-read are
-//! dropped and counted: a snapshot is not atomic.
+//! table (`allgptr[0..allglen]`), each g whole (runs of adjacent gs in one piece), and each
+//! goroutine's stack walked by frame pointer from where it was saved — all reads batched
+//! (`Mem::read_many`), each stack read once and walked locally, everything bounded. Entries
+//! that changed mid-read are dropped and counted: a snapshot is not atomic.
 use std::{collections::HashMap, time::Instant};
 
 use tracer_common::thread::TaskRegs;
@@ -139,7 +139,7 @@ impl Target {
 
     /// A snapshot of every live goroutine. `regs(tid)` gives a thread's saved user registers
     /// (the BPF task iterator's): the only source for a running goroutine's stack, and for a
-    /// syscall's on Go ≤ 1.22 (else its first frame is unwound with pcsp).
+    /// syscall's on Go ≤ 1.22 when its first frame cannot be unwound by frame size (pcsp).
     pub fn snapshot(&self, regs: &dyn Fn(u32) -> Option<TaskRegs>) -> Result<Snapshot, String> {
         let t0 = Instant::now();
         let (gs, mut dropped) = self.read_table()?;
@@ -156,7 +156,13 @@ impl Target {
                 continue;
             }
             let tid = if matches!(g.status, RUNNING | SYSCALL) && g.m != 0 {
-                self.mem.u64(g.m + self.rt.layout.m_procid as u64).ok().filter(|t| *t <= u64::from(i32::MAX as u32))
+                // m.procid is the thread id; a racy read of a reused m must still name one
+                // of this process's threads.
+                self.mem
+                    .u64(g.m + self.rt.layout.m_procid as u64)
+                    .ok()
+                    .filter(|t| *t > 0 && *t <= i32::MAX as u64)
+                    .filter(|t| std::path::Path::new(&format!("/proc/{}/task/{t}", self.pid)).exists())
             } else {
                 None
             };
@@ -251,7 +257,9 @@ impl Target {
             SYSCALL if on_stack(g.syscall_sp) => match g.syscall_bp {
                 // 1.23+: entersyscall saved the frame pointer too.
                 Some(bp) => Start::Walk { pc: g.syscall_pc, sp: g.syscall_sp, bp },
-                None => from_regs().or_else(|| self.by_frame_size(g)).unwrap_or(Start::Pc(g.syscall_pc)),
+                // ≤ 1.22: the frame size at syscallpc first (exact, and where Go's own
+                // traceback starts), else the thread's registers, else the pc alone.
+                None => self.by_frame_size(g).or_else(from_regs).unwrap_or(Start::Pc(g.syscall_pc)),
             },
             RUNNING => from_regs().unwrap_or(Start::None),
             _ => Start::None,
@@ -321,6 +329,7 @@ fn read_near(mem: &super::mem::Mem, addrs: &[u64], len: usize) -> (Vec<u8>, Vec<
     (buf, ok)
 }
 
+#[derive(Debug, PartialEq)]
 enum Start {
     Walk { pc: u64, sp: u64, bp: u64 },
     Pc(u64),
@@ -335,7 +344,7 @@ pub fn walk(pc: u64, sp: u64, mut bp: u64, stack: &[u8]) -> Vec<u64> {
     let mut pcs = vec![pc];
     let end = sp + stack.len() as u64;
     while pcs.len() < MAX_DEPTH {
-        if bp < sp || bp % 8 != 0 || bp + 16 > end {
+        if bp < sp || !bp.is_multiple_of(8) || bp + 16 > end {
             break;
         }
         let at = (bp - sp) as usize;
@@ -350,4 +359,73 @@ pub fn walk(pc: u64, sp: u64, mut bp: u64, stack: &[u8]) -> Vec<u64> {
         bp = next;
     }
     pcs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(ws: &[u64]) -> Vec<u8> {
+        ws.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn frame_pointer_walk() {
+        // From sp 0x1000: frame at 0x1010 → caller's at 0x1030 → outermost (saved bp 0).
+        let b = words(&[0, 0, 0x1030, 0x40_1111, 0, 0, 0, 0x40_2222]);
+        assert_eq!(walk(0x40_0000, 0x1000, 0x1010, &b), [0x40_0000, 0x40_1111, 0x40_2222]);
+        // bp outside what was read, or misaligned: the resume pc alone.
+        assert_eq!(walk(0x40_0000, 0x1000, 0x2000, &b), [0x40_0000]);
+        assert_eq!(walk(0x40_0000, 0x1000, 0x1011, &b), [0x40_0000]);
+        // A chain pointing back down (a torn read) stops instead of looping.
+        let b = words(&[0, 0, 0x1010, 0x40_1111]);
+        assert_eq!(walk(0x40_0000, 0x1000, 0x1010, &b), [0x40_0000, 0x40_1111]);
+        // A very deep stack is cut at MAX_DEPTH.
+        let deep: Vec<u64> = (0..400u64).flat_map(|i| [0x1000 + (i + 1) * 16, 0x40_0000 + i]).collect();
+        assert_eq!(walk(1, 0x1000, 0x1000, &words(&deep)).len(), MAX_DEPTH);
+    }
+
+    /// Which saved registers a goroutine's stack is walked from, by state.
+    #[test]
+    fn where_stacks_start() {
+        let p = crate::goruntime::tests::Parked::start(::tests::Go::Debian119, false, 0);
+        let t = crate::goruntime::target::open(p.pid()).unwrap().unwrap();
+        let g = RawG {
+            stack_lo: 0x1000,
+            stack_hi: 0x9000,
+            sched_pc: 0x11,
+            sched_sp: 0x8000,
+            sched_bp: 0x8010,
+            syscall_pc: 0, // no function: no frame size
+            syscall_sp: 0x7000,
+            ..Default::default()
+        };
+        let regs = |tid: u32| (tid == 7).then_some(TaskRegs { tid, tgid: 1, ip: 0x22, sp: 0x6000, bp: 0x6010 });
+        let off_stack = |tid: u32| Some(TaskRegs { tid, tgid: 1, ip: 0x22, sp: 0x10, bp: 0x20 });
+        let at = |status, tid, r: &dyn Fn(u32) -> Option<TaskRegs>| t.start_of(&RawG { status, ..g.clone() }, tid, r);
+        let from_regs = Start::Walk { pc: 0x22, sp: 0x6000, bp: 0x6010 };
+        assert_eq!(at(WAITING, 0, &regs), Start::Walk { pc: 0x11, sp: 0x8000, bp: 0x8010 });
+        assert_eq!(at(WAITING, 0, &regs), at(RUNNABLE, 0, &regs));
+        assert_eq!(at(RUNNING, 7, &regs), from_regs);
+        assert_eq!(at(RUNNING, 0, &regs), Start::None, "no thread: no registers");
+        assert_eq!(at(RUNNING, 7, &off_stack), Start::None, "registers of another stack");
+        assert_eq!(at(SYSCALL, 7, &regs), from_regs, "Go 1.19, no frame size at syscallpc: the thread's registers");
+        assert_eq!(at(SYSCALL, 7, &off_stack), Start::Pc(0));
+        assert_eq!(at(COPYSTACK, 7, &regs), Start::None);
+        // The fixture's own syscall goroutine: unwound by frame size even with registers.
+        let live = (0..100)
+            .find_map(|_| t.read_gs().unwrap().into_iter().find(|g| g.status == SYSCALL))
+            .expect("runChild's goroutine in its syscall");
+        match t.start_of(&live, 7, &regs) {
+            Start::Walk { pc, sp, bp } => {
+                assert_eq!((pc, sp), (live.syscall_pc, live.syscall_sp));
+                assert!(sp < bp && bp < live.stack_hi && (bp - sp) % 8 == 0, "{sp:#x} {bp:#x}");
+            }
+            s => panic!("{s:?}"),
+        }
+        let with_bp = RawG { status: SYSCALL, syscall_bp: Some(0x7010), ..g.clone() };
+        assert_eq!(t.start_of(&with_bp, 7, &regs), Start::Walk { pc: 0, sp: 0x7000, bp: 0x7010 }, "1.23+: syscallbp");
+        let parked_off_stack = RawG { status: WAITING, sched_sp: 0x20, ..g.clone() };
+        assert_eq!(t.start_of(&parked_off_stack, 0, &regs), Start::None);
+    }
 }

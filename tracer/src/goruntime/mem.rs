@@ -47,10 +47,8 @@ impl Mem {
                 ranges[i..end].iter().map(|&(a, l)| RemoteIoVec { base: a as usize, len: l }).collect();
             let total: usize = ranges[i..end].iter().map(|r| r.1).sum();
             let local = &mut buf[starts[i]..starts[i] + total];
-            let n = match nix::sys::uio::process_vm_readv(self.pid, &mut [IoSliceMut::new(local)], &remote) {
-                Ok(n) => n,
-                Err(_) => 0,
-            };
+            let n =
+                nix::sys::uio::process_vm_readv(self.pid, &mut [IoSliceMut::new(local)], &remote).unwrap_or_default();
             // Ranges wholly within the n bytes read are good; the one cut short failed.
             let mut got = 0;
             let mut j = i;

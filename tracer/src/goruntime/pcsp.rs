@@ -2,6 +2,8 @@
 //! own traceback uses. Needed for one case only: a goroutine in a system call on Go ≤ 1.22
 //! saved its pc and sp (`syscallpc`/`syscallsp`) but not its frame pointer, so its first
 //! frame is unwound by its frame size, and the frame-pointer chain continues from there.
+use object::ObjectSection;
+
 use super::binary::GoBinary;
 
 #[derive(Clone, Debug)]
@@ -34,8 +36,7 @@ fn uvarint(d: &[u8], at: &mut usize) -> Option<u32> {
 impl Pcsp {
     /// The pcsp tables of a Go 1.18+ 64-bit binary (None: another layout).
     pub fn load(bin: &GoBinary) -> Option<Pcsp> {
-        let (_, table) = bin.section(".gopclntab")?;
-        let table = table.into_owned();
+        let table = crate::symbolize::gopclntab::section(&bin.file)?.data().ok()?.to_vec();
         let magic = u32_at(&table, 0)?;
         if (magic != 0xffff_fff0 && magic != 0xffff_fff1) || *table.get(7)? != 8 {
             return None;

@@ -18,7 +18,10 @@ pub struct Parked {
 
 impl Parked {
     pub fn start(go: ::tests::Go, stripped: bool, extra: u32) -> Parked {
-        let path = ::tests::go_fixture_variant("go_parked", go, stripped);
+        Parked::run(::tests::go_fixture_variant("go_parked", go, stripped), extra)
+    }
+
+    pub fn run(path: std::path::PathBuf, extra: u32) -> Parked {
         let mut child = Command::new(&path)
             .args([extra.to_string(), "30".into()])
             .stdout(Stdio::piped())
@@ -32,6 +35,40 @@ impl Parked {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+}
+
+/// go_parked built as a PIE (`-buildmode=pie`, as Debian and some distributions build Go
+/// programs): loaded at a random base, and in Go 1.19 its function table is
+/// `.data.rel.ro.gopclntab`.
+fn pie_fixture(go: ::tests::Go, stripped: bool) -> std::path::PathBuf {
+    let root = ::tests::root_dir();
+    let (compiler, suffix) = match go {
+        ::tests::Go::Debian119 => (std::path::PathBuf::from("go"), "go119"),
+        ::tests::Go::Modern => (root.join("target/go-modern/bin/go"), "modern"),
+    };
+    let out = root.join(format!("target/fixtures/go_parked-{suffix}-pie{}", if stripped { "-stripped" } else { "" }));
+    let src = root.join("tests/fixtures/go_parked.go");
+    let fresh = out.metadata().and_then(|m| m.modified()).ok() >= src.metadata().and_then(|m| m.modified()).ok();
+    if !(out.exists() && fresh) {
+        let mut c = Command::new(compiler);
+        c.args(["build", "-buildmode=pie"]);
+        if stripped {
+            c.arg("-ldflags=-s -w");
+        }
+        let ok = c
+            .arg("-o")
+            .arg(&out)
+            .arg(&src)
+            .env("GO111MODULE", "off")
+            .env("CGO_ENABLED", "0")
+            .env("GOCACHE", root.join(format!("target/go-cache-{suffix}")))
+            .env("GOTOOLCHAIN", "local")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "building {}", out.display());
+    }
+    out
 }
 
 impl Drop for Parked {
@@ -251,4 +288,85 @@ fn snapshot_of_10000_goroutines_is_exact_and_cheap() {
             }
         }
     }
+}
+
+/// By hand, on any Go process: `GOSNAP_PID=N cargo test --release -p tracer --lib
+/// dump_a_live_process -- --ignored --nocapture` prints its goroutines grouped by stack.
+#[test]
+#[ignore]
+fn dump_a_live_process() {
+    let pid: u32 = std::env::var("GOSNAP_PID").expect("GOSNAP_PID").parse().unwrap();
+    let t = match target::open(pid) {
+        Ok(Some(t)) => t,
+        Ok(None) => return eprintln!("{pid}: not a Go executable"),
+        Err(e) => return eprintln!("{pid}: {e} ({})", e.go_version),
+    };
+    let data = binary::open(&format!("/proc/{pid}/exe")).unwrap();
+    let bin = GoBinary::parse(&data).unwrap();
+    let c0 = thread_cpu_ns();
+    let snap = t.snapshot(&no_regs).unwrap();
+    let cpu = thread_cpu_ns() - c0;
+    eprintln!(
+        "{pid} {} {} offsets, {} goroutines, {} dropped, {:.2} ms CPU",
+        t.version,
+        t.rt.layout.from,
+        snap.goroutines.len(),
+        snap.dropped,
+        cpu as f64 / 1e6
+    );
+    let mut groups: BTreeMap<(u32, u32, Option<u32>), u32> = BTreeMap::new();
+    for l in &snap.goroutines {
+        *groups.entry((l.g.status, l.g.wait_reason, l.g.stack)).or_default() += 1;
+    }
+    for ((status, reason, stack), n) in groups {
+        let what = if status == WAITING {
+            t.rt.globals.wait_reasons[reason as usize].clone()
+        } else {
+            status_name(status).into()
+        };
+        let frames: Vec<&str> = stack
+            .map(|s| {
+                snap.stacks[s as usize]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, pc)| bin.func_name_at(if k == 0 { *pc } else { pc - 1 } - t.bias).unwrap_or("?"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        eprintln!("{n} [{what}]: {}", frames.join(" <- "));
+    }
+}
+
+/// PIE builds read the same, through the load bias from /proc/PID/maps.
+#[test]
+fn pie_builds_read_the_same() {
+    for (go, stripped) in ::tests::GO_VARIANTS {
+        let p = Parked::run(pie_fixture(go, stripped), 0);
+        let data = binary::open(p.path.to_str().unwrap()).unwrap();
+        let bin = GoBinary::parse(&data).unwrap();
+        assert!(bin.is_pie());
+        let t = target::open(p.pid()).unwrap().expect("a Go process");
+        assert_ne!(t.bias, 0, "{}: a PIE is loaded at a random base", t.version);
+        let snap = settled(&t);
+        assert_eq!(census(&bin, &t, &snap), expected(&t, 0), "{} stripped={stripped} PIE", t.version);
+    }
+}
+
+/// A deleted executable still reads (through /proc/PID/exe), and a second open of the same
+/// binary uses the cached description.
+#[test]
+fn deleted_binary_and_cache() {
+    let src = ::tests::go_fixture_variant("go_parked", ::tests::Go::Modern, true);
+    let copy = ::tests::root_dir().join(format!("target/tmp/go_parked-deleted-{}", std::process::id()));
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::fs::copy(&src, &copy).unwrap();
+    let p = Parked::run(copy.clone(), 0);
+    std::fs::remove_file(&copy).unwrap();
+    let t = target::open(p.pid()).unwrap().expect("a Go process");
+    assert!(t.exe.ends_with(" (deleted)"), "{}", t.exe);
+    let data = binary::open(src.to_str().unwrap()).unwrap();
+    let bin = GoBinary::parse(&data).unwrap();
+    assert_eq!(census(&bin, &t, &settled(&t)), expected(&t, 0));
+    let again = target::open(p.pid()).unwrap().unwrap();
+    assert!(Arc::ptr_eq(&t.rt, &again.rt), "resolved once per binary");
 }

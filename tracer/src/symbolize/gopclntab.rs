@@ -61,11 +61,18 @@ pub fn parse(d: &[u8]) -> Option<(u64, Vec<(u32, String)>)> {
     Some((text_start, funcs))
 }
 
-/// Go 1.26+ no longer stores textStart in the header (it wrote 0 there: the field needed a
-/// relocation); it is `runtime.text`, the start of `.text`.
-pub fn text_start_or_section<'d, R: object::ReadRef<'d>>(text_start: u64, file: &object::File<'d, R>) -> u64 {
-    if text_start != 0 {
-        return text_start;
+/// The function table's section: `.gopclntab`, or in a Go ≤ 1.19 PIE (internal linking)
+/// `.data.rel.ro.gopclntab`.
+pub fn section<'d, 'f, R: object::ReadRef<'d>>(file: &'f object::File<'d, R>) -> Option<object::Section<'d, 'f, R>> {
+    file.section_by_name(".gopclntab").or_else(|| file.section_by_name(".data.rel.ro.gopclntab"))
+}
+
+/// The address entry offsets are relative to: the header's textStart, which Go 1.26+
+/// writes as 0 (measured on 1.27.3: the runtime takes it from moduledata), then the start
+/// of `.text` (`runtime.text`).
+pub fn text_start<'d, R: object::ReadRef<'d>>(header: u64, file: &object::File<'d, R>) -> u64 {
+    if header != 0 {
+        return header;
     }
     file.section_by_name(".text").map_or(0, |s| s.address())
 }
@@ -78,9 +85,9 @@ impl GoTable {
         let f = std::fs::File::open(path).ok()?;
         let data = object::read::ReadCache::new(f);
         let file = object::File::parse(&data).ok()?;
-        let pcln = file.section_by_name(".gopclntab")?;
+        let pcln = section(&file)?;
         let (text_start, funcs) = parse(pcln.data().ok()?)?;
-        let text_start = text_start_or_section(text_start, &file);
+        let text_start = self::text_start(text_start, &file);
         let sections = file
             .sections()
             .filter_map(|s| {
@@ -161,5 +168,20 @@ mod tests {
         assert!(t.funcs.iter().any(|(_, n)| n == "main.main"));
         let (entry, _) = t.funcs.iter().find(|(_, n)| n == "runtime.main").unwrap();
         assert_eq!(t.lookup_addr(t.text_start + *entry as u64 + 1), Some("runtime.main"));
+    }
+
+    /// Go 1.26+ writes textStart 0 in the header: names must still match `.symtab`'s
+    /// addresses (they did not: every stripped Go 1.27 frame was unnamed).
+    #[test]
+    fn names_match_the_symbols_of_a_modern_build() {
+        use object::ObjectSymbol;
+        let path = ::tests::go_fixture_variant("go_parked", ::tests::Go::Modern, false);
+        let t = GoTable::load(path.to_str().unwrap()).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        for name in ["runtime.main", "main.recvWorker", "runtime.allgadd"] {
+            let sym = file.symbols().find(|s| s.name() == Ok(name)).unwrap();
+            assert_eq!(t.lookup_addr(sym.address() + 1), Some(name));
+        }
     }
 }
