@@ -364,7 +364,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
 mod tests {
     use super::*;
     use crate::{
-        capture::{Mapping, ProcessInfo, RawWake},
+        capture::{Mapping, ProcessInfo, RawSample, RawWake},
         symbolize::fake::FakeResolver,
     };
 
@@ -424,5 +424,50 @@ mod tests {
         assert_eq!(names(timer), ["[timer]", "hrtimer_wakeup"]);
         let writer = off.wakeups.iter().find(|w| w.waker_comm == "p8").expect("the writer");
         assert_eq!(names(writer), ["p8", "write_loop", "pipe_write"]);
+    }
+
+    /// Every stack list of a session (on-CPU, off-CPU, blocked, wakers, slow calls) in one
+    /// binary: the binary is looked up once for all of them, not once per list.
+    #[test]
+    fn a_binary_is_looked_up_once_for_all_stack_lists() {
+        let maps = vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/prog".into(), build_id: None }];
+        let mut capture = Capture {
+            processes: [(1, ProcessInfo { pid: 1, comm: "prog".into(), cmdline: vec![], maps })].into_iter().collect(),
+            ..Default::default()
+        };
+        capture.session.min_block_us = Some(10);
+        capture.session.slow_top = Some(20);
+        capture.session.sample_frequency_hz = 99;
+        let user = vec![0x1100, 0x2001];
+        capture.cpu_samples = vec![RawSample { tgid: 1, tid: 1, user: user.clone(), count: 3, ..Default::default() }];
+        capture.offcpu =
+            vec![crate::capture::RawOff { tgid: 1, tid: 2, user: user.clone(), count: 1, ..Default::default() }];
+        capture.wakeups = vec![RawWake {
+            tgid: 1,
+            tid: 2,
+            user: user.clone(),
+            waker_pid: 1,
+            waker_tid: 1,
+            waker_comm: "prog".into(),
+            waker_user: vec![0x3000],
+            count: 1,
+            ..Default::default()
+        }];
+        capture.slow_calls =
+            vec![crate::capture::RawSlowCall { tgid: 1, tid: 2, user: vec![0x4000], ..Default::default() }];
+        let mut inner = FakeResolver::default();
+        for (start, name) in [(0x100, "leaf"), (0x1000, "main"), (0x2000, "wake"), (0x3000, "call")] {
+            inner.user.push(("/bin/prog".into(), start, start + 0x100, name.into()));
+        }
+        let mut r = Recording { inner, paths: vec![] };
+        let a = analyze(&capture, &mut r);
+        assert_eq!(r.paths, ["/bin/prog"]);
+        let top = &a.report.cpu.top[0];
+        assert_eq!((top.function.as_str(), top.self_samples), ("leaf", 3));
+        let w = &a.offcpu.wakeups[0];
+        let names = |f: &[symbolize::Frame]| f.iter().map(|f| f.function.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&w.blocked), ["prog", "main", "leaf"]);
+        assert_eq!(names(&w.waker), ["prog", "wake"]);
+        assert_eq!(a.report.slowest_syscalls.as_ref().unwrap()[0].leaf_function.as_deref(), Some("call"));
     }
 }

@@ -30,6 +30,7 @@ use anyhow::{bail, Context, Result};
 use crate::util::{build_release, root, rtrace_bin, step};
 
 mod load;
+mod report;
 mod rounds;
 use rounds::{alternate, ratio_text, Tracer};
 
@@ -44,13 +45,15 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
         "offcpu" => offcpu(rounds),
         "syscalls" => syscalls(rounds),
         "load" => load::load(rounds),
+        "report" => report::report(rounds),
         "all" => {
             cpu(rounds)?;
             offcpu(rounds)?;
             syscalls(rounds)?;
-            load::load(rounds)
+            load::load(rounds)?;
+            report::report(rounds)
         }
-        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, all"),
+        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, report, all"),
     }
 }
 
