@@ -13,7 +13,7 @@ use crate::{
         syscalls::{self as sc, SlowCallReport, SyscallRow},
     },
     capture::{Accounting, Capture, Clock, EndedBy, Leaf},
-    symbolize::{self, Frames, Resolver, StackInput, Symbols},
+    symbolize::{self, Frames, Prepared, Resolver, StackInput, Symbols},
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -73,10 +73,11 @@ fn slow_inputs(capture: &Capture) -> Vec<StackInput<'_>> {
 fn slow_calls(
     capture: &Capture,
     inputs: &[StackInput],
+    prepared: Prepared,
     symbols: &mut Symbols,
     resolver: &mut dyn Resolver,
 ) -> Vec<SlowCallReport> {
-    let stacks = symbols.stacks(inputs, resolver);
+    let stacks = symbols.finish(inputs, prepared, None, resolver);
     let mut out: Vec<SlowCallReport> = capture
         .slow_calls
         .iter()
@@ -178,10 +179,8 @@ impl<'a> OffInputs<'a> {
         }
     }
 
-    fn prepare(&self, symbols: &mut Symbols, resolver: &mut dyn Resolver) {
-        for list in [&self.off, &self.blocked, &self.wakers] {
-            symbols.prepare(list, resolver);
-        }
+    fn prepare(&self, symbols: &mut Symbols, resolver: &mut dyn Resolver) -> [Prepared; 3] {
+        [&self.off, &self.blocked, &self.wakers].map(|list| symbols.prepare(list, resolver))
     }
 }
 
@@ -244,21 +243,23 @@ type OffFacts = Vec<(Option<String>, bool)>;
 fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> (OffcpuProfile, OffFacts) {
     let mut symbols = Symbols::new(capture);
     let inputs = OffInputs::new(capture, &mut symbols, resolver);
-    offcpu_with(capture, &inputs, &mut symbols, resolver)
+    let prepared = inputs.prepare(&mut symbols, resolver);
+    offcpu_with(capture, &inputs, prepared, &mut symbols, resolver)
 }
 
 fn offcpu_with(
     capture: &Capture,
     inputs: &OffInputs,
+    [off, blocked, wakers]: [Prepared; 3],
     symbols: &mut Symbols,
     resolver: &mut dyn Resolver,
 ) -> (OffcpuProfile, OffFacts) {
-    let off_stacks = symbols.stacks(&inputs.off, resolver);
-    let blocked_stacks = symbols.stacks(&inputs.blocked, resolver);
+    let off_stacks = symbols.finish(&inputs.off, off, None, resolver);
+    let blocked_stacks = symbols.finish(&inputs.blocked, blocked, None, resolver);
     // The waker's root frame is its own name (it may be an untraced process), or the interrupt.
     let roots: Vec<&str> =
         capture.wakeups.iter().zip(&inputs.labels).map(|(w, l)| l.unwrap_or(w.waker_comm.as_str())).collect();
-    let waker_stacks = symbols.stacks_rooted(&inputs.wakers, &roots, resolver);
+    let waker_stacks = symbols.finish(&inputs.wakers, wakers, Some(&roots), resolver);
     let entries: Vec<OffEntry> = capture
         .offcpu
         .iter()
@@ -314,15 +315,13 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
     let off_inputs = OffInputs::new(capture, &mut symbols, resolver);
     let cpu_inputs = symbolize::cpu_inputs(capture);
     let slow_inputs = slow_inputs(capture);
-    symbols.prepare(&cpu_inputs, resolver);
-    off_inputs.prepare(&mut symbols, resolver);
-    if capture.session.slow_top.is_some() {
-        symbols.prepare(&slow_inputs, resolver);
-    }
-    let stacks = symbols.cpu_stacks(&cpu_inputs, resolver);
+    let cpu_prepared = symbols.prepare_cpu(&cpu_inputs, resolver);
+    let off_prepared = off_inputs.prepare(&mut symbols, resolver);
+    let slow_prepared = capture.session.slow_top.map(|_| symbols.prepare(&slow_inputs, resolver));
+    let stacks = symbols.finish(&cpu_inputs, cpu_prepared, None, resolver);
     let cpu = CpuProfile::from_stacks(&stacks);
     let (top, top_total) = cpu.top(TOP_N);
-    let (offcpu, off_syscalls) = offcpu_with(capture, &off_inputs, &mut symbols, resolver);
+    let (offcpu, off_syscalls) = offcpu_with(capture, &off_inputs, off_prepared, &mut symbols, resolver);
     let s = &capture.session;
     let offcpu_section = s.min_block_us.map(|min_block_us| OffcpuSection {
         total_us: offcpu.total_us(),
@@ -355,7 +354,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         },
         offcpu: offcpu_section,
         syscalls: s.slow_top.map(|_| sc::rows(&capture.syscalls)),
-        slowest_syscalls: s.slow_top.map(|_| slow_calls(capture, &slow_inputs, &mut symbols, resolver)),
+        slowest_syscalls: slow_prepared.map(|p| slow_calls(capture, &slow_inputs, p, &mut symbols, resolver)),
     };
     Analysis { report, cpu, offcpu }
 }

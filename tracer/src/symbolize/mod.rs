@@ -11,7 +11,7 @@ pub mod vdso;
 use serde::{Deserialize, Serialize};
 
 pub use blaze::BlazeResolver;
-pub use table::Symbols;
+pub use table::{Prepared, Symbols};
 
 use crate::capture::{Capture, Leaf};
 

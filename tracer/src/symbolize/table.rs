@@ -38,6 +38,12 @@ enum Place {
     File(u32, u64),
 }
 
+/// Stacks noted for the next lookup batch (`Symbols::prepare`), to symbolize with `finish`.
+pub struct Prepared {
+    calls: Vec<Option<chain::Call>>,
+    probe: ProbeFrames,
+}
+
 /// Separates the user part of a stack key from the kernel addresses that follow.
 const KERNEL_PART: u64 = u64::MAX;
 
@@ -81,22 +87,35 @@ impl<'c> Symbols<'c> {
         self.stacks_as(raw, None, resolver, ProbeFrames::Strip)
     }
 
-    /// The same, with each stack's root frame named `roots[i]` instead of its process's name
-    /// (a waker's own comm, or what woke from interrupt context).
-    pub fn stacks_rooted(&mut self, raw: &[StackInput], roots: &[&str], resolver: &mut dyn Resolver) -> Vec<Stack> {
-        self.stacks_as(raw, Some(roots), resolver, ProbeFrames::Strip)
-    }
-
     /// Symbolizes on-CPU samples (a sample in a probe is named as rtrace's).
     pub fn cpu_stacks(&mut self, raw: &[StackInput], resolver: &mut dyn Resolver) -> Vec<Stack> {
         self.stacks_as(raw, None, resolver, ProbeFrames::Label)
     }
 
     /// Notes what these stacks will need looked up, so that the next symbolization looks up
-    /// every binary once for all of them (and the resolver can drop each binary's tables
-    /// after its one batch).
-    pub fn prepare(&mut self, raw: &[StackInput], resolver: &mut dyn Resolver) {
-        self.collect(raw, resolver);
+    /// every binary once for all prepared lists (and the resolver can drop each binary's
+    /// tables after its one batch); `finish` symbolizes them (probe frames dropped).
+    pub fn prepare(&mut self, raw: &[StackInput], resolver: &mut dyn Resolver) -> Prepared {
+        Prepared { calls: self.collect(raw, resolver), probe: ProbeFrames::Strip }
+    }
+
+    /// The same for on-CPU samples (a sample in a probe is named as rtrace's).
+    pub fn prepare_cpu(&mut self, raw: &[StackInput], resolver: &mut dyn Resolver) -> Prepared {
+        Prepared { calls: self.collect(raw, resolver), probe: ProbeFrames::Label }
+    }
+
+    /// Symbolizes prepared stacks (the same `raw`), each root frame named `roots[i]` when
+    /// given instead of the process's name (a waker's own comm, or the interrupt it ran in).
+    pub fn finish(
+        &mut self,
+        raw: &[StackInput],
+        prepared: Prepared,
+        roots: Option<&[&str]>,
+        resolver: &mut dyn Resolver,
+    ) -> Vec<Stack> {
+        assert_eq!(raw.len(), prepared.calls.len(), "finish takes the stacks given to prepare");
+        self.look_up(resolver);
+        self.build_all(raw, prepared.calls, roots, prepared.probe)
     }
 
     /// Pass 1: every (file, offset) and kernel address not looked up yet goes to the pending
@@ -134,11 +153,20 @@ impl<'c> Symbols<'c> {
         resolver: &mut dyn Resolver,
         probe: ProbeFrames,
     ) -> Vec<Stack> {
-        let capture = self.capture;
         let calls = self.collect(raw, resolver);
         self.look_up(resolver);
+        self.build_all(raw, calls, roots, probe)
+    }
 
-        // Pass 2: each stack's key; frames built only for a key not seen before.
+    /// Pass 2: each stack's key; frames built only for a key not seen before.
+    fn build_all(
+        &mut self,
+        raw: &[StackInput],
+        calls: Vec<Option<chain::Call>>,
+        roots: Option<&[&str]>,
+        probe: ProbeFrames,
+    ) -> Vec<Stack> {
+        let capture = self.capture;
         let mut out = Vec::with_capacity(raw.len());
         let mut key: Vec<u64> = Vec::new();
         for (i, (s, call)) in raw.iter().zip(calls).enumerate() {
