@@ -1,5 +1,7 @@
 //! The report tree serialized to report.json (one typed tree, extended by later sections) and
 //! the pipeline capture → symbolize → analyze that builds it.
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -11,7 +13,7 @@ use crate::{
         syscalls::{self as sc, SlowCallReport, SyscallRow},
     },
     capture::{Accounting, Capture, Clock, EndedBy, Leaf},
-    symbolize::{self, Resolver, StackInput},
+    symbolize::{self, Frames, Prepared, Resolver, StackInput, Symbols},
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -45,7 +47,11 @@ pub struct Report {
 }
 
 /// Appends kernel frames known only by name (innermost first), root-first like the rest.
-fn with_kernel_names(mut frames: Vec<symbolize::Frame>, names: &[String]) -> Vec<symbolize::Frame> {
+fn with_kernel_names(frames: Frames, names: &[String]) -> Frames {
+    if names.is_empty() {
+        return frames;
+    }
+    let mut frames = frames.to_vec();
     for n in names.iter().rev() {
         frames.push(symbolize::Frame {
             kind: symbolize::FrameKind::Kernel,
@@ -55,17 +61,26 @@ fn with_kernel_names(mut frames: Vec<symbolize::Frame>, names: &[String]) -> Vec
             build_id: None,
         });
     }
-    frames
+    frames.into()
 }
 
-/// Symbolizes and decodes the slow calls.
-fn slow_calls(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<SlowCallReport> {
-    let inputs: Vec<StackInput> = capture
+fn slow_inputs(capture: &Capture) -> Vec<StackInput<'_>> {
+    capture
         .slow_calls
         .iter()
         .map(|c| StackInput { tgid: c.tgid, tid: c.tid, user: &c.user, kernel: &c.kernel, leaf: c.leaf, count: 0 })
-        .collect();
-    let stacks = symbolize::stacks(capture, &inputs, resolver);
+        .collect()
+}
+
+/// Symbolizes and decodes the slow calls.
+fn slow_calls(
+    capture: &Capture,
+    inputs: &[StackInput],
+    prepared: Prepared,
+    symbols: &mut Symbols,
+    resolver: &mut dyn Resolver,
+) -> Vec<SlowCallReport> {
+    let stacks = symbols.finish(inputs, prepared, None, resolver);
     let mut out: Vec<SlowCallReport> = capture
         .slow_calls
         .iter()
@@ -124,24 +139,51 @@ pub struct Analysis {
 
 /// A wakeup from interrupt context runs on whatever task the interrupt hit: that task is not the
 /// waker. Timer expiries (sleeps, timeouts) and other interrupts are named as such, with only
-/// their kernel frames; otherwise the waker is the task, with its own name as root frame.
-fn classify_waker(
-    w: &crate::capture::RawWake,
-    mut frames: Vec<symbolize::Frame>,
-) -> (String, u32, u32, Vec<symbolize::Frame>) {
-    match interrupt_label(&frames) {
-        Some(l) => {
-            frames.retain(|f| f.kind == symbolize::FrameKind::Kernel);
-            frames.insert(0, symbolize::Frame::process(l));
-            (l.to_owned(), 0, 0, frames)
+/// their kernel frames (`label`: the root frame for each wakeup, "[timer]" or "[interrupt]");
+/// otherwise the waker is the task, with its own name as root frame.
+struct OffInputs<'a> {
+    off: Vec<StackInput<'a>>,
+    blocked: Vec<StackInput<'a>>,
+    wakers: Vec<StackInput<'a>>,
+    /// Per wakeup: the interrupt label, or None for a waker in task context.
+    labels: Vec<Option<&'static str>>,
+}
+
+impl<'a> OffInputs<'a> {
+    fn new(capture: &'a Capture, symbols: &mut Symbols, resolver: &mut dyn Resolver) -> Self {
+        fn input<'a>(tgid: u32, tid: u32, user: &'a [u64], kernel: &'a [u64], leaf: Leaf) -> StackInput<'a> {
+            StackInput { tgid, tid, user, kernel, leaf, count: 0 }
         }
-        None => {
-            // The waker's root frame is its own name (it may be an untraced process).
-            if let Some(root) = frames.first_mut() {
-                *root = symbolize::Frame::process(&w.waker_comm);
-            }
-            (w.waker_comm.clone(), w.waker_pid, w.waker_tid, frames)
+        // Wakers' kernel stacks first: a wakeup from an interrupt ran on whatever task it hit,
+        // and that task's user stack is dropped anyway. Not looking it up keeps the binaries of
+        // unrelated processes unread: under load, most timer wakeups interrupt some compiler,
+        // and symbolizing its 100 MB libLLVM was most of rtrace's peak RSS (244 MB).
+        let waker_kernels: Vec<StackInput> = capture
+            .wakeups
+            .iter()
+            .map(|w| input(w.waker_pid, w.waker_tid, &[], &w.waker_kernel, Leaf::default()))
+            .collect();
+        let labels: Vec<Option<&'static str>> =
+            symbols.stacks(&waker_kernels, resolver).iter().map(|s| interrupt_label(&s.frames)).collect();
+        let wakers = capture
+            .wakeups
+            .iter()
+            .zip(&labels)
+            .map(|(w, l)| match l {
+                Some(_) => input(w.waker_pid, w.waker_tid, &[], &w.waker_kernel, Leaf::default()),
+                None => input(w.waker_pid, w.waker_tid, &w.waker_user, &w.waker_kernel, w.waker_leaf),
+            })
+            .collect();
+        OffInputs {
+            off: capture.offcpu.iter().map(|o| input(o.tgid, o.tid, &o.user, &o.kernel, o.leaf)).collect(),
+            blocked: capture.wakeups.iter().map(|w| input(w.tgid, w.tid, &w.user, &w.kernel, w.leaf)).collect(),
+            wakers,
+            labels,
         }
+    }
+
+    fn prepare(&self, symbols: &mut Symbols, resolver: &mut dyn Resolver) -> [Prepared; 3] {
+        [&self.off, &self.blocked, &self.wakers].map(|list| symbols.prepare(list, resolver))
     }
 }
 
@@ -200,39 +242,27 @@ fn interrupt_label(frames: &[symbolize::Frame]) -> Option<&'static str> {
 /// Symbolizes off-CPU stacks and wakeups, and merges them; with, for each capture.offcpu
 /// record, the syscall it blocked in and whether its stack runs through the Go runtime.
 type OffFacts = Vec<(Option<String>, bool)>;
+#[cfg(test)]
 fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> (OffcpuProfile, OffFacts) {
-    fn input<'a>(tgid: u32, tid: u32, user: &'a [u64], kernel: &'a [u64], leaf: Leaf) -> StackInput<'a> {
-        StackInput { tgid, tid, user, kernel, leaf, count: 0 }
-    }
-    let off: Vec<StackInput> =
-        capture.offcpu.iter().map(|o| input(o.tgid, o.tid, &o.user, &o.kernel, o.leaf)).collect();
-    let blocked: Vec<StackInput> =
-        capture.wakeups.iter().map(|w| input(w.tgid, w.tid, &w.user, &w.kernel, w.leaf)).collect();
-    // Wakers' kernel stacks first: a wakeup from an interrupt ran on whatever task it hit, and
-    // that task's user stack is dropped anyway (classify_waker). Not looking it up keeps the
-    // binaries of unrelated processes unread: under load, most timer wakeups interrupt some
-    // compiler, and symbolizing its 100 MB libLLVM was most of rtrace's peak RSS (244 MB).
-    let waker_kernels: Vec<StackInput> = capture
-        .wakeups
-        .iter()
-        .map(|w| input(w.waker_pid, w.waker_tid, &[], &w.waker_kernel, Leaf::default()))
-        .collect();
-    let from_interrupt: Vec<bool> = symbolize::stacks(capture, &waker_kernels, resolver)
-        .iter()
-        .map(|s| interrupt_label(&s.frames).is_some())
-        .collect();
-    let wakers: Vec<StackInput> = capture
-        .wakeups
-        .iter()
-        .zip(&from_interrupt)
-        .map(|(w, &irq)| match irq {
-            true => input(w.waker_pid, w.waker_tid, &[], &w.waker_kernel, Leaf::default()),
-            false => input(w.waker_pid, w.waker_tid, &w.waker_user, &w.waker_kernel, w.waker_leaf),
-        })
-        .collect();
-    let off_stacks = symbolize::stacks(capture, &off, resolver);
-    let blocked_stacks = symbolize::stacks(capture, &blocked, resolver);
-    let waker_stacks = symbolize::stacks(capture, &wakers, resolver);
+    let mut symbols = Symbols::new(capture);
+    let inputs = OffInputs::new(capture, &mut symbols, resolver);
+    let prepared = inputs.prepare(&mut symbols, resolver);
+    offcpu_with(capture, &inputs, prepared, &mut symbols, resolver)
+}
+
+fn offcpu_with(
+    capture: &Capture,
+    inputs: &OffInputs,
+    [off, blocked, wakers]: [Prepared; 3],
+    symbols: &mut Symbols,
+    resolver: &mut dyn Resolver,
+) -> (OffcpuProfile, OffFacts) {
+    let off_stacks = symbols.finish(&inputs.off, off, None, resolver);
+    let blocked_stacks = symbols.finish(&inputs.blocked, blocked, None, resolver);
+    // The waker's root frame is its own name (it may be an untraced process), or the interrupt.
+    let roots: Vec<&str> =
+        capture.wakeups.iter().zip(&inputs.labels).map(|(w, l)| l.unwrap_or(w.waker_comm.as_str())).collect();
+    let waker_stacks = symbols.finish(&inputs.wakers, wakers, Some(&roots), resolver);
     let entries: Vec<OffEntry> = capture
         .offcpu
         .iter()
@@ -249,12 +279,16 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> (OffcpuProf
     let wakeups = capture
         .wakeups
         .iter()
+        .zip(&inputs.labels)
         .zip(blocked_stacks.into_iter().zip(waker_stacks))
-        .map(|(w, (b, k))| {
-            let (waker_comm, waker_pid, waker_tid, waker) = classify_waker(w, k.frames);
+        .map(|((w, label), (b, k))| {
+            let (waker_comm, waker_pid, waker_tid) = match label {
+                Some(l) => (l.to_string(), 0, 0),
+                None => (w.waker_comm.clone(), w.waker_pid, w.waker_tid),
+            };
             WakeEntry {
                 blocked: b.frames,
-                waker,
+                waker: k.frames,
                 waker_comm,
                 waker_pid,
                 waker_tid,
@@ -263,18 +297,34 @@ fn offcpu_profile(capture: &Capture, resolver: &mut dyn Resolver) -> (OffcpuProf
             }
         })
         .collect();
+    // Per distinct stack (shared lists: most records repeat one).
+    let mut facts: HashMap<*const symbolize::Frame, (Option<String>, bool)> = HashMap::new();
     let syscalls = entries
         .iter()
-        .map(|e| (crate::analyze::offcpu::syscall_of(&e.frames), e.frames.iter().any(go_frame)))
+        .map(|e| {
+            facts
+                .entry(e.frames.as_ptr())
+                .or_insert_with(|| (crate::analyze::offcpu::syscall_of(&e.frames), e.frames.iter().any(go_frame)))
+                .clone()
+        })
         .collect();
     (OffcpuProfile::merge(entries, wakeups), syscalls)
 }
 
 pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
-    let stacks = symbolize::cpu_stacks(capture, resolver);
+    // One symbolization for all stack lists: each address is looked up once, each distinct
+    // stack built once (see symbolize::Symbols).
+    let mut symbols = Symbols::new(capture);
+    let off_inputs = OffInputs::new(capture, &mut symbols, resolver);
+    let cpu_inputs = symbolize::cpu_inputs(capture);
+    let slow_inputs = slow_inputs(capture);
+    let cpu_prepared = symbols.prepare_cpu(&cpu_inputs, resolver);
+    let off_prepared = off_inputs.prepare(&mut symbols, resolver);
+    let slow_prepared = capture.session.slow_top.map(|_| symbols.prepare(&slow_inputs, resolver));
+    let stacks = symbols.finish(&cpu_inputs, cpu_prepared, None, resolver);
     let cpu = CpuProfile::from_stacks(&stacks);
     let (top, top_total) = cpu.top(TOP_N);
-    let (offcpu, off_syscalls) = offcpu_profile(capture, resolver);
+    let (offcpu, off_syscalls) = offcpu_with(capture, &off_inputs, off_prepared, &mut symbols, resolver);
     let s = &capture.session;
     let offcpu_section = s.min_block_us.map(|min_block_us| OffcpuSection {
         total_us: offcpu.total_us(),
@@ -315,7 +365,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         },
         offcpu: offcpu_section,
         syscalls: s.slow_top.map(|_| sc::rows(&capture.syscalls)),
-        slowest_syscalls: s.slow_top.map(|_| slow_calls(capture, resolver)),
+        slowest_syscalls: slow_prepared.map(|p| slow_calls(capture, &slow_inputs, p, &mut symbols, resolver)),
         go,
     };
     Analysis { report, cpu, offcpu }
@@ -325,7 +375,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
 mod tests {
     use super::*;
     use crate::{
-        capture::{Mapping, ProcessInfo, RawWake},
+        capture::{Mapping, ProcessInfo, RawSample, RawWake},
         symbolize::fake::FakeResolver,
     };
 
@@ -385,5 +435,50 @@ mod tests {
         assert_eq!(names(timer), ["[timer]", "hrtimer_wakeup"]);
         let writer = off.wakeups.iter().find(|w| w.waker_comm == "p8").expect("the writer");
         assert_eq!(names(writer), ["p8", "write_loop", "pipe_write"]);
+    }
+
+    /// Every stack list of a session (on-CPU, off-CPU, blocked, wakers, slow calls) in one
+    /// binary: the binary is looked up once for all of them, not once per list.
+    #[test]
+    fn a_binary_is_looked_up_once_for_all_stack_lists() {
+        let maps = vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/prog".into(), build_id: None }];
+        let mut capture = Capture {
+            processes: [(1, ProcessInfo { pid: 1, comm: "prog".into(), cmdline: vec![], maps })].into_iter().collect(),
+            ..Default::default()
+        };
+        capture.session.min_block_us = Some(10);
+        capture.session.slow_top = Some(20);
+        capture.session.sample_frequency_hz = 99;
+        let user = vec![0x1100, 0x2001];
+        capture.cpu_samples = vec![RawSample { tgid: 1, tid: 1, user: user.clone(), count: 3, ..Default::default() }];
+        capture.offcpu =
+            vec![crate::capture::RawOff { tgid: 1, tid: 2, user: user.clone(), count: 1, ..Default::default() }];
+        capture.wakeups = vec![RawWake {
+            tgid: 1,
+            tid: 2,
+            user: user.clone(),
+            waker_pid: 1,
+            waker_tid: 1,
+            waker_comm: "prog".into(),
+            waker_user: vec![0x3000],
+            count: 1,
+            ..Default::default()
+        }];
+        capture.slow_calls =
+            vec![crate::capture::RawSlowCall { tgid: 1, tid: 2, user: vec![0x4000], ..Default::default() }];
+        let mut inner = FakeResolver::default();
+        for (start, name) in [(0x100, "leaf"), (0x1000, "main"), (0x2000, "wake"), (0x3000, "call")] {
+            inner.user.push(("/bin/prog".into(), start, start + 0x100, name.into()));
+        }
+        let mut r = Recording { inner, paths: vec![] };
+        let a = analyze(&capture, &mut r);
+        assert_eq!(r.paths, ["/bin/prog"]);
+        let top = &a.report.cpu.top[0];
+        assert_eq!((top.function.as_str(), top.self_samples), ("leaf", 3));
+        let w = &a.offcpu.wakeups[0];
+        let names = |f: &[symbolize::Frame]| f.iter().map(|f| f.function.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&w.blocked), ["prog", "main", "leaf"]);
+        assert_eq!(names(&w.waker), ["prog", "wake"]);
+        assert_eq!(a.report.slowest_syscalls.as_ref().unwrap()[0].leaf_function.as_deref(), Some("call"));
     }
 }

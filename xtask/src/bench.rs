@@ -31,6 +31,7 @@ use crate::util::{build_release, root, rtrace_bin, step};
 
 mod go;
 mod load;
+mod report;
 mod rounds;
 use rounds::{alternate, ratio_text, Tracer};
 
@@ -46,14 +47,16 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
         "syscalls" => syscalls(rounds),
         "load" => load::load(rounds),
         "go" => go::go(),
+        "report" => report::report(rounds),
         "all" => {
             cpu(rounds)?;
             offcpu(rounds)?;
             syscalls(rounds)?;
             load::load(rounds)?;
-            go::go()
+            go::go()?;
+            report::report(rounds)
         }
-        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, all"),
+        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, report, all"),
     }
 }
 

@@ -32,7 +32,8 @@ enum Cmd {
     },
     /// Benchmarks: rtrace's cost measured against an untraced baseline in the same run.
     Bench {
-        /// Which benchmark: cpu, offcpu, syscalls, load (an overloaded target), go, all.
+        /// Which benchmark: cpu, offcpu, syscalls, load (an overloaded target), go (the Go uprobes
+        /// cost), report (the cost of a go build's report), all.
         #[arg(default_value = "cpu")]
         which: String,
         /// Rounds of (untraced, traced) pairs.

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::symbolize::{Frame, FrameKind, Stack};
+use crate::symbolize::{Frame, FrameKind, Frames, Stack};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TopFunction {
@@ -15,24 +15,24 @@ pub struct TopFunction {
 /// Stacks (root first, threads merged) with their sample counts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CpuProfile {
-    pub stacks: Vec<(Vec<Frame>, u64)>,
+    pub stacks: Vec<(Frames, u64)>,
     pub total_samples: u64,
 }
 
 impl CpuProfile {
     /// Merges stacks that differ only by thread.
     pub fn from_stacks(stacks: &[Stack]) -> Self {
-        let mut merged: BTreeMap<&[Frame], u64> = BTreeMap::new();
+        let mut merged: BTreeMap<&Frames, u64> = BTreeMap::new();
         for s in stacks {
             *merged.entry(&s.frames).or_default() += s.count;
         }
         let total_samples = merged.values().sum();
-        Self { stacks: merged.into_iter().map(|(f, c)| (f.to_vec(), c)).collect(), total_samples }
+        Self { stacks: merged.into_iter().map(|(f, c)| (f.clone(), c)).collect(), total_samples }
     }
 
     /// Folded lines `root;…;leaf count`, sorted (the input inferno and FlameGraph take).
     pub fn folded(&self) -> Vec<String> {
-        folded_lines(self.stacks.iter().map(|(f, c)| (f.as_slice(), *c)))
+        folded_lines(self.stacks.iter().map(|(f, c)| (&f[..], *c)))
     }
 
     /// Functions ranked by self samples (the leaf), and by total samples (anywhere on the
@@ -67,12 +67,39 @@ impl CpuProfile {
 
 /// Folds (frames, value) pairs into sorted `a;b;c value` lines, merging equal paths.
 pub fn folded_lines<'a>(stacks: impl Iterator<Item = (&'a [Frame], u64)>) -> Vec<String> {
+    fold(stacks.map(|(f, v)| (f.iter(), v)))
+}
+
+/// The same, with each stack's frames given by an iterator (a stack and a leaf pseudo-frame,
+/// without copying the stack). Lines are built in one buffer: a build's report folds a million
+/// frames.
+pub fn fold<'a, F: Iterator<Item = &'a Frame>>(stacks: impl Iterator<Item = (F, u64)>) -> Vec<String> {
     let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+    let mut line = String::new();
     for (frames, v) in stacks {
-        let path: Vec<String> = frames.iter().map(Frame::folded_name).collect();
-        *merged.entry(path.join(";")).or_default() += v;
+        line.clear();
+        for (i, f) in frames.enumerate() {
+            if i > 0 {
+                line.push(';');
+            }
+            f.push_folded(&mut line);
+        }
+        match merged.get_mut(line.as_str()) {
+            Some(sum) => *sum += v,
+            None => {
+                merged.insert(line.clone(), v);
+            }
+        }
     }
-    merged.into_iter().filter(|(_, v)| *v > 0).map(|(k, v)| format!("{k} {v}")).collect()
+    merged
+        .into_iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(mut k, v)| {
+            use std::fmt::Write;
+            let _ = write!(k, " {v}");
+            k
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -89,7 +116,7 @@ pub mod tests {
             let kind = if n.ends_with("_[k]") { FrameKind::Kernel } else { FrameKind::User };
             frames.push(frame(kind, n.trim_end_matches("_[k]")));
         }
-        Stack { tgid: 1, tid, frames, count }
+        Stack { tgid: 1, tid, frames: frames.into(), count }
     }
 
     pub fn sample_profile() -> CpuProfile {

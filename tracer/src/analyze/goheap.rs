@@ -112,7 +112,7 @@ pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> 
     let stacks = crate::symbolize::stacks(capture, &inputs, resolver);
     let mut samples = Vec::with_capacity(stacks.len());
     for (b, s) in profile.buckets.iter().zip(stacks) {
-        let frames: Vec<Frame> = s.frames.into_iter().filter(|f| f.kind != FrameKind::Process).collect();
+        let frames: Vec<Frame> = s.frames.iter().filter(|f| f.kind != FrameKind::Process).cloned().collect();
         let (alloc_objects, alloc_bytes) = scale(b.allocs, b.size, profile.rate);
         let (inuse_objects, inuse_bytes) = scale(b.allocs.saturating_sub(b.frees), b.size, profile.rate);
         // Go ≤ 1.22 labels a sample with its size only when it has allocations.

@@ -216,8 +216,10 @@ pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> 
         .iter()
         .map(|s| StackInput { tgid: p.pid, tid: 0, user: s, kernel: &[], leaf: Default::default(), count: 0 })
         .collect();
-    let stacks: Vec<Vec<Frame>> =
-        symbolize::stacks(capture, &inputs, resolver).into_iter().map(|s| goroutine_frames(s.frames)).collect();
+    let stacks: Vec<Vec<Frame>> = symbolize::stacks(capture, &inputs, resolver)
+        .into_iter()
+        .map(|s| goroutine_frames(s.frames.to_vec()))
+        .collect();
     // gopc is a return address (the call to newproc): its function is the creator's.
     let site_pcs = p.last.iter().map(|g| g.gopc).chain(p.snapshots.iter().flat_map(|s| s.by_site.keys().copied()));
     let sites: BTreeMap<u64, String> = names_of(capture, p.pid, site_pcs.map(|a| a.saturating_sub(1)), resolver)

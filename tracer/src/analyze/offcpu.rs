@@ -1,19 +1,21 @@
 //! Off-CPU analysis: blocked time by stack and state, the most common waker of each blocked
 //! stack, and the wall-clock merge of on-CPU and off-CPU time.
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+
+use foldhash::{HashMap, HashMapExt};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    analyze::cpu::{folded_lines, CpuProfile},
+    analyze::cpu::{fold, CpuProfile},
     capture::OffState,
-    symbolize::{Frame, FrameKind},
+    symbolize::{Frame, FrameKind, Frames},
 };
 
 /// One (stack, state) of blocked time, threads merged.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OffEntry {
-    pub frames: Vec<Frame>,
+    pub frames: Frames,
     pub state: OffState,
     pub total_ns: u64,
     pub count: u64,
@@ -24,8 +26,8 @@ pub struct OffEntry {
 /// Blocked time of one blocked stack attributed to one waker.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WakeEntry {
-    pub blocked: Vec<Frame>,
-    pub waker: Vec<Frame>,
+    pub blocked: Frames,
+    pub waker: Frames,
     pub waker_comm: String,
     pub waker_pid: u32,
     pub waker_tid: u32,
@@ -124,33 +126,62 @@ fn names(frames: &[Frame]) -> Vec<String> {
     frames.iter().map(Frame::folded_name).collect()
 }
 
+/// A stack as a map key: hashed by its frames' offsets alone (cheap, and equal stacks have
+/// equal offsets), compared in full (a shared list compares by pointer first).
+#[derive(PartialEq, Eq)]
+struct Key(Frames);
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_usize(self.0.len());
+        for f in self.0.iter() {
+            h.write_u64(f.offset);
+        }
+    }
+}
+
 impl OffcpuProfile {
-    /// Merges entries that differ only by thread.
+    /// Merges entries that differ only by thread; in (stack, state) order, waker entries in
+    /// (blocked, waker, waker comm, pid, tid) order.
     pub fn merge(entries: Vec<OffEntry>, wakeups: Vec<WakeEntry>) -> Self {
-        let mut m: BTreeMap<(Vec<Frame>, OffState), OffEntry> = BTreeMap::new();
+        let mut m: HashMap<(Key, OffState), OffEntry> = HashMap::new();
         for e in entries {
-            let slot = m.entry((e.frames.clone(), e.state)).or_insert_with(|| OffEntry {
-                total_ns: 0,
-                count: 0,
-                max_ns: 0,
-                in_flight: false,
-                ..e.clone()
-            });
-            slot.total_ns += e.total_ns;
-            slot.count += e.count;
-            slot.max_ns = slot.max_ns.max(e.max_ns);
-            slot.in_flight |= e.in_flight;
+            match m.entry((Key(e.frames.clone()), e.state)) {
+                Entry::Occupied(mut o) => {
+                    let slot = o.get_mut();
+                    slot.total_ns += e.total_ns;
+                    slot.count += e.count;
+                    slot.max_ns = slot.max_ns.max(e.max_ns);
+                    slot.in_flight |= e.in_flight;
+                }
+                Entry::Vacant(v) => {
+                    v.insert(e);
+                }
+            }
         }
+        let mut entries: Vec<OffEntry> = m.into_values().collect();
+        entries.sort_unstable_by(|a, b| a.frames.cmp(&b.frames).then(a.state.cmp(&b.state)));
         // (blocked stack, waker stack, waker comm, waker pid, waker tid)
-        type WakeId = (Vec<Frame>, Vec<Frame>, String, u32, u32);
-        let mut w: BTreeMap<WakeId, WakeEntry> = BTreeMap::new();
+        type WakeId = (Key, Key, String, u32, u32);
+        let mut w: HashMap<WakeId, WakeEntry> = HashMap::new();
         for e in wakeups {
-            let k = (e.blocked.clone(), e.waker.clone(), e.waker_comm.clone(), e.waker_pid, e.waker_tid);
-            let slot = w.entry(k).or_insert_with(|| WakeEntry { total_ns: 0, count: 0, ..e.clone() });
-            slot.total_ns += e.total_ns;
-            slot.count += e.count;
+            let k = (Key(e.blocked.clone()), Key(e.waker.clone()), e.waker_comm.clone(), e.waker_pid, e.waker_tid);
+            match w.entry(k) {
+                Entry::Occupied(mut o) => {
+                    o.get_mut().total_ns += e.total_ns;
+                    o.get_mut().count += e.count;
+                }
+                Entry::Vacant(v) => {
+                    v.insert(e);
+                }
+            }
         }
-        Self { entries: m.into_values().collect(), wakeups: w.into_values().collect() }
+        let mut wakeups: Vec<WakeEntry> = w.into_values().collect();
+        fn id(e: &WakeEntry) -> (&Frames, &Frames, &String, u32, u32) {
+            (&e.blocked, &e.waker, &e.waker_comm, e.waker_pid, e.waker_tid)
+        }
+        wakeups.sort_unstable_by(|a, b| id(a).cmp(&id(b)));
+        Self { entries, wakeups }
     }
 
     pub fn by_state(&self) -> ByState {
@@ -164,16 +195,8 @@ impl OffcpuProfile {
 
     /// offcpu.folded: stacks root first with a state leaf, in microseconds.
     pub fn folded(&self) -> Vec<String> {
-        let stacks: Vec<(Vec<Frame>, u64)> = self
-            .entries
-            .iter()
-            .map(|e| {
-                let mut f = e.frames.clone();
-                f.push(state_frame(e.state));
-                (f, e.total_ns / 1000)
-            })
-            .collect();
-        folded_lines(stacks.iter().map(|(f, v)| (f.as_slice(), *v)))
+        let states: Vec<Frame> = self.entries.iter().map(|e| state_frame(e.state)).collect();
+        fold(self.entries.iter().zip(&states).map(|(e, s)| (e.frames.iter().chain([s]), e.total_ns / 1000)))
     }
 
     /// wakeups.folded, as offwaketime prints it: blocked stack root→leaf, `--`, then the waker
@@ -181,24 +204,17 @@ impl OffcpuProfile {
     pub fn wakeups_folded(&self) -> Vec<String> {
         let sep =
             Frame { kind: FrameKind::Process, function: "--".into(), module: "".into(), offset: 0, build_id: None };
-        let stacks: Vec<(Vec<Frame>, u64)> = self
-            .wakeups
-            .iter()
-            .map(|w| {
-                let mut f = w.blocked.clone();
-                f.push(sep.clone());
-                // The waker's frames minus its process root, leaf first, then its name.
-                f.extend(w.waker.iter().skip(1).rev().cloned());
-                f.push(Frame::process(&w.waker_comm));
-                (f, w.total_ns / 1000)
-            })
-            .collect();
-        folded_lines(stacks.iter().map(|(f, v)| (f.as_slice(), *v)))
+        let comms: Vec<Frame> = self.wakeups.iter().map(|w| Frame::process(&w.waker_comm)).collect();
+        fold(self.wakeups.iter().zip(&comms).map(|(w, comm)| {
+            // The waker's frames minus its process root, leaf first, then its name.
+            let frames = w.blocked.iter().chain([&sep]).chain(w.waker.iter().skip(1).rev()).chain([comm]);
+            (frames, w.total_ns / 1000)
+        }))
     }
 
     /// Most blocked-time waker of a blocked stack.
-    fn top_waker(&self, frames: &[Frame]) -> Option<Waker> {
-        self.wakeups.iter().filter(|w| w.blocked == frames).max_by_key(|w| w.total_ns).map(|w| Waker {
+    fn top_waker(&self, frames: &Frames) -> Option<Waker> {
+        self.wakeups.iter().filter(|w| w.blocked == *frames).max_by_key(|w| w.total_ns).map(|w| Waker {
             comm: w.waker_comm.clone(),
             pid: w.waker_pid,
             tid: w.waker_tid,
@@ -237,21 +253,10 @@ pub fn wall_folded(cpu: &CpuProfile, off: &OffcpuProfile, frequency_hz: u64) -> 
     let period_us = 1_000_000 / frequency_hz.max(1);
     let on_cpu =
         Frame { kind: FrameKind::Process, function: "[on-cpu]".into(), module: "".into(), offset: 0, build_id: None };
-    let mut stacks: Vec<(Vec<Frame>, u64)> = cpu
-        .stacks
-        .iter()
-        .map(|(f, c)| {
-            let mut f = f.clone();
-            f.push(on_cpu.clone());
-            (f, c * period_us)
-        })
-        .collect();
-    for e in &off.entries {
-        let mut f = e.frames.clone();
-        f.push(state_frame(e.state));
-        stacks.push((f, e.total_ns / 1000));
-    }
-    folded_lines(stacks.iter().map(|(f, v)| (f.as_slice(), *v)))
+    let states: Vec<Frame> = off.entries.iter().map(|e| state_frame(e.state)).collect();
+    let on = cpu.stacks.iter().map(|(f, c)| (f.iter().chain([&on_cpu]), c * period_us));
+    let blocked = off.entries.iter().zip(&states).map(|(e, s)| (e.frames.iter().chain([s]), e.total_ns / 1000));
+    fold(on.chain(blocked))
 }
 
 #[cfg(test)]
@@ -259,7 +264,7 @@ mod tests {
     use super::*;
     use crate::analyze::cpu::tests::{frame, stack};
 
-    fn frames(names: &[&str]) -> Vec<Frame> {
+    fn frames(names: &[&str]) -> Frames {
         stack(1, names, 0).frames
     }
 

@@ -33,7 +33,11 @@ pub struct GoSession {
 
 enum State {
     /// Seen (at attach, or just exec'd), not readable yet: since when, last try, last reason.
-    Pending { since: Instant, tried: Option<Instant>, why: Option<target::Unavailable> },
+    Pending {
+        since: Instant,
+        tried: Option<Instant>,
+        why: Option<target::Unavailable>,
+    },
     NotGo,
     Live(Box<Live>),
     /// Done with: exited, or its view unavailable.
@@ -154,10 +158,8 @@ impl GoSession {
                 let gc = match &rt.gc {
                     Ok(g) => Some(GcReader::new(pid, g, t.bias)),
                     Err(e) => {
-                        record.gc = Some(crate::capture::go::GoGc {
-                            unavailable: Some(e.clone()),
-                            ..Default::default()
-                        });
+                        record.gc =
+                            Some(crate::capture::go::GoGc { unavailable: Some(e.clone()), ..Default::default() });
                         None
                     }
                 };
@@ -184,7 +186,8 @@ impl GoSession {
                         });
                     }
                 }
-                let mut l = Box::new(Live { target: t, tracker: Tracker::new(), gc, record, last_read: Instant::now() });
+                let mut l =
+                    Box::new(Live { target: t, tracker: Tracker::new(), gc, record, last_read: Instant::now() });
                 read(&mut l, regs, at_ns);
                 State::Live(l)
             }

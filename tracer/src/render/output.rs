@@ -128,10 +128,19 @@ fn remove_stale(dir: &Path, written: &[(&str, &str)]) -> Result<()> {
 
 /// Writes all files; returns the text report.
 pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<String> {
+    write_capture(dir, capture)?;
+    write_analysis(dir, analysis)
+}
+
+/// capture.json (it needs no analysis: a session writes it while the analysis runs).
+pub fn write_capture(dir: &Path, capture: &Capture) -> Result<()> {
+    write_file(dir, "capture.json", |w| Ok(serde_json::to_writer(w, capture)?))
+}
+
+/// Every file but capture.json; returns the text report.
+pub fn write_analysis(dir: &Path, analysis: &Analysis) -> Result<String> {
     let r = &analysis.report;
     let secs = r.session.duration_ms as f64 / 1000.0;
-
-    write_file(dir, "capture.json", |w| Ok(serde_json::to_writer(w, capture)?))?;
 
     let folded = analysis.cpu.folded();
     write_lines(dir, "cpu.folded", &folded)?;
@@ -206,16 +215,10 @@ fn write_offcpu(dir: &Path, analysis: &Analysis, time_nanos: i64) -> Result<()> 
         style(format!("rtrace wall clock (on-CPU + off-CPU): {who}"), Palette::Basic(BasicPalette::Aqua)),
     )?;
 
-    let stacks: Vec<_> = analysis
-        .offcpu
-        .entries
-        .iter()
-        .map(|e| {
-            let mut f = e.frames.clone();
-            f.push(crate::analyze::offcpu::state_frame(e.state));
-            (f, vec![e.total_ns as i64, e.count as i64])
-        })
-        .collect();
+    let entries = &analysis.offcpu.entries;
+    let states: Vec<_> = entries.iter().map(|e| crate::analyze::offcpu::state_frame(e.state)).collect();
+    let stacks =
+        || entries.iter().zip(&states).map(|(e, s)| (&e.frames[..], Some(s), vec![e.total_ns as i64, e.count as i64]));
     let spec = pprof::Spec {
         sample_types: &[("offcpu", "nanoseconds"), ("blocks", "count")],
         // Time, not the count of blocks (pprof's default would be the last type).
@@ -226,7 +229,7 @@ fn write_offcpu(dir: &Path, analysis: &Analysis, time_nanos: i64) -> Result<()> 
         duration_nanos: r.session.duration_ms as i64 * 1_000_000,
         comment: format!("rtrace off-CPU: pid {} ({})", r.target.pid, r.target.comm),
     };
-    write_file(dir, "offcpu.pb.gz", |w| pprof::write_gz(&pprof::build(&stacks, &spec), w))
+    write_file(dir, "offcpu.pb.gz", |w| pprof::write_gz(&pprof::build_from(stacks(), &spec), w))
 }
 
 /// The default report directory: ./rtrace-<pid>-<YYYYmmdd-HHMMSS> (local time).

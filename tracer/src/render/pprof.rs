@@ -1,7 +1,9 @@
 //! cpu.pb.gz: a gzipped pprof profile (github.com/google/pprof/proto/profile.proto), opened by
 //! `go tool pprof`. The messages are declared with prost derives (field numbers from
 //! profile.proto) rather than generated, so the build needs no protoc.
-use std::{collections::HashMap, io::Write};
+use std::io::Write;
+
+use foldhash::HashMap;
 
 use anyhow::Result;
 use flate2::{write::GzEncoder, Compression};
@@ -128,13 +130,30 @@ pub struct Spec<'a> {
 }
 
 /// Builds a profile from root-first stacks, each with one value per sample type.
-pub fn build(stacks: &[(Vec<Frame>, Vec<i64>)], spec: &Spec<'_>) -> Profile {
-    build_labeled(stacks, &[], spec)
+pub fn build<F: AsRef<[Frame]>>(stacks: &[(F, Vec<i64>)], spec: &Spec<'_>) -> Profile {
+    build_from(stacks.iter().map(|(f, v)| (f.as_ref(), None, v.clone())), spec)
+}
+
+/// The same from (root-first stack, a leaf pseudo-frame after it, values): a stack shared with
+/// the analysis plus its state frame, without a copy of the stack.
+pub fn build_from<'a>(
+    stacks: impl Iterator<Item = (&'a [Frame], Option<&'a Frame>, Vec<i64>)>,
+    spec: &Spec<'_>,
+) -> Profile {
+    build_from_labeled(stacks, &[], spec)
 }
 
 /// `build`, with numeric labels per sample (`labels[i]` for `stacks[i]`; none past its end),
 /// e.g. the heap profile's `bytes` (the object size).
 pub fn build_labeled(stacks: &[(Vec<Frame>, Vec<i64>)], labels: &[Vec<(&str, i64)>], spec: &Spec<'_>) -> Profile {
+    build_from_labeled(stacks.iter().map(|(f, v)| (f.as_slice(), None, v.clone())), labels, spec)
+}
+
+fn build_from_labeled<'a>(
+    stacks: impl Iterator<Item = (&'a [Frame], Option<&'a Frame>, Vec<i64>)>,
+    labels: &[Vec<(&str, i64)>],
+    spec: &Spec<'_>,
+) -> Profile {
     let mut b = Builder::default();
     b.string(""); // string_table[0] must be "".
     let mut p = Profile {
@@ -151,12 +170,12 @@ pub fn build_labeled(stacks: &[(Vec<Frame>, Vec<i64>)], labels: &[Vec<(&str, i64
     };
     p.default_sample_type = b.string(spec.default_sample_type);
     p.comment = vec![b.string(&spec.comment)];
-    for (i, (frames, values)) in stacks.iter().enumerate() {
+    for (i, (frames, leaf, value)) in stacks.enumerate() {
         // pprof lists locations leaf first.
-        let location_id = frames.iter().rev().map(|f| b.location(f)).collect();
+        let location_id = leaf.into_iter().chain(frames.iter().rev()).map(|f| b.location(f)).collect();
         let label =
             labels.get(i).into_iter().flatten().map(|&(k, num)| Label { key: b.string(k), str: 0, num }).collect();
-        p.sample.push(Sample { location_id, value: values.clone(), label });
+        p.sample.push(Sample { location_id, value, label });
     }
     p.mapping = b.mappings;
     p.location = b.locations;
@@ -260,7 +279,7 @@ mod tests {
     fn decodes_what_it_encodes() {
         let prof = sample_profile();
         let stacks: Vec<(Vec<Frame>, Vec<i64>)> =
-            prof.stacks.iter().map(|(f, c)| (f.clone(), vec![*c as i64, *c as i64 * 10_101_010])).collect();
+            prof.stacks.iter().map(|(f, c)| (f.to_vec(), vec![*c as i64, *c as i64 * 10_101_010])).collect();
         let spec = Spec {
             sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
             default_sample_type: "samples",

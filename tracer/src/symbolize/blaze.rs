@@ -1,5 +1,7 @@
-//! The real resolver: blazesym, one ELF resolver per binary (cached inside the Symbolizer),
-//! Rust and C++ names demangled, inlined calls expanded; kernel through kallsyms.
+//! The real resolver: blazesym, Rust and C++ names demangled, inlined calls expanded; kernel
+//! through kallsyms. A binary's tables live for one `user` call: the symbolizer asks once per
+//! binary for all its offsets (symbolize::Symbols), and keeping every binary of a build parsed
+//! at once (its DWARF, its Go tables) was most of rtrace's peak memory.
 use blazesym::{
     symbolize::{
         source::{Elf, Kernel, Source},
@@ -9,21 +11,20 @@ use blazesym::{
 };
 
 pub struct BlazeResolver {
+    /// For the kernel (kallsyms is read once).
     symbolizer: Symbolizer,
-    /// Go function tables by path (None: not Go), for what blazesym cannot name.
-    go: std::collections::HashMap<String, Option<super::gopclntab::GoTable>>,
     /// Files opened to read code from (None: cannot be opened).
     files: std::collections::HashMap<String, Option<std::fs::File>>,
 }
 
 impl Default for BlazeResolver {
     fn default() -> Self {
-        Self {
-            symbolizer: Symbolizer::builder().enable_demangling(true).enable_inlined_fns(true).build(),
-            go: Default::default(),
-            files: Default::default(),
-        }
+        Self { symbolizer: elf_symbolizer(), files: Default::default() }
     }
+}
+
+fn elf_symbolizer() -> Symbolizer {
+    Symbolizer::builder().enable_demangling(true).enable_inlined_fns(true).build()
 }
 
 impl BlazeResolver {
@@ -32,8 +33,7 @@ impl BlazeResolver {
         if names.iter().all(|n| !n.is_empty()) {
             return;
         }
-        let table = self.go.entry(path.to_owned()).or_insert_with(|| super::gopclntab::GoTable::load(path));
-        let Some(t) = table else { return };
+        let Some(t) = super::gopclntab::GoTable::load(path) else { return };
         for (off, n) in offsets.iter().zip(names.iter_mut()) {
             if n.is_empty() {
                 if let Some(f) = t.lookup_file_offset(*off) {
@@ -47,7 +47,7 @@ impl BlazeResolver {
 impl super::Resolver for BlazeResolver {
     fn user(&mut self, path: &str, offsets: &[u64]) -> Vec<Vec<String>> {
         let src = Source::Elf(Elf::new(path));
-        let mut names: Vec<Vec<String>> = match self.symbolizer.symbolize(&src, Input::FileOffset(offsets)) {
+        let mut names: Vec<Vec<String>> = match elf_symbolizer().symbolize(&src, Input::FileOffset(offsets)) {
             Ok(syms) => syms
                 .into_iter()
                 .map(|s| match s {

@@ -5,13 +5,13 @@
 mod blaze;
 pub mod chain;
 pub mod gopclntab;
+mod table;
 pub mod vdso;
-
-use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 pub use blaze::BlazeResolver;
+pub use table::{Prepared, Symbols};
 
 use crate::capture::{Capture, Leaf};
 
@@ -49,10 +49,20 @@ impl Frame {
 
     /// The name used in folded stacks and flame graphs: kernel frames get perf's `_[k]`.
     pub fn folded_name(&self) -> String {
-        let name = self.function.replace(';', ":");
-        match self.kind {
-            FrameKind::Kernel => format!("{name}_[k]"),
-            _ => name,
+        let mut s = String::with_capacity(self.function.len() + 4);
+        self.push_folded(&mut s);
+        s
+    }
+
+    /// Appends `folded_name` to `out` (without a String of its own per frame).
+    pub fn push_folded(&self, out: &mut String) {
+        if self.function.contains(';') {
+            out.push_str(&self.function.replace(';', ":"));
+        } else {
+            out.push_str(&self.function);
+        }
+        if self.kind == FrameKind::Kernel {
+            out.push_str("_[k]");
         }
     }
 
@@ -92,12 +102,16 @@ pub fn caller_function(frames: &[Frame]) -> Option<String> {
     frames.iter().rev().find(|f| f.kind == FrameKind::User && !is_plumbing(f)).map(|f| f.function.to_string())
 }
 
+/// A symbolized frame list, root first. Shared: a build's stacks repeat across threads and
+/// across the processes of one binary, and each distinct list is held once.
+pub type Frames = std::sync::Arc<[Frame]>;
+
 /// A symbolized stack, root (the process frame) first, with its sample count.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stack {
     pub tgid: u32,
     pub tid: u32,
-    pub frames: Vec<Frame>,
+    pub frames: Frames,
     pub count: u64,
 }
 
@@ -136,21 +150,11 @@ fn user_frames(user: &[u64]) -> &[u64] {
     &user[..user.iter().position(|&a| !(USER_START..USER_END).contains(&a)).unwrap_or(user.len())]
 }
 
-/// Where a user address lives: the file as /proc/PID/maps named it (`module`), the name to
-/// read it by (`read`: the same path, a held copy of a deleted file, or `[vdso]`), the file
-/// offset and the build id.
+/// Where a user address lives: the name to read its file by (`read`: the mapped path, a held
+/// copy of a deleted file, or `[vdso]`) and the file offset.
 struct Loc<'a> {
-    module: &'a str,
     read: &'a str,
     off: u64,
-    build_id: Option<&'a String>,
-}
-
-impl Loc<'_> {
-    /// Whether names can be looked up for it (a file to read, or the captured vDSO table).
-    fn resolvable(&self) -> bool {
-        self.read.starts_with('/') || self.read == "[vdso]"
-    }
 }
 
 fn locate<'a>(capture: &'a Capture, tgid: u32, addr: u64) -> Option<Loc<'a>> {
@@ -160,7 +164,7 @@ fn locate<'a>(capture: &'a Capture, tgid: u32, addr: u64) -> Option<Loc<'a>> {
     } else {
         &m.path
     };
-    Some(Loc { module: &m.path, read, off: addr - m.start + m.offset, build_id: m.build_id.as_ref() })
+    Some(Loc { read, off: addr - m.start + m.offset })
 }
 
 /// One stack to symbolize: user and kernel frames leaf first, as the kernel gives them.
@@ -176,7 +180,7 @@ pub struct StackInput<'a> {
 
 /// What to do with the frames of rtrace's own probes in a kernel stack.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum ProbeFrames {
+pub(crate) enum ProbeFrames {
     /// Drop them: the stack was taken inside the probe, which is not what the thread was doing.
     Strip,
     /// Name them as rtrace's: a CPU sample that lands in a probe is rtrace's cost.
@@ -185,7 +189,12 @@ enum ProbeFrames {
 
 /// Symbolizes all on-CPU samples of a capture.
 pub fn cpu_stacks(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<Stack> {
-    let raw: Vec<StackInput> = capture
+    Symbols::new(capture).cpu_stacks(&cpu_inputs(capture), resolver)
+}
+
+/// The on-CPU samples of a capture, as stacks to symbolize.
+pub fn cpu_inputs(capture: &Capture) -> Vec<StackInput<'_>> {
+    capture
         .cpu_samples
         .iter()
         .map(|s| StackInput {
@@ -196,8 +205,7 @@ pub fn cpu_stacks(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<Stack> 
             leaf: s.leaf,
             count: s.count,
         })
-        .collect();
-    stacks_as(capture, &raw, resolver, ProbeFrames::Label)
+        .collect()
 }
 
 /// Every user address to look up for one stack: the walked frames (return addresses at
@@ -225,145 +233,7 @@ fn resume_call(capture: &Capture, s: &StackInput, user: &[u64], resolver: &mut d
 
 /// Symbolizes stacks (probe frames dropped: for stacks taken inside rtrace's hooks).
 pub fn stacks(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver) -> Vec<Stack> {
-    stacks_as(capture, raw, resolver, ProbeFrames::Strip)
-}
-
-fn stacks_as(capture: &Capture, raw: &[StackInput], resolver: &mut dyn Resolver, probe: ProbeFrames) -> Vec<Stack> {
-    // Pass 1: collect every distinct (file, offset) and kernel address, to look them up in
-    // batches (one pass per binary is what makes symbolization fast).
-    let mut by_file: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    let mut kaddrs: Vec<u64> = Vec::new();
-    let mut calls: Vec<Option<chain::Call>> = Vec::with_capacity(raw.len());
-    for s in raw {
-        let user = user_frames(s.user);
-        let call = resume_call(capture, s, user, resolver);
-        let target = match call {
-            Some(chain::Call::Direct(t)) => Some(t),
-            _ => None,
-        };
-        calls.push(call);
-        for a in lookups_of(user, &s.leaf).chain(target) {
-            if let Some(l) = locate(capture, s.tgid, a).filter(Loc::resolvable) {
-                by_file.entry(l.read).or_default().push(l.off);
-            }
-        }
-        kaddrs.extend(s.kernel.iter().filter(|&&a| a != 0));
-    }
-    let mut interned = Interner::default();
-    let mut user_names: HashMap<(&str, u64), Vec<Name>> = HashMap::new();
-    for (path, mut offs) in by_file {
-        offs.sort_unstable();
-        offs.dedup();
-        let names: Vec<Vec<String>> = if path == "[vdso]" {
-            offs.iter()
-                .map(|&o| vdso::lookup(&capture.vdso_symbols, o).map(str::to_owned).into_iter().collect())
-                .collect()
-        } else {
-            resolver.user(path, &offs)
-        };
-        for (off, n) in offs.into_iter().zip(names) {
-            user_names.insert((path, off), n.iter().map(|n| interned.get(n)).collect());
-        }
-    }
-    kaddrs.sort_unstable();
-    kaddrs.dedup();
-    let knames: HashMap<u64, Name> = if kaddrs.is_empty() {
-        HashMap::new()
-    } else {
-        let names = resolver.kernel(&kaddrs);
-        kaddrs.iter().zip(names).filter_map(|(&a, n)| Some((a, interned.get(&n?)))).collect()
-    };
-    let kernel_module = interned.get("[kernel]");
-    let anon_module = interned.get("[anon]");
-
-    // Pass 2: build root-first frame lists.
-    let mut out = Vec::with_capacity(raw.len());
-    for (s, call) in raw.iter().zip(calls) {
-        let p = capture.processes.get(&s.tgid);
-        let comm = p.map(|p| p.comm.as_str()).filter(|c| !c.is_empty()).unwrap_or("[unknown process]");
-        let user = user_frames(s.user);
-        let walked: Vec<u64> = user.iter().enumerate().map(|(i, &a)| lookup_addr(a, i)).collect();
-        let at = |a: u64| {
-            let l = locate(capture, s.tgid, a)?;
-            let f = user_names.get(&(l.read, l.off)).and_then(|n| n.first()).map(|n| &**n);
-            Some((f, l.read))
-        };
-        let input = chain::ChainInput {
-            walked: &walked,
-            resume_ret: user.get(1).copied(),
-            rets: &s.leaf.rets,
-            callees: &s.leaf.callees,
-            resume_call: call,
-        };
-        let lookups = chain::with_skipped_callers(&input, &at);
-        // Sized up front and trimmed at the end: a build's report holds a million frames, and
-        // vectors grown by doubling would carry up to as much again in spare capacity.
-        let mut frames = Vec::with_capacity(2 + lookups.len() + s.kernel.len());
-        frames.push(Frame::process(comm));
-        for &a in lookups.iter().rev() {
-            let Some(l) = locate(capture, s.tgid, a) else {
-                frames.push(Frame {
-                    kind: FrameKind::User,
-                    function: unknown("[anon]", a).into(),
-                    module: anon_module.clone(),
-                    offset: a,
-                    build_id: None,
-                });
-                continue;
-            };
-            let module = interned.get(basename(l.module));
-            let build_id = l.build_id.map(|b| interned.get(b));
-            let frame = |function: Name| Frame {
-                kind: FrameKind::User,
-                function,
-                module: module.clone(),
-                offset: l.off,
-                build_id: build_id.clone(),
-            };
-            let names = user_names.get(&(l.read, l.off)).map(Vec::as_slice).unwrap_or_default();
-            if names.is_empty() {
-                frames.push(frame(unknown(&module, l.off).into()));
-            }
-            let mut prev: Option<&Name> = None;
-            for n in names {
-                // An inlined expansion can repeat the symbol's own name.
-                if prev == Some(n) {
-                    continue;
-                }
-                prev = Some(n);
-                frames.push(frame(n.clone()));
-            }
-        }
-        for &addr in s.kernel.iter().rev().filter(|&&a| a != 0) {
-            let function = knames.get(&addr).cloned().unwrap_or_else(|| unknown("[kernel]", addr).into());
-            frames.push(Frame {
-                kind: FrameKind::Kernel,
-                function,
-                module: kernel_module.clone(),
-                offset: addr,
-                build_id: None,
-            });
-        }
-        probe_frames(&mut frames, probe);
-        frames.shrink_to_fit();
-        out.push(Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count });
-    }
-    out
-}
-
-/// One shared `Name` per distinct string.
-#[derive(Default)]
-struct Interner(std::collections::HashSet<Name>);
-
-impl Interner {
-    fn get(&mut self, s: &str) -> Name {
-        if let Some(n) = self.0.get(s) {
-            return n.clone();
-        }
-        let n: Name = s.into();
-        self.0.insert(n.clone());
-        n
-    }
+    Symbols::new(capture).stacks(raw, resolver)
 }
 
 /// The name of the frame that stands for rtrace's own probes in an on-CPU stack.

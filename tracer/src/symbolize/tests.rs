@@ -364,3 +364,44 @@ fn unknown_symbols_keep_module_and_offset() {
     let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
     assert_eq!(names, ["p", "[unknown] (libx.so+0x234)", "[unknown] ([kernel]+0xdead)_[k]"]);
 }
+
+/// A build runs a hundred processes of one binary (`compile`), some mapped elsewhere: their
+/// equal stacks are one shared list, and each file offset is looked up once for all of them.
+#[test]
+fn processes_of_one_binary_share_their_stacks() {
+    struct Counting(FakeResolver, Vec<(String, usize)>);
+    impl Resolver for Counting {
+        fn user(&mut self, path: &str, offsets: &[u64]) -> Vec<Vec<String>> {
+            self.1.push((path.to_owned(), offsets.len()));
+            self.0.user(path, offsets)
+        }
+        fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
+            self.0.kernel(addrs)
+        }
+    }
+    let path = "/usr/lib/go/pkg/tool/linux_amd64/compile";
+    let mut c = Capture::default();
+    for (pid, start) in [(10, 0x1000), (11, 0x40_0000), (12, 0x1000)] {
+        let maps = vec![Mapping { start, end: start + 0x8000, offset: 0, path: path.into(), build_id: None }];
+        c.processes.insert(pid, ProcessInfo { pid, comm: "compile".into(), cmdline: vec![], maps });
+        c.cpu_samples.push(RawSample {
+            tgid: pid,
+            tid: pid,
+            user: vec![start + 0x150, start + 0x251],
+            kernel: vec![0xffff0001],
+            count: 1,
+            ..Default::default()
+        });
+    }
+    let mut r = FakeResolver::default();
+    r.user.push((path.into(), 0x100, 0x200, "gc.Compile".into()));
+    r.user.push((path.into(), 0x200, 0x300, "main.main".into()));
+    r.kernel.insert(0xffff0001, "asm_exc_page_fault".into());
+    let mut r = Counting(r, vec![]);
+    let s = cpu_stacks(&c, &mut r);
+    let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
+    assert_eq!(names, ["compile", "main.main", "gc.Compile", "asm_exc_page_fault_[k]"]);
+    assert!(std::sync::Arc::ptr_eq(&s[0].frames, &s[1].frames), "one list for pids 10 and 11");
+    assert!(std::sync::Arc::ptr_eq(&s[0].frames, &s[2].frames), "one list for pids 10 and 12");
+    assert_eq!(r.1, [(path.to_owned(), 2)]);
+}
