@@ -9,6 +9,9 @@ use crate::{capture::Capture, symbolize::Resolver};
 pub struct GoReport {
     pub pid: u32,
     pub go_version: String,
+    /// Still running at the end of the session.
+    #[serde(default)]
+    pub alive_at_end: bool,
     /// "Go runtime view unavailable: <reason>" when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable: Option<String>,
@@ -26,6 +29,7 @@ pub fn reports(capture: &Capture, resolver: &mut dyn Resolver) -> Vec<GoReport> 
         .map(|p| GoReport {
             pid: p.pid,
             go_version: p.go_version.clone(),
+            alive_at_end: p.alive_at_end,
             unavailable: p.unavailable.as_ref().map(|r| format!("Go runtime view unavailable: {r}")),
             goroutines: crate::analyze::goroutines::report(capture, p, resolver),
             gc: p.gc.as_ref().map(|g| crate::analyze::gc::report(capture, p, g)),

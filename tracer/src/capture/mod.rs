@@ -301,6 +301,10 @@ pub struct Accounting {
     /// (say, a free event from an RCU callback during a syscall hook): lost events, by program.
     #[serde(default)]
     pub bpf_recursion_misses: std::collections::BTreeMap<String, u64>,
+    /// Processes that exited before their Go runtime could be read (just exec'd, gone within
+    /// ~100 ms): no Go view for them.
+    #[serde(default)]
+    pub go_unread: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -163,6 +163,7 @@ pub fn drain(
             threads_spilled: n[c::THREADS_SPILLED as usize],
             // Read before detach, by collect::run.
             bpf_recursion_misses: Default::default(),
+            go_unread: 0,
         },
         cpu_samples: samples,
         offcpu,

@@ -29,6 +29,10 @@ pub struct GoSession {
     procs: BTreeMap<u32, State>,
     /// Exits seen in the event stream, handled at the next tick (which has the probes).
     exits: Vec<u32>,
+    /// Processes that exited before their runtime could be read (counted, not reported).
+    pub unread: u64,
+    /// Views of program images replaced by an exec (the pid's new image is read anew).
+    replaced: Vec<GoProcess>,
 }
 
 enum State {
@@ -67,7 +71,7 @@ impl Regs<'_> {
 
 impl GoSession {
     pub fn new(enabled: bool, start_mono: u64) -> Self {
-        GoSession { enabled, start_mono, procs: BTreeMap::new(), exits: Vec::new() }
+        GoSession { enabled, start_mono, procs: BTreeMap::new(), exits: Vec::new(), unread: 0, replaced: Vec::new() }
     }
 
     /// A traced process that may be Go: found at attach, or it has just exec'd (a new image:
@@ -76,11 +80,17 @@ impl GoSession {
         if !self.enabled {
             return;
         }
-        if let Some(State::Live(l)) = self.procs.remove(&pid) {
-            // exec'd: the old image's view ends here (a second record for the same pid would
-            // be two programs; the first is kept, the new image is read if it is Go too).
-            self.procs.insert(pid, State::Done(finish(*l)));
-            return;
+        match self.procs.remove(&pid) {
+            // The exec event of an image already being read (the event is handled after the
+            // tick that opened it: `-- CMD` execs as the session starts).
+            Some(State::Live(l)) if exe_of(pid).as_deref() == Some(l.target.exe.as_str()) => {
+                self.procs.insert(pid, State::Live(l));
+                return;
+            }
+            // A new program image: the old one's view ends here (the new image is read too
+            // if it is Go, as a second record for the pid).
+            Some(State::Live(l)) => self.replaced.push(finish(*l)),
+            _ => {}
         }
         self.procs.insert(pid, State::Pending { since: Instant::now(), tried: None, why: None });
     }
@@ -98,11 +108,17 @@ impl GoSession {
             Some(State::Live(l)) => {
                 let mut rec = finish(*l);
                 uprobe_counts(&mut rec, probes);
-                self.procs.insert(pid, State::Done(rec));
+                if rec.snapshots.is_empty() {
+                    // Gone between open and its first reading.
+                    self.unread += 1;
+                } else {
+                    self.procs.insert(pid, State::Done(rec));
+                }
             }
-            Some(State::Pending { why: Some(u), .. }) => {
-                self.procs.insert(pid, State::Done(unavailable(pid, u)));
-            }
+            // Exited while its runtime was starting: not readable, not a failure (counted
+            // when it was known to be Go).
+            Some(State::Pending { why: Some(u), .. }) if !u.go_version.is_empty() => self.unread += 1,
+            Some(State::Pending { .. }) => {}
             Some(s) => {
                 self.procs.insert(pid, s);
             }
@@ -168,10 +184,11 @@ impl GoSession {
                 }
                 match &rt.probes {
                     Ok(spec) => {
-                        let spec = crate::goruntime::uprobes::GoProbeSpec {
-                            exe: format!("/proc/{pid}/exe").into(),
-                            ..spec.clone()
-                        };
+                        // The loader attaches through /proc/PID/exe; the path is for reading
+                        // the binary later (Go 1.19's stop reasons), after the process is gone.
+                        let exe =
+                            if t.exe.ends_with(" (deleted)") { format!("/proc/{pid}/exe") } else { t.exe.clone() };
+                        let spec = crate::goruntime::uprobes::GoProbeSpec { exe: exe.into(), ..spec.clone() };
                         if let Err(e) = regs.probes.borrow_mut().attach_go(pid, &spec) {
                             record.churn = Some(crate::capture::go::GoChurn {
                                 note: Some(format!("Go uprobes not attached: {e:#}")),
@@ -191,10 +208,16 @@ impl GoSession {
                 read(&mut l, regs, at_ns);
                 State::Live(l)
             }
-            // Just exec'd, the runtime not up yet: try again, for a while.
-            Err(u) if since.elapsed() < STARTUP && crate::procfs::is_alive(pid) => {
-                State::Pending { since, tried: Some(Instant::now()), why: Some(u) }
+            // Gone before its runtime could be read (a go build's short `asm`, `buildid`,
+            // `compile -V` children): nothing to report but the count.
+            // (ESRCH: its memory is gone already, a zombie /proc still lists.)
+            Err(u) if !crate::procfs::is_alive(pid) || u.reason.contains("ESRCH") => {
+                // Counted only when it was known to be Go (the version was read).
+                self.unread += u64::from(!u.go_version.is_empty());
+                State::NotGo
             }
+            // Just exec'd, the runtime not up yet: try again, for a while.
+            Err(u) if since.elapsed() < STARTUP => State::Pending { since, tried: Some(Instant::now()), why: Some(u) },
             Err(u) => State::Done(unavailable(pid, u)),
         }
     }
@@ -205,13 +228,13 @@ impl GoSession {
 
     /// At the end, before the probes are detached: a last reading of every live Go process,
     /// its heap profile, its uprobe counts; then every record, in pid order.
-    pub fn finish(mut self, probes: &mut Probes) -> Vec<GoProcess> {
+    pub fn finish(mut self, probes: &mut Probes) -> (Vec<GoProcess>, u64) {
         for pid in std::mem::take(&mut self.exits) {
             self.on_exit(pid, probes);
         }
         let at_ns = self.now_ns();
         let procs = std::mem::take(&mut self.procs);
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.replaced);
         let regs = Regs { probes: std::cell::RefCell::new(probes), map: OnceCell::new() };
         for (pid, state) in procs {
             match state {
@@ -229,11 +252,13 @@ impl GoSession {
                     out.push(rec);
                 }
                 State::Done(rec) => out.push(rec),
-                State::Pending { why: Some(u), .. } => out.push(unavailable(pid, u)),
+                State::Pending { why: Some(u), .. } if crate::procfs::is_alive(pid) => out.push(unavailable(pid, u)),
+                State::Pending { why: Some(u), .. } if !u.go_version.is_empty() => self.unread += 1,
                 State::Pending { .. } | State::NotGo => {}
             }
         }
-        out
+        out.sort_by_key(|g| g.pid);
+        (out, self.unread)
     }
 }
 
@@ -286,6 +311,10 @@ fn uprobe_counts(rec: &mut GoProcess, probes: &mut Probes) {
         }
         probes.detach_go(rec.pid);
     }
+}
+
+fn exe_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string())
 }
 
 fn unavailable(pid: u32, u: target::Unavailable) -> GoProcess {

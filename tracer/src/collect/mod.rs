@@ -158,7 +158,7 @@ pub async fn run(
         let _ = std::io::stderr().flush();
     }
     // The Go view's last readings, while the processes are alive and the uprobes attached.
-    let go_records = gos.finish(&mut probes);
+    let (go_records, go_unread) = gos.finish(&mut probes);
     let recursion_misses = probes.recursion_misses();
     probes.detach();
     handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None);
@@ -192,6 +192,7 @@ pub async fn run(
     capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;
     capture.go = go_records;
+    capture.accounting.go_unread = go_unread;
     fill_deferred(&mut capture, &deferred);
     add_preexisting(
         &mut capture,

@@ -3,8 +3,16 @@ use std::fmt::Write;
 
 use crate::analyze::go::GoReport;
 
-pub fn sections(s: &mut String, go: &[GoReport]) {
-    for g in go {
+/// Go processes shown in full beyond the target (a go build runs a hundred Go children: the
+/// rest are in report.json `go` and goroutines.txt).
+const FULL: usize = 5;
+
+/// The target's Go view, then those of Go processes still running at the end (at most
+/// `FULL`), then one line for the others.
+pub fn sections(s: &mut String, go: &[GoReport], target: u32, unread: u64) {
+    let mut shown: Vec<&GoReport> = go.iter().filter(|g| g.pid == target).collect();
+    shown.extend(go.iter().filter(|g| g.pid != target && g.alive_at_end).take(FULL));
+    for g in &shown {
         let _ = writeln!(s, "\nGo runtime: pid {} ({})", g.pid, g.go_version);
         if let Some(u) = &g.unavailable {
             let _ = writeln!(s, "  {u}");
@@ -13,6 +21,18 @@ pub fn sections(s: &mut String, go: &[GoReport]) {
         goroutines(s, g);
         gc(s, g);
         heap(s, g);
+    }
+    let rest = go.len() - shown.len();
+    if rest > 0 {
+        let ended = go.iter().filter(|g| !g.alive_at_end && g.pid != target).count();
+        let _ = writeln!(
+            s,
+            "\n{rest} more Go processes ({ended} exited during the session): their goroutines are in goroutines.txt, \
+             everything in report.json `go`"
+        );
+    }
+    if unread > 0 {
+        let _ = writeln!(s, "{unread} short-lived processes exited before their Go runtime could be read");
     }
 }
 

@@ -92,7 +92,7 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     }
 
     children_section(&mut s, &report.children);
-    super::go_text::sections(&mut s, &report.go);
+    super::go_text::sections(&mut s, &report.go, report.target.pid, report.accounting.go_unread);
 
     let _ = writeln!(s, "\nFiles in {}:", dir.display());
     for (name, what) in files {
