@@ -93,7 +93,13 @@ fn parked(go: Go, stripped: bool) {
         .find(|f| f["kind"] == "wait_stall")
         .unwrap_or_else(|| panic!("no wait_stall: {}", r["findings"]));
     let s = stall["summary"].as_str().unwrap();
-    assert!(s.contains("(main.runChild)") && s.contains("os/exec.(*Cmd).Wait") && s.contains("for child pid") && s.contains("(sleep "), "{s}");
+    assert!(
+        s.contains("(main.runChild)")
+            && s.contains("os/exec.(*Cmd).Wait")
+            && s.contains("for child pid")
+            && s.contains("(sleep "),
+        "{s}"
+    );
     // The files a user opens.
     let txt = std::fs::read_to_string(run.dir.join("goroutines.txt")).unwrap();
     assert!(txt.contains("5 goroutines [") && txt.contains("main.waiter"), "{txt}");
@@ -114,7 +120,8 @@ fn leak(go: Go, stripped: bool) {
     let run = rtrace("go_leak", &["-q", "-d", "3s", "--", exe.to_str().unwrap()]);
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     let r = run.report();
-    let leaks: Vec<&Value> = r["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "goroutine_leak").collect();
+    let leaks: Vec<&Value> =
+        r["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "goroutine_leak").collect();
     assert_eq!(leaks.len(), 1, "{}", r["findings"]);
     let s = leaks[0]["summary"].as_str().unwrap();
     assert!(s.contains("main.leakLoop") && s.contains("main.waitForReply") && s.contains("chan receive"), "{s}");

@@ -49,7 +49,7 @@ fn golden_go_outputs() {
     let a = report::analyze(&c, &mut resolver());
     check("goroutines.txt", &goroutines_txt::render(&a.report.go));
     let mut s = String::new();
-    go_text::sections(&mut s, &a.report.go);
+    go_text::sections(&mut s, &a.report.go, a.report.target.pid, 0);
     check("report.txt", &s);
     check("report.json", &(serde_json::to_string_pretty(&a.report.go).unwrap() + "\n"));
 }

@@ -111,7 +111,7 @@ mod tests {
             ..Default::default()
         };
         let mut s = String::new();
-        crate::render::go_text::sections(&mut s, std::slice::from_ref(&g));
+        crate::render::go_text::sections(&mut s, std::slice::from_ref(&g), g.pid, 0);
         // From the Heap line on (other sections come before it).
         let lines: Vec<&str> = s.lines().skip_while(|l| !l.starts_with("  Heap")).collect();
         assert!(lines[0].starts_with("  Heap (as of the last GC; sampled every 512.0 KiB allocated"), "{s}");
@@ -120,7 +120,7 @@ mod tests {
         assert_eq!(lines[3], "      62.5 KiB       1000  main.keepSmall", "{s}");
         g.heap = HeapReport { unavailable: Some("no heap profile: because".into()), ..Default::default() };
         let mut s = String::new();
-        crate::render::go_text::sections(&mut s, &[g]);
+        crate::render::go_text::sections(&mut s, &[g.clone()], g.pid, 0);
         assert!(s.contains("\n  Heap: no heap profile: because\n"), "{s}");
     }
 }
