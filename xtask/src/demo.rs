@@ -27,7 +27,7 @@ pub fn run() -> Result<()> {
         .env("GOPATH", root().join("target/go-path")))?;
     let report = root().join("target/demo-report");
     let _ = std::fs::remove_dir_all(&report);
-    // 4 s: the demo lives about 6 s, so its never-waited-for child is still a zombie when the
+    // 4 s: the demo lives about 9 s, so its never-waited-for child is still a zombie when the
     // session ends (after the demo exits, init would reap it).
     step(&format!("tracing: rtrace -d 4s -o {} -- {}", report.display(), demo.display()));
     sh(Command::new(rtrace_bin()).args(["-d", "4s", "-o"]).arg(&report).arg("--").arg(&demo))?;
