@@ -210,3 +210,34 @@ macro_rules! variants {
     };
 }
 variants!(parked, leak, no_go);
+
+/// `cargo xtask bench go`'s snapshot part (ignored in the suite): rtrace's read of 10,000
+/// parked goroutines, per snapshot, on the four builds, from the capture's own timings
+/// (wall time of each read, µs; the budget is 20 ms of CPU).
+#[test]
+#[ignore]
+fn snapshot_cost() {
+    if !privileged("snapshot_cost") {
+        return;
+    }
+    for (go, stripped) in GO_VARIANTS {
+        let exe = go_fixture_variant("go_parked", go, stripped);
+        let run =
+            rtrace("go_snapshot_cost", &["-q", "--no-offcpu", "-d", "5s", "--", exe.to_str().unwrap(), "10000", "8"]);
+        let c: Value = serde_json::from_str(&std::fs::read_to_string(run.dir.join("capture.json")).unwrap()).unwrap();
+        let g = c["go"].as_array().unwrap().iter().find(|g| g["pid"] == c["target"]["pid"]).unwrap();
+        let mut us: Vec<u64> =
+            g["snapshots"].as_array().unwrap().iter().map(|s| s["read_us"].as_u64().unwrap()).collect();
+        let live = g["snapshots"].as_array().unwrap().last().unwrap()["live"].as_u64().unwrap();
+        us.sort();
+        println!(
+            "bench go snapshot: {go:?} stripped={stripped}: {live} goroutines, {} snapshots, read {} / {} / {} µs (min / median / max wall)",
+            us.len(),
+            us[0],
+            us[us.len() / 2],
+            us[us.len() - 1]
+        );
+        assert!(live >= 10_000, "{live}");
+    }
+    assert_no_rtrace_programs();
+}

@@ -45,7 +45,7 @@ enum State {
     NotGo,
     Live(Box<Live>),
     /// Done with: exited, or its view unavailable.
-    Done(GoProcess),
+    Done(Box<GoProcess>),
 }
 
 struct Live {
@@ -112,7 +112,7 @@ impl GoSession {
                     // Gone between open and its first reading.
                     self.unread += 1;
                 } else {
-                    self.procs.insert(pid, State::Done(rec));
+                    self.procs.insert(pid, State::Done(Box::new(rec)));
                 }
             }
             // Exited while its runtime was starting: not readable, not a failure (counted
@@ -218,7 +218,7 @@ impl GoSession {
             }
             // Just exec'd, the runtime not up yet: try again, for a while.
             Err(u) if since.elapsed() < STARTUP => State::Pending { since, tried: Some(Instant::now()), why: Some(u) },
-            Err(u) => State::Done(unavailable(pid, u)),
+            Err(u) => State::Done(Box::new(unavailable(pid, u))),
         }
     }
 
@@ -251,7 +251,7 @@ impl GoSession {
                     uprobe_counts(&mut rec, &mut regs.probes.borrow_mut());
                     out.push(rec);
                 }
-                State::Done(rec) => out.push(rec),
+                State::Done(rec) => out.push(*rec),
                 State::Pending { why: Some(u), .. } if crate::procfs::is_alive(pid) => out.push(unavailable(pid, u)),
                 State::Pending { why: Some(u), .. } if !u.go_version.is_empty() => self.unread += 1,
                 State::Pending { .. } | State::NotGo => {}

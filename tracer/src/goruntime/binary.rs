@@ -24,7 +24,7 @@ impl GoVersion {
             Some((s[..n].parse().ok()?, n))
         };
         let (minor, n) = digits(rest)?;
-        let patch = rest[n..].strip_prefix('.').and_then(|p| digits(p)).map(|(p, _)| p).unwrap_or(0);
+        let patch = rest[n..].strip_prefix('.').and_then(digits).map(|(p, _)| p).unwrap_or(0);
         Some(GoVersion { minor, patch, raw: raw.to_owned() })
     }
 }

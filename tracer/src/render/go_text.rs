@@ -156,45 +156,6 @@ fn where_(stack: &[crate::symbolize::Frame]) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::analyze::gc::{GcReport, Series, StwRow};
-
-    #[test]
-    fn gc_section() {
-        let g = GoReport {
-            pid: 7,
-            go_version: "go1.27.3".into(),
-            gc: Some(GcReport {
-                cycles: 3,
-                pause_total_ns: 1_500_000,
-                pause_p50_ns: 400_000,
-                pause_max_ns: 900_000,
-                stw: vec![StwRow {
-                    reason: "GC mark termination".into(),
-                    count: 3,
-                    total_ns: 1_200_000,
-                    max_ns: 700_000,
-                }],
-                heap_live: Some(Series { first: 1 << 20, last: 2 << 20, max: 3 << 20 }),
-                stopped_share: 0.0123,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let mut s = String::new();
-        gc(&mut s, &g);
-        assert_eq!(
-            s,
-            "  GC: 3 cycles, pauses 1.5 ms (p50 0.40 ms, max 0.90 ms), world stopped 1.2 % of the session\n\
-             \x20   stop-the-world        count       total        max\n\
-             \x20   GC mark termination       3     1.20 ms    0.70 ms\n\
-             \x20   heap live 1.0 → 2.0 MiB (max 3.0)\n"
-        );
-    }
-}
-
 /// "Heap": the in-use totals and the functions holding the most, or why there is no profile.
 fn heap(s: &mut String, g: &GoReport) {
     let h = &g.heap;
@@ -237,5 +198,44 @@ fn human_bytes(b: i64) -> String {
         1024..=1_048_575 => format!("{:.1} KiB", f / 1024.0),
         1_048_576..=1_073_741_823 => format!("{:.1} MiB", f / 1_048_576.0),
         _ => format!("{:.2} GiB", f / 1_073_741_824.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::gc::{GcReport, Series, StwRow};
+
+    #[test]
+    fn gc_section() {
+        let g = GoReport {
+            pid: 7,
+            go_version: "go1.27.3".into(),
+            gc: Some(GcReport {
+                cycles: 3,
+                pause_total_ns: 1_500_000,
+                pause_p50_ns: 400_000,
+                pause_max_ns: 900_000,
+                stw: vec![StwRow {
+                    reason: "GC mark termination".into(),
+                    count: 3,
+                    total_ns: 1_200_000,
+                    max_ns: 700_000,
+                }],
+                heap_live: Some(Series { first: 1 << 20, last: 2 << 20, max: 3 << 20 }),
+                stopped_share: 0.0123,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut s = String::new();
+        gc(&mut s, &g);
+        assert_eq!(
+            s,
+            "  GC: 3 cycles, pauses 1.5 ms (p50 0.40 ms, max 0.90 ms), world stopped 1.2 % of the session\n\
+             \x20   stop-the-world        count       total        max\n\
+             \x20   GC mark termination       3     1.20 ms    0.70 ms\n\
+             \x20   heap live 1.0 → 2.0 MiB (max 3.0)\n"
+        );
     }
 }
