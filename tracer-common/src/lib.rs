@@ -15,6 +15,7 @@ pub mod syscall;
 pub mod target;
 pub mod thread;
 pub mod unwind;
+pub mod ustack;
 
 /// Implements `aya::Pod` for the listed types when built for userspace.
 macro_rules! user_pod {

@@ -18,3 +18,4 @@ pub mod session;
 pub mod spawn;
 pub mod symbolize;
 pub mod tracefs;
+pub mod unwind;

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod go;
+pub mod unwind;
 pub use go::GoProcess;
+pub use unwind::UnwindStats;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Capture {
@@ -45,6 +47,9 @@ pub struct Capture {
     /// taken from /proc/PID/map_files while the process was alive; not saved.
     #[serde(skip)]
     pub held_files: HeldFiles,
+    /// How user stacks were obtained, by TGID (see unwind.rs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unwind: BTreeMap<u32, UnwindStats>,
 }
 
 /// One vDSO function: its file offset in the image (what a `[vdso]` mapping's address turns
