@@ -44,6 +44,9 @@ pub struct Report {
     /// The Go runtime view: one entry per traced Go process (absent when none, or --no-go).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub go: Vec<crate::analyze::go::GoReport>,
+    /// How complete the user stacks are (CFI unwinding, frame pointers, truncation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<crate::analyze::unwind::UnwindSection>,
 }
 
 /// Appends kernel frames known only by name (innermost first), root-first like the rest.
@@ -367,6 +370,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         syscalls: s.slow_top.map(|_| sc::rows(&capture.syscalls)),
         slowest_syscalls: slow_prepared.map(|p| slow_calls(capture, &slow_inputs, p, &mut symbols, resolver)),
         go,
+        unwind: crate::analyze::unwind::analyze(capture),
     };
     Analysis { report, cpu, offcpu }
 }

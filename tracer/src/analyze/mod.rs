@@ -12,3 +12,4 @@ pub mod offcpu;
 pub mod sysargs;
 pub mod syscalls;
 pub mod target;
+pub mod unwind;

@@ -264,6 +264,10 @@ pub struct SessionInfo {
     /// unknown (older captures).
     #[serde(default)]
     pub start_mono_ns: u64,
+    /// Bytes of user stack copied per stack for CFI unwinding (--ustack-bytes); None: older
+    /// captures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ustack_bytes: Option<u32>,
 }
 
 fn default_threshold_ms() -> u64 {

@@ -76,6 +76,14 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     findings_section(&mut s, &report.findings);
     let _ = writeln!(s, "samples: {} on CPU; lost {}; without stack {}", a.cpu_samples, a.lost_samples, a.stack_errors);
     losses(&mut s, a);
+    if let Some(u) = &report.unwind {
+        if let Some(line) = crate::analyze::unwind::summary_line(u) {
+            let _ = writeln!(s, "{line}");
+        }
+        if let Some(hint) = &u.suggestion {
+            let _ = writeln!(s, "hint: {hint}");
+        }
+    }
 
     let total = report.cpu.total_samples;
     let _ = writeln!(s, "\nOn CPU — top functions by self time:");
