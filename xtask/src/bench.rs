@@ -33,6 +33,7 @@ mod go;
 mod load;
 mod report;
 mod rounds;
+mod unwind;
 use rounds::{alternate, ratio_text, Tracer};
 
 pub fn run(which: &str, rounds: u32) -> Result<()> {
@@ -48,15 +49,17 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
         "load" => load::load(rounds),
         "go" => go::go(),
         "report" => report::report(rounds),
+        "unwind" => unwind::unwind(rounds),
         "all" => {
             cpu(rounds)?;
             offcpu(rounds)?;
             syscalls(rounds)?;
             load::load(rounds)?;
             go::go()?;
-            report::report(rounds)
+            report::report(rounds)?;
+            unwind::unwind(rounds)
         }
-        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, report, all"),
+        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, report, unwind, all"),
     }
 }
 

@@ -33,7 +33,7 @@ enum Cmd {
     /// Benchmarks: rtrace's cost measured against an untraced baseline in the same run.
     Bench {
         /// Which benchmark: cpu, offcpu, syscalls, load (an overloaded target), go (the Go uprobes
-        /// cost), report (the cost of a go build's report), all.
+        /// cost), report (the cost of a go build's report), unwind (CFI unwinding against perf --call-graph dwarf), all.
         #[arg(default_value = "cpu")]
         which: String,
         /// Rounds of (untraced, traced) pairs.

@@ -23,6 +23,8 @@ pub(super) enum Tracer<'a> {
     Elsewhere(&'a [&'a str]),
     /// bpftrace with this program ("PID" is replaced by the fixture's pid).
     Bpftrace(&'a str),
+    /// `perf record -p PID` with these extra arguments (its data written to a scratch file).
+    Perf(&'a [&'a str]),
 }
 
 struct Measured {
@@ -30,8 +32,10 @@ struct Measured {
     ns_per_op: f64,
     /// The whole run, noise included.
     whole_ns_per_op: f64,
-    /// From rtrace's report.json: accounting.
+    /// From rtrace's report.json: accounting (and `unwind`, under the key "unwind").
     accounting: Option<serde_json::Value>,
+    /// rtrace's CPU from probes attached to session end, per second of that interval.
+    tracer_cpu: Option<f64>,
 }
 
 /// Runs a held fixture (it waits for one byte on stdin and prints "ns_per_op=X") under a tracer.
@@ -41,6 +45,7 @@ fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
     let out = std::env::temp_dir().join(format!("rtrace-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let mut bystander_of: Option<Child> = None;
+    let mut timings: Option<std::thread::JoinHandle<Vec<String>>> = None;
     let mut tracer_child = match tracer {
         Tracer::None => None,
         Tracer::Rtrace(extra) | Tracer::Elsewhere(extra) => {
@@ -60,8 +65,26 @@ fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
                 .stderr(Stdio::piped())
                 .stdout(Stdio::null())
                 .spawn()?;
-            wait_for_line(rt.stderr.take().unwrap(), "rtrace-timings: attached")?;
+            timings = Some(rtrace_timings(rt.stderr.take().unwrap())?);
             Some(rt)
+        }
+        Tracer::Perf(extra) => {
+            let data = std::env::temp_dir().join(format!("rtrace-bench-perf-{}.data", std::process::id()));
+            let mut perf = Command::new("perf")
+                .args(["record", "-q", "-o"])
+                .arg(&data)
+                .args(*extra)
+                .args(["-p", &pid])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting perf (linux-perf, installed by cargo xtask setup)")?;
+            // perf says nothing when it is attached: give it the time its own start takes here.
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            if let Some(st) = perf.try_wait()? {
+                bail!("perf record exited at once: {st}");
+            }
+            Some(perf)
         }
         Tracer::Bpftrace(prog) => {
             let mut bt = Command::new("bpftrace")
@@ -94,7 +117,7 @@ fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
         idle.wait()?;
     }
     if let Some(mut child) = tracer_child.take() {
-        if let Tracer::Bpftrace(_) = tracer {
+        if let Tracer::Bpftrace(_) | Tracer::Perf(_) = tracer {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         }
@@ -104,11 +127,53 @@ fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
                 bail!("rtrace failed: {st}");
             }
             let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json"))?)?;
-            accounting = Some(report["accounting"].clone());
+            let mut a = report["accounting"].clone();
+            a["unwind"] = report["unwind"].clone();
+            accounting = Some(a);
         }
     }
     let _ = std::fs::remove_dir_all(&out);
-    Ok(Measured { ns_per_op, whole_ns_per_op, accounting })
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("rtrace-bench-perf-{}.data", std::process::id())));
+    let tracer_cpu = timings.and_then(|t| t.join().ok()).and_then(|lines| steady_cpu(&lines));
+    Ok(Measured { ns_per_op, whole_ns_per_op, accounting, tracer_cpu })
+}
+
+/// Waits for rtrace's "attached" timing line, then keeps reading its stderr (so it never blocks
+/// on a full pipe) and hands back every timing line with the time it was read.
+fn rtrace_timings(r: impl Read + Send + 'static) -> Result<std::thread::JoinHandle<Vec<String>>> {
+    let mut lines = BufReader::new(r).lines();
+    let attached = loop {
+        match lines.next() {
+            Some(line) => {
+                let line = line?;
+                if line.starts_with("rtrace-timings: attached") {
+                    break line;
+                }
+            }
+            None => bail!("rtrace exited before attaching"),
+        }
+    };
+    let t0 = std::time::Instant::now();
+    Ok(std::thread::spawn(move || {
+        let mut out = vec![format!("{attached} at_ms=0")];
+        for line in lines.map_while(Result::ok) {
+            if line.starts_with("rtrace-timings:") {
+                out.push(format!("{line} at_ms={}", t0.elapsed().as_millis()));
+            }
+        }
+        out
+    }))
+}
+
+/// rtrace's CPU share from attach to session end, from its timing lines.
+fn steady_cpu(lines: &[String]) -> Option<f64> {
+    let field = |prefix: &str, key: &str| -> Option<f64> {
+        let l = lines.iter().find(|l| l.starts_with(prefix))?;
+        l.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+    };
+    let cpu = field("rtrace-timings: session_end", "cpu_us")? - field("rtrace-timings: attached", "cpu_us")?;
+    let ms = field("rtrace-timings: session_end", "at_ms")?.max(1.0);
+    Some(cpu / 1e3 / ms)
 }
 
 fn wait_for_line(r: impl Read + Send + 'static, prefix: &str) -> Result<()> {
@@ -135,6 +200,8 @@ pub(super) struct Rounds {
     /// Whole run per round, per configuration.
     pub(super) whole: Vec<Vec<f64>>,
     pub(super) acc: Vec<Option<serde_json::Value>>,
+    /// rtrace's CPU share while tracing, per round, per configuration (empty when not rtrace).
+    pub(super) tracer_cpu: Vec<Vec<f64>>,
 }
 
 impl Rounds {
@@ -189,6 +256,7 @@ pub(super) fn alternate(bin: &Path, args: &[String], configs: &[(&str, Tracer)],
     let mut per: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut whole: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut acc: Vec<Option<serde_json::Value>> = vec![None; configs.len()];
+    let mut tracer_cpu: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..rounds {
         let mut line = format!("  round {}:", round + 1);
         for (i, (name, tracer)) in configs.iter().enumerate() {
@@ -199,10 +267,11 @@ pub(super) fn alternate(bin: &Path, args: &[String], configs: &[(&str, Tracer)],
             if m.accounting.is_some() {
                 acc[i] = m.accounting;
             }
+            tracer_cpu[i].extend(m.tracer_cpu);
         }
         eprintln!("{line}");
     }
-    Ok(Rounds { per, whole, acc })
+    Ok(Rounds { per, whole, acc, tracer_cpu })
 }
 
 fn overhead_ratio(traced: f64, floor: f64, base: f64) -> f64 {
