@@ -20,8 +20,8 @@ use std::{
 use framehop::x86_64::CacheX86_64;
 
 pub use decide::{is_go, mode_for};
-pub use modules::{LiveProc, MapLine, ProcSource};
 use modules::{BinaryCache, ProcModules};
+pub use modules::{LiveProc, MapLine, ProcSource};
 
 /// User registers at the innermost frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl Unwinder {
 
     fn walk(&mut self, pid: u32, regs: Regs, stack: &[u8], cut: bool) -> Unwound {
         match self.procs.get(&pid).and_then(|p| p.modules.as_ref()) {
-            Some(m) => frames::walk(&m.fh, &mut self.cache, regs, stack, cut, |a| m.knows(a)),
+            Some(m) => frames::walk(&m.fh, &mut self.cache, regs, stack, cut, m),
             None => Unwound { addrs: vec![regs.ip], outcome: Some(Outcome::NoModule), bytes_needed: 0 },
         }
     }

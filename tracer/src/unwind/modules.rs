@@ -158,7 +158,8 @@ impl Binary {
             .segments()
             .map(|s| {
                 let (offset, filesz) = s.file_range();
-                let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0);
+                let exec =
+                    matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0);
                 Load { offset, vaddr: s.address(), filesz, exec }
             })
             .collect();
@@ -170,8 +171,13 @@ impl Binary {
             });
             Some(Section { svma: s.address()..s.address() + s.size(), file: file_range })
         };
-        let (text, eh_frame, eh_frame_hdr, got, debug_frame) =
-            (section(".text"), section(".eh_frame"), section(".eh_frame_hdr"), section(".got"), section(".debug_frame"));
+        let (text, eh_frame, eh_frame_hdr, got, debug_frame) = (
+            section(".text"),
+            section(".eh_frame"),
+            section(".eh_frame_hdr"),
+            section(".got"),
+            section(".debug_frame"),
+        );
         drop(file);
         Ok(Binary { backing, loads, text, eh_frame, eh_frame_hdr, got, debug_frame })
     }
@@ -282,10 +288,15 @@ impl BinaryCache {
 pub struct ProcModules {
     pub fh: UnwinderX86_64<Bytes>,
     /// Every executable mapping (with or without CFI), sorted: an address outside all of
-    /// them is no code of this process as last read.
-    exec: Vec<Range<u64>>,
-    /// Binaries this table holds (keeps the cache's entries alive).
-    _held: Vec<Arc<Binary>>,
+    /// them is no code of this process as last read. Holding the binaries keeps their cache
+    /// entries alive.
+    exec: Vec<Mapped>,
+}
+
+struct Mapped {
+    range: Range<u64>,
+    offset: u64,
+    bin: Option<Arc<Binary>>,
 }
 
 impl ProcModules {
@@ -293,10 +304,8 @@ impl ProcModules {
     pub fn read(src: &dyn ProcSource, cache: &mut BinaryCache, pid: u32) -> io::Result<ProcModules> {
         let maps = parse_maps(&src.maps(pid)?);
         let mut fh = UnwinderX86_64::new();
-        let mut held: Vec<Arc<Binary>> = Vec::new();
         let mut exec = Vec::with_capacity(maps.len());
         for m in &maps {
-            exec.push(m.start..m.end);
             let bin = if m.path == "[vdso]" {
                 src.read_mem(pid, m.start, (m.end - m.start).min(1 << 20) as usize).ok().and_then(|i| cache.vdso(i))
             } else if m.path.starts_with('/') {
@@ -304,19 +313,30 @@ impl ProcModules {
             } else {
                 None // anonymous or [vsyscall]: framehop falls back to frame pointers there
             };
-            let Some(bin) = bin else { continue };
-            let Some(base) = bias(&bin.loads, m.start, m.offset) else { continue };
-            fh.add_module(Module::new(m.path.clone(), m.start..m.end, base, bin.section_info()));
-            if !held.iter().any(|h| Arc::ptr_eq(h, &bin)) {
-                held.push(bin);
-            }
+            let bin = bin.and_then(|bin| {
+                let base = bias(&bin.loads, m.start, m.offset)?;
+                fh.add_module(Module::new(m.path.clone(), m.start..m.end, base, bin.section_info()));
+                Some(bin)
+            });
+            exec.push(Mapped { range: m.start..m.end, offset: m.offset, bin });
         }
-        Ok(ProcModules { fh, exec, _held: held })
+        Ok(ProcModules { fh, exec })
     }
 
-    /// Whether `addr` is in an executable mapping.
-    pub fn knows(&self, addr: u64) -> bool {
-        let i = self.exec.partition_point(|r| r.start <= addr);
-        i > 0 && addr < self.exec[i - 1].end
+    fn mapped(&self, addr: u64) -> Option<&Mapped> {
+        let i = self.exec.partition_point(|m| m.range.start <= addr);
+        self.exec.get(i.checked_sub(1)?).filter(|m| addr < m.range.end)
+    }
+}
+
+impl super::frames::Code for ProcModules {
+    fn knows(&self, addr: u64) -> bool {
+        self.mapped(addr).is_some()
+    }
+
+    fn code(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        let m = self.mapped(addr)?;
+        let off = usize::try_from(addr - m.range.start + m.offset).ok()?;
+        m.bin.as_ref()?.backing.get(off..off.checked_add(len)?)
     }
 }

@@ -83,7 +83,11 @@ fn unwinder(snap: &Snapshot) -> (Unwinder, Arc<Mutex<u32>>, Arc<Mutex<Option<Str
 fn take(exe: &Path, what: &str) -> Snapshot {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("snap");
-    let st = std::process::Command::new(exe).arg(what).arg(&out).status().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    if what != "-" {
+        cmd.arg(what);
+    }
+    let st = cmd.arg(&out).status().unwrap();
     assert!(st.success(), "{} {what}: {st}", exe.display());
     Snapshot::parse(&std::fs::read(&out).unwrap())
 }
@@ -272,4 +276,55 @@ fn mode_for_go_and_c() {
     assert_eq!(mode_for(&c, Choice::Fp), MODE_FP);
     assert_eq!(mode_for(&go, Choice::Dwarf), MODE_DWARF);
     assert_eq!(mode_for(Path::new("/nonexistent"), Choice::Auto), MODE_DWARF);
+}
+
+/// A 40-deep recursion through frames of three sizes: every one of its 81 frames, in order.
+#[test]
+fn c_recursion_from_snapshot() {
+    let s = c_snapshot("recurse");
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    let mut want = vec!["bottom", "descend"];
+    for k in 1..=40 {
+        want.push(["small_frame", "mid_frame", "big_frame"][k % 3]);
+        want.push("descend");
+    }
+    want.extend(["main", "__libc_start_call_main"]);
+    assert_eq!(funcs(&n)[..want.len()], want[..], "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete));
+    // The walk needs most of the ~10 KiB the recursion takes.
+    assert!(w.bytes_needed > 8 * 1024, "{}", w.bytes_needed);
+}
+
+/// A signal handler's stack: through the kernel's signal frame (__restore_rt) back into the
+/// interrupted function.
+#[test]
+fn c_signal_frame_from_snapshot() {
+    let s = c_snapshot("signal");
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    assert_eq!(funcs(&n)[..5], ["on_signal", "__restore_rt", "spin", "main", "__libc_start_call_main"], "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete));
+}
+
+/// The Rust release chain (LLD: p_offset != p_vaddr), exact, then std's start-up frames.
+#[test]
+fn rust_chain_from_snapshot() {
+    let s = take(&tests::rust_fixture("nofp_snapshot"), "-");
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    let f: Vec<String> = funcs(&n).iter().map(|f| f.rsplit_once("::h").map_or(*f, |(a, _)| a).to_owned()).collect();
+    assert_eq!(
+        f[..4],
+        ["nofp_snapshot::leaf", "nofp_snapshot::middle", "nofp_snapshot::outer", "nofp_snapshot::main"],
+        "{n:?}"
+    );
+    let main = f.iter().position(|x| x == "main").unwrap_or_else(|| panic!("no C main: {n:?}"));
+    assert_eq!(f[main + 1], "__libc_start_call_main", "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete), "{n:?}");
+    let fp = names(&s.maps, &frame_pointer_walk(s.regs, &s.stack));
+    assert!(!funcs(&fp).iter().any(|x| x.contains("nofp_snapshot::outer")), "fixture has frame pointers: {fp:?}");
 }
