@@ -328,3 +328,107 @@ fn rust_chain_from_snapshot() {
     let fp = names(&s.maps, &frame_pointer_walk(s.regs, &s.stack));
     assert!(!funcs(&fp).iter().any(|x| x.contains("nofp_snapshot::outer")), "fixture has frame pointers: {fp:?}");
 }
+
+/// Debian's python3.11 (non-PIE, no frame pointers) from a C function it called through
+/// ctypes (a dlopen'd library) inside json.dumps' C encoder: down to Py_BytesMain (which
+/// python3.11's main calls as a tail call: no main frame) and libc's start.
+#[test]
+fn python_from_snapshot() {
+    let lib = tests::c_fixture_with(
+        "unwind_snapshot",
+        "lib",
+        &["-O2", "-fomit-frame-pointer", "-g", "-shared", "-fPIC", "-DSNAPSHOT_LIB"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let script = "import ctypes, json, sys\n\
+        lib = ctypes.CDLL(sys.argv[1])\n\
+        lib.rt_snapshot.argtypes = [ctypes.c_char_p, ctypes.c_size_t]\n\
+        def hook(o):\n    lib.rt_snapshot(sys.argv[2].encode(), 65536)\n    return 0\n\
+        v = object()\n\
+        for _ in range(10): v = [v]\n\
+        json.dumps(v, default=hook)\n";
+    let st = std::process::Command::new("python3").arg("-c").arg(script).arg(&lib).arg(&out).status().unwrap();
+    assert!(st.success());
+    let s = Snapshot::parse(&std::fs::read(&out).unwrap());
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    assert_eq!(n[0].0, "rt_snapshot", "{n:?}");
+    let f = funcs(&n);
+    let encoders = f.iter().filter(|x| **x == "encoder_listencode_obj").count();
+    assert_eq!(encoders, 11, "json's C encoder recursion, 10 lists and the object: {n:?}");
+    assert!(f.contains(&"_ctypes_callproc"), "{n:?}");
+    let main = f.iter().position(|x| *x == "Py_BytesMain").unwrap_or_else(|| panic!("no Py_BytesMain: {n:?}"));
+    assert_eq!(f[main..], ["Py_BytesMain", "__libc_start_call_main", "__libc_start_main_impl", "_start"], "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete), "{n:?}");
+    // libffi's assembly trampolines have no symbol (stripped, local); everything else does.
+    assert!(!n.iter().any(|(f, m)| f.starts_with('?') && !m.starts_with("libffi")), "every frame named: {n:?}");
+}
+
+/// The live source on this very thread: the test binary (rustc + LLD), its libc, the thread's
+/// anonymous stack mapping, down to the thread's root (clone3), Complete.
+#[test]
+fn live_self_unwind() {
+    let (w, maps) = live_leaf();
+    let n = names(&maps, &w.addrs);
+    let f = funcs(&n);
+    assert!(f[0].contains("live_leaf"), "{n:?}");
+    assert!(f.iter().any(|x| x.contains("live_self_unwind")), "{n:?}");
+    assert!(f.iter().any(|x| *x == "start_thread"), "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete), "{n:?}");
+}
+
+#[inline(never)]
+fn live_leaf() -> (super::Unwound, String) {
+    let (ip, sp, bp): (u64, u64, u64);
+    // SAFETY: reads registers only.
+    unsafe {
+        std::arch::asm!("lea {0}, [rip]", "mov {1}, rsp", "mov {2}, rbp", out(reg) ip, out(reg) sp, out(reg) bp);
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let end = maps
+        .lines()
+        .filter_map(|l| {
+            let (s, e) = l.split(' ').next()?.split_once('-')?;
+            Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?))
+        })
+        .find(|&(s, e)| s <= sp && sp < e)
+        .unwrap()
+        .1;
+    let len = (end - sp).min(64 * 1024);
+    // SAFETY: [sp, end) is this thread's mapped stack; the bytes are copied at once.
+    let stack = unsafe { std::slice::from_raw_parts(sp as *const u8, len as usize) }.to_vec();
+    let mut u = Unwinder::new();
+    let w = u.unwind(std::process::id(), Regs { ip, sp, bp }, &stack, len == 64 * 1024);
+    (std::hint::black_box(w), maps)
+}
+
+/// A binary deleted while it runs is read through /proc/PID/map_files (root: map_files needs
+/// CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE).
+#[test]
+fn live_deleted_binary_opens_through_map_files() {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED live_deleted_binary_opens_through_map_files: map_files needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("deleted_sleep");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let mut child = std::process::Command::new(&exe).arg("5").spawn().unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !super::LiveProc.maps(pid).unwrap_or_default().contains("deleted_sleep") {
+        assert!(std::time::Instant::now() < deadline, "child never mapped its binary");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::remove_file(&exe).unwrap();
+    let maps = parse_maps(&super::LiveProc.maps(pid).unwrap());
+    let m = maps.iter().find(|m| m.path.ends_with("deleted_sleep (deleted)")).expect("deleted mapping");
+    let f = super::LiveProc.open(pid, m);
+    let _ = child.kill();
+    let _ = child.wait();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(f.unwrap().metadata().unwrap().ino(), m.inode);
+}
