@@ -10,7 +10,11 @@ mod decide;
 pub mod frames;
 pub mod modules;
 #[cfg(test)]
+mod snapshot;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_live;
 
 use std::{
     collections::HashMap,
