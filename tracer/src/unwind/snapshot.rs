@@ -127,3 +127,25 @@ pub fn names(maps: &str, addrs: &[u64]) -> Vec<(String, String)> {
 pub fn funcs(n: &[(String, String)]) -> Vec<&str> {
     n.iter().map(|(f, _)| f.as_str()).collect()
 }
+
+/// Debian's python3 snapshotting itself inside json.dumps of 10 nested lists: a `default=`
+/// hook calls rt_snapshot (unwind_snapshot.c built as a library) through ctypes.
+pub fn py_snapshot() -> Snapshot {
+    let lib = tests::c_fixture_with(
+        "unwind_snapshot",
+        "lib",
+        &["-O2", "-fomit-frame-pointer", "-g", "-shared", "-fPIC", "-DSNAPSHOT_LIB"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("snap");
+    let script = "import ctypes, json, sys\n\
+        lib = ctypes.CDLL(sys.argv[1])\n\
+        lib.rt_snapshot.argtypes = [ctypes.c_char_p, ctypes.c_size_t]\n\
+        def hook(o):\n    lib.rt_snapshot(sys.argv[2].encode(), 65536)\n    return 0\n\
+        v = object()\n\
+        for _ in range(10): v = [v]\n\
+        json.dumps(v, default=hook)\n";
+    let st = std::process::Command::new("/usr/bin/python3").arg("-c").arg(script).arg(&lib).arg(&out).status().unwrap();
+    assert!(st.success());
+    Snapshot::parse(&std::fs::read(&out).unwrap())
+}

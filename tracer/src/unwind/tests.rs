@@ -3,7 +3,7 @@
 //! exact chains for C, Rust (LLD) and Debian's python3, and the frame-pointer control.
 use super::{
     frames::frame_pointer_walk,
-    snapshot::{c_snapshot, funcs, names, take, unwinder, Snapshot},
+    snapshot::{c_snapshot, funcs, names, py_snapshot, take, unwinder},
     Outcome,
 };
 
@@ -144,23 +144,7 @@ fn rust_chain_from_snapshot() {
 /// python3.11's main calls as a tail call: no main frame) and libc's start.
 #[test]
 fn python_from_snapshot() {
-    let lib = tests::c_fixture_with(
-        "unwind_snapshot",
-        "lib",
-        &["-O2", "-fomit-frame-pointer", "-g", "-shared", "-fPIC", "-DSNAPSHOT_LIB"],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("snap");
-    let script = "import ctypes, json, sys\n\
-        lib = ctypes.CDLL(sys.argv[1])\n\
-        lib.rt_snapshot.argtypes = [ctypes.c_char_p, ctypes.c_size_t]\n\
-        def hook(o):\n    lib.rt_snapshot(sys.argv[2].encode(), 65536)\n    return 0\n\
-        v = object()\n\
-        for _ in range(10): v = [v]\n\
-        json.dumps(v, default=hook)\n";
-    let st = std::process::Command::new("/usr/bin/python3").arg("-c").arg(script).arg(&lib).arg(&out).status().unwrap();
-    assert!(st.success());
-    let s = Snapshot::parse(&std::fs::read(&out).unwrap());
+    let s = py_snapshot();
     let (mut u, _, _) = unwinder(&s);
     let w = u.unwind(7, s.regs, &s.stack, s.cut);
     let n = names(&s.maps, &w.addrs);

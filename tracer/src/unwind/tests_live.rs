@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::{
     modules::{bias, parse_maps, Load, ProcSource},
-    snapshot::{c_snapshot, funcs, names, unwinder},
+    snapshot::{c_snapshot, funcs, names, py_snapshot, unwinder},
     Outcome, Regs, Unwinder,
 };
 
@@ -57,24 +57,39 @@ fn mode_for_go_and_c() {
     assert_eq!(mode_for(Path::new("/nonexistent"), Choice::Auto), MODE_DWARF);
 }
 
-/// Unwind cost per stack on the chain snapshot (printed; `--nocapture` shows it), and the
-/// first stack of a process (maps read, files mapped and parsed).
+/// Unwind cost per stack on snapshots (printed; `--nocapture` shows it), and the first stack
+/// of a process (maps read, files mapped and parsed).
 #[test]
 fn unwind_cost_per_stack() {
-    let s = c_snapshot("chain");
-    let t = std::time::Instant::now();
-    let (mut u, _, _) = unwinder(&s);
-    u.unwind(7, s.regs, &s.stack, s.cut);
-    let first = t.elapsed();
-    let n = 20_000;
-    let t = std::time::Instant::now();
-    let mut frames = 0;
-    for _ in 0..n {
-        frames += u.unwind(7, s.regs, &s.stack, s.cut).addrs.len();
+    for (what, s) in
+        [("C chain", c_snapshot("chain")), ("C recursion", c_snapshot("recurse")), ("python3", py_snapshot())]
+    {
+        let t = std::time::Instant::now();
+        let (mut u, _, _) = unwinder(&s);
+        let first = u.unwind(7, s.regs, &s.stack, s.cut);
+        let setup = t.elapsed();
+        assert_eq!(first.outcome, Some(Outcome::Complete), "{what}");
+        let n = 5_000;
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            assert_eq!(u.unwind(7, s.regs, &s.stack, s.cut).addrs.len(), first.addrs.len());
+        }
+        let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "unwind {what}: {per:.2} µs per stack ({} frames, {} bytes needed); first stack of a process \
+             (maps, {} binaries mapped and parsed) {setup:?}",
+            first.addrs.len(),
+            first.bytes_needed,
+            u.cached_binaries()
+        );
     }
-    let per = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    println!("unwind: {per:.2} µs per stack ({} frames), first stack of a process {first:?}", frames / n);
-    assert_eq!(frames / n, u.unwind(7, s.regs, &s.stack, s.cut).addrs.len());
+}
+
+/// The collector owns the Unwinder on its own thread.
+#[test]
+fn unwinder_is_send() {
+    fn send<T: Send>() {}
+    send::<Unwinder>();
 }
 
 /// The live source on this very thread: the test binary (rustc + LLD), its libc, the thread's
