@@ -79,7 +79,14 @@ pub struct Unwinder {
     binaries: BinaryCache,
     procs: HashMap<u32, Proc>,
     cache: CacheX86_64,
+    /// Modules added since `cache` was made (see CACHE_RENEW).
+    modules_added: usize,
 }
+
+/// framehop tags its rule cache with a global u16 "modules generation" bumped at every module
+/// added: after 65,536 of them (a long build: thousands of processes × their libraries) a new
+/// process could meet a stale rule of an old one. The cache is renewed well before.
+const CACHE_RENEW: usize = 30_000;
 
 struct Proc {
     /// None: the maps could not be read (the process is gone).
@@ -104,7 +111,13 @@ impl Unwinder {
 
     /// An unwinder reading maps, memory and files through `src` (tests: a snapshot).
     pub fn with_source(src: Box<dyn ProcSource>) -> Self {
-        Self { src, binaries: BinaryCache::default(), procs: HashMap::new(), cache: CacheX86_64::new() }
+        Self {
+            src,
+            binaries: BinaryCache::default(),
+            procs: HashMap::new(),
+            cache: CacheX86_64::new(),
+            modules_added: 0,
+        }
     }
 
     /// Unwinds one stack of process `pid`: `stack` holds the bytes copied from `regs.sp`
@@ -124,6 +137,11 @@ impl Unwinder {
 
     fn read(&mut self, pid: u32) {
         let modules = ProcModules::read(&*self.src, &mut self.binaries, pid).ok();
+        self.modules_added += modules.as_ref().map_or(0, ProcModules::mappings);
+        if self.modules_added >= CACHE_RENEW {
+            self.cache = CacheX86_64::new();
+            self.modules_added = 0;
+        }
         self.procs.insert(pid, Proc { modules, read_at: Instant::now() });
     }
 
@@ -146,6 +164,6 @@ impl Unwinder {
 
     /// Binaries parsed and cached (shared by every process that maps them).
     pub fn cached_binaries(&self) -> usize {
-        self.binaries.len()
+        self.binaries.files()
     }
 }

@@ -279,7 +279,8 @@ impl BinaryCache {
         Some(b)
     }
 
-    pub fn len(&self) -> usize {
+    /// Binary files parsed and held.
+    pub fn files(&self) -> usize {
         self.files.len()
     }
 }
@@ -321,6 +322,11 @@ impl ProcModules {
             exec.push(Mapped { range: m.start..m.end, offset: m.offset, bin });
         }
         Ok(ProcModules { fh, exec })
+    }
+
+    /// Executable mappings (each a framehop module when its file could be read).
+    pub fn mappings(&self) -> usize {
+        self.exec.len()
     }
 
     fn mapped(&self, addr: u64) -> Option<&Mapped> {

@@ -72,7 +72,11 @@ impl ProcSource for SnapSource {
     }
 }
 
-pub fn unwinder(snap: &Snapshot) -> (Unwinder, Arc<Mutex<u32>>, Arc<Mutex<Option<String>>>) {
+/// Maps reads so far, and the maps text served instead of the snapshot's once set.
+pub type Reads = Arc<Mutex<u32>>;
+pub type MapsOverride = Arc<Mutex<Option<String>>>;
+
+pub fn unwinder(snap: &Snapshot) -> (Unwinder, Reads, MapsOverride) {
     let reads = Arc::new(Mutex::new(0));
     let over = Arc::new(Mutex::new(None));
     let src = SnapSource { snap: snap.clone(), reads: reads.clone(), maps_override: over.clone() };

@@ -101,7 +101,7 @@ fn live_self_unwind() {
     let f = funcs(&n);
     assert!(f[0].contains("live_leaf"), "{n:?}");
     assert!(f.iter().any(|x| x.contains("live_self_unwind")), "{n:?}");
-    assert!(f.iter().any(|x| *x == "start_thread"), "{n:?}");
+    assert!(f.contains(&"start_thread"), "{n:?}");
     assert_eq!(w.outcome, Some(Outcome::Complete), "{n:?}");
 }
 
