@@ -254,3 +254,58 @@ pub fn fixture_cpu_ms(stdout: &str) -> u64 {
 pub fn expected_samples(cpu_ms: u64, hz: u64) -> u64 {
     cpu_ms * hz / 1000
 }
+
+/// Flags of the fixtures without frame pointers (issue #13): what `gcc -O2` gives by default,
+/// spelled out, with debug info for line-accurate names.
+pub const NOFP_CFLAGS: &[&str] = &["-O2", "-fomit-frame-pointer", "-g"];
+
+/// Builds tests/fixtures/<name>.c with the given gcc flags into target/fixtures/<name>-<tag>
+/// (once per change of the source or of the flags).
+pub fn c_fixture_with(name: &str, tag: &str, flags: &[&str]) -> PathBuf {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = root_dir().join(format!("tests/fixtures/{name}.c"));
+    assert!(src.exists(), "no fixture source {}", src.display());
+    let out = root_dir().join("target/fixtures").join(format!("{name}-{tag}"));
+    let mut cmd = Command::new("gcc");
+    cmd.args(flags).arg("-pthread").arg("-o").arg(&out).arg(&src);
+    build_once(&src, &out, flags, cmd);
+    out
+}
+
+/// A C fixture built `-O2 -fomit-frame-pointer -g` (target/fixtures/<name>-nofp).
+pub fn nofp_fixture(name: &str) -> PathBuf {
+    c_fixture_with(name, "nofp", NOFP_CFLAGS)
+}
+
+/// Builds tests/fixtures/<name>.rs with `rustc -C opt-level=3` (a release build: no frame
+/// pointers in user code; rustc links with LLD, so text has p_offset != p_vaddr) into
+/// target/fixtures/<name>-rs. No cargo: the fixture uses std only.
+pub fn rust_fixture(name: &str) -> PathBuf {
+    let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = root_dir().join(format!("tests/fixtures/{name}.rs"));
+    assert!(src.exists(), "no fixture source {}", src.display());
+    let out = root_dir().join("target/fixtures").join(format!("{name}-rs"));
+    let flags = ["-C", "opt-level=3", "-C", "debuginfo=1", "--edition", "2021"];
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let mut cmd = Command::new(rustc);
+    cmd.args(flags).arg("-o").arg(&out).arg(&src);
+    build_once(&src, &out, &flags, cmd);
+    out
+}
+
+/// Runs `cmd` unless `out` is newer than `src` and was built with the same flags (recorded
+/// beside it in `<out>.flags`).
+fn build_once(src: &Path, out: &Path, flags: &[&str], mut cmd: Command) {
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let stamp = out.with_extension("flags");
+    let want = flags.join(" ");
+    let fresh = out.metadata().and_then(|m| m.modified()).ok() >= src.metadata().and_then(|m| m.modified()).ok()
+        && out.exists()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str());
+    if fresh {
+        return;
+    }
+    let status = cmd.status().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(status.success(), "building fixture {} failed: {cmd:?}", src.display());
+    std::fs::write(&stamp, want).unwrap();
+}

@@ -6,7 +6,26 @@
 //! Addresses come out in the convention of the kernel's `bpf_get_stack`: the interrupted ip
 //! first, then raw return addresses (not minus one), so everything after this stage treats
 //! CFI and frame-pointer stacks alike.
-use std::path::Path;
+mod decide;
+pub mod frames;
+pub mod modules;
+#[cfg(test)]
+mod snapshot;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_live;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use framehop::x86_64::CacheX86_64;
+
+pub use decide::{is_go, mode_for};
+use modules::{BinaryCache, ProcModules};
+pub use modules::{LiveProc, MapLine, ProcSource};
 
 /// User registers at the innermost frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,11 +40,15 @@ pub struct Regs {
 pub enum Outcome {
     /// Reached the root (`_start`, a thread's start, or a module's end of CFI).
     Complete,
-    /// The unwind needed bytes beyond the copy (the copy was cut at `--ustack-bytes`).
+    /// The unwind needed bytes beyond the copy (the copy was cut at `--ustack-bytes`). A copy
+    /// that was not cut ended at the stack mapping's end: a read past it ends the walk as
+    /// Complete.
     CopyExhausted,
     /// An address in no known module (even after re-reading the maps).
     NoModule,
-    /// framehop could not go on (bad CFI, a frame that did not advance, …).
+    /// framehop could not go on (bad CFI, a frame that did not advance, a read below sp, …),
+    /// or the walk reached tracer_common::stack::MAX_DEPTH frames (where the kernel's walk
+    /// stops too): a loop the CFI did not catch, or a recursion deeper than a stack keeps.
     CfiError,
 }
 
@@ -50,38 +73,97 @@ pub enum Choice {
     Dwarf,
 }
 
-/// The mode of one executable under `choice` (tracer_common::ustack::MODE_*).
-pub fn mode_for(exe: &Path, choice: Choice) -> u8 {
-    let _ = exe;
-    match choice {
-        Choice::Fp => tracer_common::ustack::MODE_FP,
-        Choice::Dwarf | Choice::Auto => tracer_common::ustack::MODE_DWARF,
-    }
+/// Per-process module tables and framehop state.
+pub struct Unwinder {
+    src: Box<dyn ProcSource>,
+    binaries: BinaryCache,
+    procs: HashMap<u32, Proc>,
+    cache: CacheX86_64,
+    /// Modules added since `cache` was made (see CACHE_RENEW).
+    modules_added: usize,
 }
 
-/// Per-process module tables and framehop state.
-#[derive(Default)]
-pub struct Unwinder {}
+/// framehop tags its rule cache with a global u16 "modules generation" bumped at every module
+/// added: after 65,536 of them (a long build: thousands of processes × their libraries) a new
+/// process could meet a stale rule of an old one. The cache is renewed well before.
+const CACHE_RENEW: usize = 30_000;
+
+struct Proc {
+    /// None: the maps could not be read (the process is gone).
+    modules: Option<ProcModules>,
+    read_at: Instant,
+}
+
+/// A pid's maps are read again for an unknown address at most this often: a process with
+/// garbage return addresses (or JIT code in no mapping) must not cost a maps read per stack.
+const REREAD_EVERY: Duration = Duration::from_millis(20);
+
+impl Default for Unwinder {
+    fn default() -> Self {
+        Self::with_source(Box::new(LiveProc))
+    }
+}
 
 impl Unwinder {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An unwinder reading maps, memory and files through `src` (tests: a snapshot).
+    pub fn with_source(src: Box<dyn ProcSource>) -> Self {
+        Self {
+            src,
+            binaries: BinaryCache::default(),
+            procs: HashMap::new(),
+            cache: CacheX86_64::new(),
+            modules_added: 0,
+        }
+    }
+
     /// Unwinds one stack of process `pid`: `stack` holds the bytes copied from `regs.sp`
     /// upward; `cut`: the copy stopped at the `--ustack-bytes` limit.
     pub fn unwind(&mut self, pid: u32, regs: Regs, stack: &[u8], cut: bool) -> Unwound {
-        let _ = (pid, stack, cut);
-        Unwound { addrs: vec![regs.ip], outcome: Some(Outcome::NoModule), bytes_needed: 0 }
+        if !self.procs.contains_key(&pid) {
+            self.read(pid);
+        }
+        let mut out = self.walk(pid, regs, stack, cut);
+        if out.outcome == Some(Outcome::NoModule) && self.procs[&pid].read_at.elapsed() >= REREAD_EVERY {
+            // A library dlopen'd since, or an exec: read the maps once more.
+            self.read(pid);
+            out = self.walk(pid, regs, stack, cut);
+        }
+        out
+    }
+
+    fn read(&mut self, pid: u32) {
+        let modules = ProcModules::read(&*self.src, &mut self.binaries, pid).ok();
+        self.modules_added += modules.as_ref().map_or(0, ProcModules::mappings);
+        if self.modules_added >= CACHE_RENEW {
+            self.cache = CacheX86_64::new();
+            self.modules_added = 0;
+        }
+        self.procs.insert(pid, Proc { modules, read_at: Instant::now() });
+    }
+
+    fn walk(&mut self, pid: u32, regs: Regs, stack: &[u8], cut: bool) -> Unwound {
+        match self.procs.get(&pid).and_then(|p| p.modules.as_ref()) {
+            Some(m) => frames::walk(&m.fh, &mut self.cache, regs, stack, cut, m),
+            None => Unwound { addrs: vec![regs.ip], outcome: Some(Outcome::NoModule), bytes_needed: 0 },
+        }
     }
 
     /// The process exec'd: its modules are read again at its next stack.
     pub fn exec(&mut self, pid: u32) {
-        let _ = pid;
+        self.procs.remove(&pid);
     }
 
     /// The process is gone: drop its state.
     pub fn exit(&mut self, pid: u32) {
-        let _ = pid;
+        self.procs.remove(&pid);
+    }
+
+    /// Binaries parsed and cached (shared by every process that maps them).
+    pub fn cached_binaries(&self) -> usize {
+        self.binaries.files()
     }
 }

@@ -1,0 +1,163 @@
+//! Root-free tests of the unwinder on stacks fixtures snapshot of themselves (registers,
+//! stack bytes, vDSO, /proc/self/maps), unwound with the binaries still on disk, then named:
+//! exact chains for C, Rust (LLD) and Debian's python3, and the frame-pointer control.
+use super::{
+    frames::frame_pointer_walk,
+    snapshot::{c_snapshot, funcs, names, py_snapshot, take, unwinder},
+    Outcome,
+};
+
+/// main → outer → middle → leaf of a `-O2 -fomit-frame-pointer` build comes out exactly, down
+/// to libc's __libc_start_call_main, and the walk ends Complete at _start.
+#[test]
+fn c_chain_from_snapshot() {
+    let s = c_snapshot("chain");
+    let (mut u, reads, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    assert_eq!(funcs(&n)[..5], ["leaf", "middle", "outer", "main", "__libc_start_call_main"], "{n:?}");
+    assert_eq!(n.last().unwrap().0, "_start", "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete), "{n:?}");
+    assert!(w.bytes_needed > 200 && (w.bytes_needed as usize) <= s.stack.len(), "{}", w.bytes_needed);
+    assert_eq!(*reads.lock().unwrap(), 1, "one maps read for a stack whose addresses are all known");
+    // The control: the kernel's frame-pointer walk of the same bytes does not get the chain.
+    let fp = names(&s.maps, &frame_pointer_walk(s.regs, &s.stack));
+    assert!(funcs(&fp).get(1..4) != Some(&["middle", "outer", "main"][..]), "fixture has frame pointers: {fp:?}");
+}
+
+/// A comparator called back from libc's qsort keeps run_sort and main (what the
+/// frame-pointer walk loses in 100 % of samples).
+#[test]
+fn c_qsort_callback_from_snapshot() {
+    let s = c_snapshot("qsort");
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    assert_eq!(n[0].0, "cmp", "{n:?}");
+    let run_sort = n.iter().position(|(f, _)| f == "run_sort").unwrap_or_else(|| panic!("no run_sort: {n:?}"));
+    assert!(run_sort >= 2, "{n:?}");
+    assert!(n[1..run_sort].iter().all(|(_, m)| m == "libc.so.6"), "libc's qsort frames between: {n:?}");
+    assert_eq!(funcs(&n)[run_sort..run_sort + 3], ["run_sort", "main", "__libc_start_call_main"], "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete));
+    let fp = names(&s.maps, &frame_pointer_walk(s.regs, &s.stack));
+    assert!(!funcs(&fp).contains(&"run_sort"), "fixture has frame pointers: {fp:?}");
+}
+
+/// A copy cut at the limit that holds too few bytes: CopyExhausted, and bytes_needed says
+/// how many the unwind wanted; the same bytes not cut end at the stack's end.
+#[test]
+fn short_copy_is_copy_exhausted() {
+    let s = c_snapshot("chain");
+    let (mut u, _, _) = unwinder(&s);
+    let full = u.unwind(7, s.regs, &s.stack, s.cut);
+    let short = &s.stack[..256];
+    let w = u.unwind(7, s.regs, short, true);
+    assert_eq!(w.outcome, Some(Outcome::CopyExhausted));
+    assert!(w.bytes_needed > 256, "{}", w.bytes_needed);
+    assert_eq!(w.addrs[..], full.addrs[..w.addrs.len()], "the frames before the cut are the full unwind's");
+    assert!(w.addrs.len() >= 2 && w.addrs.len() < full.addrs.len(), "{:?}", w.addrs);
+    assert_eq!(u.unwind(7, s.regs, short, false).outcome, Some(Outcome::Complete));
+}
+
+/// An address in no mapping (the maps read before a dlopen) makes one more maps read, which
+/// finds it; exec() drops the table so the next stack reads the maps again.
+#[test]
+fn unknown_address_rereads_maps_once() {
+    let s = c_snapshot("chain");
+    let (mut u, reads, over) = unwinder(&s);
+    // The maps without libc: as if read before libc was mapped.
+    let without: String = s.maps.lines().filter(|l| !l.contains("libc.so")).map(|l| format!("{l}\n")).collect();
+    *over.lock().unwrap() = Some(without);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    assert_eq!(w.outcome, Some(Outcome::NoModule));
+    assert_eq!(w.addrs.len(), 5, "ip, middle, outer, main, then the return into libc: {:?}", w.addrs);
+    assert_eq!(*reads.lock().unwrap(), 1, "just read: no second read at once");
+    *over.lock().unwrap() = None;
+    std::thread::sleep(super::REREAD_EVERY);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    assert_eq!(w.outcome, Some(Outcome::Complete));
+    assert_eq!(*reads.lock().unwrap(), 2);
+    u.unwind(7, s.regs, &s.stack, s.cut);
+    assert_eq!(*reads.lock().unwrap(), 2, "all known: no read");
+    u.exec(7);
+    u.unwind(7, s.regs, &s.stack, s.cut);
+    assert_eq!(*reads.lock().unwrap(), 3, "exec: read again");
+    // A second process mapping the same binaries shares their parsed tables.
+    let before = u.cached_binaries();
+    u.unwind(8, s.regs, &s.stack, s.cut);
+    assert_eq!(u.cached_binaries(), before);
+}
+
+/// A 40-deep recursion through frames of three sizes: every one of its 81 frames, in order.
+#[test]
+fn c_recursion_from_snapshot() {
+    let s = c_snapshot("recurse");
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    let mut want = vec!["bottom", "descend"];
+    for k in 1..=40 {
+        want.push(["small_frame", "mid_frame", "big_frame"][k % 3]);
+        want.push("descend");
+    }
+    want.extend(["main", "__libc_start_call_main"]);
+    assert_eq!(funcs(&n)[..want.len()], want[..], "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete));
+    // The walk needs most of the ~10 KiB the recursion takes.
+    assert!(w.bytes_needed > 8 * 1024, "{}", w.bytes_needed);
+}
+
+/// A signal handler's stack: through the kernel's signal frame (__restore_rt) back into the
+/// interrupted function.
+#[test]
+fn c_signal_frame_from_snapshot() {
+    let s = c_snapshot("signal");
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    assert_eq!(funcs(&n)[..5], ["on_signal", "__restore_rt", "spin", "main", "__libc_start_call_main"], "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete));
+}
+
+/// The Rust release chain (LLD: p_offset != p_vaddr), exact, then std's start-up frames.
+#[test]
+fn rust_chain_from_snapshot() {
+    let s = take(&tests::rust_fixture("nofp_snapshot"), "-");
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    let f: Vec<String> = funcs(&n).iter().map(|f| f.rsplit_once("::h").map_or(*f, |(a, _)| a).to_owned()).collect();
+    assert_eq!(
+        f[..4],
+        ["nofp_snapshot::leaf", "nofp_snapshot::middle", "nofp_snapshot::outer", "nofp_snapshot::main"],
+        "{n:?}"
+    );
+    let main = f.iter().position(|x| x == "main").unwrap_or_else(|| panic!("no C main: {n:?}"));
+    assert_eq!(f[main + 1], "__libc_start_call_main", "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete), "{n:?}");
+    let fp = names(&s.maps, &frame_pointer_walk(s.regs, &s.stack));
+    assert!(!funcs(&fp).iter().any(|x| x.contains("nofp_snapshot::outer")), "fixture has frame pointers: {fp:?}");
+}
+
+/// Debian's /usr/bin/python3 (3.11, non-PIE, no frame pointers; not a pyenv on PATH)
+/// from a C function it called through ctypes (a dlopen'd library) inside json.dumps' C encoder: down to Py_BytesMain (which
+/// python3.11's main calls as a tail call: no main frame) and libc's start.
+#[test]
+fn python_from_snapshot() {
+    let s = py_snapshot();
+    let (mut u, _, _) = unwinder(&s);
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    let n = names(&s.maps, &w.addrs);
+    assert_eq!(n[0].0, "rt_snapshot", "{n:?}");
+    let f = funcs(&n);
+    // Debian strips the extensions' local symbols: _json's frames are counted by module, 12
+    // (encoder_call, then encoder_listencode_obj for the 10 lists and the object).
+    let json: Vec<&str> = n.iter().filter(|(_, m)| m.starts_with("_json.")).map(|(f, _)| f.as_str()).collect();
+    assert_eq!(json.len(), 12, "{n:?}");
+    assert!(json[1..11].iter().all(|f| *f == json[1]), "one recursive call site: {n:?}");
+    assert_eq!(f.iter().filter(|x| **x == "_PyEval_EvalFrameDefault").count(), 2, "{n:?}");
+    let main = f.iter().position(|x| *x == "Py_BytesMain").unwrap_or_else(|| panic!("no Py_BytesMain: {n:?}"));
+    assert_eq!(f[main..], ["Py_BytesMain", "__libc_start_call_main", "__libc_start_main_impl", "_start"], "{n:?}");
+    assert_eq!(w.outcome, Some(Outcome::Complete), "{n:?}");
+    assert!(!n.iter().any(|(_, m)| m == "?"), "every frame in a module: {n:?}");
+}
