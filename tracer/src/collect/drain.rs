@@ -1,5 +1,8 @@
 //! Reads the kernel maps (after the programs are detached) into the raw part of a `Capture`.
-use std::collections::HashMap;
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+};
 
 use anyhow::Result;
 use tracer_common::{counters as c, cpu::NO_STACK};
@@ -9,21 +12,46 @@ use crate::{
     loader::Probes,
 };
 
+use super::ustacks::Ustacks;
+
 /// `harvested`: syscall stats already taken out of the kernel map during the session.
+/// `ustacks`: the stack copies read from the ring (copy ids resolve there) and the on-CPU
+/// samples of DWARF-mode processes counted in userspace.
 pub fn drain(
     probes: &Probes,
     mut slow: super::slow::SlowStore,
     start_mono: u64,
     harvested: Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
+    ustacks: &Ustacks,
 ) -> Result<Capture> {
     let n = probes.counters();
     let user_stacks = probes.stacks("USER_STACKS")?;
     let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
+    // Per TGID: user stacks walked by frame pointers, and copy ids never received.
+    let fp_stacks = RefCell::new(BTreeMap::<u32, u64>::new());
+    let unresolved = RefCell::new(BTreeMap::<u32, u64>::new());
     let frames = |map: &HashMap<i32, Vec<u64>>, id: i32| -> Vec<u64> {
         if id == NO_STACK || id < 0 {
             return Vec::new();
         }
         map.get(&id).cloned().unwrap_or_default()
+    };
+    // A user stack of `tgid`, referenced `count` times: a copy's unwound addresses, or a
+    // frame-pointer walk's frames.
+    let user = |tgid: u32, id: i32, count: u64| -> Vec<u64> {
+        if super::ustacks::is_copy_id(id) {
+            return match ustacks.copy(id) {
+                Some(a) => a.to_vec(),
+                None => {
+                    *unresolved.borrow_mut().entry(tgid).or_default() += 1;
+                    Vec::new()
+                }
+            };
+        }
+        if id >= 0 && count > 0 {
+            *fp_stacks.borrow_mut().entry(tgid).or_default() += count;
+        }
+        frames(&user_stacks, id)
     };
     let mut samples: Vec<RawSample> = probes
         .cpu_counts()?
@@ -31,7 +59,7 @@ pub fn drain(
         .map(|(k, count)| RawSample {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, k.user_stack_id),
+            user: user(k.tgid, k.user_stack_id, count),
             kernel: frames(&kernel_stacks, k.kernel_stack_id),
             count,
             leaf: k.leaf.into(),
@@ -43,7 +71,7 @@ pub fn drain(
         .map(|(k, v)| RawOff {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, k.user_stack_id),
+            user: user(k.tgid, k.user_stack_id, v.count),
             kernel: frames(&kernel_stacks, k.kernel_stack_id),
             state: OffState::from_kernel(k.state),
             total_ns: v.total_ns,
@@ -64,7 +92,7 @@ pub fn drain(
         offcpu.push(RawOff {
             tgid: s.tgid,
             tid,
-            user: frames(&user_stacks, s.user_stack_id),
+            user: user(s.tgid, s.user_stack_id, 1),
             kernel: frames(&kernel_stacks, s.kernel_stack_id),
             state: OffState::from_kernel(s.state),
             total_ns: ns,
@@ -81,12 +109,12 @@ pub fn drain(
         .map(|(k, v)| RawWake {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, k.user_stack_id),
+            user: user(k.tgid, k.user_stack_id, 0),
             kernel: frames(&kernel_stacks, k.kernel_stack_id),
             waker_pid: k.waker_tgid,
             waker_tid: k.waker_tid,
             waker_comm: super::cstr(&k.waker_comm),
-            waker_user: frames(&user_stacks, k.waker_user_stack_id),
+            waker_user: user(k.waker_tgid, k.waker_user_stack_id, 0),
             waker_kernel: frames(&kernel_stacks, k.waker_kernel_stack_id),
             total_ns: v.total_ns,
             count: v.count,
@@ -126,7 +154,7 @@ pub fn drain(
             start_ns: r.call.start_ns.saturating_sub(start_mono),
             duration_ns: r.call.duration_ns,
             ret: r.call.ret,
-            user: frames(&user_stacks, r.call.user_stack_id),
+            user: user(r.call.tgid, r.call.user_stack_id, 0),
             kernel: frames(&kernel_stacks, r.call.kernel_stack_id),
             leaf: r.call.leaf.into(),
             args: r.call.args,
@@ -137,6 +165,15 @@ pub fn drain(
             ..Default::default()
         })
         .collect();
+    // On-CPU samples of DWARF-mode processes, counted from their records.
+    samples.extend(ustacks.samples().map(|((tgid, tid, addrs, ks), count)| RawSample {
+        tgid: *tgid,
+        tid: *tid,
+        user: addrs.clone(),
+        kernel: frames(&kernel_stacks, *ks),
+        count,
+        leaf: Default::default(),
+    }));
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
 
     let errors = StackErrors {
@@ -145,7 +182,10 @@ pub fn drain(
         kernel_collision: n[c::KERNEL_STACK_COLLISION as usize],
         kernel_error: n[c::KERNEL_STACK_ERROR as usize],
     };
+    let drops: BTreeMap<u32, u64> = probes.ustack_drops()?.into_iter().collect();
+    let unwind = ustacks.stats(&fp_stacks.borrow(), &unresolved.borrow(), &drops);
     Ok(Capture {
+        unwind,
         accounting: Accounting {
             cpu_samples: n[c::CPU_SAMPLES as usize],
             lost_samples: n[c::CPU_KEYS_FULL as usize],

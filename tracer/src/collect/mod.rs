@@ -10,6 +10,7 @@ mod terminal;
 pub use preexisting::parse_syscall;
 mod registry;
 mod slow;
+pub mod ustacks;
 
 use std::{
     io::{IsTerminal, Write},
@@ -49,6 +50,9 @@ pub struct SessionParams {
     pub wait_stall: Duration,
     /// The Go runtime view of Go processes (--no-go: off).
     pub go: bool,
+    /// --unwind, and the modes decided at attach (ustacks::decide).
+    pub unwind: crate::unwind::Choice,
+    pub unwind_modes: Vec<(u32, u8)>,
 }
 
 /// How often we check liveness, refresh mappings and update the countdown.
@@ -75,6 +79,11 @@ pub async fn run(
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd exists.
     let mut events = unsafe { AsyncFd::register(probes.take_events()?) }
         .map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
+    // Stack copies: read as they come, so that each is unwound while its process is alive.
+    let mut ustacks = ustacks::Ustacks::new(params.unwind, &params.unwind_modes);
+    // SAFETY: as for `events`.
+    let mut ustack_ring = unsafe { AsyncFd::register(probes.take_ustacks()?) }
+        .map_err(|e| anyhow::anyhow!("polling the user-stack ring buffer: {e}"))?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     // A dropped ssh session: end like Ctrl-C, with the report written (unless under nohup).
@@ -109,7 +118,13 @@ pub async fn run(
             _ = async { sighup.as_mut().expect("checked").recv().await }, if sighup.is_some() => break EndedBy::Hangup,
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life, Some(&mut gos));
+                handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life, Some(&mut gos), &mut ustacks);
+                guard.clear_ready();
+                ustacks.sync(Some(&mut probes));
+            }
+            guard = ustack_ring.readable_mut() => {
+                let mut guard = guard?;
+                ustacks.read(guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -117,6 +132,7 @@ pub async fn run(
                     h.try_reap();
                 }
                 gos.tick(&mut probes);
+                ustacks.sync(Some(&mut probes));
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();
                     // Exited processes' syscall stats leave the kernel map, making room.
@@ -158,10 +174,16 @@ pub async fn run(
         let _ = std::io::stderr().flush();
     }
     // The Go view's last readings, while the processes are alive and the uprobes attached.
+    // Copies taken so far, while their processes are alive (the Go readings take a while).
+    ustacks.read(ustack_ring.get_mut());
     let (go_records, go_unread) = gos.finish(&mut probes);
     let recursion_misses = probes.recursion_misses();
     probes.detach();
-    handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None);
+    handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None, &mut ustacks);
+    // The ring to its end before the maps are read: every copy a map references was written
+    // before the programs were detached.
+    ustacks.read(ustack_ring.get_mut());
+    ustacks.sync(None);
     let root_exited = registry.exited().contains(&params.target.pid);
     let wait_status = held.as_mut().and_then(|h| h.final_status(root_exited));
 
@@ -188,7 +210,7 @@ pub async fn run(
     life.started_after_end(&still.iter().map(|b| b.tid).collect());
     let lost = probes.counter(counters::EVENTS_DROPPED);
     let lifecycle = life.finish(lost);
-    let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats)?;
+    let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats, &ustacks)?;
     capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;
     capture.go = go_records;
@@ -309,6 +331,7 @@ fn handle_events(
     slow: &mut slow::SlowStore,
     life: &mut life::LifeCollector,
     mut go: Option<&mut go::GoSession>,
+    ustacks: &mut ustacks::Ustacks,
 ) {
     while let Some(item) = ring.next() {
         // Every record starts with its kind, which says which struct it is.
@@ -333,15 +356,20 @@ fn handle_events(
             _ => {
                 let Some(ev) = record::<LifeEvent>(&item) else { continue };
                 match ev.kind {
-                    EVENT_FORK => registry.snapshot(ev.tgid, false),
+                    EVENT_FORK => {
+                        registry.snapshot(ev.tgid, false);
+                        ustacks.on_fork(ev.tgid, ev.other);
+                    }
                     EVENT_EXEC => {
                         registry.snapshot(ev.tgid, true);
+                        ustacks.on_exec(ev.tgid);
                         if let Some(g) = go.as_deref_mut() {
                             g.seen(ev.tgid);
                         }
                     }
                     EVENT_EXIT => {
                         registry.mark_exited(ev.tgid);
+                        ustacks.on_exit(ev.tgid);
                         if let Some(g) = go.as_deref_mut() {
                             g.exited(ev.tgid);
                         }
