@@ -210,6 +210,19 @@ pub async fn run(
     life.started_after_end(&still.iter().map(|b| b.tid).collect());
     let lost = probes.counter(counters::EVENTS_DROPPED);
     let lifecycle = life.finish(lost);
+    if std::env::var_os("RTRACE_USTACK_STATS").is_some() {
+        // For the tests and `cargo xtask bench`: what the kernel sent and what arrived.
+        eprintln!(
+            "rtrace-ustacks: cpu_samples={} sent={} dropped={} copy_failed={} records={} malformed={} {}",
+            probes.counter(counters::CPU_SAMPLES),
+            probes.counter(counters::USTACK_COPIES),
+            probes.counter(counters::USTACK_DROPPED),
+            probes.counter(counters::USTACK_COPY_FAILED),
+            ustacks.records,
+            ustacks.malformed,
+            ustacks.seen
+        );
+    }
     let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats, &ustacks)?;
     capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;

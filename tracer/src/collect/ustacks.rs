@@ -44,6 +44,30 @@ pub struct Ustacks {
     /// Records read, and records too short for their header or length (never expected).
     pub records: u64,
     pub malformed: u64,
+    pub seen: Seen,
+}
+
+/// What the records looked like (the tests' and benchmarks' view: RTRACE_USTACK_STATS=1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen {
+    pub samples: u64,
+    pub copies: u64,
+    /// Records with FLAG_CUT (the copy stopped at --ustack-bytes).
+    pub cut: u64,
+    /// Records without a byte of stack (sp unreadable: a task past exit_mm, say).
+    pub empty: u64,
+    pub min_len: u32,
+    pub max_len: u32,
+}
+
+impl std::fmt::Display for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "samples={} copies={} cut={} empty={} min_len={} max_len={}",
+            self.samples, self.copies, self.cut, self.empty, self.min_len, self.max_len
+        )
+    }
 }
 
 /// `tgid`'s mode under `choice`, from its executable (None: gone, or a kernel thread).
@@ -76,6 +100,7 @@ impl Ustacks {
             exits: Vec::new(),
             records: 0,
             malformed: 0,
+            seen: Seen::default(),
         };
         for &(tgid, mode) in modes {
             s.procs.entry(tgid).or_default().mode = mode;
@@ -141,6 +166,16 @@ impl Ustacks {
             self.malformed += 1;
             return;
         };
+        let seen = &mut self.seen;
+        seen.min_len = if seen.samples + seen.copies == 0 { h.len } else { seen.min_len.min(h.len) };
+        seen.max_len = seen.max_len.max(h.len);
+        seen.cut += (h.flags & FLAG_CUT != 0) as u64;
+        seen.empty += (h.len == 0) as u64;
+        match h.kind {
+            KIND_COPY => seen.copies += 1,
+            KIND_SAMPLE => seen.samples += 1,
+            _ => {}
+        }
         let regs = Regs { ip: h.ip, sp: h.sp, bp: h.bp };
         let u = self.unwinder.unwind(h.tgid, regs, stack, h.flags & FLAG_CUT != 0);
         let p = self.procs.entry(h.tgid).or_default();
@@ -251,10 +286,9 @@ mod tests {
             _pad: 0,
         };
         // SAFETY: plain data of its own size.
-        let mut v = unsafe {
-            std::slice::from_raw_parts((&raw const h).cast::<u8>(), std::mem::size_of::<UstackHeader>())
-        }
-        .to_vec();
+        let mut v =
+            unsafe { std::slice::from_raw_parts((&raw const h).cast::<u8>(), std::mem::size_of::<UstackHeader>()) }
+                .to_vec();
         v.extend_from_slice(stack);
         v
     }

@@ -146,11 +146,13 @@ impl Probes {
         // Stack copies (ustack.rs): one scratch record per (possible CPU, nesting level).
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))? as u32;
         let slots = cpus.max(1) * tracer_common::ustack::USTACK_LEVELS;
-        let ustack_bytes = opts.ustack_bytes.clamp(tracer_common::ustack::USTACK_MIN, tracer_common::ustack::USTACK_MAX);
-        loader
-            .map_max_entries("USTACK_SCRATCH", slots)
-            .override_global("USTACK_SLOTS", &slots, true)
-            .override_global("USTACK_BYTES", &ustack_bytes, true);
+        let ustack_bytes =
+            opts.ustack_bytes.clamp(tracer_common::ustack::USTACK_MIN, tracer_common::ustack::USTACK_MAX);
+        loader.map_max_entries("USTACK_SCRATCH", slots).override_global("USTACK_SLOTS", &slots, true).override_global(
+            "USTACK_BYTES",
+            &ustack_bytes,
+            true,
+        );
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
