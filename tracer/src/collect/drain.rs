@@ -1,8 +1,5 @@
 //! Reads the kernel maps (after the programs are detached) into the raw part of a `Capture`.
-use std::{
-    cell::RefCell,
-    collections::{BTreeMap, HashMap},
-};
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use tracer_common::{counters as c, cpu::NO_STACK};
@@ -12,7 +9,7 @@ use crate::{
     loader::Probes,
 };
 
-use super::ustacks::Ustacks;
+use super::ustacks::{add_counted_samples, UserStacks, Ustacks};
 
 /// `harvested`: syscall stats already taken out of the kernel map during the session.
 /// `ustacks`: the stack copies read from the ring (copy ids resolve there) and the on-CPU
@@ -27,32 +24,14 @@ pub fn drain(
     let n = probes.counters();
     let user_stacks = probes.stacks("USER_STACKS")?;
     let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
-    // Per TGID: user stacks walked by frame pointers, and copy ids never received.
-    let fp_stacks = RefCell::new(BTreeMap::<u32, u64>::new());
-    let unresolved = RefCell::new(BTreeMap::<u32, u64>::new());
     let frames = |map: &HashMap<i32, Vec<u64>>, id: i32| -> Vec<u64> {
         if id == NO_STACK || id < 0 {
             return Vec::new();
         }
         map.get(&id).cloned().unwrap_or_default()
     };
-    // A user stack of `tgid`, referenced `count` times: a copy's unwound addresses, or a
-    // frame-pointer walk's frames.
-    let user = |tgid: u32, id: i32, count: u64| -> Vec<u64> {
-        if super::ustacks::is_copy_id(id) {
-            return match ustacks.copy(id) {
-                Some(a) => a.to_vec(),
-                None => {
-                    *unresolved.borrow_mut().entry(tgid).or_default() += 1;
-                    Vec::new()
-                }
-            };
-        }
-        if id >= 0 && count > 0 {
-            *fp_stacks.borrow_mut().entry(tgid).or_default() += count;
-        }
-        frames(&user_stacks, id)
-    };
+    let users = UserStacks::new(&user_stacks, ustacks);
+    let user = |tgid: u32, id: i32, count: u64| users.get(tgid, id, count);
     let mut samples: Vec<RawSample> = probes
         .cpu_counts()?
         .into_iter()
@@ -166,14 +145,7 @@ pub fn drain(
         })
         .collect();
     // On-CPU samples of DWARF-mode processes, counted from their records.
-    samples.extend(ustacks.samples().map(|((tgid, tid, addrs, ks), count)| RawSample {
-        tgid: *tgid,
-        tid: *tid,
-        user: addrs.clone(),
-        kernel: frames(&kernel_stacks, *ks),
-        count,
-        leaf: Default::default(),
-    }));
+    add_counted_samples(&mut samples, ustacks, |id| frames(&kernel_stacks, id));
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
 
     let errors = StackErrors {
@@ -183,7 +155,8 @@ pub fn drain(
         kernel_error: n[c::KERNEL_STACK_ERROR as usize],
     };
     let drops: BTreeMap<u32, u64> = probes.ustack_drops()?.into_iter().collect();
-    let unwind = ustacks.stats(&fp_stacks.borrow(), &unresolved.borrow(), &drops);
+    let (fp_stacks, unresolved) = users.counts();
+    let unwind = ustacks.stats(&fp_stacks, &unresolved, &drops);
     Ok(Capture {
         unwind,
         accounting: Accounting {

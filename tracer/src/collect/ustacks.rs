@@ -4,6 +4,7 @@
 //! copies kept by id for the kernel maps that reference them, on-CPU samples of DWARF-mode
 //! processes counted here, and the per-process `UnwindStats`. Raw stack bytes are never kept.
 use std::{
+    cell::RefCell,
     collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
@@ -11,7 +12,7 @@ use std::{
 use tracer_common::ustack::{UstackHeader, COPY_ID_BIT, FLAG_CUT, KIND_COPY, KIND_SAMPLE, MODE_DWARF, MODE_FP};
 
 use crate::{
-    capture::UnwindStats,
+    capture::{RawSample, UnwindStats},
     loader::Probes,
     unwind::{Choice, Outcome, Regs, Unwinder},
 };
@@ -241,6 +242,62 @@ impl Ustacks {
     }
 }
 
+/// Resolves user stack ids at drain: a copy's unwound addresses, or a frame-pointer walk's
+/// frames from USER_STACKS; counts, by TGID, the stacks walked by frame pointers and the copy
+/// ids never received.
+pub struct UserStacks<'a> {
+    walked: &'a HashMap<i32, Vec<u64>>,
+    ustacks: &'a Ustacks,
+    fp: RefCell<BTreeMap<u32, u64>>,
+    unresolved: RefCell<BTreeMap<u32, u64>>,
+}
+
+impl<'a> UserStacks<'a> {
+    pub fn new(walked: &'a HashMap<i32, Vec<u64>>, ustacks: &'a Ustacks) -> Self {
+        Self { walked, ustacks, fp: Default::default(), unresolved: Default::default() }
+    }
+
+    /// The user stack `id` of `tgid`, which stands for `count` stacks taken (0: the same stack
+    /// counted elsewhere, as a wakeup's blocked side or a slow call).
+    pub fn get(&self, tgid: u32, id: i32, count: u64) -> Vec<u64> {
+        if is_copy_id(id) {
+            return match self.ustacks.copy(id) {
+                Some(a) => a.to_vec(),
+                None => {
+                    *self.unresolved.borrow_mut().entry(tgid).or_default() += 1;
+                    Vec::new()
+                }
+            };
+        }
+        if id < 0 {
+            return Vec::new();
+        }
+        let Some(frames) = self.walked.get(&id) else { return Vec::new() };
+        if count > 0 {
+            *self.fp.borrow_mut().entry(tgid).or_default() += count;
+        }
+        frames.clone()
+    }
+
+    /// (frame-pointer stacks, unresolved copy ids), by TGID.
+    pub fn counts(&self) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
+        (self.fp.borrow().clone(), self.unresolved.borrow().clone())
+    }
+}
+
+/// Appends the on-CPU samples counted in userspace to the kernel-counted ones (`kernel`
+/// resolves a kernel stack id).
+pub fn add_counted_samples(samples: &mut Vec<RawSample>, ustacks: &Ustacks, kernel: impl Fn(i32) -> Vec<u64>) {
+    samples.extend(ustacks.samples().map(|((tgid, tid, addrs, ks), count)| RawSample {
+        tgid: *tgid,
+        tid: *tid,
+        user: addrs.clone(),
+        kernel: kernel(*ks),
+        count,
+        leaf: Default::default(),
+    }));
+}
+
 fn outcome_index(o: Outcome) -> usize {
     match o {
         Outcome::Complete => 0,
@@ -329,6 +386,52 @@ mod tests {
         u.record(&bad);
         assert_eq!((u.records, u.malformed), (6, 1));
         assert_eq!(u.copy(id + 1), None);
+    }
+
+    #[test]
+    fn ids_resolved_and_counted() {
+        let mut u = Ustacks::new(Choice::Dwarf, &[]);
+        let id = COPY_ID_BIT | 9;
+        u.record(&rec(KIND_COPY, id, 10, 11, -1, 0, &[0; 8]));
+        let walked = HashMap::from([(5, vec![1, 2, 3])]);
+        let r = UserStacks::new(&walked, &u);
+        assert_eq!(r.get(10, id, 4), [0x401000 + 11]);
+        // A copy the ring never delivered: empty, and counted for its process.
+        assert_eq!(r.get(10, COPY_ID_BIT | 10, 1), Vec::<u64>::new());
+        assert_eq!(r.get(10, COPY_ID_BIT | 10, 0), Vec::<u64>::new());
+        // Hash ids are frame-pointer walks, counted by the stacks they stand for.
+        assert_eq!(r.get(20, 5, 3), [1, 2, 3]);
+        assert_eq!(r.get(20, 5, 0), [1, 2, 3]);
+        assert_eq!(r.get(30, 5, 2), [1, 2, 3]);
+        // No stack, deferred, or a hash id not stored: nothing, counted nowhere.
+        for id in [-1, -2, 6] {
+            assert_eq!(r.get(40, id, 1), Vec::<u64>::new());
+        }
+        let (fp, unresolved) = r.counts();
+        assert_eq!(fp, BTreeMap::from([(20, 3), (30, 2)]));
+        assert_eq!(unresolved, BTreeMap::from([(10, 2)]));
+    }
+
+    #[test]
+    fn counted_samples_join_the_kernel_ones() {
+        let mut u = Ustacks::new(Choice::Dwarf, &[]);
+        u.record(&rec(KIND_SAMPLE, 0, 10, 12, 7, 0, &[0; 8]));
+        u.record(&rec(KIND_SAMPLE, 0, 10, 12, 7, 0, &[0; 8]));
+        u.record(&rec(KIND_SAMPLE, 0, 10, 13, -1, 0, &[0; 8]));
+        let mut samples =
+            vec![RawSample { tgid: 20, tid: 20, user: vec![9], kernel: vec![], count: 5, ..Default::default() }];
+        add_counted_samples(&mut samples, &u, |id| if id == 7 { vec![0xffff_0007] } else { vec![] });
+        samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
+        let got: Vec<(u32, u32, Vec<u64>, Vec<u64>, u64)> =
+            samples.into_iter().map(|s| (s.tgid, s.tid, s.user, s.kernel, s.count)).collect();
+        assert_eq!(
+            got,
+            [
+                (10, 12, vec![0x401000 + 12], vec![0xffff_0007], 2),
+                (10, 13, vec![0x401000 + 13], vec![], 1),
+                (20, 20, vec![9], vec![], 5),
+            ]
+        );
     }
 
     #[test]
