@@ -72,7 +72,8 @@ fn dwarf_samples_are_records() {
         .iter()
         .map(|k| u[k].as_u64().unwrap())
         .sum();
-    assert_eq!(outcomes, s["records"], "{u}");
+    // (and the held child's stack at attach, read from its memory: blocked before exec)
+    assert_eq!(outcomes, s["records"] + s["proc_reads"], "{u}");
     // Raw stack bytes never reach the capture.
     let text = std::fs::read_to_string(run.dir.join("capture.json")).unwrap();
     assert!(!text.contains("\"stack\"") && !text.contains("bytes\":["), "raw bytes in capture.json");
@@ -207,5 +208,49 @@ fn fp_mode_sends_nothing() {
     let total: u64 = folded.iter().map(|(_, n)| n).sum();
     let chain = samples_matching(&folded, "cpu_chain;__libc_start_call_main;main;outer;middle;leaf");
     assert!(chain * 100 >= total * 90, "{folded:?}");
+    assert_no_rtrace_programs();
+}
+
+/// A thread blocked since before attach in a DWARF-mode process: its stack is read from its
+/// memory (process_vm_readv, from the saved sp) and unwound like a copy, not walked by frame
+/// pointers (no leaf repair), and counted in the process's accounting.
+#[test]
+fn blocked_before_attach_read_for_cfi() {
+    if !privileged("blocked_before_attach_read_for_cfi") {
+        return;
+    }
+    use std::io::BufRead;
+    let bin = fixture("syscall_counts");
+    let fifo = report_dir("fifo_cfi").with_extension("fifo");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let mut child =
+        std::process::Command::new(&bin).arg("fifo").arg(&fifo).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = child.id();
+    let (run, s) = run_with("cfi_pre", &["-q", "--unwind", "dwarf", "--pid", &pid.to_string(), "-d", "1s"], &[]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&fifo);
+    assert_eq!(s["proc_reads"], 1, "{s:?}");
+    let c = capture(&run);
+    let read = c["slow_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["before_attach"] == true)
+        .unwrap_or_else(|| panic!("{}", c["slow_calls"]));
+    assert!(!read["user"].as_array().unwrap().is_empty(), "{read}");
+    assert!(read.get("leaf").is_none(), "{read}");
+    let u = unwind_of(&c, pid as u64);
+    assert_eq!(u["mode"], "dwarf");
+    let outcomes: u64 = ["complete_cfi", "truncated_copy", "truncated_no_module", "truncated_cfi"]
+        .iter()
+        .map(|k| u[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(outcomes, s["records"] + 1, "{u}");
     assert_no_rtrace_programs();
 }

@@ -172,6 +172,7 @@ pub fn trace(cfg: Config) -> Result<u8> {
         go: cfg.go,
         unwind: cfg.unwind,
         unwind_modes,
+        ustack_bytes: cfg.ustack_bytes,
     };
     let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     capture.lifecycle.rtrace_chain = chain;

@@ -53,6 +53,7 @@ pub struct SessionParams {
     /// --unwind, and the modes decided at attach (ustacks::decide).
     pub unwind: crate::unwind::Choice,
     pub unwind_modes: Vec<(u32, u8)>,
+    pub ustack_bytes: u32,
 }
 
 /// How often we check liveness, refresh mappings and update the countdown.
@@ -71,7 +72,10 @@ pub async fn run(
     let mut life = life::LifeCollector::new(params.target.pid, start_mono, &params.existing);
     // Threads already blocked in a syscall: no probe will see that call start.
     let roots: Vec<u32> = std::iter::once(params.target.pid).chain(params.existing.iter().copied()).collect();
-    let pre = preexisting::scan(&roots, &probes.task_regs(), |pid| registry.maps(pid));
+    let mut pre = preexisting::scan(&roots, &probes.task_regs(), |pid| registry.maps(pid));
+    // Stack copies: read as they come, so that each is unwound while its process is alive.
+    let mut ustacks = ustacks::Ustacks::new(params.unwind, &params.unwind_modes, params.ustack_bytes);
+    ustacks.unwind_blocked(&mut pre);
     let mut slow = slow::SlowStore::new(
         params.syscalls.map(|s| s.slow_top).unwrap_or(0),
         params.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
@@ -79,8 +83,6 @@ pub async fn run(
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd exists.
     let mut events = unsafe { AsyncFd::register(probes.take_events()?) }
         .map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
-    // Stack copies: read as they come, so that each is unwound while its process is alive.
-    let mut ustacks = ustacks::Ustacks::new(params.unwind, &params.unwind_modes);
     // SAFETY: as for `events`.
     let mut ustack_ring = unsafe { AsyncFd::register(probes.take_ustacks()?) }
         .map_err(|e| anyhow::anyhow!("polling the user-stack ring buffer: {e}"))?;
@@ -167,8 +169,9 @@ pub async fn run(
     let still: Vec<preexisting::Blocked> =
         pre.into_iter().filter(|b| preexisting::still_blocked(b, entered.contains(&b.tid))).collect();
     // Threads blocked now whose stacks the probes deferred: read while they are still blocked.
-    let deferred =
+    let mut deferred =
         preexisting::scan_threads(&probes.deferred_in_flight()?, &probes.task_regs(), |pid| registry.maps(pid));
+    ustacks.unwind_blocked(&mut deferred);
     if countdown {
         let _ = write!(std::io::stderr(), "\r\x1b[K");
         let _ = std::io::stderr().flush();

@@ -35,6 +35,8 @@ struct Proc {
 
 pub struct Ustacks {
     choice: Choice,
+    /// --ustack-bytes, for the stacks read from /proc (unwind_blocked).
+    ustack_bytes: u32,
     unwinder: Unwinder,
     copies: HashMap<i32, Vec<u64>>,
     samples: HashMap<SampleKey, u64>,
@@ -58,6 +60,8 @@ pub struct Seen {
     /// Records without a byte of stack (sp unreadable: a task past exit_mm, say).
     pub empty: u64,
     pub min_len: u32,
+    /// Stacks of blocked threads read from their memory (not records).
+    pub proc_reads: u64,
     pub max_len: u32,
 }
 
@@ -65,8 +69,8 @@ impl std::fmt::Display for Seen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "samples={} copies={} cut={} empty={} min_len={} max_len={}",
-            self.samples, self.copies, self.cut, self.empty, self.min_len, self.max_len
+            "samples={} copies={} cut={} empty={} min_len={} max_len={} proc_reads={}",
+            self.samples, self.copies, self.cut, self.empty, self.min_len, self.max_len, self.proc_reads
         )
     }
 }
@@ -90,9 +94,10 @@ pub fn decide(probes: &mut Probes, tgid: u32, choice: Choice) -> Option<u8> {
 
 impl Ustacks {
     /// `modes`: what session.rs decided at attach.
-    pub fn new(choice: Choice, modes: &[(u32, u8)]) -> Self {
+    pub fn new(choice: Choice, modes: &[(u32, u8)], ustack_bytes: u32) -> Self {
         let mut s = Self {
             choice,
+            ustack_bytes,
             unwinder: Unwinder::new(),
             copies: HashMap::new(),
             samples: HashMap::new(),
@@ -107,6 +112,29 @@ impl Ustacks {
             s.procs.entry(tgid).or_default().mode = mode;
         }
         s
+    }
+
+    /// Threads blocked at attach or at the end, whose stacks /proc gave (preexisting.rs): for
+    /// a DWARF-mode process, their stack is read with process_vm_readv (read-only: no ptrace,
+    /// no stop) from the saved sp and unwound like a copy, replacing the frame-pointer walk.
+    pub fn unwind_blocked(&mut self, blocked: &mut [super::preexisting::Blocked]) {
+        for b in blocked.iter_mut() {
+            if self.procs.get(&b.tgid).is_none_or(|p| p.mode != MODE_DWARF) || b.sp == 0 {
+                continue;
+            }
+            let Some(&pc) = b.user.first() else { continue };
+            let Some(stack) = read_stack(b.tgid, b.sp, self.ustack_bytes) else { continue };
+            let cut = stack.len() as u32 >= self.ustack_bytes;
+            let u = self.unwinder.unwind(b.tgid, Regs { ip: pc, sp: b.sp, bp: b.bp }, &stack, cut);
+            self.seen.proc_reads += 1;
+            let p = self.procs.entry(b.tgid).or_default();
+            if let Some(o) = u.outcome {
+                p.outcomes[outcome_index(o)] += 1;
+            }
+            p.bytes_needed.push(u.bytes_needed);
+            b.user = u.addrs;
+            b.leaf = Default::default();
+        }
     }
 
     /// A fork: the kernel gave the child its parent's mode; so does this mirror.
@@ -298,6 +326,21 @@ pub fn add_counted_samples(samples: &mut Vec<RawSample>, ustacks: &Ustacks, kern
     }));
 }
 
+/// Up to `n` bytes of `pid`'s memory from `addr`, fewer where a page is unmapped (the top of
+/// the stack mapping); None when not one byte is readable.
+fn read_stack(pid: u32, addr: u64, n: u32) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; n as usize];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    // SAFETY: one local iovec over `buf`, which outlives the call; the remote one is only read.
+    let got = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if got <= 0 {
+        return None;
+    }
+    buf.truncate(got as usize);
+    Some(buf)
+}
+
 fn outcome_index(o: Outcome) -> usize {
     match o {
         Outcome::Complete => 0,
@@ -366,7 +409,7 @@ mod tests {
 
     #[test]
     fn copies_by_id_and_samples_counted() {
-        let mut u = Ustacks::new(Choice::Dwarf, &[(10, MODE_DWARF), (20, MODE_FP)]);
+        let mut u = Ustacks::new(Choice::Dwarf, &[(10, MODE_DWARF), (20, MODE_FP)], 16384);
         let id = COPY_ID_BIT | 5;
         u.record(&rec(KIND_COPY, id, 10, 11, -1, 0, &[0; 64]));
         // The stub unwinder gives [ip]: the addresses come from the record's registers.
@@ -390,7 +433,7 @@ mod tests {
 
     #[test]
     fn ids_resolved_and_counted() {
-        let mut u = Ustacks::new(Choice::Dwarf, &[]);
+        let mut u = Ustacks::new(Choice::Dwarf, &[], 16384);
         let id = COPY_ID_BIT | 9;
         u.record(&rec(KIND_COPY, id, 10, 11, -1, 0, &[0; 8]));
         let walked = HashMap::from([(5, vec![1, 2, 3])]);
@@ -414,7 +457,7 @@ mod tests {
 
     #[test]
     fn counted_samples_join_the_kernel_ones() {
-        let mut u = Ustacks::new(Choice::Dwarf, &[]);
+        let mut u = Ustacks::new(Choice::Dwarf, &[], 16384);
         u.record(&rec(KIND_SAMPLE, 0, 10, 12, 7, 0, &[0; 8]));
         u.record(&rec(KIND_SAMPLE, 0, 10, 12, 7, 0, &[0; 8]));
         u.record(&rec(KIND_SAMPLE, 0, 10, 13, -1, 0, &[0; 8]));
@@ -436,7 +479,7 @@ mod tests {
 
     #[test]
     fn stats_per_process() {
-        let mut u = Ustacks::new(Choice::Auto, &[(10, MODE_DWARF), (20, MODE_FP)]);
+        let mut u = Ustacks::new(Choice::Auto, &[(10, MODE_DWARF), (20, MODE_FP)], 16384);
         u.on_fork(30, 10);
         u.on_fork(40, 20);
         for _ in 0..4 {
