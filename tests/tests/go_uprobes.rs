@@ -77,8 +77,15 @@ fn spec(exe: &Path) -> (uprobes::GoProbeSpec, (u64, u64)) {
 }
 
 fn load(pid: u32) -> Probes {
-    Probes::load(&Options { root_tgid: pid, follow_children: false, min_block_ns: None, syscalls: None, floor: None })
-        .expect("loading rtrace's programs")
+    Probes::load(&Options {
+        root_tgid: pid,
+        follow_children: false,
+        min_block_ns: None,
+        syscalls: None,
+        floor: None,
+        ustack_bytes: 16 * 1024,
+    })
+    .expect("loading rtrace's programs")
 }
 
 /// main.spawner's sites in `counts`.

@@ -34,5 +34,13 @@ pub const THREADS_SPILLED: u32 = 14;
 /// Off-CPU stack walks (a blocked thread's user or kernel stack) that failed, for any reason;
 /// counted apart from the on-CPU samples' stack errors above.
 pub const OFF_STACK_ERRORS: u32 = 15;
+/// User-stack copies sent (DWARF-mode processes, see ustack.rs): on-CPU samples and stacks
+/// referenced by id.
+pub const USTACK_COPIES: u32 = 16;
+/// User-stack copies dropped because the USTACKS ring buffer was full.
+pub const USTACK_DROPPED: u32 = 17;
+/// User stacks that could not be copied: no user registers, nesting too deep, or not one byte
+/// readable at sp (a record is still sent in the last case).
+pub const USTACK_COPY_FAILED: u32 = 18;
 /// Number of counters.
-pub const COUNT: u32 = 16;
+pub const COUNT: u32 = 19;

@@ -36,6 +36,13 @@ pub const FLAG_CUT: u32 = 1;
 /// few MB/s; the drain thread empties it every few ms. Full = a counted drop.
 pub const USTACKS_RING_BYTES: u32 = 16 << 20;
 
+/// Scratch records per CPU for building copies (nesting levels: task, softirq, hardirq, NMI);
+/// the loader sizes `USTACK_SCRATCH` to possible CPUs × this.
+pub const USTACK_LEVELS: u32 = 4;
+
+/// Processes with a count of dropped copies (`USTACK_DROPS`).
+pub const MAX_DROP_KEYS: u32 = 4096;
+
 /// One record of `USTACKS`: this header, then `len` bytes of stack copied from `sp` upward.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

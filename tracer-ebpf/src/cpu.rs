@@ -15,6 +15,7 @@ use tracer_common::{
     cpu::{CpuKey, NO_STACK},
     limits::{KERNEL_STACK_ENTRIES, MAX_CPU_KEYS, USER_STACK_ENTRIES},
     stack::{StackRec, MAX_DEPTH},
+    ustack::{KIND_COPY, KIND_SAMPLE},
 };
 
 use crate::counters::{bump, lose};
@@ -78,7 +79,8 @@ fn store_stack_in(user: bool, level: u32, fetch: impl Fn(*mut c_void, u32) -> i6
     let mut hc = HashCtx { level, frames: frames as u32, h: 0xcbf2_9ce4_8422_2325 };
     unsafe { bpf_loop(frames as u32, fnv_step as *mut c_void, (&raw mut hc).cast(), 0) };
     let h = hc.h;
-    let id = ((h ^ (h >> 32)) as u32) & 0x7fff_ffff;
+    // 30 bits: ids with COPY_ID_BIT set are stack copies (ustack.rs).
+    let id = ((h ^ (h >> 32)) as u32) & (tracer_common::ustack::COPY_ID_BIT as u32 - 1);
     let map = if user { &USER_STACKS } else { &KERNEL_STACKS };
     if map.get_ptr(id).is_none() {
         buf.len = frames as u32;
@@ -142,9 +144,13 @@ pub fn task_kernel_stack(task: *mut task_struct) -> i32 {
     }
 }
 
-/// User stack id, counting failures (`off`: for an off-CPU block, else an on-CPU sample).
+/// User stack id, counting failures (`off`: for an off-CPU block, else an on-CPU sample). For
+/// a DWARF-mode process, the id of a copy of current's stack (ustack.rs).
 #[inline(always)]
 pub fn user_stack<C: EbpfContext>(ctx: &C, off: bool) -> i32 {
+    if let Some(id) = copy_if_dwarf() {
+        return id;
+    }
     match take_stack(ctx, true) {
         Ok(id) => id,
         Err(e) => {
@@ -157,7 +163,24 @@ pub fn user_stack<C: EbpfContext>(ctx: &C, off: bool) -> i32 {
 /// A stack id without loss accounting (wakers: interrupt context often has no user stack).
 #[inline(always)]
 pub fn stack_quiet<C: EbpfContext>(ctx: &C, user: bool) -> i32 {
+    if user {
+        if let Some(id) = copy_if_dwarf() {
+            return id;
+        }
+    }
     take_stack(ctx, user).unwrap_or(NO_STACK)
+}
+
+/// For a DWARF-mode current process: a copy of its user stack, from the registers it entered
+/// the kernel with (every caller but the perf sample runs in a tracepoint), by id.
+#[inline(always)]
+fn copy_if_dwarf() -> Option<i32> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if !crate::ustack::dwarf(tgid) {
+        return None;
+    }
+    Some(crate::ustack::copy(KIND_COPY, tgid, pid_tgid as u32, NO_STACK, crate::ustack::current_regs()))
 }
 
 /// Kernel stack id. -EFAULT means the sample was taken in user mode: normal, not a loss.
@@ -181,6 +204,18 @@ pub fn sample(ctx: &PerfEventContext) {
         return;
     }
     bump(counters::CPU_SAMPLES);
+    let tid = pid_tgid as u32;
+    if crate::ustack::dwarf(tgid) {
+        // Counted in userspace, from the record (a per-sample copy id would give every sample
+        // its own CPU_COUNTS key); without a record (ring full), counted here without a user
+        // stack, so its time is not lost.
+        let ks = kernel_stack(ctx, false);
+        if crate::ustack::copy(KIND_SAMPLE, tgid, tid, ks, crate::ustack::perf_regs(ctx)) == NO_STACK {
+            let key = CpuKey { tgid, tid, user_stack_id: NO_STACK, kernel_stack_id: ks, leaf: Default::default() };
+            add(&CPU_COUNTS, &key, 1, counters::CPU_KEYS_FULL);
+        }
+        return;
+    }
     let key = CpuKey {
         tgid,
         tid: pid_tgid as u32,

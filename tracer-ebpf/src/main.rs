@@ -31,6 +31,8 @@ mod target;
 mod threads;
 #[cfg(target_arch = "bpf")]
 mod unwind;
+#[cfg(target_arch = "bpf")]
+mod ustack;
 
 #[cfg(target_arch = "bpf")]
 mod entry {

@@ -127,6 +127,8 @@ pub fn send(mut e: Event) {
 
 /// Called by task_newtask in the parent's context for a new process (not a thread).
 pub fn emit_fork(child_tgid: u32, parent_tgid: u32, clone_flags: u64) {
+    // The child runs the parent's image until it execs (then userspace decides again).
+    crate::ustack::inherit(child_tgid, parent_tgid);
     if let Some(mut e) = new_event(EVENT_FORK) {
         e.other = parent_tgid;
         e.tgid = child_tgid;
@@ -299,6 +301,7 @@ pub fn sched_process_free(ctx: &aya_ebpf::programs::BtfTracePointContext) -> Res
         return Ok(());
     }
     crate::target::untrack(pid);
+    crate::ustack::forget(pid);
     if let Some(mut e) = new_event(EVENT_FREE) {
         e.tgid = pid;
         e.tid = pid;

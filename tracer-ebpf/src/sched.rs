@@ -159,7 +159,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, tid: u32, tgid: u32, 
     // (a spurious wakeup): that block is added now, with the user stack it had (the same
     // registers).
     if pending {
-        let leaf = crate::unwind::from_saved_regs(t.sys.regs);
+        let leaf = leaf_of(us, t.sys.regs);
         complete(t, us, leaf);
     }
     let start = &mut t.off;
@@ -239,6 +239,16 @@ fn preempted_at(prev: *mut task_struct) -> Option<[u64; 4]> {
         let _ = prev;
         None
     }
+}
+
+/// The callers a frame-pointer walk of user stack `us` skipped, from a thread's saved registers
+/// (`regs`); none for a stack copy, which userspace unwinds with CFI.
+#[inline(always)]
+pub fn leaf_of(us: i32, regs: u64) -> LeafFix {
+    if crate::ustack::is_copy(us) {
+        return LeafFix::default();
+    }
+    crate::unwind::from_saved_regs(regs)
 }
 
 /// Adds a parked block (see OffStart) with its user stack `us` and the callers its walk skips,
@@ -354,7 +364,7 @@ pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     s.waker_kernel_stack_id = stack_quiet(ctx, false);
     // A traced waker inside a syscall (a write, a futex wake): the callers its walk skips.
     s.waker_leaf = match threads::get(pid_tgid as u32) {
-        Some(w) if w.sys.active != 0 => crate::unwind::from_saved_regs(w.sys.regs),
+        Some(w) if w.sys.active != 0 => leaf_of(s.waker_user_stack_id, w.sys.regs),
         _ => LeafFix::default(),
     };
     Ok(())

@@ -284,7 +284,8 @@ pub fn off_complete(ctx: &RawTracePointContext) -> Result<(), i64> {
     let us = crate::cpu::user_stack(ctx, true);
     if t.off.pend_ts != 0 {
         // Callers the walk skips (libc wrappers, Go's Syscall6), from the saved registers.
-        let leaf = crate::unwind::from_saved_regs(t.sys.regs);
+        // (none for a stack copy: userspace unwinds it with CFI).
+        let leaf = crate::sched::leaf_of(us, t.sys.regs);
         crate::sched::complete(t, us, leaf);
     }
     let inf = &mut t.sys;

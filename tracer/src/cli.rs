@@ -63,6 +63,14 @@ pub struct Args {
     /// A wait4/waitid blocked longer than this is reported (wait_stall).
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     pub wait_stall: String,
+    /// How user stacks are unwound: auto (CFI for everything but Go executables, which keep
+    /// frame pointers), fp (frame pointers everywhere), dwarf (CFI everywhere). Default: auto,
+    /// or RTRACE_UNWIND when set.
+    #[arg(long, value_name = "auto|fp|dwarf")]
+    pub unwind: Option<String>,
+    /// Stack bytes copied per user stack for CFI unwinding: 4K to 64K (16384, 16K, 16KiB).
+    #[arg(long, value_name = "BYTES", default_value = "16K")]
+    pub ustack_bytes: String,
     /// Benchmarks only: attach empty programs to the hooks of one analysis, to measure the
     /// floor cost of the hooks themselves.
     #[arg(long, hide = true, value_name = "offcpu|syscalls|offcpu-clock|syscalls-clock")]
@@ -121,6 +129,10 @@ pub struct Config {
     /// The Go runtime view of Go processes (off with --no-go).
     pub go: bool,
     pub bench_floor: Option<Floor>,
+    /// --unwind (see crate::unwind).
+    pub unwind: crate::unwind::Choice,
+    /// --ustack-bytes, within tracer_common::ustack::USTACK_MIN..=USTACK_MAX.
+    pub ustack_bytes: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +189,39 @@ pub fn parse_duration(s: &str) -> Result<Duration, UsageError> {
         return Err(UsageError::ZeroDuration(s.into()));
     }
     Ok(d)
+}
+
+/// --unwind; without it RTRACE_UNWIND (the tests' way to pin a mode), else auto.
+pub fn parse_unwind(s: Option<&str>) -> Result<crate::unwind::Choice, UsageError> {
+    use crate::unwind::Choice;
+    let env = std::env::var("RTRACE_UNWIND").ok();
+    match s.or(env.as_deref()).map(str::trim) {
+        None | Some("") | Some("auto") => Ok(Choice::Auto),
+        Some("fp") => Ok(Choice::Fp),
+        Some("dwarf") => Ok(Choice::Dwarf),
+        Some(other) => Err(UsageError::BadUnwind(other.into())),
+    }
+}
+
+/// --ustack-bytes: a byte count, optionally with K or KiB (×1024), from 4 KiB to 64 KiB.
+pub fn parse_ustack_bytes(s: &str) -> Result<u32, UsageError> {
+    use tracer_common::ustack::{USTACK_MAX, USTACK_MIN};
+    let bad = || UsageError::BadUstackBytes(s.into());
+    let t = s.trim();
+    let (num, mult) = match t.find(|c: char| !c.is_ascii_digit()) {
+        None => (t, 1),
+        Some(i) => match &t[i..] {
+            "K" | "k" | "KiB" | "kiB" | "Ki" => (&t[..i], 1024),
+            "B" => (&t[..i], 1),
+            _ => return Err(bad()),
+        },
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(mult).ok_or_else(bad)?;
+    if !(USTACK_MIN as u64..=USTACK_MAX as u64).contains(&bytes) {
+        return Err(bad());
+    }
+    Ok(bytes as u32)
 }
 
 pub fn parse_frequency(s: &str) -> Result<u64, UsageError> {
@@ -294,6 +339,8 @@ impl Args {
                 UsageError::BadDurationOption("--wait-stall", s)
             })?,
             go: !self.no_go,
+            unwind: parse_unwind(self.unwind.as_deref())?,
+            ustack_bytes: parse_ustack_bytes(&self.ustack_bytes)?,
             bench_floor: match self.bench_floor.as_deref() {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),
@@ -456,6 +503,28 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(c.follow_children);
+    }
+
+    #[test]
+    fn ustack_bytes() {
+        for (s, n) in [("16384", 16384), ("16K", 16384), ("16KiB", 16384), ("4K", 4096), ("64KiB", 65536), ("8k", 8192)]
+        {
+            assert_eq!(parse_ustack_bytes(s).unwrap(), n, "{s}");
+        }
+        for s in ["4095", "3K", "65537", "65K", "1M", "16 KB", "", "K", "-4K", "99999999999999999999K"] {
+            assert!(matches!(parse_ustack_bytes(s), Err(UsageError::BadUstackBytes(ref b)) if b == s), "{s}");
+        }
+        let msg = UsageError::BadUstackBytes("3K".into()).to_string();
+        assert!(msg.contains("--ustack-bytes") && msg.contains("4K to 64K"), "{msg}");
+    }
+
+    #[test]
+    fn unwind_choice() {
+        use crate::unwind::Choice;
+        assert_eq!(parse_unwind(Some("fp")).unwrap(), Choice::Fp);
+        assert_eq!(parse_unwind(Some("dwarf")).unwrap(), Choice::Dwarf);
+        assert_eq!(parse_unwind(Some("auto")).unwrap(), Choice::Auto);
+        assert!(matches!(parse_unwind(Some("cfi")), Err(UsageError::BadUnwind(ref s)) if s == "cfi"));
     }
 
     #[test]

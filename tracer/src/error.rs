@@ -35,6 +35,10 @@ pub enum UsageError {
     BadSlowTop(usize),
     #[error("bad --slow-threshold {0:?}: use a duration with a unit, e.g. 100ms, 1s")]
     BadSlowThreshold(String),
+    #[error("bad --unwind {0:?}: use auto (CFI except for Go), fp (frame pointers) or dwarf (CFI)")]
+    BadUnwind(String),
+    #[error("bad --ustack-bytes {0:?}: use a size from 4K to 64K (4096 to 65536 bytes), e.g. 16384, 16K or 16KiB")]
+    BadUstackBytes(String),
     #[error("bad --bench-floor {0:?}: use offcpu, syscalls, offcpu-clock or syscalls-clock")]
     BadFloor(String),
     #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]

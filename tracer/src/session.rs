@@ -101,6 +101,7 @@ pub fn trace(cfg: Config) -> Result<u8> {
         min_block_ns: cfg.min_block.map(|d| d.as_nanos() as u64),
         syscalls: cfg.syscalls,
         floor: cfg.bench_floor,
+        ustack_bytes: cfg.ustack_bytes,
     })?;
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;
@@ -115,6 +116,11 @@ pub fn trace(cfg: Config) -> Result<u8> {
         probes.track(d, EXISTING_DESCENDANT)?;
         registry.snapshot(d, false);
     }
+    // How their user stacks are taken, decided before the first one is (collect::ustacks).
+    let unwind_modes: Vec<(u32, u8)> = std::iter::once(pid)
+        .chain(existing.iter().copied())
+        .filter_map(|p| Some((p, collect::ustacks::decide(&mut probes, p, cfg.unwind)?)))
+        .collect();
     probes.attach(cfg.frequency_hz)?;
     let attach_ms = t0.elapsed().as_millis() as u64;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
@@ -164,6 +170,9 @@ pub fn trace(cfg: Config) -> Result<u8> {
         slow_reap: cfg.slow_reap,
         wait_stall: cfg.wait_stall,
         go: cfg.go,
+        unwind: cfg.unwind,
+        unwind_modes,
+        ustack_bytes: cfg.ustack_bytes,
     };
     let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     capture.lifecycle.rtrace_chain = chain;

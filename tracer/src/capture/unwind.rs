@@ -20,6 +20,10 @@ pub struct UnwindStats {
     pub dropped: u64,
     /// 99th percentile of the stack bytes the unwinds needed.
     pub bytes_needed_p99: u32,
+    /// Stack copies the kernel maps referenced but userspace never received (their stacks
+    /// are empty in the report).
+    #[serde(default)]
+    pub unresolved: u64,
 }
 
 impl UnwindStats {

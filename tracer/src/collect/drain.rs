@@ -1,5 +1,5 @@
 //! Reads the kernel maps (after the programs are detached) into the raw part of a `Capture`.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use tracer_common::{counters as c, cpu::NO_STACK};
@@ -9,12 +9,17 @@ use crate::{
     loader::Probes,
 };
 
+use super::ustacks::{add_counted_samples, UserStacks, Ustacks};
+
 /// `harvested`: syscall stats already taken out of the kernel map during the session.
+/// `ustacks`: the stack copies read from the ring (copy ids resolve there) and the on-CPU
+/// samples of DWARF-mode processes counted in userspace.
 pub fn drain(
     probes: &Probes,
     mut slow: super::slow::SlowStore,
     start_mono: u64,
     harvested: Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
+    ustacks: &Ustacks,
 ) -> Result<Capture> {
     let n = probes.counters();
     let user_stacks = probes.stacks("USER_STACKS")?;
@@ -25,13 +30,15 @@ pub fn drain(
         }
         map.get(&id).cloned().unwrap_or_default()
     };
+    let users = UserStacks::new(&user_stacks, ustacks);
+    let user = |tgid: u32, id: i32, count: u64| users.get(tgid, id, count);
     let mut samples: Vec<RawSample> = probes
         .cpu_counts()?
         .into_iter()
         .map(|(k, count)| RawSample {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, k.user_stack_id),
+            user: user(k.tgid, k.user_stack_id, count),
             kernel: frames(&kernel_stacks, k.kernel_stack_id),
             count,
             leaf: k.leaf.into(),
@@ -43,7 +50,7 @@ pub fn drain(
         .map(|(k, v)| RawOff {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, k.user_stack_id),
+            user: user(k.tgid, k.user_stack_id, v.count),
             kernel: frames(&kernel_stacks, k.kernel_stack_id),
             state: OffState::from_kernel(k.state),
             total_ns: v.total_ns,
@@ -64,7 +71,7 @@ pub fn drain(
         offcpu.push(RawOff {
             tgid: s.tgid,
             tid,
-            user: frames(&user_stacks, s.user_stack_id),
+            user: user(s.tgid, s.user_stack_id, 1),
             kernel: frames(&kernel_stacks, s.kernel_stack_id),
             state: OffState::from_kernel(s.state),
             total_ns: ns,
@@ -81,12 +88,12 @@ pub fn drain(
         .map(|(k, v)| RawWake {
             tgid: k.tgid,
             tid: k.tid,
-            user: frames(&user_stacks, k.user_stack_id),
+            user: user(k.tgid, k.user_stack_id, 0),
             kernel: frames(&kernel_stacks, k.kernel_stack_id),
             waker_pid: k.waker_tgid,
             waker_tid: k.waker_tid,
             waker_comm: super::cstr(&k.waker_comm),
-            waker_user: frames(&user_stacks, k.waker_user_stack_id),
+            waker_user: user(k.waker_tgid, k.waker_user_stack_id, 0),
             waker_kernel: frames(&kernel_stacks, k.waker_kernel_stack_id),
             total_ns: v.total_ns,
             count: v.count,
@@ -126,7 +133,7 @@ pub fn drain(
             start_ns: r.call.start_ns.saturating_sub(start_mono),
             duration_ns: r.call.duration_ns,
             ret: r.call.ret,
-            user: frames(&user_stacks, r.call.user_stack_id),
+            user: user(r.call.tgid, r.call.user_stack_id, 0),
             kernel: frames(&kernel_stacks, r.call.kernel_stack_id),
             leaf: r.call.leaf.into(),
             args: r.call.args,
@@ -137,6 +144,8 @@ pub fn drain(
             ..Default::default()
         })
         .collect();
+    // On-CPU samples of DWARF-mode processes, counted from their records.
+    add_counted_samples(&mut samples, ustacks, |id| frames(&kernel_stacks, id));
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
 
     let errors = StackErrors {
@@ -145,7 +154,11 @@ pub fn drain(
         kernel_collision: n[c::KERNEL_STACK_COLLISION as usize],
         kernel_error: n[c::KERNEL_STACK_ERROR as usize],
     };
+    let drops: BTreeMap<u32, u64> = probes.ustack_drops()?.into_iter().collect();
+    let (fp_stacks, unresolved) = users.counts();
+    let unwind = ustacks.stats(&fp_stacks, &unresolved, &drops);
     Ok(Capture {
+        unwind,
         accounting: Accounting {
             cpu_samples: n[c::CPU_SAMPLES as usize],
             lost_samples: n[c::CPU_KEYS_FULL as usize],

@@ -10,6 +10,7 @@ mod terminal;
 pub use preexisting::parse_syscall;
 mod registry;
 mod slow;
+pub mod ustacks;
 
 use std::{
     io::{IsTerminal, Write},
@@ -49,6 +50,10 @@ pub struct SessionParams {
     pub wait_stall: Duration,
     /// The Go runtime view of Go processes (--no-go: off).
     pub go: bool,
+    /// --unwind, and the modes decided at attach (ustacks::decide).
+    pub unwind: crate::unwind::Choice,
+    pub unwind_modes: Vec<(u32, u8)>,
+    pub ustack_bytes: u32,
 }
 
 /// How often we check liveness, refresh mappings and update the countdown.
@@ -67,7 +72,10 @@ pub async fn run(
     let mut life = life::LifeCollector::new(params.target.pid, start_mono, &params.existing);
     // Threads already blocked in a syscall: no probe will see that call start.
     let roots: Vec<u32> = std::iter::once(params.target.pid).chain(params.existing.iter().copied()).collect();
-    let pre = preexisting::scan(&roots, &probes.task_regs(), |pid| registry.maps(pid));
+    let mut pre = preexisting::scan(&roots, &probes.task_regs(), |pid| registry.maps(pid));
+    // Stack copies: read as they come, so that each is unwound while its process is alive.
+    let mut ustacks = ustacks::Ustacks::new(params.unwind, &params.unwind_modes, params.ustack_bytes);
+    ustacks.unwind_blocked(&mut pre);
     let mut slow = slow::SlowStore::new(
         params.syscalls.map(|s| s.slow_top).unwrap_or(0),
         params.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
@@ -75,6 +83,9 @@ pub async fn run(
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd exists.
     let mut events = unsafe { AsyncFd::register(probes.take_events()?) }
         .map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
+    // SAFETY: as for `events`.
+    let mut ustack_ring = unsafe { AsyncFd::register(probes.take_ustacks()?) }
+        .map_err(|e| anyhow::anyhow!("polling the user-stack ring buffer: {e}"))?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     // A dropped ssh session: end like Ctrl-C, with the report written (unless under nohup).
@@ -109,7 +120,13 @@ pub async fn run(
             _ = async { sighup.as_mut().expect("checked").recv().await }, if sighup.is_some() => break EndedBy::Hangup,
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life, Some(&mut gos));
+                handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life, Some(&mut gos), &mut ustacks);
+                guard.clear_ready();
+                ustacks.sync(Some(&mut probes));
+            }
+            guard = ustack_ring.readable_mut() => {
+                let mut guard = guard?;
+                ustacks.read(guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = tick.tick() => {
@@ -117,6 +134,7 @@ pub async fn run(
                     h.try_reap();
                 }
                 gos.tick(&mut probes);
+                ustacks.sync(Some(&mut probes));
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();
                     // Exited processes' syscall stats leave the kernel map, making room.
@@ -151,17 +169,24 @@ pub async fn run(
     let still: Vec<preexisting::Blocked> =
         pre.into_iter().filter(|b| preexisting::still_blocked(b, entered.contains(&b.tid))).collect();
     // Threads blocked now whose stacks the probes deferred: read while they are still blocked.
-    let deferred =
+    let mut deferred =
         preexisting::scan_threads(&probes.deferred_in_flight()?, &probes.task_regs(), |pid| registry.maps(pid));
+    ustacks.unwind_blocked(&mut deferred);
     if countdown {
         let _ = write!(std::io::stderr(), "\r\x1b[K");
         let _ = std::io::stderr().flush();
     }
     // The Go view's last readings, while the processes are alive and the uprobes attached.
+    // Copies taken so far, while their processes are alive (the Go readings take a while).
+    ustacks.read(ustack_ring.get_mut());
     let (go_records, go_unread) = gos.finish(&mut probes);
     let recursion_misses = probes.recursion_misses();
     probes.detach();
-    handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None);
+    handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None, &mut ustacks);
+    // The ring to its end before the maps are read: every copy a map references was written
+    // before the programs were detached.
+    ustacks.read(ustack_ring.get_mut());
+    ustacks.sync(None);
     let root_exited = registry.exited().contains(&params.target.pid);
     let wait_status = held.as_mut().and_then(|h| h.final_status(root_exited));
 
@@ -188,7 +213,20 @@ pub async fn run(
     life.started_after_end(&still.iter().map(|b| b.tid).collect());
     let lost = probes.counter(counters::EVENTS_DROPPED);
     let lifecycle = life.finish(lost);
-    let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats)?;
+    if std::env::var_os("RTRACE_USTACK_STATS").is_some() {
+        // For the tests and `cargo xtask bench`: what the kernel sent and what arrived.
+        eprintln!(
+            "rtrace-ustacks: cpu_samples={} sent={} dropped={} copy_failed={} records={} malformed={} {}",
+            probes.counter(counters::CPU_SAMPLES),
+            probes.counter(counters::USTACK_COPIES),
+            probes.counter(counters::USTACK_DROPPED),
+            probes.counter(counters::USTACK_COPY_FAILED),
+            ustacks.records,
+            ustacks.malformed,
+            ustacks.seen
+        );
+    }
+    let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats, &ustacks)?;
     capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;
     capture.go = go_records;
@@ -310,6 +348,7 @@ fn handle_events(
     slow: &mut slow::SlowStore,
     life: &mut life::LifeCollector,
     mut go: Option<&mut go::GoSession>,
+    ustacks: &mut ustacks::Ustacks,
 ) {
     while let Some(item) = ring.next() {
         // Every record starts with its kind, which says which struct it is.
@@ -334,15 +373,20 @@ fn handle_events(
             _ => {
                 let Some(ev) = record::<LifeEvent>(&item) else { continue };
                 match ev.kind {
-                    EVENT_FORK => registry.snapshot(ev.tgid, false),
+                    EVENT_FORK => {
+                        registry.snapshot(ev.tgid, false);
+                        ustacks.on_fork(ev.tgid, ev.other);
+                    }
                     EVENT_EXEC => {
                         registry.snapshot(ev.tgid, true);
+                        ustacks.on_exec(ev.tgid);
                         if let Some(g) = go.as_deref_mut() {
                             g.seen(ev.tgid);
                         }
                     }
                     EVENT_EXIT => {
                         registry.mark_exited(ev.tgid);
+                        ustacks.on_exit(ev.tgid);
                         if let Some(g) = go.as_deref_mut() {
                             g.exited(ev.tgid);
                         }

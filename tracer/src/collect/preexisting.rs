@@ -40,6 +40,10 @@ pub struct Blocked {
     /// (voluntary, nonvoluntary) context switches at the reading, from
     /// /proc/PID/task/TID/status; None when unreadable.
     pub switches: Option<(u64, u64)>,
+    /// The saved user (sp, bp) the walk started from (bp 0: unknown), for a CFI unwind of a
+    /// DWARF-mode process (collect/ustacks.rs).
+    pub sp: u64,
+    pub bp: u64,
 }
 
 /// What /proc shows of a thread at the end, to compare with its `Blocked` reading at attach.
@@ -140,7 +144,7 @@ pub fn scan_threads(
             Some(m) => walk(&|a| read_u64(m, a), &|a, n| read_bytes(m, a, n), exec_maps, sp, pc, bp),
             None => (vec![pc], Leaf::default()),
         };
-        out.push(Blocked { tgid: pid, tid, nr, args, state, user, leaf, kernel_names, switches });
+        out.push(Blocked { tgid: pid, tid, nr, args, state, user, leaf, kernel_names, switches, sp, bp });
     }
     out
 }
@@ -280,6 +284,8 @@ mod tests {
             leaf: Leaf::default(),
             kernel_names: vec![],
             switches,
+            sp: 0,
+            bp: 0,
         }
     }
 

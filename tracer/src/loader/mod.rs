@@ -54,6 +54,8 @@ pub struct Options {
     pub min_block_ns: Option<u64>,
     pub syscalls: Option<crate::cli::SyscallOptions>,
     pub floor: Option<crate::cli::Floor>,
+    /// --ustack-bytes: stack bytes copied per stack of a DWARF-mode process.
+    pub ustack_bytes: u32,
 }
 
 impl Probes {
@@ -141,6 +143,16 @@ impl Probes {
         {
             loader.map_max_entries("OFFCPU", n.min(tracer_common::limits::MAX_OFF_KEYS));
         }
+        // Stack copies (ustack.rs): one scratch record per (possible CPU, nesting level).
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))? as u32;
+        let slots = cpus.max(1) * tracer_common::ustack::USTACK_LEVELS;
+        let ustack_bytes =
+            opts.ustack_bytes.clamp(tracer_common::ustack::USTACK_MIN, tracer_common::ustack::USTACK_MAX);
+        loader.map_max_entries("USTACK_SCRATCH", slots).override_global("USTACK_SLOTS", &slots, true).override_global(
+            "USTACK_BYTES",
+            &ustack_bytes,
+            true,
+        );
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
@@ -387,6 +399,40 @@ impl Probes {
     pub fn take_events(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
         let map = self.ebpf.take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
         Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The ring of user-stack copies (see tracer_common::ustack), read while the session runs.
+    pub fn take_ustacks(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
+        let map = self.ebpf.take_map("USTACKS").ok_or_else(|| anyhow!("map USTACKS missing from the eBPF object"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// How `tgid`'s user stacks are taken from now on (tracer_common::ustack::MODE_*).
+    pub fn set_unwind_mode(&mut self, tgid: u32, mode: u8) -> Result<()> {
+        let mut map: HashMap<_, u32, u8> = HashMap::try_from(self.map_mut("UNWIND_MODE")?)?;
+        map.insert(tgid, mode, 0).with_context(|| format!("setting the unwind mode of pid {tgid}"))?;
+        Ok(())
+    }
+
+    /// Forgets `tgid`'s mode (frame pointers again). A process already gone is not an error.
+    pub fn remove_unwind_mode(&mut self, tgid: u32) -> Result<()> {
+        let mut map: HashMap<_, u32, u8> = HashMap::try_from(self.map_mut("UNWIND_MODE")?)?;
+        match map.remove(&tgid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing the unwind mode of pid {tgid}")),
+        }
+    }
+
+    /// The kernel's UNWIND_MODE entries (the modes forks inherited included).
+    pub fn unwind_modes(&self) -> Result<Vec<(u32, u8)>> {
+        let map: HashMap<_, u32, u8> = HashMap::try_from(self.map("UNWIND_MODE")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Stack copies dropped (ring full), by TGID.
+    pub fn ustack_drops(&self) -> Result<Vec<(u32, u64)>> {
+        let map: HashMap<_, u32, u64> = HashMap::try_from(self.map("USTACK_DROPS")?)?;
+        Ok(map.iter().filter_map(Result::ok).collect())
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {
