@@ -258,7 +258,7 @@ pub async fn run(
         slow_reap_ms: params.slow_reap.as_millis() as u64,
         wait_stall_ms: params.wait_stall.as_millis() as u64,
         start_mono_ns: start_mono,
-        ustack_bytes: None,
+        ustack_bytes: Some(params.ustack_bytes),
     };
     registry.fill(&mut capture);
     Ok(capture)
