@@ -324,6 +324,10 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
     let cpu_prepared = symbols.prepare_cpu(&cpu_inputs, resolver);
     let off_prepared = off_inputs.prepare(&mut symbols, resolver);
     let slow_prepared = capture.session.slow_top.map(|_| symbols.prepare(&slow_inputs, resolver));
+    // The Go view's stacks too: a build's Go processes share their binaries with the samples.
+    let go_stacks = crate::analyze::go::GoStacks::new(capture);
+    let go_inputs = go_stacks.inputs(capture);
+    let go_prepared = symbols.prepare(&go_inputs, resolver);
     let stacks = symbols.finish(&cpu_inputs, cpu_prepared, None, resolver);
     let cpu = CpuProfile::from_stacks(&stacks);
     let (top, top_total) = cpu.top(TOP_N);
@@ -335,7 +339,8 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         min_block_us,
         top: offcpu.top(TOP_N),
     });
-    let go = crate::analyze::go::reports(capture, resolver);
+    let go_symbolized = symbols.finish(&go_inputs, go_prepared, None, resolver);
+    let go = crate::analyze::go::reports(capture, &go_stacks, &go_symbolized);
     let mut ev = evidence(capture, &stacks, &off_syscalls);
     ev.go_waiters = go.iter().map(|g| (g.pid, g.goroutines.waiters.clone())).collect();
     let kids = crate::analyze::children::analyze_with(
@@ -383,15 +388,18 @@ mod tests {
         symbolize::fake::FakeResolver,
     };
 
-    /// Records which binaries the symbolizer was asked to read.
+    /// Records which binaries the symbolizer was asked to read, and the offsets asked.
+    #[derive(Default)]
     struct Recording {
         inner: FakeResolver,
         paths: Vec<String>,
+        offsets: Vec<u64>,
     }
 
     impl Resolver for Recording {
         fn user(&mut self, path: &str, offsets: &[u64]) -> Vec<Vec<String>> {
             self.paths.push(path.to_owned());
+            self.offsets.extend(offsets);
             self.inner.user(path, offsets)
         }
         fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
@@ -431,7 +439,7 @@ mod tests {
         inner.kernel.insert(0xffff_1000, "pipe_write".into());
         inner.user.push(("/bin/writer".into(), 0, 0x8000, "write_loop".into()));
         inner.user.push(("/usr/lib/libLLVM.so".into(), 0, 0x8000, "llvm_pass".into()));
-        let mut r = Recording { inner, paths: vec![] };
+        let mut r = Recording { inner, ..Default::default() };
         let (off, _) = offcpu_profile(&capture, &mut r);
         assert_eq!(r.paths, ["/bin/writer"]);
         let names = |w: &WakeEntry| w.waker.iter().map(|f| f.function.to_string()).collect::<Vec<_>>();
@@ -474,7 +482,7 @@ mod tests {
         for (start, name) in [(0x100, "leaf"), (0x1000, "main"), (0x2000, "wake"), (0x3000, "call")] {
             inner.user.push(("/bin/prog".into(), start, start + 0x100, name.into()));
         }
-        let mut r = Recording { inner, paths: vec![] };
+        let mut r = Recording { inner, ..Default::default() };
         let a = analyze(&capture, &mut r);
         assert_eq!(r.paths, ["/bin/prog"]);
         let top = &a.report.cpu.top[0];
@@ -484,5 +492,59 @@ mod tests {
         assert_eq!(names(&w.blocked), ["prog", "main", "leaf"]);
         assert_eq!(names(&w.waker), ["prog", "wake"]);
         assert_eq!(a.report.slowest_syscalls.as_ref().unwrap()[0].leaf_function.as_deref(), Some("call"));
+    }
+
+    /// A build's Go processes: two `compile`s of one binary (same goroutine stacks, creation
+    /// sites and start functions, one with a heap profile) and an on-CPU sample in it. The
+    /// binary is read once for all of them, each distinct offset asked once, and both
+    /// processes' views are named from that one lookup.
+    #[test]
+    fn go_processes_of_one_binary_are_symbolized_once_with_the_samples() {
+        use crate::capture::go::{GoHeap, GoProcess, Goroutine, HeapBucket, HeapProfile};
+        let maps =
+            || vec![Mapping { start: 0x1000, end: 0x9000, offset: 0, path: "/bin/compile".into(), build_id: None }];
+        let proc_ = |pid| (pid, ProcessInfo { pid, comm: "compile".into(), cmdline: vec![], maps: maps() });
+        let mut capture = Capture { processes: [proc_(1), proc_(2)].into_iter().collect(), ..Default::default() };
+        capture.session.sample_frequency_hz = 99;
+        // leaf main.work (0x1100) <- main.main (0x2001: a return address, 0x2000 looked up)
+        capture.cpu_samples =
+            vec![RawSample { tgid: 1, tid: 1, user: vec![0x1100, 0x2001], count: 2, ..Default::default() }];
+        let g =
+            |goid| Goroutine { goid, status: 4, stack: Some(0), gopc: 0x3001, start_pc: 0x4000, ..Default::default() };
+        let go = |pid, heap| GoProcess {
+            pid,
+            go_version: "go1.19.8".into(),
+            stacks: vec![vec![0x1100, 0x2001]],
+            last: vec![g(1), g(2)],
+            heap,
+            ..Default::default()
+        };
+        let bucket = HeapBucket { stack: vec![0x1101, 0x2001], size: 64, allocs: 2, ..Default::default() };
+        let profile = GoHeap::Profile(HeapProfile { rate: 1, buckets: vec![bucket] });
+        capture.go = vec![go(1, profile), go(2, GoHeap::None)];
+        let mut inner = FakeResolver::default();
+        for (start, name) in
+            [(0x100, "main.work"), (0x1000, "main.main"), (0x2000, "main.spawn"), (0x3000, "main.loop")]
+        {
+            inner.user.push(("/bin/compile".into(), start, start + 0x100, name.into()));
+        }
+        let mut r = Recording { inner, ..Default::default() };
+        let a = analyze(&capture, &mut r);
+        assert_eq!(r.paths, ["/bin/compile"], "one lookup of the binary for every stack list");
+        let mut distinct = r.offsets.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(r.offsets.len(), distinct.len(), "an offset asked twice: {:?}", r.offsets);
+        assert_eq!(distinct, [0x100, 0x1000, 0x2000, 0x3000]);
+        assert_eq!(a.report.go.len(), 2);
+        for g in &a.report.go {
+            let group = &g.goroutines.groups[0];
+            assert_eq!((g.pid, group.count), (g.pid, 2));
+            assert_eq!(group.frames, ["main.main", "main.work"]);
+            assert_eq!(group.created_by.as_ref().map(|c| c.function.as_str()), Some("main.spawn"));
+        }
+        let heap = &a.report.go[0].heap.samples[0];
+        assert_eq!(heap.frames.iter().map(|f| &*f.function).collect::<Vec<_>>(), ["main.main", "main.work"]);
+        assert_eq!(a.report.cpu.top[0].function, "main.work");
     }
 }

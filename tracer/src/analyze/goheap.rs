@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    capture::{go::GoHeap, Capture, GoProcess, Leaf},
+    capture::{go::GoHeap, GoProcess},
     goruntime::binary::GoVersion,
-    symbolize::{Frame, FrameKind, Resolver, StackInput},
+    symbolize::{Frame, FrameKind, Stack},
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -89,7 +89,20 @@ fn hide_runtime(mut frames: Vec<Frame>) -> Vec<Frame> {
     frames
 }
 
-pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> HeapReport {
+/// The heap buckets' stacks, as the symbolizer takes them: every pc is a return address, so
+/// pc-1 is looked up (the symbolizer subtracts 1 from all but the first, so the first is
+/// given as pc-1). None without a profile.
+pub fn heap_pcs(p: &GoProcess) -> Vec<Vec<u64>> {
+    let GoHeap::Profile(profile) = &p.heap else { return Vec::new() };
+    profile
+        .buckets
+        .iter()
+        .map(|b| b.stack.iter().enumerate().map(|(i, &pc)| if i == 0 { pc.saturating_sub(1) } else { pc }).collect())
+        .collect()
+}
+
+/// `stacks`: `heap_pcs(p)` symbolized.
+pub fn report(p: &GoProcess, stacks: &[Stack]) -> HeapReport {
     let profile = match &p.heap {
         GoHeap::None => return HeapReport::default(),
         GoHeap::NotLinked { reason } | GoHeap::Unavailable { reason } => {
@@ -98,18 +111,6 @@ pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> 
         GoHeap::Profile(h) => h,
     };
     let minor = GoVersion::parse(&p.go_version).map(|v| v.minor).unwrap_or(0);
-    // Every pc is a return address: symbolize pc-1 (the symbolizer subtracts 1 from all but
-    // the first, so the first is passed as pc-1).
-    let pcs: Vec<Vec<u64>> = profile
-        .buckets
-        .iter()
-        .map(|b| b.stack.iter().enumerate().map(|(i, &pc)| if i == 0 { pc.saturating_sub(1) } else { pc }).collect())
-        .collect();
-    let inputs: Vec<StackInput> = pcs
-        .iter()
-        .map(|u| StackInput { tgid: p.pid, tid: p.pid, user: u, kernel: &[], leaf: Leaf::default(), count: 1 })
-        .collect();
-    let stacks = crate::symbolize::stacks(capture, &inputs, resolver);
     let mut samples = Vec::with_capacity(stacks.len());
     for (b, s) in profile.buckets.iter().zip(stacks) {
         let frames: Vec<Frame> = s.frames.iter().filter(|f| f.kind != FrameKind::Process).cloned().collect();

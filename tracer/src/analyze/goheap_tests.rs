@@ -6,9 +6,9 @@ use super::*;
 use crate::{
     capture::{
         go::{HeapBucket, HeapProfile},
-        Mapping, ProcessInfo,
+        Capture, Mapping, ProcessInfo,
     },
-    symbolize::BlazeResolver,
+    symbolize::{BlazeResolver, Resolver},
 };
 
 /// Names by file offset (of pc-1) of one fake binary.
@@ -21,6 +21,12 @@ impl Resolver for Names {
     fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
         vec![None; addrs.len()]
     }
+}
+
+/// The heap report of the capture's first Go process, symbolized with `r`.
+fn report(c: &Capture, p: &GoProcess, r: &mut dyn Resolver) -> HeapReport {
+    assert_eq!(p.pid, c.go[0].pid);
+    crate::analyze::go::reports_alone(c, r).remove(0).heap
 }
 
 fn capture_with(heap: GoHeap, version: &str) -> Capture {

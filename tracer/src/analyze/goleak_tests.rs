@@ -33,7 +33,7 @@ fn capture(counts: &[u64], dropped: &[u64]) -> Capture {
 }
 
 fn leaks(c: &Capture) -> Vec<Finding> {
-    let go = crate::analyze::go::reports(c, &mut resolver());
+    let go = crate::analyze::go::reports_alone(c, &mut resolver());
     findings(c, &go)
 }
 

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    analyze::go::Named,
     capture::{go::Goroutine, Capture, GoProcess},
-    symbolize::{self, Frame, FrameKind, Resolver, StackInput},
+    symbolize::{self, Frame, FrameKind},
 };
 
 const MS: u64 = 1_000_000;
@@ -160,33 +161,11 @@ pub fn blocked_ns(g: &Goroutine, now: u64, start_mono: u64) -> Option<(u64, bool
 
 /// Frames without the process pseudo-frame and the runtime.goexit every goroutine returns to
 /// (Go's tracebacks and profiles do not show it), root first.
-fn goroutine_frames(frames: Vec<Frame>) -> Vec<Frame> {
-    let mut f: Vec<Frame> = frames.into_iter().filter(|f| f.kind != FrameKind::Process).collect();
+fn goroutine_frames(frames: &[Frame]) -> Vec<Frame> {
+    let mut f: Vec<Frame> = frames.iter().filter(|f| f.kind != FrameKind::Process).cloned().collect();
     let top = f.iter().take_while(|f| &*f.function == "runtime.goexit").count();
     f.drain(..top);
     f
-}
-
-/// Names of single addresses (exact, not return addresses), by address.
-fn names_of(
-    capture: &Capture,
-    pid: u32,
-    addrs: impl Iterator<Item = u64>,
-    resolver: &mut dyn Resolver,
-) -> BTreeMap<u64, String> {
-    let addrs: Vec<[u64; 1]> =
-        addrs.filter(|&a| a != 0).map(|a| [a]).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-    let inputs: Vec<StackInput> = addrs
-        .iter()
-        .map(|a| StackInput { tgid: pid, tid: 0, user: a, kernel: &[], leaf: Default::default(), count: 0 })
-        .collect();
-    let stacks = symbolize::stacks(capture, &inputs, resolver);
-    // The innermost name: the function an inlined call site sits in.
-    addrs
-        .iter()
-        .zip(stacks)
-        .filter_map(|(a, s)| Some((a[0], s.frames.last().filter(|f| f.kind == FrameKind::User)?.function.to_string())))
-        .collect()
 }
 
 /// Go names no creator for goroutine 1 (started from runtime.rt0_go) nor for goroutines the
@@ -210,23 +189,17 @@ fn waiter_function(inner_first: &[&Frame], in_cmd_wait: bool) -> Option<String> 
 
 type Key = (u32, u32, Option<u32>, u64);
 
-pub fn report(capture: &Capture, p: &GoProcess, resolver: &mut dyn Resolver) -> GoroutinesReport {
-    let inputs: Vec<StackInput> = p
-        .stacks
-        .iter()
-        .map(|s| StackInput { tgid: p.pid, tid: 0, user: s, kernel: &[], leaf: Default::default(), count: 0 })
-        .collect();
-    let stacks: Vec<Vec<Frame>> = symbolize::stacks(capture, &inputs, resolver)
-        .into_iter()
-        .map(|s| goroutine_frames(s.frames.to_vec()))
-        .collect();
-    // gopc is a return address (the call to newproc): its function is the creator's.
-    let site_pcs = p.last.iter().map(|g| g.gopc).chain(p.snapshots.iter().flat_map(|s| s.by_site.keys().copied()));
-    let sites: BTreeMap<u64, String> = names_of(capture, p.pid, site_pcs.map(|a| a.saturating_sub(1)), resolver)
-        .into_iter()
-        .map(|(a, n)| (a + 1, n))
-        .collect();
-    let starts = names_of(capture, p.pid, p.last.iter().map(|g| g.start_pc), resolver);
+/// Every creation site (gopc) of the session's snapshots: the last one's goroutines and each
+/// snapshot's counts by site.
+pub fn site_pcs(p: &GoProcess) -> impl Iterator<Item = u64> + '_ {
+    p.last.iter().map(|g| g.gopc).chain(p.snapshots.iter().flat_map(|s| s.by_site.keys().copied()))
+}
+
+/// `named`: the process's stacks, creation sites (gopc-1 symbolized: gopc is the return
+/// address of the call to newproc, so its function is the creator's) and start functions.
+pub fn report(capture: &Capture, p: &GoProcess, named: &Named) -> GoroutinesReport {
+    let stacks: Vec<Vec<Frame>> = named.goroutines.iter().map(|s| goroutine_frames(&s.frames)).collect();
+    let (sites, starts) = (named.sites.clone(), &named.starts);
     // Per distinct stack (a snapshot can hold 10^5 goroutines on a few stacks): whether it
     // runs os/exec.(*Cmd).Wait, and the program's function it waits in.
     let callers: Vec<(bool, Option<String>)> = stacks

@@ -144,7 +144,7 @@ pub fn go_capture() -> Capture {
 }
 
 fn goroutines(c: &Capture) -> GoroutinesReport {
-    report(c, &c.go[0], &mut resolver())
+    crate::analyze::go::reports_alone(c, &mut resolver()).remove(0).goroutines
 }
 
 #[test]
