@@ -1,0 +1,127 @@
+//! `rtrace serve` (issue #14): a long-running daemon that gives every process on the host
+//! net/http/pprof's endpoints from outside — on a unix socket, and on loopback TCP when
+//! asked — authorizing each caller (`auth`, `nettcp`) before anything is read. Idle it holds
+//! no BPF program and waits in epoll. `routes` is the HTTP surface, `backend` what it needs
+//! from the rest of rtrace, `goview` the Go runtime view read on demand, `listen` the sockets.
+pub mod auth;
+pub mod backend;
+pub mod goview;
+pub mod listen;
+pub mod nettcp;
+pub mod routes;
+
+use std::{future::IntoFuture, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+
+use self::{
+    auth::Policy,
+    backend::{Backend, Running},
+    listen::Peer,
+};
+
+/// `rtrace serve`'s arguments.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+#[command(after_help = "\
+Endpoints (the pid in the path): /pid/PID/debug/pprof/{profile,offcpu,wall}?seconds=N, \
+/pid/PID/debug/pprof/goroutine[?debug=1|2], /pid/PID/debug/pprof/heap, /pid/PID/debug/rtrace/report?seconds=N, \
+/debug/pprof/ (index), /healthz.
+Example: rtrace serve --listen 127.0.0.1:6060 & go tool pprof http://127.0.0.1:6060/pid/1234/debug/pprof/goroutine")]
+pub struct ServeArgs {
+    /// Also listen on this loopback TCP address (e.g. 127.0.0.1:6060), for go tool pprof,
+    /// which cannot speak to a unix socket. Non-loopback addresses are refused.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The unix socket to listen on (mode 0660).
+    #[arg(long, value_name = "PATH", default_value = listen::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Let members of this group (name or gid) trace the processes they could inspect
+    /// themselves (same uid and gid, dumpable); without it only root may trace.
+    #[arg(long, value_name = "GROUP")]
+    pub allow_group: Option<String>,
+}
+
+/// A group name or number, as `--allow-group` takes it.
+fn resolve_group(g: &str) -> Result<(String, u32)> {
+    use nix::unistd::{Gid, Group};
+    let found = match g.parse::<u32>() {
+        Ok(n) => Group::from_gid(Gid::from_raw(n))?,
+        Err(_) => Group::from_name(g)?,
+    };
+    let grp = found.with_context(|| format!("--allow-group {g}: no such group (see getent group)"))?;
+    Ok((grp.name, grp.gid.as_raw()))
+}
+
+/// A running daemon: its listeners' addresses and the way to stop it.
+pub struct Server {
+    pub socket: PathBuf,
+    pub tcp: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _file: listen::SocketFile,
+}
+
+impl Server {
+    /// Binds every listener (errors name the address or path) and starts serving on the
+    /// current tokio runtime.
+    pub async fn start(args: &ServeArgs, backend: Arc<dyn Backend>) -> Result<Server> {
+        let policy = Policy { allow_group: args.allow_group.as_deref().map(resolve_group).transpose()? };
+        let tcp_addr = args.listen.as_deref().map(listen::check_listen).transpose().map_err(anyhow::Error::msg)?;
+        let unix = listen::bind_unix(&args.socket, policy.allow_group.as_ref().map(|g| g.1))?;
+        let file = listen::SocketFile(args.socket.clone());
+        let app = routes::App {
+            backend,
+            policy: Arc::new(policy),
+            running: Running::default(),
+            sysctl: auth::Sysctl::read,
+        };
+        let make = || routes::router(app.clone()).into_make_service_with_connect_info::<Peer>();
+        let (stop, rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = vec![tokio::spawn(axum::serve(unix, make()).with_graceful_shutdown(stopped(rx.clone())).into_future())];
+        let mut tcp = None;
+        if let Some(a) = tcp_addr {
+            let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("--listen {a}: binding"))?;
+            tcp = Some(l.local_addr()?);
+            tasks.push(tokio::spawn(axum::serve(l, make()).with_graceful_shutdown(stopped(rx)).into_future()));
+        }
+        Ok(Server { socket: args.socket.clone(), tcp, stop, tasks, _file: file })
+    }
+
+    /// Stops accepting, lets requests in flight finish, removes the socket file.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.await.context("a listener task")?.context("serving")?;
+        }
+        Ok(())
+    }
+}
+
+/// `rtrace serve`: serves until SIGTERM or SIGINT, then stops cleanly. `backend`: the
+/// session-backed implementation once #13 is merged, `backend::Unmerged` until then.
+pub fn run_with(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let server = Server::start(&args, backend).await?;
+        let tcp = server.tcp.map(|a| format!(" and http://{a}")).unwrap_or_default();
+        log::info!("rtrace serve: listening on {}{tcp}", server.socket.display());
+        let why = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        log::info!("rtrace serve: {why}, stopping");
+        server.stop().await
+    })
+}
+
+/// `rtrace serve` with this build's backend.
+pub fn run(args: ServeArgs) -> Result<()> {
+    run_with(args, Arc::new(backend::Unmerged))
+}
