@@ -160,29 +160,42 @@ async fn the_gate() {
     }
     // The index says so too, and lists nothing.
     let r = get_as(&a, user, "/debug/pprof/", "x").await;
-    assert!(r.3.contains("refused: only root may trace") && !r.3.contains(" may trace "), "{}", r.3);
+    assert!(r.3.contains("refused: only root may trace") && !r.3.contains("processes, with"), "{}", r.3);
+    // Root's index lists this process, with kernel stacks.
+    let r = get(&a, "/debug/pprof/").await;
+    assert!(r.3.contains(&format!("\n{me:>8}  ")) && r.3.contains("processes, with kernel stacks:"), "{}", r.3);
 }
 
-/// A member of the group may trace its own processes only, without kernel stacks here.
+/// A member of the group may trace its own processes only, without kernel stacks at
+/// perf_event_paranoid 2: another user's process is refused, its own (a child started with
+/// its uid and gid, when we are root) is served, and the index lists it.
 #[tokio::test]
 async fn allow_group_members_own_processes() {
+    use std::os::unix::process::CommandExt;
     let mock = Arc::new(Mock::default());
     let a = app(mock.clone(), Policy { allow_group: Some(("tracing".into(), 950)) });
-    let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
     let member = Peer::Unix { uid: 4242, gid: 950, pid: None };
     let me = std::process::id();
     let (status, msg) = error(get_as(&a, member.clone(), &format!("/pid/{me}/debug/pprof/profile"), "x").await);
     assert_eq!(status, 403);
-    assert!(msg.starts_with(&format!("uid 4242 may not trace pid {me} (")), "{msg}");
-    if uid != 0 {
-        return; // The rest is about a non-root caller tracing its own (this) process.
+    assert!(msg.starts_with(&format!("uid 4242 on the unix socket may not trace pid {me} (")), "{msg}");
+    let outsider = Peer::Unix { uid: 4243, gid: 951, pid: None };
+    let (status, msg) = error(get_as(&a, outsider, &format!("/pid/{me}/debug/pprof/profile"), "x").await);
+    assert_eq!((status, msg.as_str()), (403, "uid 4243 on the unix socket refused: not a member of group tracing (--allow-group)"));
+    if !nix::unistd::geteuid().is_root() {
+        return;
     }
-    // Root's own process, asked by a "member" with uid 0 is root: covered above. A member
-    // with this process's credentials (root's) is root; so check the index lists for root.
-    let r = get_as(&a, ROOT, "/debug/pprof/", "x").await;
-    assert!(r.3.contains(&format!("\n{me:>8}  ")), "this process listed: {}", r.3);
-    assert!(r.3.contains("with kernel stacks"), "{}", r.3);
-    let _ = gid;
+    let mut child = std::process::Command::new("sleep").arg("30").uid(4242).gid(950).spawn().unwrap();
+    let pid = child.id();
+    let r = get_as(&a, member.clone(), &format!("/pid/{pid}/debug/pprof/profile?seconds=1"), "x").await;
+    assert_eq!(r.0, 200, "{r:?}");
+    assert_eq!(mock.asked.lock().unwrap()[0], (Access { pid, kernel_stacks: false }, Kind::Cpu, 1));
+    let r = get_as(&a, member, "/debug/pprof/", "x").await;
+    assert!(r.3.contains(&format!("\n{pid:>8}  sleep\n")), "its own process listed: {}", r.3);
+    assert!(!r.3.contains(&format!("\n{me:>8}  ")), "not root's: {}", r.3);
+    assert!(r.3.contains("without kernel stacks"), "{}", r.3);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A second profile of the same kind of the same pid is 409 while the first runs; another
