@@ -125,3 +125,57 @@ pub fn run_with(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<()> {
 pub fn run(args: ServeArgs) -> Result<()> {
     run_with(args, Arc::new(backend::Unmerged))
 }
+
+/// A daemon on a thread of its own (its own tokio runtime), for callers without one: tests,
+/// and the one-shot CLI should it ever serve while tracing.
+pub struct Background {
+    pub socket: PathBuf,
+    pub tcp: Option<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Background {
+    pub fn start(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<Background> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let server = match Server::start(&args, backend).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Ok(());
+                    }
+                };
+                let _ = ready_tx.send(Ok((server.socket.clone(), server.tcp)));
+                let _ = stop_rx.await;
+                server.stop().await
+            })
+        });
+        let (socket, tcp) = ready_rx.recv().context("the serve thread")?.map_err(anyhow::Error::msg)?;
+        Ok(Background { socket, tcp, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Stops it as SIGTERM does, and waits.
+    pub fn stop(mut self) -> Result<()> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| anyhow::anyhow!("the serve thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.halt();
+    }
+}
