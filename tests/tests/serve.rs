@@ -94,7 +94,8 @@ fn serve_endpoints_and_go_tool_pprof() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("run/rtrace.sock");
-    let args = ServeArgs { listen: Some("127.0.0.1:0".into()), socket: socket.clone(), allow_group: None };
+    let args =
+        ServeArgs { listen: Some("127.0.0.1:0".into()), socket: socket.clone(), allow_group: None, print_unit: false };
     let server = Background::start(args, Arc::new(Unmerged)).unwrap();
     let tcp = server.tcp.unwrap();
     let host = tcp.to_string();
@@ -130,20 +131,21 @@ fn serve_endpoints_and_go_tool_pprof() {
     // go_parked: its own debug=1 profile, then ours three ways.
     let own = tmp.path().join("own.txt");
     let exe = go_fixture("go_parked", Go::Modern);
-    let mut child = Command::new(&exe)
-        .args(["0", "120"])
-        .env("GO_PARKED_PROFILE", &own)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Command::new(&exe).args(["0", "120"]).env("GO_PARKED_PROFILE", &own).stdout(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert!(lines.any(|l| l.is_ok_and(|l| l == "ready")), "go_parked never got ready");
     let pid = child.id();
-    let expected: BTreeMap<String, u64> =
-        [("main.recvWorker", 3), ("main.selectWorker", 2), ("main.sleeper", 4), ("main.waiter", 5), ("main.runChild", 1)]
-            .into_iter()
-            .map(|(f, n)| (f.to_owned(), n))
-            .collect();
+    let expected: BTreeMap<String, u64> = [
+        ("main.recvWorker", 3),
+        ("main.selectWorker", 2),
+        ("main.sleeper", 4),
+        ("main.waiter", 5),
+        ("main.runChild", 1),
+    ]
+    .into_iter()
+    .map(|(f, n)| (f.to_owned(), n))
+    .collect();
     assert_eq!(debug1_by_main(&std::fs::read_to_string(&own).unwrap()), expected, "the fixture's own profile");
 
     let t0 = std::time::Instant::now();
@@ -164,8 +166,12 @@ fn serve_endpoints_and_go_tool_pprof() {
     assert!(!ok && err.contains(&format!("server response: 404 Not Found - no such pid {gone}")), "{err}");
     let (ok, _, err) = pprof(&["-raw"], &format!("http://{tcp}/pid/{pid}/debug/pprof/goroutine?debug=7"), tmp.path());
     assert!(!ok && err.contains("server response: 400 Bad Request - bad debug=\"7\""), "{err}");
-    let (ok, _, err) = pprof(&["-raw", "-seconds", "1"], &format!("http://{tcp}/pid/{pid}/debug/pprof/profile"), tmp.path());
-    assert!(!ok && err.contains("server response: 501 Not Implemented - profile: not served by this build yet"), "{err}");
+    let (ok, _, err) =
+        pprof(&["-raw", "-seconds", "1"], &format!("http://{tcp}/pid/{pid}/debug/pprof/profile"), tmp.path());
+    assert!(
+        !ok && err.contains("server response: 501 Not Implemented - profile: not served by this build yet"),
+        "{err}"
+    );
 
     eprintln!("go_parked served and read in {:.1?}", t0.elapsed());
     let _ = child.kill();

@@ -123,7 +123,10 @@ pub fn inspect(caller: &Caller, t: &TargetCreds) -> Result<(), String> {
         ));
     }
     if !t.dumpable() {
-        return Err(format!("{} may not trace {what}: it is not dumpable (setuid, or prctl PR_SET_DUMPABLE 0)", caller.who));
+        return Err(format!(
+            "{} may not trace {what}: it is not dumpable (setuid, or prctl PR_SET_DUMPABLE 0)",
+            caller.who
+        ));
     }
     Ok(())
 }

@@ -27,7 +27,10 @@ use self::{
 Endpoints (the pid in the path): /pid/PID/debug/pprof/{profile,offcpu,wall}?seconds=N, \
 /pid/PID/debug/pprof/goroutine[?debug=1|2], /pid/PID/debug/pprof/heap, /pid/PID/debug/rtrace/report?seconds=N, \
 /debug/pprof/ (index), /healthz.
-Example: rtrace serve --listen 127.0.0.1:6060 & go tool pprof http://127.0.0.1:6060/pid/1234/debug/pprof/goroutine")]
+Example: rtrace serve --listen 127.0.0.1:6060 & go tool pprof http://127.0.0.1:6060/pid/1234/debug/pprof/goroutine
+As a systemd service: rtrace serve --print-unit > /etc/systemd/system/rtrace.service && systemctl daemon-reload && \
+systemctl enable --now rtrace
+Logs (who asked for what) go to stderr (the journal); RTRACE_LOG=warn quiets them.")]
 pub struct ServeArgs {
     /// Also listen on this loopback TCP address (e.g. 127.0.0.1:6060), for go tool pprof,
     /// which cannot speak to a unix socket. Non-loopback addresses are refused.
@@ -40,6 +43,27 @@ pub struct ServeArgs {
     /// themselves (same uid and gid, dumpable); without it only root may trace.
     #[arg(long, value_name = "GROUP")]
     pub allow_group: Option<String>,
+    /// Print a systemd unit that runs `rtrace serve` with these arguments, and exit.
+    #[arg(long)]
+    pub print_unit: bool,
+}
+
+/// The systemd unit for `args` (`--print-unit`): /run/rtrace made by systemd, stopped by
+/// SIGTERM, restarted on failure; root, because loading BPF programs and reading other
+/// processes' memory needs CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE.
+pub fn systemd_unit(args: &ServeArgs, exe: &str) -> String {
+    let mut cmd = format!("{exe} serve --socket {}", args.socket.display());
+    if let Some(l) = &args.listen {
+        cmd.push_str(&format!(" --listen {l}"));
+    }
+    if let Some(g) = &args.allow_group {
+        cmd.push_str(&format!(" --allow-group {g}"));
+    }
+    format!(
+        "[Unit]\nDescription=rtrace serve: pprof endpoints for every process on this host\nAfter=local-fs.target\n\n\
+         [Service]\nExecStart={cmd}\nRuntimeDirectory=rtrace\nRuntimeDirectoryMode=0755\nKillSignal=SIGTERM\n\
+         Restart=on-failure\nEnvironment=RTRACE_LOG=info\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
 }
 
 /// A group name or number, as `--allow-group` takes it.
@@ -70,18 +94,15 @@ impl Server {
         let tcp_addr = args.listen.as_deref().map(listen::check_listen).transpose().map_err(anyhow::Error::msg)?;
         let unix = listen::bind_unix(&args.socket, policy.allow_group.as_ref().map(|g| g.1))?;
         let file = listen::SocketFile(args.socket.clone());
-        let app = routes::App {
-            backend,
-            policy: Arc::new(policy),
-            running: Running::default(),
-            sysctl: auth::Sysctl::read,
-        };
+        let app =
+            routes::App { backend, policy: Arc::new(policy), running: Running::default(), sysctl: auth::Sysctl::read };
         let make = || routes::router(app.clone()).into_make_service_with_connect_info::<Peer>();
         let (stop, rx) = watch::channel(false);
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut tasks = vec![tokio::spawn(axum::serve(unix, make()).with_graceful_shutdown(stopped(rx.clone())).into_future())];
+        let mut tasks =
+            vec![tokio::spawn(axum::serve(unix, make()).with_graceful_shutdown(stopped(rx.clone())).into_future())];
         let mut tcp = None;
         if let Some(a) = tcp_addr {
             let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("--listen {a}: binding"))?;
@@ -104,6 +125,18 @@ impl Server {
 /// `rtrace serve`: serves until SIGTERM or SIGINT, then stops cleanly. `backend`: the
 /// session-backed implementation once #13 is merged, `backend::Unmerged` until then.
 pub fn run_with(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<()> {
+    if args.print_unit {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "rtrace".into());
+        print!("{}", systemd_unit(&args, &exe));
+        return Ok(());
+    }
+    // A daemon says who asked for what: info by default, RTRACE_LOG to change it.
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        .filter_module("aya", log::LevelFilter::Warn)
+        .filter_module("hyper", log::LevelFilter::Warn)
+        .parse_env(env_logger::Env::new().filter("RTRACE_LOG"))
+        .try_init();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -177,5 +210,64 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.halt();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        sub: Sub,
+    }
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Serve(ServeArgs),
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let Sub::Serve(a) = Cli::try_parse_from([&["rtrace", "serve"], args].concat()).unwrap().sub;
+        a
+    }
+
+    #[test]
+    fn arguments_and_unit() {
+        let a = parse(&[]);
+        assert_eq!((a.listen, a.socket.to_str(), a.allow_group), (None, Some(listen::DEFAULT_SOCKET), None));
+        let a = parse(&["--listen", "127.0.0.1:6060", "--socket", "/tmp/x.sock", "--allow-group", "tracing"]);
+        assert_eq!(a.listen.as_deref(), Some("127.0.0.1:6060"));
+        let unit = systemd_unit(&a, "/usr/local/bin/rtrace");
+        assert!(
+            unit.contains("\nExecStart=/usr/local/bin/rtrace serve --socket /tmp/x.sock --listen 127.0.0.1:6060 --allow-group tracing\n"),
+            "{unit}"
+        );
+        assert!(unit.contains("\nRuntimeDirectory=rtrace\n") && unit.contains("\nWantedBy=multi-user.target\n"));
+    }
+
+    /// A refused --listen stops the start with the reason, before anything is bound.
+    #[test]
+    fn refused_listen_binds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:6060".into()),
+            socket: sock.clone(),
+            allow_group: None,
+            print_unit: false,
+        };
+        let e = Background::start(args, Arc::new(backend::Unmerged)).err().unwrap().to_string();
+        assert!(e.contains("0.0.0.0 is not a loopback address"), "{e}");
+        assert!(!sock.exists());
+        let args = ServeArgs {
+            listen: None,
+            socket: sock,
+            allow_group: Some("no-such-group-rtrace".into()),
+            print_unit: false,
+        };
+        let e = Background::start(args, Arc::new(backend::Unmerged)).err().unwrap().to_string();
+        assert_eq!(e, "--allow-group no-such-group-rtrace: no such group (see getent group)");
     }
 }

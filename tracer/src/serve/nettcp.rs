@@ -66,8 +66,11 @@ pub fn lookup(listener: SocketAddr, peer: SocketAddr) -> Result<u32, String> {
             entries.extend(parse(&t));
         }
     }
-    peer_uid(&entries, listener, peer)
-        .ok_or_else(|| format!("cannot tell who connected from {peer}: its socket is not in /proc/net/tcp (another network namespace?)"))
+    peer_uid(&entries, listener, peer).ok_or_else(|| {
+        format!(
+            "cannot tell who connected from {peer}: its socket is not in /proc/net/tcp (another network namespace?)"
+        )
+    })
 }
 
 #[cfg(test)]

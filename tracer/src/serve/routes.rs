@@ -126,7 +126,9 @@ pub fn seconds(q: &Option<String>) -> Result<u32, ServeError> {
         None => Ok(DEFAULT_SECONDS),
         Some((_, v)) => match v.parse::<u32>() {
             Ok(n) if (1..=MAX_SECONDS).contains(&n) => Ok(n),
-            _ => Err(ServeError::BadRequest(format!("bad seconds={v:?}: a whole number of seconds, 1 to {MAX_SECONDS}"))),
+            _ => {
+                Err(ServeError::BadRequest(format!("bad seconds={v:?}: a whole number of seconds, 1 to {MAX_SECONDS}")))
+            }
         },
     }
 }
@@ -263,7 +265,8 @@ async fn index(State(app): State<App>, Extension(caller): Extension<Caller>) -> 
             })
             .await
             .unwrap_or_default();
-            let k = if kernel { "with kernel stacks" } else { "without kernel stacks (kernel.perf_event_paranoid > 1)" };
+            let k =
+                if kernel { "with kernel stacks" } else { "without kernel stacks (kernel.perf_event_paranoid > 1)" };
             s.push_str(&format!("{} may trace {} processes, {k}:\n", caller.who, procs.len()));
             for (pid, comm) in procs {
                 s.push_str(&format!("{pid:>8}  {comm}\n"));

@@ -117,7 +117,10 @@ async fn bad_parameters_are_400() {
     let r = error(get(&a, "/pid/abc/debug/pprof/profile").await);
     assert_eq!(r, (400, "bad pid \"abc\" in the path: /pid/PID/debug/pprof/…".into()));
     let gone = u32::MAX - 1;
-    assert_eq!(error(get(&a, &format!("/pid/{gone}/debug/pprof/goroutine")).await), (404, format!("no such pid {gone}")));
+    assert_eq!(
+        error(get(&a, &format!("/pid/{gone}/debug/pprof/goroutine")).await),
+        (404, format!("no such pid {gone}"))
+    );
     // pid 2 is kthreadd: a kernel thread is no process to profile.
     assert_eq!(error(get(&a, "/pid/2/debug/pprof/profile").await).0, 404);
     let r = error(get(&a, "/debug/pprof/profile?seconds=5").await);
@@ -142,7 +145,10 @@ async fn the_gate() {
     let r = error(get_as(&a, tcp(Ok(0)), &uri, "evil.example:6060").await);
     assert_eq!(
         r,
-        (403, "Host \"evil.example:6060\" is not this listener's (127.0.0.1:6060): refused (DNS rebinding guard)".into())
+        (
+            403,
+            "Host \"evil.example:6060\" is not this listener's (127.0.0.1:6060): refused (DNS rebinding guard)".into()
+        )
     );
     assert_eq!(error(get_as(&a, tcp(Ok(0)), "/healthz", "evil.example:6060").await).0, 403);
     for host in ["127.0.0.1:6060", "localhost:6060"] {
@@ -156,7 +162,10 @@ async fn the_gate() {
     for pid in [me, u32::MAX - 1] {
         let (status, msg) = error(get_as(&a, user.clone(), &format!("/pid/{pid}/debug/pprof/heap"), "x").await);
         assert_eq!(status, 403);
-        assert!(msg.ends_with("refused: only root may trace (rtrace serve was started without --allow-group)"), "{msg}");
+        assert!(
+            msg.ends_with("refused: only root may trace (rtrace serve was started without --allow-group)"),
+            "{msg}"
+        );
     }
     // The index says so too, and lists nothing.
     let r = get_as(&a, user, "/debug/pprof/", "x").await;
@@ -181,7 +190,10 @@ async fn allow_group_members_own_processes() {
     assert!(msg.starts_with(&format!("uid 4242 on the unix socket may not trace pid {me} (")), "{msg}");
     let outsider = Peer::Unix { uid: 4243, gid: 951, pid: None };
     let (status, msg) = error(get_as(&a, outsider, &format!("/pid/{me}/debug/pprof/profile"), "x").await);
-    assert_eq!((status, msg.as_str()), (403, "uid 4243 on the unix socket refused: not a member of group tracing (--allow-group)"));
+    assert_eq!(
+        (status, msg.as_str()),
+        (403, "uid 4243 on the unix socket refused: not a member of group tracing (--allow-group)")
+    );
     if !nix::unistd::geteuid().is_root() {
         return;
     }
