@@ -176,6 +176,41 @@ fn serve_endpoints_and_go_tool_pprof() {
     eprintln!("go_parked served and read in {:.1?}", t0.elapsed());
     let _ = child.kill();
     let _ = child.wait();
+
+    // go_heap: go tool pprof -top of the served heap profile and of the program's own
+    // give the same rows for the program's functions.
+    let theirs = tmp.path().join("theirs");
+    let mut heap = Command::new(go_fixture("go_heap", Go::Modern))
+        .env("GO_HEAP_OUT", &theirs)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(heap.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.is_ok_and(|l| l.starts_with("ready"))), "go_heap never got ready");
+    let rows = |source: &str| {
+        let (ok, out, err) = pprof(&["-top", "-sample_index=inuse_space"], source, tmp.path());
+        assert!(ok, "{err}");
+        out.lines().filter(|l| l.contains(" main.")).map(str::to_owned).collect::<Vec<_>>()
+    };
+    let ours = rows(&format!("http://{tcp}/pid/{}/debug/pprof/heap", heap.id()));
+    assert!(ours.len() >= 2, "{ours:?}");
+    assert_eq!(ours, rows(theirs.with_extension("pb.gz").to_str().unwrap()));
+    let _ = heap.kill();
+    let _ = heap.wait();
+
+    // Idle: no request, no work (the test thread sleeps; the daemon's thread waits in epoll).
+    let cpu = || {
+        // SAFETY: a valid out-pointer.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+        let t = |v: libc::timeval| v.tv_sec as u64 * 1_000_000 + v.tv_usec as u64;
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    let before = cpu();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let idle_us = cpu() - before;
+    eprintln!("idle: {idle_us} µs of CPU in 2 s");
+    assert!(idle_us < 20_000, "idle CPU {idle_us} µs in 2 s");
     server.stop().unwrap();
     assert!(!socket.exists(), "the socket file is removed at stop");
 }
