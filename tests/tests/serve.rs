@@ -198,6 +198,21 @@ fn serve_endpoints_and_go_tool_pprof() {
     let _ = heap.kill();
     let _ = heap.wait();
 
+    // The other three builds (Go 1.19, and both stripped): the same counts by debug=1.
+    for (go, stripped) in tests::GO_VARIANTS {
+        let mut child = Command::new(tests::go_fixture_variant("go_parked", go, stripped))
+            .args(["0", "60"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.any(|l| l.is_ok_and(|l| l == "ready")), "go_parked never got ready");
+        let (status, _, body) = over_unix(&format!("/pid/{}/debug/pprof/goroutine?debug=1", child.id()));
+        assert_eq!((status, debug1_by_main(&body)), (200, expected.clone()), "{go:?} stripped={stripped}:\n{body}");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     // Idle: no request, no work (the test thread sleeps; the daemon's thread waits in epoll).
     let cpu = || {
         // SAFETY: a valid out-pointer.

@@ -66,14 +66,25 @@ pub fn systemd_unit(args: &ServeArgs, exe: &str) -> String {
     )
 }
 
+/// A bad `rtrace serve` argument (a non-loopback --listen, an unknown group): the CLI exits
+/// with 2 for it, as for every bad input (error.rs's UsageError).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadArgs(pub String);
+
+impl BadArgs {
+    pub const EXIT_CODE: u8 = 2;
+}
+
 /// A group name or number, as `--allow-group` takes it.
 fn resolve_group(g: &str) -> Result<(String, u32)> {
     use nix::unistd::{Gid, Group};
     let found = match g.parse::<u32>() {
-        Ok(n) => Group::from_gid(Gid::from_raw(n))?,
-        Err(_) => Group::from_name(g)?,
+        Ok(n) => Group::from_gid(Gid::from_raw(n)),
+        Err(_) => Group::from_name(g),
     };
-    let grp = found.with_context(|| format!("--allow-group {g}: no such group (see getent group)"))?;
+    let grp =
+        found.ok().flatten().ok_or_else(|| BadArgs(format!("--allow-group {g}: no such group (see getent group)")))?;
     Ok((grp.name, grp.gid.as_raw()))
 }
 
@@ -91,7 +102,7 @@ impl Server {
     /// current tokio runtime.
     pub async fn start(args: &ServeArgs, backend: Arc<dyn Backend>) -> Result<Server> {
         let policy = Policy { allow_group: args.allow_group.as_deref().map(resolve_group).transpose()? };
-        let tcp_addr = args.listen.as_deref().map(listen::check_listen).transpose().map_err(anyhow::Error::msg)?;
+        let tcp_addr = args.listen.as_deref().map(listen::check_listen).transpose().map_err(BadArgs)?;
         let unix = listen::bind_unix(&args.socket, policy.allow_group.as_ref().map(|g| g.1))?;
         let file = listen::SocketFile(args.socket.clone());
         let app =
@@ -233,6 +244,13 @@ mod tests {
         a
     }
 
+    impl Server {
+        fn start_blocking(args: &ServeArgs) -> Result<Server> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(Server::start(args, Arc::new(backend::Unmerged)))
+        }
+    }
+
     #[test]
     fn arguments_and_unit() {
         let a = parse(&[]);
@@ -258,8 +276,9 @@ mod tests {
             allow_group: None,
             print_unit: false,
         };
-        let e = Background::start(args, Arc::new(backend::Unmerged)).err().unwrap().to_string();
-        assert!(e.contains("0.0.0.0 is not a loopback address"), "{e}");
+        let e = Server::start_blocking(&args).err().unwrap();
+        assert!(e.downcast_ref::<BadArgs>().is_some(), "exit code 2: {e:#}");
+        assert!(e.to_string().contains("0.0.0.0 is not a loopback address"), "{e}");
         assert!(!sock.exists());
         let args = ServeArgs {
             listen: None,
@@ -267,7 +286,8 @@ mod tests {
             allow_group: Some("no-such-group-rtrace".into()),
             print_unit: false,
         };
-        let e = Background::start(args, Arc::new(backend::Unmerged)).err().unwrap().to_string();
-        assert_eq!(e, "--allow-group no-such-group-rtrace: no such group (see getent group)");
+        let e = Server::start_blocking(&args).err().unwrap();
+        assert!(e.downcast_ref::<BadArgs>().is_some(), "exit code 2: {e:#}");
+        assert_eq!(e.to_string(), "--allow-group no-such-group-rtrace: no such group (see getent group)");
     }
 }
