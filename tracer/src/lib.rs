@@ -14,6 +14,7 @@ pub mod privileges;
 pub mod procfs;
 pub mod render;
 pub mod report;
+pub mod serve;
 pub mod session;
 pub mod spawn;
 pub mod symbolize;

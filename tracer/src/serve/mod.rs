@@ -1,0 +1,293 @@
+//! `rtrace serve` (issue #14): a long-running daemon that gives every process on the host
+//! net/http/pprof's endpoints from outside — on a unix socket, and on loopback TCP when
+//! asked — authorizing each caller (`auth`, `nettcp`) before anything is read. Idle it holds
+//! no BPF program and waits in epoll. `routes` is the HTTP surface, `backend` what it needs
+//! from the rest of rtrace, `goview` the Go runtime view read on demand, `listen` the sockets.
+pub mod auth;
+pub mod backend;
+pub mod goview;
+pub mod listen;
+pub mod nettcp;
+pub mod routes;
+
+use std::{future::IntoFuture, net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+
+use self::{
+    auth::Policy,
+    backend::{Backend, Running},
+    listen::Peer,
+};
+
+/// `rtrace serve`'s arguments.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+#[command(after_help = "\
+Endpoints (the pid in the path): /pid/PID/debug/pprof/{profile,offcpu,wall}?seconds=N, \
+/pid/PID/debug/pprof/goroutine[?debug=1|2], /pid/PID/debug/pprof/heap, /pid/PID/debug/rtrace/report?seconds=N, \
+/debug/pprof/ (index), /healthz.
+Example: rtrace serve --listen 127.0.0.1:6060 & go tool pprof http://127.0.0.1:6060/pid/1234/debug/pprof/goroutine
+As a systemd service: rtrace serve --print-unit > /etc/systemd/system/rtrace.service && systemctl daemon-reload && \
+systemctl enable --now rtrace
+Logs (who asked for what) go to stderr (the journal); RTRACE_LOG=warn quiets them.")]
+pub struct ServeArgs {
+    /// Also listen on this loopback TCP address (e.g. 127.0.0.1:6060), for go tool pprof,
+    /// which cannot speak to a unix socket. Non-loopback addresses are refused.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The unix socket to listen on (mode 0660).
+    #[arg(long, value_name = "PATH", default_value = listen::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Let members of this group (name or gid) trace the processes they could inspect
+    /// themselves (same uid and gid, dumpable); without it only root may trace.
+    #[arg(long, value_name = "GROUP")]
+    pub allow_group: Option<String>,
+    /// Print a systemd unit that runs `rtrace serve` with these arguments, and exit.
+    #[arg(long)]
+    pub print_unit: bool,
+}
+
+/// The systemd unit for `args` (`--print-unit`): /run/rtrace made by systemd, stopped by
+/// SIGTERM, restarted on failure; root, because loading BPF programs and reading other
+/// processes' memory needs CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE.
+pub fn systemd_unit(args: &ServeArgs, exe: &str) -> String {
+    let mut cmd = format!("{exe} serve --socket {}", args.socket.display());
+    if let Some(l) = &args.listen {
+        cmd.push_str(&format!(" --listen {l}"));
+    }
+    if let Some(g) = &args.allow_group {
+        cmd.push_str(&format!(" --allow-group {g}"));
+    }
+    format!(
+        "[Unit]\nDescription=rtrace serve: pprof endpoints for every process on this host\nAfter=local-fs.target\n\n\
+         [Service]\nExecStart={cmd}\nRuntimeDirectory=rtrace\nRuntimeDirectoryMode=0755\nKillSignal=SIGTERM\n\
+         Restart=on-failure\nEnvironment=RTRACE_LOG=info\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+/// A bad `rtrace serve` argument (a non-loopback --listen, an unknown group): the CLI exits
+/// with 2 for it, as for every bad input (error.rs's UsageError).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadArgs(pub String);
+
+impl BadArgs {
+    pub const EXIT_CODE: u8 = 2;
+}
+
+/// A group name or number, as `--allow-group` takes it.
+fn resolve_group(g: &str) -> Result<(String, u32)> {
+    use nix::unistd::{Gid, Group};
+    let found = match g.parse::<u32>() {
+        Ok(n) => Group::from_gid(Gid::from_raw(n)),
+        Err(_) => Group::from_name(g),
+    };
+    let grp =
+        found.ok().flatten().ok_or_else(|| BadArgs(format!("--allow-group {g}: no such group (see getent group)")))?;
+    Ok((grp.name, grp.gid.as_raw()))
+}
+
+/// A running daemon: its listeners' addresses and the way to stop it.
+pub struct Server {
+    pub socket: PathBuf,
+    pub tcp: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _file: listen::SocketFile,
+}
+
+impl Server {
+    /// Binds every listener (errors name the address or path) and starts serving on the
+    /// current tokio runtime.
+    pub async fn start(args: &ServeArgs, backend: Arc<dyn Backend>) -> Result<Server> {
+        let policy = Policy { allow_group: args.allow_group.as_deref().map(resolve_group).transpose()? };
+        let tcp_addr = args.listen.as_deref().map(listen::check_listen).transpose().map_err(BadArgs)?;
+        let unix = listen::bind_unix(&args.socket, policy.allow_group.as_ref().map(|g| g.1))?;
+        let file = listen::SocketFile(args.socket.clone());
+        let app =
+            routes::App { backend, policy: Arc::new(policy), running: Running::default(), sysctl: auth::Sysctl::read };
+        let make = || routes::router(app.clone()).into_make_service_with_connect_info::<Peer>();
+        let (stop, rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks =
+            vec![tokio::spawn(axum::serve(unix, make()).with_graceful_shutdown(stopped(rx.clone())).into_future())];
+        let mut tcp = None;
+        if let Some(a) = tcp_addr {
+            let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("--listen {a}: binding"))?;
+            tcp = Some(l.local_addr()?);
+            tasks.push(tokio::spawn(axum::serve(l, make()).with_graceful_shutdown(stopped(rx)).into_future()));
+        }
+        Ok(Server { socket: args.socket.clone(), tcp, stop, tasks, _file: file })
+    }
+
+    /// Stops accepting, lets requests in flight finish, removes the socket file.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.await.context("a listener task")?.context("serving")?;
+        }
+        Ok(())
+    }
+}
+
+/// `rtrace serve`: serves until SIGTERM or SIGINT, then stops cleanly. `backend`: the
+/// session-backed implementation once #13 is merged, `backend::Unmerged` until then.
+pub fn run_with(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<()> {
+    if args.print_unit {
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "rtrace".into());
+        print!("{}", systemd_unit(&args, &exe));
+        return Ok(());
+    }
+    // A daemon says who asked for what: info by default, RTRACE_LOG to change it.
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        .filter_module("aya", log::LevelFilter::Warn)
+        .filter_module("hyper", log::LevelFilter::Warn)
+        .parse_env(env_logger::Env::new().filter("RTRACE_LOG"))
+        .try_init();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let server = Server::start(&args, backend).await?;
+        let tcp = server.tcp.map(|a| format!(" and http://{a}")).unwrap_or_default();
+        log::info!("rtrace serve: listening on {}{tcp}", server.socket.display());
+        let why = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        log::info!("rtrace serve: {why}, stopping");
+        server.stop().await
+    })
+}
+
+/// `rtrace serve` with this build's backend.
+pub fn run(args: ServeArgs) -> Result<()> {
+    run_with(args, Arc::new(backend::Unmerged))
+}
+
+/// A daemon on a thread of its own (its own tokio runtime), for callers without one: tests,
+/// and the one-shot CLI should it ever serve while tracing.
+pub struct Background {
+    pub socket: PathBuf,
+    pub tcp: Option<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Background {
+    pub fn start(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<Background> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let server = match Server::start(&args, backend).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("{e:#}")));
+                        return Ok(());
+                    }
+                };
+                let _ = ready_tx.send(Ok((server.socket.clone(), server.tcp)));
+                let _ = stop_rx.await;
+                server.stop().await
+            })
+        });
+        let (socket, tcp) = ready_rx.recv().context("the serve thread")?.map_err(anyhow::Error::msg)?;
+        Ok(Background { socket, tcp, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Stops it as SIGTERM does, and waits.
+    pub fn stop(mut self) -> Result<()> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| anyhow::anyhow!("the serve thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.halt();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        sub: Sub,
+    }
+    #[derive(clap::Subcommand)]
+    enum Sub {
+        Serve(ServeArgs),
+    }
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let Sub::Serve(a) = Cli::try_parse_from([&["rtrace", "serve"], args].concat()).unwrap().sub;
+        a
+    }
+
+    impl Server {
+        fn start_blocking(args: &ServeArgs) -> Result<Server> {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(Server::start(args, Arc::new(backend::Unmerged)))
+        }
+    }
+
+    #[test]
+    fn arguments_and_unit() {
+        let a = parse(&[]);
+        assert_eq!((a.listen, a.socket.to_str(), a.allow_group), (None, Some(listen::DEFAULT_SOCKET), None));
+        let a = parse(&["--listen", "127.0.0.1:6060", "--socket", "/tmp/x.sock", "--allow-group", "tracing"]);
+        assert_eq!(a.listen.as_deref(), Some("127.0.0.1:6060"));
+        let unit = systemd_unit(&a, "/usr/local/bin/rtrace");
+        assert!(
+            unit.contains("\nExecStart=/usr/local/bin/rtrace serve --socket /tmp/x.sock --listen 127.0.0.1:6060 --allow-group tracing\n"),
+            "{unit}"
+        );
+        assert!(unit.contains("\nRuntimeDirectory=rtrace\n") && unit.contains("\nWantedBy=multi-user.target\n"));
+    }
+
+    /// A refused --listen stops the start with the reason, before anything is bound.
+    #[test]
+    fn refused_listen_binds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:6060".into()),
+            socket: sock.clone(),
+            allow_group: None,
+            print_unit: false,
+        };
+        let e = Server::start_blocking(&args).err().unwrap();
+        assert!(e.downcast_ref::<BadArgs>().is_some(), "exit code 2: {e:#}");
+        assert!(e.to_string().contains("0.0.0.0 is not a loopback address"), "{e}");
+        assert!(!sock.exists());
+        let args = ServeArgs {
+            listen: None,
+            socket: sock,
+            allow_group: Some("no-such-group-rtrace".into()),
+            print_unit: false,
+        };
+        let e = Server::start_blocking(&args).err().unwrap();
+        assert!(e.downcast_ref::<BadArgs>().is_some(), "exit code 2: {e:#}");
+        assert_eq!(e.to_string(), "--allow-group no-such-group-rtrace: no such group (see getent group)");
+    }
+}
