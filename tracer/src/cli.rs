@@ -94,6 +94,8 @@ pub enum Sub {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Serve pprof endpoints for every process on this host (see `rtrace serve --help`).
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Default --min-block; see README "Overhead" for the measurement behind it.

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Some(Sub::Report { ref capture, ref output, quiet }) => {
             session::replay(capture, output.clone(), quiet).map(|_| 0)
         }
+        Some(Sub::Serve(ref a)) => tracer::serve::run(a.clone()).map(|_| 0),
         None => args.into_config().map_err(anyhow::Error::from).and_then(session::trace),
     };
     match result {
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
             if let Some(u) = e.downcast_ref::<UsageError>() {
                 let _ = writeln!(err, "rtrace: {u}");
                 ExitCode::from(UsageError::EXIT_CODE)
+            } else if let Some(b) = e.downcast_ref::<tracer::serve::BadArgs>() {
+                let _ = writeln!(err, "rtrace serve: {b}");
+                ExitCode::from(tracer::serve::BadArgs::EXIT_CODE)
             } else {
                 let _ = writeln!(err, "rtrace: error: {e:#}");
                 ExitCode::FAILURE
