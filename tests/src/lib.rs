@@ -290,13 +290,15 @@ pub fn nofp_fixture(name: &str) -> PathBuf {
 
 /// Builds tests/fixtures/<name>.rs with `rustc -C opt-level=3` (a release build: no frame
 /// pointers in user code; rustc links with LLD, so text has p_offset != p_vaddr) into
-/// target/fixtures/<name>-rs. No cargo: the fixture uses std only.
+/// target/fixtures/<name>-rs. No cargo: the fixture uses std only. No DWARF (names come from
+/// the symbol table, unwinding from `.eh_frame`, which rustc always emits): with it, inlined
+/// helpers such as core::hint::black_box would appear as frames below the fixture's own.
 pub fn rust_fixture(name: &str) -> PathBuf {
     let _g = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let src = root_dir().join(format!("tests/fixtures/{name}.rs"));
     assert!(src.exists(), "no fixture source {}", src.display());
     let out = root_dir().join("target/fixtures").join(format!("{name}-rs"));
-    let flags = ["-C", "opt-level=3", "-C", "debuginfo=1", "--edition", "2021"];
+    let flags = ["-C", "opt-level=3", "-C", "debuginfo=0", "--edition", "2021"];
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let mut cmd = Command::new(rustc);
     cmd.args(flags).arg("-o").arg(&out).arg(&src);

@@ -76,7 +76,7 @@ pub fn walk(
      -> Result<Option<(u64, FrameAddress)>, Error> {
         if is_sigreturn(code, frame) {
             let uc = r.sp();
-            let mut at = |o: u64| read(uc + o).map_err(|_| Error::CouldNotReadStack(uc + o));
+            let mut at = |o: u64| read(uc.wrapping_add(o)).map_err(|_| Error::CouldNotReadStack(uc.wrapping_add(o)));
             let (rbp, rsp, rip) = (at(UC_RBP)?, at(UC_RSP)?, at(UC_RIP)?);
             *r = UnwindRegsX86_64::new(rip, rsp, rbp);
             return Ok(Some((rip.wrapping_add(1), FrameAddress::from_instruction_pointer(rip))));
@@ -107,7 +107,7 @@ pub fn walk(
             }
             // The root (CFI says the return address is undefined), or a null return address.
             Ok(None) => break Outcome::Complete,
-            Err(Error::CouldNotReadStack(a)) if a >= sp + len && a - sp < PLAUSIBLE_STACK => {
+            Err(Error::CouldNotReadStack(a)) if a >= sp.saturating_add(len) && a - sp < PLAUSIBLE_STACK => {
                 // Past the copy: cut at --ustack-bytes, the copy was too small; otherwise the
                 // copy reached the end of the stack mapping, and nothing lies beyond it.
                 break if cut { Outcome::CopyExhausted } else { Outcome::Complete };

@@ -227,7 +227,7 @@ pub fn bias(loads: &[Load], start: u64, offset: u64) -> Option<u64> {
     let exact = |exec: bool| loads.iter().find(|l| l.offset & !0xfff == offset && l.exec == exec);
     let l = exact(true)
         .or_else(|| exact(false))
-        .or_else(|| loads.iter().find(|l| l.offset & !0xfff <= offset && offset < l.offset + l.filesz))?;
+        .or_else(|| loads.iter().find(|l| l.offset & !0xfff <= offset && offset < l.offset.saturating_add(l.filesz)))?;
     // The vaddr of file offset `offset`, page-aligned (p_vaddr and p_offset agree modulo the
     // page size in any loadable ELF).
     let vaddr = l.vaddr.wrapping_add(offset.wrapping_sub(l.offset)) & !0xfff;

@@ -161,3 +161,32 @@ fn python_from_snapshot() {
     assert_eq!(w.outcome, Some(Outcome::Complete), "{n:?}");
     assert!(!n.iter().any(|(_, m)| m == "?"), "every frame in a module: {n:?}");
 }
+
+/// A stack that repeats one return address (into main) walks frame after frame: the walk
+/// stops at MAX_DEPTH frames, as the kernel's does, as a CFI error. Random bytes neither
+/// panic nor run past the cap.
+#[test]
+fn loops_and_garbage_stop() {
+    let s = c_snapshot("chain");
+    let (mut u, _, _) = unwinder(&s);
+    let full = u.unwind(7, s.regs, &s.stack, s.cut);
+    let into_main = full.addrs[3];
+    let looped: Vec<u8> = std::iter::repeat_n(into_main.to_le_bytes(), 2048).flatten().collect();
+    let w = u.unwind(7, super::Regs { ip: into_main - 1, ..s.regs }, &looped, true);
+    assert_eq!(w.addrs.len(), tracer_common::stack::MAX_DEPTH, "{:?}", w.addrs);
+    assert_eq!(w.outcome, Some(Outcome::CfiError));
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        let garbage: Vec<u8> = (0..2048)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        let w = u.unwind(7, super::Regs { ip: s.regs.ip, sp: s.regs.sp, bp: x }, &garbage, true);
+        assert!(w.addrs.len() <= tracer_common::stack::MAX_DEPTH);
+        assert_ne!(w.outcome, None);
+    }
+}

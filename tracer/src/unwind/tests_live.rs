@@ -158,3 +158,24 @@ fn live_deleted_binary_opens_through_map_files() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(f.unwrap().metadata().unwrap().ino(), m.inode);
 }
+
+/// An ip in the vDSO (clock_gettime is where many on-CPU samples land): its module is read
+/// from the process's memory and has CFI. The chain snapshot with a vDSO entry pushed on top
+/// (as if leaf had just called it) unwinds through it to the same chain.
+#[test]
+fn vdso_frame_unwinds_from_process_memory() {
+    use object::{Object, ObjectSymbol};
+    let s = c_snapshot("chain");
+    let image = object::File::parse(&s.vdso[..]).unwrap();
+    let sym = image.dynamic_symbols().find(|x| x.name() == Ok("__vdso_clock_gettime")).expect("vDSO symbol");
+    let entry = s.vdso_start + sym.address();
+    let (mut u, _, _) = unwinder(&s);
+    let full = u.unwind(7, s.regs, &s.stack, s.cut);
+    let mut stack = s.regs.ip.to_le_bytes().to_vec();
+    stack.extend_from_slice(&s.stack);
+    let w = u.unwind(7, Regs { ip: entry, sp: s.regs.sp - 8, bp: s.regs.bp }, &stack, s.cut);
+    assert_eq!(w.outcome, Some(Outcome::Complete));
+    assert_eq!(w.addrs[0], entry);
+    assert_eq!(w.addrs[1], s.regs.ip);
+    assert_eq!(w.addrs[2..], full.addrs[1..]);
+}
