@@ -46,14 +46,14 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
         "offcpu" => offcpu(rounds),
         "syscalls" => syscalls(rounds),
         "load" => load::load(rounds),
-        "go" => go::go(),
+        "go" => go::go(rounds),
         "report" => report::report(rounds),
         "all" => {
             cpu(rounds)?;
             offcpu(rounds)?;
             syscalls(rounds)?;
             load::load(rounds)?;
-            go::go()?;
+            go::go(rounds)?;
             report::report(rounds)
         }
         other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, report, all"),
