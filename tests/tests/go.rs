@@ -156,10 +156,8 @@ fn dump_lines(go: Go, stripped: bool) {
         &[("GO_PARKED_DUMP", own.to_str().unwrap())],
     );
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
-    let own: BTreeMap<u64, Vec<String>> = dump_blocks(&std::fs::read_to_string(&own).unwrap())
-        .into_iter()
-        .map(|(ids, body)| (ids[0], body))
-        .collect();
+    let own: BTreeMap<u64, Vec<String>> =
+        dump_blocks(&std::fs::read_to_string(&own).unwrap()).into_iter().map(|(ids, body)| (ids[0], body)).collect();
     let txt = std::fs::read_to_string(run.dir.join("goroutines.txt")).unwrap();
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     for (ids, body) in dump_blocks(&txt) {
@@ -180,6 +178,17 @@ fn dump_lines(go: Go, stripped: bool) {
             .map(|(f, n)| (format!("main.{f}(...)"), n))
             .collect();
     assert_eq!(seen, want, "{txt}");
+    // goroutine.pb.gz holds the same file:line (pprof's Function.filename and Line.line).
+    let top = std::process::Command::new("go")
+        .args(["tool", "pprof", "-lines", "-top"])
+        .arg(run.dir.join("goroutine.pb.gz"))
+        .output()
+        .unwrap();
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    let top = String::from_utf8_lossy(&top.stdout);
+    let recv = own.values().find(|b| b.first().is_some_and(|f| f == "main.recvWorker(...)")).unwrap();
+    let at = recv[1].trim().split(' ').next().unwrap(); // "/…/go_parked.go:47"
+    assert!(top.lines().any(|l| l.contains(&format!("main.recvWorker {at}"))), "{at}:\n{top}");
     assert_no_rtrace_programs();
 }
 

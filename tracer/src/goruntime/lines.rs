@@ -24,6 +24,10 @@ pub struct GoFrame {
     /// Go's traceback does not print it (the runtime's unexported functions, wrappers).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hidden: bool,
+    /// The pc of the physical frame it belongs to, as the stack holds it (the process's
+    /// address; 0 where not known): goroutine.pb.gz's location address.
+    #[serde(skip)]
+    pub pc: u64,
 }
 
 impl GoFrame {
@@ -119,8 +123,20 @@ impl Lines {
             .collect::<Option<Vec<_>>>()
             .ok_or(".gopclntab function table cut short")?;
         let end = u32_at(&tab, pcln + nfunc * 8).ok_or(".gopclntab function table cut short")?;
-        let mut l =
-            Lines { tab, text_start, quantum, old, funcname, cutab, filetab, pctab, funcs, end, gofunc: None, wrapper: None };
+        let mut l = Lines {
+            tab,
+            text_start,
+            quantum,
+            old,
+            funcname,
+            cutab,
+            filetab,
+            pctab,
+            funcs,
+            end,
+            gofunc: None,
+            wrapper: None,
+        };
         l.wrapper = l.wrapper_id();
         Ok(l)
     }
@@ -272,7 +288,7 @@ impl Lines {
             let Some((name_off, parent, id)) = self.inlined_call(f, ix) else { break };
             let (Some(name), Some((file, line))) = (self.name(name_off), self.file_line(f, sym)) else { break };
             let hidden = self.hides(&name, &file, id, out.is_empty());
-            out.push(GoFrame { hidden, function: name, file, line, offset: None, inlined: true });
+            out.push(GoFrame { hidden, function: name, file, line, offset: None, inlined: true, pc: 0 });
             // An instruction at the call site in the caller.
             let next = f.entry + u64::from(parent);
             if next >= self.text_start + size {
@@ -284,7 +300,7 @@ impl Lines {
         let (file, line) = self.file_line(f, sym).unwrap_or_else(|| ("?".into(), 0));
         let offset = (pc > f.entry).then(|| pc - f.entry);
         let hidden = self.hides(&name, &file, self.func_id(f).unwrap_or(0), out.is_empty());
-        out.push(GoFrame { hidden, function: name, file, line, offset, inlined: false });
+        out.push(GoFrame { hidden, function: name, file, line, offset, inlined: false, pc: 0 });
         out
     }
 
@@ -298,7 +314,7 @@ impl Lines {
         let (file, line) = self.file_line(f, sym)?;
         let offset = (gopc > f.entry).then(|| gopc - f.entry);
         let hidden = self.hides(&name, &file, self.func_id(f).unwrap_or(0), false);
-        Some(GoFrame { hidden, function: name, file, line, offset, inlined: false })
+        Some(GoFrame { hidden, function: name, file, line, offset, inlined: false, pc: 0 })
     }
 }
 
@@ -328,8 +344,8 @@ fn exported_runtime(name: &str) -> bool {
 /// `go:func.*` of a stripped binary: `runtime.firstmoduledata` is the word in a data section
 /// equal to `.gopclntab`'s address (its `pcHeader`) followed by `funcnametab`'s pointer; its
 /// `rodata` field holds `.rodata`'s start and `gofunc` is the next word (the last such word:
-/// `types` can hold the same address earlier). Only for a non-PIE binary, whose data the
-/// file holds as the process sees it.
+/// `types` can hold the same address earlier). The file holds these words as the process sees
+/// them at link-time addresses, in a PIE too (its relocations only add the load bias).
 fn gofunc_from_moduledata(bin: &GoBinary, pclntab: u64, funcname_off: u64) -> Option<u64> {
     let rodata = bin.file.section_by_name(".rodata")?;
     let lo = rodata.address();
@@ -343,14 +359,21 @@ fn gofunc_from_moduledata(bin: &GoBinary, pclntab: u64, funcname_off: u64) -> Op
                 continue;
             }
             let at = (20..80).rev().find(|&k| word(i + k) == Some(lo))?;
-            // In read-only data (`.rodata`, or `.gopclntab` where Go 1.26+ puts it).
+            // In data the file holds, not code (`.rodata`, `.gopclntab` where Go 1.26+ puts
+            // it, a PIE's `.data.rel.ro`).
             let gofunc = word(i + at + 1)?;
-            let ro = bin.file.sections().any(|s| {
+            let data = bin.file.sections().any(|s| {
                 s.address() <= gofunc
                     && gofunc < s.address() + s.size()
-                    && matches!(s.kind(), object::SectionKind::ReadOnlyData | object::SectionKind::ReadOnlyString)
+                    && s.file_range().is_some()
+                    && matches!(
+                        s.kind(),
+                        object::SectionKind::ReadOnlyData
+                            | object::SectionKind::ReadOnlyString
+                            | object::SectionKind::Data
+                    )
             });
-            return ro.then_some(gofunc);
+            return data.then_some(gofunc);
         }
     }
     None

@@ -48,6 +48,7 @@ fn load(path: &std::path::Path) -> Lines {
 /// `go tool addr2line`, on the four builds.
 #[test]
 fn lines_equal_go_tool_addr2line() {
+    // Not the PIE builds: Go 1.19's addr2line does not read their `.data.rel.ro.gopclntab`.
     for (go, stripped) in ::tests::GO_VARIANTS {
         let exe = ::tests::go_fixture_variant("go_parked", go, stripped);
         let l = load(&exe);
@@ -72,14 +73,50 @@ fn lines_equal_go_tool_addr2line() {
     }
 }
 
+/// go_parked built as a PIE (`-buildmode=pie`), plain or stripped.
+fn pie(go: ::tests::Go, stripped: bool) -> std::path::PathBuf {
+    let root = ::tests::root_dir();
+    let suffix = match go {
+        ::tests::Go::Debian119 => "go119",
+        ::tests::Go::Modern => "modern",
+    };
+    let out =
+        root.join(format!("target/fixtures/lines-go_parked-{suffix}-pie{}", if stripped { "-stripped" } else { "" }));
+    let mut c = Command::new(go_tool(go));
+    c.args(["build", "-buildmode=pie"]);
+    if stripped {
+        c.arg("-ldflags=-s -w");
+    }
+    let ok = c
+        .arg("-o")
+        .arg(&out)
+        .arg(root.join("tests/fixtures/go_parked.go"))
+        .env("GO111MODULE", "off")
+        .env("CGO_ENABLED", "0")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", root.join(format!("target/go-cache-{suffix}")))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    out
+}
+
+/// The eight builds: each Go, plain and stripped, as an executable and as a PIE.
+fn builds() -> Vec<(::tests::Go, bool, std::path::PathBuf)> {
+    let mut v: Vec<_> =
+        ::tests::GO_VARIANTS.iter().map(|&(go, s)| (go, s, ::tests::go_fixture_variant("go_parked", go, s))).collect();
+    v.extend(::tests::GO_VARIANTS.iter().map(|&(go, s)| (go, s, pie(go, s))));
+    v
+}
+
 /// `main.main` of go_parked holds `go recvWorker(never)`: the created-by line of that call's
 /// return address is the `go` statement's line in go_parked.go.
 #[test]
 fn created_by_names_the_go_statement() {
     let src = std::fs::read_to_string(::tests::root_dir().join("tests/fixtures/go_parked.go")).unwrap();
     let want = 1 + src.lines().position(|l| l.trim() == "go recvWorker(never)").unwrap() as u32;
-    for (go, stripped) in ::tests::GO_VARIANTS {
-        let exe = ::tests::go_fixture_variant("go_parked", go, stripped);
+    for (go, stripped, exe) in builds() {
         let data = binary::open(exe.to_str().unwrap()).unwrap();
         let bin = GoBinary::parse(&data).unwrap();
         let l = Lines::load(&bin).unwrap();
@@ -102,8 +139,7 @@ fn created_by_names_the_go_statement() {
 /// runtime/symtab.go, `FuncIDWrapper`: 23 in 1.27's internal/abi/symtab.go).
 #[test]
 fn inlined_calls_expand_to_their_callers() {
-    for (go, stripped) in ::tests::GO_VARIANTS {
-        let exe = ::tests::go_fixture_variant("go_parked", go, stripped);
+    for (go, stripped, exe) in builds() {
         let data = binary::open(exe.to_str().unwrap()).unwrap();
         let bin = GoBinary::parse(&data).unwrap();
         let l = Lines::load(&bin).unwrap();

@@ -169,9 +169,14 @@ impl GoLines {
         for &pc in pcs {
             let frames = self.vaddr(capture, pid, pc).map(|a| self.lines.frames(a, true)).unwrap_or_default();
             if frames.is_empty() {
-                out.push(GoFrame { function: format!("[unknown] ({pc:#x})"), file: "?".into(), ..Default::default() });
+                out.push(GoFrame {
+                    function: format!("[unknown] ({pc:#x})"),
+                    file: "?".into(),
+                    pc,
+                    ..Default::default()
+                });
             }
-            out.extend(frames);
+            out.extend(frames.into_iter().map(|f| GoFrame { pc, ..f }));
         }
         while out.last().is_some_and(|f| f.function == "runtime.goexit") {
             out.pop();
