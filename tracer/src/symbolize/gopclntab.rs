@@ -135,11 +135,29 @@ pub struct GoLines {
 }
 
 impl GoLines {
-    /// The tables of the file `pcs` (the process's goroutine pcs) are in: the first that maps.
-    /// None: no pc maps to a readable Go executable.
-    pub fn for_process(capture: &Capture, pid: u32, mut pcs: impl Iterator<Item = u64>) -> Option<GoLines> {
-        let loc = pcs.find_map(|pc| super::locate(capture, pid, pc))?;
-        let data = binary::open(loc.read).ok()?;
+    /// The tables of the Go executable `pcs` (the process's goroutine pcs) are in: the first
+    /// file they map to that is one (a pc can be in the vDSO or a C library). None: no pc
+    /// maps to a readable Go executable.
+    pub fn for_process(capture: &Capture, pid: u32, pcs: impl Iterator<Item = u64>) -> Option<GoLines> {
+        let mut tried: Vec<&str> = Vec::new();
+        for pc in pcs {
+            let Some(loc) = super::locate(capture, pid, pc) else { continue };
+            if tried.contains(&loc.read) {
+                continue;
+            }
+            if let Some(l) = Self::load(loc.read) {
+                return Some(l);
+            }
+            tried.push(loc.read);
+            if tried.len() >= 4 {
+                return None;
+            }
+        }
+        None
+    }
+
+    fn load(path: &str) -> Option<GoLines> {
+        let data = binary::open(path).ok()?;
         let bin = GoBinary::parse(&data).ok()?;
         let lines = Lines::load(&bin).ok()?;
         let sections = bin
@@ -150,7 +168,7 @@ impl GoLines {
                 Some((off, size, s.address()))
             })
             .collect();
-        Some(GoLines { lines, path: loc.read.to_owned(), sections })
+        Some(GoLines { lines, path: path.to_owned(), sections })
     }
 
     /// The link-time address of the process's address `pc`, when it is in this executable.
