@@ -113,6 +113,85 @@ fn parked(go: Go, stripped: bool) {
     assert_no_rtrace_programs();
 }
 
+/// The blocks of a goroutine dump (Go's `debug=2`, or rtrace's goroutines.txt): the goroutine
+/// ids of each (Go's header, or rtrace's "goroutine N [" / "# goroutines …") and its other
+/// lines, each frame's arguments written "(...)" (rtrace does not read them).
+fn dump_blocks(text: &str) -> Vec<(Vec<u64>, Vec<String>)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut ids = Vec::new();
+        let mut body = Vec::new();
+        for l in block.lines() {
+            if let Some(rest) = l.strip_prefix("goroutine ") {
+                ids.extend(rest.split(' ').next().and_then(|n| n.parse::<u64>().ok()));
+            } else if let Some(rest) = l.strip_prefix("# goroutines ") {
+                ids.extend(rest.split(' ').filter_map(|n| n.parse::<u64>().ok()));
+            } else if l.contains(" goroutines [") || l.starts_with("pid ") {
+                continue;
+            } else if l.starts_with('\t') || l.starts_with("created by ") || !l.ends_with(')') {
+                body.push(l.to_owned());
+            } else {
+                let name = &l[..l.rfind('(').unwrap()];
+                body.push(format!("{name}(...)"));
+            }
+        }
+        if !ids.is_empty() {
+            out.push((ids, body));
+        }
+    }
+    out
+}
+
+/// goroutines.txt reads as Go's own `debug=2` dump: for every parked goroutine of the
+/// fixture's own sites, the same functions (inlined calls included) at the same file:line and
+/// offset, and the same "created by" function and file:line.
+fn dump_lines(go: Go, stripped: bool) {
+    let exe = go_fixture_variant("go_parked", go, stripped);
+    let dir = report_dir("go_parked_dump");
+    std::fs::create_dir_all(&dir).unwrap();
+    let own = dir.join("own-debug2.txt");
+    let run = rtrace_env(
+        "go_parked_dump",
+        &["-q", "--no-offcpu", "-d", "2s", "--", exe.to_str().unwrap(), "0", "5"],
+        &[("GO_PARKED_DUMP", own.to_str().unwrap())],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    let own: BTreeMap<u64, Vec<String>> =
+        dump_blocks(&std::fs::read_to_string(&own).unwrap()).into_iter().map(|(ids, body)| (ids[0], body)).collect();
+    let txt = std::fs::read_to_string(run.dir.join("goroutines.txt")).unwrap();
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for (ids, body) in dump_blocks(&txt) {
+        // main (goroutine 1) was writing the profile when Go dumped it: not comparable.
+        let Some(site) = body.iter().find(|l| l.starts_with("main.") && !l.starts_with("main.main(")) else {
+            continue;
+        };
+        assert!(body.iter().any(|l| l.starts_with("\t") && l.contains("go_parked.go:")), "{txt}");
+        for id in &ids {
+            let theirs = own.get(id).unwrap_or_else(|| panic!("goroutine {id} not in Go's own dump"));
+            assert_eq!(&body, theirs, "goroutine {id}:\n{txt}");
+        }
+        *seen.entry(site.clone()).or_default() += ids.len() as u64;
+    }
+    let want: BTreeMap<String, u64> =
+        [("recvWorker", 3), ("selectWorker", 2), ("sleeper", 4), ("waiter", 5), ("runChild", 1)]
+            .into_iter()
+            .map(|(f, n)| (format!("main.{f}(...)"), n))
+            .collect();
+    assert_eq!(seen, want, "{txt}");
+    // goroutine.pb.gz holds the same file:line (pprof's Function.filename and Line.line).
+    let top = std::process::Command::new("go")
+        .args(["tool", "pprof", "-lines", "-top"])
+        .arg(run.dir.join("goroutine.pb.gz"))
+        .output()
+        .unwrap();
+    assert!(top.status.success(), "{}", String::from_utf8_lossy(&top.stderr));
+    let top = String::from_utf8_lossy(&top.stdout);
+    let recv = own.values().find(|b| b.first().is_some_and(|f| f == "main.recvWorker(...)")).unwrap();
+    let at = recv[1].trim().split(' ').next().unwrap(); // "/…/go_parked.go:47"
+    assert!(top.lines().any(|l| l.contains(&format!("main.recvWorker {at}"))), "{at}:\n{top}");
+    assert_no_rtrace_programs();
+}
+
 /// A goroutine every 100 ms from main.leakLoop, never finishing: one goroutine_leak for that
 /// site (not for the fixed pool), with what the program's own counter says it leaked.
 fn leak(go: Go, stripped: bool) {
@@ -209,7 +288,7 @@ macro_rules! variants {
         mod go127_stripped { use super::*; $(#[test] fn $f() { if privileged(stringify!($f)) { super::$f(Go::Modern, true) } })* }
     };
 }
-variants!(parked, leak, no_go);
+variants!(parked, dump_lines, leak, no_go);
 
 /// `cargo xtask bench go`'s snapshot part (ignored in the suite): rtrace's read of 10,000
 /// parked goroutines, per snapshot, on the four builds, from the capture's own timings

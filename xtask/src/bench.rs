@@ -47,7 +47,7 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
         "offcpu" => offcpu(rounds),
         "syscalls" => syscalls(rounds),
         "load" => load::load(rounds),
-        "go" => go::go(),
+        "go" => go::go(rounds),
         "report" => report::report(rounds),
         "unwind" => unwind::unwind(rounds),
         "all" => {
@@ -55,7 +55,7 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
             offcpu(rounds)?;
             syscalls(rounds)?;
             load::load(rounds)?;
-            go::go()?;
+            go::go(rounds)?;
             report::report(rounds)?;
             unwind::unwind(rounds)
         }

@@ -144,8 +144,8 @@ fn report(capture: &Capture, p: &GoProcess, named: &Named) -> GoReport {
     }
 }
 
-/// The Go view alone, symbolized on its own (tests of the Go analyses).
-#[cfg(test)]
+/// The Go view alone, symbolized on its own (`rtrace serve`'s on-demand goroutine and heap
+/// endpoints, and tests of the Go analyses).
 pub fn reports_alone(capture: &Capture, resolver: &mut dyn crate::symbolize::Resolver) -> Vec<GoReport> {
     let go = GoStacks::new(capture);
     let inputs = go.inputs(capture);

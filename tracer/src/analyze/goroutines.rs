@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     analyze::go::Named,
     capture::{go::Goroutine, Capture, GoProcess},
+    goruntime::lines::GoFrame,
     symbolize::{self, Frame, FrameKind},
 };
 
@@ -82,6 +83,11 @@ pub struct GoroutineGroup {
     /// `frames` as symbolized frames (for goroutine.pb.gz).
     #[serde(skip)]
     pub stack: Vec<Frame>,
+    /// The stack as Go's traceback gives it, from the binary's `.gopclntab`: root first,
+    /// inlined calls expanded, each frame with its file:line (empty when the binary could not
+    /// be read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traceback: Vec<GoFrame>,
     #[serde(skip)]
     pub gopc: u64,
 }
@@ -93,6 +99,10 @@ pub struct CreatedBy {
     /// The creating goroutine, when all of the group share it (Go ≥ 1.21 records it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goid: Option<u64>,
+    /// The `go` statement as Go's "created by" gives it: the physical function and its
+    /// file:line (None when the binary could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<GoFrame>,
 }
 
 /// A goroutine in a syscall on a known thread, or in os/exec.(*Cmd).Wait.
@@ -210,6 +220,10 @@ pub fn report(capture: &Capture, p: &GoProcess, named: &Named) -> GoroutinesRepo
             (in_cmd_wait, waiter_function(&inner_first, in_cmd_wait))
         })
         .collect();
+    // file:line per frame, from the executable's own line tables (one traceback per stack).
+    let lines = symbolize::gopclntab::GoLines::for_process(capture, p.pid, p.stacks.iter().flatten().copied());
+    let tracebacks: Vec<Vec<GoFrame>> =
+        p.stacks.iter().map(|s| lines.as_ref().map(|l| l.traceback(capture, p.pid, s)).unwrap_or_default()).collect();
     let now = p.snapshots.last().map_or(0, |s| s.at_ns);
     let start_mono = capture.session.start_mono_ns;
 
@@ -246,6 +260,7 @@ pub fn report(capture: &Capture, p: &GoProcess, named: &Named) -> GoroutinesRepo
     r.groups = groups
         .into_iter()
         .map(|((status, _, stack, gopc), gs)| {
+            let traceback = stack.and_then(|i| tracebacks.get(i as usize)).cloned().unwrap_or_default();
             let stack = stack.and_then(|i| stacks.get(i as usize)).cloned().unwrap_or_default();
             let blocked = gs.iter().filter_map(|g| blocked_ns(g, now, start_mono)).max_by_key(|b| (b.0, !b.1));
             let wait_reason = wait_reason(p, gs[0]);
@@ -264,9 +279,11 @@ pub fn report(capture: &Capture, p: &GoProcess, named: &Named) -> GoroutinesRepo
                 created_by: sites.get(&gopc).filter(|f| shown_creator(f)).map(|f| CreatedBy {
                     function: f.clone(),
                     goid: (parents.len() == 1).then(|| *parents.first().unwrap()).filter(|&g| g != 0),
+                    at: lines.as_ref().and_then(|l| l.created_by(capture, p.pid, gopc)),
                 }),
                 goids,
                 stack,
+                traceback,
                 gopc,
             }
         })

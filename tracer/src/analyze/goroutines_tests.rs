@@ -159,7 +159,7 @@ fn groups_by_state_reason_stack_and_site_largest_first() {
     let w = &r.groups[0];
     assert_eq!((w.count, w.state.as_str(), w.wait_reason.as_deref()), (3, "waiting", Some("chan receive")));
     assert_eq!(w.frames, ["main.worker", "runtime.chanrecv1", "runtime.chanrecv", "runtime.gopark"]);
-    assert_eq!(w.created_by, Some(CreatedBy { function: "main.main".into(), goid: Some(1) }));
+    assert_eq!(w.created_by, Some(CreatedBy { function: "main.main".into(), goid: Some(1), at: None }));
     assert_eq!(w.goids, [7, 8, 9]);
     // Goroutine 9: parked since the 1 s snapshot, but the runtime's waitsince says 5 s before
     // attach: 8 s at the 3 s snapshot, a lower bound.

@@ -12,6 +12,7 @@ pub mod globals;
 pub mod goroutines;
 pub mod heap;
 pub mod layout;
+pub mod lines;
 pub mod mem;
 pub mod pcsp;
 pub mod stw;

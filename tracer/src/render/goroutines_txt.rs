@@ -1,7 +1,9 @@
 //! goroutines.txt: the goroutine dump of every Go process, as Go's `debug=2` dump prints it but
 //! grouped: one block per group of identical goroutines (state, wait reason, stack, creation
 //! site), with its count, how long it has been parked, its frames innermost first (the
-//! runtime's unexported frames hidden, as Go hides them) and "created by".
+//! runtime's unexported frames hidden, as Go hides them) and "created by". Frames read as Go
+//! prints them — `function(...)` then `\tfile:line +0xoffset` — when the binary's line tables
+//! were read (`GoroutineGroup::traceback`); otherwise names only.
 use std::fmt::Write as _;
 
 use crate::analyze::{
@@ -69,6 +71,45 @@ fn group(s: &mut String, g: &GoroutineGroup) {
     } else {
         let _ = writeln!(s, "{} goroutines [{}]:", g.count, bracket(g));
     }
+    if !g.traceback.is_empty() {
+        traceback(s, g);
+    } else {
+        names_only(s, g);
+    }
+    if g.count > 1 {
+        let ids: Vec<String> = g.goids.iter().map(u64::to_string).collect();
+        let more = if g.count as usize > GOIDS { " …" } else { "" };
+        let _ = writeln!(s, "# goroutines {}{more}", ids.join(" "));
+    }
+    s.push('\n');
+}
+
+/// Go's `debug=2` frames: "function(...)" and "\tfile:line +0xoff" (Go prints the argument
+/// words of a physical frame where "..." stands; rtrace does not read them), then "created
+/// by F in goroutine N" (Go ≥ 1.21; 1.19 records no parent) and its file:line.
+fn traceback(s: &mut String, g: &GoroutineGroup) {
+    let frames: Vec<_> = g.traceback.iter().rev().collect();
+    let mut visible: Vec<_> = frames.iter().filter(|f| !f.hidden).collect();
+    if visible.is_empty() {
+        visible = frames.iter().collect();
+    }
+    for f in visible {
+        let _ = writeln!(s, "{}(...)\n\t{}", f.function, f.location());
+    }
+    if let Some(c) = &g.created_by {
+        let by = c.goid.map(|id| format!(" in goroutine {id}")).unwrap_or_default();
+        match &c.at {
+            Some(at) => {
+                let _ = writeln!(s, "created by {}{by}\n\t{}", at.function, at.location());
+            }
+            None => {
+                let _ = writeln!(s, "created by {}{by}", c.function);
+            }
+        }
+    }
+}
+
+fn names_only(s: &mut String, g: &GoroutineGroup) {
     let names: Vec<&str> = g.frames.iter().rev().map(String::as_str).collect();
     let mut visible: Vec<&str> = names.iter().copied().filter(|n| shown(n)).collect();
     if visible.is_empty() {
@@ -84,10 +125,4 @@ fn group(s: &mut String, g: &GoroutineGroup) {
         let by = c.goid.map(|id| format!(" in goroutine {id}")).unwrap_or_default();
         let _ = writeln!(s, "created by {}{by}", c.function);
     }
-    if g.count > 1 {
-        let ids: Vec<String> = g.goids.iter().map(u64::to_string).collect();
-        let more = if g.count as usize > GOIDS { " …" } else { "" };
-        let _ = writeln!(s, "# goroutines {}{more}", ids.join(" "));
-    }
-    s.push('\n');
 }

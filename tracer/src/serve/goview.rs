@@ -60,7 +60,7 @@ fn report(pid: u32, heap: bool) -> Result<GoReport, ServeError> {
     let comm = crate::procfs::comm(pid).unwrap_or_default();
     capture.processes.insert(pid, ProcessInfo { pid, comm, cmdline: crate::procfs::cmdline(pid), maps });
     capture.go.push(rec);
-    let mut r = crate::analyze::go::reports(&capture, &mut BlazeResolver::default());
+    let mut r = crate::analyze::go::reports_alone(&capture, &mut BlazeResolver::default());
     Ok(r.remove(0))
 }
 

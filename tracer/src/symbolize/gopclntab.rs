@@ -10,6 +10,14 @@
 //! function name table.
 use object::{Object, ObjectSection};
 
+use crate::{
+    capture::Capture,
+    goruntime::{
+        binary::{self, GoBinary},
+        lines::{GoFrame, Lines},
+    },
+};
+
 pub struct GoTable {
     text_start: u64,
     /// (entry offset from text_start, name), sorted; the last is the end of the text.
@@ -112,6 +120,92 @@ impl GoTable {
             return None;
         }
         Some(self.funcs[i - 1].1.as_str())
+    }
+}
+
+/// Go tracebacks with file:line for the goroutine stacks of one process: the line tables of
+/// its Go executable (found through the mappings the capture kept, so a process that has
+/// exited still resolves) and how its addresses map to the file's link-time addresses.
+pub struct GoLines {
+    lines: Lines,
+    /// The executable's path as mapped, to tell its addresses from a library's.
+    path: String,
+    /// (file offset, size, link-time address) of its sections.
+    sections: Vec<(u64, u64, u64)>,
+}
+
+impl GoLines {
+    /// The tables of the Go executable `pcs` (the process's goroutine pcs) are in: the first
+    /// file they map to that is one (a pc can be in the vDSO or a C library). None: no pc
+    /// maps to a readable Go executable.
+    pub fn for_process(capture: &Capture, pid: u32, pcs: impl Iterator<Item = u64>) -> Option<GoLines> {
+        let mut tried: Vec<&str> = Vec::new();
+        for pc in pcs {
+            let Some(loc) = super::locate(capture, pid, pc) else { continue };
+            if tried.contains(&loc.read) {
+                continue;
+            }
+            if let Some(l) = Self::load(loc.read) {
+                return Some(l);
+            }
+            tried.push(loc.read);
+            if tried.len() >= 4 {
+                return None;
+            }
+        }
+        None
+    }
+
+    fn load(path: &str) -> Option<GoLines> {
+        let data = binary::open(path).ok()?;
+        let bin = GoBinary::parse(&data).ok()?;
+        let lines = Lines::load(&bin).ok()?;
+        let sections = bin
+            .file
+            .sections()
+            .filter_map(|s| {
+                let (off, size) = s.file_range()?;
+                Some((off, size, s.address()))
+            })
+            .collect();
+        Some(GoLines { lines, path: path.to_owned(), sections })
+    }
+
+    /// The link-time address of the process's address `pc`, when it is in this executable.
+    fn vaddr(&self, capture: &Capture, pid: u32, pc: u64) -> Option<u64> {
+        let loc = super::locate(capture, pid, pc).filter(|l| l.read == self.path)?;
+        let &(off, _, addr) = self.sections.iter().find(|(o, s, _)| *o <= loc.off && loc.off < o + s)?;
+        Some(addr + (loc.off - off))
+    }
+
+    /// The frames of a goroutine stack (`pcs` innermost first, each a resume pc or a return
+    /// address), as Go's traceback lists them but root first, inlined calls expanded, the
+    /// runtime.goexit every goroutine returns to left out. A pc outside the executable is a
+    /// frame named `[unknown] (0x…)` with file "?".
+    pub fn traceback(&self, capture: &Capture, pid: u32, pcs: &[u64]) -> Vec<GoFrame> {
+        let mut out = Vec::new();
+        for &pc in pcs {
+            let frames = self.vaddr(capture, pid, pc).map(|a| self.lines.frames(a, true)).unwrap_or_default();
+            if frames.is_empty() {
+                out.push(GoFrame {
+                    function: format!("[unknown] ({pc:#x})"),
+                    file: "?".into(),
+                    pc,
+                    ..Default::default()
+                });
+            }
+            out.extend(frames.into_iter().map(|f| GoFrame { pc, ..f }));
+        }
+        while out.last().is_some_and(|f| f.function == "runtime.goexit") {
+            out.pop();
+        }
+        out.reverse();
+        out
+    }
+
+    /// Go's "created by" frame of a goroutine created at `gopc`.
+    pub fn created_by(&self, capture: &Capture, pid: u32, gopc: u64) -> Option<GoFrame> {
+        self.lines.created_by(self.vaddr(capture, pid, gopc)?)
     }
 }
 
