@@ -138,14 +138,14 @@ impl GoLines {
     /// The tables of the Go executable `pcs` (the process's goroutine pcs) are in: the first
     /// file they map to that is one (a pc can be in the vDSO or a C library). None: no pc
     /// maps to a readable Go executable.
-    pub fn for_process(capture: &Capture, pid: u32, pcs: impl Iterator<Item = u64>) -> Option<GoLines> {
+    pub fn for_process(capture: &Capture, pid: u32, pcs: impl Iterator<Item = u64>) -> Option<std::rc::Rc<GoLines>> {
         let mut tried: Vec<&str> = Vec::new();
         for pc in pcs {
             let Some(loc) = super::locate(capture, pid, pc) else { continue };
             if tried.contains(&loc.read) {
                 continue;
             }
-            if let Some(l) = Self::load(loc.read) {
+            if let Some(l) = Self::cached(loc.read) {
                 return Some(l);
             }
             tried.push(loc.read);
@@ -154,6 +154,31 @@ impl GoLines {
             }
         }
         None
+    }
+
+    /// `load`, remembered for the last few executables (by path and file identity): a go
+    /// build's report has ~60 processes of a handful of binaries, each `compile` pclntab
+    /// several MB to read and index. Bounded, so a long-running `rtrace serve` keeps little.
+    fn cached(path: &str) -> Option<std::rc::Rc<GoLines>> {
+        use std::{cell::RefCell, os::unix::fs::MetadataExt, rc::Rc};
+        type Key = (String, u64, u64, i64, u64);
+        thread_local! {
+            static CACHE: RefCell<Vec<(Key, Rc<GoLines>)>> = const { RefCell::new(Vec::new()) };
+        }
+        let m = std::fs::metadata(path).ok()?;
+        let key: Key = (path.to_owned(), m.dev(), m.ino(), m.mtime(), m.size());
+        if let Some(hit) = CACHE.with(|c| c.borrow().iter().find(|(k, _)| *k == key).map(|(_, l)| l.clone())) {
+            return Some(hit);
+        }
+        let lines = Rc::new(Self::load(path)?);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= 4 {
+                c.remove(0);
+            }
+            c.push((key, lines.clone()));
+        });
+        Some(lines)
     }
 
     fn load(path: &str) -> Option<GoLines> {
