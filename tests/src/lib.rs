@@ -15,19 +15,10 @@ pub fn root_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
-/// The rtrace binary under test (built by `cargo xtask test`, or RTRACE_BIN).
-///
-/// Every rtrace a test starts unwinds user stacks by frame pointers (RTRACE_UNWIND=fp, the
-/// default of --unwind) unless the test passes --unwind or sets RTRACE_UNWIND itself: the
-/// fixtures' frame assertions were written for the frame-pointer walk, and CFI unwinding
-/// (issue #13) has tests of its own (unwind_records.rs).
+/// The rtrace binary under test (built by `cargo xtask test`, or RTRACE_BIN). Tests run it
+/// with its default --unwind (auto: CFI for C fixtures, frame pointers for Go), so every suite
+/// checks the default path; a test that wants another mode passes --unwind.
 pub fn rtrace_bin() -> PathBuf {
-    static PIN: std::sync::Once = std::sync::Once::new();
-    PIN.call_once(|| {
-        if std::env::var_os("RTRACE_UNWIND").is_none() {
-            std::env::set_var("RTRACE_UNWIND", "fp");
-        }
-    });
     let p =
         std::env::var_os("RTRACE_BIN").map(PathBuf::from).unwrap_or_else(|| root_dir().join("target/release/rtrace"));
     assert!(p.exists(), "{} missing: run `cargo xtask test` (it builds rtrace first)", p.display());
