@@ -465,8 +465,8 @@ mod tests {
             vec![RawSample { tgid: 20, tid: 20, user: vec![9], kernel: vec![], count: 5, ..Default::default() }];
         add_counted_samples(&mut samples, &u, |id| if id == 7 { vec![0xffff_0007] } else { vec![] });
         samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
-        let got: Vec<(u32, u32, Vec<u64>, Vec<u64>, u64)> =
-            samples.into_iter().map(|s| (s.tgid, s.tid, s.user, s.kernel, s.count)).collect();
+        type Row = (u32, u32, Vec<u64>, Vec<u64>, u64);
+        let got: Vec<Row> = samples.into_iter().map(|s| (s.tgid, s.tid, s.user, s.kernel, s.count)).collect();
         assert_eq!(
             got,
             [

@@ -385,6 +385,10 @@ impl Probes {
                 aya::programs::Program::PerfEvent(p) => p.unload(),
                 aya::programs::Program::TracePoint(p) => p.unload(),
                 aya::programs::Program::RawTracePoint(p) => p.unload(),
+                // sched_switch and sched_waking too: left attached until Probes is dropped,
+                // they would go on taking stack copies after the USTACKS ring's last read,
+                // which the maps then reference without their copies.
+                aya::programs::Program::BtfTracePoint(p) => p.unload(),
                 aya::programs::Program::UProbe(p) => p.unload(),
                 _ => Ok(()),
             };
