@@ -49,7 +49,10 @@ fn c_chain_without_frame_pointers() {
     assert_eq!(r["unwind"]["processes"][0]["mode"], "dwarf");
     let fp = traced("nofp_chain_fp", &["--unwind", "fp"], &bin, "1");
     let (fp_permille, _) = share(&fp, chain);
-    assert!(fp_permille <= 200, "the fp control found the chain on {fp_permille}‰: does the fixture keep frame pointers?");
+    assert!(
+        fp_permille <= 200,
+        "the fp control found the chain on {fp_permille}‰: does the fixture keep frame pointers?"
+    );
     assert_no_rtrace_programs();
 }
 
@@ -107,7 +110,8 @@ fn deep_recursion_and_truncation_counted() {
     let r = small.report();
     let t = unwind_total(&r);
     let cut = t["truncated"]["copy_exhausted"].as_u64().unwrap();
-    let unwound = t["complete_cfi"].as_u64().unwrap() + t["truncated"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>();
+    let unwound = t["complete_cfi"].as_u64().unwrap()
+        + t["truncated"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>();
     assert!(cut * 2 >= unwound, "most stacks cut at 4 KiB: {}", r["unwind"]);
     assert!(t["bytes_needed_p99"].as_u64().unwrap() >= 4096, "{}", r["unwind"]);
     let txt = std::fs::read_to_string(small.dir.join("report.txt")).unwrap();
@@ -144,7 +148,11 @@ fn python3_reaches_py_bytes_main() {
     let run = rtrace("python3", &["-q", "-F", "199", "--", py.to_str().unwrap(), "-c", script]);
     assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
     let (permille, total) = share(&run, "Py_BytesMain;");
-    assert!(permille >= 950, "Py_BytesMain on {permille}‰ of {total}: {:?}", &run.folded("cpu.folded")[..5.min(total as usize)]);
+    assert!(
+        permille >= 950,
+        "Py_BytesMain on {permille}‰ of {total}: {:?}",
+        &run.folded("cpu.folded")[..5.min(total as usize)]
+    );
     let r = run.report();
     assert_eq!(unwind_total(&r)["dropped"], 0);
     assert_no_rtrace_programs();
