@@ -151,8 +151,7 @@ mod tests {
     use crate::capture::UnwindStats;
 
     fn capture(stats: &[(u32, UnwindStats)], ustack: u32) -> Capture {
-        let mut c = Capture::default();
-        c.unwind = stats.iter().cloned().collect();
+        let mut c = Capture { unwind: stats.iter().cloned().collect(), ..Default::default() };
         c.session.ustack_bytes = Some(ustack);
         c
     }
