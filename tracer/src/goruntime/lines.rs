@@ -72,18 +72,7 @@ fn u64_at(d: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(d.get(at..at.checked_add(8)?)?.try_into().ok()?))
 }
 
-fn uvarint(d: &[u8], at: &mut usize) -> Option<u32> {
-    let mut v = 0u32;
-    for shift in (0..35).step_by(7) {
-        let b = *d.get(*at)?;
-        *at += 1;
-        v |= u32::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
+use super::pcsp::uvarint;
 
 fn cstr(d: &[u8], at: usize) -> Option<String> {
     let rest = d.get(at..)?;

@@ -20,7 +20,8 @@ fn u32_at(d: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(d.get(at..at + 4)?.try_into().ok()?))
 }
 
-fn uvarint(d: &[u8], at: &mut usize) -> Option<u32> {
+/// A pclntab varint (LEB128, at most 5 bytes for a u32) at `*at`, advancing it.
+pub(super) fn uvarint(d: &[u8], at: &mut usize) -> Option<u32> {
     let mut v = 0u32;
     for shift in (0..35).step_by(7) {
         let b = *d.get(*at)?;
