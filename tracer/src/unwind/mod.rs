@@ -92,11 +92,17 @@ struct Proc {
     /// None: the maps could not be read (the process is gone).
     modules: Option<ProcModules>,
     read_at: Instant,
+    /// Times the maps were read again for an unknown address.
+    rereads: u32,
 }
 
 /// A pid's maps are read again for an unknown address at most this often: a process with
 /// garbage return addresses (or JIT code in no mapping) must not cost a maps read per stack.
 const REREAD_EVERY: Duration = Duration::from_millis(20);
+/// Re-reads allowed before that limit applies: records arrive in batches, so a process's
+/// first stacks (taken while ld.so was still mapping libc, then after) are unwound within
+/// microseconds of each other; a new process maps its libraries in a few steps.
+const FREE_REREADS: u32 = 8;
 
 impl Default for Unwinder {
     fn default() -> Self {
@@ -127,9 +133,14 @@ impl Unwinder {
             self.read(pid);
         }
         let mut out = self.walk(pid, regs, stack, cut);
-        if out.outcome == Some(Outcome::NoModule) && self.procs[&pid].read_at.elapsed() >= REREAD_EVERY {
-            // A library dlopen'd since, or an exec: read the maps once more.
+        let p = &self.procs[&pid];
+        if out.outcome == Some(Outcome::NoModule) && (p.rereads < FREE_REREADS || p.read_at.elapsed() >= REREAD_EVERY) {
+            // A library mapped or dlopen'd since, or an exec: read the maps once more.
+            let rereads = p.rereads + 1;
             self.read(pid);
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.rereads = rereads;
+            }
             out = self.walk(pid, regs, stack, cut);
         }
         out
@@ -142,7 +153,7 @@ impl Unwinder {
             self.cache = CacheX86_64::new();
             self.modules_added = 0;
         }
-        self.procs.insert(pid, Proc { modules, read_at: Instant::now() });
+        self.procs.insert(pid, Proc { modules, read_at: Instant::now(), rereads: 0 });
     }
 
     fn walk(&mut self, pid: u32, regs: Regs, stack: &[u8], cut: bool) -> Unwound {

@@ -59,8 +59,10 @@ fn short_copy_is_copy_exhausted() {
     assert_eq!(u.unwind(7, s.regs, short, false).outcome, Some(Outcome::Complete));
 }
 
-/// An address in no mapping (the maps read before a dlopen) makes one more maps read, which
-/// finds it; exec() drops the table so the next stack reads the maps again.
+/// An address in no mapping (the maps read before libc or a dlopen'd library was mapped) makes
+/// one more maps read at once, which finds it — records come in batches, so a process's
+/// first stacks are unwound microseconds apart; after FREE_REREADS such reads, at most one
+/// per REREAD_EVERY. exec() drops the table so the next stack reads the maps again.
 #[test]
 fn unknown_address_rereads_maps_once() {
     let s = c_snapshot("chain");
@@ -71,17 +73,30 @@ fn unknown_address_rereads_maps_once() {
     let w = u.unwind(7, s.regs, &s.stack, s.cut);
     assert_eq!(w.outcome, Some(Outcome::NoModule));
     assert_eq!(w.addrs.len(), 5, "ip, middle, outer, main, then the return into libc: {:?}", w.addrs);
-    assert_eq!(*reads.lock().unwrap(), 1, "just read: no second read at once");
+    assert_eq!(*reads.lock().unwrap(), 2, "read, and read again at once for the unknown address");
+    *over.lock().unwrap() = None;
+    let w = u.unwind(7, s.regs, &s.stack, s.cut);
+    assert_eq!(w.outcome, Some(Outcome::Complete), "libc mapped since: found without waiting");
+    assert_eq!(*reads.lock().unwrap(), 3);
+    u.unwind(7, s.regs, &s.stack, s.cut);
+    assert_eq!(*reads.lock().unwrap(), 3, "all known: no read");
+    // Garbage that is in no mapping: free re-reads, then the rate limit.
+    *over.lock().unwrap() = Some(s.maps.lines().filter(|l| !l.contains("libc.so")).map(|l| format!("{l}\n")).collect());
+    u.exec(7);
+    for _ in 0..20 {
+        u.unwind(7, s.regs, &s.stack, s.cut);
+    }
+    let n = *reads.lock().unwrap();
+    assert_eq!(
+        n,
+        3 + 1 + super::FREE_REREADS,
+        "exec: read again; then {} free re-reads, then none within 20 ms",
+        super::FREE_REREADS
+    );
     *over.lock().unwrap() = None;
     std::thread::sleep(super::REREAD_EVERY);
-    let w = u.unwind(7, s.regs, &s.stack, s.cut);
-    assert_eq!(w.outcome, Some(Outcome::Complete));
-    assert_eq!(*reads.lock().unwrap(), 2);
-    u.unwind(7, s.regs, &s.stack, s.cut);
-    assert_eq!(*reads.lock().unwrap(), 2, "all known: no read");
-    u.exec(7);
-    u.unwind(7, s.regs, &s.stack, s.cut);
-    assert_eq!(*reads.lock().unwrap(), 3, "exec: read again");
+    assert_eq!(u.unwind(7, s.regs, &s.stack, s.cut).outcome, Some(Outcome::Complete));
+    assert_eq!(*reads.lock().unwrap(), n + 1);
     // A second process mapping the same binaries shares their parsed tables.
     let before = u.cached_binaries();
     u.unwind(8, s.regs, &s.stack, s.cut);
