@@ -64,8 +64,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     pub wait_stall: String,
     /// How user stacks are unwound: auto (CFI for everything but Go executables, which keep
-    /// frame pointers), fp (frame pointers everywhere), dwarf (CFI everywhere). Default: auto,
-    /// or RTRACE_UNWIND when set.
+    /// frame pointers), fp (frame pointers everywhere), dwarf (CFI everywhere). Default: fp for
+    /// now, or RTRACE_UNWIND when set.
     #[arg(long, value_name = "auto|fp|dwarf")]
     pub unwind: Option<String>,
     /// Stack bytes copied per user stack for CFI unwinding: 4K to 64K (16384, 16K, 16KiB).
@@ -198,7 +198,10 @@ pub fn parse_unwind(s: Option<&str>) -> Result<crate::unwind::Choice, UsageError
     use crate::unwind::Choice;
     let env = std::env::var("RTRACE_UNWIND").ok();
     match s.or(env.as_deref()).map(str::trim) {
-        None | Some("") | Some("auto") => Ok(Choice::Auto),
+        // Frame pointers stay the default until CFI unwinding of a call that blocks right after
+        // exec is reliable (a clean-machine run lost the callers of syscall_counts' first nap).
+        None | Some("") => Ok(Choice::Fp),
+        Some("auto") => Ok(Choice::Auto),
         Some("fp") => Ok(Choice::Fp),
         Some("dwarf") => Ok(Choice::Dwarf),
         Some(other) => Err(UsageError::BadUnwind(other.into())),

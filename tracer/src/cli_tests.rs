@@ -167,6 +167,9 @@ fn unwind_choice() {
     assert_eq!(parse_unwind(Some("fp")).unwrap(), Choice::Fp);
     assert_eq!(parse_unwind(Some("dwarf")).unwrap(), Choice::Dwarf);
     assert_eq!(parse_unwind(Some("auto")).unwrap(), Choice::Auto);
+    if std::env::var_os("RTRACE_UNWIND").is_none() {
+        assert_eq!(parse_unwind(None).unwrap(), Choice::Fp, "fp stays the default for now");
+    }
     assert!(matches!(parse_unwind(Some("cfi")), Err(UsageError::BadUnwind(ref s)) if s == "cfi"));
 }
 
