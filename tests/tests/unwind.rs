@@ -1,7 +1,7 @@
 //! Complete user stacks without frame pointers (issue #13), end to end (root required): C built
 //! -O2 -fomit-frame-pointer and Rust release fixtures, Debian's python3, an off-CPU read()
-//! through libc — each with the exact chain on ≥ 95 % of samples by CFI unwinding (--unwind
-//! auto; the default is still fp), a `--unwind fp` control that shows the fixture really lacks frame pointers,
+//! through libc — each with the exact chain on ≥ 95 % of samples by CFI unwinding (the default,
+//! --unwind auto), a `--unwind fp` control that shows the fixture really lacks frame pointers,
 //! and truncation counted when --ustack-bytes is too small. Nothing lost: no sample, no copy.
 use serde_json::Value;
 use tests::*;
@@ -9,9 +9,6 @@ use tests::*;
 /// Runs `bin secs` under rtrace with `extra` arguments; checks nothing was lost.
 fn traced(test: &str, extra: &[&str], bin: &std::path::Path, secs: &str) -> Run {
     let mut args = vec!["-q", "-F", "199"];
-    if !extra.contains(&"--unwind") {
-        args.extend_from_slice(&["--unwind", "auto"]);
-    }
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--", bin.to_str().unwrap(), secs]);
     let run = rtrace(test, &args);
@@ -148,7 +145,7 @@ fn python3_reaches_py_bytes_main() {
     let py = std::path::Path::new("/usr/bin/python3");
     let script = "import json, time\nt = time.time()\nd = [{'a': [i, str(i)]} for i in range(2000)]\n\
                   while time.time() - t < 2: json.loads(json.dumps(d))";
-    let run = rtrace("python3", &["-q", "-F", "199", "--unwind", "auto", "--", py.to_str().unwrap(), "-c", script]);
+    let run = rtrace("python3", &["-q", "-F", "199", "--", py.to_str().unwrap(), "-c", script]);
     assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
     let (permille, total) = share(&run, "Py_BytesMain;");
     assert!(
@@ -168,7 +165,7 @@ fn offcpu_read_through_libc_names_its_caller() {
         return;
     }
     let bin = nofp_fixture("nofp_read");
-    let run = rtrace("nofp_read", &["-q", "--unwind", "auto", "--", bin.to_str().unwrap()]);
+    let run = rtrace("nofp_read", &["-q", "--", bin.to_str().unwrap()]);
     assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
     assert!(run.stdout().contains("nofp_read: rounds=5"), "{}", run.stdout());
     let folded = run.folded("offcpu.folded");

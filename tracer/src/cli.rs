@@ -64,8 +64,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "1s")]
     pub wait_stall: String,
     /// How user stacks are unwound: auto (CFI for everything but Go executables, which keep
-    /// frame pointers), fp (frame pointers everywhere), dwarf (CFI everywhere). Default: fp for
-    /// now, or RTRACE_UNWIND when set.
+    /// frame pointers), fp (frame pointers everywhere), dwarf (CFI everywhere). Default: auto,
+    /// or RTRACE_UNWIND when set.
     #[arg(long, value_name = "auto|fp|dwarf")]
     pub unwind: Option<String>,
     /// Stack bytes copied per user stack for CFI unwinding: 4K to 64K (16384, 16K, 16KiB).
@@ -98,69 +98,19 @@ pub enum Sub {
     Serve(crate::serve::ServeArgs),
 }
 
-/// Default --min-block; see README "Overhead" for the measurement behind it.
+/// Default --min-block (crate::options::DEFAULT_MIN_BLOCK, as clap's default text).
 pub const DEFAULT_MIN_BLOCK: &str = "10us";
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    Pid(u32),
-    /// Resolved program path, then argv (argv[0] as the user typed it).
-    Command {
-        program: PathBuf,
-        argv: Vec<String>,
-    },
-}
+pub use crate::options::{Floor, SessionOptions, SyscallOptions, Target};
 
+/// What the command line asks for: one session's options, and where its report goes.
 #[derive(Clone, Debug)]
 pub struct Config {
-    pub target: Target,
-    pub duration: Option<Duration>,
-    pub frequency_hz: u64,
+    pub session: SessionOptions,
     /// None: decided once the pid is known (rtrace-<pid>-<time>).
     pub output: Option<PathBuf>,
-    pub follow_children: bool,
-    pub quiet: bool,
     /// Debug logging of the eBPF side's anomalies (-v; RTRACE_LOG says more precisely).
     pub verbose: bool,
-    /// None: off-CPU tracing off.
-    pub min_block: Option<Duration>,
-    /// None: syscalls not traced.
-    pub syscalls: Option<SyscallOptions>,
-    pub slow_reap: Duration,
-    pub wait_stall: Duration,
-    /// The Go runtime view of Go processes (off with --no-go).
-    pub go: bool,
-    pub bench_floor: Option<Floor>,
-    /// --unwind (see crate::unwind).
-    pub unwind: crate::unwind::Choice,
-    /// --ustack-bytes, within tracer_common::ustack::USTACK_MIN..=USTACK_MAX.
-    pub ustack_bytes: u32,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SyscallOptions {
-    pub slow_top: usize,
-    pub slow_threshold: Option<Duration>,
-}
-
-/// Benchmark floor modes: empty programs on one analysis's hooks, nothing else; the -clock
-/// variants read the clock once per run (the least any latency measurement must do).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Floor {
-    Offcpu,
-    Syscalls,
-    OffcpuClock,
-    SyscallsClock,
-}
-
-impl Floor {
-    /// Off-CPU's hooks (the scheduler's and the syscall ones), else the syscall hooks only.
-    pub fn offcpu(self) -> bool {
-        matches!(self, Floor::Offcpu | Floor::OffcpuClock)
-    }
-    pub fn clock(self) -> bool {
-        matches!(self, Floor::OffcpuClock | Floor::SyscallsClock)
-    }
 }
 
 /// The longest duration any option takes: beyond it, deadlines and nanosecond counts overflow
@@ -198,10 +148,7 @@ pub fn parse_unwind(s: Option<&str>) -> Result<crate::unwind::Choice, UsageError
     use crate::unwind::Choice;
     let env = std::env::var("RTRACE_UNWIND").ok();
     match s.or(env.as_deref()).map(str::trim) {
-        // Frame pointers stay the default until CFI unwinding of a call that blocks right after
-        // exec is reliable (a clean-machine run lost the callers of syscall_counts' first nap).
-        None | Some("") => Ok(Choice::Fp),
-        Some("auto") => Ok(Choice::Auto),
+        None | Some("") | Some("auto") => Ok(Choice::Auto),
         Some("fp") => Ok(Choice::Fp),
         Some("dwarf") => Ok(Choice::Dwarf),
         Some(other) => Err(UsageError::BadUnwind(other.into())),
@@ -315,14 +262,12 @@ impl Args {
             (Some(pid), true) => Target::Pid(check_pid(pid)?),
             (None, false) => Target::Command { program: resolve_command(&self.command[0])?, argv: self.command },
         };
-        Ok(Config {
+        let session = SessionOptions {
             target,
             duration: self.duration.as_deref().map(parse_duration).transpose()?,
             frequency_hz: parse_frequency(&self.frequency)?,
-            output: self.output,
             follow_children: !self.no_children,
             quiet: self.quiet,
-            verbose: self.verbose,
             min_block: if self.no_offcpu { None } else { Some(parse_min_block(&self.min_block)?) },
             syscalls: if self.no_syscalls {
                 None
@@ -354,7 +299,8 @@ impl Args {
                 Some("syscalls-clock") => Some(Floor::SyscallsClock),
                 Some(other) => return Err(UsageError::BadFloor(other.into())),
             },
-        })
+        };
+        Ok(Config { session, output: self.output, verbose: self.verbose })
     }
 }
 

@@ -1,8 +1,12 @@
 //! Tests of cli.rs.
 use super::*;
 
-fn cfg(args: &[&str]) -> Result<Config, UsageError> {
-    Args::try_parse_from(std::iter::once("rtrace").chain(args.iter().copied())).unwrap().into_config()
+/// The session options of a command line.
+fn cfg(args: &[&str]) -> Result<SessionOptions, UsageError> {
+    Args::try_parse_from(std::iter::once("rtrace").chain(args.iter().copied()))
+        .unwrap()
+        .into_config()
+        .map(|c| c.session)
 }
 
 /// A process to point --pid at (not the test itself: that is rtrace's own pid here).
@@ -149,6 +153,18 @@ fn targets() {
     assert!(c.follow_children);
 }
 
+/// `rtrace --pid P` and the daemon's sessions (SessionOptions::for_pid) trace the same way.
+#[test]
+fn cli_defaults_are_the_session_defaults() {
+    let o = Other::new();
+    let c = cfg(&["--pid", &o.pid()]).unwrap();
+    let mut want = SessionOptions::for_pid(o.0.id(), None);
+    // RTRACE_UNWIND (when a test run pins a mode) is the CLI's alone.
+    want.unwind = c.unwind;
+    assert_eq!(c, want);
+    assert_eq!(crate::options::DEFAULT_MIN_BLOCK, parse_min_block(DEFAULT_MIN_BLOCK).unwrap());
+}
+
 #[test]
 fn ustack_bytes() {
     for (s, n) in [("16384", 16384), ("16K", 16384), ("16KiB", 16384), ("4K", 4096), ("64KiB", 65536), ("8k", 8192)] {
@@ -168,7 +184,7 @@ fn unwind_choice() {
     assert_eq!(parse_unwind(Some("dwarf")).unwrap(), Choice::Dwarf);
     assert_eq!(parse_unwind(Some("auto")).unwrap(), Choice::Auto);
     if std::env::var_os("RTRACE_UNWIND").is_none() {
-        assert_eq!(parse_unwind(None).unwrap(), Choice::Fp, "fp stays the default for now");
+        assert_eq!(parse_unwind(None).unwrap(), Choice::Auto, "auto is the default");
     }
     assert!(matches!(parse_unwind(Some("cfi")), Err(UsageError::BadUnwind(ref s)) if s == "cfi"));
 }

@@ -127,29 +127,52 @@ pub fn descendants(root: u32) -> Vec<u32> {
     out
 }
 
-/// Parses /proc/PID/maps text into executable mappings (file-backed or pseudo like [vdso]).
-pub fn parse_maps(text: &str) -> Vec<Mapping> {
-    text.lines()
+/// One executable mapping of /proc/PID/maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapLine {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub inode: u64,
+    /// A path, `[vdso]`, `[vsyscall]`, or empty (anonymous: JIT code).
+    pub path: String,
+}
+
+/// The executable mappings of a maps text (anonymous ones too), by start address, with the
+/// identity of their files: the one parser of /proc/PID/maps.
+pub fn exec_map_lines(text: &str) -> Vec<MapLine> {
+    let mut out: Vec<MapLine> = text
+        .lines()
         .filter_map(|line| {
-            let mut it = line.split_whitespace();
-            let range = it.next()?;
+            let mut it = line.splitn(6, ' ');
+            let (s, e) = it.next()?.split_once('-')?;
             let perms = it.next()?;
             let offset = u64::from_str_radix(it.next()?, 16).ok()?;
             let _dev = it.next()?;
-            let _inode = it.next()?;
-            let path: String = it.collect::<Vec<_>>().join(" ");
-            if !perms.contains('x') || path.is_empty() {
+            let inode = it.next()?.parse().ok()?;
+            let path = it.next().unwrap_or("").trim_start().to_owned();
+            if perms.as_bytes().get(2) != Some(&b'x') {
                 return None;
             }
-            let (s, e) = range.split_once('-')?;
-            Some(Mapping {
+            Some(MapLine {
                 start: u64::from_str_radix(s, 16).ok()?,
                 end: u64::from_str_radix(e, 16).ok()?,
                 offset,
+                inode,
                 path,
-                build_id: None,
             })
         })
+        .collect();
+    out.sort_by_key(|m| m.start);
+    out
+}
+
+/// Parses /proc/PID/maps text into executable mappings (file-backed or pseudo like [vdso]).
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    exec_map_lines(text)
+        .into_iter()
+        .filter(|m| !m.path.is_empty())
+        .map(|m| Mapping { start: m.start, end: m.end, offset: m.offset, path: m.path, build_id: None })
         .collect()
 }
 
@@ -167,16 +190,17 @@ mod tests {
 55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234 /usr/bin/prog
 55d0c0a01000-55d0c0a05000 r-xp 00001000 fd:01 1234 /usr/bin/prog
 7f0000000000-7f0000001000 rw-p 00000000 00:00 0
-7ffd1000000-7ffd1002000 r-xp 00000000 00:00 0 [vdso]
 7f0000100000-7f0000200000 r-xp 00028000 fd:01 99 /tmp/a b (deleted)
+7f0000300000-7f0000301000 r-xp 00000000 00:00 0
+7ffd10000000-7ffd10002000 r-xp 00000000 00:00 0                          [vdso]
 ";
         let m = parse_maps(text);
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].start, 0x55d0c0a01000);
         assert_eq!(m[0].offset, 0x1000);
         assert_eq!(m[0].path, "/usr/bin/prog");
-        assert_eq!(m[1].path, "[vdso]");
-        assert_eq!(m[2].path, "/tmp/a b (deleted)");
+        assert_eq!(m[1].path, "/tmp/a b (deleted)");
+        assert_eq!(m[2].path, "[vdso]", "anonymous code (JIT) is no module");
     }
 
     #[test]

@@ -12,10 +12,11 @@ use tracer_common::target::{EXISTING_DESCENDANT, ROOT};
 use crate::{
     analyze::target::TargetExit,
     capture::{Capture, TargetInfo},
-    cli::{Config, Target},
+    cli::Config,
     collect::{self, Registry, SessionParams},
     error::UsageError,
     loader::{Options, Probes},
+    options::{SessionOptions, Target},
     procfs,
     render::output,
     report, spawn,
@@ -76,32 +77,66 @@ pub fn trace(cfg: Config) -> Result<u8> {
             .map_err(|e| UsageError::OutputNotWritable { path: cwd.clone(), reason: e.to_string() })?;
         let _ = std::fs::remove_file(probe);
     }
+    let opts = &cfg.session;
+    let mut dir = PathBuf::new();
+    let capture = run(opts, &format!("{priority:?}"), |pid| {
+        dir = cfg.output.clone().unwrap_or_else(|| output::default_dir(pid));
+        ensure_writable(&dir, None)
+    })?;
+    let t1 = Instant::now();
+    if std::env::var_os("RTRACE_TIMINGS").is_some() {
+        eprintln!("rtrace-timings: session_end cpu_us={}", self_cpu_us());
+    }
+    let analysis = write_report(&dir, &capture, opts.quiet)?;
+    if std::env::var_os("RTRACE_TIMINGS").is_some() {
+        eprintln!(
+            "rtrace-timings: report_ms={} cpu_us={} peak_rss_kb={}",
+            t1.elapsed().as_millis(),
+            self_cpu_us(),
+            peak_rss_kb()
+        );
+    }
+    let exit = analysis.report.target.exit;
+    match (&opts.target, exit) {
+        (_, Some(TargetExit::NeverStarted { reason })) => Err(UsageError::NeverStarted(reason).into()),
+        (Target::Command { .. }, Some(e)) => Ok(e.status().unwrap_or(0)),
+        _ => Ok(0),
+    }
+}
 
-    if let Target::Pid(p) = cfg.target {
+/// One session, the CLI's and the daemon's alike (the caller has run `preflight`): spawn the
+/// command held or take the pid, load and attach, collect until the end, detach; returns the
+/// capture (not yet symbolized). `on_pid` runs once the target's pid is known, before anything
+/// is loaded (the CLI checks its report directory there). `priority`: how the caller's
+/// priority was raised, for the benchmark's timing line.
+pub fn run(
+    opts: &SessionOptions,
+    priority: &str,
+    on_pid: impl FnOnce(u32) -> Result<(), UsageError>,
+) -> Result<Capture> {
+    if let Target::Pid(p) = opts.target {
         if let Some(w) = crate::privileges::check_target(p)? {
             eprintln!("rtrace: warning: {w}");
         }
     }
     let t0 = Instant::now();
-    let mut held = match &cfg.target {
+    let mut held = match &opts.target {
         Target::Command { program, argv } => Some(spawn::spawn_held(program, argv)?),
         Target::Pid(_) => None,
     };
-    let pid = match (&cfg.target, &held) {
+    let pid = match (&opts.target, &held) {
         (Target::Pid(p), _) => *p,
         (_, Some(h)) => h.pid,
         _ => unreachable!(),
     };
-    let dir: PathBuf = cfg.output.clone().unwrap_or_else(|| output::default_dir(pid));
-    ensure_writable(&dir, None)?;
-
+    on_pid(pid)?;
     let mut probes = Probes::load(&Options {
         root_tgid: pid,
-        follow_children: cfg.follow_children,
-        min_block_ns: cfg.min_block.map(|d| d.as_nanos() as u64),
-        syscalls: cfg.syscalls,
-        floor: cfg.bench_floor,
-        ustack_bytes: cfg.ustack_bytes,
+        follow_children: opts.follow_children,
+        min_block_ns: opts.min_block.map(|d| d.as_nanos() as u64),
+        syscalls: opts.syscalls,
+        floor: opts.bench_floor,
+        ustack_bytes: opts.ustack_bytes,
     })?;
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;
@@ -109,7 +144,7 @@ pub fn trace(cfg: Config) -> Result<u8> {
     // rtrace is never its own target: when it runs under the target (`bash -c 'rtrace --pid
     // $$'`, `--pid 1`), it and the processes between (sudo) are left out.
     let chain = rtrace_chain(pid, procfs::state_and_ppid);
-    let existing: Vec<u32> = if cfg.follow_children { procfs::descendants(pid) } else { Vec::new() };
+    let existing: Vec<u32> = if opts.follow_children { procfs::descendants(pid) } else { Vec::new() };
     let existing: Vec<u32> = existing.into_iter().filter(|p| !chain.contains(p)).collect();
     // Children started before we attached: task_newtask will never fire for them.
     for &d in &existing {
@@ -119,15 +154,15 @@ pub fn trace(cfg: Config) -> Result<u8> {
     // How their user stacks are taken, decided before the first one is (collect::ustacks).
     let unwind_modes: Vec<(u32, u8)> = std::iter::once(pid)
         .chain(existing.iter().copied())
-        .filter_map(|p| Some((p, collect::ustacks::decide(&mut probes, p, cfg.unwind)?)))
+        .filter_map(|p| Some((p, collect::ustacks::decide(&mut probes, p, opts.unwind)?)))
         .collect();
-    probes.attach(cfg.frequency_hz)?;
+    probes.attach(opts.frequency_hz)?;
     let attach_ms = t0.elapsed().as_millis() as u64;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         // For `cargo xtask bench`: it starts the measured work once probes are attached.
-        eprintln!("rtrace-timings: attached attach_ms={attach_ms} cpu_us={} priority={priority:?}", self_cpu_us());
+        eprintln!("rtrace-timings: attached attach_ms={attach_ms} cpu_us={} priority={priority}", self_cpu_us());
     }
-    let target = match (&cfg.target, held.as_mut()) {
+    let target = match (&opts.target, held.as_mut()) {
         (Target::Command { argv, .. }, Some(h)) => {
             let comm = Path::new(&argv[0])
                 .file_name()
@@ -160,41 +195,23 @@ pub fn trace(cfg: Config) -> Result<u8> {
     }
     let params = SessionParams {
         target,
-        duration: cfg.duration,
-        frequency_hz: cfg.frequency_hz,
-        quiet: cfg.quiet,
+        duration: opts.duration,
+        frequency_hz: opts.frequency_hz,
+        quiet: opts.quiet,
         attach_ms,
-        min_block_us: cfg.min_block.map(|d| d.as_micros() as u64),
-        syscalls: cfg.syscalls,
+        min_block_us: opts.min_block.map(|d| d.as_micros() as u64),
+        syscalls: opts.syscalls,
         existing,
-        slow_reap: cfg.slow_reap,
-        wait_stall: cfg.wait_stall,
-        go: cfg.go,
-        unwind: cfg.unwind,
+        slow_reap: opts.slow_reap,
+        wait_stall: opts.wait_stall,
+        go: opts.go,
+        unwind: opts.unwind,
         unwind_modes,
-        ustack_bytes: cfg.ustack_bytes,
+        ustack_bytes: opts.ustack_bytes,
     };
     let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     capture.lifecycle.rtrace_chain = chain;
-    let t1 = Instant::now();
-    if std::env::var_os("RTRACE_TIMINGS").is_some() {
-        eprintln!("rtrace-timings: session_end cpu_us={}", self_cpu_us());
-    }
-    let analysis = write_report(&dir, &capture, cfg.quiet)?;
-    if std::env::var_os("RTRACE_TIMINGS").is_some() {
-        eprintln!(
-            "rtrace-timings: report_ms={} cpu_us={} peak_rss_kb={}",
-            t1.elapsed().as_millis(),
-            self_cpu_us(),
-            peak_rss_kb()
-        );
-    }
-    let exit = analysis.report.target.exit;
-    match (&cfg.target, exit) {
-        (_, Some(TargetExit::NeverStarted { reason })) => Err(UsageError::NeverStarted(reason).into()),
-        (Target::Command { .. }, Some(e)) => Ok(e.status().unwrap_or(0)),
-        _ => Ok(0),
-    }
+    Ok(capture)
 }
 
 /// rtrace's own process and its ancestors up to (not including) `target`, innermost first;

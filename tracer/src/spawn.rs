@@ -63,6 +63,7 @@ pub fn spawn_held(program: &Path, argv: &[String]) -> Result<HeldChild> {
             pid => {
                 libc::close(fds[0]);
                 libc::close(err[1]);
+                wait_until_held(pid as u32, fds[0]);
                 Ok(HeldChild {
                     pid: pid as u32,
                     program: program.to_owned(),
@@ -74,6 +75,31 @@ pub fn spawn_held(program: &Path, argv: &[String]) -> Result<HeldChild> {
         }
     }
 }
+
+/// Waits (at most HOLD_WAIT) until the child is blocked in its read of the hold pipe (`fd`, its
+/// number in the child). Until then the hold is the child's first syscall, not yet entered:
+/// on a loaded machine a new child can take a while to run, and a read entered after the
+/// probes attach is measured as the target's own slow call (and off-CPU time) although it is
+/// rtrace's hold. Entered before attach, its entry is never seen and nothing of it is counted.
+fn wait_until_held(pid: u32, fd: i32) {
+    let start = Instant::now();
+    let blocked_in_read = |text: &str| {
+        let mut f = text.split_whitespace();
+        f.next() == Some("0")
+            && f.next().and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok()) == Some(fd as i64)
+    };
+    while start.elapsed() < HOLD_WAIT {
+        match std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
+            Ok(t) if blocked_in_read(&t) => return,
+            Ok(_) => std::thread::sleep(Duration::from_micros(200)),
+            // Not readable (no CONFIG_HAVE_ARCH_TRACEHOOK, or a hardened /proc): no way to know.
+            Err(_) => return,
+        }
+    }
+}
+
+/// How long spawn_held waits for the child to block in its hold.
+const HOLD_WAIT: Duration = Duration::from_secs(2);
 
 impl HeldChild {
     /// Lets the child exec the command; waits for the exec and returns why it failed, if it did

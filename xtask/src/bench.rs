@@ -33,6 +33,7 @@ mod go;
 mod load;
 mod report;
 mod rounds;
+mod serve;
 mod unwind;
 use rounds::{alternate, ratio_text, Tracer};
 
@@ -50,6 +51,7 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
         "go" => go::go(rounds),
         "report" => report::report(rounds),
         "unwind" => unwind::unwind(rounds),
+        "serve" => serve::serve(rounds),
         "all" => {
             cpu(rounds)?;
             offcpu(rounds)?;
@@ -57,9 +59,12 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
             load::load(rounds)?;
             go::go(rounds)?;
             report::report(rounds)?;
-            unwind::unwind(rounds)
+            unwind::unwind(rounds)?;
+            serve::serve(rounds)
         }
-        other => bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, report, unwind, all"),
+        other => {
+            bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, report, unwind, serve, all")
+        }
     }
 }
 

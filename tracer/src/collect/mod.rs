@@ -43,7 +43,7 @@ pub struct SessionParams {
     pub quiet: bool,
     pub attach_ms: u64,
     pub min_block_us: Option<u64>,
-    pub syscalls: Option<crate::cli::SyscallOptions>,
+    pub syscalls: Option<crate::options::SyscallOptions>,
     /// Descendants of the target found in /proc at attach.
     pub existing: Vec<u32>,
     pub slow_reap: Duration,
@@ -379,7 +379,7 @@ fn handle_events(
                     }
                     EVENT_EXEC => {
                         registry.snapshot(ev.tgid, true);
-                        ustacks.on_exec(ev.tgid);
+                        ustacks.on_exec(ev.tgid, ev.ts_ns);
                         if let Some(g) = go.as_deref_mut() {
                             g.seen(ev.tgid);
                         }

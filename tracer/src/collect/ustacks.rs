@@ -41,8 +41,8 @@ pub struct Ustacks {
     copies: HashMap<i32, Vec<u64>>,
     samples: HashMap<SampleKey, u64>,
     procs: BTreeMap<u32, Proc>,
-    /// Exec'd since the last sync: their mode is decided again.
-    execs: Vec<u32>,
+    /// Exec'd since the last sync, with the exec's time: their mode is decided again.
+    execs: Vec<(u32, u64)>,
     exits: Vec<(u32, Instant)>,
     /// Records read, and records too short for their header or length (never expected).
     pub records: u64,
@@ -144,8 +144,8 @@ impl Ustacks {
         }
     }
 
-    pub fn on_exec(&mut self, tgid: u32) {
-        self.execs.push(tgid);
+    pub fn on_exec(&mut self, tgid: u32, ts_ns: u64) {
+        self.execs.push((tgid, ts_ns));
     }
 
     pub fn on_exit(&mut self, tgid: u32) {
@@ -155,8 +155,8 @@ impl Ustacks {
     /// Applies execs (mode decided again, modules forgotten) and releases the state of
     /// processes that exited a while ago. `probes`: None once detached.
     pub fn sync(&mut self, mut probes: Option<&mut Probes>) {
-        for tgid in std::mem::take(&mut self.execs) {
-            self.unwinder.exec(tgid);
+        for (tgid, ts_ns) in std::mem::take(&mut self.execs) {
+            self.unwinder.exec(tgid, ts_ns);
             let mode = match probes.as_deref_mut() {
                 Some(p) => decide(p, tgid, self.choice),
                 None => mode_of(tgid, self.choice),

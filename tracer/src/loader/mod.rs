@@ -39,7 +39,7 @@ pub struct Probes {
     pub clock: Clock,
     offcpu: bool,
     syscalls: bool,
-    floor: Option<crate::cli::Floor>,
+    floor: Option<crate::options::Floor>,
     /// The Go uprobes' links and state per process (go.rs).
     pub go: go::GoProbes,
     /// Reads the eBPF side's log records (RTRACE_LOG=debug only).
@@ -52,8 +52,8 @@ pub struct Options {
     pub follow_children: bool,
     /// Off-CPU tracing with this --min-block (ns); None: off.
     pub min_block_ns: Option<u64>,
-    pub syscalls: Option<crate::cli::SyscallOptions>,
-    pub floor: Option<crate::cli::Floor>,
+    pub syscalls: Option<crate::options::SyscallOptions>,
+    pub floor: Option<crate::options::Floor>,
     /// --ustack-bytes: stack bytes copied per stack of a DWARF-mode process.
     pub ustack_bytes: u32,
 }

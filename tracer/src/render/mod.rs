@@ -11,4 +11,5 @@ pub mod heap_pprof;
 pub mod json;
 pub mod output;
 pub mod pprof;
+pub mod profiles;
 pub mod text;

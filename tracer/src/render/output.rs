@@ -12,7 +12,7 @@ use inferno::flamegraph::{color::BasicPalette, Palette};
 
 use crate::{
     capture::Capture,
-    render::{flamegraph, goroutine_pprof, goroutines_txt, json, pprof, text},
+    render::{flamegraph, goroutine_pprof, goroutines_txt, json, pprof, profiles, text},
     report::Analysis,
 };
 
@@ -155,36 +155,23 @@ pub fn write_analysis(dir: &Path, analysis: &Analysis) -> Result<String> {
         flamegraph::Style { title, count_name: "samples", palette: Palette::Basic(BasicPalette::Hot) },
     )?;
 
-    let period = 1_000_000_000 / r.session.sample_frequency_hz.max(1) as i64;
-    let stacks: Vec<_> =
-        analysis.cpu.stacks.iter().map(|(f, c)| (f.clone(), vec![*c as i64, *c as i64 * period])).collect();
-    let spec = pprof::Spec {
-        sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
-        default_sample_type: "cpu",
-        period_type: ("cpu", "nanoseconds"),
-        period,
-        time_nanos: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64 - r.session.duration_ms as i64 * 1_000_000)
-            .unwrap_or(0),
-        duration_nanos: r.session.duration_ms as i64 * 1_000_000,
-        comment: format!("rtrace: pid {} ({})", r.target.pid, r.target.comm),
-    };
-    write_file(dir, "cpu.pb.gz", |w| pprof::write_gz(&pprof::build(&stacks, &spec), w))?;
+    let time_nanos = profiles::start_nanos(analysis);
+    let duration_nanos = r.session.duration_ms as i64 * 1_000_000;
+    write_file(dir, "cpu.pb.gz", |w| pprof::write_gz(&profiles::cpu(analysis, time_nanos), w))?;
 
     if r.offcpu.is_some() {
-        write_offcpu(dir, analysis, spec.time_nanos)?;
+        write_offcpu(dir, analysis, time_nanos)?;
     }
 
     if goroutines(analysis) {
-        let p = goroutine_pprof::profile(&r.go, spec.time_nanos, spec.duration_nanos);
+        let p = goroutine_pprof::profile(&r.go, time_nanos, duration_nanos);
         write_file(dir, "goroutine.pb.gz", |w| pprof::write_gz(&p, w))?;
         let txt = goroutines_txt::render(&r.go);
         write_file(dir, "goroutines.txt", |w| Ok(w.write_all(txt.as_bytes())?))?;
     }
     if let Some(g) = heap_of(analysis) {
         let comment = format!("rtrace: Go heap profile of pid {} ({}), read from its memory", g.pid, g.go_version);
-        if let Some(p) = crate::render::heap_pprof::profile(&g.heap, spec.time_nanos, comment) {
+        if let Some(p) = crate::render::heap_pprof::profile(&g.heap, time_nanos, comment) {
             write_file(dir, "heap.pb.gz", |w| pprof::write_gz(&p, w))?;
         }
     }
@@ -215,21 +202,7 @@ fn write_offcpu(dir: &Path, analysis: &Analysis, time_nanos: i64) -> Result<()> 
         style(format!("rtrace wall clock (on-CPU + off-CPU): {who}"), Palette::Basic(BasicPalette::Aqua)),
     )?;
 
-    let entries = &analysis.offcpu.entries;
-    let states: Vec<_> = entries.iter().map(|e| crate::analyze::offcpu::state_frame(e.state)).collect();
-    let stacks =
-        || entries.iter().zip(&states).map(|(e, s)| (&e.frames[..], Some(s), vec![e.total_ns as i64, e.count as i64]));
-    let spec = pprof::Spec {
-        sample_types: &[("offcpu", "nanoseconds"), ("blocks", "count")],
-        // Time, not the count of blocks (pprof's default would be the last type).
-        default_sample_type: "offcpu",
-        period_type: ("offcpu", "nanoseconds"),
-        period: 1,
-        time_nanos,
-        duration_nanos: r.session.duration_ms as i64 * 1_000_000,
-        comment: format!("rtrace off-CPU: pid {} ({})", r.target.pid, r.target.comm),
-    };
-    write_file(dir, "offcpu.pb.gz", |w| pprof::write_gz(&pprof::build_from(stacks(), &spec), w))
+    write_file(dir, "offcpu.pb.gz", |w| pprof::write_gz(&profiles::offcpu(analysis, time_nanos), w))
 }
 
 /// The default report directory: ./rtrace-<pid>-<YYYYmmdd-HHMMSS> (local time).

@@ -61,9 +61,6 @@ pub enum ServeError {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
-    /// An endpoint this build does not serve yet (the session-backed ones until #13 merges).
-    #[error("{0}")]
-    NotImplemented(String),
 }
 
 impl ServeError {
@@ -74,7 +71,6 @@ impl ServeError {
             ServeError::NotFound(_) => StatusCode::NOT_FOUND,
             ServeError::Conflict(_) => StatusCode::CONFLICT,
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ServeError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 }
@@ -104,29 +100,10 @@ pub trait Backend: Send + Sync + 'static {
     fn goroutine(&self, pid: u32, debug: u8) -> Result<Vec<u8>, ServeError>;
     /// The heap profile as of the last GC, gzipped pprof.
     fn heap(&self, pid: u32) -> Result<Vec<u8>, ServeError>;
-}
-
-/// The backend of this build: the Go runtime view for real (serve/goview.rs), the
-/// session-backed endpoints answering 501.
-// TODO(#14, after #13 merges): the session implements `profile` and `report` from the plain
-// session-options type; this stub then goes.
-pub struct Unmerged;
-
-const NOT_YET: &str = "not served by this build yet: the session-backed endpoints (profile, offcpu, wall, report) \
-                       come with issue #14's session options; goroutine and heap work";
-
-impl Backend for Unmerged {
-    fn profile(&self, _: Access, kind: Kind, _: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
-        Box::pin(async move { Err(ServeError::NotImplemented(format!("{}: {NOT_YET}", kind.name()))) })
-    }
-    fn report(&self, _: Access, _: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
-        Box::pin(async { Err(ServeError::NotImplemented(format!("report: {NOT_YET}"))) })
-    }
-    fn goroutine(&self, pid: u32, debug: u8) -> Result<Vec<u8>, ServeError> {
-        super::goview::goroutine(pid, debug)
-    }
-    fn heap(&self, pid: u32) -> Result<Vec<u8>, ServeError> {
-        super::goview::heap(pid)
+    /// Waits (at most `limit`) until no session runs: every BPF program is detached. True
+    /// when none runs.
+    fn wait_idle(&self, _limit: std::time::Duration) -> bool {
+        true
     }
 }
 

@@ -8,6 +8,7 @@ use super::backend::ServeError;
 use crate::{
     analyze::go::GoReport,
     capture::{Capture, GoProcess, ProcessInfo},
+    clock::monotonic_ns,
     goruntime::{target, track::Tracker},
     symbolize::BlazeResolver,
 };
@@ -64,14 +65,7 @@ fn report(pid: u32, heap: bool) -> Result<GoReport, ServeError> {
     Ok(r.remove(0))
 }
 
-/// CLOCK_MONOTONIC, the clock of the runtime's `waitsince`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
+/// Wall-clock now, for the profiles' time_nanos.
 fn now_nanos() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }

@@ -2,13 +2,15 @@
 //! net/http/pprof's endpoints from outside — on a unix socket, and on loopback TCP when
 //! asked — authorizing each caller (`auth`, `nettcp`) before anything is read. Idle it holds
 //! no BPF program and waits in epoll. `routes` is the HTTP surface, `backend` what it needs
-//! from the rest of rtrace, `goview` the Go runtime view read on demand, `listen` the sockets.
+//! from the rest of rtrace, `sessions` the session-backed profiles (one session per request,
+//! the CLI's session code), `goview` the Go runtime view read on demand, `listen` the sockets.
 pub mod auth;
 pub mod backend;
 pub mod goview;
 pub mod listen;
 pub mod nettcp;
 pub mod routes;
+pub mod sessions;
 
 use std::{future::IntoFuture, net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -133,8 +135,9 @@ impl Server {
     }
 }
 
-/// `rtrace serve`: serves until SIGTERM or SIGINT, then stops cleanly. `backend`: the
-/// session-backed implementation once #13 is merged, `backend::Unmerged` until then.
+/// `rtrace serve`: serves until SIGTERM or SIGINT, then stops cleanly: no new request, the
+/// ones in flight answered (their sessions end at the same signal, with what they collected),
+/// and every session's BPF programs detached before the process exits.
 pub fn run_with(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<()> {
     if args.print_unit {
         let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "rtrace".into());
@@ -153,7 +156,7 @@ pub fn run_with(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let server = Server::start(&args, backend).await?;
+        let server = Server::start(&args, backend.clone()).await?;
         let tcp = server.tcp.map(|a| format!(" and http://{a}")).unwrap_or_default();
         log::info!("rtrace serve: listening on {}{tcp}", server.socket.display());
         let why = tokio::select! {
@@ -161,13 +164,18 @@ pub fn run_with(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<()> {
             _ = int.recv() => "SIGINT",
         };
         log::info!("rtrace serve: {why}, stopping");
-        server.stop().await
+        let stopped = server.stop().await;
+        // A session whose client went away still runs (it ends at the same signal).
+        if !backend.wait_idle(std::time::Duration::from_secs(10)) {
+            log::warn!("rtrace serve: a session still runs 10 s after {why}");
+        }
+        stopped
     })
 }
 
 /// `rtrace serve` with this build's backend.
 pub fn run(args: ServeArgs) -> Result<()> {
-    run_with(args, Arc::new(backend::Unmerged))
+    run_with(args, Arc::new(sessions::Sessions::default()))
 }
 
 /// A daemon on a thread of its own (its own tokio runtime), for callers without one: tests,
@@ -247,7 +255,7 @@ mod tests {
     impl Server {
         fn start_blocking(args: &ServeArgs) -> Result<Server> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(Server::start(args, Arc::new(backend::Unmerged)))
+            rt.block_on(Server::start(args, Arc::new(sessions::Sessions::default())))
         }
     }
 

@@ -5,7 +5,7 @@ use axum::{body::Body, extract::connect_info::MockConnectInfo, http::Request as 
 use tower::ServiceExt;
 
 use super::*;
-use crate::serve::backend::{Access, BoxFuture, Unmerged};
+use crate::serve::backend::{Access, BoxFuture};
 
 /// Records what it was asked; `profile` waits for `release` when given one.
 #[derive(Default)]
@@ -126,14 +126,6 @@ async fn bad_parameters_are_400() {
     let r = error(get(&a, "/debug/pprof/profile?seconds=5").await);
     assert_eq!(r, (404, "no pid in the path: ask /pid/PID/debug/pprof/profile".into()));
     assert_eq!(error(get(&a, "/metrics").await), (404, "no endpoint /metrics: see /debug/pprof/".into()));
-}
-
-#[tokio::test]
-async fn session_endpoints_are_501_until_the_merge() {
-    let a = app(Arc::new(Unmerged), Policy::default());
-    let (status, msg) = error(get(&a, &format!("/pid/{}/debug/pprof/profile?seconds=1", std::process::id())).await);
-    assert_eq!(status, 501);
-    assert!(msg.starts_with("profile: not served by this build yet"), "{msg}");
 }
 
 #[tokio::test]

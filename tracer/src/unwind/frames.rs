@@ -31,6 +31,8 @@ const UC_RIP: u64 = 168;
 pub trait Code {
     /// Whether `addr` is in an executable mapping.
     fn knows(&self, addr: u64) -> bool;
+    /// Whether `addr` is in a binary's entry stub (modules.rs ENTRY_STUB): the stack's root.
+    fn is_entry(&self, addr: u64) -> bool;
     /// `len` bytes of code at `addr`, when its file is mapped.
     fn code(&self, addr: u64, len: usize) -> Option<&[u8]>;
 }
@@ -89,6 +91,9 @@ pub fn walk(
     let outcome = loop {
         if !code.knows(frame.address_for_lookup()) {
             break Outcome::NoModule;
+        }
+        if code.is_entry(frame.address()) {
+            break Outcome::Complete;
         }
         if addrs.len() >= tracer_common::stack::MAX_DEPTH {
             // The kernel's walk stops at the same depth. Deeper than that is a loop the

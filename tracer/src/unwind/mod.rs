@@ -92,6 +92,8 @@ struct Proc {
     /// None: the maps could not be read (the process is gone).
     modules: Option<ProcModules>,
     read_at: Instant,
+    /// CLOCK_MONOTONIC of the read (exec events carry the kernel's time of the exec).
+    read_ns: u64,
     /// Times the maps were read again for an unknown address.
     rereads: u32,
 }
@@ -153,7 +155,8 @@ impl Unwinder {
             self.cache = CacheX86_64::new();
             self.modules_added = 0;
         }
-        self.procs.insert(pid, Proc { modules, read_at: Instant::now(), rereads: 0 });
+        let read_ns = crate::clock::monotonic_ns();
+        self.procs.insert(pid, Proc { modules, read_at: Instant::now(), read_ns, rereads: 0 });
     }
 
     fn walk(&mut self, pid: u32, regs: Regs, stack: &[u8], cut: bool) -> Unwound {
@@ -163,9 +166,15 @@ impl Unwinder {
         }
     }
 
-    /// The process exec'd: its modules are read again at its next stack.
-    pub fn exec(&mut self, pid: u32) {
-        self.procs.remove(&pid);
+    /// The process exec'd at `at_ns` (CLOCK_MONOTONIC): its modules are read again at its next
+    /// stack, unless they were read after the exec. The exec event comes through another ring
+    /// than the stacks and is often applied after the new image's first stacks were unwound
+    /// (with maps read then): forgetting those maps would leave a short-lived program's later
+    /// stacks with none once it has exited.
+    pub fn exec(&mut self, pid: u32, at_ns: u64) {
+        if self.procs.get(&pid).is_some_and(|p| p.read_ns < at_ns) {
+            self.procs.remove(&pid);
+        }
     }
 
     /// The process is gone: drop its state.

@@ -54,44 +54,7 @@ impl ProcSource for LiveProc {
     }
 }
 
-/// One executable mapping of /proc/PID/maps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapLine {
-    pub start: u64,
-    pub end: u64,
-    pub offset: u64,
-    pub inode: u64,
-    /// A path, `[vdso]`, `[vsyscall]`, or empty (anonymous: JIT code).
-    pub path: String,
-}
-
-/// The executable mappings of a maps text, by start address.
-pub fn parse_maps(text: &str) -> Vec<MapLine> {
-    let mut out: Vec<MapLine> = text
-        .lines()
-        .filter_map(|line| {
-            let mut it = line.splitn(6, ' ');
-            let (s, e) = it.next()?.split_once('-')?;
-            let perms = it.next()?;
-            let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-            let _dev = it.next()?;
-            let inode = it.next()?.parse().ok()?;
-            let path = it.next().unwrap_or("").trim_start().to_owned();
-            if perms.as_bytes().get(2) != Some(&b'x') {
-                return None;
-            }
-            Some(MapLine {
-                start: u64::from_str_radix(s, 16).ok()?,
-                end: u64::from_str_radix(e, 16).ok()?,
-                offset,
-                inode,
-                path,
-            })
-        })
-        .collect();
-    out.sort_by_key(|m| m.start);
-    out
-}
+pub use crate::procfs::{exec_map_lines as parse_maps, MapLine};
 
 /// Bytes a binary's sections are read from: its file mapped read-only, or an image read from
 /// a process (the vDSO).
@@ -143,6 +106,10 @@ pub struct Load {
 /// What the unwinder needs of one binary, parsed once.
 pub struct Binary {
     backing: Arc<Backing>,
+    /// e_entry (0: none).
+    entry: u64,
+    /// An executable (ET_EXEC, or a PIE with `.interp`), not a library.
+    program: bool,
     loads: Vec<Load>,
     text: Option<Section>,
     eh_frame: Option<Section>,
@@ -178,8 +145,10 @@ impl Binary {
             section(".got"),
             section(".debug_frame"),
         );
+        let entry = file.entry();
+        let program = file.kind() == object::ObjectKind::Executable || file.section_by_name(".interp").is_some();
         drop(file);
-        Ok(Binary { backing, loads, text, eh_frame, eh_frame_hdr, got, debug_frame })
+        Ok(Binary { backing, entry, program, loads, text, eh_frame, eh_frame_hdr, got, debug_frame })
     }
 
     /// Whether the binary carries CFI at all (Go does not: its modules fall back to frame
@@ -297,8 +266,24 @@ pub struct ProcModules {
 struct Mapped {
     range: Range<u64>,
     offset: u64,
+    /// Where the process starts in this mapping's binary (0: not a program or the dynamic
+    /// loader, whose e_entry means nothing to a stack; see ENTRY_STUB).
+    entry: u64,
     bin: Option<Arc<Binary>>,
 }
+
+/// Whether a mapped path is the dynamic loader (glibc's ld-linux-x86-64.so.2, musl's
+/// ld-musl-x86_64.so.1), which the kernel starts before the program.
+fn is_loader(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|name| name.starts_with("ld-") && name.contains(".so"))
+}
+
+/// Bytes from a binary's entry point that count as its entry stub: ld.so's `_start` is
+/// `mov %rsp,%rdi; call _dl_start` with no CFI, so a stack taken while ld.so maps the libraries
+/// ends in a return address at entry + 8 that framehop cannot step (its frame-pointer fallback
+/// finds no frame). Nothing above an entry stub is a caller (argc, argv and the environment lie
+/// there), so reaching one is the root.
+const ENTRY_STUB: u64 = 48;
 
 impl ProcModules {
     /// Reads the process's maps and builds its framehop modules.
@@ -317,9 +302,13 @@ impl ProcModules {
             let bin = bin.and_then(|bin| {
                 let base = bias(&bin.loads, m.start, m.offset)?;
                 fh.add_module(Module::new(m.path.clone(), m.start..m.end, base, bin.section_info()));
-                Some(bin)
+                Some((bin, base))
             });
-            exec.push(Mapped { range: m.start..m.end, offset: m.offset, bin });
+            let entry = match &bin {
+                Some((b, base)) if b.entry != 0 && (b.program || is_loader(&m.path)) => b.entry.wrapping_add(*base),
+                _ => 0,
+            };
+            exec.push(Mapped { range: m.start..m.end, offset: m.offset, entry, bin: bin.map(|(b, _)| b) });
         }
         Ok(ProcModules { fh, exec })
     }
@@ -338,6 +327,10 @@ impl ProcModules {
 impl super::frames::Code for ProcModules {
     fn knows(&self, addr: u64) -> bool {
         self.mapped(addr).is_some()
+    }
+
+    fn is_entry(&self, addr: u64) -> bool {
+        self.mapped(addr).is_some_and(|m| m.entry != 0 && (m.entry..m.entry + ENTRY_STUB).contains(&addr))
     }
 
     fn code(&self, addr: u64, len: usize) -> Option<&[u8]> {

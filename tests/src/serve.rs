@@ -1,0 +1,49 @@
+//! Helpers of the `rtrace serve` tests (serve.rs, serve_sessions.rs): a raw HTTP/1.1 GET over
+//! any stream, and the real `go tool pprof` run against a URL.
+use std::{
+    io::{Read, Write},
+    path::PathBuf,
+    process::Command,
+};
+
+use crate::root_dir;
+
+/// (status, headers lowercased, body) of one HTTP/1.1 GET over `s`.
+pub fn get(s: impl Read + Write, path: &str, host: &str) -> (u16, String, String) {
+    let (status, head, body) = get_bytes(s, path, host);
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The same with the body as bytes (a pprof file). The daemon answers with a length, not
+/// chunked, for a body it has whole.
+pub fn get_bytes(mut s: impl Read + Write, path: &str, host: &str) -> (u16, String, Vec<u8>) {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let at = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&raw[..at]).to_lowercase();
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, head.trim_end().to_owned(), raw[at..].to_vec())
+}
+
+pub fn go_bin() -> PathBuf {
+    let modern = root_dir().join("target/go-modern/bin/go");
+    if modern.exists() {
+        modern
+    } else {
+        "go".into()
+    }
+}
+
+/// `go tool pprof ARGS URL`: (success, stdout, stderr).
+pub fn pprof(args: &[&str], url: &str, tmp: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(go_bin())
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(url)
+        .env("PPROF_TMPDIR", tmp)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}

@@ -1,0 +1,169 @@
+//! `rtrace serve`'s session-backed endpoints (issue #14, root required): an on-CPU profile of
+//! cpu_chain read by the real `go tool pprof`, whose CPU time matches what the kernel says the
+//! fixture got in the window and whose top function is its leaf; a second profile of the same
+//! pid and kind refused with 409 while an off-CPU one of the same pid runs beside it; the
+//! report endpoint; and the real daemon stopped by SIGTERM in the middle of a 30 s profile,
+//! answering with what it had and leaving no BPF program behind.
+use std::{
+    os::unix::net::UnixStream,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tests::{
+    assert_no_rtrace_programs, fixture, privileged, rtrace_bin,
+    serve::{get, get_bytes, pprof},
+};
+use tracer::serve::{sessions::Sessions, Background, ServeArgs};
+
+/// user + system CPU of `pid` so far, in ms, from /proc/PID/stat (the kernel's own count).
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the state.
+    let ticks = f[11] + f[12];
+    // SAFETY: sysconf has no preconditions.
+    ticks * 1000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64
+}
+
+/// "Total samples = 1.98s" of `pprof -top`, in ms.
+fn total_ms(top: &str) -> u64 {
+    let v = top.split("Total samples = ").nth(1).unwrap_or_else(|| panic!("{top}"));
+    let v = v.split_whitespace().next().unwrap();
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap());
+    let n: f64 = num.parse().unwrap();
+    (match unit {
+        "s" => n * 1000.0,
+        "ms" => n,
+        other => panic!("unit {other} in {top}"),
+    }) as u64
+}
+
+#[test]
+fn cpu_profile_conflict_offcpu_and_report() {
+    if !privileged("cpu_profile_conflict_offcpu_and_report") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("rtrace.sock");
+    let args =
+        ServeArgs { listen: Some("127.0.0.1:0".into()), socket: socket.clone(), allow_group: None, print_unit: false };
+    let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
+    let host = server.tcp.unwrap().to_string();
+    let mut chain = Command::new(fixture("cpu_chain")).arg("20").stdout(Stdio::null()).spawn().unwrap();
+    let pid = chain.id();
+    std::thread::sleep(Duration::from_millis(200));
+
+    // go tool pprof over TCP, as a user would; meanwhile the same profile again (409) and an
+    // off-CPU profile of the same pid (its own session, at the same time).
+    let url = format!("http://{host}/pid/{pid}/debug/pprof/profile?seconds=3");
+    let before = cpu_ms(pid);
+    let started = Instant::now();
+    let top = std::thread::scope(|s| {
+        let top = s.spawn(|| pprof(&["-top", "-nodecount=5"], &url, tmp.path()));
+        std::thread::sleep(Duration::from_millis(1000));
+        let (status, head, body) = get(
+            UnixStream::connect(&socket).unwrap(),
+            &format!("/pid/{pid}/debug/pprof/profile?seconds=1"),
+            "localhost",
+        );
+        assert_eq!(status, 409, "{head}\n{body}");
+        assert_eq!(body, format!("a profile of pid {pid} is already running: wait for it to finish\n"));
+        let (status, head, off) = get_bytes(
+            UnixStream::connect(&socket).unwrap(),
+            &format!("/pid/{pid}/debug/pprof/offcpu?seconds=1"),
+            "localhost",
+        );
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(off[..2], [0x1f, 0x8b], "a gzipped pprof file");
+        top.join().unwrap()
+    });
+    let window = started.elapsed();
+    let got = cpu_ms(pid) - before;
+    let (ok, out, err) = top;
+    assert!(ok, "go tool pprof failed: {err}");
+    // The samples' time is the CPU the kernel counted for the fixture over the session, ±15 %
+    // (the session is a little shorter than the request: load and attach come first).
+    let total = total_ms(&out);
+    assert!(
+        total * 100 >= got * 70 && total * 100 <= got * 115,
+        "pprof total {total} ms, /proc {got} ms over {window:?}:\n{out}"
+    );
+    let rows: Vec<&str> = out.lines().skip_while(|l| !l.trim_start().starts_with("flat")).skip(1).collect();
+    assert!(rows.first().is_some_and(|r| r.trim_end().ends_with(" leaf")), "top row is leaf:\n{out}");
+    let flat: f64 = rows[0].split_whitespace().nth(1).unwrap().trim_end_matches('%').parse().unwrap();
+    assert!(flat >= 90.0, "leaf has {flat} % flat:\n{out}");
+
+    // The report of a 1 s session: the target, and its samples.
+    let (status, _, body) =
+        get(UnixStream::connect(&socket).unwrap(), &format!("/pid/{pid}/debug/rtrace/report?seconds=1"), "localhost");
+    assert_eq!(status, 200, "{body}");
+    let r: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r["target"]["pid"], pid);
+    assert_eq!(r["session"]["ended_by"], "duration");
+    assert!(r["accounting"]["cpu_samples"].as_u64().unwrap() > 50, "{}", r["accounting"]);
+    assert_eq!(r["accounting"]["lost_samples"], 0);
+    let _ = chain.kill();
+    let _ = chain.wait();
+    server.stop().unwrap();
+    assert_no_rtrace_programs();
+}
+
+/// The real daemon, SIGTERM in the middle of a 30 s profile: it answers with the profile so far,
+/// exits 0 within seconds, and no rtrace BPF program is left.
+#[test]
+fn sigterm_mid_profile_detaches_everything() {
+    if !privileged("sigterm_mid_profile_detaches_everything") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("rtrace.sock");
+    let mut daemon =
+        Command::new(rtrace_bin()).arg("serve").arg("--socket").arg(&socket).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "the daemon never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut chain = Command::new(fixture("cpu_chain")).arg("40").stdout(Stdio::null()).spawn().unwrap();
+    let pid = chain.id();
+    let answer = std::thread::spawn({
+        let socket = socket.clone();
+        move || {
+            get_bytes(
+                UnixStream::connect(&socket).unwrap(),
+                &format!("/pid/{pid}/debug/pprof/profile?seconds=30"),
+                "localhost",
+            )
+        }
+    });
+    // Attached: rtrace's programs are loaded.
+    let loaded = || {
+        let out = Command::new("bpftool").args(["prog", "list"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(" name rt_")
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !loaded() {
+        assert!(Instant::now() < deadline, "no session started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let t = Instant::now();
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let (status, head, body) = answer.join().unwrap();
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(body[..2], [0x1f, 0x8b], "the profile collected until SIGTERM");
+    let code = daemon.wait().unwrap();
+    let took = t.elapsed();
+    let mut log = String::new();
+    std::io::Read::read_to_string(daemon.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(code.success(), "{code:?}: {log}");
+    assert!(took < Duration::from_secs(10), "stopped {took:?} after SIGTERM: {log}");
+    assert!(!socket.exists(), "socket removed: {log}");
+    let _ = chain.kill();
+    let _ = chain.wait();
+    assert_no_rtrace_programs();
+}

@@ -1,0 +1,132 @@
+//! The session-backed endpoints (profile, offcpu, wall, report): each request runs one session
+//! of rtrace on its pid — the same `session::run` as the one-shot CLI, with
+//! `SessionOptions::for_pid` — on a thread of its own, then symbolizes and answers with the
+//! profile built in memory (render/profiles.rs) or report.json.
+//!
+//! Decision (#14 item 2): each request loads its own probes. A shared session would have to
+//! trace the union of the pids and split the result, and would hand a later caller a window it
+//! did not ask for; per-request sessions cost one load and attach each (measured by
+//! `cargo xtask bench serve`), and nothing is loaded while the daemon is idle.
+use std::{
+    sync::{Arc, Condvar, Mutex},
+    time::Duration,
+};
+
+use super::backend::{Access, Backend, BoxFuture, Kind, ServeError};
+use crate::{
+    error::UsageError,
+    options::SessionOptions,
+    render::{json, pprof, profiles},
+    report,
+    symbolize::BlazeResolver,
+};
+
+/// The backend of `rtrace serve`: sessions for the session-backed endpoints, the Go runtime
+/// view (serve/goview.rs) for goroutine and heap.
+#[derive(Default)]
+pub struct Sessions {
+    /// Sessions running now (their threads hold BPF programs until they return).
+    active: Arc<(Mutex<usize>, Condvar)>,
+}
+
+/// What a session answers with.
+#[derive(Clone, Copy)]
+enum Want {
+    Profile(Kind),
+    Report,
+}
+
+impl Sessions {
+    /// Runs `want` for `seconds` on a thread of its own (a session blocks and runs its own
+    /// event loop); the request's future waits for it without blocking the server.
+    fn spawn(&self, access: Access, want: Want, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
+        let active = self.active.clone();
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            *active.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            let spawned = std::thread::Builder::new().name(format!("rtrace-session-{}", access.pid)).spawn({
+                let active = active.clone();
+                move || {
+                    let r = answer(access, want, seconds);
+                    let (n, cv) = &*active;
+                    *n.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                    cv.notify_all();
+                    let _ = tx.send(r);
+                }
+            });
+            if let Err(e) = spawned {
+                *active.0.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                return Err(ServeError::Internal(format!("starting a session thread: {e}")));
+            }
+            rx.await.map_err(|_| ServeError::Internal("the session thread ended without an answer".into()))?
+        })
+    }
+}
+
+/// A session of `seconds` on `access.pid`, then the bytes asked for.
+fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeError> {
+    crate::session::preflight().map_err(|e| ServeError::Internal(e.to_string()))?;
+    let mut opts = SessionOptions::for_pid(access.pid, Some(Duration::from_secs(seconds.into())));
+    opts.quiet = true;
+    if let Want::Profile(kind) = want {
+        // A profile needs its own hooks only: no syscall latency, no Go view (and no off-CPU
+        // for an on-CPU profile), as Go's CPU profile is samples alone.
+        opts.syscalls = None;
+        opts.go = false;
+        if kind == Kind::Cpu {
+            opts.min_block = None;
+        }
+    }
+    log::info!("session on pid {} for {seconds} s starts", access.pid);
+    let capture = crate::session::run(&opts, "unchanged", |_| Ok(())).map_err(session_error)?;
+    let mut analysis = report::analyze(&capture, &mut BlazeResolver::default());
+    log::info!("session on pid {} ended ({} ms)", access.pid, analysis.report.session.duration_ms);
+    if !access.kernel_stacks {
+        profiles::strip_kernel(&mut analysis);
+    }
+    let mut out = Vec::new();
+    let start = profiles::start_nanos(&analysis);
+    let written = match want {
+        Want::Report => json::render(&analysis.report, &mut out),
+        Want::Profile(Kind::Cpu) => pprof::write_gz(&profiles::cpu(&analysis, start), &mut out),
+        Want::Profile(Kind::Offcpu) => pprof::write_gz(&profiles::offcpu(&analysis, start), &mut out),
+        Want::Profile(Kind::Wall) => pprof::write_gz(&profiles::wall(&analysis, start), &mut out),
+        Want::Profile(Kind::Report) => unreachable!("a report is Want::Report"),
+    };
+    written.map_err(|e| ServeError::Internal(format!("encoding the answer: {e:#}")))?;
+    Ok(out)
+}
+
+/// A session's failure as an HTTP answer: the pid gone or not a process is the caller's
+/// (404, 400), anything else is ours (500), with the message the CLI would print.
+fn session_error(e: anyhow::Error) -> ServeError {
+    match e.downcast_ref::<UsageError>() {
+        Some(UsageError::NoSuchPid(p)) => ServeError::NotFound(format!("no process {p}")),
+        Some(u @ (UsageError::OwnPid(_) | UsageError::KernelThread { .. } | UsageError::ThreadNotProcess { .. })) => {
+            ServeError::BadRequest(u.to_string())
+        }
+        Some(u) => ServeError::Internal(u.to_string()),
+        None => ServeError::Internal(format!("{e:#}")),
+    }
+}
+
+impl Backend for Sessions {
+    fn profile(&self, access: Access, kind: Kind, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
+        self.spawn(access, Want::Profile(kind), seconds)
+    }
+    fn report(&self, access: Access, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
+        self.spawn(access, Want::Report, seconds)
+    }
+    fn goroutine(&self, pid: u32, debug: u8) -> Result<Vec<u8>, ServeError> {
+        super::goview::goroutine(pid, debug)
+    }
+    fn heap(&self, pid: u32) -> Result<Vec<u8>, ServeError> {
+        super::goview::heap(pid)
+    }
+    fn wait_idle(&self, limit: Duration) -> bool {
+        let (n, cv) = &*self.active;
+        let g = n.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = cv.wait_timeout_while(g, limit, |n| *n > 0).unwrap_or_else(|e| e.into_inner());
+        *g == 0
+    }
+}
