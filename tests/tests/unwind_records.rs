@@ -81,25 +81,27 @@ fn dwarf_samples_are_records() {
 }
 
 /// --ustack-bytes 4K: a copy stops at 4096 bytes and says it was cut (FLAG_CUT) when the stack
-/// goes on above (here: 8 KiB of environment above main's frames).
+/// goes on above. The samples are taken at the bottom of a 40-deep recursion (~10 KiB of
+/// frames), so every one of them is cut. (A shallow stack is not a reliable case: above the
+/// program's first frames the kernel leaves a random gap of up to 8 KiB below the argument and
+/// environment strings at exec, and a page of it that was never written cannot be read by the
+/// copy: about one run in six, most copies of a shallow stack stopped there, not at the limit.)
 #[test]
 fn small_copies_are_cut() {
     if !privileged("small_copies_are_cut") {
         return;
     }
-    let bin = fixture("cpu_chain");
-    let pad = "x".repeat(8192);
+    let bin = tests::nofp_fixture("nofp_recurse");
     let (_run, s) = run_with(
         "ustack_4k",
         &["-q", "--unwind", "dwarf", "--ustack-bytes", "4K", "--", bin.to_str().unwrap(), "1"],
-        &[("RTRACE_PAD", &pad)],
+        &[],
     );
     assert_eq!(s["dropped"], 0, "{s:?}");
     assert_eq!(s["max_len"], 4096, "{s:?}");
-    // Nearly every copy ran into the limit (a copy can also stop early at a page the kernel
-    // cannot read without faulting it in: seen once in two runs on a loaded machine).
-    assert!((s["cut"] + s["empty"]) * 10 >= s["records"] * 9, "{s:?}");
-    assert!(s["cut"] >= 50, "{s:?}");
+    // Every sample but one taken in the fixture's first milliseconds (before the recursion is
+    // deep) is cut; copies of shallow stacks may be too.
+    assert!(s["samples"] >= 50 && s["cut"] + 1 >= s["samples"], "{s:?}");
     assert_no_rtrace_programs();
 }
 
