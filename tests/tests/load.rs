@@ -106,7 +106,7 @@ fn thousand_threads_all_traced_on_time() {
         .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
         .collect();
     assert_eq!(tids.len(), THREADS + 1);
-    let s = trace_pid("thousand_threads", pid, &[]);
+    let s = trace_pid("thousand_threads", pid, &[("RTRACE_TIMINGS", "1")]);
     // The fixture's threads keep their normal policy: rtrace changes only itself.
     let fixture_policies: std::collections::BTreeSet<(u32, u32)> = tids
         .iter()
@@ -155,6 +155,14 @@ fn thousand_threads_all_traced_on_time() {
         assert_eq!(n > 0, text.contains(&format!("warning: lost {n} {line}")), "{key}={n}:\n{text}");
     }
     assert!(s.max_rss_kib <= 128 * 1024, "rtrace peak RSS {} KiB", s.max_rss_kib);
+    // The report after the session is rtrace's work too: its threads (the capture writer
+    // among them) keep the session's priority against 1000 runnable ones.
+    let report_ms: u64 = s
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("rtrace-timings: report_ms=")?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no report timing in {}", s.stderr));
+    assert!(report_ms < 2000, "the report took {report_ms} ms");
     assert_no_rtrace_programs();
 }
 

@@ -5,6 +5,12 @@ use std::{io::Write, process::ExitCode};
 use tracer::{cli::Sub, error::UsageError, session};
 
 fn main() -> ExitCode {
+    // Before anything else a session does (see priority.rs); not for the daemon, which sleeps.
+    let serve = std::env::args_os().nth(1).is_some_and(|a| a == "serve");
+    let replay = std::env::args_os().nth(1).is_some_and(|a| a == "report");
+    if !serve && !replay {
+        tracer::priority::raise_early();
+    }
     let args = match tracer::cli::parse_args(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(u) => {

@@ -30,20 +30,42 @@ pub enum Priority {
     Unchanged,
 }
 
+fn wanted() -> bool {
+    // RTRACE_NO_RT: for the bench's comparison and for users who prefer rtrace to wait its turn.
+    std::env::var_os("RTRACE_NO_RT").is_none()
+}
+
+fn set_fifo() -> io::Result<()> {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: plain syscall on the calling thread (0) with a valid parameter.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The first thing `main` does for a session, silently: a target with 1000 runnable threads
+/// (often in rtrace's own autogroup, started from the same shell) otherwise delays even
+/// rtrace's start-up — argument parsing, the privilege checks — by seconds. Refusals are
+/// reported by `raise`, after the privilege check.
+pub fn raise_early() {
+    if wanted() {
+        let _ = set_fifo();
+    }
+}
+
 /// Raises the calling process's priority (see the module doc). Call after the target is
 /// spawned and before loading BPF.
 pub fn raise() -> Priority {
-    if std::env::var_os("RTRACE_NO_RT").is_some() {
-        // For the bench's comparison and for users who prefer rtrace to wait its turn.
+    if !wanted() {
         return Priority::Unchanged;
     }
-    let param = libc::sched_param { sched_priority: 1 };
-    // SAFETY: plain syscall on ourselves (pid 0) with a valid parameter.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
-    if rc == 0 {
-        return Priority::RealTime;
-    }
-    let rt_err = io::Error::last_os_error();
+    let rt_err = match set_fifo() {
+        Ok(()) => return Priority::RealTime,
+        Err(e) => e,
+    };
     // SAFETY: plain syscall on ourselves.
     if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -20) } == 0 {
         return Priority::Nice;
@@ -52,5 +74,35 @@ pub fn raise() -> Priority {
         "rtrace: warning: cannot raise rtrace's priority ({rt_err}): with a busy target, attach and -d may run late; \
          run as root or grant CAP_SYS_NICE"
     );
+    Priority::Unchanged
+}
+
+/// Gives a thread rtrace starts during a session (the capture writer) the session's priority:
+/// SCHED_RESET_ON_FORK starts every new thread as an ordinary one, which a busy target starves
+/// (a 1000-thread target held the report back by seconds).
+pub fn raise_thread(p: Priority) {
+    match p {
+        Priority::RealTime => {
+            let _ = set_fifo();
+        }
+        // SAFETY: plain syscall; on Linux, who = 0 with PRIO_PROCESS is the calling thread.
+        Priority::Nice => unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, -20);
+        },
+        Priority::Unchanged => {}
+    }
+}
+
+/// The calling thread's priority as `raise` left it (for threads started later).
+pub fn current() -> Priority {
+    // SAFETY: plain queries of the calling thread.
+    let policy = unsafe { libc::sched_getscheduler(0) } & !libc::SCHED_RESET_ON_FORK;
+    if policy == libc::SCHED_FIFO {
+        return Priority::RealTime;
+    }
+    // getpriority may return -1 legitimately; -20 is all that matters here.
+    if unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) } == -20 {
+        return Priority::Nice;
+    }
     Priority::Unchanged
 }

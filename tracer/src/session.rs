@@ -278,7 +278,11 @@ pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<report
     // capture.json needs no analysis: it is written on a second thread meanwhile (a build's
     // is tens of MB, a fifth of the time to the report).
     let (analysis, text) = std::thread::scope(|scope| -> Result<_> {
-        let saved = scope.spawn(|| output::write_capture(dir, capture));
+        let priority = crate::priority::current();
+        let saved = scope.spawn(move || {
+            crate::priority::raise_thread(priority);
+            output::write_capture(dir, capture)
+        });
         let analysis = report::analyze(capture, &mut BlazeResolver::default());
         progress(&format!("rtrace: writing {}…", dir.display()));
         let text = output::write_analysis(dir, &analysis);

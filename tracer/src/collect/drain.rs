@@ -12,12 +12,17 @@ use crate::{
 use super::ustacks::{add_counted_samples, UserStacks, Ustacks};
 
 /// `harvested`: syscall stats already taken out of the kernel map during the session.
+/// `detach_mono`: CLOCK_MONOTONIC just before the programs were detached. Calls and blocks
+/// still in flight then are measured to that instant, not to now: after detach no probe sees
+/// them end, and the drain runs after the Go readings and the unwinding of the last stacks
+/// (hundreds of ms), which would otherwise be counted as blocked time.
 /// `ustacks`: the stack copies read from the ring (copy ids resolve there) and the on-CPU
 /// samples of DWARF-mode processes counted in userspace.
 pub fn drain(
     probes: &Probes,
     mut slow: super::slow::SlowStore,
     start_mono: u64,
+    detach_mono: u64,
     harvested: Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
     ustacks: &Ustacks,
 ) -> Result<Capture> {
@@ -64,7 +69,7 @@ pub fn drain(
     // Threads still blocked now: their time so far counts (a hung CLI shows up here). Off-CPU
     // timestamps are on the scheduler's clock: CLOCK_MONOTONIC converted with its offset
     // (syscall timestamps below are CLOCK_MONOTONIC itself).
-    let now = monotonic_ns();
+    let now = detach_mono;
     let off_now = (now as i64).wrapping_sub(probes.offcpu_clock_offset().unwrap_or(0)) as u64;
     for (tid, s) in probes.off_in_flight()? {
         let ns = off_now.saturating_sub(s.ts);

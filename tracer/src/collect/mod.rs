@@ -181,6 +181,7 @@ pub async fn run(
     ustacks.read(ustack_ring.get_mut());
     let (go_records, go_unread) = gos.finish(&mut probes);
     let recursion_misses = probes.recursion_misses();
+    let detach_mono = drain::monotonic_ns();
     probes.detach();
     handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None, &mut ustacks);
     // The ring to its end before the maps are read: every copy a map references was written
@@ -226,7 +227,7 @@ pub async fn run(
             ustacks.seen
         );
     }
-    let mut capture = drain::drain(&probes, slow, start_mono, harvested_stats, &ustacks)?;
+    let mut capture = drain::drain(&probes, slow, start_mono, detach_mono, harvested_stats, &ustacks)?;
     capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;
     capture.go = go_records;
