@@ -134,6 +134,9 @@ pub async fn run(
                     h.try_reap();
                 }
                 gos.tick(&mut probes);
+                // Copies are announced at most every 2 ms (tracer-ebpf ustack.rs): the last
+                // ones of a burst are read here.
+                ustacks.read(ustack_ring.get_mut());
                 ustacks.sync(Some(&mut probes));
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();

@@ -139,6 +139,7 @@ impl Ustacks {
 
     /// A fork: the kernel gave the child its parent's mode; so does this mirror.
     pub fn on_fork(&mut self, child: u32, parent: u32) {
+        self.unwinder.fork(child, parent);
         if let Some(mode) = self.procs.get(&parent).map(|p| p.mode) {
             self.procs.entry(child).or_default().mode = mode;
         }
@@ -163,6 +164,11 @@ impl Ustacks {
             };
             if let Some(mode) = mode {
                 self.procs.entry(tgid).or_default().mode = mode;
+                if mode == MODE_DWARF && probes.is_some() {
+                    // Now, while it surely lives: `git --version` exits within a couple of ms,
+                    // often before its first copies are read.
+                    self.unwinder.preload(tgid);
+                }
             }
         }
         let now = Instant::now();

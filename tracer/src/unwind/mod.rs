@@ -18,6 +18,7 @@ mod tests_live;
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -78,6 +79,10 @@ pub struct Unwinder {
     src: Box<dyn ProcSource>,
     binaries: BinaryCache,
     procs: HashMap<u32, Proc>,
+    /// The modules a process had before it exec'd, or its parent's when it forked: a stack
+    /// taken before the exec (unwound after it) or by a child that exited before its maps
+    /// could be read (a `sh -c` child, `git --version`) is unwound with those.
+    prev: HashMap<u32, Arc<ProcModules>>,
     cache: CacheX86_64,
     /// Modules added since `cache` was made (see CACHE_RENEW).
     modules_added: usize,
@@ -90,7 +95,7 @@ const CACHE_RENEW: usize = 30_000;
 
 struct Proc {
     /// None: the maps could not be read (the process is gone).
-    modules: Option<ProcModules>,
+    modules: Option<Arc<ProcModules>>,
     read_at: Instant,
     /// CLOCK_MONOTONIC of the read (exec events carry the kernel's time of the exec).
     read_ns: u64,
@@ -123,6 +128,7 @@ impl Unwinder {
             src,
             binaries: BinaryCache::default(),
             procs: HashMap::new(),
+            prev: HashMap::new(),
             cache: CacheX86_64::new(),
             modules_added: 0,
         }
@@ -145,12 +151,32 @@ impl Unwinder {
             }
             out = self.walk(pid, regs, stack, cut);
         }
+        if out.outcome != Some(Outcome::Complete) {
+            if let Some(prev) = self.prev.get(&pid).cloned() {
+                let old = frames::walk(&prev.fh, &mut self.cache, regs, stack, cut, &*prev);
+                // The image the stack belongs to is the one that explains more of it.
+                if old.outcome == Some(Outcome::Complete) || old.addrs.len() > out.addrs.len() {
+                    out = old;
+                }
+            }
+        }
         out
     }
 
+    /// Reads `pid`'s maps now unless they were read since its last exec.
+    pub fn preload(&mut self, pid: u32) {
+        if !self.procs.contains_key(&pid) {
+            self.read(pid);
+        }
+    }
+
     fn read(&mut self, pid: u32) {
-        let modules = ProcModules::read(&*self.src, &mut self.binaries, pid).ok();
-        self.modules_added += modules.as_ref().map_or(0, ProcModules::mappings);
+        let mut modules = ProcModules::read(&*self.src, &mut self.binaries, pid).ok().map(Arc::new);
+        if modules.is_none() {
+            // Gone meanwhile: what was read of this image before still explains its stacks.
+            modules = self.procs.get(&pid).and_then(|p| p.modules.clone());
+        }
+        self.modules_added += modules.as_ref().map_or(0, |m| m.mappings());
         if self.modules_added >= CACHE_RENEW {
             self.cache = CacheX86_64::new();
             self.modules_added = 0;
@@ -161,7 +187,7 @@ impl Unwinder {
 
     fn walk(&mut self, pid: u32, regs: Regs, stack: &[u8], cut: bool) -> Unwound {
         match self.procs.get(&pid).and_then(|p| p.modules.as_ref()) {
-            Some(m) => frames::walk(&m.fh, &mut self.cache, regs, stack, cut, m),
+            Some(m) => frames::walk(&m.fh, &mut self.cache, regs, stack, cut, &**m),
             None => Unwound { addrs: vec![regs.ip], outcome: Some(Outcome::NoModule), bytes_needed: 0 },
         }
     }
@@ -173,13 +199,23 @@ impl Unwinder {
     /// stacks with none once it has exited.
     pub fn exec(&mut self, pid: u32, at_ns: u64) {
         if self.procs.get(&pid).is_some_and(|p| p.read_ns < at_ns) {
-            self.procs.remove(&pid);
+            if let Some(old) = self.procs.remove(&pid).and_then(|p| p.modules) {
+                self.prev.insert(pid, old);
+            }
+        }
+    }
+
+    /// `child` forked from `parent`: until it execs, its address space is its parent's.
+    pub fn fork(&mut self, child: u32, parent: u32) {
+        if let Some(m) = self.procs.get(&parent).and_then(|p| p.modules.clone()) {
+            self.prev.entry(child).or_insert(m);
         }
     }
 
     /// The process is gone: drop its state.
     pub fn exit(&mut self, pid: u32) {
         self.procs.remove(&pid);
+        self.prev.remove(&pid);
     }
 
     /// Binaries parsed and cached (shared by every process that maps them).

@@ -274,3 +274,27 @@ fn exec_after_the_read_only_drops_older_maps() {
     assert_eq!(u.unwind(7, s.regs, &s.stack, s.cut).outcome, Some(Outcome::Complete));
     assert_eq!(*reads.lock().unwrap(), 2, "an exec after the read: read again");
 }
+
+/// A stack of the image before an exec (unwound after it, with the new image's maps) and a
+/// stack of a fork child whose maps are gone (or not its parent's code any more) are unwound
+/// with the modules they ran: the old image's, the parent's. Not once the process has exited.
+#[test]
+fn stacks_of_the_image_before_exec_and_of_fork_children() {
+    let s = c_snapshot("chain");
+    let (mut u, _, over) = unwinder(&s);
+    assert_eq!(u.unwind(7, s.regs, &s.stack, s.cut).outcome, Some(Outcome::Complete));
+    u.fork(8, 7);
+    u.exec(7, crate::clock::monotonic_ns());
+    // The new image (and the child's maps, read late) hold none of the snapshot's code.
+    *over.lock().unwrap() = Some(String::new());
+    for pid in [7, 8] {
+        let w = u.unwind(pid, s.regs, &s.stack, s.cut);
+        let n = names(&s.maps, &w.addrs);
+        assert_eq!(funcs(&n)[..4], ["leaf", "middle", "outer", "main"], "pid {pid}: {n:?}");
+        assert_eq!(w.outcome, Some(Outcome::Complete), "pid {pid}: {n:?}");
+    }
+    u.exit(8);
+    assert_eq!(u.unwind(8, s.regs, &s.stack, s.cut).outcome, Some(Outcome::NoModule));
+    // A process nobody forked or exec'd has no earlier modules to fall back on.
+    assert_eq!(u.unwind(9, s.regs, &s.stack, s.cut).outcome, Some(Outcome::NoModule));
+}
