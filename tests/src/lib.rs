@@ -314,3 +314,50 @@ fn build_once(src: &Path, out: &Path, flags: &[&str], mut cmd: Command) {
     assert!(status.success(), "building fixture {} failed: {cmd:?}", src.display());
     std::fs::write(&stamp, want).unwrap();
 }
+
+/// tests/fixtures/syscall_counts `fifo`: a process blocked in `read` of a FIFO nobody writes,
+/// since before rtrace attaches (a hung CLI). Killed, reaped and its FIFO removed on drop.
+pub struct FifoBlocked {
+    pub child: std::process::Child,
+    fifo: PathBuf,
+}
+
+impl FifoBlocked {
+    /// Starts it and returns once it is (nearly certainly) in its read.
+    pub fn start(test: &str) -> Self {
+        use std::io::BufRead;
+        let fifo = report_dir(test).with_extension("fifo");
+        std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+        let _ = std::fs::remove_file(&fifo);
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid path string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut child = std::process::Command::new(fixture("syscall_counts"))
+            .arg("fifo")
+            .arg(&fifo)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // It prints a line just before it opens the FIFO read-write and reads it.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        FifoBlocked { child, fifo }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn fifo(&self) -> &Path {
+        &self.fifo
+    }
+}
+
+impl Drop for FifoBlocked {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.fifo);
+    }
+}

@@ -121,22 +121,11 @@ fn blocked_before_attach() {
     if !privileged("blocked_before_attach") {
         return;
     }
-    use std::io::BufRead;
-    let bin = fixture("syscall_counts");
-    let fifo = report_dir("fifo_pre").with_extension("fifo");
-    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let mut child =
-        std::process::Command::new(&bin).arg("fifo").arg(&fifo).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let pid = child.id().to_string();
+    let blocked = FifoBlocked::start("fifo_pre");
+    let pid = blocked.pid().to_string();
+    let fifo = blocked.fifo().to_owned();
     let run = rtrace("blocked_pre", &["-q", "--pid", &pid, "-d", "1s"]);
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_file(&fifo);
+    drop(blocked);
     assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
     let r = run.report();
     let read = &r["slowest_syscalls"][0];

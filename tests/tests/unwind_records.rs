@@ -49,7 +49,9 @@ fn dwarf_samples_are_records() {
     assert!(s["samples"] >= 100, "{s:?}");
     assert_eq!(s["samples"] + s["copies"], s["records"]);
     assert!(s["max_len"] <= 16384 && s["max_len"] > 0, "{s:?}");
-    assert_eq!(s["cut"], 0, "{s:?}");
+    // One at most: a sample that hits the execve itself (before its point of no return) copies
+    // the held child's stack, rtrace's own and deeper than 16 KiB (about 1 run in 7).
+    assert!(s["cut"] <= 1, "{s:?}");
     // An empty copy only where the stack was unreadable, and counted so.
     assert!(s["empty"] <= s["copy_failed"], "{s:?}");
     let c = capture(&run);
@@ -222,22 +224,10 @@ fn blocked_before_attach_read_for_cfi() {
     if !privileged("blocked_before_attach_read_for_cfi") {
         return;
     }
-    use std::io::BufRead;
-    let bin = fixture("syscall_counts");
-    let fifo = report_dir("fifo_cfi").with_extension("fifo");
-    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let mut child =
-        std::process::Command::new(&bin).arg("fifo").arg(&fifo).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let pid = child.id();
+    let blocked = FifoBlocked::start("fifo_cfi");
+    let pid = blocked.pid();
     let (run, s) = run_with("cfi_pre", &["-q", "--unwind", "dwarf", "--pid", &pid.to_string(), "-d", "1s"], &[]);
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_file(&fifo);
+    drop(blocked);
     assert_eq!(s["proc_reads"], 1, "{s:?}");
     let c = capture(&run);
     let read = c["slow_calls"]

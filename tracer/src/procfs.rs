@@ -226,3 +226,18 @@ mod tests {
         assert!(maps(me).unwrap().iter().any(|m| m.path.contains("tracer")));
     }
 }
+
+/// (nr, args, sp, pc) of a thread in a syscall; None when running or not in a syscall.
+pub fn parse_syscall(text: &str) -> Option<(i64, [u64; 6], u64, u64)> {
+    let mut it = text.split_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let mut args = [0u64; 6];
+    for a in args.iter_mut() {
+        *a = hex(it.next()?)?;
+    }
+    Some((nr, args, hex(it.next()?)?, hex(it.next()?)?))
+}

@@ -83,11 +83,8 @@ pub fn spawn_held(program: &Path, argv: &[String]) -> Result<HeldChild> {
 /// rtrace's hold. Entered before attach, its entry is never seen and nothing of it is counted.
 fn wait_until_held(pid: u32, fd: i32) {
     let start = Instant::now();
-    let blocked_in_read = |text: &str| {
-        let mut f = text.split_whitespace();
-        f.next() == Some("0")
-            && f.next().and_then(|a| i64::from_str_radix(a.trim_start_matches("0x"), 16).ok()) == Some(fd as i64)
-    };
+    let blocked_in_read =
+        |text: &str| crate::procfs::parse_syscall(text).is_some_and(|(nr, args, _, _)| nr == 0 && args[0] == fd as u64);
     while start.elapsed() < HOLD_WAIT {
         match std::fs::read_to_string(format!("/proc/{pid}/syscall")) {
             Ok(t) if blocked_in_read(&t) => return,

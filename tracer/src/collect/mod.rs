@@ -7,7 +7,7 @@ mod life;
 mod pidns;
 mod preexisting;
 mod terminal;
-pub use preexisting::parse_syscall;
+pub use crate::procfs::parse_syscall;
 mod registry;
 mod slow;
 pub mod ustacks;

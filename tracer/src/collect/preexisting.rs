@@ -20,7 +20,7 @@ use tracer_common::thread::TaskRegs;
 
 use crate::{
     capture::{Leaf, Mapping},
-    procfs,
+    procfs::{self, parse_syscall},
 };
 
 #[derive(Clone, Debug)]
@@ -74,21 +74,6 @@ pub fn parse_switches(status: &str) -> Option<(u64, u64)> {
 
 fn switches(pid: u32, tid: u32) -> Option<(u64, u64)> {
     parse_switches(&std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?)
-}
-
-/// (nr, args, sp, pc) of a thread in a syscall; None when running or not in a syscall.
-pub fn parse_syscall(text: &str) -> Option<(i64, [u64; 6], u64, u64)> {
-    let mut it = text.split_whitespace();
-    let nr: i64 = it.next()?.parse().ok()?;
-    if nr < 0 {
-        return None;
-    }
-    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
-    let mut args = [0u64; 6];
-    for a in args.iter_mut() {
-        *a = hex(it.next()?)?;
-    }
-    Some((nr, args, hex(it.next()?)?, hex(it.next()?)?))
 }
 
 /// "[<0>] futex_wait_queue+0x5a/0xa0" → "futex_wait_queue".
