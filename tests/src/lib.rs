@@ -361,3 +361,28 @@ impl Drop for FifoBlocked {
         let _ = std::fs::remove_file(&self.fifo);
     }
 }
+
+/// Goroutines per innermost `main.*` function in a `debug=1` goroutine profile (Go's own or
+/// rtrace's: "N @ …" then "#\t…" lines), without the goroutine that wrote it (in
+/// runtime/pprof).
+pub fn goroutines_by_main(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for block in text.split("\n\n") {
+        // The first block follows the "goroutine profile: total N" header line.
+        let Some(head) = block.lines().find(|l| l.contains(" @ ")) else { continue };
+        let Ok(count) = head.split(" @ ").next().unwrap().trim().parse::<u64>() else { continue };
+        if block.contains("runtime/pprof.writeGoroutine") {
+            continue;
+        }
+        let main = block
+            .lines()
+            .filter_map(|l| l.strip_prefix("#\t"))
+            .filter_map(|l| l.split('\t').nth(1))
+            .map(|f| f.split('+').next().unwrap_or(f).to_owned())
+            .find(|f| f.starts_with("main."));
+        if let Some(f) = main {
+            *out.entry(f).or_default() += count;
+        }
+    }
+    out
+}

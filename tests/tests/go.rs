@@ -6,30 +6,6 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use tests::*;
 
-/// Goroutines per innermost `main.*` function in a `debug=1` goroutine profile, without the
-/// goroutine that wrote it (main, in runtime/pprof).
-fn own_profile(text: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for block in text.split("\n\n") {
-        // The first block follows the "goroutine profile: total N" header line.
-        let Some(head) = block.lines().find(|l| l.contains(" @ ")) else { continue };
-        let Ok(count) = head.split(" @ ").next().unwrap().trim().parse::<u64>() else { continue };
-        if block.contains("runtime/pprof.writeGoroutine") {
-            continue;
-        }
-        let main = block
-            .lines()
-            .filter_map(|l| l.strip_prefix("#\t"))
-            .filter_map(|l| l.split('\t').nth(1))
-            .map(|f| f.split('+').next().unwrap_or(f).to_owned())
-            .find(|f| f.starts_with("main."));
-        if let Some(f) = main {
-            *out.entry(f).or_default() += count;
-        }
-    }
-    out
-}
-
 /// The same from rtrace's report.json groups (frames root first), main's own group left out.
 fn rtrace_groups(go: &Value) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -65,7 +41,7 @@ fn parked(go: Go, stripped: bool) {
     let r = run.report();
     let g = go_of(&r);
     assert!(g.get("unavailable").is_none(), "{g}");
-    let own = own_profile(&std::fs::read_to_string(&own).unwrap());
+    let own = goroutines_by_main(&std::fs::read_to_string(&own).unwrap());
     let expected: BTreeMap<String, u64> = [
         ("main.recvWorker", 3),
         ("main.selectWorker", 2),

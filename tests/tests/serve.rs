@@ -12,11 +12,19 @@ use std::{
 };
 
 use tests::{
-    go_fixture, privileged,
+    go_fixture, goroutines_by_main, privileged,
     serve::{get, pprof},
     Go,
 };
 use tracer::serve::{sessions::Sessions, Background, ServeArgs};
+
+/// Goroutines per innermost `main.*` function but main.main (its frames differ between the
+/// fixture's own profile, written from main, and rtrace's).
+fn debug1_by_main(text: &str) -> BTreeMap<String, u64> {
+    let mut out = goroutines_by_main(text);
+    out.remove("main.main");
+    out
+}
 
 /// Goroutines per innermost main.* function (main.main's own left out) from `pprof -traces`.
 fn traces_by_main(text: &str) -> BTreeMap<String, u64> {
@@ -31,28 +39,6 @@ fn traces_by_main(text: &str) -> BTreeMap<String, u64> {
             if f != "main.main" {
                 *out.entry(f).or_default() += count;
             }
-        }
-    }
-    out
-}
-
-/// The same from Go's debug=1 text (the fixture's own, or rtrace's): "N @ …" then "#\t…" lines.
-fn debug1_by_main(text: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for block in text.split("\n\n") {
-        let Some(head) = block.lines().find(|l| l.contains(" @ ")) else { continue };
-        let Ok(count) = head.split(" @ ").next().unwrap().trim().parse::<u64>() else { continue };
-        if block.contains("runtime/pprof.writeGoroutine") {
-            continue;
-        }
-        let main = block
-            .lines()
-            .filter_map(|l| l.strip_prefix("#\t"))
-            .filter_map(|l| l.split('\t').nth(1))
-            .map(|f| f.split('+').next().unwrap_or(f).to_owned())
-            .find(|f| f.starts_with("main."));
-        if let Some(f) = main.filter(|f| f != "main.main") {
-            *out.entry(f).or_default() += count;
         }
     }
     out
