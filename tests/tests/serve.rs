@@ -51,8 +51,7 @@ fn serve_endpoints_and_go_tool_pprof() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("run/rtrace.sock");
-    let args =
-        ServeArgs { listen: Some("127.0.0.1:0".into()), socket: socket.clone(), allow_group: None, print_unit: false };
+    let args = ServeArgs { listen: Some("127.0.0.1:0".into()), ..ServeArgs::on_socket(socket.clone()) };
     let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
     let tcp = server.tcp.unwrap();
     let host = tcp.to_string();

@@ -48,8 +48,7 @@ fn cpu_profile_conflict_offcpu_and_report() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("rtrace.sock");
-    let args =
-        ServeArgs { listen: Some("127.0.0.1:0".into()), socket: socket.clone(), allow_group: None, print_unit: false };
+    let args = ServeArgs { listen: Some("127.0.0.1:0".into()), ..ServeArgs::on_socket(socket.clone()) };
     let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
     let host = server.tcp.unwrap().to_string();
     let mut chain = Command::new(fixture("cpu_chain")).arg("20").stdout(Stdio::null()).spawn().unwrap();

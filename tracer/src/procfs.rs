@@ -180,6 +180,21 @@ pub fn maps(pid: u32) -> Option<Vec<Mapping>> {
     fs::read_to_string(format!("/proc/{pid}/maps")).ok().map(|t| parse_maps(&t))
 }
 
+/// (nr, args, sp, pc) of a thread in a syscall; None when running or not in a syscall.
+pub fn parse_syscall(text: &str) -> Option<(i64, [u64; 6], u64, u64)> {
+    let mut it = text.split_whitespace();
+    let nr: i64 = it.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let mut args = [0u64; 6];
+    for a in args.iter_mut() {
+        *a = hex(it.next()?)?;
+    }
+    Some((nr, args, hex(it.next()?)?, hex(it.next()?)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,19 +240,4 @@ mod tests {
         assert!(comm(me).is_some());
         assert!(maps(me).unwrap().iter().any(|m| m.path.contains("tracer")));
     }
-}
-
-/// (nr, args, sp, pc) of a thread in a syscall; None when running or not in a syscall.
-pub fn parse_syscall(text: &str) -> Option<(i64, [u64; 6], u64, u64)> {
-    let mut it = text.split_whitespace();
-    let nr: i64 = it.next()?.parse().ok()?;
-    if nr < 0 {
-        return None;
-    }
-    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
-    let mut args = [0u64; 6];
-    for a in args.iter_mut() {
-        *a = hex(it.next()?)?;
-    }
-    Some((nr, args, hex(it.next()?)?, hex(it.next()?)?))
 }

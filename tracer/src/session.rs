@@ -114,6 +114,16 @@ pub fn run(
     priority: &str,
     on_pid: impl FnOnce(u32) -> Result<(), UsageError>,
 ) -> Result<Capture> {
+    run_live(opts, priority, on_pid, None)
+}
+
+/// `run` for a session that goes on until `live.stop`, publishing its readings (watch mode).
+pub fn run_live(
+    opts: &SessionOptions,
+    priority: &str,
+    on_pid: impl FnOnce(u32) -> Result<(), UsageError>,
+    live: Option<collect::live::Live>,
+) -> Result<Capture> {
     if let Target::Pid(p) = opts.target {
         if let Some(w) = crate::privileges::check_target(p)? {
             eprintln!("rtrace: warning: {w}");
@@ -208,6 +218,7 @@ pub fn run(
         unwind: opts.unwind,
         unwind_modes,
         ustack_bytes: opts.ustack_bytes,
+        live,
     };
     let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     capture.lifecycle.rtrace_chain = chain;

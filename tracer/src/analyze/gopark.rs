@@ -52,9 +52,18 @@ pub fn go_park(frames: &[Frame]) -> Option<GoPark> {
         Some(i) => (goroutine_part[i].function.clone(), goroutine_part.get(i + 1)),
         None => (goroutine_part.first()?.function.clone(), None),
     };
+    // runtime.epollwait is called by runtime.netpoll alone, whose frame a frame-pointer walk
+    // loses when the thread is caught in the assembly stub (preempted at its syscall).
+    fn named(f: &Frame) -> &str {
+        if &*f.function == "runtime.epollwait" {
+            "runtime.netpoll"
+        } else {
+            &f.function
+        }
+    }
     let thread_waits_in = WAIT_POINTS
         .iter()
-        .find(|w| sched_part.iter().any(|f| *f.function == ***w))
+        .find(|w| sched_part.iter().any(|f| named(f) == **w))
         .map_or("runtime.schedule", |w| w)
         .to_owned();
     Some(GoPark { goroutine: goroutine.to_string(), parked_in: next.map(|f| f.function.to_string()), thread_waits_in })
@@ -152,6 +161,19 @@ mod tests {
         let p = go_park(&f).unwrap();
         assert_eq!((p.goroutine.as_str(), p.parked_in.as_deref()), ("main.main.func1", Some("time.Sleep")));
         assert_eq!(p.thread_waits_in, "runtime.netpoll");
+        // Caught in epollwait's stub (a preemption at its syscall), netpoll's frame is lost.
+        let f = frames(&[
+            "runtime.main",
+            "main.main",
+            "runtime.chanrecv1",
+            "runtime.chanrecv",
+            "runtime.mcall",
+            "runtime.park_m",
+            "runtime.schedule",
+            "runtime.findRunnable",
+            "runtime.epollwait",
+        ]);
+        assert_eq!(go_park(&f).unwrap().thread_waits_in, "runtime.netpoll");
         let f = frames(&[
             "runtime.goexit",
             "runtime.gcenable.func2",

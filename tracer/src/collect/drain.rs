@@ -107,20 +107,7 @@ pub fn drain(
             waker_leaf: k.waker_leaf.into(),
         })
         .collect();
-    let syscalls: Vec<RawSyscall> = probes
-        .syscall_stats()?
-        .into_iter()
-        .chain(harvested)
-        .map(|(k, v)| RawSyscall {
-            tgid: k.tgid,
-            nr: k.nr,
-            count: v.count,
-            errors: v.errors,
-            total_ns: v.total_ns,
-            max_ns: v.max_ns,
-            hist: v.hist.to_vec(),
-        })
-        .collect();
+    let syscalls = raw_syscalls(probes.syscall_stats()?.into_iter().chain(harvested));
     // With --no-syscalls the probes still mark calls in flight (for the ledger and off-CPU),
     // but time none of them.
     if probes.syscall_latency() {
@@ -193,3 +180,20 @@ pub fn drain(
 }
 
 pub use crate::clock::monotonic_ns;
+
+/// The kernel's per-(process, syscall) stats as the capture keeps them.
+pub fn raw_syscalls(
+    stats: impl Iterator<Item = (tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
+) -> Vec<RawSyscall> {
+    stats
+        .map(|(k, v)| RawSyscall {
+            tgid: k.tgid,
+            nr: k.nr,
+            count: v.count,
+            errors: v.errors,
+            total_ns: v.total_ns,
+            max_ns: v.max_ns,
+            hist: v.hist.to_vec(),
+        })
+        .collect()
+}

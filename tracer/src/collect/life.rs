@@ -250,6 +250,20 @@ impl LifeCollector {
         }
     }
 
+    /// The ledger as it stands at `now_mono`, for a session that goes on: the waits in flight
+    /// (`waits`, from the probes) and the /proc state of every known process as the end.
+    pub fn live(&mut self, now_mono: u64, waits: &[(u32, tracer_common::syscall::Inflight)]) -> Lifecycle {
+        let saved = std::mem::take(&mut self.life.waits_in_flight);
+        for (tid, inf) in waits {
+            self.wait_in_flight(inf.tgid, *tid, inf.nr, &inf.args, inf.ts, inf.blocked != 0);
+        }
+        let mut l = self.life.clone();
+        self.life.waits_in_flight = saved;
+        l.final_procs = self.known.iter().filter_map(|&p| snapshot(p)).collect();
+        l.end_ns = self.rel(now_mono);
+        l
+    }
+
     pub fn finish(mut self, lost: u64) -> Lifecycle {
         self.life.lost_events = lost;
         self.life

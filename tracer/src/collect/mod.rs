@@ -4,6 +4,7 @@ mod drain;
 pub mod fds;
 mod go;
 mod life;
+pub mod live;
 mod pidns;
 mod preexisting;
 mod terminal;
@@ -54,6 +55,8 @@ pub struct SessionParams {
     pub unwind: crate::unwind::Choice,
     pub unwind_modes: Vec<(u32, u8)>,
     pub ustack_bytes: u32,
+    /// A session that runs until `live.stop` and publishes its readings meanwhile (watch mode).
+    pub live: Option<live::Live>,
 }
 
 /// How often we check liveness, refresh mappings and update the countdown.
@@ -65,8 +68,10 @@ pub async fn run(
     mut probes: Probes,
     mut held: Option<HeldChild>,
     mut registry: Registry,
-    params: SessionParams,
+    mut params: SessionParams,
 ) -> Result<Capture> {
+    let mut live = params.live.take();
+    let mut last_publish = Instant::now();
     let start = Instant::now();
     let start_mono = drain::monotonic_ns();
     let mut life = life::LifeCollector::new(params.target.pid, start_mono, &params.existing);
@@ -134,6 +139,18 @@ pub async fn run(
                     h.try_reap();
                 }
                 gos.tick(&mut probes);
+                if let Some(l) = live.as_mut() {
+                    if l.stopped() {
+                        break EndedBy::Interrupt;
+                    }
+                    if last_publish.elapsed() >= l.every {
+                        match live::snapshot(&probes, &mut life, &harvested_stats) {
+                            Ok(snap) => (l.publish)(snap),
+                            Err(e) => log::warn!("reading a live session: {e:#}"),
+                        }
+                        last_publish = Instant::now();
+                    }
+                }
                 // Copies are announced at most every 2 ms (tracer-ebpf ustack.rs): the last
                 // ones of a burst are read here.
                 ustacks.read(ustack_ring.get_mut());

@@ -9,6 +9,7 @@ pub mod goroutine_pprof;
 pub mod goroutines_txt;
 pub mod heap_pprof;
 pub mod json;
+pub mod metrics;
 pub mod output;
 pub mod pprof;
 pub mod profiles;

@@ -105,6 +105,14 @@ pub trait Backend: Send + Sync + 'static {
     fn wait_idle(&self, _limit: std::time::Duration) -> bool {
         true
     }
+    /// Starts watching (`--watch`): continuous sessions on the matching processes.
+    fn watch(&self, _specs: Vec<super::watch::Spec>, _frequency_hz: u64) {}
+    /// The watched processes' metrics; None when nothing is watched (no `--watch`).
+    fn metrics(&self) -> Option<String> {
+        None
+    }
+    /// Ends the watch sessions (the daemon stops), waiting until they detached.
+    fn shutdown(&self) {}
 }
 
 /// The (pid, kind) pairs being served. Decision (#14 item 2): a second request for a running

@@ -11,11 +11,11 @@ pub mod listen;
 pub mod nettcp;
 pub mod routes;
 pub mod sessions;
+pub mod watch;
 
 use std::{future::IntoFuture, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result};
-use tokio::sync::watch;
 
 use self::{
     auth::Policy,
@@ -48,6 +48,20 @@ pub struct ServeArgs {
     /// Print a systemd unit that runs `rtrace serve` with these arguments, and exit.
     #[arg(long)]
     pub print_unit: bool,
+    /// Trace matching processes continuously, running ones and ones started later, with their
+    /// descendants, for GET /metrics: pid:N, comm:NAME, exe:PATH or cgroup:PATH (repeatable).
+    #[arg(long, value_name = "SPEC")]
+    pub watch: Vec<watch::Spec>,
+    /// On-CPU sampling rate of the --watch sessions.
+    #[arg(long, value_name = "HZ", default_value_t = 19, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub watch_frequency: u64,
+}
+
+impl ServeArgs {
+    /// The defaults of `rtrace serve --socket PATH` (tests and embedders).
+    pub fn on_socket(socket: PathBuf) -> ServeArgs {
+        ServeArgs { listen: None, socket, allow_group: None, print_unit: false, watch: Vec::new(), watch_frequency: 19 }
+    }
 }
 
 /// The systemd unit for `args` (`--print-unit`): /run/rtrace made by systemd, stopped by
@@ -60,6 +74,9 @@ pub fn systemd_unit(args: &ServeArgs, exe: &str) -> String {
     }
     if let Some(g) = &args.allow_group {
         cmd.push_str(&format!(" --allow-group {g}"));
+    }
+    for w in &args.watch {
+        cmd.push_str(&format!(" --watch {w}"));
     }
     format!(
         "[Unit]\nDescription=rtrace serve: pprof endpoints for every process on this host\nAfter=local-fs.target\n\n\
@@ -94,7 +111,7 @@ fn resolve_group(g: &str) -> Result<(String, u32)> {
 pub struct Server {
     pub socket: PathBuf,
     pub tcp: Option<SocketAddr>,
-    stop: watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
     _file: listen::SocketFile,
 }
@@ -109,9 +126,13 @@ impl Server {
         let file = listen::SocketFile(args.socket.clone());
         let app =
             routes::App { backend, policy: Arc::new(policy), running: Running::default(), sysctl: auth::Sysctl::read };
+        if !args.watch.is_empty() {
+            crate::session::preflight()?;
+            app.backend.watch(args.watch.clone(), args.watch_frequency);
+        }
         let make = || routes::router(app.clone()).into_make_service_with_connect_info::<Peer>();
-        let (stop, rx) = watch::channel(false);
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
         let mut tasks =
@@ -165,6 +186,7 @@ pub fn run_with(args: ServeArgs, backend: Arc<dyn Backend>) -> Result<()> {
         };
         log::info!("rtrace serve: {why}, stopping");
         let stopped = server.stop().await;
+        backend.shutdown();
         // A session whose client went away still runs (it ends at the same signal).
         if !backend.wait_idle(std::time::Duration::from_secs(10)) {
             log::warn!("rtrace serve: a session still runs 10 s after {why}");
@@ -194,7 +216,7 @@ impl Background {
         let thread = std::thread::spawn(move || -> Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async move {
-                let server = match Server::start(&args, backend).await {
+                let server = match Server::start(&args, backend.clone()).await {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("{e:#}")));
@@ -203,7 +225,9 @@ impl Background {
                 };
                 let _ = ready_tx.send(Ok((server.socket.clone(), server.tcp)));
                 let _ = stop_rx.await;
-                server.stop().await
+                let stopped = server.stop().await;
+                backend.shutdown();
+                stopped
             })
         });
         let (socket, tcp) = ready_rx.recv().context("the serve thread")?.map_err(anyhow::Error::msg)?;
@@ -271,6 +295,10 @@ mod tests {
             "{unit}"
         );
         assert!(unit.contains("\nRuntimeDirectory=rtrace\n") && unit.contains("\nWantedBy=multi-user.target\n"));
+        let a = parse(&["--watch", "comm:make", "--watch", "pid:1", "--watch-frequency", "49"]);
+        assert_eq!((a.watch.len(), a.watch_frequency), (2, 49));
+        assert!(systemd_unit(&a, "rtrace").contains(" --watch comm:make --watch pid:1\n"));
+        assert_eq!(parse(&[]).watch_frequency, 19);
     }
 
     /// A refused --listen stops the start with the reason, before anything is bound.
@@ -278,22 +306,12 @@ mod tests {
     fn refused_listen_binds_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("s.sock");
-        let args = ServeArgs {
-            listen: Some("0.0.0.0:6060".into()),
-            socket: sock.clone(),
-            allow_group: None,
-            print_unit: false,
-        };
+        let args = ServeArgs { listen: Some("0.0.0.0:6060".into()), ..ServeArgs::on_socket(sock.clone()) };
         let e = Server::start_blocking(&args).err().unwrap();
         assert!(e.downcast_ref::<BadArgs>().is_some(), "exit code 2: {e:#}");
         assert!(e.to_string().contains("0.0.0.0 is not a loopback address"), "{e}");
         assert!(!sock.exists());
-        let args = ServeArgs {
-            listen: None,
-            socket: sock,
-            allow_group: Some("no-such-group-rtrace".into()),
-            print_unit: false,
-        };
+        let args = ServeArgs { allow_group: Some("no-such-group-rtrace".into()), ..ServeArgs::on_socket(sock) };
         let e = Server::start_blocking(&args).err().unwrap();
         assert!(e.downcast_ref::<BadArgs>().is_some(), "exit code 2: {e:#}");
         assert_eq!(e.to_string(), "--allow-group no-such-group-rtrace: no such group (see getent group)");

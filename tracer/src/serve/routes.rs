@@ -36,6 +36,7 @@ pub struct App {
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/debug/pprof/", get(index))
         .route("/debug/pprof", get(index))
         .route("/pid/{pid}/debug/pprof/profile", get(cpu))
@@ -249,8 +250,21 @@ const ENDPOINTS: &str = "\
 /pid/PID/debug/pprof/goroutine[?debug=1|2] goroutines of a Go process now (pprof; debug=1 grouped text, 2 the dump)
 /pid/PID/debug/pprof/heap                 heap profile of a Go process as of its last GC (pprof)
 /pid/PID/debug/rtrace/report?seconds=N    rtrace's report.json of a session
+/metrics                                  the --watch processes' metrics (OpenMetrics, for Prometheus)
 /healthz                                  liveness
 ";
+
+/// `/metrics`: for whoever may trace at all (root, or the --allow-group's members): it names
+/// the watched processes. 404 without --watch.
+async fn metrics(State(app): State<App>, Extension(caller): Extension<Caller>) -> Result<Response, ServeError> {
+    auth::admit(&caller, &app.policy, (app.sysctl)()).map_err(ServeError::Forbidden)?;
+    let b = app.backend.clone();
+    let text = blocking(move || {
+        b.metrics().ok_or_else(|| ServeError::NotFound("no metrics: start rtrace serve with --watch SPEC".into()))
+    })
+    .await?;
+    Ok(bytes(text.into_bytes(), "application/openmetrics-text; version=1.0.0; charset=utf-8"))
+}
 
 /// `/debug/pprof/`: the endpoints and the processes this caller may trace.
 async fn index(State(app): State<App>, Extension(caller): Extension<Caller>) -> Response {

@@ -125,7 +125,9 @@ async fn bad_parameters_are_400() {
     assert_eq!(error(get(&a, "/pid/2/debug/pprof/profile").await).0, 404);
     let r = error(get(&a, "/debug/pprof/profile?seconds=5").await);
     assert_eq!(r, (404, "no pid in the path: ask /pid/PID/debug/pprof/profile".into()));
-    assert_eq!(error(get(&a, "/metrics").await), (404, "no endpoint /metrics: see /debug/pprof/".into()));
+    assert_eq!(error(get(&a, "/nothing").await), (404, "no endpoint /nothing: see /debug/pprof/".into()));
+    // /metrics is --watch's.
+    assert_eq!(error(get(&a, "/metrics").await), (404, "no metrics: start rtrace serve with --watch SPEC".into()));
 }
 
 #[tokio::test]

@@ -27,6 +27,8 @@ use crate::{
 pub struct Sessions {
     /// Sessions running now (their threads hold BPF programs until they return).
     active: Arc<(Mutex<usize>, Condvar)>,
+    /// `--watch`'s continuous sessions (serve/watch.rs).
+    watcher: Mutex<Option<super::watch::Watcher>>,
 }
 
 /// What a session answers with.
@@ -122,6 +124,18 @@ impl Backend for Sessions {
     }
     fn heap(&self, pid: u32) -> Result<Vec<u8>, ServeError> {
         super::goview::heap(pid)
+    }
+    fn watch(&self, specs: Vec<super::watch::Spec>, frequency_hz: u64) {
+        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(super::watch::Watcher::start(specs, frequency_hz));
+    }
+    fn metrics(&self) -> Option<String> {
+        self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.metrics())
+    }
+    fn shutdown(&self) {
+        if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            w.stop();
+        }
     }
     fn wait_idle(&self, limit: Duration) -> bool {
         let (n, cv) = &*self.active;

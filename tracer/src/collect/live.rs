@@ -1,0 +1,73 @@
+//! Readings of a session while it runs, for sessions that run until told to stop (`rtrace
+//! serve --watch`): every `every`, the ledger so far and the kernel's aggregates go to
+//! `publish`; `stop` ends the session at its next tick (≤ 100 ms), which then detaches and
+//! returns its capture like any other.
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Result;
+use tracer_common::counters as c;
+
+use super::life::LifeCollector;
+use crate::{
+    capture::{OffState, RawSyscall},
+    lifecycle::Lifecycle,
+    loader::Probes,
+};
+
+pub struct Live {
+    pub stop: Arc<AtomicBool>,
+    pub every: Duration,
+    pub publish: Box<dyn FnMut(LiveSnapshot) + Send>,
+}
+
+impl Live {
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// What a session has seen since it attached (absolute values, never reset).
+pub struct LiveSnapshot {
+    /// The ledger up to now, waits in flight included, "now" as its end.
+    pub lifecycle: Lifecycle,
+    pub syscalls: Vec<RawSyscall>,
+    /// Off-CPU time by state, ns (blocks that ended; the ones in progress count when they end).
+    pub offcpu_ns: BTreeMap<&'static str, u64>,
+    pub cpu_samples: u64,
+    /// Records lost in the kernel, by kind.
+    pub lost: BTreeMap<&'static str, u64>,
+}
+
+/// Reads the snapshot. `harvested`: syscall stats of exited processes already taken out of the
+/// kernel map.
+pub fn snapshot(
+    probes: &Probes,
+    life: &mut LifeCollector,
+    harvested: &[(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)],
+) -> Result<LiveSnapshot> {
+    let wait_nrs = [crate::analyze::syscalls::nr_of("wait4"), crate::analyze::syscalls::nr_of("waitid")];
+    let waits: Vec<_> = probes.syscalls_in_flight()?.into_iter().filter(|(_, i)| wait_nrs.contains(&i.nr)).collect();
+    let lifecycle = life.live(super::drain::monotonic_ns(), &waits);
+    let syscalls = super::drain::raw_syscalls(probes.syscall_stats()?.into_iter().chain(harvested.iter().copied()));
+    let mut offcpu_ns = BTreeMap::new();
+    for (k, v) in probes.offcpu()? {
+        *offcpu_ns.entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
+    }
+    let n = probes.counters();
+    let lost = [
+        ("events", n[c::EVENTS_DROPPED as usize]),
+        ("offcpu", n[c::OFF_LOST as usize]),
+        ("samples", n[c::CPU_KEYS_FULL as usize]),
+        ("syscalls", n[c::SYSCALL_INFLIGHT_FULL as usize] + n[c::SYSCALL_STATS_FULL as usize]),
+        ("slow_calls", n[c::SLOW_CALLS_DROPPED as usize]),
+    ]
+    .into();
+    Ok(LiveSnapshot { lifecycle, syscalls, offcpu_ns, cpu_samples: n[c::CPU_SAMPLES as usize], lost })
+}

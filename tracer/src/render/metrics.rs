@@ -1,0 +1,179 @@
+//! `GET /metrics` of `rtrace serve --watch` (issue #15): the watched processes' ledger,
+//! syscall latency, off-CPU and CPU counters in the OpenMetrics text format, encoded by the
+//! `prometheus-client` crate (Prometheus scrapes it natively).
+//!
+//! Every value is absolute, read off a live session's state since it attached (counters never
+//! reset while the session lives), so the registry is built afresh for each scrape.
+//! Cardinality: one series per watched process and label value; `syscall` is bounded by the
+//! syscall table, `signal` by the signal numbers, `sender` by a process name (comm, 15 bytes)
+//! among the target's killers, `kind`/`severity`/`outcome`/`state` by their enums.
+use std::collections::BTreeMap;
+
+use prometheus_client::{
+    encoding::{EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, MetricType},
+    registry::Registry,
+};
+
+use crate::analyze::{
+    children::{ChildrenReport, Severity},
+    syscalls::SyscallRow,
+};
+use crate::lifecycle::ExitInfo;
+
+/// One watched process (a target and its descendants) as its session sees it now.
+#[derive(Clone, Debug, Default)]
+pub struct Watched {
+    pub pid: u32,
+    pub comm: String,
+    pub ledger: Option<ChildrenReport>,
+    pub syscalls: Vec<SyscallRow>,
+    /// Off-CPU time by state name (sleep, disk, runqueue, …), ns.
+    pub offcpu_ns: BTreeMap<&'static str, u64>,
+    pub cpu_samples: u64,
+    /// Records lost in the kernel, by kind (events, offcpu, samples, syscalls, slow_calls).
+    pub lost: BTreeMap<&'static str, u64>,
+}
+
+/// rtrace's own health.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    pub watched: usize,
+    /// rtrace's CPU time since it started, seconds.
+    pub cpu_seconds: f64,
+}
+
+type Labels = Vec<(String, String)>;
+
+fn labels(w: &Watched, more: &[(&str, &str)]) -> Labels {
+    let mut l = vec![("pid".to_owned(), w.pid.to_string()), ("comm".to_owned(), w.comm.clone())];
+    l.extend(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    l
+}
+
+/// A histogram already bucketed (the kernel's log2 buckets): `prometheus-client`'s own
+/// Histogram only takes observations one by one.
+#[derive(Debug, Default)]
+struct Bucketed(Vec<Series>);
+
+/// One histogram series: its labels, sum, count and (upper bound, count) buckets.
+type Series = (Labels, f64, u64, Vec<(f64, u64)>);
+
+impl EncodeMetric for Bucketed {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (l, sum, count, buckets) in &self.0 {
+            let mut e = encoder.encode_family(l)?;
+            e.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+fn counter_family() -> Family<Labels, Counter> {
+    Family::default()
+}
+
+fn gauge_family() -> Family<Labels, Gauge> {
+    Family::default()
+}
+
+fn outcome(e: &ExitInfo) -> &'static str {
+    match e {
+        ExitInfo::Exited { code: 0 } => "exit_0",
+        ExitInfo::Exited { .. } => "exit_nonzero",
+        ExitInfo::Killed { .. } => "signal",
+    }
+}
+
+fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::High => "high",
+        Severity::Medium => "medium",
+        Severity::Low => "low",
+    }
+}
+
+/// The OpenMetrics text of `watched` and rtrace's `health`.
+pub fn render(watched: &[Watched], health: &Health) -> String {
+    let mut reg = Registry::with_prefix("rtrace");
+    let zombies = gauge_family();
+    let exited = counter_family();
+    let killed = counter_family();
+    let stalls = counter_family();
+    let findings = counter_family();
+    let offcpu = Family::<Labels, Counter<f64>>::default();
+    let samples = counter_family();
+    let lost = counter_family();
+    let mut hist = Bucketed::default();
+    for w in watched {
+        if let Some(ledger) = &w.ledger {
+            let now = ledger.children.iter().filter(|c| c.never_reaped).count();
+            zombies.get_or_create(&labels(w, &[])).set(now as i64);
+            for c in &ledger.children {
+                if let Some(e) = &c.exit {
+                    exited.get_or_create(&labels(w, &[("outcome", outcome(e))])).inc();
+                }
+                if let Some(k) = &c.killed_by {
+                    let sender = if k.kernel { "kernel" } else { k.sender_comm.as_str() };
+                    killed.get_or_create(&labels(w, &[("signal", &k.signal), ("sender", sender)])).inc();
+                }
+            }
+            // Present at 0 too: an alert on its rate needs the series before the first stall.
+            let stall = stalls.get_or_create(&labels(w, &[]));
+            for f in &ledger.findings {
+                let kind = serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned));
+                let kind = kind.unwrap_or_default();
+                findings.get_or_create(&labels(w, &[("kind", &kind), ("severity", severity(f.severity))])).inc();
+                if kind == "wait_stall" {
+                    stall.inc();
+                }
+            }
+        }
+        for s in &w.syscalls {
+            let buckets: Vec<(f64, u64)> = s
+                .histogram
+                .iter()
+                .map(|&(upper_ns, n)| (upper_ns as f64 / 1e9, n))
+                .chain(std::iter::once((f64::INFINITY, 0)))
+                .collect();
+            hist.0.push((labels(w, &[("syscall", &s.name)]), s.total_ns as f64 / 1e9, s.count, buckets));
+        }
+        for (state, ns) in &w.offcpu_ns {
+            offcpu.get_or_create(&labels(w, &[("state", state)])).inc_by(*ns as f64 / 1e9);
+        }
+        samples.get_or_create(&labels(w, &[])).inc_by(w.cpu_samples);
+        for (kind, n) in &w.lost {
+            lost.get_or_create(&labels(w, &[("kind", kind)])).inc_by(*n);
+        }
+    }
+    reg.register("zombie_children", "Children of the watched process that exited and are not reaped now", zombies);
+    reg.register("children_exited", "Children that exited, by outcome (exit_0, exit_nonzero, signal)", exited);
+    reg.register("children_killed", "Children killed by a signal, by signal and sender", killed);
+    reg.register(
+        "wait_stalls",
+        "wait4/waitid calls that blocked past --wait-stall (findings of kind wait_stall)",
+        stalls,
+    );
+    reg.register("findings", "Findings of the child-process ledger, by kind and severity", findings);
+    reg.register("syscall_duration_seconds", "Syscall latency (the kernel's log2 buckets)", hist);
+    reg.register("offcpu_seconds", "Time the watched threads spent off CPU, by state", offcpu);
+    reg.register("cpu_samples", "On-CPU samples taken", samples);
+    reg.register("events_lost", "Records the kernel could not hand to rtrace, by kind", lost);
+    let watched_g = Gauge::<i64>::default();
+    watched_g.set(health.watched as i64);
+    reg.register("watched_processes", "Processes watched now (each with its descendants)", watched_g);
+    let cpu = Counter::<f64>::default();
+    cpu.inc_by(health.cpu_seconds);
+    reg.register("self_cpu_seconds", "rtrace's own CPU time", cpu);
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    out
+}
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;
