@@ -1,5 +1,6 @@
 //! Helpers of the `rtrace serve` tests (serve.rs, serve_sessions.rs): a raw HTTP/1.1 GET over
-//! any stream, and the real `go tool pprof` run against a URL.
+//! any stream (or a response read elsewhere, `split_response`), and the real `go tool pprof`
+//! run against a URL.
 use std::{
     io::{Read, Write},
     path::PathBuf,
@@ -20,6 +21,11 @@ pub fn get_bytes(mut s: impl Read + Write, path: &str, host: &str) -> (u16, Stri
     write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
+    split_response(&raw)
+}
+
+/// (status, headers lowercased, body) of a raw HTTP/1.1 response (what `curl -i` prints).
+pub fn split_response(raw: &[u8]) -> (u16, String, Vec<u8>) {
     let at = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |i| i + 4);
     let head = String::from_utf8_lossy(&raw[..at]).to_lowercase();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

@@ -2,8 +2,9 @@
 //! cpu_chain read by the real `go tool pprof`, whose CPU time matches what the kernel says the
 //! fixture got in the window and whose top function is its leaf; a second profile of the same
 //! pid and kind refused with 409 while an off-CPU one of the same pid runs beside it; the
-//! report endpoint; and the real daemon stopped by SIGTERM in the middle of a 30 s profile,
-//! answering with what it had and leaving no BPF program behind.
+//! report endpoint; the real daemon stopped by SIGTERM in the middle of a 30 s profile,
+//! answering with what it had and leaving no BPF program behind; and `--allow-group`: user
+//! nobody, a member, profiles its own process (without its children) and is refused root's.
 use std::{
     os::unix::net::UnixStream,
     process::{Command, Stdio},
@@ -13,7 +14,7 @@ use std::{
 
 use tests::{
     assert_no_rtrace_programs, fixture, privileged, rtrace_bin,
-    serve::{get, get_bytes, pprof},
+    serve::{get, get_bytes, pprof, split_response},
 };
 use tracer::serve::{sessions::Sessions, Background, ServeArgs};
 
@@ -164,5 +165,155 @@ fn sigterm_mid_profile_detaches_everything() {
     assert!(!socket.exists(), "socket removed: {log}");
     let _ = chain.kill();
     let _ = chain.wait();
+    assert_no_rtrace_programs();
+}
+
+/// The group `group_members_trace_their_own_processes_only` lets in: created when missing,
+/// user nobody added to it (both idempotent). Its gid.
+fn test_group() -> u32 {
+    const GROUP: &str = "rtracetest";
+    let gid = || {
+        let out = Command::new("getent").args(["group", GROUP]).output().unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        line.split(':').nth(2).and_then(|g| g.trim().parse::<u32>().ok())
+    };
+    if gid().is_none() {
+        // Exit 9: created meanwhile by someone else; fine.
+        let st = Command::new("groupadd").arg(GROUP).status().unwrap();
+        assert!(st.success() || st.code() == Some(9), "groupadd {GROUP}: {st:?}");
+    }
+    let st = Command::new("usermod").args(["-aG", GROUP, "nobody"]).status().unwrap();
+    assert!(st.success(), "usermod -aG {GROUP} nobody: {st:?}");
+    gid().expect("the group exists now")
+}
+
+/// `sh -c 'yes >/dev/null & while :; do :; done'`: a shell burning CPU itself and in a child
+/// named yes, in a process group of its own (killed whole on drop). `as_nobody`: run as user
+/// nobody (uid and gid 65534, no other group, no capability).
+struct Burner(std::process::Child);
+
+impl Burner {
+    fn start(as_nobody: bool) -> Burner {
+        use std::os::unix::process::CommandExt;
+        let script = ["sh", "-c", "yes >/dev/null & while :; do :; done"];
+        let mut c = if as_nobody {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]).args(script);
+            c
+        } else {
+            let mut c = Command::new(script[0]);
+            c.args(&script[1..]);
+            c
+        };
+        Burner(c.process_group(0).current_dir("/").stdout(Stdio::null()).spawn().unwrap())
+    }
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Burner {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the process group of our own child.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// The root frames (process names) of a pprof file, from `go tool pprof -traces`, and its
+/// comments (`-comments`).
+fn roots_and_comments(profile: &[u8], tmp: &std::path::Path, name: &str) -> (Vec<String>, String) {
+    let file = tmp.join(name);
+    std::fs::write(&file, profile).unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, traces, err) = pprof(&["-traces"], file, tmp);
+    assert!(ok, "go tool pprof -traces {name}: {err}");
+    // Each sample: "-----------+-------", then a count and the leaf, then one frame a line; the
+    // last line before the next separator is the root.
+    let mut roots: Vec<String> = traces
+        .split("-----------+")
+        // The first piece is the header (File:, Type:, …).
+        .skip(1)
+        .filter_map(|block| block.lines().map(str::trim).rfind(|l| !l.is_empty() && !l.contains("---")))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    roots.sort();
+    roots.dedup();
+    let (ok, comments, err) = pprof(&["-comments"], file, tmp);
+    assert!(ok, "go tool pprof -comments {name}: {err}");
+    (roots, comments)
+}
+
+/// `--allow-group`: user nobody, in the group (a supplementary group of its curl), asks the
+/// daemon (root) over the unix socket for a profile of its own process: 200, a profile of that
+/// process alone — its child `yes` is not traced, the header and a profile comment say so —
+/// and for root's process of the same shape: 403 with the reason in one line. Root's own
+/// profile of that process has the child (descendants followed). No BPF program left.
+#[test]
+fn group_members_trace_their_own_processes_only() {
+    if !privileged("group_members_trace_their_own_processes_only") {
+        return;
+    }
+    let gid = test_group();
+    let tmp = tempfile::tempdir().unwrap();
+    // Nobody must reach the socket: the directories on its way searchable (the socket itself
+    // is mode 0660, group rtracetest).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = tmp.path().join("run/rtrace.sock");
+    let args = ServeArgs { allow_group: Some("rtracetest".into()), ..ServeArgs::on_socket(socket.clone()) };
+    let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
+    let own = Burner::start(true);
+    let roots = Burner::start(false);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // curl as nobody with the group as a supplementary one: SO_PEERCRED gives uid and gid
+    // 65534, /proc/PID/status of curl the group.
+    let as_member = |path: &str| {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", &format!("--groups={gid}"), "--inh-caps=-all"])
+            .args(["curl", "-s", "-i", "--unix-socket"])
+            .current_dir("/")
+            .arg(&socket)
+            .arg(format!("http://localhost{path}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl as nobody: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        split_response(&out.stdout)
+    };
+    let (status, head, body) = as_member(&format!("/pid/{}/debug/pprof/profile?seconds=1", own.pid()));
+    assert_eq!(status, 200, "{head}\n{}", String::from_utf8_lossy(&body));
+    assert!(head.contains("\r\nx-rtrace-descendants: not traced (non-root caller)"), "{head}");
+    assert_eq!(body[..2], [0x1f, 0x8b], "a gzipped pprof file");
+    let (frames, comments) = roots_and_comments(&body, tmp.path(), "own.pb.gz");
+    assert_eq!(frames, ["sh"], "the shell's samples alone, not its child yes's: {frames:?}");
+    assert!(comments.contains("descendants: not traced (non-root caller)"), "{comments}");
+
+    let (status, head, body) = as_member(&format!("/pid/{}/debug/pprof/profile?seconds=1", roots.pid()));
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 403, "{head}\n{body}");
+    assert_eq!(body.matches('\n').count(), 1, "one line: {body}");
+    assert!(
+        body.starts_with("uid 65534 (nobody) pid ")
+            && body.contains(&format!(
+                " on the unix socket may not trace pid {} (sh): it runs as uid 0/gid 0",
+                roots.pid()
+            )),
+        "{body}"
+    );
+
+    // Root's profile of its own process follows the child.
+    let (status, head, body) = get_bytes(
+        UnixStream::connect(&socket).unwrap(),
+        &format!("/pid/{}/debug/pprof/profile?seconds=1", roots.pid()),
+        "localhost",
+    );
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("\r\nx-rtrace-descendants: traced"), "{head}");
+    let (frames, comments) = roots_and_comments(&body, tmp.path(), "root.pb.gz");
+    assert!(frames.iter().any(|f| f == "yes") && frames.iter().any(|f| f == "sh"), "{frames:?}");
+    assert!(!comments.contains("descendants:"), "{comments}");
+    drop((own, roots));
+    server.stop().unwrap();
     assert_no_rtrace_programs();
 }

@@ -101,17 +101,7 @@ pub enum Sub {
 /// Default --min-block (crate::options::DEFAULT_MIN_BLOCK, as clap's default text).
 pub const DEFAULT_MIN_BLOCK: &str = "10us";
 
-pub use crate::options::{Floor, SessionOptions, SyscallOptions, Target};
-
-/// What the command line asks for: one session's options, and where its report goes.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub session: SessionOptions,
-    /// None: decided once the pid is known (rtrace-<pid>-<time>).
-    pub output: Option<PathBuf>,
-    /// Debug logging of the eBPF side's anomalies (-v; RTRACE_LOG says more precisely).
-    pub verbose: bool,
-}
+pub use crate::options::{Config, Floor, SessionOptions, SyscallOptions, Target};
 
 /// The longest duration any option takes: beyond it, deadlines and nanosecond counts overflow
 /// (and no session is meant to run that long).

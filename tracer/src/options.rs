@@ -1,6 +1,7 @@
 //! What one tracing session traces, as a plain type: built by the CLI (cli.rs, from flags)
-//! and by `rtrace serve` (serve/session.rs, from a request), and read by the session, the
-//! loader and collect — none of which knows where the options came from.
+//! and by `rtrace serve` (serve/sessions.rs, from a request), and read by the session, the
+//! loader and collect — none of which knows where the options came from. `Config` adds what
+//! only the one-shot CLI has: the report directory and debug logging.
 use std::{path::PathBuf, time::Duration};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +38,17 @@ impl Floor {
     pub fn clock(self) -> bool {
         matches!(self, Floor::OffcpuClock | Floor::SyscallsClock)
     }
+}
+
+/// What the command line asks for: one session's options, and where its report goes. Built by
+/// cli.rs, run by session::trace (which imports no CLI type).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub session: SessionOptions,
+    /// None: decided once the pid is known (rtrace-<pid>-<time>).
+    pub output: Option<PathBuf>,
+    /// Debug logging of the eBPF side's anomalies (-v; RTRACE_LOG says more precisely).
+    pub verbose: bool,
 }
 
 /// One session's options. The defaults (`for_pid`) are the CLI's (cli_tests checks that the two

@@ -12,11 +12,10 @@ use tracer_common::target::{EXISTING_DESCENDANT, ROOT};
 use crate::{
     analyze::target::TargetExit,
     capture::{Capture, TargetInfo},
-    cli::Config,
     collect::{self, Registry, SessionParams},
     error::UsageError,
     loader::{Options, Probes},
-    options::{SessionOptions, Target},
+    options::{Config, SessionOptions, Target},
     procfs,
     render::output,
     report, spawn,
@@ -203,23 +202,7 @@ pub fn run_live(
             }
         });
     }
-    let params = SessionParams {
-        target,
-        duration: opts.duration,
-        frequency_hz: opts.frequency_hz,
-        quiet: opts.quiet,
-        attach_ms,
-        min_block_us: opts.min_block.map(|d| d.as_micros() as u64),
-        syscalls: opts.syscalls,
-        existing,
-        slow_reap: opts.slow_reap,
-        wait_stall: opts.wait_stall,
-        go: opts.go,
-        unwind: opts.unwind,
-        unwind_modes,
-        ustack_bytes: opts.ustack_bytes,
-        live,
-    };
+    let params = SessionParams { opts: opts.clone(), target, attach_ms, existing, unwind_modes, live };
     let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     capture.lifecycle.rtrace_chain = chain;
     Ok(capture)

@@ -37,24 +37,16 @@ use crate::{
     spawn::HeldChild,
 };
 
+/// What a session's loop needs: the options it was started with, and what the session learnt
+/// while attaching (the target as found, the attach time, the descendants and unwind modes).
 pub struct SessionParams {
+    pub opts: crate::options::SessionOptions,
     pub target: TargetInfo,
-    pub duration: Option<Duration>,
-    pub frequency_hz: u64,
-    pub quiet: bool,
     pub attach_ms: u64,
-    pub min_block_us: Option<u64>,
-    pub syscalls: Option<crate::options::SyscallOptions>,
     /// Descendants of the target found in /proc at attach.
     pub existing: Vec<u32>,
-    pub slow_reap: Duration,
-    pub wait_stall: Duration,
-    /// The Go runtime view of Go processes (--no-go: off).
-    pub go: bool,
-    /// --unwind, and the modes decided at attach (ustacks::decide).
-    pub unwind: crate::unwind::Choice,
+    /// The unwind modes decided at attach (ustacks::decide).
     pub unwind_modes: Vec<(u32, u8)>,
-    pub ustack_bytes: u32,
     /// A session that runs until `live.stop` and publishes its readings meanwhile (watch mode).
     pub live: Option<live::Live>,
 }
@@ -79,11 +71,11 @@ pub async fn run(
     let roots: Vec<u32> = std::iter::once(params.target.pid).chain(params.existing.iter().copied()).collect();
     let mut pre = preexisting::scan(&roots, &probes.task_regs(), |pid| registry.maps(pid));
     // Stack copies: read as they come, so that each is unwound while its process is alive.
-    let mut ustacks = ustacks::Ustacks::new(params.unwind, &params.unwind_modes, params.ustack_bytes);
+    let mut ustacks = ustacks::Ustacks::new(params.opts.unwind, &params.unwind_modes, params.opts.ustack_bytes);
     ustacks.unwind_blocked(&mut pre);
     let mut slow = slow::SlowStore::new(
-        params.syscalls.map(|s| s.slow_top).unwrap_or(0),
-        params.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
+        params.opts.syscalls.map(|s| s.slow_top).unwrap_or(0),
+        params.opts.syscalls.and_then(|s| s.slow_threshold).map(|d| d.as_nanos() as u64),
     );
     // SAFETY: the ring buffer owns its map fd for as long as the AsyncFd exists.
     let mut events = unsafe { AsyncFd::register(probes.take_events()?) }
@@ -96,13 +88,13 @@ pub async fn run(
     // A dropped ssh session: end like Ctrl-C, with the report written (unless under nohup).
     let mut sighup =
         if terminal::hangup_ignored() { None } else { Some(tokio::signal::unix::signal(SignalKind::hangup())?) };
-    let deadline = params.duration.map(|d| tokio::time::Instant::now() + d);
+    let deadline = params.opts.duration.map(|d| tokio::time::Instant::now() + d);
     let sleep = tokio::time::sleep_until(
         deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)),
     );
     tokio::pin!(sleep);
     // The Go view: the target and its descendants at attach, then each exec.
-    let mut gos = go::GoSession::new(params.go, start_mono);
+    let mut gos = go::GoSession::new(params.opts.go, start_mono);
     for &pid in &roots {
         gos.seen(pid);
     }
@@ -111,7 +103,7 @@ pub async fn run(
     let mut harvested = std::collections::BTreeSet::new();
     let mut harvested_stats = Vec::new();
     let mut last_refresh = Instant::now();
-    let countdown = !params.quiet && std::io::stderr().is_terminal();
+    let countdown = !params.opts.quiet && std::io::stderr().is_terminal();
 
     let ended_by = loop {
         let reread_at = registry.next_reread().map(tokio::time::Instant::from_std);
@@ -159,7 +151,7 @@ pub async fn run(
                     registry.refresh();
                     // Exited processes' syscall stats leave the kernel map, making room.
                     let exited: std::collections::BTreeSet<u32> = registry.exited().difference(&harvested).copied().collect();
-                    if params.syscalls.is_some() && !exited.is_empty() {
+                    if params.opts.syscalls.is_some() && !exited.is_empty() {
                         harvested_stats.extend(probes.harvest_syscall_stats(&exited)?);
                         harvested.extend(exited);
                     }
@@ -173,7 +165,7 @@ pub async fn run(
                     break EndedBy::TargetExit;
                 }
                 if countdown {
-                    let left = params.duration.map(|d| d.saturating_sub(start.elapsed()));
+                    let left = params.opts.duration.map(|d| d.saturating_sub(start.elapsed()));
                     let samples = probes.counter(counters::CPU_SAMPLES);
                     // Not eprint!: it panics once the terminal is gone (a hangup).
                     let _ = write!(std::io::stderr(), "\r\x1b[K{}", terminal::line(params.target.pid, left, samples));
@@ -257,8 +249,8 @@ pub async fn run(
         &mut capture,
         &still,
         duration_ms * 1_000_000,
-        params.syscalls.is_some(),
-        params.min_block_us.is_some(),
+        params.opts.syscalls.is_some(),
+        params.opts.min_block.is_some(),
     );
     // Wakers may be processes we do not trace: their maps are needed to name their frames.
     for w in &capture.wakeups {
@@ -270,16 +262,16 @@ pub async fn run(
     capture.session = SessionInfo {
         duration_ms,
         ended_by,
-        sample_frequency_hz: params.frequency_hz,
+        sample_frequency_hz: params.opts.frequency_hz,
         clock: probes.clock,
         attach_ms: params.attach_ms,
-        min_block_us: params.min_block_us,
-        slow_top: params.syscalls.map(|s| s.slow_top),
+        min_block_us: params.opts.min_block.map(|d| d.as_micros() as u64),
+        slow_top: params.opts.syscalls.map(|s| s.slow_top),
         arch: std::env::consts::ARCH.to_owned(),
-        slow_reap_ms: params.slow_reap.as_millis() as u64,
-        wait_stall_ms: params.wait_stall.as_millis() as u64,
+        slow_reap_ms: params.opts.slow_reap.as_millis() as u64,
+        wait_stall_ms: params.opts.wait_stall.as_millis() as u64,
         start_mono_ns: start_mono,
-        ustack_bytes: Some(params.ustack_bytes),
+        ustack_bytes: Some(params.opts.ustack_bytes),
     };
     registry.fill(&mut capture);
     Ok(capture)

@@ -29,7 +29,10 @@ fn root_traces_anything_with_kernel_stacks() {
     let root = caller(0, 0, &[]);
     let sys = Sysctl { ptrace_scope: 3, perf_event_paranoid: 4 };
     let t = TargetCreds::parse(1, &status("0\t0\t0\t0", "0\t0\t0\t0"), (0, 0)).unwrap();
-    assert_eq!(authorize(&root, &Policy::default(), sys, Some(&t), 1), Ok(Access { pid: 1, kernel_stacks: true }));
+    assert_eq!(
+        authorize(&root, &Policy::default(), sys, Some(&t), 1),
+        Ok(Access { pid: 1, kernel_stacks: true, descendants: true })
+    );
 }
 
 #[test]
@@ -61,7 +64,10 @@ fn ptrace_scope_2_and_perf_paranoid() {
 fn own_processes_only_every_slot() {
     let c = caller(1000, 1000, &[950]);
     let own = TargetCreds::parse(321, &status("1000\t1000\t1000\t1000", "1000\t1000\t1000\t1000"), (1000, 1000));
-    assert_eq!(authorize(&c, &policy(), OPEN, own.as_ref(), 321), Ok(Access { pid: 321, kernel_stacks: false }));
+    assert_eq!(
+        authorize(&c, &policy(), OPEN, own.as_ref(), 321),
+        Ok(Access { pid: 321, kernel_stacks: false, descendants: false })
+    );
     // Another user's; a setuid-root program run by us (euid and saved uid 0); a setgid one;
     // one that dropped dumpable.
     for (uids, gids, owner, why) in [

@@ -46,6 +46,27 @@ pub struct Access {
     pub pid: u32,
     /// Kernel stacks may be collected: root, or `kernel.perf_event_paranoid` ≤ 1.
     pub kernel_stacks: bool,
+    /// The session follows the pid's descendants (existing and forked later): root only. A
+    /// group member's session traces the pid itself: a child it starts could exec a setuid
+    /// program, and nothing yet re-checks a descendant's credentials in the kernel at exec.
+    pub descendants: bool,
+}
+
+/// `X-Rtrace-Descendants` on every session-backed answer, and the profile comment when they
+/// were left out: what the session traced besides the pid.
+pub const DESCENDANTS_HEADER: &str = "X-Rtrace-Descendants";
+pub const DESCENDANTS_TRACED: &str = "traced";
+pub const DESCENDANTS_NOT_TRACED: &str = "not traced (non-root caller)";
+
+impl Access {
+    /// The `X-Rtrace-Descendants` value for this grant.
+    pub fn descendants_text(&self) -> &'static str {
+        if self.descendants {
+            DESCENDANTS_TRACED
+        } else {
+            DESCENDANTS_NOT_TRACED
+        }
+    }
 }
 
 /// An error a request ends in; `status()` is what `go tool pprof` shows with the message.

@@ -15,7 +15,7 @@ use axum::{
 
 use super::{
     auth::{self, Caller, Policy, Sysctl, TargetCreds},
-    backend::{Backend, Kind, Running, ServeError},
+    backend::{Backend, Kind, Running, ServeError, DESCENDANTS_HEADER, DESCENDANTS_NOT_TRACED},
     listen::Peer,
 };
 
@@ -190,10 +190,13 @@ async fn profile(
     let secs = seconds(&q)?;
     let access = authorize(&app, &caller, &pid)?;
     let _slot = app.running.claim(access.pid, kind)?;
-    Ok(match kind {
+    let mut r = match kind {
         Kind::Report => bytes(app.backend.report(access, secs).await?, "application/json"),
         _ => pprof(app.backend.profile(access, kind, secs).await?, kind.name()),
-    })
+    };
+    // What the session traced besides the pid (root: its descendants; others: nothing).
+    r.headers_mut().insert(DESCENDANTS_HEADER, HeaderValue::from_static(access.descendants_text()));
+    Ok(r)
 }
 
 /// One handler per session-backed kind (axum handlers take extractors only).
@@ -282,6 +285,11 @@ async fn index(State(app): State<App>, Extension(caller): Extension<Caller>) -> 
             let k =
                 if kernel { "with kernel stacks" } else { "without kernel stacks (kernel.perf_event_paranoid > 1)" };
             s.push_str(&format!("{} may trace {} processes, {k}:\n", caller.who, procs.len()));
+            if caller.uid != 0 {
+                s.push_str(&format!(
+                    "descendants: {DESCENDANTS_NOT_TRACED}: a profile or report covers the pid itself, not the processes it starts\n"
+                ));
+            }
             for (pid, comm) in procs {
                 s.push_str(&format!("{pid:>8}  {comm}\n"));
             }

@@ -64,6 +64,13 @@ async fn get_as(app: &App, peer: Peer, uri: &str, host: &str) -> (u16, String, b
     (status, ct, pprof, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The X-Rtrace-Descendants header of one GET.
+async fn descendants_header(app: &App, peer: Peer, uri: &str) -> Option<String> {
+    let req = HttpRequest::get(uri).header("Host", "x").body(Body::empty()).unwrap();
+    let r = router(app.clone()).layer(MockConnectInfo(peer)).oneshot(req).await.unwrap();
+    r.headers().get("x-rtrace-descendants").map(|v| v.to_str().unwrap().to_owned())
+}
+
 async fn get(app: &App, uri: &str) -> (u16, String, bool, String) {
     get_as(app, ROOT, uri, "localhost").await
 }
@@ -88,7 +95,7 @@ async fn routes_and_parameters() {
     get(&a, &format!("/pid/{me}/debug/pprof/wall?seconds=3600&other=kept")).await;
     let r = get(&a, &format!("/pid/{me}/debug/rtrace/report?seconds=2")).await;
     assert_eq!((r.0, r.1.as_str()), (200, "application/json"));
-    let full = Access { pid: me, kernel_stacks: true };
+    let full = Access { pid: me, kernel_stacks: true, descendants: true };
     assert_eq!(
         *mock.asked.lock().unwrap(),
         [(full, Kind::Cpu, 30), (full, Kind::Offcpu, 5), (full, Kind::Wall, 3600), (full, Kind::Report, 2)]
@@ -167,6 +174,9 @@ async fn the_gate() {
     // Root's index lists this process, with kernel stacks.
     let r = get(&a, "/debug/pprof/").await;
     assert!(r.3.contains(&format!("\n{me:>8}  ")) && r.3.contains("processes, with kernel stacks:"), "{}", r.3);
+    assert!(!r.3.contains("descendants: not traced"), "root's sessions follow descendants: {}", r.3);
+    let h = descendants_header(&a, ROOT, &format!("/pid/{me}/debug/rtrace/report?seconds=1")).await;
+    assert_eq!(h.as_deref(), Some("traced"));
 }
 
 /// A member of the group may trace its own processes only, without kernel stacks at
@@ -195,8 +205,11 @@ async fn allow_group_members_own_processes() {
     let pid = child.id();
     let r = get_as(&a, member.clone(), &format!("/pid/{pid}/debug/pprof/profile?seconds=1"), "x").await;
     assert_eq!(r.0, 200, "{r:?}");
-    assert_eq!(mock.asked.lock().unwrap()[0], (Access { pid, kernel_stacks: false }, Kind::Cpu, 1));
+    assert_eq!(mock.asked.lock().unwrap()[0], (Access { pid, kernel_stacks: false, descendants: false }, Kind::Cpu, 1));
+    let h = descendants_header(&a, member.clone(), &format!("/pid/{pid}/debug/pprof/offcpu?seconds=1")).await;
+    assert_eq!(h.as_deref(), Some("not traced (non-root caller)"));
     let r = get_as(&a, member, "/debug/pprof/", "x").await;
+    assert!(r.3.contains("\ndescendants: not traced (non-root caller): "), "{}", r.3);
     assert!(r.3.contains(&format!("\n{pid:>8}  sleep\n")), "its own process listed: {}", r.3);
     assert!(!r.3.contains(&format!("\n{me:>8}  ")), "not root's: {}", r.3);
     assert!(r.3.contains("without kernel stacks"), "{}", r.3);

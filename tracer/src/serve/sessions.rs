@@ -1,7 +1,9 @@
 //! The session-backed endpoints (profile, offcpu, wall, report): each request runs one session
 //! of rtrace on its pid — the same `session::run` as the one-shot CLI, with
 //! `SessionOptions::for_pid` — on a thread of its own, then symbolizes and answers with the
-//! profile built in memory (render/profiles.rs) or report.json.
+//! profile built in memory (render/profiles.rs) or report.json. A session follows the pid's
+//! descendants only when the caller may (`Access::descendants`, root); else the profile says so
+//! in a comment (the response header says it for every kind, routes.rs).
 //!
 //! Decision (#14 item 2): each request loads its own probes. A shared session would have to
 //! trace the union of the pids and split the result, and would hand a later caller a window it
@@ -70,6 +72,8 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
     crate::session::preflight().map_err(|e| ServeError::Internal(e.to_string()))?;
     let mut opts = SessionOptions::for_pid(access.pid, Some(Duration::from_secs(seconds.into())));
     opts.quiet = true;
+    // Not root: the pid alone (no existing descendant tracked, no fork followed in the kernel).
+    opts.follow_children = access.descendants;
     if let Want::Profile(kind) = want {
         // A profile needs its own hooks only: no syscall latency, no Go view (and no off-CPU
         // for an on-CPU profile), as Go's CPU profile is samples alone.
@@ -79,7 +83,7 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
             opts.min_block = None;
         }
     }
-    log::info!("session on pid {} for {seconds} s starts", access.pid);
+    log::info!("session on pid {} for {seconds} s starts (descendants {})", access.pid, access.descendants_text());
     let capture = crate::session::run(&opts, "unchanged", |_| Ok(())).map_err(session_error)?;
     let mut analysis = report::analyze(&capture, &mut BlazeResolver::default());
     log::info!("session on pid {} ended ({} ms)", access.pid, analysis.report.session.duration_ms);
@@ -88,15 +92,30 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
     }
     let mut out = Vec::new();
     let start = profiles::start_nanos(&analysis);
-    let written = match want {
-        Want::Report => json::render(&analysis.report, &mut out),
-        Want::Profile(Kind::Cpu) => pprof::write_gz(&profiles::cpu(&analysis, start), &mut out),
-        Want::Profile(Kind::Offcpu) => pprof::write_gz(&profiles::offcpu(&analysis, start), &mut out),
-        Want::Profile(Kind::Wall) => pprof::write_gz(&profiles::wall(&analysis, start), &mut out),
+    let profile = match want {
+        Want::Report => None,
+        Want::Profile(Kind::Cpu) => Some(profiles::cpu(&analysis, start)),
+        Want::Profile(Kind::Offcpu) => Some(profiles::offcpu(&analysis, start)),
+        Want::Profile(Kind::Wall) => Some(profiles::wall(&analysis, start)),
         Want::Profile(Kind::Report) => unreachable!("a report is Want::Report"),
+    };
+    let written = match profile {
+        None => json::render(&analysis.report, &mut out),
+        Some(mut p) => {
+            if !access.descendants {
+                comment(&mut p, &format!("descendants: {}", access.descendants_text()));
+            }
+            pprof::write_gz(&p, &mut out)
+        }
     };
     written.map_err(|e| ServeError::Internal(format!("encoding the answer: {e:#}")))?;
     Ok(out)
+}
+
+/// One more comment line in a profile (`go tool pprof -comments` prints them).
+fn comment(p: &mut pprof::Profile, text: &str) {
+    p.string_table.push(text.to_owned());
+    p.comment.push(p.string_table.len() as i64 - 1);
 }
 
 /// A session's failure as an HTTP answer: the pid gone or not a process is the caller's
