@@ -1,7 +1,8 @@
 //! `rtrace serve --watch` (issue #15): a process that matches, started after the daemon, is
 //! picked up and traced continuously; GET /metrics shows its ledger as it goes (exact counts
 //! of tests/fixtures/zombies under a shell), the kill the test sends, and the process leaving
-//! the watched set when it exits; nothing stays attached after the daemon stops.
+//! the watched set when it exits; nothing stays attached after the daemon stops. And Debian's
+//! real Prometheus scraping the daemon sees the same through PromQL.
 use std::{
     io::{BufRead, BufReader},
     os::unix::net::UnixStream,
@@ -11,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
 use tests::{assert_no_rtrace_programs, fixture, privileged, serve::get};
 use tracer::serve::{sessions::Sessions, Background, ServeArgs};
 
@@ -54,7 +56,8 @@ fn watched_shell_ledger_in_metrics() {
     // attach before anything happens. Then: sleep exits 0; zombies forks 3 children that exit
     // 0, 1 and 2 and are never reaped.
     let script = format!("sleep 3; {} 30; true", fixture("zombies").display());
-    let mut shell = Command::new(&sh).args(["-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut shell =
+        Command::new(&sh).args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let pid = shell.id();
     let mut line = String::new();
     BufReader::new(shell.stdout.take().unwrap()).read_line(&mut line).unwrap();
@@ -90,6 +93,114 @@ fn watched_shell_ledger_in_metrics() {
     assert_eq!(shell.wait().unwrap().code(), Some(0));
     // Its last values stay for a while after it left; nothing is lost.
     assert!(m.lines().any(|x| x == format!(r#"rtrace_children_exited_total{l},outcome="exit_0"}} 2"#)), "{m}");
+    server.stop().unwrap();
+    assert_no_rtrace_programs();
+}
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Kills the Prometheus server on drop.
+struct Prom(std::process::Child);
+
+impl Drop for Prom {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of a PromQL instant query that returns one sample (None when it returns none).
+fn promql(port: u16, query: &str) -> Option<f64> {
+    let q: String = form_urlencoded_query(query);
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let (status, _, body) = get(s, &format!("/api/v1/query?query={q}"), &format!("127.0.0.1:{port}"));
+    if status != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"].get(0)?["value"][1].as_str()?.parse().ok()
+}
+
+fn form_urlencoded_query(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_watched_ledger() {
+    if !privileged("prometheus_scrapes_the_watched_ledger") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let sh = tmp.path().join("rtpromsh");
+    std::fs::copy("/bin/sh", &sh).unwrap();
+    let args = ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        watch: vec!["comm:rtpromsh".parse().unwrap()],
+        ..ServeArgs::on_socket(tmp.path().join("rtrace.sock"))
+    };
+    let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
+    let target = server.tcp.unwrap();
+    let config = tmp.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+             scrape_configs:\n  - job_name: rtrace\n    static_configs: [{{ targets: ['{target}'] }}]\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let _prom = Prom(
+        Command::new("/usr/bin/prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", tmp.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("/usr/bin/prometheus (Debian's prometheus, installed by cargo xtask setup)"),
+    );
+    // Prometheus up and scraping: rtrace's own series arrive first.
+    let t = Instant::now();
+    while promql(port, "rtrace_watched_processes") != Some(0.0) {
+        assert!(t.elapsed() < Duration::from_secs(30), "Prometheus never scraped {target}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let script = format!("sleep 3; {} 30; true", fixture("zombies").display());
+    let mut shell =
+        Command::new(&sh).args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(shell.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("zombie_pids="), "{line}");
+    let want = [
+        ("sum(rtrace_zombie_children)", 3.0),
+        ("sum(rtrace_children_exited_total{outcome=\"exit_nonzero\"})", 2.0),
+        ("sum(rtrace_children_exited_total{outcome=\"exit_0\"})", 2.0),
+        ("rtrace_watched_processes", 1.0),
+    ];
+    let t = Instant::now();
+    loop {
+        let got: Vec<Option<f64>> = want.iter().map(|(q, _)| promql(port, q)).collect();
+        if got.iter().zip(&want).all(|(g, (_, w))| *g == Some(*w)) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "PromQL {want:?} gave {got:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for z in tests::children_of(shell.id()) {
+        // SAFETY: the fixture this test started.
+        unsafe { libc::kill(z as i32, libc::SIGKILL) };
+    }
+    let _ = shell.kill();
+    let _ = shell.wait();
     server.stop().unwrap();
     assert_no_rtrace_programs();
 }

@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "linux-perf",
     // setcap, for the test that runs rtrace as a non-root user with file capabilities.
     "libcap2-bin",
+    // Debian's Prometheus scrapes `rtrace serve --watch` in tests/serve_watch.rs.
+    "prometheus",
 ];
 
 pub fn run() -> Result<()> {
