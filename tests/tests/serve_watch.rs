@@ -6,7 +6,7 @@
 use std::{
     io::{BufRead, BufReader},
     os::unix::net::UnixStream,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
@@ -38,30 +38,45 @@ fn until(socket: &Path, want: &[String], limit: Duration) -> String {
     }
 }
 
+/// A shell copied under `name` (so that `comm:NAME` matches this test's processes only) and a
+/// daemon watching it, listening on `listen` too.
+fn daemon_watching_shell(tmp: &Path, name: &str, listen: Option<&str>) -> (PathBuf, Background) {
+    let sh = tmp.join(name);
+    std::fs::copy("/bin/sh", &sh).unwrap();
+    let args = ServeArgs {
+        listen: listen.map(str::to_owned),
+        watch: vec![format!("comm:{name}").parse().unwrap()],
+        ..ServeArgs::on_socket(tmp.join("rtrace.sock"))
+    };
+    (sh, Background::start(args, Arc::new(Sessions::default())).unwrap())
+}
+
+/// `sh` runs `sleep 3` (time for the daemon to find and attach to it; it exits 0), then the
+/// zombies fixture, whose 3 children exit 0, 1 and 2 and are never reaped. Returns once they
+/// have exited.
+fn zombies_under(sh: &Path) -> std::process::Child {
+    let script = format!("sleep 3; {} 30; true", fixture("zombies").display());
+    let mut shell =
+        Command::new(sh).args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(shell.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("zombie_pids="), "{line}");
+    shell
+}
+
 #[test]
 fn watched_shell_ledger_in_metrics() {
     if !privileged("watched_shell_ledger_in_metrics") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    // A shell of its own name, so that the spec matches this test's process only.
-    let sh = tmp.path().join("rtwatchsh");
-    std::fs::copy("/bin/sh", &sh).unwrap();
-    let socket = tmp.path().join("rtrace.sock");
-    let args = ServeArgs { watch: vec!["comm:rtwatchsh".parse().unwrap()], ..ServeArgs::on_socket(socket.clone()) };
-    let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
+    let (sh, server) = daemon_watching_shell(tmp.path(), "rtwatchsh", None);
+    let socket = server.socket.clone();
     assert!(metrics(&socket).lines().any(|l| l == "rtrace_watched_processes 0"));
 
-    // Started after the daemon: picked up within a scan (1 s); the sleep leaves it time to
-    // attach before anything happens. Then: sleep exits 0; zombies forks 3 children that exit
-    // 0, 1 and 2 and are never reaped.
-    let script = format!("sleep 3; {} 30; true", fixture("zombies").display());
-    let mut shell =
-        Command::new(&sh).args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    // Started after the daemon: picked up within a scan (1 s).
+    let mut shell = zombies_under(&sh);
     let pid = shell.id();
-    let mut line = String::new();
-    BufReader::new(shell.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("zombie_pids="), "{line}");
     let l = format!(r#"{{pid="{pid}",comm="rtwatchsh""#);
     until(
         &socket,
@@ -114,7 +129,7 @@ impl Drop for Prom {
 
 /// The value of a PromQL instant query that returns one sample (None when it returns none).
 fn promql(port: u16, query: &str) -> Option<f64> {
-    let q: String = form_urlencoded_query(query);
+    let q: String = form_urlencoded::byte_serialize(query.as_bytes()).collect();
     let s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     let (status, _, body) = get(s, &format!("/api/v1/query?query={q}"), &format!("127.0.0.1:{port}"));
     if status != 200 {
@@ -124,29 +139,13 @@ fn promql(port: u16, query: &str) -> Option<f64> {
     v["data"]["result"].get(0)?["value"][1].as_str()?.parse().ok()
 }
 
-fn form_urlencoded_query(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[test]
 fn prometheus_scrapes_the_watched_ledger() {
     if !privileged("prometheus_scrapes_the_watched_ledger") {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let sh = tmp.path().join("rtpromsh");
-    std::fs::copy("/bin/sh", &sh).unwrap();
-    let args = ServeArgs {
-        listen: Some("127.0.0.1:0".into()),
-        watch: vec!["comm:rtpromsh".parse().unwrap()],
-        ..ServeArgs::on_socket(tmp.path().join("rtrace.sock"))
-    };
-    let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
+    let (sh, server) = daemon_watching_shell(tmp.path(), "rtpromsh", Some("127.0.0.1:0"));
     let target = server.tcp.unwrap();
     let config = tmp.path().join("prometheus.yml");
     std::fs::write(
@@ -174,12 +173,7 @@ fn prometheus_scrapes_the_watched_ledger() {
         assert!(t.elapsed() < Duration::from_secs(30), "Prometheus never scraped {target}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let script = format!("sleep 3; {} 30; true", fixture("zombies").display());
-    let mut shell =
-        Command::new(&sh).args(["-c", &script]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(shell.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("zombie_pids="), "{line}");
+    let mut shell = zombies_under(&sh);
     let want = [
         ("sum(rtrace_zombie_children)", 3.0),
         ("sum(rtrace_children_exited_total{outcome=\"exit_nonzero\"})", 2.0),

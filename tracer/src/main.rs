@@ -6,9 +6,7 @@ use tracer::{cli::Sub, error::UsageError, session};
 
 fn main() -> ExitCode {
     // Before anything else a session does (see priority.rs); not for the daemon, which sleeps.
-    let serve = std::env::args_os().nth(1).is_some_and(|a| a == "serve");
-    let replay = std::env::args_os().nth(1).is_some_and(|a| a == "report");
-    if !serve && !replay {
+    if !std::env::args_os().nth(1).is_some_and(|a| a == "serve" || a == "report") {
         tracer::priority::raise_early();
     }
     let args = match tracer::cli::parse_args(std::env::args_os().collect()) {

@@ -62,6 +62,11 @@ pub fn nr_of(name: &str) -> i32 {
     name.parse::<syscalls::Sysno>().map(|s| s.id()).unwrap_or(-1)
 }
 
+/// wait4 or waitid: the calls the child ledger follows.
+pub fn is_wait(nr: i32) -> bool {
+    nr == nr_of("wait4") || nr == nr_of("waitid")
+}
+
 /// Upper bound (exclusive) of log2 bucket `i`: [2^i, 2^(i+1)).
 pub fn bucket_upper(i: usize) -> u64 {
     1u64 << (i + 1).min(63)

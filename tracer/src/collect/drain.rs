@@ -140,36 +140,12 @@ pub fn drain(
     add_counted_samples(&mut samples, ustacks, |id| frames(&kernel_stacks, id));
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
 
-    let errors = StackErrors {
-        user_collision: n[c::USER_STACK_COLLISION as usize],
-        user_error: n[c::USER_STACK_ERROR as usize],
-        kernel_collision: n[c::KERNEL_STACK_COLLISION as usize],
-        kernel_error: n[c::KERNEL_STACK_ERROR as usize],
-    };
     let drops: BTreeMap<u32, u64> = probes.ustack_drops()?.into_iter().collect();
     let (fp_stacks, unresolved) = users.counts();
     let unwind = ustacks.stats(&fp_stacks, &unresolved, &drops);
     Ok(Capture {
         unwind,
-        accounting: Accounting {
-            cpu_samples: n[c::CPU_SAMPLES as usize],
-            lost_samples: n[c::CPU_KEYS_FULL as usize],
-            stack_errors: errors.total(),
-            stack_errors_by_reason: errors,
-            offcpu_stack_errors: n[c::OFF_STACK_ERRORS as usize],
-            tracked_map_full: n[c::TRACKED_FULL as usize],
-            events_dropped: n[c::EVENTS_DROPPED as usize],
-            offcpu_events: n[c::OFF_EVENTS as usize],
-            offcpu_lost: n[c::OFF_LOST as usize],
-            syscalls: syscalls.iter().map(|s| s.count).sum(),
-            syscalls_lost: n[c::SYSCALL_INFLIGHT_FULL as usize] + n[c::SYSCALL_STATS_FULL as usize],
-            slow_calls_sent: n[c::SLOW_CALLS_SENT as usize],
-            slow_calls_dropped: n[c::SLOW_CALLS_DROPPED as usize],
-            threads_spilled: n[c::THREADS_SPILLED as usize],
-            // Read before detach, by collect::run.
-            bpf_recursion_misses: Default::default(),
-            go_unread: 0,
-        },
+        accounting: accounting(&n, syscalls.iter().map(|s| s.count).sum()),
         cpu_samples: samples,
         offcpu,
         wakeups,
@@ -180,6 +156,36 @@ pub fn drain(
 }
 
 pub use crate::clock::monotonic_ns;
+
+/// The kernel's counters (`Probes::counters`) as the capture's accounting; `syscalls`: the
+/// calls counted in the stats maps.
+pub fn accounting(n: &[u64], syscalls: u64) -> Accounting {
+    let errors = StackErrors {
+        user_collision: n[c::USER_STACK_COLLISION as usize],
+        user_error: n[c::USER_STACK_ERROR as usize],
+        kernel_collision: n[c::KERNEL_STACK_COLLISION as usize],
+        kernel_error: n[c::KERNEL_STACK_ERROR as usize],
+    };
+    Accounting {
+        cpu_samples: n[c::CPU_SAMPLES as usize],
+        lost_samples: n[c::CPU_KEYS_FULL as usize],
+        stack_errors: errors.total(),
+        stack_errors_by_reason: errors,
+        offcpu_stack_errors: n[c::OFF_STACK_ERRORS as usize],
+        tracked_map_full: n[c::TRACKED_FULL as usize],
+        events_dropped: n[c::EVENTS_DROPPED as usize],
+        offcpu_events: n[c::OFF_EVENTS as usize],
+        offcpu_lost: n[c::OFF_LOST as usize],
+        syscalls,
+        syscalls_lost: n[c::SYSCALL_INFLIGHT_FULL as usize] + n[c::SYSCALL_STATS_FULL as usize],
+        slow_calls_sent: n[c::SLOW_CALLS_SENT as usize],
+        slow_calls_dropped: n[c::SLOW_CALLS_DROPPED as usize],
+        threads_spilled: n[c::THREADS_SPILLED as usize],
+        // Read before detach, by collect::run.
+        bpf_recursion_misses: Default::default(),
+        go_unread: 0,
+    }
+}
 
 /// The kernel's per-(process, syscall) stats as the capture keeps them.
 pub fn raw_syscalls(

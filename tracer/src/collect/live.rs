@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::Result;
-use tracer_common::counters as c;
 
 use super::life::LifeCollector;
 use crate::{
@@ -52,22 +51,22 @@ pub fn snapshot(
     life: &mut LifeCollector,
     harvested: &[(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)],
 ) -> Result<LiveSnapshot> {
-    let wait_nrs = [crate::analyze::syscalls::nr_of("wait4"), crate::analyze::syscalls::nr_of("waitid")];
-    let waits: Vec<_> = probes.syscalls_in_flight()?.into_iter().filter(|(_, i)| wait_nrs.contains(&i.nr)).collect();
+    let waits: Vec<_> =
+        probes.syscalls_in_flight()?.into_iter().filter(|(_, i)| crate::analyze::syscalls::is_wait(i.nr)).collect();
     let lifecycle = life.live(super::drain::monotonic_ns(), &waits);
     let syscalls = super::drain::raw_syscalls(probes.syscall_stats()?.into_iter().chain(harvested.iter().copied()));
     let mut offcpu_ns = BTreeMap::new();
     for (k, v) in probes.offcpu()? {
         *offcpu_ns.entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
     }
-    let n = probes.counters();
+    let a = super::drain::accounting(&probes.counters(), 0);
     let lost = [
-        ("events", n[c::EVENTS_DROPPED as usize]),
-        ("offcpu", n[c::OFF_LOST as usize]),
-        ("samples", n[c::CPU_KEYS_FULL as usize]),
-        ("syscalls", n[c::SYSCALL_INFLIGHT_FULL as usize] + n[c::SYSCALL_STATS_FULL as usize]),
-        ("slow_calls", n[c::SLOW_CALLS_DROPPED as usize]),
+        ("events", a.events_dropped),
+        ("offcpu", a.offcpu_lost),
+        ("samples", a.lost_samples),
+        ("syscalls", a.syscalls_lost),
+        ("slow_calls", a.slow_calls_dropped),
     ]
     .into();
-    Ok(LiveSnapshot { lifecycle, syscalls, offcpu_ns, cpu_samples: n[c::CPU_SAMPLES as usize], lost })
+    Ok(LiveSnapshot { lifecycle, syscalls, offcpu_ns, cpu_samples: a.cpu_samples, lost })
 }

@@ -203,14 +203,13 @@ pub async fn run(
     let root_exited = registry.exited().contains(&params.target.pid);
     let wait_status = held.as_mut().and_then(|h| h.final_status(root_exited));
 
-    let wait_nrs = [crate::analyze::syscalls::nr_of("wait4"), crate::analyze::syscalls::nr_of("waitid")];
     for (tid, inf) in probes.syscalls_in_flight()? {
-        if wait_nrs.contains(&inf.nr) {
+        if crate::analyze::syscalls::is_wait(inf.nr) {
             life.wait_in_flight(inf.tgid, tid, inf.nr, &inf.args, inf.ts, inf.blocked != 0);
         }
     }
     // Waits blocked since before attach count from attach (they are at least that long).
-    for b in still.iter().filter(|b| wait_nrs.contains(&(b.nr as i32))) {
+    for b in still.iter().filter(|b| crate::analyze::syscalls::is_wait(b.nr as i32)) {
         // Not if it returned between that check and detach: the probes saw it return (a
         // completed wait with an unknown start).
         let returned = life

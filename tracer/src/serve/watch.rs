@@ -155,16 +155,17 @@ fn scan(
     stop: &Arc<AtomicBool>,
     threads: &Mutex<Vec<std::thread::JoinHandle<()>>>,
 ) {
-    lock(state).entries.retain(|_, e| e.ended.is_none_or(|t| t.elapsed() < KEEP));
+    // Entries: the running ones and the exited ones kept for KEEP (not watched again).
+    let (known, mut watched) = {
+        let mut st = lock(state);
+        st.entries.retain(|_, e| e.ended.is_none_or(|t| t.elapsed() < KEEP));
+        let running = st.entries.iter().filter(|(_, e)| e.ended.is_none()).map(|(p, _)| *p);
+        (st.entries.keys().copied().collect::<BTreeSet<u32>>(), running.collect::<BTreeSet<u32>>())
+    };
     let parents = procfs::parent_map();
-    let mut watched: BTreeSet<u32> =
-        lock(state).entries.iter().filter(|(_, e)| e.ended.is_none()).map(|(p, _)| *p).collect();
     let me = std::process::id();
     for &pid in parents.keys() {
-        if watched.contains(&pid) || pid == me || procfs::is_kernel_thread(pid) {
-            continue;
-        }
-        if lock(state).entries.contains_key(&pid) || !specs.iter().any(|s| s.matches(pid)) {
+        if known.contains(&pid) || pid == me || procfs::is_kernel_thread(pid) || !specs.iter().any(|s| s.matches(pid)) {
             continue;
         }
         // A zombie has nothing left to trace; a descendant of a watched process is traced by

@@ -171,12 +171,10 @@ impl Unwinder {
     }
 
     fn read(&mut self, pid: u32) {
-        let mut modules = ProcModules::read(&*self.src, &mut self.binaries, pid).ok().map(Arc::new);
-        if modules.is_none() {
-            // Gone meanwhile: what was read of this image before still explains its stacks.
-            modules = self.procs.get(&pid).and_then(|p| p.modules.clone());
-        }
-        self.modules_added += modules.as_ref().map_or(0, |m| m.mappings());
+        let fresh = ProcModules::read(&*self.src, &mut self.binaries, pid).ok().map(Arc::new);
+        self.modules_added += fresh.as_ref().map_or(0, |m| m.mappings());
+        // Gone meanwhile: what was read of this image before still explains its stacks.
+        let modules = fresh.or_else(|| self.procs.get(&pid).and_then(|p| p.modules.clone()));
         if self.modules_added >= CACHE_RENEW {
             self.cache = CacheX86_64::new();
             self.modules_added = 0;
