@@ -1,5 +1,6 @@
 //! Helpers for rtrace's integration tests: build fixtures, run the real `rtrace` binary, read
 //! its report directory, and check that nothing was left loaded in the kernel.
+pub mod pyroscope;
 pub mod serve;
 use std::{
     path::{Path, PathBuf},

@@ -139,7 +139,13 @@ fn thousand_threads_all_traced_on_time() {
         .map(|o| o["tid"].as_u64().unwrap())
         .collect();
     let missing: Vec<_> = tids.difference(&seen).collect();
-    assert!(missing.is_empty(), "{} of {} threads missing: {missing:?}", missing.len(), tids.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} threads missing: {missing:?}; accounting {}",
+        missing.len(),
+        tids.len(),
+        r["accounting"]
+    );
 
     // Whatever was lost is said in report.txt, with the count report.json has.
     let text = s.file("report.txt");

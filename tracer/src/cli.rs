@@ -71,6 +71,13 @@ pub struct Args {
     /// Stack bytes copied per user stack for CFI unwinding: 4K to 64K (16384, 16K, 16KiB).
     #[arg(long, value_name = "BYTES", default_value = "16K")]
     pub ustack_bytes: String,
+    /// Push the CPU (and off-CPU) profile to Grafana Pyroscope (or Grafana Alloy's
+    /// pyroscope.receive_http) at the end: http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub pyroscope: Option<String>,
+    /// The pushed profiles' service_name (default: the target's comm).
+    #[arg(long, value_name = "NAME", requires = "pyroscope")]
+    pub service_name: Option<String>,
     /// Benchmarks only: attach empty programs to the hooks of one analysis, to measure the
     /// floor cost of the hooks themselves.
     #[arg(long, hide = true, value_name = "offcpu|syscalls|offcpu-clock|syscalls-clock")]
@@ -290,7 +297,8 @@ impl Args {
                 Some(other) => return Err(UsageError::BadFloor(other.into())),
             },
         };
-        Ok(Config { session, output: self.output, verbose: self.verbose })
+        let pyroscope = self.pyroscope.as_deref().map(str::parse).transpose().map_err(UsageError::BadPyroscope)?;
+        Ok(Config { session, output: self.output, verbose: self.verbose, pyroscope, service_name: self.service_name })
     }
 }
 

@@ -41,6 +41,8 @@ pub enum UsageError {
     BadUstackBytes(String),
     #[error("bad --bench-floor {0:?}: use offcpu, syscalls, offcpu-clock or syscalls-clock")]
     BadFloor(String),
+    #[error("{0}")]
+    BadPyroscope(String),
     #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]
     OutputNotWritable { path: PathBuf, reason: String },
     #[error("output directory {path} is not an rtrace report (it holds {entry:?}); give a new or empty directory with -o DIR")]

@@ -14,6 +14,7 @@ pub mod options;
 pub mod priority;
 pub mod privileges;
 pub mod procfs;
+pub mod push;
 pub mod render;
 pub mod report;
 pub mod serve;

@@ -49,6 +49,9 @@ pub struct Config {
     pub output: Option<PathBuf>,
     /// Debug logging of the eBPF side's anomalies (-v; RTRACE_LOG says more precisely).
     pub verbose: bool,
+    /// Where the profiles are pushed at the end (--pyroscope), and under which service_name.
+    pub pyroscope: Option<crate::push::Endpoint>,
+    pub service_name: Option<String>,
 }
 
 /// One session's options. The defaults (`for_pid`) are the CLI's (cli_tests checks that the two

@@ -95,11 +95,44 @@ pub fn trace(cfg: Config) -> Result<u8> {
             peak_rss_kb()
         );
     }
+    if let Some(to) = &cfg.pyroscope {
+        push_at_end(to, &analysis, cfg.service_name.clone(), opts.quiet);
+    }
     let exit = analysis.report.target.exit;
     match (&opts.target, exit) {
         (_, Some(TargetExit::NeverStarted { reason })) => Err(UsageError::NeverStarted(reason).into()),
         (Target::Command { .. }, Some(e)) => Ok(e.status().unwrap_or(0)),
         _ => Ok(0),
+    }
+}
+
+/// `--pyroscope`: the session's profiles, pushed once the report is written (a failed push
+/// loses nothing: the report is on disk; it is said on stderr, and the exit status stays).
+fn push_at_end(to: &crate::push::Endpoint, analysis: &report::Analysis, service: Option<String>, quiet: bool) {
+    use crate::{push::PushStats, render::pyroscope};
+    let t = &analysis.report.target;
+    let who = pyroscope::Identity {
+        service_name: service.unwrap_or_else(|| t.comm.clone()),
+        pid: t.pid,
+        host: pyroscope::hostname(),
+    };
+    let Some(body) = pyroscope::request(analysis, &who) else {
+        eprintln!("rtrace: nothing to push to {} (no sample, no block)", to.authority);
+        return;
+    };
+    let pusher = match crate::push::Pusher::start(to.clone()) {
+        Ok(p) => p,
+        Err(e) => return eprintln!("rtrace: warning: pushing to {}: {e:#}", to.authority),
+    };
+    pusher.push(body);
+    let stats = pusher.finish(std::time::Duration::from_secs(15));
+    if PushStats::get(&stats.sent) == 1 {
+        if !quiet {
+            eprintln!("rtrace: profiles pushed to {} (service_name {})", to.authority, who.service_name);
+        }
+    } else {
+        let why = stats.last_error.lock().map(|e| e.clone()).ok().flatten().unwrap_or_default();
+        eprintln!("rtrace: warning: the profiles were not pushed to {}: {why}", to.authority);
     }
 }
 

@@ -29,43 +29,9 @@ pub fn drain(
     let n = probes.counters();
     let user_stacks = probes.stacks("USER_STACKS")?;
     let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
-    let frames = |map: &HashMap<i32, Vec<u64>>, id: i32| -> Vec<u64> {
-        if id == NO_STACK || id < 0 {
-            return Vec::new();
-        }
-        map.get(&id).cloned().unwrap_or_default()
-    };
     let users = UserStacks::new(&user_stacks, ustacks);
     let user = |tgid: u32, id: i32, count: u64| users.get(tgid, id, count);
-    let mut samples: Vec<RawSample> = probes
-        .cpu_counts()?
-        .into_iter()
-        .map(|(k, count)| RawSample {
-            tgid: k.tgid,
-            tid: k.tid,
-            user: user(k.tgid, k.user_stack_id, count),
-            kernel: frames(&kernel_stacks, k.kernel_stack_id),
-            count,
-            leaf: k.leaf.into(),
-        })
-        .collect();
-    let mut offcpu: Vec<RawOff> = probes
-        .offcpu()?
-        .into_iter()
-        .map(|(k, v)| RawOff {
-            tgid: k.tgid,
-            tid: k.tid,
-            user: user(k.tgid, k.user_stack_id, v.count),
-            kernel: frames(&kernel_stacks, k.kernel_stack_id),
-            state: OffState::from_kernel(k.state),
-            total_ns: v.total_ns,
-            count: v.count,
-            max_ns: v.max_ns,
-            in_flight: false,
-            leaf: k.leaf.into(),
-            ..Default::default()
-        })
-        .collect();
+    let (mut samples, mut offcpu) = on_and_off(probes, &users, &kernel_stacks)?;
     // Threads still blocked now: their time so far counts (a hung CLI shows up here). Off-CPU
     // timestamps are on the scheduler's clock: CLOCK_MONOTONIC converted with its offset
     // (syscall timestamps below are CLOCK_MONOTONIC itself).
@@ -153,6 +119,62 @@ pub fn drain(
         slow_calls,
         ..Default::default()
     })
+}
+
+fn frames(map: &HashMap<i32, Vec<u64>>, id: i32) -> Vec<u64> {
+    if id == NO_STACK || id < 0 {
+        return Vec::new();
+    }
+    map.get(&id).cloned().unwrap_or_default()
+}
+
+/// On-CPU sample counts and ended off-CPU blocks as the kernel maps hold them now.
+fn on_and_off(
+    probes: &Probes,
+    users: &UserStacks<'_>,
+    kernel_stacks: &HashMap<i32, Vec<u64>>,
+) -> Result<(Vec<RawSample>, Vec<RawOff>)> {
+    let samples = probes
+        .cpu_counts()?
+        .into_iter()
+        .map(|(k, count)| RawSample {
+            tgid: k.tgid,
+            tid: k.tid,
+            user: users.get(k.tgid, k.user_stack_id, count),
+            kernel: frames(kernel_stacks, k.kernel_stack_id),
+            count,
+            leaf: k.leaf.into(),
+        })
+        .collect();
+    let offcpu = probes
+        .offcpu()?
+        .into_iter()
+        .map(|(k, v)| RawOff {
+            tgid: k.tgid,
+            tid: k.tid,
+            user: users.get(k.tgid, k.user_stack_id, v.count),
+            kernel: frames(kernel_stacks, k.kernel_stack_id),
+            state: OffState::from_kernel(k.state),
+            total_ns: v.total_ns,
+            count: v.count,
+            max_ns: v.max_ns,
+            in_flight: false,
+            leaf: k.leaf.into(),
+            ..Default::default()
+        })
+        .collect();
+    Ok((samples, offcpu))
+}
+
+/// The on-CPU samples and ended off-CPU blocks so far (absolute counts, never reset), while
+/// the programs run: what watch mode's periodic profiles are the differences of.
+pub fn profiles_now(probes: &Probes, ustacks: &Ustacks) -> Result<Capture> {
+    let user_stacks = probes.stacks("USER_STACKS")?;
+    let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
+    let users = UserStacks::new(&user_stacks, ustacks);
+    let (mut cpu_samples, offcpu) = on_and_off(probes, &users, &kernel_stacks)?;
+    add_counted_samples(&mut cpu_samples, ustacks, |id| frames(&kernel_stacks, id));
+    Ok(Capture { cpu_samples, offcpu, ..Default::default() })
 }
 
 pub use crate::clock::monotonic_ns;

@@ -23,6 +23,22 @@ const STARTUP: Duration = Duration::from_secs(2);
 /// Retry a process not readable yet this often.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// A live Go process's runtime readings now, for `rtrace serve --watch`'s metrics: the
+/// runtime's own totals (since the process started), not the session's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GoLive {
+    pub pid: u32,
+    pub go_version: String,
+    /// Live goroutines at the last snapshot.
+    pub goroutines: Option<u64>,
+    /// `memstats.numgc` and `memstats.pause_total_ns` at the last read (None: GC view unavailable).
+    pub gc_cycles: Option<u64>,
+    pub gc_pause_ns: Option<u64>,
+}
+
+/// History kept per process by a session that runs for days (about one reading a second).
+const LIVE_KEEP: usize = 600;
+
 pub struct GoSession {
     enabled: bool,
     start_mono: u64,
@@ -157,6 +173,30 @@ impl GoSession {
             };
             self.procs.insert(pid, next);
         }
+    }
+
+    /// Every live Go process's readings now; the histories are cut to `LIVE_KEEP` (a watch
+    /// session's memory stays bounded however long it runs).
+    pub fn live(&mut self) -> Vec<GoLive> {
+        let mut out = Vec::new();
+        for (pid, st) in &mut self.procs {
+            let State::Live(l) = st else { continue };
+            l.tracker.trim(LIVE_KEEP);
+            let errors = l.record.read_errors.len();
+            l.record.read_errors.drain(..errors.saturating_sub(LIVE_KEEP));
+            let gc = l.gc.as_mut().map(|g| {
+                g.trim(LIVE_KEEP);
+                (u64::from(g.gc().numgc_end), g.gc().pause_total_end_ns)
+            });
+            out.push(GoLive {
+                pid: *pid,
+                go_version: l.record.go_version.clone(),
+                goroutines: l.tracker.live_now(),
+                gc_cycles: gc.map(|g| g.0),
+                gc_pause_ns: gc.map(|g| g.1),
+            });
+        }
+        out
     }
 
     fn open(&mut self, pid: u32, since: Instant, regs: &Regs, at_ns: u64) -> State {

@@ -8,14 +8,14 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
 
 use super::life::LifeCollector;
 use crate::{
-    capture::{OffState, RawSyscall},
+    capture::{Capture, OffState, RawSyscall},
     lifecycle::Lifecycle,
     loader::Probes,
 };
@@ -24,11 +24,25 @@ pub struct Live {
     pub stop: Arc<AtomicBool>,
     pub every: Duration,
     pub publish: Box<dyn FnMut(LiveSnapshot) + Send>,
+    /// How often a snapshot carries the profiles so far (`LiveSnapshot::profile`); None: never.
+    pub profile_every: Option<Duration>,
+    pub last_profile: Option<Instant>,
 }
 
 impl Live {
     pub fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Whether this snapshot carries the profiles (the first one after `profile_every`).
+    pub fn profile_due(&mut self) -> bool {
+        let Some(every) = self.profile_every else { return false };
+        let last = *self.last_profile.get_or_insert_with(Instant::now);
+        if last.elapsed() < every {
+            return false;
+        }
+        self.last_profile = Some(Instant::now());
+        true
     }
 }
 
@@ -42,6 +56,11 @@ pub struct LiveSnapshot {
     pub cpu_samples: u64,
     /// Records lost in the kernel, by kind.
     pub lost: BTreeMap<&'static str, u64>,
+    /// The on-CPU samples and ended off-CPU blocks so far, with the processes' mappings to
+    /// symbolize them (when `Live::profile_due`).
+    pub profile: Option<Capture>,
+    /// The Go processes' runtime readings (when the session has the Go view).
+    pub go: Vec<super::go::GoLive>,
 }
 
 /// Reads the snapshot. `harvested`: syscall stats of exited processes already taken out of the
@@ -68,5 +87,19 @@ pub fn snapshot(
         ("slow_calls", a.slow_calls_dropped),
     ]
     .into();
-    Ok(LiveSnapshot { lifecycle, syscalls, offcpu_ns, cpu_samples: a.cpu_samples, lost })
+    Ok(LiveSnapshot { lifecycle, syscalls, offcpu_ns, cpu_samples: a.cpu_samples, lost, profile: None, go: Vec::new() })
+}
+
+/// The profiles so far as a capture `report::analyze` takes (samples, blocks, mappings, and
+/// the session facts the profiles need); `duration_ms` is the session's so far.
+pub fn profile(
+    probes: &Probes,
+    ustacks: &super::ustacks::Ustacks,
+    registry: &super::Registry,
+    session: crate::capture::SessionInfo,
+) -> Result<Capture> {
+    let mut c = super::drain::profiles_now(probes, ustacks)?;
+    registry.peek(&mut c);
+    c.session = session;
+    Ok(c)
 }

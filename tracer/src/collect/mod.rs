@@ -3,6 +3,7 @@
 mod drain;
 pub mod fds;
 mod go;
+pub use go::GoLive;
 mod life;
 pub mod live;
 mod pidns;
@@ -11,6 +12,7 @@ mod terminal;
 pub use crate::procfs::parse_syscall;
 mod registry;
 mod slow;
+mod starved;
 pub mod ustacks;
 
 use std::{
@@ -70,6 +72,7 @@ pub async fn run(
     // Threads already blocked in a syscall: no probe will see that call start.
     let roots: Vec<u32> = std::iter::once(params.target.pid).chain(params.existing.iter().copied()).collect();
     let mut pre = preexisting::scan(&roots, &probes.task_regs(), |pid| registry.maps(pid));
+    let run_times = starved::read(&roots);
     // Stack copies: read as they come, so that each is unwound while its process is alive.
     let mut ustacks = ustacks::Ustacks::new(params.opts.unwind, &params.unwind_modes, params.opts.ustack_bytes);
     ustacks.unwind_blocked(&mut pre);
@@ -137,7 +140,16 @@ pub async fn run(
                     }
                     if last_publish.elapsed() >= l.every {
                         match live::snapshot(&probes, &mut life, &harvested_stats) {
-                            Ok(snap) => (l.publish)(snap),
+                            Ok(mut snap) => {
+                                snap.go = gos.live();
+                                if l.profile_due() {
+                                    let info = session_info(&params, &probes, start.elapsed(), EndedBy::Interrupt, start_mono);
+                                    snap.profile = live::profile(&probes, &ustacks, &registry, info)
+                                        .map_err(|e| log::warn!("reading a live session's profiles: {e:#}"))
+                                        .ok();
+                                }
+                                (l.publish)(snap)
+                            }
                             Err(e) => log::warn!("reading a live session: {e:#}"),
                         }
                         last_publish = Instant::now();
@@ -174,6 +186,7 @@ pub async fn run(
         }
     };
     let duration_ms = start.elapsed().as_millis() as u64;
+    let run_times_end = starved::read(&roots);
     life.snapshot_end(drain::monotonic_ns());
     // Threads the probes saw enter a call since attach left their pre-attach call (the thread
     // table read first: a call entered after it changes what /proc shows next).
@@ -251,15 +264,29 @@ pub async fn run(
         params.opts.syscalls.is_some(),
         params.opts.min_block.is_some(),
     );
+    add_never_ran(&mut capture, (&run_times, &run_times_end), duration_ms * 1_000_000, params.opts.min_block.is_some());
     // Wakers may be processes we do not trace: their maps are needed to name their frames.
     for w in &capture.wakeups {
         if w.waker_pid != 0 && !registry.knows(w.waker_pid) {
             registry.snapshot(w.waker_pid, false);
         }
     }
+    capture.session = session_info(&params, &probes, Duration::from_millis(duration_ms), ended_by, start_mono);
     capture.target = TargetInfo { wait_status, ..params.target };
-    capture.session = SessionInfo {
-        duration_ms,
+    registry.fill(&mut capture);
+    Ok(capture)
+}
+
+/// The session's facts as the capture records them, `elapsed` after attach.
+fn session_info(
+    params: &SessionParams,
+    probes: &Probes,
+    elapsed: Duration,
+    ended_by: EndedBy,
+    start_mono: u64,
+) -> SessionInfo {
+    SessionInfo {
+        duration_ms: elapsed.as_millis() as u64,
         ended_by,
         sample_frequency_hz: params.opts.frequency_hz,
         clock: probes.clock,
@@ -271,9 +298,34 @@ pub async fn run(
         wait_stall_ms: params.opts.wait_stall.as_millis() as u64,
         start_mono_ns: start_mono,
         ustack_bytes: Some(params.opts.ustack_bytes),
-    };
-    registry.fill(&mut capture);
-    Ok(capture)
+    }
+}
+
+/// Threads that never ran during the session (starved.rs): off CPU in their state for the
+/// whole of it, since before attach.
+fn add_never_ran(
+    capture: &mut Capture,
+    (at, end): (&starved::RunTimes, &starved::RunTimes),
+    session_ns: u64,
+    offcpu: bool,
+) {
+    if !offcpu {
+        return;
+    }
+    let recorded: std::collections::BTreeSet<u32> = capture.offcpu.iter().map(|o| o.tid).collect();
+    for n in starved::never_ran(at, end, &recorded) {
+        capture.offcpu.push(crate::capture::RawOff {
+            tgid: n.tgid,
+            tid: n.tid,
+            state: n.state,
+            total_ns: session_ns,
+            count: 1,
+            max_ns: session_ns,
+            in_flight: true,
+            before_attach: true,
+            ..Default::default()
+        });
+    }
 }
 
 /// In-flight blocks and calls without stacks (deferred by the probes) get those read from /proc.

@@ -84,7 +84,7 @@ pub fn parse_kernel_stack(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn task_ids(pid: u32) -> Vec<u32> {
+pub fn task_ids(pid: u32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default()

@@ -174,6 +174,13 @@ impl Registry {
     }
 
     /// Moves what was learned into the capture: processes, held files, vDSO functions.
+    /// What `fill` gives, copied, for a session that goes on (watch mode's periodic profiles).
+    pub fn peek(&self, capture: &mut Capture) {
+        capture.processes = self.procs.iter().map(|(p, e)| (*p, e.info.clone())).collect();
+        capture.held_files = self.held.clone();
+        capture.vdso_symbols = self.vdso.clone();
+    }
+
     pub fn fill(self, capture: &mut Capture) {
         capture.processes = self.procs.into_iter().map(|(p, e)| (p, e.info)).collect();
         capture.held_files = self.held;

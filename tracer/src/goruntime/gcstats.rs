@@ -321,6 +321,18 @@ impl GcReader {
         &self.gc
     }
 
+    /// Keeps the last `keep` heap readings and pauses (the totals stay absolute).
+    pub fn trim(&mut self, keep: usize) {
+        let n = self.gc.heap.len();
+        if n > keep {
+            self.gc.heap.drain(..n - keep);
+        }
+        let n = self.gc.pauses.len();
+        if n > keep {
+            self.gc.pauses.drain(..n - keep);
+        }
+    }
+
     pub fn into_gc(self) -> GoGc {
         self.gc
     }

@@ -78,6 +78,19 @@ impl Tracker {
         self.last = Some(snap);
     }
 
+    /// Live goroutines at the last snapshot.
+    pub fn live_now(&self) -> Option<u64> {
+        self.summaries.last().map(|s| s.live)
+    }
+
+    /// Keeps the last `keep` summaries (a session that runs for days: `rtrace serve --watch`).
+    pub fn trim(&mut self, keep: usize) {
+        let n = self.summaries.len();
+        if n > keep {
+            self.summaries.drain(..n - keep);
+        }
+    }
+
     /// (every snapshot's summary, the last snapshot's goroutines with their parked times and
     /// `stack` indexes into the third: the last snapshot's distinct stacks).
     pub fn finish(self) -> (Vec<GoSnapshot>, Vec<Goroutine>, Vec<Vec<u64>>) {

@@ -33,6 +33,8 @@ pub struct Watched {
     pub cpu_samples: u64,
     /// Records lost in the kernel, by kind (events, offcpu, samples, syscalls, slow_calls).
     pub lost: BTreeMap<&'static str, u64>,
+    /// The Go processes among them (the watched one or its descendants).
+    pub go: Vec<crate::collect::GoLive>,
 }
 
 /// rtrace's own health.
@@ -41,6 +43,8 @@ pub struct Health {
     pub watched: usize,
     /// rtrace's CPU time since it started, seconds.
     pub cpu_seconds: f64,
+    /// With --pyroscope: profiles pushed, given up, dropped (the pusher was behind).
+    pub pushes: Option<(u64, u64, u64)>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -107,6 +111,9 @@ pub fn render(watched: &[Watched], health: &Health) -> String {
     let offcpu = Family::<Labels, Counter<f64>>::default();
     let samples = counter_family();
     let lost = counter_family();
+    let goroutines = gauge_family();
+    let gc_cycles = counter_family();
+    let gc_pause = Family::<Labels, Counter<f64>>::default();
     let mut hist = Bucketed::default();
     for w in watched {
         if let Some(ledger) = &w.ledger {
@@ -148,6 +155,18 @@ pub fn render(watched: &[Watched], health: &Health) -> String {
         for (kind, n) in &w.lost {
             lost.get_or_create(&labels(w, &[("kind", kind)])).inc_by(*n);
         }
+        for g in &w.go {
+            let l = labels(w, &[("go_pid", &g.pid.to_string()), ("go_version", &g.go_version)]);
+            if let Some(n) = g.goroutines {
+                goroutines.get_or_create(&l).set(n as i64);
+            }
+            if let Some(n) = g.gc_cycles {
+                gc_cycles.get_or_create(&l).inc_by(n);
+            }
+            if let Some(ns) = g.gc_pause_ns {
+                gc_pause.get_or_create(&l).inc_by(ns as f64 / 1e9);
+            }
+        }
     }
     reg.register("zombie_children", "Children of the watched process that exited and are not reaped now", zombies);
     reg.register("children_exited", "Children that exited, by outcome (exit_0, exit_nonzero, signal)", exited);
@@ -162,6 +181,20 @@ pub fn render(watched: &[Watched], health: &Health) -> String {
     reg.register("offcpu_seconds", "Time the watched threads spent off CPU, by state", offcpu);
     reg.register("cpu_samples", "On-CPU samples taken", samples);
     reg.register("events_lost", "Records the kernel could not hand to rtrace, by kind", lost);
+    reg.register("go_goroutines", "Live goroutines of a Go process (go_pid), at its last reading", goroutines);
+    reg.register("go_gc_cycles", "GC cycles of a Go process since it started (runtime memstats.numgc)", gc_cycles);
+    reg.register(
+        "go_gc_pause_seconds",
+        "Stop-the-world GC pause time of a Go process since it started (memstats.pause_total_ns)",
+        gc_pause,
+    );
+    if let Some((sent, failed, dropped)) = health.pushes {
+        let pushes = counter_family();
+        for (result, n) in [("sent", sent), ("failed", failed), ("dropped", dropped)] {
+            pushes.get_or_create(&vec![("result".to_owned(), result.to_owned())]).inc_by(n);
+        }
+        reg.register("pushes", "Profiles pushed to Pyroscope (--pyroscope), by result", pushes);
+    }
     let watched_g = Gauge::<i64>::default();
     watched_g.set(health.watched as i64);
     reg.register("watched_processes", "Processes watched now (each with its descendants)", watched_g);

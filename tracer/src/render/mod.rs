@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod output;
 pub mod pprof;
 pub mod profiles;
+pub mod pyroscope;
 pub mod text;

@@ -127,7 +127,7 @@ pub trait Backend: Send + Sync + 'static {
         true
     }
     /// Starts watching (`--watch`): continuous sessions on the matching processes.
-    fn watch(&self, _specs: Vec<super::watch::Spec>, _frequency_hz: u64) {}
+    fn watch(&self, _cfg: super::watch::WatchConfig) {}
     /// The watched processes' metrics; None when nothing is watched (no `--watch`).
     fn metrics(&self) -> Option<String> {
         None

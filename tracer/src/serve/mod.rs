@@ -55,12 +55,46 @@ pub struct ServeArgs {
     /// On-CPU sampling rate of the --watch sessions.
     #[arg(long, value_name = "HZ", default_value_t = 19, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub watch_frequency: u64,
+    /// Push each watched process's CPU and off-CPU profile to Grafana Pyroscope (or Grafana
+    /// Alloy's pyroscope.receive_http) every --push-interval and when it exits: http://HOST:PORT.
+    #[arg(long, value_name = "URL", requires = "watch")]
+    pub pyroscope: Option<crate::push::Endpoint>,
+    /// How often the watched processes' profiles are pushed.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_push_interval)]
+    pub push_interval: std::time::Duration,
+    /// The service_name of a watched comm's profiles: COMM=NAME (repeatable; default: the comm).
+    #[arg(long, value_name = "COMM=NAME", value_parser = parse_service_name)]
+    pub service_name: Vec<(String, String)>,
+}
+
+fn parse_push_interval(s: &str) -> Result<std::time::Duration, String> {
+    match crate::cli::parse_duration(s) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+        _ => Err(format!("--push-interval {s:?}: use a duration of 1s or more, e.g. 15s")),
+    }
+}
+
+fn parse_service_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((c, n)) if !c.is_empty() && !n.is_empty() => Ok((c.to_owned(), n.to_owned())),
+        _ => Err(format!("--service-name {s:?}: expected COMM=NAME, e.g. make=ci-make")),
+    }
 }
 
 impl ServeArgs {
     /// The defaults of `rtrace serve --socket PATH` (tests and embedders).
     pub fn on_socket(socket: PathBuf) -> ServeArgs {
-        ServeArgs { listen: None, socket, allow_group: None, print_unit: false, watch: Vec::new(), watch_frequency: 19 }
+        ServeArgs {
+            listen: None,
+            socket,
+            allow_group: None,
+            print_unit: false,
+            watch: Vec::new(),
+            watch_frequency: 19,
+            pyroscope: None,
+            push_interval: std::time::Duration::from_secs(15),
+            service_name: Vec::new(),
+        }
     }
 }
 
@@ -77,6 +111,17 @@ pub fn systemd_unit(args: &ServeArgs, exe: &str) -> String {
     }
     for w in &args.watch {
         cmd.push_str(&format!(" --watch {w}"));
+    }
+    if let Some(p) = &args.pyroscope {
+        cmd.push_str(&format!(
+            " --pyroscope http://{}{} --push-interval {}s",
+            p.authority,
+            p.prefix,
+            args.push_interval.as_secs()
+        ));
+    }
+    for (c, n) in &args.service_name {
+        cmd.push_str(&format!(" --service-name {c}={n}"));
     }
     format!(
         "[Unit]\nDescription=rtrace serve: pprof endpoints for every process on this host\nAfter=local-fs.target\n\n\
@@ -128,7 +173,15 @@ impl Server {
             routes::App { backend, policy: Arc::new(policy), running: Running::default(), sysctl: auth::Sysctl::read };
         if !args.watch.is_empty() {
             crate::session::preflight()?;
-            app.backend.watch(args.watch.clone(), args.watch_frequency);
+            app.backend.watch(watch::WatchConfig {
+                specs: args.watch.clone(),
+                frequency_hz: args.watch_frequency,
+                push: args.pyroscope.clone().map(|to| watch::push::PushConfig {
+                    to,
+                    interval: args.push_interval,
+                    names: args.service_name.clone(),
+                }),
+            });
         }
         let make = || routes::router(app.clone()).into_make_service_with_connect_info::<Peer>();
         let (stop, rx) = tokio::sync::watch::channel(false);

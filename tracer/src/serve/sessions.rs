@@ -144,9 +144,8 @@ impl Backend for Sessions {
     fn heap(&self, pid: u32) -> Result<Vec<u8>, ServeError> {
         super::goview::heap(pid)
     }
-    fn watch(&self, specs: Vec<super::watch::Spec>, frequency_hz: u64) {
-        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(super::watch::Watcher::start(specs, frequency_hz));
+    fn watch(&self, cfg: super::watch::WatchConfig) {
+        *self.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(super::watch::Watcher::start(cfg));
     }
     fn metrics(&self) -> Option<String> {
         self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.metrics())

@@ -4,9 +4,10 @@
 //! `GET /metrics` renders what those sessions have seen (render/metrics.rs).
 //!
 //! Decisions: a process under an already watched one is its session's descendant, not a
-//! watched process of its own; sessions sample on-CPU at `--watch-frequency` (19 Hz) and run
-//! without the Go view (its metrics are not exported yet); a process that exited stays in
-//! /metrics for `KEEP` so that its last values are scraped, then leaves.
+//! watched process of its own; sessions sample on-CPU at `--watch-frequency` (19 Hz) and read
+//! the Go runtime of Go processes (goroutines, GC) about once a second; a process that exited
+//! stays in /metrics for `KEEP` so that its last values are scraped, then leaves. With
+//! `--pyroscope`, push.rs pushes their profiles.
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
@@ -17,8 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod push;
+
 use crate::{
     analyze::children::{self, ChildrenConfig},
+    capture::Capture,
     collect::live::{Live, LiveSnapshot},
     options::SessionOptions,
     procfs,
@@ -97,10 +101,20 @@ struct State {
     entries: BTreeMap<u32, Entry>,
 }
 
+/// What `rtrace serve --watch` was asked for.
+#[derive(Clone, Debug)]
+pub struct WatchConfig {
+    pub specs: Vec<Spec>,
+    pub frequency_hz: u64,
+    pub push: Option<push::PushConfig>,
+}
+
 pub struct Watcher {
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    pusher: Mutex<Option<push::Worker>>,
+    push: Option<push::Handle>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,12 +123,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Watcher {
     /// Starts the scanner; sessions start as processes match.
-    pub fn start(specs: Vec<Spec>, frequency_hz: u64) -> Watcher {
-        let w = Watcher { state: Default::default(), stop: Default::default(), threads: Default::default() };
+    pub fn start(cfg: WatchConfig) -> Watcher {
+        let worker = cfg.push.as_ref().and_then(|p| {
+            push::Worker::start(p).map_err(|e| log::error!("rtrace serve --pyroscope: starting the pusher: {e:#}")).ok()
+        });
+        let push = worker.as_ref().and_then(|w| w.handle());
+        let w = Watcher {
+            state: Default::default(),
+            stop: Default::default(),
+            threads: Default::default(),
+            pusher: Mutex::new(worker),
+            push: push.clone(),
+        };
         let (state, stop, threads) = (w.state.clone(), w.stop.clone(), w.threads.clone());
         let scanner = std::thread::Builder::new().name("rtrace-watch".into()).spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                scan(&specs, frequency_hz, &state, &stop, &threads);
+                scan(&cfg.specs, cfg.frequency_hz, push.as_ref(), (&state, &stop, &threads));
                 let t = Instant::now();
                 while t.elapsed() < SCAN && !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50));
@@ -134,7 +158,8 @@ impl Watcher {
         let watched: Vec<Watched> = st.entries.values().map(|e| e.watched.clone()).collect();
         let running = st.entries.values().filter(|e| e.ended.is_none()).count();
         drop(st);
-        metrics::render(&watched, &Health { watched: running, cpu_seconds: self_cpu_seconds() })
+        let pushes = self.push.as_ref().map(|p| p.counts());
+        metrics::render(&watched, &Health { watched: running, cpu_seconds: self_cpu_seconds(), pushes })
     }
 
     /// Ends every session (each detaches at its next tick) and waits for them.
@@ -144,17 +169,17 @@ impl Watcher {
             let Some(t) = lock(&self.threads).pop() else { break };
             let _ = t.join();
         }
+        // The sessions' last pushes are queued: sent (for a few seconds at most).
+        if let Some(mut w) = lock(&self.pusher).take() {
+            w.stop();
+        }
     }
 }
 
 /// One pass over /proc: new matches get a session; exited ones expire after KEEP.
-fn scan(
-    specs: &[Spec],
-    hz: u64,
-    state: &Arc<Mutex<State>>,
-    stop: &Arc<AtomicBool>,
-    threads: &Mutex<Vec<std::thread::JoinHandle<()>>>,
-) {
+type Shared<'a> = (&'a Arc<Mutex<State>>, &'a Arc<AtomicBool>, &'a Mutex<Vec<std::thread::JoinHandle<()>>>);
+
+fn scan(specs: &[Spec], hz: u64, push: Option<&push::Handle>, (state, stop, threads): Shared<'_>) {
     // Entries: the running ones and the exited ones kept for KEEP (not watched again).
     let (known, mut watched) = {
         let mut st = lock(state);
@@ -178,10 +203,10 @@ fn scan(
         let entry = Entry { watched: Watched { pid, comm: comm.clone(), ..Default::default() }, ended: None };
         lock(state).entries.insert(pid, entry);
         watched.insert(pid);
-        let (state, stop) = (state.clone(), stop.clone());
+        let (state, stop, push) = (state.clone(), stop.clone(), push.cloned());
         let t = std::thread::Builder::new()
             .name(format!("rtrace-watch-{pid}"))
-            .spawn(move || watch_one(pid, comm, hz, state, stop));
+            .spawn(move || watch_one(pid, comm, hz, push, (state, stop)));
         match t {
             Ok(t) => lock(threads).push(t),
             Err(e) => log::error!("rtrace serve --watch: starting a session for pid {pid}: {e}"),
@@ -212,29 +237,40 @@ fn watched_of(pid: u32, comm: &str, snap: &LiveSnapshot, cfg: &ChildrenConfig) -
         offcpu_ns: snap.offcpu_ns.clone(),
         cpu_samples: snap.cpu_samples,
         lost: snap.lost.clone(),
+        go: snap.go.clone(),
     }
 }
 
 /// One live session on `pid` until it exits or the daemon stops.
-fn watch_one(pid: u32, comm: String, hz: u64, state: Arc<Mutex<State>>, stop: Arc<AtomicBool>) {
+fn watch_one(
+    pid: u32,
+    comm: String,
+    hz: u64,
+    push: Option<push::Handle>,
+    (state, stop): (Arc<Mutex<State>>, Arc<AtomicBool>),
+) {
     let mut opts = SessionOptions::for_pid(pid, None);
     opts.quiet = true;
     opts.frequency_hz = hz;
-    opts.go = false;
     let cfg = ChildrenConfig {
         slow_reap_ns: opts.slow_reap.as_nanos() as u64,
         wait_stall_ns: opts.wait_stall.as_nanos() as u64,
     };
+    let deltas = Arc::new(Mutex::new(push::Deltas::default()));
     let publish = {
-        let (state, comm, cfg) = (state.clone(), comm.clone(), cfg.clone());
-        Box::new(move |snap: LiveSnapshot| {
+        let (state, comm, cfg, push, deltas) = (state.clone(), comm.clone(), cfg.clone(), push.clone(), deltas.clone());
+        Box::new(move |mut snap: LiveSnapshot| {
+            if let (Some(p), Some(profile)) = (&push, snap.profile.take()) {
+                p.send(p.cfg.identity(pid, &comm), lock(&deltas).take(profile));
+            }
             let w = watched_of(pid, &comm, &snap, &cfg);
             if let Some(e) = lock(&state).entries.get_mut(&pid) {
                 e.watched = w;
             }
         })
     };
-    let live = Live { stop, every: SCAN, publish };
+    let live =
+        Live { stop, every: SCAN, publish, profile_every: push.as_ref().map(|p| p.cfg.interval), last_profile: None };
     let r = crate::session::preflight()
         .map_err(anyhow::Error::from)
         .and_then(|_| crate::session::run_live(&opts, "unchanged", |_| Ok(()), Some(live)));
@@ -246,11 +282,33 @@ fn watch_one(pid: u32, comm: String, hz: u64, state: Arc<Mutex<State>>, stop: Ar
                 e.watched.ledger = Some(children::analyze(&capture.lifecycle, &cfg));
             }
             log::info!("rtrace serve --watch: pid {pid} ({comm}): session ended ({:?})", capture.session.ended_by);
+            // The last part of its profiles, once more as it exits.
+            if let Some(p) = &push {
+                p.send(p.cfg.identity(pid, &comm), last_profiles(capture, &mut lock(&deltas)));
+            }
         }
         Err(e) => log::warn!("rtrace serve --watch: pid {pid} ({comm}): {e:#}"),
     }
     if let Some(e) = st.entries.get_mut(&pid) {
         e.ended = Some(Instant::now());
+    }
+}
+
+/// What of a finished session's profiles its periodic pushes did not have.
+fn last_profiles(capture: Capture, deltas: &mut push::Deltas) -> Capture {
+    let last = Capture {
+        cpu_samples: capture.cpu_samples,
+        offcpu: capture.offcpu,
+        session: capture.session,
+        target: capture.target,
+        ..Default::default()
+    };
+    Capture {
+        processes: capture.processes,
+        held_files: capture.held_files,
+        vdso_symbols: capture.vdso_symbols,
+        unwind: capture.unwind,
+        ..deltas.take(last)
     }
 }
 
