@@ -69,7 +69,8 @@ fn one_shot_pushes_its_profiles() {
 
     // Nobody listening: the report is written all the same, the failure said, the status kept.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let run = rtrace("pyroscope_refused", &["--pyroscope", &format!("http://127.0.0.1:{port}"), "--", "true"]);
+    let url = format!("http://127.0.0.1:{port}");
+    let run = rtrace("pyroscope_refused", &["--pyroscope", &url, "--", "sh", "-c", "sleep 0.2"]);
     assert_eq!(run.code(), Some(0), "{}", run.stderr());
     assert!(run.stderr().contains("were not pushed"), "{}", run.stderr());
     assert!(run.dir.join("report.json").exists());

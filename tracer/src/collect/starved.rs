@@ -70,12 +70,13 @@ mod tests {
         let this = unsafe { libc::gettid() } as u32;
         let at = read(&[me]);
         assert!(at.0.contains_key(&this), "{at:?}");
-        // This thread runs between the two readings.
+        // This thread runs between the two readings (for several scheduler ticks: a running
+        // thread's run time is brought up to date at each tick).
+        let t = std::time::Instant::now();
         let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_add(i * i);
+        while t.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
         }
-        std::hint::black_box(x);
         assert!(never_ran(&at, &read(&[me]), &BTreeSet::new()).iter().all(|n| n.tid != this));
         // A thread that sleeps throughout is found asleep.
         let (tx, rx) = std::sync::mpsc::channel::<u32>();

@@ -114,7 +114,8 @@ pub struct Watcher {
     stop: Arc<AtomicBool>,
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
     pusher: Mutex<Option<push::Worker>>,
-    push: Option<push::Handle>,
+    /// Not a Handle: the worker ends when the sessions' handles are all gone.
+    push_stats: Option<Arc<push::WorkerStats>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -133,7 +134,7 @@ impl Watcher {
             stop: Default::default(),
             threads: Default::default(),
             pusher: Mutex::new(worker),
-            push: push.clone(),
+            push_stats: push.as_ref().map(|h| h.stats.clone()),
         };
         let (state, stop, threads) = (w.state.clone(), w.stop.clone(), w.threads.clone());
         let scanner = std::thread::Builder::new().name("rtrace-watch".into()).spawn(move || {
@@ -158,7 +159,7 @@ impl Watcher {
         let watched: Vec<Watched> = st.entries.values().map(|e| e.watched.clone()).collect();
         let running = st.entries.values().filter(|e| e.ended.is_none()).count();
         drop(st);
-        let pushes = self.push.as_ref().map(|p| p.counts());
+        let pushes = self.push_stats.as_ref().map(|p| p.counts());
         metrics::render(&watched, &Health { watched: running, cpu_seconds: self_cpu_seconds(), pushes })
     }
 

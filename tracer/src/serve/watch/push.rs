@@ -147,11 +147,13 @@ impl Handle {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
 
+impl WorkerStats {
     /// (sent, failed, dropped) so far.
     pub fn counts(&self) -> (u64, u64, u64) {
-        let p = &self.stats.push;
-        let dropped = self.stats.dropped.load(Ordering::Relaxed) + PushStats::get(&p.dropped);
+        let p = &self.push;
+        let dropped = self.dropped.load(Ordering::Relaxed) + PushStats::get(&p.dropped);
         (PushStats::get(&p.sent), PushStats::get(&p.failed), dropped)
     }
 }
