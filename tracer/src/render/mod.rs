@@ -14,3 +14,4 @@ pub mod output;
 pub mod pprof;
 pub mod profiles;
 pub mod text;
+pub mod timeline;

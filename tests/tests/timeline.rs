@@ -1,0 +1,118 @@
+//! timeline.pftrace, end to end (root required): real sessions of deterministic fixtures, the
+//! file checked and read by tests/timeline_check.py with Perfetto's own full trace schema
+//! (PyPI `perfetto`, installed by `cargo xtask setup`), not with rtrace's declarations.
+use serde_json::Value;
+use tests::*;
+
+/// What timeline_check.py read from the run's timeline.pftrace (it fails on any unknown field,
+/// undescribed track, unbalanced slice or time going back).
+fn check(run: &Run) -> Value {
+    let py = root_dir().join("target/perfetto-venv/bin/python");
+    assert!(py.exists(), "{} missing: `cargo xtask setup` installs PyPI perfetto there", py.display());
+    let out = std::process::Command::new(&py)
+        .arg(root_dir().join("tests/timeline_check.py"))
+        .arg(run.dir.join("timeline.pftrace"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "timeline_check.py failed:\n{stderr}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// (name, begin, end) of a list of [name, begin, end, args].
+fn spans(v: &Value) -> Vec<(String, u64, u64)> {
+    let spans = v.as_array().unwrap().iter();
+    spans.map(|s| (s[0].as_str().unwrap().to_owned(), s[1].as_u64().unwrap(), s[2].as_u64().unwrap())).collect()
+}
+
+/// The zombies fixture's three children, never reaped: each has `alive` from its fork to its
+/// exit and `zombie` from the exit to the session's end, exactly where the ledger has them; the
+/// fixture itself is alive throughout.
+#[test]
+fn zombies_fixture_timeline() {
+    if !privileged("zombies_fixture_timeline") {
+        return;
+    }
+    let bin = fixture("zombies");
+    let run = rtrace("timeline_zombies", &["-q", "-d", "1500ms", "--", bin.to_str().unwrap(), "3"]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let r = run.report();
+    let t = check(&run);
+    let end = t["end"].as_u64().unwrap();
+    // The session ran its 1.5 s (the fixture sleeps 3 s).
+    assert!((1_500_000_000..1_700_000_000).contains(&end), "end {end}");
+    let root = r["target"]["pid"].as_u64().unwrap().to_string();
+    let p = &t["processes"][&root];
+    assert_eq!(spans(&p["slices"]), [("alive".to_owned(), 0, end)], "{p}");
+    assert_eq!(p["cmdline"][0].as_str(), Some(bin.to_str().unwrap()));
+    let children = r["children"].as_array().unwrap();
+    assert_eq!(children.len(), 3, "{children:?}");
+    let zombie_pids: Vec<u64> =
+        run.stdout().trim().strip_prefix("zombie_pids=").unwrap().split(',').map(|p| p.parse().unwrap()).collect();
+    for c in children {
+        let pid = c["pid"].as_u64().unwrap();
+        assert!(zombie_pids.contains(&pid), "{c}");
+        let (fork, exit) = (c["forked_at_ns"].as_u64().unwrap(), c["exited_at_ns"].as_u64().unwrap());
+        let p = &t["processes"][pid.to_string()];
+        let want = [("alive".to_owned(), fork, exit), ("zombie".to_owned(), exit, end)];
+        assert_eq!(spans(&p["slices"]), want, "pid {pid}: {p}");
+        let instants: Vec<&str> = p["instants"].as_array().unwrap().iter().map(|i| i[0].as_str().unwrap()).collect();
+        assert_eq!(instants, ["finding: zombie_child"], "pid {pid}");
+    }
+    let zombies = t["processes"].as_object().unwrap().values().flat_map(|p| spans(&p["slices"]));
+    assert_eq!(zombies.filter(|s| s.0 == "zombie").count(), 3);
+    // The fixture's 200 ms nanosleep (before it prints) is on its main thread's syscalls track.
+    let main = spans(&t["syscalls"][&root]);
+    let nap: Vec<_> = main.iter().filter(|s| s.0 == "clock_nanosleep").collect();
+    assert!(nap.iter().any(|s| (190_000_000..260_000_000).contains(&(s.2 - s.1))), "{main:?}");
+    assert_no_rtrace_programs();
+}
+
+/// The off-CPU fixture's slow calls: each thread's on its own syscalls track, at the times
+/// report.json gives, with the arguments decoded as report.txt shows them.
+#[test]
+fn offcpu_fixture_slow_calls_carry_decoded_arguments() {
+    if !privileged("offcpu_fixture_slow_calls_carry_decoded_arguments") {
+        return;
+    }
+    let bin = fixture("offcpu_pipe");
+    let run = rtrace("timeline_offcpu_pipe", &["-q", "--", bin.to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let out = run.stdout();
+    let tid = |key: &str| -> String { out.split(key).nth(1).unwrap().split_whitespace().next().unwrap().to_owned() };
+    let (reader, writer) = (tid("reader_tid="), tid("writer_tid="));
+    let r = run.report();
+    let t = check(&run);
+    let main = r["target"]["pid"].as_u64().unwrap().to_string();
+    let calls = |tid: &str, name: &str| -> Vec<Value> {
+        let all = t["syscalls"][tid].as_array().unwrap_or_else(|| panic!("no syscalls track for {tid}: {t}"));
+        all.iter().filter(|s| s[0] == name).cloned().collect()
+    };
+    // The same slice as report.json's call: start and end to the nanosecond.
+    let in_report = |s: &Value| {
+        let slow = r["slowest_syscalls"].as_array().unwrap();
+        let (b, e) = (s[1].as_u64().unwrap(), s[2].as_u64().unwrap());
+        let hit = slow
+            .iter()
+            .any(|c| c["start_ns"] == b && c["start_ns"].as_u64().unwrap() + c["duration_ns"].as_u64().unwrap() == e);
+        assert!(hit, "{s} not in report.json's slowest_syscalls");
+    };
+    let read = calls(&reader, "read");
+    assert_eq!(read.len(), 1, "{read:?}");
+    let a = &read[0][3];
+    assert!(a["fd_desc"].as_str().unwrap().starts_with("pipe:["), "{a}");
+    assert!(a["fd_desc"].as_str().unwrap().ends_with("(read end)"), "{a}");
+    assert_eq!(a["count"], 1, "{a}");
+    assert!(a["args"].as_str().unwrap().starts_with("fd="), "{a}");
+    let d = read[0][2].as_u64().unwrap() - read[0][1].as_u64().unwrap();
+    assert!((950_000_000..1_200_000_000).contains(&d), "{d}");
+    in_report(&read[0]);
+    // The writer's 1 s nap and the main thread's 0.5 s one, with the requested time decoded.
+    for (tid, ns) in [(&writer, 1_000_000_000u64), (&main, 500_000_000)] {
+        let naps: Vec<Value> =
+            calls(tid, "clock_nanosleep").into_iter().filter(|s| s[3]["requested_ns"] == ns).collect();
+        assert_eq!(naps.len(), 1, "{tid}: {:?}", t["syscalls"][tid]);
+        in_report(&naps[0]);
+    }
+    assert_no_rtrace_programs();
+}
