@@ -61,6 +61,18 @@ fn zombies_fixture_timeline() {
     }
     let zombies = t["processes"].as_object().unwrap().values().flat_map(|p| spans(&p["slices"]));
     assert_eq!(zombies.filter(|s| s.0 == "zombie").count(), 3);
+    // `rtrace report capture.json` writes the same timeline.
+    let again = report_dir("timeline_zombies_replay");
+    let out = std::process::Command::new(rtrace_bin())
+        .args(["report", "-q"])
+        .arg(run.dir.join("capture.json"))
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |d: &std::path::Path| std::fs::read(d.join("timeline.pftrace")).unwrap();
+    assert!(read(&again) == read(&run.dir), "the re-rendered timeline differs");
     // The fixture's 200 ms nanosleep (before it prints) is on its main thread's syscalls track.
     let main = spans(&t["syscalls"][&root]);
     let nap: Vec<_> = main.iter().filter(|s| s.0 == "clock_nanosleep").collect();
@@ -115,4 +127,47 @@ fn offcpu_fixture_slow_calls_carry_decoded_arguments() {
         in_report(&naps[0]);
     }
     assert_no_rtrace_programs();
+}
+
+/// The checker itself fails where it must (root-free): a trace rtrace renders from a
+/// constructed capture passes; the same with a packet carrying a field the schema lacks (as a
+/// wrong field number would) fails naming it, and so does the file cut short.
+#[test]
+fn checker_refuses_unknown_fields_and_truncated_files() {
+    use tracer::lifecycle::LifeEvent;
+    let mut c = tracer::capture::Capture::default();
+    c.target.pid = 100;
+    c.session.duration_ms = 1000;
+    c.lifecycle.root_pid = 100;
+    c.lifecycle.end_ns = 1_000_000_000;
+    let fork = LifeEvent::Fork { ts_ns: 1000, pid: 101, parent_pid: 100, parent_tid: 100, parent_comm: "p".into() };
+    c.lifecycle.events.push(fork);
+    let a = tracer::report::analyze(&c, &mut tracer::symbolize::BlazeResolver::default());
+    let mut good = Vec::new();
+    tracer::render::timeline::write(&c, &a, &mut good).unwrap();
+    let dir = report_dir("timeline_checker");
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |bytes: &[u8]| {
+        std::fs::write(dir.join("timeline.pftrace"), bytes).unwrap();
+        let py = root_dir().join("target/perfetto-venv/bin/python");
+        assert!(py.exists(), "{} missing: `cargo xtask setup` installs PyPI perfetto there", py.display());
+        let out = std::process::Command::new(&py)
+            .arg(root_dir().join("tests/timeline_check.py"))
+            .arg(dir.join("timeline.pftrace"))
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&good);
+    assert!(ok, "{err}");
+    // Trace.packet (field 1, length-delimited) holding field 999 = 1, on rtrace's sequence (2)
+    // with its flags (2): only the unknown field is wrong.
+    let packet = [0xb8, 0x3e, 1, 10 << 3, 2, 13 << 3, 2];
+    let mut bad = good.clone();
+    bad.extend_from_slice(&[1 << 3 | 2, packet.len() as u8]);
+    bad.extend_from_slice(&packet);
+    let (ok, err) = run(&bad);
+    assert!(!ok && err.contains("unknown fields [999]"), "{err}");
+    let (ok, err) = run(&good[..good.len() - 3]);
+    assert!(!ok && err.contains("DecodeError"), "{err}");
 }
