@@ -12,9 +12,10 @@ Checked (a violation is printed on stderr, exit status 1):
 - per track, timestamps never decrease and slice begins and ends balance;
 - no event is before the clock snapshot's time 0 or after the end of the session slice.
 
-Printed: {"end": ns, "processes": {pid: {"name", "cmdline", "slices": [[name, begin, end, args]],
-"instants": [[name, ts, args]]}}, "syscalls": {tid: [[name, begin, end, args]]}}, times in ns
-since the session's time 0.
+Printed: {"base": CLOCK_MONOTONIC ns at time 0, "end": ns, "processes": {pid: {"name", "cmdline",
+"slices": [[name, begin, end, args]], "instants": [[name, ts, args]], "tracks": {name of a track
+under the process: {"slices": [...], "counter": [[ts, value]]}}}}, "syscalls": {tid: [[name,
+begin, end, args]]}}, times in ns since the session's time 0.
 
 TraceProcessor (perfetto.trace_processor) is not used: it downloads its trace_processor_shell
 binary on first use, and no package registry reachable here ships one.
@@ -107,13 +108,14 @@ def main(path):
         args = dict(annotation(a, arg_names) for a in e.debug_annotations)
         if p.timestamp < base:
             fail(f"packet {i} at {p.timestamp}, before the session's start {base}")
-        events.append((p.timestamp - base, e.track_uuid, e.type, name, args))
+        events.append((p.timestamp - base, e.track_uuid, e.type, name, args, e.counter_value))
 
     slices = {t: [] for t in tracks}
     instants = {t: [] for t in tracks}
+    counters = {t: [] for t in tracks}
     last, open_ = {}, {t: [] for t in tracks}
     T = pb.TrackEvent
-    for ts, t, ty, name, args in events:
+    for ts, t, ty, name, args, value in events:
         if ts < last.get(t, 0):
             fail(f"time goes back on track {t}: {ts} after {last[t]}")
         last[t] = ts
@@ -127,6 +129,8 @@ def main(path):
             slices[t].append([name, begin, ts, args])
         elif ty == T.TYPE_INSTANT:
             instants[t].append([name, ts, args])
+        elif ty == T.TYPE_COUNTER:
+            counters[t].append([ts, value])
     for t, o in open_.items():
         if o:
             fail(f"track {t}: slices never ended: {o}")
@@ -147,11 +151,16 @@ def main(path):
                 "cmdline": list(d.process.cmdline),
                 "slices": sorted(slices[t], key=lambda s: s[1]),
                 "instants": instants[t],
+                "tracks": {
+                    c.name: {"slices": sorted(slices[u], key=lambda s: s[1]), "counter": counters[u]}
+                    for u, c in tracks.items()
+                    if c.parent_uuid == t and c.name
+                },
             }
         if d.name == "syscalls":
             thread = tracks[d.parent_uuid].thread
             syscalls[thread.tid] = sorted(slices[t], key=lambda s: s[1])
-    return {"end": end, "processes": processes, "syscalls": syscalls}
+    return {"base": base, "end": end, "processes": processes, "syscalls": syscalls}
 
 
 if __name__ == "__main__":

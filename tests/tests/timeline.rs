@@ -171,3 +171,76 @@ fn checker_refuses_unknown_fields_and_truncated_files() {
     let (ok, err) = run(&good[..good.len() - 3]);
     assert!(!ok && err.contains("DecodeError"), "{err}");
 }
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The Go fixture told to run GC cycles while traced: every cycle it counts (numgc before and
+/// after) is a `GC pause` slice, and each lies, on the trace's CLOCK_MONOTONIC, between the
+/// moment this test asked for the cycles and the moment the fixture said they were done
+/// (the runtime keeps the pause ends in CLOCK_REALTIME: this checks they were moved onto the
+/// trace's clock). Goroutine counts are a counter track under the process.
+#[test]
+fn go_gc_pauses_on_the_trace_clock() {
+    use std::io::{BufRead, Write};
+    if !privileged("go_gc_pauses_on_the_trace_clock") {
+        return;
+    }
+    let exe = go_fixture_variant("go_gc", Go::Debian119, false);
+    let dir = report_dir("timeline_go_gc");
+    let mut rt = std::process::Command::new(rtrace_bin())
+        .args(["-q", "-d", "4s", "-o"])
+        .arg(&dir)
+        .arg("--")
+        .arg(&exe)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The fixture inherits rtrace's stdin and stdout.
+    let mut stdin = rt.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(rt.stdout.take().unwrap());
+    let mut line = || {
+        let mut s = String::new();
+        out.read_line(&mut s).unwrap();
+        s.trim().to_owned()
+    };
+    assert_eq!(line(), "ready");
+    // The Go view reads the GC statistics first when it finds the runtime, soon after exec.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let t0 = monotonic_ns();
+    writeln!(stdin, "gc 5").unwrap();
+    let (start, end) = (line(), line());
+    let t1 = monotonic_ns();
+    let numgc =
+        |l: &str| -> u64 { l.split("numgc=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap() };
+    let cycles = numgc(&end) - numgc(&start);
+    assert!(cycles >= 5, "{start} / {end}");
+    let status = rt.wait().unwrap();
+    writeln!(stdin, "exit").unwrap();
+    assert!(status.success(), "{status}");
+    let run = Run { output: std::process::Output { status, stdout: vec![], stderr: vec![] }, dir };
+    let t = check(&run);
+    let base = t["base"].as_u64().unwrap();
+    let pid = run.report()["target"]["pid"].as_u64().unwrap().to_string();
+    let tracks = &t["processes"][&pid]["tracks"];
+    let pauses = spans(&tracks["GC stop-the-world"]["slices"]);
+    let capture: Value = serde_json::from_slice(&std::fs::read(run.dir.join("capture.json")).unwrap()).unwrap();
+    let gc = &capture["go"][0]["gc"];
+    assert_eq!(pauses.len() as u64 + gc["pauses_missed"].as_u64().unwrap(), cycles, "{pauses:?}");
+    for (name, b, e) in &pauses {
+        assert_eq!(name, "GC pause");
+        assert!(t0 <= base + b && base + e <= t1, "pause [{b}, {e}] outside [{}, {}]", t0 - base, t1 - base);
+    }
+    let goroutines = tracks["goroutines"]["counter"].as_array().unwrap();
+    let snapshots = capture["go"][0]["snapshots"].as_array().unwrap();
+    assert_eq!(goroutines.len(), snapshots.len(), "{goroutines:?}");
+    for (c, s) in goroutines.iter().zip(snapshots) {
+        assert_eq!((&c[0], &c[1]), (&s["at_ns"], &s["live"]));
+    }
+    assert_no_rtrace_programs();
+}
