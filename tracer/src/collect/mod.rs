@@ -66,8 +66,6 @@ pub async fn run(
     let mut last_publish = Instant::now();
     let start = Instant::now();
     let start_mono = drain::monotonic_ns();
-    let start_realtime =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let mut life = life::LifeCollector::new(params.target.pid, start_mono, &params.existing);
     // Threads already blocked in a syscall: no probe will see that call start.
     let roots: Vec<u32> = std::iter::once(params.target.pid).chain(params.existing.iter().copied()).collect();
@@ -272,7 +270,7 @@ pub async fn run(
         slow_reap_ms: params.opts.slow_reap.as_millis() as u64,
         wait_stall_ms: params.opts.wait_stall.as_millis() as u64,
         start_mono_ns: start_mono,
-        start_realtime_ns: start_realtime,
+        start_realtime_ns: crate::clock::realtime_at(start_mono),
         ustack_bytes: Some(params.opts.ustack_bytes),
     };
     registry.fill(&mut capture);
