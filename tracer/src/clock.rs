@@ -8,3 +8,10 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// CLOCK_REALTIME when CLOCK_MONOTONIC read `mono_ns` (earlier): now on both clocks, shifted
+/// back by the monotonic time since. Off only by what NTP slewed the wall clock meanwhile.
+pub fn realtime_at(mono_ns: u64) -> u64 {
+    let real = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+    real.saturating_sub(monotonic_ns().saturating_sub(mono_ns))
+}

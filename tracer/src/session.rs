@@ -312,7 +312,7 @@ pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<report
         });
         let analysis = report::analyze(capture, &mut BlazeResolver::default());
         progress(&format!("rtrace: writing {}…", dir.display()));
-        let text = output::write_analysis(dir, &analysis);
+        let text = output::write_analysis(dir, capture, &analysis);
         saved.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         Ok((analysis, text?))
     })?;

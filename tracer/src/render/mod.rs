@@ -15,3 +15,4 @@ pub mod pprof;
 pub mod profiles;
 pub mod pyroscope;
 pub mod text;
+pub mod timeline;

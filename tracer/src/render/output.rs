@@ -12,7 +12,7 @@ use inferno::flamegraph::{color::BasicPalette, Palette};
 
 use crate::{
     capture::Capture,
-    render::{flamegraph, goroutine_pprof, goroutines_txt, json, pprof, profiles, text},
+    render::{flamegraph, goroutine_pprof, goroutines_txt, json, pprof, profiles, text, timeline},
     report::Analysis,
 };
 
@@ -31,6 +31,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("goroutine.pb.gz", "goroutines of the Go processes (last snapshot): go tool pprof -top goroutine.pb.gz"),
     ("goroutines.txt", "goroutine dump of the Go processes, grouped by identical stack"),
     ("heap.pb.gz", "Go heap profile as of the last GC (in use, allocated): go tool pprof -top heap.pb.gz"),
+    ("timeline.pftrace", "the session in time order (Perfetto): drag it into ui.perfetto.dev"),
     ("capture.json", "raw capture; re-render with: rtrace report capture.json"),
 ];
 
@@ -129,7 +130,7 @@ fn remove_stale(dir: &Path, written: &[(&str, &str)]) -> Result<()> {
 /// Writes all files; returns the text report.
 pub fn write_all(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<String> {
     write_capture(dir, capture)?;
-    write_analysis(dir, analysis)
+    write_analysis(dir, capture, analysis)
 }
 
 /// capture.json (it needs no analysis: a session writes it while the analysis runs).
@@ -137,8 +138,9 @@ pub fn write_capture(dir: &Path, capture: &Capture) -> Result<()> {
     write_file(dir, "capture.json", |w| Ok(serde_json::to_writer(w, capture)?))
 }
 
-/// Every file but capture.json; returns the text report.
-pub fn write_analysis(dir: &Path, analysis: &Analysis) -> Result<String> {
+/// Every file but capture.json; returns the text report. The capture is read for what the
+/// timeline shows that the analysis sums up (every lifecycle event, the Go series).
+pub fn write_analysis(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<String> {
     let r = &analysis.report;
     let secs = r.session.duration_ms as f64 / 1000.0;
 
@@ -176,6 +178,7 @@ pub fn write_analysis(dir: &Path, analysis: &Analysis) -> Result<String> {
         }
     }
 
+    write_file(dir, "timeline.pftrace", |w| timeline::write(capture, analysis, w))?;
     write_file(dir, "report.json", |w| json::render(r, w))?;
 
     let files = files_for(analysis);
