@@ -26,6 +26,15 @@ fn ns(v: u64) -> String {
     }
 }
 
+/// "1 call", "3 calls".
+fn calls(n: u64) -> String {
+    if n == 1 {
+        "1 call".into()
+    } else {
+        format!("{n} calls")
+    }
+}
+
 /// The log2 bucket an upper bound closes: bucket i holds [2^i, 2^(i+1)) ns (bucket 0 from 0).
 fn bucket_of(upper: u64) -> usize {
     (upper.max(2).trailing_zeros() as usize).saturating_sub(1)
@@ -47,10 +56,10 @@ fn histogram(s: &mut String, row: &SyscallRow) {
     let errors = if row.errors > 0 { format!(", {} failed", row.errors) } else { String::new() };
     let _ = write!(
         s,
-        "<figure class=\"hist\" data-syscall=\"{0}\"><figcaption><b>{0}</b> — {1} calls{errors}, total {2}; \
+        "<figure class=\"hist\" data-syscall=\"{0}\"><figcaption><b>{0}</b> — {1}{errors}, total {2}; \
          p50 {3}, p99 {4}, max {5}</figcaption>",
         esc(&row.name),
-        row.count,
+        calls(row.count),
         ns(row.total_ns),
         ns(row.p50_ns),
         ns(row.p99_ns),
@@ -64,7 +73,7 @@ fn histogram(s: &mut String, row: &SyscallRow) {
         "<svg class=\"histogram\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"latency of {}\">",
         esc(&row.name)
     );
-    let _ = write!(s, "<text x=\"0\" y=\"9\">{top} calls</text>");
+    let _ = write!(s, "<text x=\"0\" y=\"9\">{}</text>", calls(top));
     // Labels under every bar would overlap past a dozen: every n-th, the first and last always.
     let every = bars.len().div_ceil(8).max(1);
     for (i, &(b, n)) in bars.iter().enumerate() {
@@ -75,12 +84,13 @@ fn histogram(s: &mut String, row: &SyscallRow) {
         let _ = write!(
             s,
             "<rect class=\"{class}\" data-bucket=\"{b}\" data-count=\"{n}\" x=\"{:.2}\" y=\"{:.2}\" width=\"{:.2}\" height=\"{bh:.2}\">\
-             <title>[{}, {}): {n} calls</title></rect>",
+             <title>[{}, {}): {}</title></rect>",
             i as f64 * slot + 1.0,
             base - bh,
             (slot - 2.0).max(1.0),
             ns(lo),
-            ns(hi)
+            ns(hi),
+            calls(n)
         );
         if i % every == 0 || i + 1 == bars.len() {
             let _ = write!(
