@@ -200,10 +200,10 @@ ol.findings { list-style: none; padding: 0; margin: 0; }
 .sev { display: inline-block; min-width: 62px; text-align: center; color: #fff; background: var(--low);
   font-size: 12px; font-weight: 700; border-radius: 3px; padding: 1px 6px; }
 .high .sev { background: var(--high); } .medium .sev { background: var(--medium); }
-dl.evidence { display: grid; grid-template-columns: max-content 1fr; gap: 0 14px; margin: 6px 0 0 2px;
-  font-size: 13px; color: #3c4043; }
-dl.evidence dt { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
-dl.evidence dd { margin: 0; overflow-wrap: anywhere; }
+dl.evidence { display: flex; flex-wrap: wrap; margin: 4px 0 0 2px; font-size: 12.5px; color: #3c4043; }
+dl.evidence dt { font-family: ui-monospace, "DejaVu Sans Mono", monospace; color: var(--muted); }
+dl.evidence dt::after { content: ":"; }
+dl.evidence dd { margin: 0 16px 0 5px; overflow-wrap: anywhere; }
 svg.gantt { width: 100%; height: auto; display: block; }
 svg.gantt text { font: 12px system-ui, "DejaVu Sans", sans-serif; fill: var(--fg); }
 svg.gantt text.label { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }

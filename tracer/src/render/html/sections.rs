@@ -92,14 +92,16 @@ fn histogram(s: &mut String, row: &SyscallRow) {
             ns(hi),
             calls(n)
         );
-        if i % every == 0 || i + 1 == bars.len() {
-            let _ = write!(
-                s,
-                "<text x=\"{:.2}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-                i as f64 * slot + slot / 2.0,
-                h - 4.0,
-                ns(lo)
-            );
+        let last = bars.len() - 1;
+        // The last bar always, so no regular label may crowd it.
+        if i == last || (i % every == 0 && last - i > every / 2) {
+            // The outer labels stay inside the chart.
+            let (x, anchor) = match i {
+                0 => (i as f64 * slot + 1.0, "start"),
+                _ if i == last && i > 0 => ((i + 1) as f64 * slot - 1.0, "end"),
+                _ => (i as f64 * slot + slot / 2.0, "middle"),
+            };
+            let _ = write!(s, "<text x=\"{x:.2}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>", h - 4.0, ns(lo));
         }
     }
     s.push_str("</svg></figure>\n");
