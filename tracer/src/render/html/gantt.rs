@@ -140,16 +140,23 @@ pub(super) fn section(s: &mut String, r: &Report, signals: &[ReceivedSignal]) {
         );
         t += step;
     }
+    // By receiver: a build's ledger has thousands of rows.
+    let mut by_pid: std::collections::HashMap<u32, Vec<&ReceivedSignal>> = std::collections::HashMap::new();
+    for sig in signals {
+        by_pid.entry(sig.pid).or_default().push(sig);
+    }
     for (i, c) in kids.iter().enumerate() {
-        row(s, c, signals, end, AXIS_H + ROW_H * i as f64, i, &x);
+        let received = by_pid.get(&c.pid).map_or(&[][..], Vec::as_slice);
+        row(s, c, received, end, AXIS_H + ROW_H * i as f64, i, &x);
     }
     s.push_str("</svg>\n</section>\n");
 }
 
+/// One process's row; `signals`: those it received.
 fn row(
     s: &mut String,
     c: &ChildRecord,
-    signals: &[ReceivedSignal],
+    signals: &[&ReceivedSignal],
     end: u64,
     y: f64,
     i: usize,
@@ -228,7 +235,7 @@ fn row(
             secs(e)
         );
     }
-    for sig in signals.iter().filter(|g| g.pid == c.pid) {
+    for sig in signals {
         let ignored = sig.not_delivered().map(|w| format!(" ({w})")).unwrap_or_default();
         let class = if sig.not_delivered().is_some() { "mark signal ignored" } else { "mark signal" };
         let _ = write!(

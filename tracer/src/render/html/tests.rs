@@ -246,3 +246,18 @@ fn html_escapes_text_and_attributes() {
     assert_eq!(flames::svg_height(r#"<?xml?><svg version="1.1" width="1200" height="390" x="1">"#), Some(390));
     assert_eq!(flames::svg_height("<svg width=\"1\">"), None);
 }
+
+/// Processes that existed before attach: alive from the chart's start; a zombie at attach has
+/// no alive bar, only its zombie bar from the start.
+#[test]
+fn html_gantt_bars_of_processes_from_before_attach() {
+    let end = 2000 * MS;
+    let mut c = analysis().report.children[0].clone();
+    (c.forked_at_ns, c.exited_at_ns, c.reaped_at_ns, c.alive_at_end) = (None, None, None, true);
+    assert_eq!(gantt::bars(&c, end), gantt::Bars { alive: Some((0, end)), zombie: None });
+    (c.alive_at_end, c.zombie_at_attach, c.never_reaped) = (false, true, true);
+    assert_eq!(gantt::bars(&c, end), gantt::Bars { alive: None, zombie: Some((0, end)) });
+    // Reaped during the session: the zombie bar ends at the reap.
+    (c.never_reaped, c.reaped_at_ns) = (false, Some(700 * MS));
+    assert_eq!(gantt::bars(&c, end), gantt::Bars { alive: None, zombie: Some((0, 700 * MS)) });
+}
