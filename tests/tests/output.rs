@@ -44,7 +44,16 @@ fn rerender_in_place_and_stale_files() {
     let mut names: Vec<String> =
         std::fs::read_dir(&run.dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    let want = ["capture.json", "cpu.folded", "cpu.pb.gz", "cpu.svg", "report.json", "report.txt", "timeline.pftrace"];
+    let want = [
+        "capture.json",
+        "cpu.folded",
+        "cpu.pb.gz",
+        "cpu.svg",
+        "report.html",
+        "report.json",
+        "report.txt",
+        "timeline.pftrace",
+    ];
     assert_eq!(names, want);
     assert_no_rtrace_programs();
 }

@@ -105,6 +105,19 @@ fn cpu_profile_conflict_offcpu_and_report() {
     assert_eq!(r["session"]["ended_by"], "duration");
     assert!(r["accounting"]["cpu_samples"].as_u64().unwrap() > 50, "{}", r["accounting"]);
     assert_eq!(r["accounting"]["lost_samples"], 0);
+    // The same session code renders report.html: the page, with the chain's on-CPU graph.
+    let (status, head, html) = get(
+        UnixStream::connect(&socket).unwrap(),
+        &format!("/pid/{pid}/debug/rtrace/report.html?seconds=1"),
+        "localhost",
+    );
+    assert_eq!(status, 200, "{head}\n{html}");
+    assert!(head.contains("\r\ncontent-type: text/html; charset=utf-8"), "{head}");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.ends_with("</html>\n"), "{html}");
+    assert!(html.contains(&format!("<title>rtrace report: pid {pid} (cpu_chain)</title>")), "{html}");
+    let cpu = html.split("<iframe class=\"flame\" id=\"flame-cpu\"").nth(1).expect("an on-CPU graph");
+    assert!(cpu[..cpu.find("</iframe>").unwrap()].contains("leaf"), "{cpu}");
+    assert!(html.contains("Served by rtrace serve for one session"), "no report directory to link to");
     let _ = chain.kill();
     let _ = chain.wait();
     server.stop().unwrap();

@@ -138,6 +138,8 @@ pub struct Analysis {
     pub report: Report,
     pub cpu: CpuProfile,
     pub offcpu: OffcpuProfile,
+    /// The signals the ledger's processes received (report.html's Gantt chart marks them).
+    pub signals: Vec<children::signals::ReceivedSignal>,
 }
 
 /// A wakeup from interrupt context runs on whatever task the interrupt hit: that task is not the
@@ -348,6 +350,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         &ChildrenConfig { slow_reap_ns: s.slow_reap_ms * 1_000_000, wait_stall_ns: s.wait_stall_ms * 1_000_000 },
         &ev,
     );
+    let signals = children::signals::received(&capture.lifecycle, &kids.children);
     let mut findings = kids.findings;
     findings.extend(crate::analyze::gc::findings(&go, s.duration_ms));
     findings.extend(crate::analyze::goleak::findings(capture, &go));
@@ -377,7 +380,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         go,
         unwind: crate::analyze::unwind::analyze(capture),
     };
-    Analysis { report, cpu, offcpu }
+    Analysis { report, cpu, offcpu, signals }
 }
 
 #[cfg(test)]

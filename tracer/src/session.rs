@@ -320,6 +320,8 @@ pub fn write_report(dir: &Path, capture: &Capture, quiet: bool) -> Result<report
     if !quiet {
         // The files are written already; a closed stdout (`rtrace … | head`) is not an error.
         let _ = std::io::stdout().write_all(text.as_bytes());
+        // Last, where the eye lands when the summary has scrolled by.
+        let _ = writeln!(std::io::stdout(), "\nopen {}", dir.join("report.html").display());
     }
     Ok(analysis)
 }

@@ -27,6 +27,9 @@ const PACKAGES: &[&str] = &[
     "libcap2-bin",
     // Debian's Prometheus scrapes `rtrace serve --watch` in tests/serve_watch.rs.
     "prometheus",
+    // Debian's headless Chromium opens report.html in tests/report_html.rs (DOM after its
+    // scripts ran, a screenshot, no network request).
+    "chromium",
 ];
 
 pub fn run() -> Result<()> {

@@ -1,8 +1,50 @@
-//! Flame graph SVGs through inferno, from folded lines.
+//! Flame graph SVGs through inferno, from folded lines, and the session's three (cpu,
+//! off-CPU, wall): rendered once, written as files by output.rs and embedded in report.html.
 use std::io::Write;
 
 use anyhow::Result;
-use inferno::flamegraph::{self, Options, Palette};
+use inferno::flamegraph::{self, color::BasicPalette, Options, Palette};
+
+use crate::report::Analysis;
+
+/// The session's flame graph SVGs; the off-CPU and wall ones only when off-CPU was traced.
+pub struct Flames {
+    pub cpu: Vec<u8>,
+    pub offcpu: Option<Vec<u8>>,
+    pub wall: Option<Vec<u8>>,
+}
+
+impl Flames {
+    /// Renders all three from the analysis and its folded lines (`cpu`: cpu.folded's, `offcpu`:
+    /// offcpu.folded's; the caller has them already when it writes those files).
+    pub fn render(analysis: &Analysis, cpu: &[String], offcpu: &[String]) -> Result<Flames> {
+        let r = &analysis.report;
+        let secs = r.session.duration_ms as f64 / 1000.0;
+        let who = format!("{} (pid {}), {secs:.1} s", r.target.comm, r.target.pid);
+        let svg = |lines: &[String], style: Style<'_>| -> Result<Vec<u8>> {
+            let mut out = Vec::new();
+            render(lines, style, &mut out)?;
+            Ok(out)
+        };
+        let cpu = svg(
+            cpu,
+            Style {
+                title: format!("rtrace on-CPU: {who} at {} Hz", r.session.sample_frequency_hz),
+                count_name: "samples",
+                palette: Palette::Basic(BasicPalette::Hot),
+            },
+        )?;
+        if r.offcpu.is_none() {
+            return Ok(Flames { cpu, offcpu: None, wall: None });
+        }
+        let us = |title: String, palette| Style { title, count_name: "us", palette };
+        let offcpu = svg(offcpu, us(format!("rtrace off-CPU: {who}"), Palette::Basic(BasicPalette::Blue)))?;
+        let wall = crate::analyze::offcpu::wall_folded(&analysis.cpu, &analysis.offcpu, r.session.sample_frequency_hz);
+        let wall =
+            svg(&wall, us(format!("rtrace wall clock (on-CPU + off-CPU): {who}"), Palette::Basic(BasicPalette::Aqua)))?;
+        Ok(Flames { cpu, offcpu: Some(offcpu), wall: Some(wall) })
+    }
+}
 
 pub struct Style<'a> {
     pub title: String,

@@ -136,7 +136,7 @@ fn standard(function: &str) -> bool {
 
 /// The innermost frame of the program's own code, and when that is the standard library's, the
 /// program's function that called into it: "os/exec.(*Cmd).Wait ← main.runChild".
-fn where_(stack: &[crate::symbolize::Frame]) -> String {
+pub(crate) fn where_(stack: &[crate::symbolize::Frame]) -> String {
     let Some(inner) = crate::symbolize::caller_function(stack).or_else(|| crate::symbolize::leaf_function(stack))
     else {
         return "[stack not read]".into();

@@ -8,6 +8,7 @@ mod golden_go;
 pub mod goroutine_pprof;
 pub mod goroutines_txt;
 pub mod heap_pprof;
+pub mod html;
 pub mod json;
 pub mod metrics;
 pub mod output;

@@ -8,16 +8,16 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use inferno::flamegraph::{color::BasicPalette, Palette};
 
 use crate::{
     capture::Capture,
-    render::{flamegraph, goroutine_pprof, goroutines_txt, json, pprof, profiles, text, timeline},
+    render::{flamegraph, goroutine_pprof, goroutines_txt, html, json, pprof, profiles, text, timeline},
     report::Analysis,
 };
 
 /// The files of a report directory, with what each holds (listed in report.txt).
 pub const FILES: &[(&str, &str)] = &[
+    ("report.html", "open this first: findings, children, flame graphs, histograms in one page"),
     ("report.txt", "this summary"),
     ("report.json", "everything above, machine-readable (schema_version 1)"),
     ("cpu.svg", "on-CPU flame graph (open in a browser)"),
@@ -88,10 +88,6 @@ fn write_lines(dir: &Path, name: &str, lines: &[String]) -> Result<()> {
     })
 }
 
-fn write_svg(dir: &Path, name: &str, lines: &[String], style: flamegraph::Style<'_>) -> Result<()> {
-    write_file(dir, name, |w| flamegraph::render(lines, style, w))
-}
-
 /// A report directory may be reused only if it is empty, holds an earlier report (its
 /// report.json or capture.json), or holds `input`, the capture being re-rendered beside itself:
 /// `-o .` in a source tree must not mix a report into it. Other files beside an earlier report
@@ -142,27 +138,19 @@ pub fn write_capture(dir: &Path, capture: &Capture) -> Result<()> {
 /// timeline shows that the analysis sums up (every lifecycle event, the Go series).
 pub fn write_analysis(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<String> {
     let r = &analysis.report;
-    let secs = r.session.duration_ms as f64 / 1000.0;
-
     let folded = analysis.cpu.folded();
     write_lines(dir, "cpu.folded", &folded)?;
-    let title = format!(
-        "rtrace on-CPU: {} (pid {}), {secs:.1} s at {} Hz",
-        r.target.comm, r.target.pid, r.session.sample_frequency_hz
-    );
-    write_svg(
-        dir,
-        "cpu.svg",
-        &folded,
-        flamegraph::Style { title, count_name: "samples", palette: Palette::Basic(BasicPalette::Hot) },
-    )?;
+    let off = if r.offcpu.is_some() { analysis.offcpu.folded() } else { Vec::new() };
+    // Rendered once: written as files here and embedded in report.html.
+    let flames = flamegraph::Flames::render(analysis, &folded, &off)?;
+    write_file(dir, "cpu.svg", |w| Ok(w.write_all(&flames.cpu)?))?;
 
     let time_nanos = profiles::start_nanos(analysis);
     let duration_nanos = r.session.duration_ms as i64 * 1_000_000;
     write_file(dir, "cpu.pb.gz", |w| pprof::write_gz(&profiles::cpu(analysis, time_nanos), w))?;
 
     if r.offcpu.is_some() {
-        write_offcpu(dir, analysis, time_nanos)?;
+        write_offcpu(dir, analysis, &off, &flames, time_nanos)?;
     }
 
     if goroutines(analysis) {
@@ -182,29 +170,27 @@ pub fn write_analysis(dir: &Path, capture: &Capture, analysis: &Analysis) -> Res
     write_file(dir, "report.json", |w| json::render(r, w))?;
 
     let files = files_for(analysis);
+    write_file(dir, "report.html", |w| html::render(analysis, &flames, html::Links::Directory(&files), w))?;
     let txt = text::render(r, dir, &files);
     write_file(dir, "report.txt", |w| Ok(w.write_all(txt.as_bytes())?))?;
     remove_stale(dir, &files)?;
     Ok(txt)
 }
 
-fn write_offcpu(dir: &Path, analysis: &Analysis, time_nanos: i64) -> Result<()> {
-    let r = &analysis.report;
-    let secs = r.session.duration_ms as f64 / 1000.0;
-    let who = format!("{} (pid {}), {secs:.1} s", r.target.comm, r.target.pid);
-    let off = analysis.offcpu.folded();
-    write_lines(dir, "offcpu.folded", &off)?;
-    let style = |title: String, palette| flamegraph::Style { title, count_name: "us", palette };
-    write_svg(dir, "offcpu.svg", &off, style(format!("rtrace off-CPU: {who}"), Palette::Basic(BasicPalette::Blue)))?;
+fn write_offcpu(
+    dir: &Path,
+    analysis: &Analysis,
+    off: &[String],
+    flames: &flamegraph::Flames,
+    time_nanos: i64,
+) -> Result<()> {
+    write_lines(dir, "offcpu.folded", off)?;
+    for (name, svg) in [("offcpu.svg", &flames.offcpu), ("wall.svg", &flames.wall)] {
+        if let Some(svg) = svg {
+            write_file(dir, name, |w| Ok(w.write_all(svg)?))?;
+        }
+    }
     write_lines(dir, "wakeups.folded", &analysis.offcpu.wakeups_folded())?;
-    let wall = crate::analyze::offcpu::wall_folded(&analysis.cpu, &analysis.offcpu, r.session.sample_frequency_hz);
-    write_svg(
-        dir,
-        "wall.svg",
-        &wall,
-        style(format!("rtrace wall clock (on-CPU + off-CPU): {who}"), Palette::Basic(BasicPalette::Aqua)),
-    )?;
-
     write_file(dir, "offcpu.pb.gz", |w| pprof::write_gz(&profiles::offcpu(analysis, time_nanos), w))
 }
 

@@ -14,7 +14,7 @@ use crate::{
 
 /// Every loss counter that is not zero, one line each saying what was lost and what it means
 /// for the numbers below: a report that lost data must say so where it is read.
-fn losses(s: &mut String, a: &crate::capture::Accounting) {
+pub(crate) fn losses(s: &mut String, a: &crate::capture::Accounting) {
     let e = &a.stack_errors_by_reason;
     let lines = [
         (a.lost_samples, "on-CPU samples not counted (the sample-count map was full): on-CPU totals are low"),
@@ -41,6 +41,25 @@ fn losses(s: &mut String, a: &crate::capture::Accounting) {
     }
 }
 
+/// "duration: 2.0 s (target exited); sampling cpu-clock at 99 Hz".
+pub(crate) fn session_line(ss: &crate::report::Session) -> String {
+    let ended = match ss.ended_by {
+        EndedBy::Duration => "duration elapsed",
+        EndedBy::Interrupt => "interrupted",
+        EndedBy::TargetExit => "target exited",
+        EndedBy::Hangup => "hangup (SIGHUP)",
+    };
+    let clock = match ss.clock {
+        Clock::CpuClock => "cpu-clock",
+        Clock::Cycles => "cycles",
+    };
+    format!(
+        "duration: {:.1} s ({ended}); sampling {clock} at {} Hz",
+        ss.duration_ms as f64 / 1000.0,
+        ss.sample_frequency_hz
+    )
+}
+
 /// How many functions each top list shows in text.
 const TEXT_TOP: usize = 10;
 
@@ -55,23 +74,7 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     for line in t.status_lines() {
         let _ = writeln!(s, "{line}");
     }
-    let ss = &report.session;
-    let ended = match ss.ended_by {
-        EndedBy::Duration => "duration elapsed",
-        EndedBy::Interrupt => "interrupted",
-        EndedBy::TargetExit => "target exited",
-        EndedBy::Hangup => "hangup (SIGHUP)",
-    };
-    let clock = match ss.clock {
-        Clock::CpuClock => "cpu-clock",
-        Clock::Cycles => "cycles",
-    };
-    let _ = writeln!(
-        s,
-        "duration: {:.1} s ({ended}); sampling {clock} at {} Hz",
-        ss.duration_ms as f64 / 1000.0,
-        ss.sample_frequency_hz
-    );
+    let _ = writeln!(s, "{}", session_line(&report.session));
     let a = &report.accounting;
     findings_section(&mut s, &report.findings);
     let _ = writeln!(s, "samples: {} on CPU; lost {}; without stack {}", a.cpu_samples, a.lost_samples, a.stack_errors);
@@ -93,7 +96,7 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     cpu_by_process_section(&mut s, &report.cpu.by_process, total);
 
     if let Some(off) = &report.offcpu {
-        where_it_waits(&mut s, off, total, ss.sample_frequency_hz);
+        where_it_waits(&mut s, off, total, report.session.sample_frequency_hz);
     }
     if let Some(rows) = &report.syscalls {
         syscalls_section(&mut s, rows, report.slowest_syscalls.as_deref().unwrap_or(&[]), a);

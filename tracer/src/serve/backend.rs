@@ -27,6 +27,8 @@ pub enum Kind {
     Wall,
     /// The full report.json of a session (`/debug/rtrace/report`).
     Report,
+    /// The same session's report.html (`/debug/rtrace/report.html`).
+    ReportHtml,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             Kind::Offcpu => "offcpu",
             Kind::Wall => "wall",
             Kind::Report => "report",
+            Kind::ReportHtml => "report.html",
         }
     }
 }
@@ -114,8 +117,9 @@ impl IntoResponse for ServeError {
 pub trait Backend: Send + Sync + 'static {
     /// A gzipped pprof profile of `kind` (never `Report`) over `seconds`, fully symbolized.
     fn profile(&self, access: Access, kind: Kind, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>>;
-    /// report.json of a session of `seconds` on the pid.
-    fn report(&self, access: Access, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>>;
+    /// A session of `seconds` on the pid, as `kind`: report.json (`Kind::Report`) or
+    /// report.html (`Kind::ReportHtml`).
+    fn report(&self, access: Access, kind: Kind, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>>;
     /// The goroutines now: debug 0 a gzipped pprof goroutine profile, 1 Go's grouped text,
     /// 2 the dump (goroutines.txt).
     fn goroutine(&self, pid: u32, debug: u8) -> Result<Vec<u8>, ServeError>;

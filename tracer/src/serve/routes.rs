@@ -43,6 +43,7 @@ pub fn router(app: App) -> Router {
         .route("/pid/{pid}/debug/pprof/offcpu", get(offcpu))
         .route("/pid/{pid}/debug/pprof/wall", get(wall))
         .route("/pid/{pid}/debug/rtrace/report", get(report))
+        .route("/pid/{pid}/debug/rtrace/report.html", get(report_html))
         .route("/pid/{pid}/debug/pprof/goroutine", get(goroutine))
         .route("/pid/{pid}/debug/pprof/heap", get(heap))
         .fallback(not_found)
@@ -191,7 +192,8 @@ async fn profile(
     let access = authorize(&app, &caller, &pid)?;
     let _slot = app.running.claim(access.pid, kind)?;
     let mut r = match kind {
-        Kind::Report => bytes(app.backend.report(access, secs).await?, "application/json"),
+        Kind::Report => bytes(app.backend.report(access, kind, secs).await?, "application/json"),
+        Kind::ReportHtml => bytes(app.backend.report(access, kind, secs).await?, "text/html; charset=utf-8"),
         _ => pprof(app.backend.profile(access, kind, secs).await?, kind.name()),
     };
     // What the session traced besides the pid (root: its descendants; others: nothing).
@@ -212,7 +214,13 @@ macro_rules! kind_handler {
         }
     )*};
 }
-kind_handler!(cpu => Kind::Cpu, offcpu => Kind::Offcpu, wall => Kind::Wall, report => Kind::Report);
+kind_handler!(
+    cpu => Kind::Cpu,
+    offcpu => Kind::Offcpu,
+    wall => Kind::Wall,
+    report => Kind::Report,
+    report_html => Kind::ReportHtml
+);
 
 async fn goroutine(
     State(app): State<App>,
@@ -253,6 +261,7 @@ const ENDPOINTS: &str = "\
 /pid/PID/debug/pprof/goroutine[?debug=1|2] goroutines of a Go process now (pprof; debug=1 grouped text, 2 the dump)
 /pid/PID/debug/pprof/heap                 heap profile of a Go process as of its last GC (pprof)
 /pid/PID/debug/rtrace/report?seconds=N    rtrace's report.json of a session
+/pid/PID/debug/rtrace/report.html?seconds=N  the same session's report.html (open in a browser)
 /metrics                                  the --watch processes' metrics (OpenMetrics, for Prometheus)
 /healthz                                  liveness
 ";

@@ -24,9 +24,10 @@ impl Backend for Mock {
             Ok(b"pprof".to_vec())
         })
     }
-    fn report(&self, a: Access, s: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
-        self.asked.lock().unwrap().push((a, Kind::Report, s));
-        Box::pin(async { Ok(b"{}".to_vec()) })
+    fn report(&self, a: Access, kind: Kind, s: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
+        self.asked.lock().unwrap().push((a, kind, s));
+        let body = if kind == Kind::ReportHtml { b"<!DOCTYPE html>".to_vec() } else { b"{}".to_vec() };
+        Box::pin(async move { Ok(body) })
     }
     fn goroutine(&self, pid: u32, debug: u8) -> Result<Vec<u8>, ServeError> {
         Ok(format!("goroutines of {pid} at {debug}").into_bytes())
@@ -94,12 +95,24 @@ async fn routes_and_parameters() {
     get(&a, &format!("/pid/{me}/debug/pprof/offcpu?seconds=5")).await;
     get(&a, &format!("/pid/{me}/debug/pprof/wall?seconds=3600&other=kept")).await;
     let r = get(&a, &format!("/pid/{me}/debug/rtrace/report?seconds=2")).await;
-    assert_eq!((r.0, r.1.as_str()), (200, "application/json"));
+    assert_eq!((r.0, r.1.as_str(), r.3.as_str()), (200, "application/json", "{}"));
+    let r = get(&a, &format!("/pid/{me}/debug/rtrace/report.html?seconds=7")).await;
+    assert_eq!((r.0, r.1.as_str(), r.3.as_str()), (200, "text/html; charset=utf-8", "<!DOCTYPE html>"));
     let full = Access { pid: me, kernel_stacks: true, descendants: true };
     assert_eq!(
         *mock.asked.lock().unwrap(),
-        [(full, Kind::Cpu, 30), (full, Kind::Offcpu, 5), (full, Kind::Wall, 3600), (full, Kind::Report, 2)]
+        [
+            (full, Kind::Cpu, 30),
+            (full, Kind::Offcpu, 5),
+            (full, Kind::Wall, 3600),
+            (full, Kind::Report, 2),
+            (full, Kind::ReportHtml, 7)
+        ]
     );
+    // The index lists it, and its seconds are checked as every session's.
+    assert!(get(&a, "/debug/pprof/").await.3.contains("\n/pid/PID/debug/rtrace/report.html?seconds=N "));
+    let r = error(get(&a, &format!("/pid/{me}/debug/rtrace/report.html?seconds=0")).await);
+    assert_eq!(r, (400, "bad seconds=\"0\": a whole number of seconds, 1 to 3600".into()));
     let r = get(&a, &format!("/pid/{me}/debug/pprof/goroutine?debug=2")).await;
     assert_eq!((r.0, r.1.as_str(), r.3), (200, "text/plain; charset=utf-8", format!("goroutines of {me} at 2")));
     let r = get(&a, &format!("/pid/{me}/debug/pprof/goroutine")).await;

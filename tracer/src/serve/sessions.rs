@@ -1,7 +1,7 @@
-//! The session-backed endpoints (profile, offcpu, wall, report): each request runs one session
+//! The session-backed endpoints (profile, offcpu, wall, report, report.html): each request runs one session
 //! of rtrace on its pid — the same `session::run` as the one-shot CLI, with
 //! `SessionOptions::for_pid` — on a thread of its own, then symbolizes and answers with the
-//! profile built in memory (render/profiles.rs) or report.json. A session follows the pid's
+//! profile built in memory (render/profiles.rs), report.json or report.html. A session follows the pid's
 //! descendants only when the caller may (`Access::descendants`, root); else the profile says so
 //! in a comment (the response header says it for every kind, routes.rs).
 //!
@@ -18,7 +18,7 @@ use super::backend::{Access, Backend, BoxFuture, Kind, ServeError};
 use crate::{
     error::UsageError,
     options::SessionOptions,
-    render::{json, pprof, profiles},
+    render::{flamegraph, html, json, pprof, profiles},
     report,
     symbolize::BlazeResolver,
 };
@@ -38,6 +38,7 @@ pub struct Sessions {
 enum Want {
     Profile(Kind),
     Report,
+    ReportHtml,
 }
 
 impl Sessions {
@@ -93,13 +94,14 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
     let mut out = Vec::new();
     let start = profiles::start_nanos(&analysis);
     let profile = match want {
-        Want::Report => None,
+        Want::Report | Want::ReportHtml => None,
         Want::Profile(Kind::Cpu) => Some(profiles::cpu(&analysis, start)),
         Want::Profile(Kind::Offcpu) => Some(profiles::offcpu(&analysis, start)),
         Want::Profile(Kind::Wall) => Some(profiles::wall(&analysis, start)),
-        Want::Profile(Kind::Report) => unreachable!("a report is Want::Report"),
+        Want::Profile(Kind::Report | Kind::ReportHtml) => unreachable!("a report is Want::Report(Html)"),
     };
     let written = match profile {
+        None if matches!(want, Want::ReportHtml) => html_report(&analysis, &mut out),
         None => json::render(&analysis.report, &mut out),
         Some(mut p) => {
             if !access.descendants {
@@ -110,6 +112,13 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
     };
     written.map_err(|e| ServeError::Internal(format!("encoding the answer: {e:#}")))?;
     Ok(out)
+}
+
+/// report.html as the CLI writes it, without the report directory's links (there is none).
+fn html_report(analysis: &report::Analysis, out: &mut Vec<u8>) -> anyhow::Result<()> {
+    let off = if analysis.report.offcpu.is_some() { analysis.offcpu.folded() } else { Vec::new() };
+    let flames = flamegraph::Flames::render(analysis, &analysis.cpu.folded(), &off)?;
+    html::render(analysis, &flames, html::Links::Served, out)
 }
 
 /// One more comment line in a profile (`go tool pprof -comments` prints them).
@@ -135,8 +144,9 @@ impl Backend for Sessions {
     fn profile(&self, access: Access, kind: Kind, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
         self.spawn(access, Want::Profile(kind), seconds)
     }
-    fn report(&self, access: Access, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
-        self.spawn(access, Want::Report, seconds)
+    fn report(&self, access: Access, kind: Kind, seconds: u32) -> BoxFuture<'_, Result<Vec<u8>, ServeError>> {
+        let want = if kind == Kind::ReportHtml { Want::ReportHtml } else { Want::Report };
+        self.spawn(access, want, seconds)
     }
     fn goroutine(&self, pid: u32, debug: u8) -> Result<Vec<u8>, ServeError> {
         super::goview::goroutine(pid, debug)

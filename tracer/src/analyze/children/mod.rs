@@ -409,6 +409,7 @@ mod findings;
 #[allow(unused_imports)]
 use findings::*;
 mod index;
+pub mod signals;
 mod stall;
 use index::*;
 
