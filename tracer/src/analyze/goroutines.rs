@@ -184,7 +184,9 @@ fn shown_creator(f: &str) -> bool {
     f.strip_prefix("runtime.").is_none_or(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
 }
 
-fn system(start: Option<&String>) -> bool {
+/// A goroutine of the runtime's own (as Go's NumGoroutine leaves out): its start function,
+/// by name, is in package runtime and is not runtime.main.
+pub fn system(start: Option<&str>) -> bool {
     start.is_some_and(|n| n.starts_with("runtime.") && n != "runtime.main")
 }
 
@@ -235,7 +237,7 @@ pub fn report(capture: &Capture, p: &GoProcess, named: &Named) -> GoroutinesRepo
     };
     let mut groups: BTreeMap<Key, Vec<&Goroutine>> = BTreeMap::new();
     for g in &p.last {
-        if system(starts.get(&g.start_pc)) {
+        if system(starts.get(&g.start_pc).map(String::as_str)) {
             r.system += 1;
             continue;
         }

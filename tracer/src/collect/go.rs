@@ -70,6 +70,29 @@ struct Live {
     gc: Option<GcReader>,
     record: GoProcess,
     last_read: Instant,
+    /// For `GoSession::live`: the executable's function table (read at the first call) and
+    /// whether each start pc seen begins a goroutine of the runtime's own.
+    starts: Option<Option<crate::symbolize::gopclntab::GoTable>>,
+    system: HashMap<u64, bool>,
+}
+
+impl Live {
+    /// Goroutines at the last snapshot, without the runtime's own (as runtime.NumGoroutine
+    /// and the goroutine profile's total count them).
+    fn user_goroutines(&mut self) -> Option<u64> {
+        let pid = self.target.pid;
+        let table =
+            self.starts.get_or_insert_with(|| crate::symbolize::gopclntab::GoTable::load(&format!("/proc/{pid}/exe")));
+        let bias = self.target.bias;
+        let mut n = 0;
+        for pc in self.tracker.start_pcs()? {
+            let system = *self.system.entry(pc).or_insert_with(|| {
+                crate::analyze::goroutines::system(table.as_ref().and_then(|t| t.lookup_addr(pc.wrapping_sub(bias))))
+            });
+            n += u64::from(!system);
+        }
+        Some(n)
+    }
 }
 
 /// The thread registers (for goroutines in a syscall or running), read once per tick and only
@@ -191,7 +214,7 @@ impl GoSession {
             out.push(GoLive {
                 pid: *pid,
                 go_version: l.record.go_version.clone(),
-                goroutines: l.tracker.live_now(),
+                goroutines: l.user_goroutines(),
                 gc_cycles: gc.map(|g| g.0),
                 gc_pause_ns: gc.map(|g| g.1),
             });
@@ -243,8 +266,15 @@ impl GoSession {
                         });
                     }
                 }
-                let mut l =
-                    Box::new(Live { target: t, tracker: Tracker::new(), gc, record, last_read: Instant::now() });
+                let mut l = Box::new(Live {
+                    target: t,
+                    tracker: Tracker::new(),
+                    gc,
+                    record,
+                    last_read: Instant::now(),
+                    starts: None,
+                    system: HashMap::new(),
+                });
                 read(&mut l, regs, at_ns);
                 State::Live(l)
             }

@@ -78,9 +78,9 @@ impl Tracker {
         self.last = Some(snap);
     }
 
-    /// Live goroutines at the last snapshot.
-    pub fn live_now(&self) -> Option<u64> {
-        self.summaries.last().map(|s| s.live)
+    /// The start pcs of the last snapshot's goroutines (None before the first snapshot).
+    pub fn start_pcs(&self) -> Option<impl Iterator<Item = u64> + '_> {
+        self.last.as_ref().map(|s| s.goroutines.iter().map(|l| l.g.start_pc))
     }
 
     /// Keeps the last `keep` summaries (a session that runs for days: `rtrace serve --watch`).
