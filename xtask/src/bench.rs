@@ -35,6 +35,7 @@ mod report;
 mod rounds;
 mod serve;
 mod unwind;
+mod watch;
 use rounds::{alternate, ratio_text, Tracer};
 
 pub fn run(which: &str, rounds: u32) -> Result<()> {
@@ -52,6 +53,7 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
         "report" => report::report(rounds),
         "unwind" => unwind::unwind(rounds),
         "serve" => serve::serve(rounds),
+        "watch" => watch::watch(rounds),
         "all" => {
             cpu(rounds)?;
             offcpu(rounds)?;
@@ -60,10 +62,11 @@ pub fn run(which: &str, rounds: u32) -> Result<()> {
             go::go(rounds)?;
             report::report(rounds)?;
             unwind::unwind(rounds)?;
-            serve::serve(rounds)
+            serve::serve(rounds)?;
+            watch::watch(rounds)
         }
         other => {
-            bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, report, unwind, serve, all")
+            bail!("unknown benchmark {other:?}; available: cpu, offcpu, syscalls, load, go, report, unwind, serve, watch, all")
         }
     }
 }

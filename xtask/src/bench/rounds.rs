@@ -25,6 +25,8 @@ pub(super) enum Tracer<'a> {
     Bpftrace(&'a str),
     /// `perf record -p PID` with these extra arguments (its data written to a scratch file).
     Perf(&'a [&'a str]),
+    /// `rtrace serve --watch pid:PID` (the daemon's continuous session; bench watch.rs).
+    Watch,
 }
 
 struct Measured {
@@ -86,6 +88,7 @@ fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
             }
             Some(perf)
         }
+        Tracer::Watch => Some(super::watch::watching(&pid, &out)?),
         Tracer::Bpftrace(prog) => {
             let mut bt = Command::new("bpftrace")
                 .arg("-e")
@@ -117,7 +120,7 @@ fn measure(bin: &Path, args: &[String], tracer: &Tracer) -> Result<Measured> {
         idle.wait()?;
     }
     if let Some(mut child) = tracer_child.take() {
-        if let Tracer::Bpftrace(_) | Tracer::Perf(_) = tracer {
+        if let Tracer::Bpftrace(_) | Tracer::Perf(_) | Tracer::Watch = tracer {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         }

@@ -25,7 +25,7 @@ use crate::util::{rtrace_bin, step};
 const SECONDS: u64 = 2;
 
 /// The daemon's CPU (user + system) so far, in ms, and its RSS in KiB.
-fn usage(pid: u32) -> Result<(u64, u64)> {
+pub(super) fn usage(pid: u32) -> Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let f: Vec<u64> =
         stat[stat.rfind(')').context("stat")? + 2..].split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
@@ -42,6 +42,11 @@ fn usage(pid: u32) -> Result<(u64, u64)> {
 
 /// One GET over the socket: (status, body length, wall time).
 fn get(socket: &Path, path: &str) -> Result<(u16, usize, Duration)> {
+    get_body(socket, path).map(|(s, b, t)| (s, b.len(), t))
+}
+
+/// One GET over the socket: (status, body, wall time).
+pub(super) fn get_body(socket: &Path, path: &str) -> Result<(u16, Vec<u8>, Duration)> {
     let t = Instant::now();
     let mut s = UnixStream::connect(socket).with_context(|| format!("connecting to {}", socket.display()))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
@@ -50,10 +55,10 @@ fn get(socket: &Path, path: &str) -> Result<(u16, usize, Duration)> {
     let at = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |i| i + 4);
     let status =
         String::from_utf8_lossy(&raw[..at]).split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    Ok((status, raw.len() - at, t.elapsed()))
+    Ok((status, raw[at..].to_vec(), t.elapsed()))
 }
 
-struct Killed(Child);
+pub(super) struct Killed(pub(super) Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
