@@ -84,6 +84,7 @@ fn load(pid: u32) -> Probes {
         syscalls: None,
         floor: None,
         ustack_bytes: 16 * 1024,
+        ustack_ring_bytes: None,
     })
     .expect("loading rtrace's programs")
 }

@@ -288,6 +288,7 @@ impl Args {
             go: !self.no_go,
             unwind: parse_unwind(self.unwind.as_deref())?,
             ustack_bytes: parse_ustack_bytes(&self.ustack_bytes)?,
+            ustack_ring_bytes: None,
             bench_floor: match self.bench_floor.as_deref() {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),

@@ -78,6 +78,10 @@ pub struct SessionOptions {
     pub unwind: crate::unwind::Choice,
     /// Stack bytes copied per user stack, within tracer_common::ustack::USTACK_MIN..=USTACK_MAX.
     pub ustack_bytes: u32,
+    /// The stack-copy ring's size (a power of two ≥ 1 MiB); None: USTACKS_RING_BYTES. Watch
+    /// sessions, sampling at 19 Hz, take a smaller one (its pages are kernel memory, mapped
+    /// twice into rtrace).
+    pub ustack_ring_bytes: Option<u32>,
 }
 
 pub const DEFAULT_FREQUENCY_HZ: u64 = 99;
@@ -104,6 +108,7 @@ impl SessionOptions {
             bench_floor: None,
             unwind: crate::unwind::Choice::Auto,
             ustack_bytes: tracer_common::ustack::USTACK_DEFAULT,
+            ustack_ring_bytes: None,
         }
     }
 }

@@ -179,6 +179,7 @@ pub fn run_live(
         syscalls: opts.syscalls,
         floor: opts.bench_floor,
         ustack_bytes: opts.ustack_bytes,
+        ustack_ring_bytes: opts.ustack_ring_bytes,
     })?;
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;

@@ -56,6 +56,8 @@ pub struct Options {
     pub floor: Option<crate::options::Floor>,
     /// --ustack-bytes: stack bytes copied per stack of a DWARF-mode process.
     pub ustack_bytes: u32,
+    /// The USTACKS ring's size (SessionOptions::ustack_ring_bytes).
+    pub ustack_ring_bytes: Option<u32>,
 }
 
 impl Probes {
@@ -148,6 +150,9 @@ impl Probes {
         let slots = cpus.max(1) * tracer_common::ustack::USTACK_LEVELS;
         let ustack_bytes =
             opts.ustack_bytes.clamp(tracer_common::ustack::USTACK_MIN, tracer_common::ustack::USTACK_MAX);
+        if let Some(b) = opts.ustack_ring_bytes.filter(|b| b.is_power_of_two() && *b >= 1 << 20) {
+            loader.map_max_entries("USTACKS", b);
+        }
         loader.map_max_entries("USTACK_SCRATCH", slots).override_global("USTACK_SLOTS", &slots, true).override_global(
             "USTACK_BYTES",
             &ustack_bytes,

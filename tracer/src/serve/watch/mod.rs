@@ -253,6 +253,9 @@ fn watch_one(
     let mut opts = SessionOptions::for_pid(pid, None);
     opts.quiet = true;
     opts.frequency_hz = hz;
+    // A quarter of the one-shot ring: copies at 19 Hz (and the off-CPU ones) are drained
+    // every tick; a full ring is a counted drop.
+    opts.ustack_ring_bytes = Some(4 << 20);
     let cfg = ChildrenConfig {
         slow_reap_ns: opts.slow_reap.as_nanos() as u64,
         wait_stall_ns: opts.wait_stall.as_nanos() as u64,
