@@ -94,6 +94,8 @@ fn watched_shell_ledger_in_metrics() {
     let zombies = tests::children_of(pid);
     assert_eq!(zombies.len(), 1, "{zombies:?}");
     let test_comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap().trim().to_owned();
+    // The shell's wait on it stalls past --wait-stall (1 s) first.
+    std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: a signal to the fixture this test started.
     assert_eq!(unsafe { libc::kill(zombies[0] as i32, libc::SIGTERM) }, 0);
     let m = until(
@@ -108,6 +110,15 @@ fn watched_shell_ledger_in_metrics() {
     assert_eq!(shell.wait().unwrap().code(), Some(0));
     // Its last values stay for a while after it left; nothing is lost.
     assert!(m.lines().any(|x| x == format!(r#"rtrace_children_exited_total{l},outcome="exit_0"}} 2"#)), "{m}");
+    // The shell's two waits stalled. On the fixture (until the kill): it slept as told, not
+    // stuck — low, as the one-shot report judges it, from the session's off-CPU evidence. On
+    // `sleep 3`, begun before attach: medium, as in the one-shot report (no block of it seen),
+    // when the daemon attached more than a second before it ended (as it does: ~1.3 s in).
+    let mut stalls: Vec<&str> =
+        m.lines().filter(|x| x.starts_with("rtrace_findings_total") && x.contains("wait_stall")).collect();
+    stalls.sort();
+    let stall = |sev: &str| format!(r#"rtrace_findings_total{l},kind="wait_stall",severity="{sev}"}} 1"#);
+    assert!(stalls == [stall("low"), stall("medium")] || stalls == [stall("low")], "{m}");
     server.stop().unwrap();
     assert_no_rtrace_programs();
 }

@@ -61,17 +61,23 @@ pub struct LiveSnapshot {
     pub profile: Option<Capture>,
     /// The Go processes' runtime readings (when the session has the Go view).
     pub go: Vec<super::go::GoLive>,
+    /// What each process did (CPU, blocks), for the ledger's wait-stall verdicts as the
+    /// one-shot report has them; see `evidence`.
+    pub evidence: crate::analyze::children::Evidence,
 }
 
 /// Reads the snapshot. `harvested`: syscall stats of exited processes already taken out of the
 /// kernel map.
+/// `hz`: the sampling frequency; `offcpu`: off-CPU is traced (not --no-offcpu).
 pub fn snapshot(
     probes: &Probes,
     life: &mut LifeCollector,
     harvested: &[(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)],
+    (hz, offcpu): (u64, bool),
 ) -> Result<LiveSnapshot> {
-    let waits: Vec<_> =
-        probes.syscalls_in_flight()?.into_iter().filter(|(_, i)| crate::analyze::syscalls::is_wait(i.nr)).collect();
+    let in_flight = probes.syscalls_in_flight()?;
+    let evidence = evidence(probes, &in_flight, hz, offcpu)?;
+    let waits: Vec<_> = in_flight.into_iter().filter(|(_, i)| crate::analyze::syscalls::is_wait(i.nr)).collect();
     let lifecycle = life.live(super::drain::monotonic_ns(), &waits);
     let syscalls = super::drain::raw_syscalls(probes.syscall_stats()?.into_iter().chain(harvested.iter().copied()));
     let mut offcpu_ns = BTreeMap::new();
@@ -87,7 +93,64 @@ pub fn snapshot(
         ("slow_calls", a.slow_calls_dropped),
     ]
     .into();
-    Ok(LiveSnapshot { lifecycle, syscalls, offcpu_ns, cpu_samples: a.cpu_samples, lost, profile: None, go: Vec::new() })
+    Ok(LiveSnapshot {
+        lifecycle,
+        syscalls,
+        offcpu_ns,
+        cpu_samples: a.cpu_samples,
+        lost,
+        profile: None,
+        go: Vec::new(),
+        evidence,
+    })
+}
+
+/// The evidence the one-shot report builds from symbolized stacks (report.rs), from the raw
+/// maps: CPU time per process from the sample counts, every ended block (its call unknown:
+/// that needs the kernel stack symbolized), and every block in progress now with the call its
+/// thread is in (from the in-flight table) — what tells a child stuck in `read` (high) from
+/// one in a timed sleep (low) while the parent's wait stalls.
+fn evidence(
+    probes: &Probes,
+    in_flight: &[(u32, tracer_common::syscall::Inflight)],
+    hz: u64,
+    offcpu: bool,
+) -> Result<crate::analyze::children::Evidence> {
+    use crate::analyze::children::{Block, Evidence};
+    let mut ev = Evidence { offcpu, ..Default::default() };
+    let period_ns = 1_000_000_000 / hz.max(1);
+    for (k, n) in probes.cpu_counts()? {
+        ev.add_cpu(k.tgid, n * period_ns);
+    }
+    for (k, v) in probes.offcpu()? {
+        let state = OffState::from_kernel(k.state);
+        let b = Block {
+            tid: k.tid,
+            syscall: None,
+            state,
+            total_ns: v.total_ns,
+            count: v.count,
+            max_ns: v.max_ns,
+            in_flight: false,
+        };
+        ev.add_block(k.tgid, b);
+    }
+    let calls: std::collections::HashMap<u32, i64> = in_flight.iter().map(|(tid, i)| (*tid, i.nr as i64)).collect();
+    let now = (super::drain::monotonic_ns() as i64).wrapping_sub(probes.offcpu_clock_offset().unwrap_or(0)) as u64;
+    for (tid, s) in probes.off_in_flight()? {
+        let ns = now.saturating_sub(s.ts);
+        let b = Block {
+            tid,
+            syscall: calls.get(&tid).map(|&nr| crate::analyze::syscalls::name_of(nr)),
+            state: OffState::from_kernel(s.state),
+            total_ns: ns,
+            count: 1,
+            max_ns: ns,
+            in_flight: true,
+        };
+        ev.add_block(s.tgid, b);
+    }
+    Ok(ev)
 }
 
 /// The profiles so far as a capture `report::analyze` takes (samples, blocks, mappings, and

@@ -139,7 +139,8 @@ pub async fn run(
                         break EndedBy::Interrupt;
                     }
                     if last_publish.elapsed() >= l.every {
-                        match live::snapshot(&probes, &mut life, &harvested_stats) {
+                        let kinds = (params.opts.frequency_hz, params.opts.min_block.is_some());
+                        match live::snapshot(&probes, &mut life, &harvested_stats, kinds) {
                             Ok(mut snap) => {
                                 snap.go = gos.live();
                                 if l.profile_due() {

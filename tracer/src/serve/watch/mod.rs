@@ -233,7 +233,7 @@ fn watched_of(pid: u32, comm: &str, snap: &LiveSnapshot, cfg: &ChildrenConfig) -
     Watched {
         pid,
         comm: comm.to_owned(),
-        ledger: Some(children::analyze(&snap.lifecycle, cfg)),
+        ledger: Some(children::analyze_with(&snap.lifecycle, cfg, &snap.evidence)),
         syscalls: crate::analyze::syscalls::rows(&snap.syscalls),
         offcpu_ns: snap.offcpu_ns.clone(),
         cpu_samples: snap.cpu_samples,
@@ -261,13 +261,17 @@ fn watch_one(
         wait_stall_ns: opts.wait_stall.as_nanos() as u64,
     };
     let deltas = Arc::new(Mutex::new(push::Deltas::default()));
+    // The last snapshot's evidence, for the ledger of the whole session at its end.
+    let evidence = Arc::new(Mutex::new(children::Evidence::default()));
     let publish = {
         let (state, comm, cfg, push, deltas) = (state.clone(), comm.clone(), cfg.clone(), push.clone(), deltas.clone());
+        let evidence = evidence.clone();
         Box::new(move |mut snap: LiveSnapshot| {
             if let (Some(p), Some(profile)) = (&push, snap.profile.take()) {
                 p.send(p.cfg.identity(pid, &comm), lock(&deltas).take(profile));
             }
             let w = watched_of(pid, &comm, &snap, &cfg);
+            *lock(&evidence) = std::mem::take(&mut snap.evidence);
             if let Some(e) = lock(&state).entries.get_mut(&pid) {
                 e.watched = w;
             }
@@ -283,7 +287,11 @@ fn watch_one(
         Ok(capture) => {
             // The whole session's ledger, as the one-shot report has it.
             if let Some(e) = st.entries.get_mut(&pid) {
-                e.watched.ledger = Some(children::analyze(&capture.lifecycle, &cfg));
+                let ledger = children::analyze_with(&capture.lifecycle, &cfg, &lock(&evidence));
+                for f in &ledger.findings {
+                    log::debug!("rtrace serve --watch: pid {pid} ({comm}): {:?} {}", f.severity, f.summary);
+                }
+                e.watched.ledger = Some(ledger);
             }
             log::info!("rtrace serve --watch: pid {pid} ({comm}): session ended ({:?})", capture.session.ended_by);
             // The last part of its profiles, once more as it exits.
