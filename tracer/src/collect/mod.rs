@@ -139,7 +139,7 @@ pub async fn run(
                         break EndedBy::Interrupt;
                     }
                     if last_publish.elapsed() >= l.every {
-                        let kinds = (params.opts.frequency_hz, params.opts.min_block.is_some());
+                        let (kinds, t0) = ((params.opts.frequency_hz, params.opts.min_block.is_some()), Instant::now());
                         match live::snapshot(&probes, &mut life, &harvested_stats, kinds) {
                             Ok(mut snap) => {
                                 snap.go = gos.live();
@@ -153,6 +153,7 @@ pub async fn run(
                             }
                             Err(e) => log::warn!("reading a live session: {e:#}"),
                         }
+                        log::debug!("live snapshot read and published in {:?}", t0.elapsed());
                         last_publish = Instant::now();
                     }
                 }
