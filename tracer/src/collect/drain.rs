@@ -36,7 +36,7 @@ pub fn drain(
     // timestamps are on the scheduler's clock: CLOCK_MONOTONIC converted with its offset
     // (syscall timestamps below are CLOCK_MONOTONIC itself).
     let now = detach_mono;
-    let off_now = (now as i64).wrapping_sub(probes.offcpu_clock_offset().unwrap_or(0)) as u64;
+    let off_now = off_clock(probes, now);
     for (tid, s) in probes.off_in_flight()? {
         let ns = off_now.saturating_sub(s.ts);
         offcpu.push(RawOff {
@@ -178,6 +178,11 @@ pub fn profiles_now(probes: &Probes, ustacks: &Ustacks) -> Result<Capture> {
 }
 
 pub use crate::clock::monotonic_ns;
+
+/// CLOCK_MONOTONIC `mono` on the scheduler's clock, which off-CPU timestamps are taken on.
+pub fn off_clock(probes: &Probes, mono: u64) -> u64 {
+    (mono as i64).wrapping_sub(probes.offcpu_clock_offset().unwrap_or(0)) as u64
+}
 
 /// The kernel's counters (`Probes::counters`) as the capture's accounting; `syscalls`: the
 /// calls counted in the stats maps.

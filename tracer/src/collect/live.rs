@@ -76,12 +76,13 @@ pub fn snapshot(
     (hz, offcpu): (u64, bool),
 ) -> Result<LiveSnapshot> {
     let in_flight = probes.syscalls_in_flight()?;
-    let evidence = evidence(probes, &in_flight, hz, offcpu)?;
+    let off = probes.offcpu()?;
+    let evidence = evidence(probes, &off, &in_flight, hz, offcpu)?;
     let waits: Vec<_> = in_flight.into_iter().filter(|(_, i)| crate::analyze::syscalls::is_wait(i.nr)).collect();
     let lifecycle = life.live(super::drain::monotonic_ns(), &waits);
     let syscalls = super::drain::raw_syscalls(probes.syscall_stats()?.into_iter().chain(harvested.iter().copied()));
     let mut offcpu_ns = BTreeMap::new();
-    for (k, v) in probes.offcpu()? {
+    for (k, v) in &off {
         *offcpu_ns.entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
     }
     let a = super::drain::accounting(&probes.counters(), 0);
@@ -112,6 +113,7 @@ pub fn snapshot(
 /// one in a timed sleep (low) while the parent's wait stalls.
 fn evidence(
     probes: &Probes,
+    off: &[(tracer_common::sched::OffKey, tracer_common::sched::OffVal)],
     in_flight: &[(u32, tracer_common::syscall::Inflight)],
     hz: u64,
     offcpu: bool,
@@ -122,7 +124,7 @@ fn evidence(
     for (k, n) in probes.cpu_counts()? {
         ev.add_cpu(k.tgid, n * period_ns);
     }
-    for (k, v) in probes.offcpu()? {
+    for (k, v) in off {
         let state = OffState::from_kernel(k.state);
         let b = Block {
             tid: k.tid,
@@ -136,7 +138,7 @@ fn evidence(
         ev.add_block(k.tgid, b);
     }
     let calls: std::collections::HashMap<u32, i64> = in_flight.iter().map(|(tid, i)| (*tid, i.nr as i64)).collect();
-    let now = (super::drain::monotonic_ns() as i64).wrapping_sub(probes.offcpu_clock_offset().unwrap_or(0)) as u64;
+    let now = super::drain::off_clock(probes, super::drain::monotonic_ns());
     for (tid, s) in probes.off_in_flight()? {
         let ns = now.saturating_sub(s.ts);
         let b = Block {

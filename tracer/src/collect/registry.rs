@@ -173,7 +173,6 @@ impl Registry {
         any
     }
 
-    /// Moves what was learned into the capture: processes, held files, vDSO functions.
     /// What `fill` gives, copied, for a session that goes on (watch mode's periodic profiles).
     pub fn peek(&self, capture: &mut Capture) {
         capture.processes = self.procs.iter().map(|(p, e)| (*p, e.info.clone())).collect();
@@ -181,6 +180,7 @@ impl Registry {
         capture.vdso_symbols = self.vdso.clone();
     }
 
+    /// Moves what was learned into the capture: processes, held files, vDSO functions.
     pub fn fill(self, capture: &mut Capture) {
         capture.processes = self.procs.into_iter().map(|(p, e)| (p, e.info)).collect();
         capture.held_files = self.held;

@@ -306,22 +306,21 @@ fn watch_one(
     }
 }
 
-/// What of a finished session's profiles its periodic pushes did not have.
-fn last_profiles(capture: Capture, deltas: &mut push::Deltas) -> Capture {
-    let last = Capture {
-        cpu_samples: capture.cpu_samples,
-        offcpu: capture.offcpu,
-        session: capture.session,
-        target: capture.target,
+/// What of a finished session's profiles its periodic pushes did not have: its samples and
+/// blocks with what symbolizes them, not the rest (the ledger, syscalls, Go view), which a
+/// profile does not need analysed.
+fn last_profiles(c: Capture, deltas: &mut push::Deltas) -> Capture {
+    deltas.take(Capture {
+        cpu_samples: c.cpu_samples,
+        offcpu: c.offcpu,
+        session: c.session,
+        target: c.target,
+        processes: c.processes,
+        held_files: c.held_files,
+        vdso_symbols: c.vdso_symbols,
+        unwind: c.unwind,
         ..Default::default()
-    };
-    Capture {
-        processes: capture.processes,
-        held_files: capture.held_files,
-        vdso_symbols: capture.vdso_symbols,
-        unwind: capture.unwind,
-        ..deltas.take(last)
-    }
+    })
 }
 
 fn self_cpu_seconds() -> f64 {

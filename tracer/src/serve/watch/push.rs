@@ -55,9 +55,8 @@ impl Deltas {
     /// previous push. Blocks still in flight count when they end.
     pub fn take(&mut self, mut now: Capture) -> Capture {
         now.cpu_samples.retain_mut(|s| {
-            let key = (s.tgid, s.tid, std::mem::take(&mut s.user), std::mem::take(&mut s.kernel), s.leaf);
-            let before = self.cpu.insert(key.clone(), s.count).unwrap_or(0);
-            (s.user, s.kernel) = (key.2, key.3);
+            let key = (s.tgid, s.tid, s.user.clone(), s.kernel.clone(), s.leaf);
+            let before = self.cpu.insert(key, s.count).unwrap_or(0);
             s.count = s.count.saturating_sub(before);
             s.count > 0
         });
@@ -65,9 +64,8 @@ impl Deltas {
             if o.in_flight {
                 return false;
             }
-            let key = (o.tgid, o.tid, std::mem::take(&mut o.user), std::mem::take(&mut o.kernel), o.state, o.leaf);
-            let (total, count) = self.off.insert(key.clone(), (o.total_ns, o.count)).unwrap_or((0, 0));
-            (o.user, o.kernel) = (key.2, key.3);
+            let key = (o.tgid, o.tid, o.user.clone(), o.kernel.clone(), o.state, o.leaf);
+            let (total, count) = self.off.insert(key, (o.total_ns, o.count)).unwrap_or((0, 0));
             o.total_ns = o.total_ns.saturating_sub(total);
             o.count = o.count.saturating_sub(count);
             o.count > 0
