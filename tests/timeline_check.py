@@ -10,12 +10,15 @@ Checked (a violation is printed on stderr, exit status 1):
 - every track is described once, after its parent, before its first event; interned names are
   defined before use;
 - per track, timestamps never decrease and slice begins and ends balance;
-- no event is before the clock snapshot's time 0 or after the end of the session slice.
+- no event is before the clock snapshot's time 0 or after the end of the session slice;
+- every flow (--timeline's wakeup arrows) leaves exactly one event and ends at exactly one
+  later slice begin (a few µs of slack: the wakeup and the switch read two clocks).
 
 Printed: {"base": CLOCK_MONOTONIC ns at time 0, "end": ns, "processes": {pid: {"name", "cmdline",
 "slices": [[name, begin, end, args]], "instants": [[name, ts, args]], "tracks": {name of a track
 under the process: {"slices": [...], "counter": [[ts, value]]}}}}, "syscalls": {tid: [[name,
-begin, end, args]]}}, times in ns since the session's time 0.
+begin, end, args]]}, "threads": {tid: {"pid", "slices", "instants", "flows_out": [[ts, id]],
+"flows_in": [[ts, id]]}}, "flows": count}, times in ns since the session's time 0.
 
 TraceProcessor (perfetto.trace_processor) is not used: it downloads its trace_processor_shell
 binary on first use, and no package registry reachable here ships one.
@@ -77,6 +80,7 @@ def main(path):
     base = snap.clocks[0].timestamp if snap.clocks else 0
     seq = first.trusted_packet_sequence_id
     tracks, names, arg_names, events = {}, {}, {}, []
+    flows_out, flows_in = {}, {}
     for i, p in enumerate(packets):
         if p.trusted_packet_sequence_id != seq:
             fail(f"packet {i} on sequence {p.trusted_packet_sequence_id}, not {seq}")
@@ -109,6 +113,10 @@ def main(path):
         if p.timestamp < base:
             fail(f"packet {i} at {p.timestamp}, before the session's start {base}")
         events.append((p.timestamp - base, e.track_uuid, e.type, name, args, e.counter_value))
+        for f in e.flow_ids:
+            flows_out.setdefault(f, []).append((p.timestamp - base, e.track_uuid, e.type))
+        for f in e.terminating_flow_ids:
+            flows_in.setdefault(f, []).append((p.timestamp - base, e.track_uuid, e.type))
 
     slices = {t: [] for t in tracks}
     instants = {t: [] for t in tracks}
@@ -143,7 +151,17 @@ def main(path):
     if any(ts > end for ts, *_ in events):
         fail(f"events after the session's end {end}")
 
-    processes, syscalls = {}, {}
+    for f in set(flows_out) | set(flows_in):
+        out, into = flows_out.get(f, []), flows_in.get(f, [])
+        if len(out) != 1 or len(into) != 1:
+            fail(f"flow {f} leaves {len(out)} events and ends at {len(into)}")
+            continue
+        if into[0][2] != T.TYPE_SLICE_BEGIN:
+            fail(f"flow {f} ends at an event of type {into[0][2]}, not a slice begin")
+        if into[0][0] + 50_000 < out[0][0]:
+            fail(f"flow {f} ends at {into[0][0]}, before it starts at {out[0][0]}")
+
+    processes, syscalls, threads = {}, {}, {}
     for t, d in tracks.items():
         if d.HasField("process"):
             processes[d.process.pid] = {
@@ -157,10 +175,25 @@ def main(path):
                     if c.parent_uuid == t and c.name
                 },
             }
+        if d.HasField("thread"):
+            threads[d.thread.tid] = {
+                "pid": d.thread.pid,
+                "slices": sorted(slices[t], key=lambda s: s[1]),
+                "instants": instants[t],
+                "flows_out": sorted([v[0][0], f] for f, v in flows_out.items() if v[0][1] == t),
+                "flows_in": sorted([v[0][0], f] for f, v in flows_in.items() if v[0][1] == t),
+            }
         if d.name == "syscalls":
             thread = tracks[d.parent_uuid].thread
             syscalls[thread.tid] = sorted(slices[t], key=lambda s: s[1])
-    return {"base": base, "end": end, "processes": processes, "syscalls": syscalls}
+    return {
+        "base": base,
+        "end": end,
+        "processes": processes,
+        "syscalls": syscalls,
+        "threads": threads,
+        "flows": len(flows_out),
+    }
 
 
 if __name__ == "__main__":

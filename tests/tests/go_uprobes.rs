@@ -85,6 +85,7 @@ fn load(pid: u32) -> Probes {
         floor: None,
         ustack_bytes: 16 * 1024,
         ustack_ring_bytes: None,
+        timeline: false,
     })
     .expect("loading rtrace's programs")
 }

@@ -244,3 +244,76 @@ fn go_gc_pauses_on_the_trace_clock() {
     }
     assert_no_rtrace_programs();
 }
+
+/// --timeline on the off-CPU fixture: the reader's ~1 s read is a `sleep` slice on its thread's
+/// track, ended by a wakeup on the writer's track whose flow leads to the reader's next
+/// `running` slice; and each thread's off-CPU slices add up, block by block, to the off-CPU
+/// time the kernel's aggregation recorded for it (capture.json, blocks of at least
+/// --min-block), to the nanosecond.
+#[test]
+fn timeline_scheduling_matches_the_offcpu_totals() {
+    if !privileged("timeline_scheduling_matches_the_offcpu_totals") {
+        return;
+    }
+    let bin = fixture("offcpu_pipe");
+    let run = rtrace("timeline_sched_offcpu_pipe", &["-q", "--timeline", "--", bin.to_str().unwrap()]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    let out = run.stdout();
+    let tid = |key: &str| -> String { out.split(key).nth(1).unwrap().split_whitespace().next().unwrap().to_owned() };
+    let (reader, writer) = (tid("reader_tid="), tid("writer_tid="));
+    let t = check(&run);
+    let capture: Value = serde_json::from_slice(&std::fs::read(run.dir.join("capture.json")).unwrap()).unwrap();
+    let acc = &capture["accounting"];
+    assert_eq!(acc["timeline_lost"].as_u64().unwrap_or(0), 0, "{acc}");
+    assert_eq!(acc["timeline_dropped"].as_u64().unwrap_or(0), 0, "{acc}");
+    let thread = |tid: &str| t["threads"].get(tid).unwrap_or_else(|| panic!("no thread track {tid}: {t}"));
+    // The reader's read: one sleep of ~1 s, woken by the writer.
+    let r = thread(&reader);
+    let slices = spans(&r["slices"]);
+    let (i, nap) = slices
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.0 == "sleep" && s.2 - s.1 > 900_000_000)
+        .unwrap_or_else(|| panic!("no 1 s sleep on the reader's track: {slices:?}"));
+    assert!(nap.2 - nap.1 < 1_200_000_000, "{nap:?}");
+    let run_again = slices[i + 1..].iter().find(|s| s.0 == "running").expect("the reader runs again");
+    // Then it returns from the thread and exits: its last slice ends at its exit.
+    let last = slices.last().unwrap();
+    assert!(last.0 == "running" && last.2 - last.1 < 50_000_000, "the reader's last slice {last:?}");
+    let flow_in = r["flows_in"].as_array().unwrap();
+    let id = flow_in
+        .iter()
+        .find(|f| f[0].as_u64() == Some(run_again.1))
+        .unwrap_or_else(|| panic!("no flow ends at the running slice {run_again:?}: {flow_in:?}"))[1]
+        .clone();
+    let w = thread(&writer);
+    let from = w["flows_out"].as_array().unwrap().iter().find(|f| f[1] == id).expect("the flow leaves the writer");
+    // The wakeup is where the sleep ends (two clocks: a few µs apart at most).
+    let woke = from[0].as_u64().unwrap();
+    assert!(woke.abs_diff(nap.2) < 50_000, "wakeup at {woke}, sleep ends at {}", nap.2);
+    let wakeups = w["instants"].as_array().unwrap().iter().filter(|i| i[0] == "wakeup").count();
+    assert!(wakeups >= 1, "{w}");
+    // Off-CPU, block by block (a block: the slices between two `running` ones).
+    let min_block = 10_000;
+    for tid in [&reader, &writer] {
+        let mut blocks = Vec::new();
+        let mut cur: Option<u64> = None;
+        for s in spans(&thread(tid)["slices"]) {
+            if s.0 == "running" {
+                blocks.extend(cur.take());
+            } else {
+                *cur.get_or_insert(0) += s.2 - s.1;
+            }
+        }
+        blocks.extend(cur);
+        let drawn: u64 = blocks.iter().filter(|&&b| b >= min_block).sum();
+        let offcpu = capture["offcpu"].as_array().unwrap();
+        let recorded: u64 = offcpu
+            .iter()
+            .filter(|o| o["tid"].as_u64() == tid.parse().ok())
+            .map(|o| o["total_ns"].as_u64().unwrap())
+            .sum();
+        assert_eq!(drawn, recorded, "thread {tid}: drawn off-CPU {drawn} ns, recorded {recorded} ns");
+    }
+    assert_no_rtrace_programs();
+}

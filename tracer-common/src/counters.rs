@@ -42,5 +42,7 @@ pub const USTACK_DROPPED: u32 = 17;
 /// User stacks that could not be copied: no user registers, nesting too deep, or not one byte
 /// readable at sp (a record is still sent in the last case).
 pub const USTACK_COPY_FAILED: u32 = 18;
+/// `--timeline` records lost because the TIMELINE ring buffer was full.
+pub const TIMELINE_LOST: u32 = 19;
 /// Number of counters.
-pub const COUNT: u32 = 19;
+pub const COUNT: u32 = 20;

@@ -14,6 +14,7 @@ pub mod stack;
 pub mod syscall;
 pub mod target;
 pub mod thread;
+pub mod timeline;
 pub mod unwind;
 pub mod ustack;
 

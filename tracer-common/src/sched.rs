@@ -43,7 +43,10 @@ pub struct OffStart {
     /// (pc, sp, bp, return address): reused when it is preempted at the same point again.
     pub pre_at: [u64; 4],
     pub pre_stack: i32,
-    pub _pad: u32,
+    /// 1 when the waker was a tracked thread inside a syscall (--timeline draws its wakeup
+    /// as a flow only then: an interrupt runs on whatever task it hits, and a thread in user
+    /// mode wakes no one).
+    pub waker_in_call: u32,
     /// Callers the walk of the waker's user stack skips (set with waker_user_stack_id).
     pub waker_leaf: crate::unwind::LeafFix,
 }

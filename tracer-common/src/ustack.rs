@@ -62,6 +62,8 @@ pub struct UstackHeader {
     /// Bytes of stack that follow.
     pub len: u32,
     pub _pad: u32,
+    /// KIND_SAMPLE with --timeline: when it was taken (off-CPU clock); 0 otherwise.
+    pub ts: u64,
 }
 
 crate::user_pod!(UstackHeader);
@@ -70,6 +72,6 @@ crate::user_pod!(UstackHeader);
 mod tests {
     #[test]
     fn layout() {
-        assert_eq!(core::mem::size_of::<super::UstackHeader>(), 56);
+        assert_eq!(core::mem::size_of::<super::UstackHeader>(), 64);
     }
 }

@@ -223,6 +223,9 @@ pub fn sample(ctx: &PerfEventContext) {
         kernel_stack_id: kernel_stack(ctx, false),
         leaf: crate::unwind::from_perf(ctx),
     };
+    if crate::timeline::on() {
+        crate::timeline::sample(tid, tgid, key.user_stack_id, key.kernel_stack_id, key.leaf);
+    }
     add(&CPU_COUNTS, &key, 1, counters::CPU_KEYS_FULL);
 }
 

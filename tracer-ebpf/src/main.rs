@@ -29,6 +29,8 @@ mod syscalls;
 mod target;
 #[cfg(target_arch = "bpf")]
 mod threads;
+
+mod timeline;
 #[cfg(target_arch = "bpf")]
 mod unwind;
 #[cfg(target_arch = "bpf")]

@@ -233,6 +233,10 @@ pub fn sched_process_exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
     // A thread dying inside exit/exit_group never reaches sys_exit, nor switches back in.
     crate::threads::remove(pid_tgid as u32);
+    // Its last run ends here for the timeline (its final switch-out finds no thread entry).
+    if crate::timeline::on() {
+        crate::timeline::exit(pid_tgid as u32, tgid, crate::clock::now());
+    }
     if group_dead {
         if let Some(mut e) = new_event(EVENT_EXIT) {
             let off = global(&TASK_EXIT_CODE_OFF);

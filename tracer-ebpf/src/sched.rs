@@ -67,7 +67,7 @@ pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     let now = crate::clock::switch_now(prev);
     if tracked_in {
-        switch_in(next, next_tid, now);
+        switch_in(next, next_tid, next_tgid, now);
     }
     if tracked_out {
         switch_out(ctx, prev, prev_tid, prev_tgid, preempt & 0xff != 0, state as u32, now);
@@ -77,11 +77,14 @@ pub fn sched_switch(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 /// The incoming thread, if it is one of ours coming back from a block.
 #[inline(always)]
-fn switch_in(next: *mut task_struct, tid: u32, now: u64) {
+fn switch_in(next: *mut task_struct, tid: u32, tgid: u32, now: u64) {
     if tid == 0 {
         return;
     }
     let Some(t) = threads::get(tid) else { return };
+    if crate::timeline::on() {
+        crate::timeline::switch(tid, tgid, &t.off, now);
+    }
     // ts == 0 marks "not switched out" (entries stay for the thread's life).
     let st = &mut t.off;
     let ts = st.ts;
@@ -168,6 +171,7 @@ fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, tid: u32, tgid: u32, 
     start.state = class;
     start.waker_tgid = 0;
     start.waker_tid = 0;
+    start.waker_in_call = 0;
     start.waker_user_stack_id = -1;
     start.waker_kernel_stack_id = -1;
     crate::mem::zero(&mut start.waker_comm);
@@ -351,12 +355,19 @@ pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     // bpf_ktime_get_ns, on the off-CPU clock (see clock.rs).
     s.wake_ts = crate::clock::now();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // --timeline draws a flow from the waker: who it is, for every block (see waker_in_call).
+    if crate::timeline::on() {
+        let w = threads::get(pid_tgid as u32);
+        s.waker_in_call = matches!(w, Some(w) if w.sys.active != 0) as u32;
+        s.waker_tgid = (pid_tgid >> 32) as u32;
+        s.waker_tid = pid_tgid as u32;
+    }
     // The waker matters only for a block that will be recorded: skip who it is and its
     // (costly) stacks for short blocks — the common case in context-switch-heavy programs.
     if s.wake_ts.saturating_sub(s.ts) < min_block_ns() {
         return Ok(());
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
     s.waker_tgid = (pid_tgid >> 32) as u32;
     s.waker_tid = pid_tgid as u32;
     s.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);

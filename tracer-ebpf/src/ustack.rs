@@ -241,6 +241,7 @@ fn copy_in(idx: u32, kind: u32, tgid: u32, tid: u32, kernel_stack_id: i32, regs:
         bp: regs[2],
         len,
         _pad: 0,
+        ts: if kind == tracer_common::ustack::KIND_SAMPLE && crate::timeline::on() { crate::clock::now() } else { 0 },
     };
     let total = core::mem::size_of::<UstackHeader>() + len as usize;
     // SAFETY: total ≤ size_of::<UstackBuf>() (len ≤ USTACK_MAX); the slice is the scratch slot.

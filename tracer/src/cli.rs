@@ -71,6 +71,15 @@ pub struct Args {
     /// Stack bytes copied per user stack for CFI unwinding: 4K to 64K (16384, 16K, 16KiB).
     #[arg(long, value_name = "BYTES", default_value = "16K")]
     pub ustack_bytes: String,
+    /// Scheduling in timeline.pftrace: per-thread running/sleep/disk/runqueue slices from
+    /// sched_switch, an arrow from each wakeup to the thread it woke, and every on-CPU sample
+    /// with its stack. Costs a record per context switch of the traced threads.
+    #[arg(long)]
+    pub timeline: bool,
+    /// --timeline keeps at most this many records (switches and samples); later ones are
+    /// counted as dropped in report.json.
+    #[arg(long, value_name = "N", requires = "timeline")]
+    pub timeline_events: Option<String>,
     /// Push the CPU (and off-CPU) profile to Grafana Pyroscope (or Grafana Alloy's
     /// pyroscope.receive_http) at the end: http://HOST:PORT.
     #[arg(long, value_name = "URL")]
@@ -149,6 +158,15 @@ pub fn parse_unwind(s: Option<&str>) -> Result<crate::unwind::Choice, UsageError
         Some("fp") => Ok(Choice::Fp),
         Some("dwarf") => Ok(Choice::Dwarf),
         Some(other) => Err(UsageError::BadUnwind(other.into())),
+    }
+}
+
+/// --timeline-events: a plain count (1000 … 10^8), default DEFAULT_TIMELINE_EVENTS.
+pub fn parse_timeline_events(s: Option<&str>) -> Result<u64, UsageError> {
+    let Some(s) = s else { return Ok(crate::options::DEFAULT_TIMELINE_EVENTS) };
+    match s.trim().replace('_', "").parse::<u64>() {
+        Ok(n) if (1000..=100_000_000).contains(&n) => Ok(n),
+        _ => Err(UsageError::BadTimelineEvents(s.into())),
     }
 }
 
@@ -289,6 +307,11 @@ impl Args {
             unwind: parse_unwind(self.unwind.as_deref())?,
             ustack_bytes: parse_ustack_bytes(&self.ustack_bytes)?,
             ustack_ring_bytes: None,
+            timeline: match (self.timeline, self.no_offcpu) {
+                (false, _) => None,
+                (true, true) => return Err(UsageError::TimelineWithoutOffcpu),
+                (true, false) => Some(parse_timeline_events(self.timeline_events.as_deref())?),
+            },
             bench_floor: match self.bench_floor.as_deref() {
                 None => None,
                 Some("offcpu") => Some(Floor::Offcpu),

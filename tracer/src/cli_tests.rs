@@ -200,3 +200,23 @@ fn bad_targets() {
     assert!(matches!(cfg(&["--pid", &me, "-d", "forever"]), Err(UsageError::BadDuration(_))));
     assert!(matches!(cfg(&["--pid", &me, "-F", "0"]), Err(UsageError::BadFrequency(_))));
 }
+
+#[test]
+fn timeline_flags() {
+    let o = Other::new();
+    assert_eq!(cfg(&["--pid", &o.pid()]).unwrap().timeline, None);
+    let on = cfg(&["--pid", &o.pid(), "--timeline"]).unwrap();
+    assert_eq!(on.timeline, Some(crate::options::DEFAULT_TIMELINE_EVENTS));
+    let capped = cfg(&["--pid", &o.pid(), "--timeline", "--timeline-events", "50_000"]).unwrap();
+    assert_eq!(capped.timeline, Some(50_000));
+    for bad in ["10", "x", "1000000000"] {
+        let e = cfg(&["--pid", &o.pid(), "--timeline", "--timeline-events", bad]).unwrap_err();
+        assert!(matches!(e, UsageError::BadTimelineEvents(ref s) if s == bad), "{bad}: {e}");
+    }
+    let e = cfg(&["--pid", &o.pid(), "--timeline", "--no-offcpu"]).unwrap_err();
+    assert!(matches!(e, UsageError::TimelineWithoutOffcpu), "{e}");
+    assert!(e.to_string().contains("--no-offcpu"), "{e}");
+    // --timeline-events alone is refused by clap (it requires --timeline).
+    let args = ["rtrace", "--pid", "1", "--timeline-events", "5000"];
+    assert!(Args::try_parse_from(args).is_err());
+}

@@ -41,6 +41,10 @@ pub enum UsageError {
     BadUstackBytes(String),
     #[error("bad --bench-floor {0:?}: use offcpu, syscalls, offcpu-clock or syscalls-clock")]
     BadFloor(String),
+    #[error("--timeline draws scheduling from the off-CPU hooks: drop --no-offcpu, or drop --timeline")]
+    TimelineWithoutOffcpu,
+    #[error("bad --timeline-events {0:?}: a count of records from 1000 to 100000000 (default 2000000)")]
+    BadTimelineEvents(String),
     #[error("{0}")]
     BadPyroscope(String),
     #[error("output directory {path} is not writable ({reason}); pick another with -o DIR")]

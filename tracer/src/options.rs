@@ -82,6 +82,9 @@ pub struct SessionOptions {
     /// sessions, sampling at 19 Hz, take a smaller one (its pages are kernel memory, mapped
     /// twice into rtrace).
     pub ustack_ring_bytes: Option<u32>,
+    /// --timeline: scheduling records kept at most (the rest are counted as dropped); None:
+    /// no scheduling in timeline.pftrace.
+    pub timeline: Option<u64>,
 }
 
 pub const DEFAULT_FREQUENCY_HZ: u64 = 99;
@@ -89,6 +92,9 @@ pub const DEFAULT_FREQUENCY_HZ: u64 = 99;
 pub const DEFAULT_MIN_BLOCK: Duration = Duration::from_micros(10);
 pub const DEFAULT_SLOW_TOP: usize = 20;
 pub const DEFAULT_SLOW_REAP: Duration = Duration::from_secs(1);
+/// Default --timeline-events: ~100 MB of capture at most, ~30 s of a thread switching
+/// 60k times a second.
+pub const DEFAULT_TIMELINE_EVENTS: u64 = 2_000_000;
 pub const DEFAULT_WAIT_STALL: Duration = Duration::from_secs(1);
 
 impl SessionOptions {
@@ -109,6 +115,7 @@ impl SessionOptions {
             unwind: crate::unwind::Choice::Auto,
             ustack_bytes: tracer_common::ustack::USTACK_DEFAULT,
             ustack_ring_bytes: None,
+            timeline: None,
         }
     }
 }

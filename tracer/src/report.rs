@@ -140,6 +140,8 @@ pub struct Analysis {
     pub offcpu: OffcpuProfile,
     /// The signals the ledger's processes received (report.html's Gantt chart marks them).
     pub signals: Vec<children::signals::ReceivedSignal>,
+    /// --timeline: the symbolized stack of each of the capture's timeline samples, in order.
+    pub timeline_stacks: Vec<Frames>,
 }
 
 /// A wakeup from interrupt context runs on whatever task the interrupt hit: that task is not the
@@ -330,6 +332,8 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
     let go_stacks = crate::analyze::go::GoStacks::new(capture);
     let go_inputs = go_stacks.inputs(capture);
     let go_prepared = symbols.prepare(&go_inputs, resolver);
+    let tl_inputs = timeline_inputs(capture);
+    let tl_prepared = symbols.prepare_cpu(&tl_inputs, resolver);
     let stacks = symbols.finish(&cpu_inputs, cpu_prepared, None, resolver);
     let cpu = CpuProfile::from_stacks(&stacks);
     let (top, top_total) = cpu.top(TOP_N);
@@ -342,6 +346,8 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         top: offcpu.top(TOP_N),
     });
     let go_symbolized = symbols.finish(&go_inputs, go_prepared, None, resolver);
+    let timeline_stacks =
+        symbols.finish(&tl_inputs, tl_prepared, None, resolver).into_iter().map(|s| s.frames).collect();
     let go = crate::analyze::go::reports(capture, &go_stacks, &go_symbolized);
     let mut ev = evidence(capture, &stacks, &off_syscalls);
     ev.go_waiters = go.iter().map(|g| (g.pid, g.goroutines.waiters.clone())).collect();
@@ -380,7 +386,15 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         go,
         unwind: crate::analyze::unwind::analyze(capture),
     };
-    Analysis { report, cpu, offcpu, signals }
+    Analysis { report, cpu, offcpu, signals, timeline_stacks }
+}
+
+/// --timeline's samples, as stacks to symbolize (one each, in the capture's order).
+fn timeline_inputs(capture: &Capture) -> Vec<StackInput<'_>> {
+    let samples = capture.timeline.iter().flat_map(|t| &t.samples);
+    samples
+        .map(|s| StackInput { tgid: s.tgid, tid: s.tid, user: &s.user, kernel: &s.kernel, leaf: s.leaf, count: 1 })
+        .collect()
 }
 
 #[cfg(test)]

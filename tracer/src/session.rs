@@ -180,6 +180,7 @@ pub fn run_live(
         floor: opts.bench_floor,
         ustack_bytes: opts.ustack_bytes,
         ustack_ring_bytes: opts.ustack_ring_bytes,
+        timeline: opts.timeline.is_some(),
     })?;
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;

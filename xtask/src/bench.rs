@@ -276,6 +276,8 @@ fn offcpu(rounds: u32) -> Result<()> {
         // other process's context switches pay.
         ("bystander-floor", Tracer::Elsewhere(&["--bench-floor", "offcpu"])),
         ("bystander", Tracer::Elsewhere(&[])),
+        // timeline.pftrace's scheduling: a record per switch-in, read on the tick.
+        ("timeline", Tracer::Rtrace(&["--timeline"])),
     ];
     let r = alternate(&bin, &[n], &configs, rounds)?;
     println!(
@@ -289,8 +291,10 @@ fn offcpu(rounds: u32) -> Result<()> {
         "rtrace --no-syscalls (off-CPU alone)",
         "not traced; empty programs trace another",
         "not traced; rtrace traces another",
+        "rtrace --timeline",
     ]);
     println!("  rtrace overhead / floor overhead      : {}   (target <= 1.2x)", ratio_text(r.overhead_ratio(1, 2, 0)));
+    println!("  --timeline overhead / rtrace overhead : {}   (target <= 1.5x)", ratio_text(r.overhead_ratio(7, 1, 0)));
     println!("  off-CPU alone / floor overhead        : {}", ratio_text(r.overhead_ratio(4, 2, 0)));
     println!("  rtrace overhead / clock-floor overhead: {}", ratio_text(r.overhead_ratio(1, 3, 0)));
     println!("  clock-floor overhead / floor overhead : {}", ratio_text(r.overhead_ratio(3, 2, 0)));
@@ -303,6 +307,11 @@ fn offcpu(rounds: u32) -> Result<()> {
     );
     if let Some(acc) = &r.acc[1] {
         println!("  rtrace off-CPU intervals recorded     : {}, lost {}", acc["offcpu_events"], acc["offcpu_lost"]);
+    }
+    if let Some(acc) = &r.acc[7] {
+        let n = |k: &str| acc[k].as_u64().unwrap_or(0);
+        let (kept, dropped, lost) = (n("timeline_records"), n("timeline_dropped"), n("timeline_lost"));
+        println!("  --timeline records kept {kept}, beyond the cap {dropped}, lost in the kernel {lost}");
     }
     Ok(())
 }

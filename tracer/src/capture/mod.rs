@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod go;
+pub mod timeline;
 pub mod unwind;
 pub use go::GoProcess;
 pub use unwind::UnwindStats;
@@ -50,6 +51,9 @@ pub struct Capture {
     /// How user stacks were obtained, by TGID (see unwind.rs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub unwind: BTreeMap<u32, UnwindStats>,
+    /// --timeline's scheduling records (absent without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<timeline::Timeline>,
 }
 
 /// One vDSO function: its file offset in the image (what a `[vdso]` mapping's address turns
@@ -318,6 +322,18 @@ pub struct Accounting {
     /// ~100 ms): no Go view for them.
     #[serde(default)]
     pub go_unread: u64,
+    /// --timeline: records kept, beyond --timeline-events (not kept), and lost in the kernel
+    /// (its ring was full).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeline_records: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeline_dropped: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeline_lost: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

@@ -17,14 +17,15 @@ use super::ustacks::{add_counted_samples, UserStacks, Ustacks};
 /// them end, and the drain runs after the Go readings and the unwinding of the last stacks
 /// (hundreds of ms), which would otherwise be counted as blocked time.
 /// `ustacks`: the stack copies read from the ring (copy ids resolve there) and the on-CPU
-/// samples of DWARF-mode processes counted in userspace.
+/// samples of DWARF-mode processes counted in userspace. `timeline`: --timeline's records,
+/// put on session time with their samples' stacks resolved here.
 pub fn drain(
     probes: &Probes,
     mut slow: super::slow::SlowStore,
-    start_mono: u64,
-    detach_mono: u64,
+    (start_mono, detach_mono): (u64, u64),
     harvested: Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
     ustacks: &Ustacks,
+    timeline: Option<super::timeline::Reader>,
 ) -> Result<Capture> {
     let n = probes.counters();
     let user_stacks = probes.stacks("USER_STACKS")?;
@@ -106,17 +107,32 @@ pub fn drain(
     add_counted_samples(&mut samples, ustacks, |id| frames(&kernel_stacks, id));
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
 
+    // Off-CPU clock → CLOCK_MONOTONIC → session time.
+    let offset = probes.offcpu_clock_offset().unwrap_or(0);
+    let to_session = |ts: u64| ((ts as i64).wrapping_add(offset) as u64).saturating_sub(start_mono);
+    let mut timeline =
+        timeline.map(|r| r.finish(to_session, &users, &kernel_stacks, ustacks, n[c::TIMELINE_LOST as usize]));
+    if let Some(t) = &mut timeline {
+        let end = detach_mono.saturating_sub(start_mono);
+        t.open = super::timeline::open(&probes.off_in_flight()?, to_session, end);
+    }
     let drops: BTreeMap<u32, u64> = probes.ustack_drops()?.into_iter().collect();
     let (fp_stacks, unresolved) = users.counts();
     let unwind = ustacks.stats(&fp_stacks, &unresolved, &drops);
+    let mut accounting = accounting(&n, syscalls.iter().map(|s| s.count).sum());
+    if let Some(t) = &timeline {
+        accounting.timeline_records = (t.switches.len() + t.exits.len() + t.samples.len()) as u64;
+        (accounting.timeline_dropped, accounting.timeline_lost) = (t.dropped, t.lost);
+    }
     Ok(Capture {
         unwind,
-        accounting: accounting(&n, syscalls.iter().map(|s| s.count).sum()),
+        accounting,
         cpu_samples: samples,
         offcpu,
         wakeups,
         syscalls,
         slow_calls,
+        timeline,
         ..Default::default()
     })
 }
@@ -211,6 +227,7 @@ pub fn accounting(n: &[u64], syscalls: u64) -> Accounting {
         // Read before detach, by collect::run.
         bpf_recursion_misses: Default::default(),
         go_unread: 0,
+        ..Default::default()
     }
 }
 

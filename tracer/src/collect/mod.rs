@@ -9,6 +9,7 @@ pub mod live;
 mod pidns;
 mod preexisting;
 mod terminal;
+mod timeline;
 pub use crate::procfs::parse_syscall;
 mod registry;
 mod slow;
@@ -86,6 +87,11 @@ pub async fn run(
     // SAFETY: as for `events`.
     let mut ustack_ring = unsafe { AsyncFd::register(probes.take_ustacks()?) }
         .map_err(|e| anyhow::anyhow!("polling the user-stack ring buffer: {e}"))?;
+    // --timeline's records: read on every tick (they come without a wakeup).
+    let mut timeline = match params.opts.timeline {
+        Some(cap) => Some((timeline::Reader::new(cap), probes.take_timeline()?)),
+        None => None,
+    };
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     // A dropped ssh session: end like Ctrl-C, with the report written (unless under nohup).
@@ -161,6 +167,9 @@ pub async fn run(
                 // ones of a burst are read here.
                 ustacks.read(ustack_ring.get_mut());
                 ustacks.sync(Some(&mut probes));
+                if let Some((r, ring)) = timeline.as_mut() {
+                    r.read(ring);
+                }
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();
                     // Exited processes' syscall stats leave the kernel map, making room.
@@ -215,6 +224,10 @@ pub async fn run(
     // before the programs were detached.
     ustacks.read(ustack_ring.get_mut());
     ustacks.sync(None);
+    let timeline = timeline.map(|(mut r, mut ring)| {
+        r.read(&mut ring);
+        r
+    });
     let root_exited = registry.exited().contains(&params.target.pid);
     let wait_status = held.as_mut().and_then(|h| h.final_status(root_exited));
 
@@ -253,7 +266,7 @@ pub async fn run(
             ustacks.seen
         );
     }
-    let mut capture = drain::drain(&probes, slow, start_mono, detach_mono, harvested_stats, &ustacks)?;
+    let mut capture = drain::drain(&probes, slow, (start_mono, detach_mono), harvested_stats, &ustacks, timeline)?;
     capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;
     capture.go = go_records;

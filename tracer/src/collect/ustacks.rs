@@ -21,6 +21,15 @@ use crate::{
 /// still be in the ring (they were written before the exit; the ring is read every few ms).
 const EXIT_GRACE: Duration = Duration::from_millis(500);
 
+/// A DWARF-mode on-CPU sample with its time (off-CPU clock), for --timeline.
+pub struct TimedSample {
+    pub ts: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub user: Vec<u64>,
+    pub kernel_stack_id: i32,
+}
+
 /// An on-CPU sample counted in userspace: (tgid, tid, user addresses, kernel stack id).
 pub type SampleKey = (u32, u32, Vec<u64>, i32);
 
@@ -40,6 +49,8 @@ pub struct Ustacks {
     unwinder: Unwinder,
     copies: HashMap<i32, Vec<u64>>,
     samples: HashMap<SampleKey, u64>,
+    /// --timeline: DWARF-mode samples with their time (the header's ts).
+    timed: Vec<TimedSample>,
     procs: BTreeMap<u32, Proc>,
     /// Exec'd since the last sync, with the exec's time: their mode is decided again.
     execs: Vec<(u32, u64)>,
@@ -101,6 +112,7 @@ impl Ustacks {
             unwinder: Unwinder::new(),
             copies: HashMap::new(),
             samples: HashMap::new(),
+            timed: Vec::new(),
             procs: BTreeMap::new(),
             execs: Vec::new(),
             exits: Vec::new(),
@@ -224,7 +236,13 @@ impl Ustacks {
             KIND_COPY => {
                 self.copies.insert(h.id, u.addrs);
             }
-            KIND_SAMPLE => *self.samples.entry((h.tgid, h.tid, u.addrs, h.kernel_stack_id)).or_default() += 1,
+            KIND_SAMPLE => {
+                if h.ts != 0 {
+                    let (tgid, tid, kernel_stack_id) = (h.tgid, h.tid, h.kernel_stack_id);
+                    self.timed.push(TimedSample { ts: h.ts, tgid, tid, user: u.addrs.clone(), kernel_stack_id });
+                }
+                *self.samples.entry((h.tgid, h.tid, u.addrs, h.kernel_stack_id)).or_default() += 1
+            }
             _ => self.malformed += 1,
         }
     }
@@ -232,6 +250,11 @@ impl Ustacks {
     /// The addresses of copy `id` (None: not a copy id, or a copy never received).
     pub fn copy(&self, id: i32) -> Option<&[u64]> {
         self.copies.get(&id).map(Vec::as_slice)
+    }
+
+    /// The DWARF-mode samples with a time (--timeline).
+    pub fn timed_samples(&self) -> &[TimedSample] {
+        &self.timed
     }
 
     /// The on-CPU samples counted here.

@@ -14,6 +14,7 @@ fn rec(kind: u32, id: i32, tgid: u32, tid: u32, ks: i32, flags: u32, stack: &[u8
         bp: 0,
         len: stack.len() as u32,
         _pad: 0,
+        ts: 0,
     };
     // SAFETY: plain data of its own size.
     let mut v = unsafe { std::slice::from_raw_parts((&raw const h).cast::<u8>(), std::mem::size_of::<UstackHeader>()) }

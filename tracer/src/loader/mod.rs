@@ -58,6 +58,8 @@ pub struct Options {
     pub ustack_bytes: u32,
     /// The USTACKS ring's size (SessionOptions::ustack_ring_bytes).
     pub ustack_ring_bytes: Option<u32>,
+    /// --timeline: the scheduling records of tracer_common::timeline.
+    pub timeline: bool,
 }
 
 impl Probes {
@@ -158,6 +160,11 @@ impl Probes {
             &ustack_bytes,
             true,
         );
+        if opts.timeline {
+            loader.map_max_entries("TIMELINE", tracer_common::timeline::TIMELINE_RING_BYTES);
+        }
+        let timeline_on = opts.timeline as u32;
+        loader.override_global("TIMELINE_ON", &timeline_on, true);
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
@@ -413,6 +420,11 @@ impl Probes {
     /// The ring of user-stack copies (see tracer_common::ustack), read while the session runs.
     pub fn take_ustacks(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
         let map = self.ebpf.take_map("USTACKS").ok_or_else(|| anyhow!("map USTACKS missing from the eBPF object"))?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    pub fn take_timeline(&mut self) -> Result<RingBuf<aya::maps::MapData>> {
+        let map = self.ebpf.take_map("TIMELINE").ok_or_else(|| anyhow!("map TIMELINE missing from the eBPF object"))?;
         Ok(RingBuf::try_from(map)?)
     }
 

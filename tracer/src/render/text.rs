@@ -29,6 +29,11 @@ pub(crate) fn losses(s: &mut String, a: &crate::capture::Accounting) {
         (a.events_dropped, "lifecycle events dropped (ring buffer full): the child ledger may miss forks/exits"),
         // Not samples: counted apart so "without stack" stays a share of the samples.
         (a.offcpu_stack_errors, "off-CPU stack walks that failed: those blocks show no stack"),
+        (a.timeline_lost, "timeline records (ring buffer full): timeline.pftrace misses those switches and samples"),
+        (
+            a.timeline_dropped,
+            "timeline records beyond --timeline-events: timeline.pftrace's scheduling stops early (raise the cap)",
+        ),
     ];
     for (n, what) in lines.iter().filter(|(n, _)| *n > 0) {
         let _ = writeln!(s, "warning: lost {n} {what}");

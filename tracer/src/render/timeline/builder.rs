@@ -106,11 +106,15 @@ pub struct Slice {
     pub args: Args,
 }
 
+/// A flow id an event starts or ends (0: none; Perfetto's ids are any nonzero u64).
+pub type Flow = u64;
+
 struct Track {
     desc: TrackDescriptor,
-    slices: Vec<Slice>,
-    /// (ts, name, args); ts may be SESSION_END.
-    instants: Vec<(u64, String, Args)>,
+    /// With the flow that ends at each slice's begin.
+    slices: Vec<(Slice, Flow)>,
+    /// (ts, name, args, flow leaving it); ts may be SESSION_END.
+    instants: Vec<(u64, String, Args, Flow)>,
     counters: Vec<(u64, i64)>,
 }
 
@@ -124,9 +128,11 @@ pub struct Builder {
 
 /// One event of one track, before it becomes a packet.
 enum Ev<'a> {
-    Begin(&'a str, &'a Args),
+    /// With the flow that ends there.
+    Begin(&'a str, &'a Args, Flow),
     End,
-    Instant(&'a str, &'a Args),
+    /// With the flow that leaves it.
+    Instant(&'a str, &'a Args, Flow),
     Counter(i64),
 }
 
@@ -149,11 +155,21 @@ impl Builder {
     }
 
     pub fn slice(&mut self, t: Uuid, s: Slice) {
-        self.at(t).slices.push(s);
+        self.at(t).slices.push((s, 0));
+    }
+
+    /// A slice at whose begin flow `flow` ends (the running slice a wakeup led to).
+    pub fn slice_flow_end(&mut self, t: Uuid, s: Slice, flow: Flow) {
+        self.at(t).slices.push((s, flow));
     }
 
     pub fn instant(&mut self, t: Uuid, ts: u64, name: impl Into<String>, args: Args) {
-        self.at(t).instants.push((ts, name.into(), args));
+        self.at(t).instants.push((ts, name.into(), args, 0));
+    }
+
+    /// An instant that flow `flow` leaves from (a wakeup, on the waker's track).
+    pub fn instant_flow_start(&mut self, t: Uuid, ts: u64, name: impl Into<String>, args: Args, flow: Flow) {
+        self.at(t).instants.push((ts, name.into(), args, flow));
     }
 
     pub fn counter(&mut self, t: Uuid, ts: u64, value: i64) {
@@ -164,7 +180,7 @@ impl Builder {
     fn end(&self) -> u64 {
         let known = |t: u64| (t != SESSION_END).then_some(t);
         let times = self.tracks.iter().flat_map(|t| {
-            let s = t.slices.iter().flat_map(|s| [known(s.begin), known(s.end)]);
+            let s = t.slices.iter().flat_map(|(s, _)| [known(s.begin), known(s.end)]);
             let i = t.instants.iter().map(|i| known(i.0));
             let c = t.counters.iter().map(|c| Some(c.0));
             s.chain(i).chain(c).flatten().collect::<Vec<_>>()
@@ -177,13 +193,13 @@ impl Builder {
         let end = self.end();
         let fix = |t: u64| if t == SESSION_END { end } else { t };
         for t in &mut self.tracks {
-            for s in &mut t.slices {
+            for (s, _) in &mut t.slices {
                 (s.begin, s.end) = (fix(s.begin), fix(s.end));
             }
             // Stable: slices with one begin keep the order they were added in.
-            t.slices.sort_by_key(|s| s.begin);
+            t.slices.sort_by_key(|s| s.0.begin);
             let mut prev_end = 0;
-            for s in &mut t.slices {
+            for (s, _) in &mut t.slices {
                 s.begin = s.begin.max(prev_end);
                 s.end = s.end.max(s.begin);
                 prev_end = s.end;
@@ -213,9 +229,15 @@ impl Builder {
         for (ts, track, ev) in events {
             let mut e = TrackEvent { track_uuid: Some(track), ..Default::default() };
             let (ty, name, args) = match ev {
-                Ev::Begin(n, a) => (TYPE_SLICE_BEGIN, Some(n), Some(a)),
+                Ev::Begin(n, a, flow) => {
+                    e.terminating_flow_ids = (flow != 0).then_some(flow).into_iter().collect();
+                    (TYPE_SLICE_BEGIN, Some(n), Some(a))
+                }
                 Ev::End => (TYPE_SLICE_END, None, None),
-                Ev::Instant(n, a) => (TYPE_INSTANT, Some(n), Some(a)),
+                Ev::Instant(n, a, flow) => {
+                    e.flow_ids = (flow != 0).then_some(flow).into_iter().collect();
+                    (TYPE_INSTANT, Some(n), Some(a))
+                }
                 Ev::Counter(v) => {
                     e.counter_value = Some(v);
                     (TYPE_COUNTER, None, None)
@@ -240,17 +262,18 @@ impl Builder {
 /// One track's events in order: slices with the instants that fall in or between them.
 fn track_events<'a>(t: &'a Track, uuid: Uuid, out: &mut Vec<(u64, Uuid, Ev<'a>)>) {
     let mut inst = t.instants.iter().peekable();
-    for s in &t.slices {
+    let instant = |i: &'a (u64, String, Args, Flow)| (i.0, uuid, Ev::Instant(&i.1, &i.2, i.3));
+    for (s, flow) in &t.slices {
         while let Some(i) = inst.next_if(|i| i.0 < s.begin) {
-            out.push((i.0, uuid, Ev::Instant(&i.1, &i.2)));
+            out.push(instant(i));
         }
-        out.push((s.begin, uuid, Ev::Begin(&s.name, &s.args)));
+        out.push((s.begin, uuid, Ev::Begin(&s.name, &s.args, *flow)));
         while let Some(i) = inst.next_if(|i| i.0 < s.end) {
-            out.push((i.0, uuid, Ev::Instant(&i.1, &i.2)));
+            out.push(instant(i));
         }
         out.push((s.end, uuid, Ev::End));
     }
-    out.extend(inst.map(|i| (i.0, uuid, Ev::Instant(&i.1, &i.2))));
+    out.extend(inst.map(instant));
     out.extend(t.counters.iter().map(|&(ts, v)| (ts, uuid, Ev::Counter(v))));
 }
 

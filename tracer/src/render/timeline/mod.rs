@@ -6,7 +6,9 @@
 //!   at the session end; instants for exec, signals, wait calls and findings (processes.rs);
 //! - a "syscalls" track per thread with the slow calls and their decoded arguments
 //!   (syscalls.rs);
-//! - for Go processes: goroutine and heap counters and GC pause slices (go.rs).
+//! - for Go processes: goroutine and heap counters and GC pause slices (go.rs);
+//! - with --timeline, on each thread's own track: running/sleep/disk/runqueue slices, wakeup
+//!   flows from the waker and the on-CPU samples with their stacks (sched.rs).
 //!
 //! Every time is put on one clock: session time (ns since the probes were attached) plus
 //! CLOCK_MONOTONIC at that moment, which is what the trace declares as its clock; the Go
@@ -24,6 +26,7 @@ mod builder;
 mod go;
 mod processes;
 pub mod proto;
+mod sched;
 mod syscalls;
 #[cfg(test)]
 mod tests;
@@ -42,6 +45,7 @@ pub fn render(capture: &Capture, analysis: &Analysis) -> Trace {
     let mut tracks = processes::render(&mut b, capture, analysis);
     syscalls::render(&mut b, capture, analysis, &mut tracks);
     go::render(&mut b, capture, &mut tracks);
+    sched::render(&mut b, capture, analysis, &mut tracks);
     b.finish()
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value as J;
 use super::{
     arg,
     builder::{json_args, Args, Uuid},
-    proto::{ProcessDescriptor, TrackDescriptor},
+    proto::{ProcessDescriptor, ThreadDescriptor, TrackDescriptor},
     Builder, Slice, SESSION_END,
 };
 use crate::{
@@ -19,9 +19,12 @@ use crate::{
     report::Analysis,
 };
 
-/// The process tracks by pid, and the thread tracks added under them.
+/// The process tracks by pid, the thread tracks added under them (`thread_of`, by tid; the
+/// scheduling slices of --timeline are on them), and each thread's "syscalls" track under its
+/// thread track (`threads`, by tid).
 pub(super) struct Tracks {
     pub procs: HashMap<u32, Uuid>,
+    pub thread_of: HashMap<u32, Uuid>,
     pub threads: HashMap<u32, Uuid>,
 }
 
@@ -36,6 +39,20 @@ impl Tracks {
         let p = capture.processes.get(&pid);
         let t = process_track(b, pid, p.map_or("", |p| p.comm.as_str()), p.map_or(&[][..], |p| &p.cmdline));
         self.procs.insert(pid, t);
+        t
+    }
+
+    /// The track of thread `tid` of `pid`, under its process's.
+    pub fn thread(&mut self, b: &mut Builder, capture: &Capture, pid: u32, tid: u32) -> Uuid {
+        if let Some(&t) = self.thread_of.get(&tid) {
+            return t;
+        }
+        let process = self.process(b, capture, pid);
+        // Only the main thread's name is known (the process's comm).
+        let name = (pid == tid).then(|| capture.processes.get(&pid).map(|p| p.comm.clone())).flatten();
+        let thread = ThreadDescriptor { pid: Some(pid as i32), tid: Some(tid.into()), thread_name: name };
+        let t = b.track(TrackDescriptor { thread: Some(thread), parent_uuid: Some(process), ..Default::default() });
+        self.thread_of.insert(tid, t);
         t
     }
 }
@@ -53,7 +70,7 @@ pub(super) fn render(b: &mut Builder, capture: &Capture, analysis: &Analysis) ->
     let r = &analysis.report;
     let l = &capture.lifecycle;
     let root = if l.root_pid != 0 { l.root_pid } else { r.target.pid };
-    let mut tracks = Tracks { procs: HashMap::new(), threads: HashMap::new() };
+    let mut tracks = Tracks { procs: HashMap::new(), thread_of: HashMap::new(), threads: HashMap::new() };
     let t = process_track(b, root, &r.target.comm, &r.target.cmdline);
     tracks.procs.insert(root, t);
     for (s, e, name, args) in root_life(capture, analysis, root) {

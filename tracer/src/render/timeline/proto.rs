@@ -117,6 +117,12 @@ pub struct TrackEvent {
     pub track_uuid: Option<u64>,
     #[prost(int64, optional, tag = "30")]
     pub counter_value: Option<i64>,
+    /// Flows (arrows) leaving this event, and ending at it: a wakeup and the slice it starts.
+    /// Repeated scalars: written unpacked, as proto2 declares them.
+    #[prost(fixed64, repeated, packed = "false", tag = "47")]
+    pub flow_ids: Vec<u64>,
+    #[prost(fixed64, repeated, packed = "false", tag = "48")]
+    pub terminating_flow_ids: Vec<u64>,
 }
 
 /// TrackEvent.Type values.

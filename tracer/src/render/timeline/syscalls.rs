@@ -7,7 +7,7 @@ use super::{
     arg,
     builder::{json_args, Uuid},
     processes::Tracks,
-    proto::{ThreadDescriptor, TrackDescriptor},
+    proto::TrackDescriptor,
     Builder, Slice, SESSION_END,
 };
 use crate::{analyze::syscalls::SlowCallReport, capture::Capture, report::Analysis};
@@ -34,16 +34,12 @@ pub(super) fn render(b: &mut Builder, capture: &Capture, analysis: &Analysis, tr
     }
 }
 
-/// The thread's "syscalls" track, under a track for the thread itself, under its process.
+/// The thread's "syscalls" track, under the thread's own track (Tracks::thread).
 fn thread_track(b: &mut Builder, capture: &Capture, tracks: &mut Tracks, pid: u32, tid: u32) -> Uuid {
     if let Some(&t) = tracks.threads.get(&tid) {
         return t;
     }
-    let process = tracks.process(b, capture, pid);
-    // Only the main thread's name is known (the process's comm).
-    let name = (pid == tid).then(|| capture.processes.get(&pid).map(|p| p.comm.clone())).flatten();
-    let thread = ThreadDescriptor { pid: Some(pid as i32), tid: Some(tid.into()), thread_name: name };
-    let thread = b.track(TrackDescriptor { thread: Some(thread), parent_uuid: Some(process), ..Default::default() });
+    let thread = tracks.thread(b, capture, pid, tid);
     let t = b.track(TrackDescriptor { name: Some("syscalls".into()), parent_uuid: Some(thread), ..Default::default() });
     tracks.threads.insert(tid, t);
     t

@@ -25,6 +25,9 @@ struct Event {
     name: Option<String>,
     args: BTreeMap<String, String>,
     counter: Option<i64>,
+    /// Flow ids leaving the event, and ending at it.
+    flows: Vec<u64>,
+    ends: Vec<u64>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -88,7 +91,8 @@ impl View {
                     (k, v.or(a.double_value.map(|v| v.to_string())).expect("a value"))
                 })
                 .collect();
-            events.push(Event { ts, track, ty: e.r#type.unwrap(), name, args, counter: e.counter_value });
+            let (flows, ends) = (e.flow_ids.clone(), e.terminating_flow_ids.clone());
+            events.push(Event { ts, track, ty: e.r#type.unwrap(), name, args, counter: e.counter_value, flows, ends });
         }
         let v = View { tracks, events };
         for &t in v.tracks.keys() {
@@ -359,4 +363,69 @@ fn overlapping_slices_are_kept_apart_and_the_end_covers_every_event() {
     assert_eq!(inst, [("late", 150), ("at the end", 150)]);
     let names: HashSet<&str> = v.events.iter().filter_map(|e| e.name.as_deref()).collect();
     assert_eq!(names, HashSet::from(["read", "late", "at the end"]));
+}
+
+/// --timeline's records of two threads of pid 4242: 4243 blocks at 100 ms (sleep), is woken at
+/// 300 ms by 4244 (in a syscall), gets the CPU at 301 ms and exits at 350 ms; 4244 is preempted
+/// at 400 ms, runs again at 402 ms, and is blocked from 500 ms until the end (1900 ms).
+#[test]
+fn scheduling_slices_and_a_wakeup_flow() {
+    use crate::capture::{
+        timeline::{Switch, Timeline},
+        OffState,
+    };
+    let mut c = zombies();
+    let sw = |tid, state, off: Option<u64>, wake: Option<u64>, on, waker| Switch {
+        tid,
+        tgid: 4242,
+        state,
+        off: off.map(|ms| ms * MS),
+        wake: wake.map(|ms| ms * MS),
+        on: on * MS,
+        waker,
+        waker_tgid: if waker != 0 { 4242 } else { 0 },
+    };
+    c.timeline = Some(Timeline {
+        switches: vec![
+            sw(4243, OffState::Sleep, None, None, 50, 0),
+            sw(4244, OffState::Sleep, None, None, 60, 0),
+            sw(4243, OffState::Sleep, Some(100), Some(300), 301, 4244),
+            sw(4244, OffState::Runqueue, Some(400), None, 402, 0),
+        ],
+        open: vec![sw(4244, OffState::Disk, Some(500), None, 1900, 0)],
+        exits: vec![(4243, 350 * MS)],
+        ..Default::default()
+    });
+    let v = render(&c);
+    let thread = |tid: i64| {
+        let d = v.tracks.values().find(|d| d.thread.as_ref().and_then(|t| t.tid) == Some(tid));
+        d.unwrap_or_else(|| panic!("no track for thread {tid}")).uuid.unwrap()
+    };
+    let spans = |t| v.slices(t).into_iter().map(|s| (s.name, s.begin / MS, s.end / MS)).collect::<Vec<_>>();
+    let (a, b) = (thread(4243), thread(4244));
+    let s = |n: &str, b, e| (n.to_owned(), b, e);
+    assert_eq!(
+        spans(a),
+        [s("running", 50, 100), s("sleep", 100, 300), s("runqueue", 300, 301), s("running", 301, 350)]
+    );
+    assert_eq!(
+        spans(b),
+        [s("running", 60, 400), s("runqueue", 400, 402), s("running", 402, 500), s("disk", 500, 1900)]
+    );
+    // The wakeup: an instant on the waker's track whose flow ends where 4243 runs again.
+    let wake = v.instants(b);
+    assert_eq!(wake.len(), 1, "{wake:?}");
+    assert_eq!((wake[0].name.as_deref(), wake[0].ts), (Some("wakeup"), 300 * MS));
+    assert_eq!(wake[0].args["woke_tid"], "4243");
+    let flow = wake[0].flows.clone();
+    assert_eq!(flow.len(), 1);
+    let ends: Vec<(u64, u64)> = v.events.iter().filter(|e| e.ends == flow).map(|e| (e.track, e.ts)).collect();
+    assert_eq!(ends, [(a, 301 * MS)]);
+    // With records dropped past the cap, nothing is drawn after the last one kept.
+    c.timeline.as_mut().unwrap().dropped = 5;
+    c.timeline.as_mut().unwrap().exits.clear();
+    let v = render(&c);
+    let spans = |t| v.slices(t).into_iter().map(|s| (s.name, s.begin / MS, s.end / MS)).collect::<Vec<_>>();
+    assert_eq!(spans(thread(4243)).last(), Some(&s("running", 301, 402)));
+    assert_eq!(spans(thread(4244)).last(), Some(&s("runqueue", 400, 402)));
 }
