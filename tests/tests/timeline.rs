@@ -317,3 +317,27 @@ fn timeline_scheduling_matches_the_offcpu_totals() {
     }
     assert_no_rtrace_programs();
 }
+
+/// --timeline-events caps what is kept: a shell starting 300 short children switches far more
+/// often than 1000 times; exactly 1000 switches and samples are kept, the rest counted as
+/// dropped in report.json and said in report.txt, and the file still passes the checker.
+#[test]
+fn timeline_cap_keeps_the_file_bounded_and_counts_the_rest() {
+    if !privileged("timeline_cap_keeps_the_file_bounded_and_counts_the_rest") {
+        return;
+    }
+    let script = "for i in $(seq 300); do /bin/true; done";
+    let run = rtrace("timeline_cap", &["-q", "--timeline", "--timeline-events", "1000", "--", "sh", "-c", script]);
+    assert_eq!(run.code(), Some(0), "stderr: {}", run.stderr());
+    check(&run);
+    let capture: Value = serde_json::from_slice(&std::fs::read(run.dir.join("capture.json")).unwrap()).unwrap();
+    let tl = &capture["timeline"];
+    let kept = tl["switches"].as_array().unwrap().len() + tl["samples"].as_array().unwrap().len();
+    assert_eq!(kept, 1000, "{}", capture["accounting"]);
+    let dropped = capture["accounting"]["timeline_dropped"].as_u64().unwrap_or(0);
+    assert!(dropped > 1000, "{}", capture["accounting"]);
+    assert_eq!(run.report()["accounting"]["timeline_dropped"].as_u64(), Some(dropped));
+    let txt = std::fs::read_to_string(run.dir.join("report.txt")).unwrap();
+    assert!(txt.contains(&format!("warning: lost {dropped} timeline records beyond --timeline-events")), "{txt}");
+    assert_no_rtrace_programs();
+}
