@@ -86,6 +86,7 @@ fn load(pid: u32) -> Probes {
         ustack_bytes: 16 * 1024,
         ustack_ring_bytes: None,
         timeline: false,
+        owner: None,
     })
     .expect("loading rtrace's programs")
 }

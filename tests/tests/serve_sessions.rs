@@ -202,13 +202,16 @@ fn test_group() -> u32 {
 
 /// `sh -c 'yes >/dev/null & while :; do :; done'`: a shell burning CPU itself and in a child
 /// named yes, in a process group of its own (killed whole on drop). `as_nobody`: run as user
-/// nobody (uid and gid 65534, no other group, no capability).
+/// nobody (uid and gid 65534, no other group, no capability). `suid`: a setuid-root program
+/// the shell also runs again and again in the background, 300 ms at a time (through timeout).
 struct Burner(std::process::Child);
 
 impl Burner {
-    fn start(as_nobody: bool) -> Burner {
+    fn start(as_nobody: bool, suid: Option<&std::path::Path>) -> Burner {
         use std::os::unix::process::CommandExt;
-        let script = ["sh", "-c", "yes >/dev/null & while :; do :; done"];
+        let again = suid.map(|p| format!("while :; do timeout 0.3 {} >/dev/null; done & ", p.display()));
+        let text = format!("yes >/dev/null & {}while :; do :; done", again.unwrap_or_default());
+        let script = ["sh", "-c", text.as_str()];
         let mut c = if as_nobody {
             let mut c = Command::new("setpriv");
             c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]).args(script);
@@ -276,8 +279,13 @@ fn group_members_trace_their_own_processes_only() {
     let socket = tmp.path().join("run/rtrace.sock");
     let args = ServeArgs { allow_group: Some("rtracetest".into()), ..ServeArgs::on_socket(socket.clone()) };
     let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
-    let own = Burner::start(true);
-    let roots = Burner::start(false);
+    // A setuid-root copy of yes, which the member's shell keeps starting: its processes run as
+    // root from their exec on, so the member's session must skip them.
+    let suid = tmp.path().join("suidyes");
+    std::fs::copy("/usr/bin/yes", &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let own = Burner::start(true, Some(&suid));
+    let roots = Burner::start(false, None);
     std::thread::sleep(Duration::from_millis(300));
 
     // curl as nobody with the group as a supplementary one: SO_PEERCRED gives uid and gid
@@ -296,11 +304,19 @@ fn group_members_trace_their_own_processes_only() {
     };
     let (status, head, body) = as_member(&format!("/pid/{}/debug/pprof/profile?seconds=1", own.pid()));
     assert_eq!(status, 200, "{head}\n{}", String::from_utf8_lossy(&body));
-    assert!(head.contains("\r\nx-rtrace-descendants: not traced (non-root caller)"), "{head}");
+    let own_text = "traced while they run as the caller (others skipped and listed)";
+    assert!(head.contains(&format!("\r\nx-rtrace-descendants: {own_text}")), "{head}");
     assert_eq!(body[..2], [0x1f, 0x8b], "a gzipped pprof file");
     let (frames, comments) = roots_and_comments(&body, tmp.path(), "own.pb.gz");
-    assert_eq!(frames, ["sh"], "the shell's samples alone, not its child yes's: {frames:?}");
-    assert!(comments.contains("descendants: not traced (non-root caller)"), "{comments}");
+    // The shell and its child yes (the member's own), never the setuid copy.
+    assert!(frames.iter().any(|f| f == "sh") && frames.iter().any(|f| f == "yes"), "{frames:?}");
+    assert!(frames.iter().all(|f| ["sh", "yes", "timeout"].contains(&f.as_str())), "{frames:?}");
+    assert!(comments.contains(&format!("descendants: {own_text}")), "{comments}");
+    let skipped = format!("({}) not traced after its exec at ", suid.display());
+    assert!(comments.contains(&skipped), "{comments}");
+    // Root's effective uid brings every capability, and a setuid exec makes it non-dumpable.
+    let why = "runs as another user or group, has capabilities, is not dumpable (euid 0)";
+    assert!(comments.lines().any(|l| l.contains(&skipped) && l.ends_with(why)), "{comments}");
 
     let (status, head, body) = as_member(&format!("/pid/{}/debug/pprof/profile?seconds=1", roots.pid()));
     let body = String::from_utf8_lossy(&body);

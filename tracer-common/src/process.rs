@@ -20,6 +20,13 @@ pub const EVENT_FREE: u32 = 9;
 pub const EVENT_EXEC_ARGS: u32 = 10;
 /// An `ExecFailed` record (a different struct): a tracked process's execve/execveat failed.
 pub const EVENT_EXEC_FAILED: u32 = 11;
+/// A tracked process left the tracked set at exec: its new credentials are not the session
+/// owner's (a non-root caller's session; tracer-ebpf creds.rs). `a`: SKIP_* bits, `b`: its
+/// effective uid, `text`: the exec'd file.
+pub const EVENT_SKIPPED: u32 = 12;
+pub const SKIP_CREDS: i64 = 1;
+pub const SKIP_CAPS: i64 = 2;
+pub const SKIP_DUMPABLE: i64 = 4;
 
 pub const COMM_LEN: usize = 16;
 

@@ -203,6 +203,12 @@ pub fn sample(ctx: &PerfEventContext) {
     if tgid == 0 || !crate::target::is_tracked(tgid) {
         return;
     }
+    // An owner's session (creds.rs): not a sample of a process exec'ing a program the owner
+    // may not inspect, taken after its new credentials are committed and before
+    // sched_process_exec takes it out of the tracked set (the rest of its exec).
+    if crate::creds::foreign(crate::process::task_mm_off()).is_some() {
+        return;
+    }
     bump(counters::CPU_SAMPLES);
     let tid = pid_tgid as u32;
     if crate::ustack::dwarf(tgid) {

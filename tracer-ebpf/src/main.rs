@@ -9,8 +9,10 @@
 mod clock;
 #[cfg(target_arch = "bpf")]
 mod counters;
+
 #[cfg(target_arch = "bpf")]
 mod cpu;
+mod creds;
 #[cfg(target_arch = "bpf")]
 mod go;
 #[cfg(target_arch = "bpf")]

@@ -17,7 +17,7 @@ use tracer_common::{
     limits::EVENTS_RING_BYTES,
     process::{
         ExecArgs, LifeEvent, ARGS_CHUNK, ARGS_LEN, EVENT_EXEC, EVENT_EXEC_ARGS, EVENT_EXIT, EVENT_FORK, EVENT_FREE,
-        EVENT_SIGNAL, EVENT_SIGNAL_DELIVER,
+        EVENT_SIGNAL, EVENT_SIGNAL_DELIVER, EVENT_SKIPPED,
     },
 };
 
@@ -57,6 +57,12 @@ static TASK_EXIT_CODE_OFF: u32 = u32::MAX;
 static TASK_MM_OFF: u32 = u32::MAX;
 #[unsafe(no_mangle)]
 static MM_ARG_START_OFF: u32 = u32::MAX;
+
+/// task_struct.mm's offset (u32::MAX: unknown), for creds.rs.
+#[inline(always)]
+pub fn task_mm_off() -> u32 {
+    global(&TASK_MM_OFF)
+}
 
 /// Go preempts goroutines with SIGURG, thousands of times a second: not lifecycle.
 const SIGURG: i32 = 23;
@@ -139,11 +145,24 @@ pub fn emit_fork(child_tgid: u32, parent_tgid: u32, clone_flags: u64) {
 
 pub fn sched_process_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !is_tracked((pid_tgid >> 32) as u32) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if !is_tracked(tgid) {
         return Ok(());
     }
-    send_exec_args((pid_tgid >> 32) as u32);
-    let Some(mut e) = new_event(EVENT_EXEC) else { return Ok(()) };
+    // A program the session's owner could not inspect (creds.rs): not followed from here on,
+    // nor are the processes it starts; nothing of its new image is read (not even argv).
+    let skipped = crate::creds::foreign(task_mm_off());
+    if skipped.is_some() {
+        crate::target::untrack(tgid);
+        crate::ustack::forget(tgid);
+    } else {
+        send_exec_args(tgid);
+    }
+    let Some(mut e) = new_event(if skipped.is_some() { EVENT_SKIPPED } else { EVENT_EXEC }) else { return Ok(()) };
+    if let Some((why, euid)) = skipped {
+        e.a = why;
+        e.b = euid as i64;
+    }
     // __data_loc: low 16 bits offset of the string in the record, high 16 bits its length.
     let loc: u32 = unsafe { ctx.read_at(global(&EXEC_FILENAME_OFF) as usize) }.map_err(|e| e as i64)?;
     let src = (ctx.as_ptr() as usize + (loc & 0xffff) as usize) as *const u8;

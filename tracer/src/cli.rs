@@ -307,6 +307,7 @@ impl Args {
             unwind: parse_unwind(self.unwind.as_deref())?,
             ustack_bytes: parse_ustack_bytes(&self.ustack_bytes)?,
             ustack_ring_bytes: None,
+            owner: None,
             timeline: match (self.timeline, self.no_offcpu) {
                 (false, _) => None,
                 (true, true) => return Err(UsageError::TimelineWithoutOffcpu),

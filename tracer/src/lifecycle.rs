@@ -27,6 +27,50 @@ pub struct Lifecycle {
     /// rtrace's own session, not a stall.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rtrace_chain: Vec<u32>,
+    /// Processes a non-root caller's session stopped following (SessionOptions::owner).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
+}
+
+/// A descendant a non-root caller's session does not follow: found at attach running with
+/// other credentials, or exec'ing a program that runs with them (setuid, file capabilities,
+/// not readable by the caller). Nothing of it is collected from then on, nor of what it starts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Skipped {
+    pub pid: u32,
+    /// Session ns of the exec (0: at attach).
+    pub ts_ns: u64,
+    /// The exec'd file, or the process's comm at attach.
+    pub program: String,
+    /// Its effective uid (None: not readable).
+    pub euid: Option<u32>,
+    /// "runs as another user or group", "has capabilities", "is not dumpable".
+    pub reasons: Vec<String>,
+}
+
+impl Skipped {
+    /// "pid 812 (/usr/bin/passwd) not traced after its exec at 0.41 s: runs as another user
+    /// or group (euid 0)".
+    pub fn line(&self) -> String {
+        let when = if self.ts_ns == 0 {
+            "found at attach".to_owned()
+        } else {
+            format!("not traced after its exec at {:.2} s", self.ts_ns as f64 / 1e9)
+        };
+        let euid = self.euid.map(|u| format!(" (euid {u})")).unwrap_or_default();
+        format!("pid {} ({}) {when}: {}{euid}", self.pid, self.program, self.reasons.join(", "))
+    }
+
+    /// The reasons of a SKIP_* bit set (tracer_common::process).
+    pub fn reasons_of(bits: i64) -> Vec<String> {
+        use tracer_common::process::{SKIP_CAPS, SKIP_CREDS, SKIP_DUMPABLE};
+        let all = [
+            (SKIP_CREDS, "runs as another user or group"),
+            (SKIP_CAPS, "has capabilities"),
+            (SKIP_DUMPABLE, "is not dumpable"),
+        ];
+        all.iter().filter(|(b, _)| bits & b != 0).map(|(_, r)| r.to_string()).collect()
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

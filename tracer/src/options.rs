@@ -85,6 +85,10 @@ pub struct SessionOptions {
     /// --timeline: scheduling records kept at most (the rest are counted as dropped); None:
     /// no scheduling in timeline.pftrace.
     pub timeline: Option<u64>,
+    /// A non-root caller's session (rtrace serve --allow-group): (uid, gid). Descendants found
+    /// at attach and those that exec are followed only while they run with exactly these
+    /// credentials, no capability, and dumpable; the others are skipped and reported.
+    pub owner: Option<(u32, u32)>,
 }
 
 pub const DEFAULT_FREQUENCY_HZ: u64 = 99;
@@ -116,6 +120,7 @@ impl SessionOptions {
             ustack_bytes: tracer_common::ustack::USTACK_DEFAULT,
             ustack_ring_bytes: None,
             timeline: None,
+            owner: None,
         }
     }
 }

@@ -195,6 +195,71 @@ pub fn parse_syscall(text: &str) -> Option<(i64, [u64; 6], u64, u64)> {
     Some((nr, args, hex(it.next()?)?, hex(it.next()?)?))
 }
 
+/// Why the non-root `owner` (uid, gid) could not inspect `pid` itself — the kernel's
+/// PTRACE_MODE_READ_REALCREDS rule that tracer-ebpf's creds.rs applies at exec: every uid and
+/// gid slot the owner's, no effective capability, dumpable (a non-dumpable process's /proc
+/// directory belongs to root). None: it could (or the process is gone).
+pub fn foreign(pid: u32, owner: (u32, u32)) -> Option<crate::lifecycle::Skipped> {
+    use std::os::unix::fs::MetadataExt;
+    use tracer_common::process::{SKIP_CAPS, SKIP_CREDS, SKIP_DUMPABLE};
+    let dir = fs::metadata(format!("/proc/{pid}")).ok()?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ids = |field: &str| -> Vec<u32> {
+        let v = status_field(&status, field).unwrap_or("");
+        v.split_whitespace().filter_map(|x| x.parse().ok()).collect()
+    };
+    let (uids, gids) = (ids("Uid"), ids("Gid"));
+    let mut why = 0;
+    if uids.len() != 4 || gids.len() != 4 || uids.iter().any(|&u| u != owner.0) || gids.iter().any(|&g| g != owner.1) {
+        why |= SKIP_CREDS;
+    }
+    let caps = status_field(&status, "CapEff").and_then(|c| u64::from_str_radix(c, 16).ok());
+    if caps != Some(0) {
+        why |= SKIP_CAPS;
+    }
+    if (dir.uid(), dir.gid()) != (owner.0, owner.1) {
+        why |= SKIP_DUMPABLE;
+    }
+    let program = status_field(&status, "Name").unwrap_or("?").to_owned();
+    let reasons = crate::lifecycle::Skipped::reasons_of(why);
+    (why != 0).then(|| crate::lifecycle::Skipped { pid, ts_ns: 0, program, euid: uids.get(1).copied(), reasons })
+}
+
+/// The descendants an owner's session follows (`existing` in tree order unimportant): each
+/// one whose own credentials and every ancestor's up to `root` are the owner's; the others
+/// are returned apart (a process started by a skipped one is skipped with it).
+pub fn split_foreign(root: u32, existing: Vec<u32>, owner: (u32, u32)) -> (Vec<u32>, Vec<crate::lifecycle::Skipped>) {
+    let foreign: std::collections::BTreeMap<u32, crate::lifecycle::Skipped> =
+        existing.iter().filter_map(|&p| Some((p, foreign(p, owner)?))).collect();
+    let parents = parent_map();
+    let (mut keep, mut skipped) = (Vec::new(), Vec::new());
+    for p in existing {
+        let mut at = p;
+        let mut by = None;
+        // Up the tree to the root (bounded: a cycle is impossible, but /proc changes meanwhile).
+        for _ in 0..64 {
+            if foreign.contains_key(&at) {
+                by = Some(at);
+            }
+            match parents.get(&at) {
+                Some(&pp) if at != root && pp != 0 => at = pp,
+                _ => break,
+            }
+        }
+        match (by, foreign.get(&p)) {
+            (None, _) => keep.push(p),
+            (_, Some(s)) => skipped.push(s.clone()),
+            (Some(b), None) => skipped.push(crate::lifecycle::Skipped {
+                pid: p,
+                program: comm(p).unwrap_or_default(),
+                reasons: vec![format!("started by skipped pid {b}")],
+                ..Default::default()
+            }),
+        }
+    }
+    (keep, skipped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,9 @@ pub struct Report {
     /// How complete the user stacks are (CFI unwinding, frame pointers, truncation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unwind: Option<crate::analyze::unwind::UnwindSection>,
+    /// Descendants a non-root caller's session left out (other credentials), with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<crate::lifecycle::Skipped>,
 }
 
 /// Appends kernel frames known only by name (innermost first), root-first like the rest.
@@ -385,6 +388,7 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         slowest_syscalls: slow_prepared.map(|p| slow_calls(capture, &slow_inputs, p, &mut symbols, resolver)),
         go,
         unwind: crate::analyze::unwind::analyze(capture),
+        skipped: capture.lifecycle.skipped.clone(),
     };
     Analysis { report, cpu, offcpu, signals, timeline_stacks }
 }

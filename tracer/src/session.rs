@@ -181,6 +181,7 @@ pub fn run_live(
         ustack_bytes: opts.ustack_bytes,
         ustack_ring_bytes: opts.ustack_ring_bytes,
         timeline: opts.timeline.is_some(),
+        owner: opts.owner,
     })?;
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;
@@ -190,6 +191,11 @@ pub fn run_live(
     let chain = rtrace_chain(pid, procfs::state_and_ppid);
     let existing: Vec<u32> = if opts.follow_children { procfs::descendants(pid) } else { Vec::new() };
     let existing: Vec<u32> = existing.into_iter().filter(|p| !chain.contains(p)).collect();
+    // A non-root caller's session: only the descendants it could inspect itself.
+    let (existing, skipped) = match opts.owner {
+        Some(owner) => procfs::split_foreign(pid, existing, owner),
+        None => (existing, Vec::new()),
+    };
     // Children started before we attached: task_newtask will never fire for them.
     for &d in &existing {
         probes.track(d, EXISTING_DESCENDANT)?;
@@ -237,7 +243,7 @@ pub fn run_live(
             }
         });
     }
-    let params = SessionParams { opts: opts.clone(), target, attach_ms, existing, unwind_modes, live };
+    let params = SessionParams { opts: opts.clone(), target, attach_ms, existing, skipped, unwind_modes, live };
     let mut capture = runtime.block_on(collect::run(probes, held, registry, params))?;
     capture.lifecycle.rtrace_chain = chain;
     Ok(capture)

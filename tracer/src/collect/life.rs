@@ -93,6 +93,20 @@ impl LifeCollector {
         }
     }
 
+    /// A process the kernel stopped following at its exec (tracer-ebpf creds.rs): recorded,
+    /// and, as far as the ledger goes, seen for the last time.
+    pub fn on_skipped(&mut self, r: &Raw) {
+        let euid = (r.b as u32 != u32::MAX).then_some(r.b as u32);
+        let reasons = crate::lifecycle::Skipped::reasons_of(r.a);
+        let (ts_ns, pid, program) = (self.rel(r.ts_ns).max(1), r.tgid, cstr(&r.text));
+        self.life.skipped.push(crate::lifecycle::Skipped { pid, ts_ns, program, euid, reasons });
+    }
+
+    /// A descendant left out at attach (its credentials are not the owner's).
+    pub fn skipped_at_attach(&mut self, s: crate::lifecycle::Skipped) {
+        self.life.skipped.push(s);
+    }
+
     /// A failed exec (a record of its own: file names are long).
     pub fn on_exec_failed(&mut self, f: &ExecFailed) {
         let ts_ns = self.rel(f.ts_ns);

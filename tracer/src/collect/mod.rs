@@ -1,6 +1,7 @@
 //! The session loop: waits for the end (duration, Ctrl-C/SIGTERM, or the traced tree exiting)
 //! while following process lifecycle events, then drains the kernel maps into a `Capture`.
 mod drain;
+mod events;
 pub mod fds;
 mod go;
 pub use go::GoLive;
@@ -22,15 +23,9 @@ use std::{
 };
 
 use anyhow::Result;
+use events::record;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
-use tracer_common::{
-    counters,
-    process::{
-        ExecArgs, ExecFailed, LifeEvent, EVENT_EXEC, EVENT_EXEC_ARGS, EVENT_EXEC_FAILED, EVENT_EXIT, EVENT_FORK,
-        EVENT_SLOW_CALL,
-    },
-    syscall::SlowCall,
-};
+use tracer_common::counters;
 
 pub use registry::Registry;
 
@@ -48,6 +43,8 @@ pub struct SessionParams {
     pub attach_ms: u64,
     /// Descendants of the target found in /proc at attach.
     pub existing: Vec<u32>,
+    /// Descendants found at attach that a non-root caller's session leaves out.
+    pub skipped: Vec<crate::lifecycle::Skipped>,
     /// The unwind modes decided at attach (ustacks::decide).
     pub unwind_modes: Vec<(u32, u8)>,
     /// A session that runs until `live.stop` and publishes its readings meanwhile (watch mode).
@@ -70,6 +67,9 @@ pub async fn run(
     let start = Instant::now();
     let start_mono = drain::monotonic_ns();
     let mut life = life::LifeCollector::new(params.target.pid, start_mono, &params.existing);
+    for s in std::mem::take(&mut params.skipped) {
+        life.skipped_at_attach(s);
+    }
     // Threads already blocked in a syscall: no probe will see that call start.
     let roots: Vec<u32> = std::iter::once(params.target.pid).chain(params.existing.iter().copied()).collect();
     let mut pre = preexisting::scan(&roots, &probes.task_regs(), |pid| registry.maps(pid));
@@ -126,7 +126,7 @@ pub async fn run(
             _ = async { sighup.as_mut().expect("checked").recv().await }, if sighup.is_some() => break EndedBy::Hangup,
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life, Some(&mut gos), &mut ustacks);
+                events::handle_events(guard.get_inner_mut(), &mut registry, &mut slow, &mut life, Some(&mut gos), &mut ustacks);
                 guard.clear_ready();
                 ustacks.sync(Some(&mut probes));
             }
@@ -219,7 +219,7 @@ pub async fn run(
     let recursion_misses = probes.recursion_misses();
     let detach_mono = drain::monotonic_ns();
     probes.detach();
-    handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None, &mut ustacks);
+    events::handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None, &mut ustacks);
     // The ring to its end before the maps are read: every copy a map references was written
     // before the programs were detached.
     ustacks.read(ustack_ring.get_mut());
@@ -420,69 +420,4 @@ fn add_preexisting(
 pub(crate) fn cstr(b: &[u8]) -> String {
     let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-fn handle_events(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    registry: &mut Registry,
-    slow: &mut slow::SlowStore,
-    life: &mut life::LifeCollector,
-    mut go: Option<&mut go::GoSession>,
-    ustacks: &mut ustacks::Ustacks,
-) {
-    while let Some(item) = ring.next() {
-        // Every record starts with its kind, which says which struct it is.
-        let Some(kind) = item.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])) else { continue };
-        match kind {
-            EVENT_SLOW_CALL => {
-                let Some(call) = record::<SlowCall>(&item) else { continue };
-                // Alive now: make sure its mappings are known for the call's stack.
-                registry.snapshot(call.tgid, false);
-                slow.add(call);
-            }
-            EVENT_EXEC_ARGS => {
-                if let Some(args) = record::<ExecArgs>(&item) {
-                    life.on_exec_args(&args);
-                }
-            }
-            EVENT_EXEC_FAILED => {
-                if let Some(f) = record::<ExecFailed>(&item) {
-                    life.on_exec_failed(&f);
-                }
-            }
-            _ => {
-                let Some(ev) = record::<LifeEvent>(&item) else { continue };
-                match ev.kind {
-                    EVENT_FORK => {
-                        registry.snapshot(ev.tgid, false);
-                        ustacks.on_fork(ev.tgid, ev.other);
-                    }
-                    EVENT_EXEC => {
-                        registry.snapshot(ev.tgid, true);
-                        ustacks.on_exec(ev.tgid, ev.ts_ns);
-                        if let Some(g) = go.as_deref_mut() {
-                            g.seen(ev.tgid);
-                        }
-                    }
-                    EVENT_EXIT => {
-                        registry.mark_exited(ev.tgid);
-                        ustacks.on_exit(ev.tgid);
-                        if let Some(g) = go.as_deref_mut() {
-                            g.exited(ev.tgid);
-                        }
-                    }
-                    _ => {}
-                }
-                life.on_event(&ev);
-            }
-        }
-    }
-}
-
-/// The record in a ring-buffer item, if it is long enough for a `T`: the kernel side writes
-/// a whole `T` (plain data) for the kind the item starts with. read_unaligned copes with any
-/// alignment of the ring buffer slot.
-fn record<T: aya::Pod>(item: &[u8]) -> Option<T> {
-    // SAFETY: the length is checked and T is plain data (any bytes are a valid T).
-    (item.len() >= std::mem::size_of::<T>()).then(|| unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) })
 }

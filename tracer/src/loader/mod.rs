@@ -23,7 +23,9 @@ use tracer_common::{
 use crate::{analyze::syscalls::nr_of, capture::Clock, tracefs::Format};
 
 pub mod go;
+mod offsets;
 mod read;
+use offsets::{arg_start_offset, cred_offsets, task_cfs_rq_offset};
 
 /// The eBPF object built by build.rs; empty when the build skipped the eBPF step.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -60,6 +62,9 @@ pub struct Options {
     pub ustack_ring_bytes: Option<u32>,
     /// --timeline: the scheduling records of tracer_common::timeline.
     pub timeline: bool,
+    /// A non-root caller's session (SessionOptions::owner): descendants whose credentials
+    /// become other than this uid and gid at exec leave the tracked set (tracer-ebpf creds.rs).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Probes {
@@ -109,6 +114,7 @@ impl Probes {
             ("CFS_RQ_RQ_OFF", crate::btf::member_offset(&vmlinux, "cfs_rq", "rq").unwrap_or(u32::MAX)),
             ("RQ_CLOCK_OFF", crate::btf::member_offset(&vmlinux, "rq", "clock").unwrap_or(u32::MAX)),
         ];
+        let creds = cred_offsets(&vmlinux, opts.owner.is_some())?;
         // sched_switch is a BTF tracepoint: it names the incoming thread by its task_struct.
         let task_pid = crate::btf::member_offset(&vmlinux, "task_struct", "pid")?;
         let task_tgid = crate::btf::member_offset(&vmlinux, "task_struct", "tgid")?;
@@ -168,9 +174,11 @@ impl Probes {
         for (name, v) in &nrs {
             loader.override_global(name, v, true);
         }
-        for (name, v) in &offsets {
+        for (name, v) in offsets.iter().chain(&creds) {
             loader.override_global(name, v, true);
         }
+        let (owner_uid, owner_gid) = opts.owner.unwrap_or((u32::MAX, u32::MAX));
+        loader.override_global("OWNER_UID", &owner_uid, true).override_global("OWNER_GID", &owner_gid, true);
         // The eBPF side logs rare anomalies (a map full, a failed stack copy) at debug level;
         // with RTRACE_LOG below debug the level is frozen to 0 and the verifier drops that code.
         let log_level: u8 = if log::log_enabled!(target: "tracer_ebpf", log::Level::Debug) { 4 } else { 0 };
@@ -473,28 +481,4 @@ fn tracked_bits_words() -> u32 {
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .map_or(tracer_common::limits::TRACKED_BITS_DEFAULT_WORDS, |max| max.div_ceil(64))
-}
-
-/// task_struct.se.cfs_rq (the sched_entity is embedded; cfs_rq exists with
-/// CONFIG_FAIR_GROUP_SCHED), or u32::MAX. Tests set RTRACE_OFFCPU_CLOCK=ktime to run the
-/// fallback (bpf_ktime_get_ns at every switch) that kernels without it get.
-fn task_cfs_rq_offset(vmlinux: &[u8]) -> u32 {
-    if std::env::var("RTRACE_OFFCPU_CLOCK").is_ok_and(|v| v == "ktime") {
-        return u32::MAX;
-    }
-    let se = crate::btf::member_offset(vmlinux, "task_struct", "se");
-    let cfs_rq = crate::btf::member_offset(vmlinux, "sched_entity", "cfs_rq");
-    match (se, cfs_rq) {
-        (Ok(a), Ok(b)) => a + b,
-        _ => u32::MAX,
-    }
-}
-
-/// mm_struct.arg_start, if arg_end follows it (the eBPF side reads both in one copy).
-fn arg_start_offset(vmlinux: &[u8]) -> u32 {
-    let off = |m| crate::btf::member_offset(vmlinux, "mm_struct", m).ok();
-    match (off("arg_start"), off("arg_end")) {
-        (Some(s), Some(e)) if e == s + 8 => s,
-        _ => u32::MAX,
-    }
 }

@@ -82,6 +82,12 @@ pub fn render(report: &Report, dir: &Path, files: &[(&str, &str)]) -> String {
     let _ = writeln!(s, "{}", session_line(&report.session));
     let a = &report.accounting;
     findings_section(&mut s, &report.findings);
+    if !report.skipped.is_empty() {
+        let _ = writeln!(s, "Not traced (this session follows only processes its caller could inspect itself):");
+        for k in &report.skipped {
+            let _ = writeln!(s, "  {}", k.line());
+        }
+    }
     let _ = writeln!(s, "samples: {} on CPU; lost {}; without stack {}", a.cpu_samples, a.lost_samples, a.stack_errors);
     losses(&mut s, a);
     if let Some(u) = &report.unwind {

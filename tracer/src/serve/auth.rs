@@ -3,7 +3,7 @@
 //! `kernel.yama.ptrace_scope` ≥ 2, and only processes they could inspect themselves — the
 //! kernel's PTRACE_MODE_READ_REALCREDS rule: same uid and gid in every slot (real, effective,
 //! saved, fs) and dumpable — without kernel stacks unless `kernel.perf_event_paranoid` ≤ 1,
-//! and without their descendants (`Access::descendants`: root only). Every refusal is one line
+//! and their descendants only while those run as the caller (`Access::owner`). Every refusal is one line
 //! saying why. The decisions are pure functions of literal texts.
 use std::os::unix::fs::MetadataExt;
 
@@ -144,9 +144,8 @@ pub fn authorize(
     let kernel_stacks = admit(caller, policy, sys).map_err(ServeError::Forbidden)?;
     let t = target.ok_or_else(|| ServeError::NotFound(format!("no such pid {pid}")))?;
     inspect(caller, t).map_err(ServeError::Forbidden)?;
-    // A descendant is not re-checked when it execs (a setuid program): non-root callers get
-    // the pid alone.
-    Ok(Access { pid, kernel_stacks, descendants: caller.uid == 0 })
+    // Descendants are checked again at attach and at each exec (a setuid program is skipped).
+    Ok(Access { pid, kernel_stacks, owner: (caller.uid != 0).then_some((caller.uid, caller.gid)) })
 }
 
 /// The processes a caller may trace, (pid, comm) in pid order, kernel threads left out.

@@ -49,25 +49,25 @@ pub struct Access {
     pub pid: u32,
     /// Kernel stacks may be collected: root, or `kernel.perf_event_paranoid` ≤ 1.
     pub kernel_stacks: bool,
-    /// The session follows the pid's descendants (existing and forked later): root only. A
-    /// group member's session traces the pid itself: a child it starts could exec a setuid
-    /// program, and nothing yet re-checks a descendant's credentials in the kernel at exec.
-    pub descendants: bool,
+    /// A non-root caller's (uid, gid): the session follows the pid's descendants only while
+    /// they run with exactly these credentials (checked at attach and, in the kernel, at each
+    /// exec: a setuid program is skipped with what it starts, and reported). None: root, all.
+    pub owner: Option<(u32, u32)>,
 }
 
-/// `X-Rtrace-Descendants` on every session-backed answer, and the profile comment when they
-/// were left out: what the session traced besides the pid.
+/// `X-Rtrace-Descendants` on every session-backed answer (and a profile comment for a
+/// non-root caller): what the session traced besides the pid.
 pub const DESCENDANTS_HEADER: &str = "X-Rtrace-Descendants";
 pub const DESCENDANTS_TRACED: &str = "traced";
-pub const DESCENDANTS_NOT_TRACED: &str = "not traced (non-root caller)";
+pub const DESCENDANTS_OWN: &str = "traced while they run as the caller (others skipped and listed)";
 
 impl Access {
     /// The `X-Rtrace-Descendants` value for this grant.
     pub fn descendants_text(&self) -> &'static str {
-        if self.descendants {
+        if self.owner.is_none() {
             DESCENDANTS_TRACED
         } else {
-            DESCENDANTS_NOT_TRACED
+            DESCENDANTS_OWN
         }
     }
 }

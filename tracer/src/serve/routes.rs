@@ -15,7 +15,7 @@ use axum::{
 
 use super::{
     auth::{self, Caller, Policy, Sysctl, TargetCreds},
-    backend::{Backend, Kind, Running, ServeError, DESCENDANTS_HEADER, DESCENDANTS_NOT_TRACED},
+    backend::{Backend, Kind, Running, ServeError, DESCENDANTS_HEADER, DESCENDANTS_OWN},
     listen::Peer,
 };
 
@@ -196,7 +196,7 @@ async fn profile(
         Kind::ReportHtml => bytes(app.backend.report(access, kind, secs).await?, "text/html; charset=utf-8"),
         _ => pprof(app.backend.profile(access, kind, secs).await?, kind.name()),
     };
-    // What the session traced besides the pid (root: its descendants; others: nothing).
+    // What the session traced besides the pid (root: its descendants; others: theirs alone).
     r.headers_mut().insert(DESCENDANTS_HEADER, HeaderValue::from_static(access.descendants_text()));
     Ok(r)
 }
@@ -296,7 +296,7 @@ async fn index(State(app): State<App>, Extension(caller): Extension<Caller>) -> 
             s.push_str(&format!("{} may trace {} processes, {k}:\n", caller.who, procs.len()));
             if caller.uid != 0 {
                 s.push_str(&format!(
-                    "descendants: {DESCENDANTS_NOT_TRACED}: a profile or report covers the pid itself, not the processes it starts\n"
+                    "descendants: {DESCENDANTS_OWN}: a profile or report covers the pid and the processes it starts that run as you\n"
                 ));
             }
             for (pid, comm) in procs {

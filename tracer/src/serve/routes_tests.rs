@@ -98,7 +98,7 @@ async fn routes_and_parameters() {
     assert_eq!((r.0, r.1.as_str(), r.3.as_str()), (200, "application/json", "{}"));
     let r = get(&a, &format!("/pid/{me}/debug/rtrace/report.html?seconds=7")).await;
     assert_eq!((r.0, r.1.as_str(), r.3.as_str()), (200, "text/html; charset=utf-8", "<!DOCTYPE html>"));
-    let full = Access { pid: me, kernel_stacks: true, descendants: true };
+    let full = Access { pid: me, kernel_stacks: true, owner: None };
     assert_eq!(
         *mock.asked.lock().unwrap(),
         [
@@ -187,7 +187,7 @@ async fn the_gate() {
     // Root's index lists this process, with kernel stacks.
     let r = get(&a, "/debug/pprof/").await;
     assert!(r.3.contains(&format!("\n{me:>8}  ")) && r.3.contains("processes, with kernel stacks:"), "{}", r.3);
-    assert!(!r.3.contains("descendants: not traced"), "root's sessions follow descendants: {}", r.3);
+    assert!(!r.3.contains("descendants: traced while"), "root's sessions follow all descendants: {}", r.3);
     let h = descendants_header(&a, ROOT, &format!("/pid/{me}/debug/rtrace/report?seconds=1")).await;
     assert_eq!(h.as_deref(), Some("traced"));
 }
@@ -218,11 +218,18 @@ async fn allow_group_members_own_processes() {
     let pid = child.id();
     let r = get_as(&a, member.clone(), &format!("/pid/{pid}/debug/pprof/profile?seconds=1"), "x").await;
     assert_eq!(r.0, 200, "{r:?}");
-    assert_eq!(mock.asked.lock().unwrap()[0], (Access { pid, kernel_stacks: false, descendants: false }, Kind::Cpu, 1));
+    assert_eq!(
+        mock.asked.lock().unwrap()[0],
+        (Access { pid, kernel_stacks: false, owner: Some((4242, 950)) }, Kind::Cpu, 1)
+    );
     let h = descendants_header(&a, member.clone(), &format!("/pid/{pid}/debug/pprof/offcpu?seconds=1")).await;
-    assert_eq!(h.as_deref(), Some("not traced (non-root caller)"));
+    assert_eq!(h.as_deref(), Some("traced while they run as the caller (others skipped and listed)"));
     let r = get_as(&a, member, "/debug/pprof/", "x").await;
-    assert!(r.3.contains("\ndescendants: not traced (non-root caller): "), "{}", r.3);
+    assert!(
+        r.3.contains("\ndescendants: traced while they run as the caller (others skipped and listed): "),
+        "{}",
+        r.3
+    );
     assert!(r.3.contains(&format!("\n{pid:>8}  sleep\n")), "its own process listed: {}", r.3);
     assert!(!r.3.contains(&format!("\n{me:>8}  ")), "not root's: {}", r.3);
     assert!(r.3.contains("without kernel stacks"), "{}", r.3);

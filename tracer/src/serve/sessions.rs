@@ -73,8 +73,8 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
     crate::session::preflight().map_err(|e| ServeError::Internal(e.to_string()))?;
     let mut opts = SessionOptions::for_pid(access.pid, Some(Duration::from_secs(seconds.into())));
     opts.quiet = true;
-    // Not root: the pid alone (no existing descendant tracked, no fork followed in the kernel).
-    opts.follow_children = access.descendants;
+    // Not root: descendants only while they run as the caller (session and kernel check them).
+    opts.owner = access.owner;
     if let Want::Profile(kind) = want {
         // A profile needs its own hooks only: no syscall latency, no Go view (and no off-CPU
         // for an on-CPU profile), as Go's CPU profile is samples alone.
@@ -104,8 +104,11 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
         None if matches!(want, Want::ReportHtml) => html_report(&analysis, &mut out),
         None => json::render(&analysis.report, &mut out),
         Some(mut p) => {
-            if !access.descendants {
+            if access.owner.is_some() {
                 comment(&mut p, &format!("descendants: {}", access.descendants_text()));
+                for k in &analysis.report.skipped {
+                    comment(&mut p, &format!("skipped: {}", k.line()));
+                }
             }
             pprof::write_gz(&p, &mut out)
         }
