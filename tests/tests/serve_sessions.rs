@@ -346,3 +346,28 @@ fn group_members_trace_their_own_processes_only() {
     server.stop().unwrap();
     assert_no_rtrace_programs();
 }
+
+/// A session given a start time that is not the pid's (what a pid reused between the daemon's
+/// authorization and the attach looks like) refuses the pid as "no such pid", and leaves
+/// nothing attached; the right start time traces it.
+#[test]
+fn a_pid_reused_after_authorization_is_not_traced() {
+    if !privileged("a_pid_reused_after_authorization_is_not_traced") {
+        return;
+    }
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = child.id();
+    let start = tracer::procfs::stat(pid).unwrap().start_time;
+    let mut opts = tracer::options::SessionOptions::for_pid(pid, Some(Duration::from_millis(300)));
+    opts.quiet = true;
+    opts.expect_start = Some(start + 1);
+    let e = tracer::session::run(&opts, "unchanged", |_| Ok(())).unwrap_err();
+    assert_eq!(e.to_string(), tracer::error::UsageError::NoSuchPid(pid).to_string());
+    assert_no_rtrace_programs();
+    opts.expect_start = Some(start);
+    let capture = tracer::session::run(&opts, "unchanged", |_| Ok(())).unwrap();
+    assert_eq!(capture.target.pid, pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_no_rtrace_programs();
+}

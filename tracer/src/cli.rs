@@ -308,6 +308,7 @@ impl Args {
             ustack_bytes: parse_ustack_bytes(&self.ustack_bytes)?,
             ustack_ring_bytes: None,
             owner: None,
+            expect_start: None,
             timeline: match (self.timeline, self.no_offcpu) {
                 (false, _) => None,
                 (true, true) => return Err(UsageError::TimelineWithoutOffcpu),

@@ -89,6 +89,10 @@ pub struct SessionOptions {
     /// at attach and those that exec are followed only while they run with exactly these
     /// credentials, no capability, and dumpable; the others are skipped and reported.
     pub owner: Option<(u32, u32)>,
+    /// The target's start time as authorized (`rtrace serve`): once it is tracked, a pid
+    /// whose process started at another time is another process (the one authorized exited
+    /// and its pid was reused), and the session ends with "no such pid".
+    pub expect_start: Option<u64>,
 }
 
 pub const DEFAULT_FREQUENCY_HZ: u64 = 99;
@@ -121,6 +125,7 @@ impl SessionOptions {
             ustack_ring_bytes: None,
             timeline: None,
             owner: None,
+            expect_start: None,
         }
     }
 }

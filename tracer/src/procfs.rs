@@ -24,6 +24,9 @@ pub struct Stat {
     pub flags: u64,
     /// Field 52: the exit status a zombie will report to wait().
     pub exit_status: Option<i32>,
+    /// Field 22: when the process started (clock ticks since boot): with the pid, it names one
+    /// process for its whole life (a reused pid gets a later one).
+    pub start_time: u64,
 }
 
 pub fn stat(pid: u32) -> Option<Stat> {
@@ -36,6 +39,7 @@ pub fn stat(pid: u32) -> Option<Stat> {
         ppid: fields.get(1)?.parse().ok()?,
         flags: fields.get(9 - 3).and_then(|f| f.parse().ok()).unwrap_or(0),
         exit_status: fields.get(52 - 3).and_then(|f| f.parse().ok()),
+        start_time: fields.get(22 - 3).and_then(|f| f.parse().ok()).unwrap_or(0),
     })
 }
 

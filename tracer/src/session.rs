@@ -185,6 +185,12 @@ pub fn run_live(
     })?;
     let mut registry = Registry::default();
     probes.track(pid, ROOT)?;
+    // Tracked now: if it is still the process authorized, the pid cannot be reused under us.
+    if let Some(start) = opts.expect_start {
+        if procfs::stat(pid).map(|s| s.start_time) != Some(start) {
+            return Err(UsageError::NoSuchPid(pid).into());
+        }
+    }
     registry.snapshot(pid, false);
     // rtrace is never its own target: when it runs under the target (`bash -c 'rtrace --pid
     // $$'`, `--pid 1`), it and the processes between (sudo) are left out.

@@ -145,7 +145,7 @@ pub fn authorize(
     let t = target.ok_or_else(|| ServeError::NotFound(format!("no such pid {pid}")))?;
     inspect(caller, t).map_err(ServeError::Forbidden)?;
     // Descendants are checked again at attach and at each exec (a setuid program is skipped).
-    Ok(Access { pid, kernel_stacks, owner: (caller.uid != 0).then_some((caller.uid, caller.gid)) })
+    Ok(Access { pid, kernel_stacks, owner: (caller.uid != 0).then_some((caller.uid, caller.gid)), start: None })
 }
 
 /// The processes a caller may trace, (pid, comm) in pid order, kernel threads left out.

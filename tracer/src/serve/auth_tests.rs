@@ -31,7 +31,7 @@ fn root_traces_anything_with_kernel_stacks() {
     let t = TargetCreds::parse(1, &status("0\t0\t0\t0", "0\t0\t0\t0"), (0, 0)).unwrap();
     assert_eq!(
         authorize(&root, &Policy::default(), sys, Some(&t), 1),
-        Ok(Access { pid: 1, kernel_stacks: true, owner: None })
+        Ok(Access { pid: 1, kernel_stacks: true, owner: None, start: None })
     );
 }
 
@@ -66,7 +66,7 @@ fn own_processes_only_every_slot() {
     let own = TargetCreds::parse(321, &status("1000\t1000\t1000\t1000", "1000\t1000\t1000\t1000"), (1000, 1000));
     assert_eq!(
         authorize(&c, &policy(), OPEN, own.as_ref(), 321),
-        Ok(Access { pid: 321, kernel_stacks: false, owner: Some((1000, 1000)) })
+        Ok(Access { pid: 321, kernel_stacks: false, owner: Some((1000, 1000)), start: None })
     );
     // Another user's; a setuid-root program run by us (euid and saved uid 0); a setgid one;
     // one that dropped dumpable.

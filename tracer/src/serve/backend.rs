@@ -53,6 +53,9 @@ pub struct Access {
     /// they run with exactly these credentials (checked at attach and, in the kernel, at each
     /// exec: a setuid program is skipped with what it starts, and reported). None: root, all.
     pub owner: Option<(u32, u32)>,
+    /// The process's start time when it was authorized (/proc/PID/stat field 22): the session
+    /// refuses a pid that names another process by the time it is tracked (exited and reused).
+    pub start: Option<u64>,
 }
 
 /// `X-Rtrace-Descendants` on every session-backed answer (and a profile comment for a

@@ -162,8 +162,15 @@ fn authorize(app: &App, caller: &Caller, pid: &str) -> Result<super::backend::Ac
     let sys = (app.sysctl)();
     auth::admit(caller, &app.policy, sys).map_err(ServeError::Forbidden)?;
     let pid = pid_of(pid)?;
+    // The process is named by its start time too, read on both sides of its credentials: the
+    // same before and after means they are that process's, and the session checks it again
+    // once the pid is tracked (Access::start).
+    let start = || crate::procfs::stat(pid).map(|s| s.start_time);
+    let before = start();
     let t = TargetCreds::read(pid).filter(|_| !crate::procfs::is_kernel_thread(pid));
-    auth::authorize(caller, &app.policy, sys, t.as_ref(), pid)
+    let t = t.filter(|_| before.is_some() && start() == before);
+    let access = auth::authorize(caller, &app.policy, sys, t.as_ref(), pid)?;
+    Ok(super::backend::Access { start: before, ..access })
 }
 
 fn bytes(body: Vec<u8>, content_type: &'static str) -> Response {

@@ -98,7 +98,8 @@ async fn routes_and_parameters() {
     assert_eq!((r.0, r.1.as_str(), r.3.as_str()), (200, "application/json", "{}"));
     let r = get(&a, &format!("/pid/{me}/debug/rtrace/report.html?seconds=7")).await;
     assert_eq!((r.0, r.1.as_str(), r.3.as_str()), (200, "text/html; charset=utf-8", "<!DOCTYPE html>"));
-    let full = Access { pid: me, kernel_stacks: true, owner: None };
+    let start = crate::procfs::stat(me).map(|s| s.start_time);
+    let full = Access { pid: me, kernel_stacks: true, owner: None, start };
     assert_eq!(
         *mock.asked.lock().unwrap(),
         [
@@ -220,7 +221,17 @@ async fn allow_group_members_own_processes() {
     assert_eq!(r.0, 200, "{r:?}");
     assert_eq!(
         mock.asked.lock().unwrap()[0],
-        (Access { pid, kernel_stacks: false, owner: Some((4242, 950)) }, Kind::Cpu, 1)
+        (
+            Access {
+                pid,
+                kernel_stacks: false,
+                owner: Some((4242, 950)),
+                // The process as authorized: its start time, for the session to check again.
+                start: crate::procfs::stat(pid).map(|s| s.start_time)
+            },
+            Kind::Cpu,
+            1
+        )
     );
     let h = descendants_header(&a, member.clone(), &format!("/pid/{pid}/debug/pprof/offcpu?seconds=1")).await;
     assert_eq!(h.as_deref(), Some("traced while they run as the caller (others skipped and listed)"));

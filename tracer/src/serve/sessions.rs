@@ -75,6 +75,7 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
     opts.quiet = true;
     // Not root: descendants only while they run as the caller (session and kernel check them).
     opts.owner = access.owner;
+    opts.expect_start = access.start;
     if let Want::Profile(kind) = want {
         // A profile needs its own hooks only: no syscall latency, no Go view (and no off-CPU
         // for an on-CPU profile), as Go's CPU profile is samples alone.
