@@ -140,11 +140,15 @@ fn burst_during_attach_loses_nothing() {
     let (sh, server) = daemon_watching_shell(tmp.path(), "rtburstsh", None);
     let socket = server.socket.clone();
     let go = tmp.path().join("go");
-    // /bin/false (exit_nonzero) until `go` exists, then N /bin/true (exit_0), then a sleep
-    // (exit_0) long enough for a snapshot after the last child. `[` and `$((…))` are dash
-    // builtins: no other child.
+    // Two loops of /bin/false (exit_nonzero) until `go` exists, one in a subshell that then
+    // exits 3 (exit_nonzero): one loop did not overflow a ring left unread for the
+    // verification every time (1 run in 3), two did in every run; then N /bin/true (exit_0),
+    // then a sleep (exit_0) long enough for a snapshot after the last child. `[` and `$((…))`
+    // are dash builtins: no other child.
     let script = format!(
-        "while [ ! -e {go} ]; do /bin/false; done; i=0; while [ $i -lt {N} ]; do /bin/true; i=$((i+1)); done; sleep 2",
+        "burst() {{ while [ ! -e {go} ]; do /bin/false; done; }}; \
+         (burst; exit 3) & burst; wait; \
+         i=0; while [ $i -lt {N} ]; do /bin/true; i=$((i+1)); done; sleep 2",
         go = go.display()
     );
     let mut shell = Command::new(&sh).args(["-c", &script]).spawn().unwrap();

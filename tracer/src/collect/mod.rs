@@ -165,7 +165,12 @@ pub async fn run(
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();
                     if params.opts.syscalls.is_some() {
-                        harvested_stats.extend(harvest(&mut probes, &registry)?);
+                        let exited = harvest(&mut probes, &registry)?;
+                        if live.is_some() {
+                            live::fold_exited(&mut harvested_stats, exited);
+                        } else {
+                            harvested_stats.extend(exited);
+                        }
                     }
                     // A child died: who still holds the pipes it shared with the target?
                     if life.wants_pipe_scan() {
