@@ -44,6 +44,8 @@ pub(super) fn handle_events(
                 let Some(ev) = record::<LifeEvent>(&item) else { continue };
                 match ev.kind {
                     EVENT_FORK => {
+                        // A pid seen exit earlier in the session may be a new process's now.
+                        registry.forked(ev.tgid);
                         registry.snapshot(ev.tgid, false);
                         ustacks.on_fork(ev.tgid, ev.other);
                     }

@@ -109,9 +109,10 @@ pub async fn run(
     }
     gos.tick(&mut probes);
     let mut tick = tokio::time::interval(TICK);
-    let mut harvested = std::collections::BTreeSet::new();
     let mut harvested_stats = Vec::new();
-    let mut last_refresh = Instant::now();
+    // The first tick refreshes and harvests at once: children that exited while the probes
+    // were being attached leave the stats map now rather than half a second later.
+    let mut last_refresh = Instant::now().checked_sub(REFRESH).unwrap_or_else(Instant::now);
     let countdown = !params.opts.quiet && std::io::stderr().is_terminal();
 
     let ended_by = loop {
@@ -172,11 +173,13 @@ pub async fn run(
                 }
                 if last_refresh.elapsed() >= REFRESH {
                     registry.refresh();
-                    // Exited processes' syscall stats leave the kernel map, making room.
-                    let exited: std::collections::BTreeSet<u32> = registry.exited().difference(&harvested).copied().collect();
-                    if params.opts.syscalls.is_some() && !exited.is_empty() {
-                        harvested_stats.extend(probes.harvest_syscall_stats(&exited)?);
-                        harvested.extend(exited);
+                    if params.opts.syscalls.is_some() {
+                        let exited = harvest(&mut probes, &registry)?;
+                        if live.is_some() {
+                            live::fold_exited(&mut harvested_stats, exited);
+                        } else {
+                            harvested_stats.extend(exited);
+                        }
                     }
                     // A child died: who still holds the pipes it shared with the target?
                     if life.wants_pipe_scan() {
@@ -290,6 +293,24 @@ pub async fn run(
     capture.target = TargetInfo { wait_status, ..params.target };
     registry.fill(&mut capture);
     Ok(capture)
+}
+
+/// Takes the syscall stats of exited processes out of the kernel map, making room: of those
+/// known to have exited, and of tracked ones the registry never learnt of (their fork and
+/// exit events were dropped from a full ring) that /proc says are gone. Keys of the latter
+/// were never harvested before (issue #15): 8-10k of the map's 16,384 stayed for the whole
+/// session and every later burst of children overflowed the rest.
+fn harvest(
+    probes: &mut Probes,
+    registry: &Registry,
+) -> Result<Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>> {
+    let exited = registry.exited();
+    // One /proc read per unknown process, however many keys it has.
+    let mut unknown = std::collections::HashMap::new();
+    probes.harvest_syscall_stats(|tgid| {
+        exited.contains(&tgid)
+            || (!registry.knows(tgid) && *unknown.entry(tgid).or_insert_with(|| !crate::procfs::is_alive(tgid)))
+    })
 }
 
 /// The session's facts as the capture records them, `elapsed` after attach.

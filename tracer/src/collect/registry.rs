@@ -121,6 +121,14 @@ impl Registry {
         self.procs.iter().filter(|(_, e)| !e.alive).map(|(&p, _)| p).collect()
     }
 
+    /// A new process has `pid` (a fork event): alive again if an earlier one with that pid
+    /// exited during the session, so that its stats are not taken while it runs.
+    pub fn forked(&mut self, pid: u32) {
+        if let Some(e) = self.procs.get_mut(&pid) {
+            e.alive = true;
+        }
+    }
+
     pub fn mark_exited(&mut self, pid: u32) {
         if let Some(e) = self.procs.get_mut(&pid) {
             e.alive = false;

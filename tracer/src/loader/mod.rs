@@ -4,11 +4,7 @@
 //! pinned, so even a SIGKILL of rtrace releases everything when its fds close.
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray, RingBuf},
-    programs::{
-        perf_event::{HardwareEvent, PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        BtfTracePoint, PerfEvent, RawTracePoint, TracePoint,
-    },
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     Btf, Ebpf, EbpfLoader,
 };
 use tracer_common::{
@@ -22,6 +18,7 @@ use tracer_common::{
 
 use crate::{analyze::syscalls::nr_of, capture::Clock, tracefs::Format};
 
+mod attach;
 pub mod go;
 mod offsets;
 mod read;
@@ -287,111 +284,6 @@ impl Probes {
     pub fn tracked(&self) -> Result<Vec<u32>> {
         let map: HashMap<_, u32, u32> = HashMap::try_from(self.map("TRACKED")?)?;
         Ok(map.keys().filter_map(Result::ok).collect())
-    }
-
-    fn attach_raw(&mut self, prog: &str, hooks: &[&str]) -> Result<()> {
-        let p: &mut RawTracePoint = self.program_mut(prog)?.try_into()?;
-        p.load().with_context(|| format!("loading {prog}"))?;
-        for hook in hooks {
-            p.attach(hook).with_context(|| format!("attaching {prog} to raw tracepoint {hook}"))?;
-        }
-        Ok(())
-    }
-
-    fn attach_btf(&mut self, prog: &str, hook: &str) -> Result<()> {
-        let btf = self.btf.as_ref().context("kernel BTF already released")?;
-        let p: &mut BtfTracePoint = self
-            .ebpf
-            .program_mut(prog)
-            .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
-            .try_into()?;
-        p.load(hook, btf).with_context(|| format!("loading {prog}"))?;
-        p.attach().with_context(|| format!("attaching {prog} to BTF tracepoint {hook}"))?;
-        Ok(())
-    }
-
-    /// Loads the program sys_exit tail-calls to finish blocks whose user stack was deferred.
-    fn load_off_complete(&mut self) -> Result<()> {
-        let p: &mut RawTracePoint = self.program_mut("rt_off_complete")?.try_into()?;
-        p.load().context("loading rt_off_complete")?;
-        let fd = p.fd()?.try_clone()?;
-        let mut table: ProgramArray<_> = ProgramArray::try_from(self.map_mut("OFF_COMPLETE")?)?;
-        table.set(0, &fd, 0).context("setting rt_off_complete in OFF_COMPLETE")?;
-        Ok(())
-    }
-
-    fn attach_tracepoints(&mut self, prog: &str, hooks: &[(&str, &str)]) -> Result<()> {
-        let tp: &mut TracePoint = self.program_mut(prog)?.try_into()?;
-        tp.load().with_context(|| format!("loading {prog}"))?;
-        for (category, event) in hooks {
-            tp.attach(category, event).with_context(|| format!("attaching {prog} to {category}:{event}"))?;
-        }
-        Ok(())
-    }
-
-    /// Attaches the lifecycle tracepoints, the off-CPU ones, then one sampling perf event per
-    /// online CPU. In a benchmark floor mode, only empty programs on that analysis's hooks.
-    pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
-        if let Some(floor) = self.floor {
-            let [raw, waking, switch] = if floor.clock() {
-                ["rt_floor_raw_clock", "rt_floor_waking_clock", "rt_floor_switch_clock"]
-            } else {
-                ["rt_floor_raw", "rt_floor_waking", "rt_floor_switch"]
-            };
-            // Every hook rtrace's off-CPU analysis runs on: the syscall ones finish deferred
-            // blocks (sched.rs).
-            if floor.offcpu() {
-                self.attach_btf(switch, "sched_switch")?;
-                self.attach_btf(waking, "sched_waking")?;
-            }
-            return self.attach_raw(raw, &["sys_enter", "sys_exit"]);
-        }
-        self.attach_tracepoints("rt_task_newtask", &[("task", "task_newtask")])?;
-        self.attach_tracepoints("rt_proc_exec", &[("sched", "sched_process_exec")])?;
-        self.attach_tracepoints("rt_proc_exit", &[("sched", "sched_process_exit")])?;
-        self.attach_btf("rt_proc_free", "sched_process_free")?;
-        self.attach_tracepoints("rt_sig_generate", &[("signal", "signal_generate")])?;
-        self.attach_tracepoints("rt_sig_deliver", &[("signal", "signal_deliver")])?;
-        // Syscall probes before the scheduler ones: sched_switch reads the in-flight syscall.
-        // Always attached: without --no-syscalls they measure latency; with it they only mark
-        // threads as inside a call (no clock read), which is all the ledger (waits, pidfds)
-        // and off-CPU's deferred stacks need.
-        self.attach_raw("rt_sys_enter", &["sys_enter"])?;
-        self.attach_raw("rt_sys_exit", &["sys_exit"])?;
-        if self.offcpu {
-            self.load_off_complete()?;
-            self.attach_btf("rt_sched_switch", "sched_switch")?;
-            self.attach_btf("rt_sched_waking", "sched_waking")?;
-        }
-
-        // The task iterator: loaded now (it needs the BTF), run on demand (task_regs).
-        let btf = self.btf.take().context("kernel BTF already released")?;
-        // Optional: without it, stacks of blocked threads are walked from /proc with a guessed
-        // first frame (task_regs then returns nothing).
-        let iter: &mut aya::programs::Iter = self.program_mut("rt_task_regs")?.try_into()?;
-        if let Err(e) = iter.load("task", &btf) {
-            eprintln!("rtrace: warning: task iterator unavailable ({e}): stacks of threads blocked in a syscall are walked from a guessed first frame");
-        }
-        let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        let perf: &mut PerfEvent = self.program_mut("rt_perf_sample")?.try_into()?;
-        perf.load().context("loading rt_perf_sample")?;
-        // Hardware cycles where a PMU exists; VMs often have none, then the cpu-clock timer.
-        let mut clock = Clock::Cycles;
-        for (i, &cpu) in cpus.iter().enumerate() {
-            let scope = PerfEventScope::AllProcessesOneCpu { cpu };
-            let policy = SamplePolicy::Frequency(frequency_hz);
-            if clock == Clock::Cycles {
-                match perf.attach(PerfEventConfig::Hardware(HardwareEvent::CpuCycles), scope, policy, false) {
-                    Ok(_) => continue,
-                    Err(_) if i == 0 => clock = Clock::CpuClock,
-                    Err(e) => return Err(e).context(format!("attaching cycles sampling on cpu {cpu}")),
-                }
-            }
-            perf.attach(PerfEventConfig::Software(SoftwareEvent::CpuClock), scope, policy, false)
-                .with_context(|| format!("attaching cpu-clock sampling on cpu {cpu}"))?;
-        }
-        self.clock = clock;
-        Ok(())
     }
 
     /// Detaches and unloads every program; maps stay readable until `Probes` is dropped.

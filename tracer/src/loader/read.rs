@@ -62,13 +62,11 @@ impl Probes {
         Ok(out)
     }
 
-    /// Takes the stats of the given (exited) processes out of the kernel map: a CLI that runs
-    /// thousands of short children would otherwise fill it, and every later call would be lost.
-    pub fn harvest_syscall_stats(
-        &mut self,
-        exited: &std::collections::BTreeSet<u32>,
-    ) -> Result<Vec<(SysKey, SysStats)>> {
-        let out = self.read_syscall_stats(|k| exited.contains(&k.tgid))?;
+    /// Takes the stats of the processes `gone` says have exited out of the kernel map: a CLI
+    /// that runs thousands of short children would otherwise fill it, and every later call
+    /// would be lost.
+    pub fn harvest_syscall_stats(&mut self, mut gone: impl FnMut(u32) -> bool) -> Result<Vec<(SysKey, SysStats)>> {
+        let out = self.read_syscall_stats(|k| gone(k.tgid))?;
         let mut map: PerCpuHashMap<_, SysKey, SysStats> = PerCpuHashMap::try_from(self.map_mut("SYSCALL_STATS")?)?;
         for (k, _) in &out {
             let _ = map.remove(k);
@@ -76,7 +74,7 @@ impl Probes {
         Ok(out)
     }
 
-    fn read_syscall_stats(&self, want: impl Fn(&SysKey) -> bool) -> Result<Vec<(SysKey, SysStats)>> {
+    fn read_syscall_stats(&self, mut want: impl FnMut(&SysKey) -> bool) -> Result<Vec<(SysKey, SysStats)>> {
         let map: PerCpuHashMap<_, SysKey, SysStats> = PerCpuHashMap::try_from(self.map("SYSCALL_STATS")?)?;
         let mut out = Vec::new();
         for entry in map.iter() {

@@ -263,10 +263,10 @@ fn watch_one(
     let deltas = Arc::new(Mutex::new(push::Deltas::default()));
     // The last snapshot's evidence, for the ledger of the whole session at its end.
     let evidence = Arc::new(Mutex::new(children::Evidence::default()));
-    let publish = {
+    let publish_one = {
         let (state, comm, cfg, push, deltas) = (state.clone(), comm.clone(), cfg.clone(), push.clone(), deltas.clone());
         let evidence = evidence.clone();
-        Box::new(move |mut snap: LiveSnapshot| {
+        move |mut snap: LiveSnapshot| {
             if let (Some(p), Some(profile)) = (&push, snap.profile.take()) {
                 p.send(p.cfg.identity(pid, &comm), lock(&deltas).take(profile));
             }
@@ -275,13 +275,35 @@ fn watch_one(
             if let Some(e) = lock(&state).entries.get_mut(&pid) {
                 e.watched = w;
             }
-        })
+        }
     };
+    // Readings are analysed and published on a thread of their own: with a few thousand
+    // children the ledger's analysis took 100-150 ms, during which the session loop, which
+    // drains the events ring, stood still (a 1 MiB ring holds ~0.4 s of a 500 children/s
+    // burst's events). One reading waits at most; a newer one while the thread is busy is
+    // skipped (readings are totals so far, profiles too: push::Deltas sends what is new).
+    let (tx, rx) = std::sync::mpsc::sync_channel::<LiveSnapshot>(1);
+    let publisher = std::thread::Builder::new().name(format!("rtrace-pub-{pid}")).spawn(move || {
+        for snap in rx {
+            publish_one(snap);
+        }
+    });
+    if let Err(e) = &publisher {
+        log::error!("rtrace serve --watch: starting the publisher of pid {pid}: {e}");
+    }
+    let publish = Box::new(move |snap: LiveSnapshot| {
+        let _ = tx.try_send(snap);
+    });
     let live =
         Live { stop, every: SCAN, publish, profile_every: push.as_ref().map(|p| p.cfg.interval), last_profile: None };
     let r = crate::session::preflight()
         .map_err(anyhow::Error::from)
         .and_then(|_| crate::session::run_live(&opts, "unchanged", |_| Ok(()), Some(live)));
+    // The session has dropped its sender: the last reading is published before the whole
+    // session's ledger replaces it (and its profile counted in the deltas).
+    if let Ok(t) = publisher {
+        let _ = t.join();
+    }
     let mut st = lock(&state);
     match r {
         Ok(capture) => {
