@@ -355,9 +355,9 @@ pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     // bpf_ktime_get_ns, on the off-CPU clock (see clock.rs).
     s.wake_ts = crate::clock::now();
-    let pid_tgid = bpf_get_current_pid_tgid();
     // --timeline draws a flow from the waker: who it is, for every block (see waker_in_call).
     if crate::timeline::on() {
+        let pid_tgid = bpf_get_current_pid_tgid();
         let w = threads::get(pid_tgid as u32);
         s.waker_in_call = matches!(w, Some(w) if w.sys.active != 0) as u32;
         s.waker_tgid = (pid_tgid >> 32) as u32;
@@ -368,6 +368,7 @@ pub fn sched_waking(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if s.wake_ts.saturating_sub(s.ts) < min_block_ns() {
         return Ok(());
     }
+    let pid_tgid = bpf_get_current_pid_tgid();
     s.waker_tgid = (pid_tgid >> 32) as u32;
     s.waker_tid = pid_tgid as u32;
     s.waker_comm = bpf_get_current_comm().unwrap_or([0; 16]);
