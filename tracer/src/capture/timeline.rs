@@ -51,9 +51,18 @@ pub struct Switch {
     pub waker: u32,
     #[serde(rename = "kp", default, skip_serializing_if = "is_zero")]
     pub waker_tgid: u32,
+    /// How much of the block lies before the session's time 0 (a switch-out between attach
+    /// and the session clock's start, as `rtrace -- CMD` has): `off` is 0 then, and this is
+    /// the part not drawn.
+    #[serde(rename = "b", default, skip_serializing_if = "is_zero64")]
+    pub before: u64,
 }
 
 fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero64(v: &u64) -> bool {
     *v == 0
 }
 

@@ -109,7 +109,7 @@ pub fn drain(
 
     // Off-CPU clock → CLOCK_MONOTONIC → session time.
     let offset = probes.offcpu_clock_offset().unwrap_or(0);
-    let to_session = |ts: u64| ((ts as i64).wrapping_add(offset) as u64).saturating_sub(start_mono);
+    let to_session = |ts: u64| (ts as i64).wrapping_add(offset).wrapping_sub(start_mono as i64);
     let mut timeline =
         timeline.map(|r| r.finish(to_session, &users, &kernel_stacks, ustacks, n[c::TIMELINE_LOST as usize]));
     if let Some(t) = &mut timeline {

@@ -58,17 +58,19 @@ impl Reader {
         self.malformed += ok.is_none() as u64;
     }
 
-    /// The capture's timeline. `to_session`: an off-CPU-clock time to session ns; `lost`: the
-    /// kernel's TIMELINE_LOST.
+    /// The capture's timeline. `to_session`: an off-CPU-clock time to session ns, negative
+    /// before the session's time 0 (kept at 0, with the part before in `Switch::before`);
+    /// `lost`: the kernel's TIMELINE_LOST.
     pub fn finish(
         self,
-        to_session: impl Fn(u64) -> u64,
+        signed: impl Fn(u64) -> i64 + Copy,
         users: &UserStacks<'_>,
         kernel: &HashMap<i32, Vec<u64>>,
         ustacks: &Ustacks,
         lost: u64,
     ) -> Timeline {
         let frames = |id: i32| if id < 0 { Vec::new() } else { kernel.get(&id).cloned().unwrap_or_default() };
+        let to_session = |ts: u64| signed(ts).max(0) as u64;
         let mut switches: Vec<Switch> = self
             .switches
             .iter()
@@ -81,6 +83,7 @@ impl Reader {
                 on: to_session(r.ts),
                 waker: r.waker_tid,
                 waker_tgid: r.waker_tgid,
+                before: before(signed, r.off_ts, r.ts),
             })
             .collect();
         // Each CPU's records are in order; across CPUs the ring interleaves them.
@@ -120,8 +123,18 @@ impl Reader {
     }
 }
 
+/// The part of a block from `off` to `on` (off-CPU clock) before the session's time 0, ns.
+fn before(signed: impl Fn(u64) -> i64, off: u64, on: u64) -> u64 {
+    if off == 0 {
+        return 0;
+    }
+    let (off, on) = (signed(off), signed(on));
+    (on.min(0) - off.min(0)).max(0) as u64
+}
+
 /// The threads off-CPU at detach (Probes::off_in_flight) as switches that end at `end`.
-pub fn open(in_flight: &[(u32, OffStart)], to_session: impl Fn(u64) -> u64, end: u64) -> Vec<Switch> {
+pub fn open(in_flight: &[(u32, OffStart)], signed: impl Fn(u64) -> i64 + Copy, end: u64) -> Vec<Switch> {
+    let to_session = |ts: u64| signed(ts).max(0) as u64;
     let mut v: Vec<Switch> = in_flight
         .iter()
         .map(|(tid, s)| Switch {
@@ -133,6 +146,7 @@ pub fn open(in_flight: &[(u32, OffStart)], to_session: impl Fn(u64) -> u64, end:
             on: end,
             waker: 0,
             waker_tgid: 0,
+            before: if s.ts == 0 { 0 } else { (-signed(s.ts)).max(0) as u64 },
         })
         .collect();
     v.sort_by_key(|s| (s.off, s.tid));

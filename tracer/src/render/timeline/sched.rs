@@ -49,12 +49,18 @@ pub(super) fn render(b: &mut Builder, capture: &Capture, analysis: &Analysis, tr
                 // An open block ends where the probes were detached (`on`), as its in-flight
                 // time in the capture does.
                 let on = s.on;
-                match s.wake.filter(|_| s.state != OffState::Runqueue) {
-                    Some(w) => {
-                        b.slice(t, slice(off, w, s.state.name()));
-                        b.slice(t, slice(w, on, OffState::Runqueue.name()));
-                    }
-                    None => b.slice(t, slice(off, on, s.state.name())),
+                let (first_end, rest) = match s.wake.filter(|_| s.state != OffState::Runqueue) {
+                    Some(w) => (w, Some(slice(w, on, OffState::Runqueue.name()))),
+                    None => (on, None),
+                };
+                let mut first = slice(off, first_end, s.state.name());
+                // A block begun before the session's time 0 says how much of it is not drawn.
+                if s.before > 0 {
+                    first.args.push(arg("before_session_ns", s.before));
+                }
+                b.slice(t, first);
+                if let Some(r) = rest {
+                    b.slice(t, r);
                 }
             }
             if open {

@@ -384,6 +384,7 @@ fn scheduling_slices_and_a_wakeup_flow() {
         on: on * MS,
         waker,
         waker_tgid: if waker != 0 { 4242 } else { 0 },
+        before: 0,
     };
     c.timeline = Some(Timeline {
         switches: vec![
