@@ -3,7 +3,8 @@
 //! The default session only aggregates (off-CPU time by stack, samples by stack). With
 //! `--timeline` the eBPF side also sends, through the `TIMELINE` ring buffer, one record per
 //! switch-in of a tracked thread (when it went off-CPU, in which state, when and by whom it was
-//! woken, when it got the CPU back), one per thread exit (sched_process_exit), and one per on-CPU sample with its
+//! woken, when it got the CPU back), one per thread exit (at sched_process_exit and at its last, TASK_DEAD switch-out: it
+//! can still be preempted in between), and one per on-CPU sample with its
 //! stack ids. One record per switch-in is enough for the whole picture: a thread runs from one
 //! switch-in to the `off_ts` of its next record, or to its exit. Records are not announced (no wakeup per
 //! record): userspace reads the ring on its 100 ms tick, so the target pays the reservation
@@ -40,7 +41,8 @@ pub struct TlSwitch {
     pub waker_tgid: u32,
 }
 
-/// A tracked thread exited (sched_process_exit) at `ts`: its last run ends there.
+/// A tracked thread exits (sched_process_exit) or leaves the CPU for good (TASK_DEAD) at
+/// `ts`: its last run ends at the later of the two.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TlExit {

@@ -122,6 +122,11 @@ fn switch_out(ctx: &BtfTracePointContext, prev: *const u8, tid: u32, tgid: u32, 
     // Raw task state: 0 running (or `preempt`) = still runnable; TASK_DEAD never comes back;
     // TASK_UNINTERRUPTIBLE without TASK_NOLOAD (that is TASK_IDLE) = disk; anything else sleeps.
     if state & TASK_DEAD != 0 {
+        // Its very last switch-out (it can still be preempted after sched_process_exit, which
+        // sends an exit too): where the timeline's last running slice of it ends.
+        if crate::timeline::on() && is_tracked(tgid) {
+            crate::timeline::exit(tid, tgid, now);
+        }
         return;
     }
     let class = if preempt || state == 0 {

@@ -13,7 +13,7 @@ pub struct Timeline {
     /// block, which no switch-in record ends.
     #[serde(default)]
     pub open: Vec<Switch>,
-    /// Threads' exits (sched_process_exit): (tid, session ns).
+    /// Threads' exits (sched_process_exit, then the last switch-out): (tid, session ns).
     #[serde(default)]
     pub exits: Vec<(u32, u64)>,
     /// On-CPU samples, in time order.

@@ -35,7 +35,12 @@ pub(super) fn render(b: &mut Builder, capture: &Capture, analysis: &Analysis, tr
             by_tid.entry(s.tid).or_default().push((s, true));
         }
     }
-    let exits: HashMap<u32, u64> = tl.exits.iter().copied().collect();
+    // A thread's last exit record: its final switch-out, after sched_process_exit's.
+    let mut exits: HashMap<u32, u64> = HashMap::new();
+    for &(tid, ts) in &tl.exits {
+        let e = exits.entry(tid).or_default();
+        *e = (*e).max(ts);
+    }
     let mut flows: Flow = 0;
     for (&tid, list) in &by_tid {
         let t = tracks.thread(b, capture, list[0].0.tgid, tid);
@@ -78,8 +83,10 @@ pub(super) fn render(b: &mut Builder, capture: &Capture, analysis: &Analysis, tr
         }
         if let Some((since, flow)) = running {
             let end = exits.get(&tid).copied().unwrap_or(horizon);
-            if end > since {
-                b.slice_flow_end(t, slice(since, end, "running"), flow);
+            // Empty when the exit's clock read is a hair before the switch-in's (two clocks),
+            // or the cap's horizon is there: drawn anyway when a wakeup's arrow ends at it.
+            if end > since || flow != 0 {
+                b.slice_flow_end(t, slice(since, end.max(since), "running"), flow);
             }
         }
     }

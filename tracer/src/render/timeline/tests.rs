@@ -430,3 +430,35 @@ fn scheduling_slices_and_a_wakeup_flow() {
     assert_eq!(spans(thread(4243)).last(), Some(&s("running", 301, 402)));
     assert_eq!(spans(thread(4244)).last(), Some(&s("runqueue", 400, 402)));
 }
+
+/// A thread woken (by a traced waker) whose exit's clock read comes a hair before its
+/// switch-in's (two clocks): the wakeup's arrow still ends at a (zero-length) running slice.
+#[test]
+fn a_wakeup_flow_ends_even_when_the_thread_exits_at_once() {
+    use crate::capture::{
+        timeline::{Switch, Timeline},
+        OffState,
+    };
+    let mut c = zombies();
+    let on = 301 * MS;
+    c.timeline = Some(Timeline {
+        switches: vec![Switch {
+            tid: 4243,
+            tgid: 4242,
+            state: OffState::Sleep,
+            off: Some(100 * MS),
+            wake: Some(300 * MS),
+            on,
+            waker: 4242,
+            waker_tgid: 4242,
+            before: 0,
+        }],
+        exits: vec![(4243, on - 2_000)],
+        ..Default::default()
+    });
+    let v = render(&c);
+    let flow_out: Vec<&Event> = v.events.iter().filter(|e| !e.flows.is_empty()).collect();
+    assert_eq!(flow_out.len(), 1);
+    let ends: Vec<(u64, i32)> = v.events.iter().filter(|e| e.ends == flow_out[0].flows).map(|e| (e.ts, e.ty)).collect();
+    assert_eq!(ends, [(on, TYPE_SLICE_BEGIN)]);
+}
