@@ -199,34 +199,65 @@ pub fn parse_syscall(text: &str) -> Option<(i64, [u64; 6], u64, u64)> {
     Some((nr, args, hex(it.next()?)?, hex(it.next()?)?))
 }
 
+/// A target's credentials: /proc/PID/status's Uid:/Gid: lines (real, effective, saved, fs)
+/// and the owner of /proc/PID, which the kernel sets to root while the task is not dumpable
+/// (task_dump_owner: `prctl(PR_SET_DUMPABLE, 0)`, a setuid/setgid exec, a credential change)
+/// and to its euid/egid otherwise — so "dumpable" is read from outside without ptrace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetCreds {
+    pub pid: u32,
+    pub comm: String,
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub owner: (u32, u32),
+    /// CapEff (None: no such line).
+    pub cap_eff: Option<u64>,
+}
+
+fn four(status: &str, field: &str) -> Option<[u32; 4]> {
+    let v: Vec<u32> = status_field(status, field)?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    v.try_into().ok()
+}
+
+impl TargetCreds {
+    /// From the literal status text and /proc/PID's owner.
+    pub fn parse(pid: u32, status: &str, owner: (u32, u32)) -> Option<TargetCreds> {
+        let comm = status_field(status, "Name").unwrap_or("?").trim().to_owned();
+        let cap_eff = status_field(status, "CapEff").and_then(|c| u64::from_str_radix(c, 16).ok());
+        Some(TargetCreds { pid, comm, uids: four(status, "Uid")?, gids: four(status, "Gid")?, owner, cap_eff })
+    }
+
+    /// None: no such process (or gone while read).
+    pub fn read(pid: u32) -> Option<TargetCreds> {
+        use std::os::unix::fs::MetadataExt;
+        let owner = fs::metadata(format!("/proc/{pid}")).ok()?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        Self::parse(pid, &status, (owner.uid(), owner.gid()))
+    }
+
+    pub fn dumpable(&self) -> bool {
+        self.owner == (self.uids[1], self.gids[1])
+    }
+}
+
 /// Why the non-root `owner` (uid, gid) could not inspect `pid` itself — the kernel's
 /// PTRACE_MODE_READ_REALCREDS rule that tracer-ebpf's creds.rs applies at exec: every uid and
-/// gid slot the owner's, no effective capability, dumpable (a non-dumpable process's /proc
-/// directory belongs to root). None: it could (or the process is gone).
+/// gid slot the owner's, no effective capability, dumpable. None: it could (or it is gone).
+/// Fails closed: a status whose Uid/Gid lines do not parse counts as another's.
 pub fn foreign(pid: u32, owner: (u32, u32)) -> Option<crate::lifecycle::Skipped> {
-    use std::os::unix::fs::MetadataExt;
+    use crate::lifecycle::Skipped;
     use tracer_common::process::{SKIP_CAPS, SKIP_CREDS, SKIP_DUMPABLE};
-    let dir = fs::metadata(format!("/proc/{pid}")).ok()?;
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let ids = |field: &str| -> Vec<u32> {
-        let v = status_field(&status, field).unwrap_or("");
-        v.split_whitespace().filter_map(|x| x.parse().ok()).collect()
+    let Some(t) = TargetCreds::read(pid) else {
+        // Gone (None), or a status that does not parse: that counts as another's.
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let program = status_field(&status, "Name").unwrap_or("?").to_owned();
+        return Some(Skipped { pid, program, reasons: Skipped::reasons_of(SKIP_CREDS), ..Default::default() });
     };
-    let (uids, gids) = (ids("Uid"), ids("Gid"));
-    let mut why = 0;
-    if uids.len() != 4 || gids.len() != 4 || uids.iter().any(|&u| u != owner.0) || gids.iter().any(|&g| g != owner.1) {
-        why |= SKIP_CREDS;
-    }
-    let caps = status_field(&status, "CapEff").and_then(|c| u64::from_str_radix(c, 16).ok());
-    if caps != Some(0) {
-        why |= SKIP_CAPS;
-    }
-    if (dir.uid(), dir.gid()) != (owner.0, owner.1) {
-        why |= SKIP_DUMPABLE;
-    }
-    let program = status_field(&status, "Name").unwrap_or("?").to_owned();
-    let reasons = crate::lifecycle::Skipped::reasons_of(why);
-    (why != 0).then(|| crate::lifecycle::Skipped { pid, ts_ns: 0, program, euid: uids.get(1).copied(), reasons })
+    let creds = t.uids.iter().any(|&u| u != owner.0) || t.gids.iter().any(|&g| g != owner.1);
+    let bit = |on: bool, b: i64| if on { b } else { 0 };
+    let why = bit(creds, SKIP_CREDS) | bit(t.cap_eff != Some(0), SKIP_CAPS) | bit(!t.dumpable(), SKIP_DUMPABLE);
+    let reasons = Skipped::reasons_of(why);
+    (why != 0).then(|| Skipped { pid, ts_ns: 0, program: t.comm, euid: Some(t.uids[1]), reasons })
 }
 
 /// The descendants an owner's session follows (`existing` in tree order unimportant): each

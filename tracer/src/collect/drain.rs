@@ -137,7 +137,7 @@ pub fn drain(
     })
 }
 
-fn frames(map: &HashMap<i32, Vec<u64>>, id: i32) -> Vec<u64> {
+pub(super) fn frames(map: &HashMap<i32, Vec<u64>>, id: i32) -> Vec<u64> {
     if id == NO_STACK || id < 0 {
         return Vec::new();
     }

@@ -69,7 +69,7 @@ impl Reader {
         ustacks: &Ustacks,
         lost: u64,
     ) -> Timeline {
-        let frames = |id: i32| if id < 0 { Vec::new() } else { kernel.get(&id).cloned().unwrap_or_default() };
+        let frames = |id: i32| super::drain::frames(kernel, id);
         let to_session = |ts: u64| signed(ts).max(0) as u64;
         let mut switches: Vec<Switch> = self
             .switches

@@ -5,7 +5,6 @@
 //! saved, fs) and dumpable — without kernel stacks unless `kernel.perf_event_paranoid` ≤ 1,
 //! and their descendants only while those run as the caller (`Access::owner`). Every refusal is one line
 //! saying why. The decisions are pure functions of literal texts.
-use std::os::unix::fs::MetadataExt;
 
 use super::backend::Access;
 
@@ -50,43 +49,7 @@ impl Sysctl {
     }
 }
 
-/// A target's credentials: /proc/PID/status's Uid:/Gid: lines (real, effective, saved, fs)
-/// and the owner of /proc/PID, which the kernel sets to root while the task is not dumpable
-/// (task_dump_owner: `prctl(PR_SET_DUMPABLE, 0)`, a setuid/setgid exec, a credential change)
-/// and to its euid/egid otherwise — so "dumpable" is read from outside without ptrace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TargetCreds {
-    pub pid: u32,
-    pub comm: String,
-    pub uids: [u32; 4],
-    pub gids: [u32; 4],
-    pub owner: (u32, u32),
-}
-
-fn four(status: &str, field: &str) -> Option<[u32; 4]> {
-    let v: Vec<u32> =
-        crate::procfs::status_field(status, field)?.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    v.try_into().ok()
-}
-
-impl TargetCreds {
-    /// From the literal status text and /proc/PID's owner.
-    pub fn parse(pid: u32, status: &str, owner: (u32, u32)) -> Option<TargetCreds> {
-        let comm = crate::procfs::status_field(status, "Name").unwrap_or("?").trim().to_owned();
-        Some(TargetCreds { pid, comm, uids: four(status, "Uid")?, gids: four(status, "Gid")?, owner })
-    }
-
-    /// None: no such process (or gone while read).
-    pub fn read(pid: u32) -> Option<TargetCreds> {
-        let owner = std::fs::metadata(format!("/proc/{pid}")).ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        Self::parse(pid, &status, (owner.uid(), owner.gid()))
-    }
-
-    pub fn dumpable(&self) -> bool {
-        self.owner == (self.uids[1], self.gids[1])
-    }
-}
+pub use crate::procfs::TargetCreds;
 
 /// Whether the caller may use the daemon at all, and with kernel stacks or not.
 pub fn admit(caller: &Caller, policy: &Policy, sys: Sysctl) -> Result<bool, String> {
