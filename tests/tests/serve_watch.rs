@@ -86,7 +86,8 @@ fn watched_shell_ledger_in_metrics() {
             format!("rtrace_zombie_children{l}}} 3"),
             format!(r#"rtrace_children_exited_total{l},outcome="exit_0"}} 2"#),
             format!(r#"rtrace_children_exited_total{l},outcome="exit_nonzero"}} 2"#),
-            format!(r#"rtrace_events_lost_total{l},kind="events"}} 0"#),
+            r#"rtrace_events_lost_total{kind="events"} 0"#.into(),
+            "rtrace_watched_total 1".into(),
         ],
         Duration::from_secs(10),
     );
@@ -156,7 +157,7 @@ fn burst_during_attach_loses_nothing() {
     let mut shell = Command::new(&sh).args(["-c", &script]).spawn().unwrap();
     let l = format!(r#"{{pid="{}",comm="rtburstsh""#, shell.id());
     // The session attached and published once, the first burst running all along.
-    let published = format!(r#"rtrace_events_lost_total{l},kind="events"}}"#);
+    let published = format!("rtrace_wait_stalls_total{l}}}");
     let t = Instant::now();
     while !metrics(&socket).lines().any(|x| x.starts_with(&published)) {
         assert!(t.elapsed() < Duration::from_secs(20), "the session never published");
@@ -169,8 +170,8 @@ fn burst_during_attach_loses_nothing() {
         &[
             "rtrace_watched_processes 0".into(),
             format!(r#"rtrace_children_exited_total{l},outcome="exit_0"}} {}"#, N + 1),
-            format!(r#"rtrace_events_lost_total{l},kind="syscalls"}} 0"#),
-            format!(r#"rtrace_events_lost_total{l},kind="events"}} 0"#),
+            r#"rtrace_events_lost_total{kind="syscalls"} 0"#.into(),
+            r#"rtrace_events_lost_total{kind="events"} 0"#.into(),
         ],
         Duration::from_secs(15),
     );

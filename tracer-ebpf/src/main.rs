@@ -192,6 +192,13 @@ mod entry {
         0
     }
 
+    /// The sampling floor: a perf event's overflow with an empty program, what any sampler
+    /// pays per sample before it reads a register (issue #13's bench).
+    #[perf_event]
+    pub fn rt_floor_sample(_ctx: PerfEventContext) -> u32 {
+        0
+    }
+
     #[raw_tracepoint]
     pub fn rt_floor_raw_clock(_ctx: RawTracePointContext) -> i32 {
         floor_clock();

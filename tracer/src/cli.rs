@@ -89,7 +89,7 @@ pub struct Args {
     pub service_name: Option<String>,
     /// Benchmarks only: attach empty programs to the hooks of one analysis, to measure the
     /// floor cost of the hooks themselves.
-    #[arg(long, hide = true, value_name = "offcpu|syscalls|offcpu-clock|syscalls-clock")]
+    #[arg(long, hide = true, value_name = "offcpu|syscalls|offcpu-clock|syscalls-clock|sample")]
     pub bench_floor: Option<String>,
     #[command(subcommand)]
     pub subcommand: Option<Sub>,
@@ -320,6 +320,7 @@ impl Args {
                 Some("syscalls") => Some(Floor::Syscalls),
                 Some("offcpu-clock") => Some(Floor::OffcpuClock),
                 Some("syscalls-clock") => Some(Floor::SyscallsClock),
+                Some("sample") => Some(Floor::Sample),
                 Some(other) => return Err(UsageError::BadFloor(other.into())),
             },
         };

@@ -39,7 +39,7 @@ pub enum UsageError {
     BadUnwind(String),
     #[error("bad --ustack-bytes {0:?}: use a size from 4K to 64K (4096 to 65536 bytes), e.g. 16384, 16K or 16KiB")]
     BadUstackBytes(String),
-    #[error("bad --bench-floor {0:?}: use offcpu, syscalls, offcpu-clock or syscalls-clock")]
+    #[error("bad --bench-floor {0:?}: use offcpu, syscalls, offcpu-clock, syscalls-clock or sample")]
     BadFloor(String),
     #[error("--timeline draws scheduling from the off-CPU hooks: drop --no-offcpu, or drop --timeline")]
     TimelineWithoutOffcpu,

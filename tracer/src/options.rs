@@ -28,10 +28,15 @@ pub enum Floor {
     Syscalls,
     OffcpuClock,
     SyscallsClock,
+    /// Only the sampling perf events, with an empty program.
+    Sample,
 }
 
 impl Floor {
     /// Off-CPU's hooks (the scheduler's and the syscall ones), else the syscall hooks only.
+    pub fn sample(self) -> bool {
+        self == Floor::Sample
+    }
     pub fn offcpu(self) -> bool {
         matches!(self, Floor::Offcpu | Floor::OffcpuClock)
     }

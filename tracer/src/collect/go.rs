@@ -134,6 +134,12 @@ impl GoSession {
         self.procs.insert(pid, State::Pending { since: Instant::now(), tried: None, why: None });
     }
 
+    /// A watch set's forgotten root's processes (collect/roots.rs): whatever was kept of them.
+    pub fn forget(&mut self, pids: &std::collections::BTreeSet<u32>) {
+        self.procs.retain(|p, _| !pids.contains(p));
+        self.replaced.retain(|g| !pids.contains(&g.pid));
+    }
+
     /// The process exited (from the event stream): handled at the next tick.
     pub fn exited(&mut self, pid: u32) {
         if self.procs.contains_key(&pid) {

@@ -28,6 +28,8 @@ pub struct LifeCollector {
     exec_args: HashMap<u32, Vec<String>>,
     /// Pid namespace numbers, to give waits inside a container host pids.
     ns: super::pidns::PidNs,
+    /// Which root each process belongs to (one root but in a watch set, roots.rs).
+    pub owners: super::roots::Owners,
 }
 
 pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
@@ -54,7 +56,10 @@ impl LifeCollector {
         for p in &life.initial {
             ns.on_fork(p.pid, p.ppid);
         }
+        let mut owners = super::roots::Owners::default();
+        owners.adopt(root, existing, 0);
         Self {
+            owners,
             ns,
             start_mono,
             life,
@@ -79,6 +84,34 @@ impl LifeCollector {
         } else {
             self.rel(ts).max(1)
         }
+    }
+
+    /// A watch set's new root and the descendants it has (roots.rs), adopted now.
+    pub fn adopt(&mut self, root: u32, existing: &[u32], now_mono: u64) {
+        let at = self.rel(now_mono);
+        for p in existing.iter().filter_map(|&p| snapshot(p)) {
+            self.ns.on_fork(p.pid, p.ppid);
+            self.life.initial.push(p);
+        }
+        self.known.extend(std::iter::once(root).chain(existing.iter().copied()));
+        // A pid seen exit earlier in the session is a new process now.
+        self.exited.remove(&root);
+        self.owners.adopt(root, existing, at);
+    }
+
+    /// Forgets `root` and its processes (`pids`): its last reading was published.
+    pub fn forget(&mut self, root: u32, pids: &BTreeSet<u32>) {
+        self.owners.forget(root);
+        let owned = |p: u32| self.owners.of(p).is_some();
+        let l = &mut self.life;
+        l.initial.retain(|p| !pids.contains(&p.pid));
+        l.events.retain(|e| super::roots::pids_of(e).into_iter().any(owned));
+        l.pipes.retain(|p| !pids.contains(&p.pid));
+        l.skipped.retain(|s| !pids.contains(&s.pid));
+        self.pipes_seen = l.pipes.iter().enumerate().map(|(i, p)| ((p.pid, p.fd, p.inode, p.write_end), i)).collect();
+        self.known.retain(|p| !pids.contains(p));
+        self.exited.retain(|p| !pids.contains(p));
+        self.exec_args.retain(|p, _| !pids.contains(p));
     }
 
     /// Whether a child died and the root still lives: then pipe holders matter.
@@ -119,6 +152,7 @@ impl LifeCollector {
         let ev = match r.kind {
             EVENT_FORK => {
                 self.known.insert(r.tgid);
+                self.owners.forked(r.tgid, r.other);
                 self.ns.on_fork(r.tgid, r.other);
                 LifeEvent::Fork {
                     ts_ns,

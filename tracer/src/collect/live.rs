@@ -1,20 +1,28 @@
 //! Readings of a session while it runs, for sessions that run until told to stop (`rtrace
-//! serve --watch`): every `every`, the ledger so far and the kernel's aggregates go to
-//! `publish`; `stop` ends the session at its next tick (≤ 100 ms), which then detaches and
-//! returns its capture like any other.
+//! serve --watch`): one session for the whole watch set (roots.rs), which adopts each root
+//! sent on `adopt`; every `every`, each root's ledger so far and its part of the kernel's
+//! aggregates go to `publish`; a root whose whole tree is gone gets a last reading (with its
+//! profiles when they are pushed) and is forgotten. `stop` ends the session at its next tick
+//! (≤ 100 ms), which then detaches and returns its capture like any other.
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{
         atomic::{AtomicBool, Ordering},
+        mpsc::Receiver,
         Arc,
     },
     time::{Duration, Instant},
 };
 
 use anyhow::Result;
+use tracer_common::{
+    syscall::{SysKey, SysStats},
+    target::{EXISTING_DESCENDANT, ROOT},
+};
 
-use super::life::LifeCollector;
+use super::{go::GoSession, life::LifeCollector, ustacks::Ustacks, Registry};
 use crate::{
+    analyze::children::Evidence,
     capture::{Capture, OffState, RawSyscall},
     lifecycle::Lifecycle,
     loader::Probes,
@@ -23,10 +31,13 @@ use crate::{
 pub struct Live {
     pub stop: Arc<AtomicBool>,
     pub every: Duration,
-    pub publish: Box<dyn FnMut(LiveSnapshot) + Send>,
-    /// How often a snapshot carries the profiles so far (`LiveSnapshot::profile`); None: never.
+    pub publish: Box<dyn FnMut(Reading) + Send>,
+    /// How often a reading carries the profiles so far (`LiveSnapshot::profile`); None: never
+    /// (then a root's last reading has none either).
     pub profile_every: Option<Duration>,
     pub last_profile: Option<Instant>,
+    /// The watch set's new roots, as the daemon finds them (the session's target is the first).
+    pub adopt: Receiver<u32>,
 }
 
 impl Live {
@@ -34,7 +45,7 @@ impl Live {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Whether this snapshot carries the profiles (the first one after `profile_every`).
+    /// Whether this reading carries the profiles (the first one after `profile_every`).
     pub fn profile_due(&mut self) -> bool {
         let Some(every) = self.profile_every else { return false };
         let last = *self.last_profile.get_or_insert_with(Instant::now);
@@ -46,45 +57,107 @@ impl Live {
     }
 }
 
-/// What a session has seen since it attached (absolute values, never reset).
+/// One reading of the whole watch set.
+pub struct Reading {
+    pub roots: Vec<LiveSnapshot>,
+    /// Records lost in the kernel since the session attached, by kind (the whole set's: the
+    /// kernel does not say whose they were).
+    pub lost: BTreeMap<&'static str, u64>,
+}
+
+/// What a session has seen of one root's tree since it adopted it (absolute values, never
+/// reset while the root lives).
 pub struct LiveSnapshot {
-    /// The ledger up to now, waits in flight included, "now" as its end.
+    pub root: u32,
+    /// Its whole tree is gone: its last reading (the session forgets it next).
+    pub ended: bool,
+    /// The ledger up to now, waits in flight included, "now" as its end, times since adoption.
     pub lifecycle: Lifecycle,
     pub syscalls: Vec<RawSyscall>,
     /// Off-CPU time by state, ns (blocks that ended; the ones in progress count when they end).
     pub offcpu_ns: BTreeMap<&'static str, u64>,
     pub cpu_samples: u64,
-    /// Records lost in the kernel, by kind.
-    pub lost: BTreeMap<&'static str, u64>,
     /// The on-CPU samples and ended off-CPU blocks so far, with the processes' mappings to
-    /// symbolize them (when `Live::profile_due`).
+    /// symbolize them (when `Live::profile_due`, and in an ended root's last reading).
     pub profile: Option<Capture>,
     /// The Go processes' runtime readings (when the session has the Go view).
     pub go: Vec<super::go::GoLive>,
     /// What each process did (CPU, blocks), for the ledger's wait-stall verdicts as the
     /// one-shot report has them; see `evidence`.
-    pub evidence: crate::analyze::children::Evidence,
+    pub evidence: Evidence,
 }
 
-/// Reads the snapshot. `harvested`: syscall stats of exited processes already taken out of the
-/// kernel map.
-/// `hz`: the sampling frequency; `offcpu`: off-CPU is traced (not --no-offcpu).
+type Off = (tracer_common::sched::OffKey, tracer_common::sched::OffVal);
+
+/// The parts of a running session a watch set changes (the session loop's own state).
+pub struct Parts<'a> {
+    pub probes: &'a mut Probes,
+    pub registry: &'a mut Registry,
+    pub life: &'a mut LifeCollector,
+    pub gos: &'a mut GoSession,
+    pub ustacks: &'a mut Ustacks,
+    /// Syscall stats of exited processes, one entry per (root, syscall) (`fold_exited`).
+    pub harvested: &'a mut Vec<(SysKey, SysStats)>,
+}
+
+/// Adopts `root` (a watched process the daemon found): tracked with its descendants, as a
+/// session does at attach (session.rs), while the programs run.
+pub fn adopt(root: u32, s: &mut Parts<'_>, choice: crate::unwind::Choice) -> Result<()> {
+    if s.life.owners.of(root).is_some() {
+        return Ok(());
+    }
+    s.probes.track_live(root, ROOT)?;
+    s.registry.forked(root);
+    s.registry.snapshot(root, false);
+    let me = std::process::id();
+    let existing: Vec<u32> = crate::procfs::descendants(root).into_iter().filter(|&p| p != me).collect();
+    for &d in &existing {
+        s.probes.track_live(d, EXISTING_DESCENDANT)?;
+        s.registry.forked(d);
+        s.registry.snapshot(d, false);
+    }
+    for p in std::iter::once(root).chain(existing.iter().copied()) {
+        if let Some(mode) = super::ustacks::decide(s.probes, p, choice) {
+            s.ustacks.set_mode(p, mode);
+        }
+        s.gos.seen(p);
+    }
+    s.life.adopt(root, &existing, super::drain::monotonic_ns());
+    Ok(())
+}
+
+/// Forgets `root` (its last reading is published): what every stage kept of its processes.
+pub fn forget(root: u32, s: &mut Parts<'_>) {
+    let tree = s.life.owners.tree(root);
+    s.life.forget(root, &tree);
+    s.registry.forget(&tree);
+    s.ustacks.forget(&tree);
+    s.gos.forget(&tree);
+    s.harvested.retain(|(k, _)| k.tgid != root);
+    if let Err(e) = s.probes.forget(&tree) {
+        log::warn!("forgetting pid {root}'s processes in the kernel maps: {e:#}");
+    }
+}
+
+/// Reads the whole set and splits it per root. `hz`: the sampling frequency; `offcpu`: off-CPU
+/// is traced (not --no-offcpu); `profile`: the profiles so far, for every root when due, else
+/// built here for the roots that ended (when `want_profiles`).
 pub fn snapshot(
-    probes: &Probes,
-    life: &mut LifeCollector,
-    harvested: &[(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)],
+    s: &mut Parts<'_>,
     (hz, offcpu): (u64, bool),
-) -> Result<LiveSnapshot> {
+    mut go: Vec<super::go::GoLive>,
+    (due, want_profiles): (bool, bool),
+    profile: impl FnOnce(&Parts<'_>) -> Option<Capture>,
+) -> Result<Reading> {
+    let probes = &*s.probes;
     let in_flight = probes.syscalls_in_flight()?;
     let off = probes.offcpu()?;
-    let evidence = evidence(probes, &off, &in_flight, hz, offcpu)?;
+    let cpu = probes.cpu_counts()?;
+    let whole = evidence(probes, (&off, &cpu), &in_flight, hz, offcpu)?;
     let waits: Vec<_> = in_flight.into_iter().filter(|(_, i)| crate::analyze::syscalls::is_wait(i.nr)).collect();
-    let lifecycle = life.live(super::drain::monotonic_ns(), &waits);
-    let syscalls = super::drain::raw_syscalls(probes.syscall_stats()?.into_iter().chain(harvested.iter().copied()));
-    let mut offcpu_ns = BTreeMap::new();
-    for (k, v) in &off {
-        *offcpu_ns.entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
-    }
+    let lifecycle = s.life.live(super::drain::monotonic_ns(), &waits);
+    let stats = probes.syscall_stats()?;
+    let syscalls = super::drain::raw_syscalls(stats.into_iter().chain(s.harvested.iter().copied()));
     let a = super::drain::accounting(&probes.counters(), 0);
     let lost = [
         ("events", a.events_dropped),
@@ -94,30 +167,77 @@ pub fn snapshot(
         ("slow_calls", a.slow_calls_dropped),
     ]
     .into();
-    Ok(LiveSnapshot {
-        lifecycle,
-        syscalls,
-        offcpu_ns,
-        cpu_samples: a.cpu_samples,
-        lost,
-        profile: None,
-        go: Vec::new(),
-        evidence,
-    })
+    let owners = &s.life.owners;
+    let roots: Vec<u32> = owners.roots().map(|(r, _)| r).collect();
+    let ended: BTreeSet<u32> =
+        roots.iter().copied().filter(|&r| owners.tree(r).iter().all(|&p| !s.registry.alive(p))).collect();
+    let whole_profile = if due || (want_profiles && !ended.is_empty()) { profile(s) } else { None };
+    let owners = &s.life.owners;
+    let mut samples: HashMap<u32, u64> = HashMap::new();
+    for (k, n) in &cpu {
+        *samples.entry(k.tgid).or_default() += n;
+    }
+    for (k, n) in s.ustacks.samples() {
+        *samples.entry(k.0).or_default() += n;
+    }
+    let mut out = Vec::new();
+    for root in roots {
+        let mine = |p: u32| owners.of(p) == Some(root);
+        let mut offcpu_ns = BTreeMap::new();
+        for (k, v) in off.iter().filter(|(k, _)| mine(k.tgid)) {
+            *offcpu_ns.entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
+        }
+        let ended = ended.contains(&root);
+        let since = owners.roots().find(|(r, _)| *r == root).map_or(0, |(_, t)| t);
+        let profile = whole_profile.as_ref().filter(|_| due || ended).map(|c| part_of(c, &mine, since));
+        let mut ev = Evidence { offcpu: whole.offcpu, ..Default::default() };
+        ev.by_pid = whole.by_pid.iter().filter(|(p, _)| mine(**p)).map(|(p, a)| (*p, a.clone())).collect();
+        out.push(LiveSnapshot {
+            root,
+            ended,
+            lifecycle: super::roots::split(&lifecycle, root, owners),
+            syscalls: syscalls.iter().filter(|c| mine(c.tgid)).cloned().collect(),
+            offcpu_ns,
+            cpu_samples: samples.iter().filter(|(p, _)| mine(**p)).map(|(_, n)| n).sum(),
+            profile,
+            go: go.extract_if(.., |g| mine(g.pid)).collect(),
+            evidence: ev,
+        });
+    }
+    Ok(Reading { roots: out, lost })
 }
 
-/// Adds exited processes' syscall stats to `into`, one entry per syscall (tgid 0, sorted by
-/// number): a watch session's readings only ever sum them by syscall
-/// (analyze::syscalls::rows), and kept per process they grew by ~19 entries of 352 bytes per
-/// child for as long as the watched process lived (57,000 entries after 3,000 children, all
-/// re-read into rows by every snapshot).
+/// The part of a whole-set profile that is one root's: its processes' samples, blocks and maps,
+/// over the time since its adoption (`since`, session ns).
+fn part_of(c: &Capture, mine: &impl Fn(u32) -> bool, since: u64) -> Capture {
+    let mut session = c.session.clone();
+    session.start_mono_ns += since;
+    session.start_realtime_ns += since;
+    session.duration_ms = session.duration_ms.saturating_sub(since / 1_000_000);
+    Capture {
+        cpu_samples: c.cpu_samples.iter().filter(|s| mine(s.tgid)).cloned().collect(),
+        offcpu: c.offcpu.iter().filter(|o| mine(o.tgid)).cloned().collect(),
+        processes: c.processes.iter().filter(|(p, _)| mine(**p)).map(|(p, i)| (*p, i.clone())).collect(),
+        held_files: c.held_files.clone(),
+        vdso_symbols: c.vdso_symbols.clone(),
+        session,
+        ..Default::default()
+    }
+}
+
+/// Adds exited processes' syscall stats to `into`, one entry per (root, syscall) (the key's
+/// tgid is the root `owner` says, 0 for none; sorted): a watch session's readings only ever
+/// sum them by syscall (analyze::syscalls::rows), and kept per process they grew by ~19
+/// entries of 352 bytes per child for as long as the watched process lived (57,000 entries
+/// after 3,000 children, all re-read into rows by every snapshot).
 pub fn fold_exited(
-    into: &mut Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
-    exited: Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
+    into: &mut Vec<(SysKey, SysStats)>,
+    exited: Vec<(SysKey, SysStats)>,
+    owner: impl Fn(u32) -> Option<u32>,
 ) {
     for (k, v) in exited {
-        let key = tracer_common::syscall::SysKey { tgid: 0, nr: k.nr };
-        match into.binary_search_by_key(&k.nr, |(k, _)| k.nr) {
+        let key = SysKey { tgid: owner(k.tgid).unwrap_or(0), nr: k.nr };
+        match into.binary_search_by_key(&(key.tgid, key.nr), |(k, _)| (k.tgid, k.nr)) {
             Ok(i) => {
                 let s = &mut into[i].1;
                 s.count += v.count;
@@ -140,15 +260,15 @@ pub fn fold_exited(
 /// one in a timed sleep (low) while the parent's wait stalls.
 fn evidence(
     probes: &Probes,
-    off: &[(tracer_common::sched::OffKey, tracer_common::sched::OffVal)],
+    (off, cpu): (&[Off], &[(tracer_common::cpu::CpuKey, u64)]),
     in_flight: &[(u32, tracer_common::syscall::Inflight)],
     hz: u64,
     offcpu: bool,
-) -> Result<crate::analyze::children::Evidence> {
-    use crate::analyze::children::{Block, Evidence};
+) -> Result<Evidence> {
+    use crate::analyze::children::Block;
     let mut ev = Evidence { offcpu, ..Default::default() };
     let period_ns = 1_000_000_000 / hz.max(1);
-    for (k, n) in probes.cpu_counts()? {
+    for (k, n) in cpu {
         ev.add_cpu(k.tgid, n * period_ns);
     }
     for (k, v) in off {
@@ -210,11 +330,18 @@ mod tests {
     fn exited_stats_fold_into_one_entry_per_syscall() {
         let mut into = Vec::new();
         let k = |tgid, nr| SysKey { tgid, nr };
-        super::fold_exited(&mut into, vec![(k(100, 59), stats(1, 500, 9)), (k(100, 0), stats(4, 20, 4))]);
-        super::fold_exited(&mut into, vec![(k(101, 59), stats(2, 300, 8)), (k(101, 0), stats(6, 90, 4))]);
+        // 100 and 101 belong to root 7, 300 to root 9, 555 to none.
+        let owner = |p| match p {
+            100 | 101 => Some(7),
+            300 => Some(9),
+            _ => None,
+        };
+        super::fold_exited(&mut into, vec![(k(100, 59), stats(1, 500, 9)), (k(100, 0), stats(4, 20, 4))], owner);
+        super::fold_exited(&mut into, vec![(k(101, 59), stats(2, 300, 8)), (k(101, 0), stats(6, 90, 4))], owner);
+        super::fold_exited(&mut into, vec![(k(300, 0), stats(1, 5, 2)), (k(555, 0), stats(2, 5, 2))], owner);
         let got: Vec<(u32, u32, u64, u64, u64, u64)> =
             into.iter().map(|(k, s)| (k.tgid, k.nr, s.count, s.errors, s.total_ns, s.max_ns)).collect();
-        assert_eq!(got, [(0, 0, 10, 5, 100, 90), (0, 59, 3, 1, 30, 500)]);
-        assert_eq!((into[0].1.hist[4], into[1].1.hist[8], into[1].1.hist[9]), (10, 2, 1));
+        assert_eq!(got, [(0, 0, 2, 1, 20, 5), (7, 0, 10, 5, 100, 90), (7, 59, 3, 1, 30, 500), (9, 0, 1, 0, 10, 5)]);
+        assert_eq!((into[1].1.hist[4], into[2].1.hist[8], into[2].1.hist[9]), (10, 2, 1));
     }
 }

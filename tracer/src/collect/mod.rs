@@ -13,6 +13,7 @@ mod terminal;
 mod timeline;
 pub use crate::procfs::parse_syscall;
 mod registry;
+mod roots;
 mod slow;
 mod starved;
 pub mod ustacks;
@@ -145,22 +146,21 @@ pub async fn run(
                     if l.stopped() {
                         break EndedBy::Interrupt;
                     }
-                    if last_publish.elapsed() >= l.every {
-                        let (kinds, t0) = ((params.opts.frequency_hz, params.opts.min_block.is_some()), Instant::now());
-                        match live::snapshot(&probes, &mut life, &harvested_stats, kinds) {
-                            Ok(mut snap) => {
-                                snap.go = gos.live();
-                                if l.profile_due() {
-                                    let info = session_info(&params, &probes, start.elapsed(), EndedBy::Interrupt, start_mono);
-                                    snap.profile = live::profile(&probes, &ustacks, &registry, info)
-                                        .map_err(|e| log::warn!("reading a live session's profiles: {e:#}"))
-                                        .ok();
-                                }
-                                (l.publish)(snap)
-                            }
-                            Err(e) => log::warn!("reading a live session: {e:#}"),
+                    let mut parts = live::Parts {
+                        probes: &mut probes,
+                        registry: &mut registry,
+                        life: &mut life,
+                        gos: &mut gos,
+                        ustacks: &mut ustacks,
+                        harvested: &mut harvested_stats,
+                    };
+                    for root in l.adopt.try_iter().collect::<Vec<_>>() {
+                        if let Err(e) = live::adopt(root, &mut parts, params.opts.unwind) {
+                            log::warn!("rtrace serve --watch: adopting pid {root}: {e:#}");
                         }
-                        log::debug!("live snapshot read and published in {:?}", t0.elapsed());
+                    }
+                    if last_publish.elapsed() >= l.every {
+                        publish(l, &mut parts, &params, start, start_mono);
                         last_publish = Instant::now();
                     }
                 }
@@ -176,7 +176,7 @@ pub async fn run(
                     if params.opts.syscalls.is_some() {
                         let exited = harvest(&mut probes, &registry)?;
                         if live.is_some() {
-                            live::fold_exited(&mut harvested_stats, exited);
+                            live::fold_exited(&mut harvested_stats, exited, |p| life.owners.of(p));
                         } else {
                             harvested_stats.extend(exited);
                         }
@@ -187,7 +187,8 @@ pub async fn run(
                     }
                     last_refresh = Instant::now();
                 }
-                if !registry.any_alive() {
+                // A watch set goes on when every root has gone: new ones come.
+                if !registry.any_alive() && live.is_none() {
                     break EndedBy::TargetExit;
                 }
                 if countdown {
@@ -293,6 +294,30 @@ pub async fn run(
     capture.target = TargetInfo { wait_status, ..params.target };
     registry.fill(&mut capture);
     Ok(capture)
+}
+
+/// A watch set's reading: published, then the roots whose trees are gone forgotten.
+fn publish(l: &mut live::Live, parts: &mut live::Parts<'_>, params: &SessionParams, start: Instant, start_mono: u64) {
+    let (kinds, t0) = ((params.opts.frequency_hz, params.opts.min_block.is_some()), Instant::now());
+    let go = parts.gos.live();
+    let due = l.profile_due();
+    let profile = |p: &live::Parts<'_>| {
+        let info = session_info(params, p.probes, start.elapsed(), EndedBy::Interrupt, start_mono);
+        live::profile(p.probes, p.ustacks, p.registry, info)
+            .map_err(|e| log::warn!("reading a live session's profiles: {e:#}"))
+            .ok()
+    };
+    match live::snapshot(parts, kinds, go, (due, l.profile_every.is_some()), profile) {
+        Ok(reading) => {
+            let ended: Vec<u32> = reading.roots.iter().filter(|r| r.ended).map(|r| r.root).collect();
+            (l.publish)(reading);
+            for root in ended {
+                live::forget(root, parts);
+            }
+        }
+        Err(e) => log::warn!("reading a live session: {e:#}"),
+    }
+    log::debug!("live snapshot read and published in {:?}", t0.elapsed());
 }
 
 /// Takes the syscall stats of exited processes out of the kernel map, making room: of those

@@ -116,6 +116,11 @@ impl Registry {
         self.procs.contains_key(&pid)
     }
 
+    /// Known and not known to have exited.
+    pub fn alive(&self, pid: u32) -> bool {
+        self.procs.get(&pid).is_some_and(|e| e.alive)
+    }
+
     /// Processes known to have exited.
     pub fn exited(&self) -> std::collections::BTreeSet<u32> {
         self.procs.iter().filter(|(_, e)| !e.alive).map(|(&p, _)| p).collect()
@@ -179,6 +184,15 @@ impl Registry {
             }
         }
         any
+    }
+
+    /// Forgets processes of a watch set's root that is gone (collect/roots.rs), and the
+    /// deleted files only they held open.
+    pub fn forget(&mut self, pids: &std::collections::BTreeSet<u32>) {
+        self.procs.retain(|p, _| !pids.contains(p));
+        self.held.by_mapping.retain(|(p, _), _| !pids.contains(p));
+        // Held once here and once per mapping that reads it: only here now, not needed.
+        self.held_inodes.retain(|_, (f, _)| Arc::strong_count(f) > 1);
     }
 
     /// What `fill` gives, copied, for a session that goes on (watch mode's periodic profiles).

@@ -149,6 +149,19 @@ impl Ustacks {
         }
     }
 
+    /// A root adopted by a watch set (roots.rs): its mode, as `new` takes them at attach.
+    pub fn set_mode(&mut self, tgid: u32, mode: u8) {
+        self.procs.entry(tgid).or_default().mode = mode;
+    }
+
+    /// The processes of a watch set's forgotten root: their accounting and samples go (their
+    /// last profile was taken).
+    pub fn forget(&mut self, pids: &std::collections::BTreeSet<u32>) {
+        self.procs.retain(|p, _| !pids.contains(p));
+        self.samples.retain(|k, _| !pids.contains(&k.0));
+        self.timed.retain(|t| !pids.contains(&t.tgid));
+    }
+
     /// A fork: the kernel gave the child its parent's mode; so does this mirror.
     pub fn on_fork(&mut self, child: u32, parent: u32) {
         self.unwinder.fork(child, parent);

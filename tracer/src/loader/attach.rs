@@ -91,6 +91,11 @@ impl Probes {
     /// In a benchmark floor mode, only empty programs on that analysis's hooks.
     pub fn attach(&mut self, frequency_hz: u64) -> Result<()> {
         if let Some(floor) = self.floor {
+            if floor.sample() {
+                let perf: &mut PerfEvent = self.program_mut("rt_floor_sample")?.try_into()?;
+                perf.load().context("loading rt_floor_sample")?;
+                return self.attach_sampling("rt_floor_sample", frequency_hz);
+            }
             let [raw, waking, switch] = if floor.clock() {
                 ["rt_floor_raw_clock", "rt_floor_waking_clock", "rt_floor_switch_clock"]
             } else {
@@ -142,8 +147,13 @@ impl Probes {
             self.attach_btf_loaded("rt_sched_switch", "sched_switch")?;
             self.attach_btf_loaded("rt_sched_waking", "sched_waking")?;
         }
+        self.attach_sampling("rt_perf_sample", frequency_hz)
+    }
+
+    /// One sampling perf event per online CPU running `prog` (loaded).
+    fn attach_sampling(&mut self, prog: &str, frequency_hz: u64) -> Result<()> {
         let cpus = aya::util::online_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))?;
-        let perf: &mut PerfEvent = self.program_mut("rt_perf_sample")?.try_into()?;
+        let perf: &mut PerfEvent = self.program_mut(prog)?.try_into()?;
         // Hardware cycles where a PMU exists; VMs often have none, then the cpu-clock timer.
         let mut clock = Clock::Cycles;
         for (i, &cpu) in cpus.iter().enumerate() {

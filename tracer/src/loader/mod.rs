@@ -22,6 +22,7 @@ mod attach;
 pub mod go;
 mod offsets;
 mod read;
+mod watchset;
 use offsets::{arg_start_offset, cred_offsets, task_cfs_rq_offset};
 
 /// The eBPF object built by build.rs; empty when the build skipped the eBPF step.

@@ -31,8 +31,6 @@ pub struct Watched {
     /// Off-CPU time by state name (sleep, disk, runqueue, …), ns.
     pub offcpu_ns: BTreeMap<&'static str, u64>,
     pub cpu_samples: u64,
-    /// Records lost in the kernel, by kind (events, offcpu, samples, syscalls, slow_calls).
-    pub lost: BTreeMap<&'static str, u64>,
     /// The Go processes among them (the watched one or its descendants).
     pub go: Vec<crate::collect::GoLive>,
 }
@@ -41,6 +39,11 @@ pub struct Watched {
 #[derive(Clone, Debug, Default)]
 pub struct Health {
     pub watched: usize,
+    /// Processes watched since the daemon started (each adopted once).
+    pub watched_total: u64,
+    /// Records lost in the kernel, by kind (events, offcpu, samples, syscalls, slow_calls):
+    /// the whole watch set's, one probe set for all.
+    pub lost: BTreeMap<&'static str, u64>,
     /// rtrace's CPU time since it started, seconds.
     pub cpu_seconds: f64,
     /// With --pyroscope: profiles pushed, given up, dropped (the pusher was behind).
@@ -152,9 +155,6 @@ pub fn render(watched: &[Watched], health: &Health) -> String {
             offcpu.get_or_create(&labels(w, &[("state", state)])).inc_by(*ns as f64 / 1e9);
         }
         samples.get_or_create(&labels(w, &[])).inc_by(w.cpu_samples);
-        for (kind, n) in &w.lost {
-            lost.get_or_create(&labels(w, &[("kind", kind)])).inc_by(*n);
-        }
         for g in &w.go {
             let l = labels(w, &[("go_pid", &g.pid.to_string()), ("go_version", &g.go_version)]);
             if let Some(n) = g.goroutines {
@@ -180,6 +180,9 @@ pub fn render(watched: &[Watched], health: &Health) -> String {
     reg.register("syscall_duration_seconds", "Syscall latency (the kernel's log2 buckets)", hist);
     reg.register("offcpu_seconds", "Time the watched threads spent off CPU, by state", offcpu);
     reg.register("cpu_samples", "On-CPU samples taken", samples);
+    for (kind, n) in &health.lost {
+        lost.get_or_create(&vec![("kind".to_owned(), (*kind).to_owned())]).inc_by(*n);
+    }
     reg.register("events_lost", "Records the kernel could not hand to rtrace, by kind", lost);
     reg.register("go_goroutines", "Live goroutines of a Go process (go_pid), at its last reading", goroutines);
     reg.register("go_gc_cycles", "GC cycles of a Go process since it started (runtime memstats.numgc)", gc_cycles);
@@ -198,6 +201,9 @@ pub fn render(watched: &[Watched], health: &Health) -> String {
     let watched_g = Gauge::<i64>::default();
     watched_g.set(health.watched as i64);
     reg.register("watched_processes", "Processes watched now (each with its descendants)", watched_g);
+    let total = Counter::<u64>::default();
+    total.inc_by(health.watched_total);
+    reg.register("watched", "Processes watched since the daemon started", total);
     let cpu = Counter::<f64>::default();
     cpu.inc_by(health.cpu_seconds);
     reg.register("self_cpu_seconds", "rtrace's own CPU time", cpu);

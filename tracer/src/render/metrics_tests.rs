@@ -45,7 +45,6 @@ fn ledger_latency_and_health() {
         }],
         offcpu_ns: [("sleep", 2_500_000_000)].into(),
         cpu_samples: 7,
-        lost: [("events", 0)].into(),
         go: vec![crate::collect::GoLive {
             pid: 14,
             go_version: "go1.27.3".into(),
@@ -54,7 +53,14 @@ fn ledger_latency_and_health() {
             gc_pause_ns: Some(1_500_000),
         }],
     };
-    let text = render(&[w], &Health { watched: 1, cpu_seconds: 0.25, pushes: Some((4, 1, 2)) });
+    let health = Health {
+        watched: 1,
+        watched_total: 3,
+        lost: [("events", 0), ("syscalls", 5)].into(),
+        cpu_seconds: 0.25,
+        pushes: Some((4, 1, 2)),
+    };
+    let text = render(&[w], &health);
     let l = r#"{pid="10",comm="cli""#;
     for line in [
         "# TYPE rtrace_zombie_children gauge".to_owned(),
@@ -73,7 +79,8 @@ fn ledger_latency_and_health() {
         (r#"rtrace_syscall_duration_seconds_bucket{le="+Inf",pid="10",comm="cli",syscall="read"} 3"#).to_owned(),
         format!(r#"rtrace_offcpu_seconds_total{l},state="sleep"}} 2.5"#),
         format!("rtrace_cpu_samples_total{l}}} 7"),
-        format!(r#"rtrace_events_lost_total{l},kind="events"}} 0"#),
+        r#"rtrace_events_lost_total{kind="events"} 0"#.to_owned(),
+        r#"rtrace_events_lost_total{kind="syscalls"} 5"#.to_owned(),
         format!(r#"rtrace_go_goroutines{l},go_pid="14",go_version="go1.27.3"}} 12"#),
         format!(r#"rtrace_go_gc_cycles_total{l},go_pid="14",go_version="go1.27.3"}} 5"#),
         format!(r#"rtrace_go_gc_pause_seconds_total{l},go_pid="14",go_version="go1.27.3"}} 0.0015"#),
@@ -81,6 +88,7 @@ fn ledger_latency_and_health() {
         r#"rtrace_pushes_total{result="failed"} 1"#.to_owned(),
         r#"rtrace_pushes_total{result="dropped"} 2"#.to_owned(),
         "rtrace_watched_processes 1".to_owned(),
+        "rtrace_watched_total 3".to_owned(),
         "rtrace_self_cpu_seconds_total 0.25".to_owned(),
         "# EOF".to_owned(),
     ] {

@@ -55,6 +55,9 @@ pub struct ServeArgs {
     /// On-CPU sampling rate of the --watch sessions.
     #[arg(long, value_name = "HZ", default_value_t = 19, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub watch_frequency: u64,
+    /// How long a watched process that exited (with its descendants) stays in /metrics.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_watch_keep)]
+    pub watch_keep: std::time::Duration,
     /// Push each watched process's CPU and off-CPU profile to Grafana Pyroscope (or Grafana
     /// Alloy's pyroscope.receive_http) every --push-interval and when it exits: http://HOST:PORT.
     #[arg(long, value_name = "URL", requires = "watch")]
@@ -71,6 +74,13 @@ fn parse_push_interval(s: &str) -> Result<std::time::Duration, String> {
     match crate::cli::parse_duration(s) {
         Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
         _ => Err(format!("--push-interval {s:?}: use a duration of 1s or more, e.g. 15s")),
+    }
+}
+
+fn parse_watch_keep(s: &str) -> Result<std::time::Duration, String> {
+    match crate::cli::parse_duration(s) {
+        Ok(d) if d >= std::time::Duration::from_secs(1) => Ok(d),
+        _ => Err(format!("--watch-keep {s:?}: use a duration of 1s or more, e.g. 60s")),
     }
 }
 
@@ -91,6 +101,7 @@ impl ServeArgs {
             print_unit: false,
             watch: Vec::new(),
             watch_frequency: 19,
+            watch_keep: watch::KEEP,
             pyroscope: None,
             push_interval: std::time::Duration::from_secs(15),
             service_name: Vec::new(),
@@ -176,6 +187,7 @@ impl Server {
             app.backend.watch(watch::WatchConfig {
                 specs: args.watch.clone(),
                 frequency_hz: args.watch_frequency,
+                keep: args.watch_keep,
                 push: args.pyroscope.clone().map(|to| watch::push::PushConfig {
                     to,
                     interval: args.push_interval,

@@ -6,6 +6,8 @@
 //! - at 4999 Hz: untraced, rtrace, and `perf record --call-graph dwarf,16384` (perf copies 16 KiB
 //!   per sample and unwinds afterwards) — rtrace's overhead over perf's (target ≤ 0.5×), and the
 //!   unwinder's cost per sample (rtrace's CPU per sample, minus the same with --unwind fp);
+//!   and the floors: an empty BPF program on the same perf events (`--bench-floor sample`) and
+//!   `perf record` without a call graph — what any sampler pays at this rate;
 //! - attach time with 20+ libraries mapped (python3 importing C extension modules) and ring
 //!   buffer drops with 1000 busy threads (tests/fixtures/threads), counted, never hidden.
 use std::process::{Command, Stdio};
@@ -53,6 +55,9 @@ pub fn unwind(rounds: u32) -> Result<()> {
             ("rtrace", Tracer::Rtrace(&["-F", "4999", "--no-offcpu", "--no-syscalls"])),
             ("perf", Tracer::Perf(&["-F", "4999", "--call-graph", "dwarf,16384"])),
             ("fp", Tracer::Rtrace(&["-F", "4999", "--no-offcpu", "--no-syscalls", "--unwind", "fp"])),
+            // The floors: what any sampler pays per sample at this rate on this machine.
+            ("floor", Tracer::Rtrace(&["-F", "4999", "--bench-floor", "sample"])),
+            ("perf-nocg", Tracer::Perf(&["-F", "4999"])),
         ],
         rounds,
     )?;
@@ -67,6 +72,8 @@ pub fn unwind(rounds: u32) -> Result<()> {
         "4999 Hz rtrace (CFI)",
         "4999 Hz perf dwarf,16384",
         "4999 Hz rtrace --unwind fp",
+        "4999 Hz empty perf_event program",
+        "4999 Hz perf, no call graph",
     ]);
     let over = |c: usize| high.median(c) - high.median(0);
     println!(
@@ -74,6 +81,16 @@ pub fn unwind(rounds: u32) -> Result<()> {
         ratio_text(over(1) / over(2).max(1e-9)),
         over(1),
         over(2)
+    );
+    // The part of perf's overhead no sampler avoids: the timer interrupt and perf's overflow
+    // handling with nothing run (an empty BPF program), and perf recording a bare sample.
+    println!(
+        "  floor / perf dwarf             : empty program {} (+{:.0} ns), perf without call graph {} (+{:.0} ns){}",
+        ratio_text(over(4) / over(2).max(1e-9)),
+        over(4),
+        ratio_text(over(5) / over(2).max(1e-9)),
+        over(5),
+        if over(4) / over(2).max(1e-9) > 0.5 { "   (the 0.50x target is below this floor)" } else { "" }
     );
     if let Some(acc) = &high.acc[1] {
         let samples = acc["cpu_samples"].as_f64().unwrap_or(0.0);

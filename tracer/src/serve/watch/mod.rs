@@ -1,18 +1,21 @@
 //! `rtrace serve --watch SPEC` (issue #15): processes matching a spec — running at start or
-//! started later — are traced continuously, each by one live session (the CLI's
-//! `session::run`, run until the daemon stops or the process exits), with their descendants;
-//! `GET /metrics` renders what those sessions have seen (render/metrics.rs).
+//! started later — are traced continuously, with their descendants, by one live session (the
+//! CLI's `session::run`, run until the daemon stops) that adopts each as it is found
+//! (collect/roots.rs: one probe set for all, loaded once); `GET /metrics` renders what it has
+//! seen of each (render/metrics.rs).
 //!
-//! Decisions: a process under an already watched one is its session's descendant, not a
-//! watched process of its own; sessions sample on-CPU at `--watch-frequency` (19 Hz) and read
-//! the Go runtime of Go processes (goroutines, GC) about once a second; a process that exited
-//! stays in /metrics for `KEEP` so that its last values are scraped, then leaves. With
-//! `--pyroscope`, push.rs pushes their profiles.
+//! Decisions: a process under an already watched one is its descendant, not a watched process
+//! of its own; the session samples on-CPU at `--watch-frequency` (19 Hz) and reads the Go
+//! runtime of Go processes (goroutines, GC) about once a second; a process whose tree has
+//! exited stays in /metrics for `--watch-keep` (60 s) so that its last values are scraped,
+//! then leaves (the session forgot it already). With `--pyroscope`, push.rs pushes each
+//! one's profiles.
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, Sender},
         Arc, Mutex,
     },
     time::{Duration, Instant},
@@ -22,8 +25,7 @@ pub mod push;
 
 use crate::{
     analyze::children::{self, ChildrenConfig},
-    capture::Capture,
-    collect::live::{Live, LiveSnapshot},
+    collect::live::{Live, LiveSnapshot, Reading},
     options::SessionOptions,
     procfs,
     render::metrics::{self, Health, Watched},
@@ -86,9 +88,10 @@ impl Spec {
     }
 }
 
-/// How long an exited process's last values stay in /metrics.
-const KEEP: Duration = Duration::from_secs(60);
-/// How often /proc is scanned for new matches and sessions publish their readings.
+/// How long an exited process's last values stay in /metrics by default (`--watch-keep`):
+/// long enough for a few scrapes at Prometheus's usual 15 s.
+pub const KEEP: Duration = Duration::from_secs(60);
+/// How often /proc is scanned for new matches and the session publishes its readings.
 const SCAN: Duration = Duration::from_secs(1);
 
 struct Entry {
@@ -99,6 +102,13 @@ struct Entry {
 #[derive(Default)]
 struct State {
     entries: BTreeMap<u32, Entry>,
+    /// The watch set's session (one for every watched process): where new roots go. None, or
+    /// a closed channel: not running, started at the next match.
+    adopt: Option<Sender<u32>>,
+    /// The session's kernel losses, by kind.
+    lost: BTreeMap<&'static str, u64>,
+    /// Processes watched since the start.
+    total: u64,
 }
 
 /// What `rtrace serve --watch` was asked for.
@@ -107,6 +117,8 @@ pub struct WatchConfig {
     pub specs: Vec<Spec>,
     pub frequency_hz: u64,
     pub push: Option<push::PushConfig>,
+    /// How long an exited process's last values stay in /metrics.
+    pub keep: Duration,
 }
 
 pub struct Watcher {
@@ -123,7 +135,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Watcher {
-    /// Starts the scanner; sessions start as processes match.
+    /// Starts the scanner; the session starts at the first match.
     pub fn start(cfg: WatchConfig) -> Watcher {
         let worker = cfg.push.as_ref().and_then(|p| {
             push::Worker::start(p).map_err(|e| log::error!("rtrace serve --pyroscope: starting the pusher: {e:#}")).ok()
@@ -139,7 +151,7 @@ impl Watcher {
         let (state, stop, threads) = (w.state.clone(), w.stop.clone(), w.threads.clone());
         let scanner = std::thread::Builder::new().name("rtrace-watch".into()).spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                scan(&cfg.specs, cfg.frequency_hz, push.as_ref(), (&state, &stop, &threads));
+                scan(&cfg, push.as_ref(), (&state, &stop, &threads));
                 let t = Instant::now();
                 while t.elapsed() < SCAN && !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(50));
@@ -153,64 +165,80 @@ impl Watcher {
         w
     }
 
-    /// The OpenMetrics text of every watched process (exited ones for `KEEP`).
+    /// The OpenMetrics text of every watched process (exited ones for `keep`).
     pub fn metrics(&self) -> String {
         let st = lock(&self.state);
         let watched: Vec<Watched> = st.entries.values().map(|e| e.watched.clone()).collect();
         let running = st.entries.values().filter(|e| e.ended.is_none()).count();
+        let (lost, watched_total) = (st.lost.clone(), st.total);
         drop(st);
         let pushes = self.push_stats.as_ref().map(|p| p.counts());
-        metrics::render(&watched, &Health { watched: running, cpu_seconds: self_cpu_seconds(), pushes })
+        let health = Health { watched: running, watched_total, lost, cpu_seconds: self_cpu_seconds(), pushes };
+        metrics::render(&watched, &health)
     }
 
-    /// Ends every session (each detaches at its next tick) and waits for them.
+    /// Ends the session (it detaches at its next tick) and waits for it.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         loop {
             let Some(t) = lock(&self.threads).pop() else { break };
             let _ = t.join();
         }
-        // The sessions' last pushes are queued: sent (for a few seconds at most).
+        // The session's last pushes are queued: sent (for a few seconds at most).
         if let Some(mut w) = lock(&self.pusher).take() {
             w.stop();
         }
     }
 }
 
-/// One pass over /proc: new matches get a session; exited ones expire after KEEP.
+/// One pass over /proc: new matches are adopted by the session (started by the first one);
+/// exited ones expire after `keep`.
 type Shared<'a> = (&'a Arc<Mutex<State>>, &'a Arc<AtomicBool>, &'a Mutex<Vec<std::thread::JoinHandle<()>>>);
 
-fn scan(specs: &[Spec], hz: u64, push: Option<&push::Handle>, (state, stop, threads): Shared<'_>) {
-    // Entries: the running ones and the exited ones kept for KEEP (not watched again).
+fn scan(cfg: &WatchConfig, push: Option<&push::Handle>, (state, stop, threads): Shared<'_>) {
+    // Entries: the running ones and the exited ones kept for `keep` (not watched again).
     let (known, mut watched) = {
         let mut st = lock(state);
-        st.entries.retain(|_, e| e.ended.is_none_or(|t| t.elapsed() < KEEP));
+        st.entries.retain(|_, e| e.ended.is_none_or(|t| t.elapsed() < cfg.keep));
         let running = st.entries.iter().filter(|(_, e)| e.ended.is_none()).map(|(p, _)| *p);
         (st.entries.keys().copied().collect::<BTreeSet<u32>>(), running.collect::<BTreeSet<u32>>())
     };
     let parents = procfs::parent_map();
     let me = std::process::id();
     for &pid in parents.keys() {
-        if known.contains(&pid) || pid == me || procfs::is_kernel_thread(pid) || !specs.iter().any(|s| s.matches(pid)) {
+        if known.contains(&pid)
+            || pid == me
+            || procfs::is_kernel_thread(pid)
+            || !cfg.specs.iter().any(|s| s.matches(pid))
+        {
             continue;
         }
-        // A zombie has nothing left to trace; a descendant of a watched process is traced by
-        // that process's session already.
+        // A zombie has nothing left to trace; a descendant of a watched process is followed
+        // as that process's already.
         if procfs::state_and_ppid(pid).is_none_or(|(s, _)| s == 'Z') || under(pid, &watched, &parents) {
             continue;
         }
         let comm = procfs::comm(pid).unwrap_or_default();
         log::info!("rtrace serve --watch: pid {pid} ({comm}) matches: watching it");
-        let entry = Entry { watched: Watched { pid, comm: comm.clone(), ..Default::default() }, ended: None };
-        lock(state).entries.insert(pid, entry);
         watched.insert(pid);
+        let mut st = lock(state);
+        st.entries.insert(pid, Entry { watched: Watched { pid, comm, ..Default::default() }, ended: None });
+        st.total += 1;
+        if st.adopt.as_ref().is_some_and(|tx| tx.send(pid).is_ok()) {
+            continue;
+        }
+        // No session yet (or it ended on an error): this process is its first root.
+        let (tx, rx) = std::sync::mpsc::channel();
+        st.adopt = Some(tx);
+        drop(st);
         let (state, stop, push) = (state.clone(), stop.clone(), push.cloned());
+        let hz = cfg.frequency_hz;
         let t = std::thread::Builder::new()
-            .name(format!("rtrace-watch-{pid}"))
-            .spawn(move || watch_one(pid, comm, hz, push, (state, stop)));
+            .name("rtrace-watch-set".into())
+            .spawn(move || run_set(pid, rx, hz, push, (state, stop)));
         match t {
             Ok(t) => lock(threads).push(t),
-            Err(e) => log::error!("rtrace serve --watch: starting a session for pid {pid}: {e}"),
+            Err(e) => log::error!("rtrace serve --watch: starting the session: {e}"),
         }
     }
 }
@@ -228,7 +256,7 @@ fn under(pid: u32, watched: &BTreeSet<u32>, parents: &BTreeMap<u32, u32>) -> boo
     false
 }
 
-/// The metrics of one watched process from its session's readings.
+/// The metrics of one watched process from its reading.
 fn watched_of(pid: u32, comm: &str, snap: &LiveSnapshot, cfg: &ChildrenConfig) -> Watched {
     Watched {
         pid,
@@ -237,20 +265,66 @@ fn watched_of(pid: u32, comm: &str, snap: &LiveSnapshot, cfg: &ChildrenConfig) -
         syscalls: crate::analyze::syscalls::rows(&snap.syscalls),
         offcpu_ns: snap.offcpu_ns.clone(),
         cpu_samples: snap.cpu_samples,
-        lost: snap.lost.clone(),
         go: snap.go.clone(),
     }
 }
 
-/// One live session on `pid` until it exits or the daemon stops.
-fn watch_one(
-    pid: u32,
-    comm: String,
+/// What the publisher keeps between readings: each root's profiles at its previous push.
+struct Publisher {
+    state: Arc<Mutex<State>>,
+    cfg: ChildrenConfig,
+    push: Option<push::Handle>,
+    deltas: HashMap<u32, push::Deltas>,
+}
+
+impl Publisher {
+    /// Readings queued while the last one was analysed: only the newest counts (readings are
+    /// totals so far), but a root's last reading in any of them is never skipped.
+    fn batch(&mut self, mut batch: Vec<Reading>) {
+        let Some(newest) = batch.pop() else { return };
+        for older in batch {
+            for snap in older.roots.into_iter().filter(|s| s.ended) {
+                self.one(snap);
+            }
+        }
+        lock(&self.state).lost = newest.lost;
+        for snap in newest.roots {
+            self.one(snap);
+        }
+    }
+
+    fn one(&mut self, mut snap: LiveSnapshot) {
+        let root = snap.root;
+        let Some(comm) = lock(&self.state).entries.get(&root).map(|e| e.watched.comm.clone()) else { return };
+        if let (Some(p), Some(profile)) = (&self.push, snap.profile.take()) {
+            p.send(p.cfg.identity(root, &comm), self.deltas.entry(root).or_default().take(profile));
+        }
+        let w = watched_of(root, &comm, &snap, &self.cfg);
+        if snap.ended {
+            self.deltas.remove(&root);
+            for f in w.ledger.iter().flat_map(|l| &l.findings) {
+                log::debug!("rtrace serve --watch: pid {root} ({comm}): {:?} {}", f.severity, f.summary);
+            }
+            log::info!("rtrace serve --watch: pid {root} ({comm}) and its descendants exited");
+        }
+        if let Some(e) = lock(&self.state).entries.get_mut(&root) {
+            e.watched = w;
+            if snap.ended {
+                e.ended = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// The watch set's session, `first` its first root, until the daemon stops.
+fn run_set(
+    first: u32,
+    adopt: Receiver<u32>,
     hz: u64,
     push: Option<push::Handle>,
     (state, stop): (Arc<Mutex<State>>, Arc<AtomicBool>),
 ) {
-    let mut opts = SessionOptions::for_pid(pid, None);
+    let mut opts = SessionOptions::for_pid(first, None);
     opts.quiet = true;
     opts.frequency_hz = hz;
     // A quarter of the one-shot ring: copies at 19 Hz (and the off-CPU ones) are drained
@@ -260,89 +334,40 @@ fn watch_one(
         slow_reap_ns: opts.slow_reap.as_nanos() as u64,
         wait_stall_ns: opts.wait_stall.as_nanos() as u64,
     };
-    let deltas = Arc::new(Mutex::new(push::Deltas::default()));
-    // The last snapshot's evidence, for the ledger of the whole session at its end.
-    let evidence = Arc::new(Mutex::new(children::Evidence::default()));
-    let publish_one = {
-        let (state, comm, cfg, push, deltas) = (state.clone(), comm.clone(), cfg.clone(), push.clone(), deltas.clone());
-        let evidence = evidence.clone();
-        move |mut snap: LiveSnapshot| {
-            if let (Some(p), Some(profile)) = (&push, snap.profile.take()) {
-                p.send(p.cfg.identity(pid, &comm), lock(&deltas).take(profile));
-            }
-            let w = watched_of(pid, &comm, &snap, &cfg);
-            *lock(&evidence) = std::mem::take(&mut snap.evidence);
-            if let Some(e) = lock(&state).entries.get_mut(&pid) {
-                e.watched = w;
-            }
-        }
-    };
+    let mut publisher = Publisher { state: state.clone(), cfg, push: push.clone(), deltas: HashMap::new() };
     // Readings are analysed and published on a thread of their own: with a few thousand
     // children the ledger's analysis took 100-150 ms, during which the session loop, which
     // drains the events ring, stood still (a 1 MiB ring holds ~0.4 s of a 500 children/s
-    // burst's events). One reading waits at most; a newer one while the thread is busy is
-    // skipped (readings are totals so far, profiles too: push::Deltas sends what is new).
-    let (tx, rx) = std::sync::mpsc::sync_channel::<LiveSnapshot>(1);
-    let publisher = std::thread::Builder::new().name(format!("rtrace-pub-{pid}")).spawn(move || {
-        for snap in rx {
-            publish_one(snap);
+    // burst's events).
+    let (tx, rx) = std::sync::mpsc::channel::<Reading>();
+    let thread = std::thread::Builder::new().name("rtrace-watch-pub".into()).spawn(move || {
+        while let Ok(first) = rx.recv() {
+            publisher.batch(std::iter::once(first).chain(rx.try_iter()).collect());
         }
     });
-    if let Err(e) = &publisher {
-        log::error!("rtrace serve --watch: starting the publisher of pid {pid}: {e}");
+    if let Err(e) = &thread {
+        log::error!("rtrace serve --watch: starting the publisher: {e}");
     }
-    let publish = Box::new(move |snap: LiveSnapshot| {
-        let _ = tx.try_send(snap);
+    let publish = Box::new(move |r: Reading| {
+        let _ = tx.send(r);
     });
-    let live =
-        Live { stop, every: SCAN, publish, profile_every: push.as_ref().map(|p| p.cfg.interval), last_profile: None };
+    let profile_every = push.as_ref().map(|p| p.cfg.interval);
+    let live = Live { stop, every: SCAN, publish, profile_every, last_profile: None, adopt };
     let r = crate::session::preflight()
         .map_err(anyhow::Error::from)
         .and_then(|_| crate::session::run_live(&opts, "unchanged", |_| Ok(()), Some(live)));
-    // The session has dropped its sender: the last reading is published before the whole
-    // session's ledger replaces it (and its profile counted in the deltas).
-    if let Ok(t) = publisher {
+    // The session has dropped its sender: its last readings are published first.
+    if let Ok(t) = thread {
         let _ = t.join();
     }
-    let mut st = lock(&state);
     match r {
-        Ok(capture) => {
-            // The whole session's ledger, as the one-shot report has it.
-            if let Some(e) = st.entries.get_mut(&pid) {
-                let ledger = children::analyze_with(&capture.lifecycle, &cfg, &lock(&evidence));
-                for f in &ledger.findings {
-                    log::debug!("rtrace serve --watch: pid {pid} ({comm}): {:?} {}", f.severity, f.summary);
-                }
-                e.watched.ledger = Some(ledger);
-            }
-            log::info!("rtrace serve --watch: pid {pid} ({comm}): session ended ({:?})", capture.session.ended_by);
-            // The last part of its profiles, once more as it exits.
-            if let Some(p) = &push {
-                p.send(p.cfg.identity(pid, &comm), last_profiles(capture, &mut lock(&deltas)));
-            }
-        }
-        Err(e) => log::warn!("rtrace serve --watch: pid {pid} ({comm}): {e:#}"),
+        Ok(c) => log::info!("rtrace serve --watch: the session ended ({:?})", c.session.ended_by),
+        Err(e) => log::warn!("rtrace serve --watch: the session failed: {e:#}"),
     }
-    if let Some(e) = st.entries.get_mut(&pid) {
+    // What it watched and did not see end is not watched any more.
+    for e in lock(&state).entries.values_mut().filter(|e| e.ended.is_none()) {
         e.ended = Some(Instant::now());
     }
-}
-
-/// What of a finished session's profiles its periodic pushes did not have: its samples and
-/// blocks with what symbolizes them, not the rest (the ledger, syscalls, Go view), which a
-/// profile does not need analysed.
-fn last_profiles(c: Capture, deltas: &mut push::Deltas) -> Capture {
-    deltas.take(Capture {
-        cpu_samples: c.cpu_samples,
-        offcpu: c.offcpu,
-        session: c.session,
-        target: c.target,
-        processes: c.processes,
-        held_files: c.held_files,
-        vdso_symbols: c.vdso_symbols,
-        unwind: c.unwind,
-        ..Default::default()
-    })
 }
 
 fn self_cpu_seconds() -> f64 {
