@@ -3,10 +3,10 @@
 //! - slowdown: the syscall (getppid loop) and ping-pong fixtures untraced, under the one-shot
 //!   `rtrace --pid` (at the watch sessions' 19 Hz) and watched by a daemon (`--watch pid:N`),
 //!   rounds alternating: the watched overhead should equal the one-shot's (same probes);
-//! - scrape: GET /metrics with N processes watched (each its own session), and the daemon's
-//!   RSS and CPU per watched process;
-//! - lifetimes: K short-lived processes (3 s each, two started a second) matched by comm; the
-//!   daemon's RSS before, during and after, and its CPU per lifetime.
+//! - scrape: GET /metrics with 100 processes watched (one session adopts them all), and the
+//!   daemon's RSS and CPU per watched process;
+//! - lifetimes: 1,000 short-lived processes (3 s each, one started every 60 ms) matched by
+//!   comm; the daemon's RSS before, during and after, and its CPU per lifetime.
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -22,11 +22,11 @@ use super::{
 };
 use crate::util::{root, rtrace_bin, step};
 
-/// Processes watched at once for the scrape figure (each session loads its own probes: see
-/// the note printed with the figures).
-const WATCHED: usize = 20;
-/// Short lifetimes for the memory figure.
-const LIFETIMES: usize = 100;
+/// Processes watched at once for the scrape figure.
+const WATCHED: usize = 100;
+/// Short lifetimes for the memory figure, started this far apart.
+const LIFETIMES: usize = 1000;
+const APART: Duration = Duration::from_millis(60);
 
 fn dir() -> Result<PathBuf> {
     let d = root().join("target/bench/watch");
@@ -157,16 +157,17 @@ pub fn watch(rounds: u32) -> Result<()> {
     drop(idle);
     until(&socket, "empty", |m| watched_count(m) == 0)?;
 
-    step(&format!("bench watch: {LIFETIMES} short-lived watched processes (3 s each, 2 started a second)"));
+    step(&format!("bench watch: {LIFETIMES} short-lived watched processes (3 s each, one every {APART:?})"));
     let life = d.join("rtbenchlife");
     std::fs::copy("/bin/sleep", &life)?;
     let (cpu0, rss0) = usage(dpid)?;
     let mut kids = Vec::new();
     let mut during = Vec::new();
+    let t0 = Instant::now();
     for i in 0..LIFETIMES {
         kids.push(Killed(Command::new(&life).arg("3").spawn()?));
-        std::thread::sleep(Duration::from_millis(500));
-        if i % 20 == 19 {
+        std::thread::sleep((t0 + APART * (i as u32 + 1)).saturating_duration_since(Instant::now()));
+        if i % 200 == 199 {
             during.push(usage(dpid)?.1);
         }
         kids.retain_mut(|k| k.0.try_wait().ok().flatten().is_none());
@@ -175,12 +176,8 @@ pub fn watch(rounds: u32) -> Result<()> {
     until(&socket, "empty", |m| watched_count(m) == 0)?;
     let (cpu1, rss1) = usage(dpid)?;
     println!(
-        "{LIFETIMES} lifetimes: daemon RSS {rss0} KiB before, {during:?} KiB every 20, {rss1} KiB after; CPU {} ms per lifetime",
-        (cpu1 - cpu0) / LIFETIMES as u64
-    );
-    println!(
-        "note: each watched process is its own session with its own probes (load, attach, BTF): \
-         the per-process RSS and attach CPU above are what a shared probe set would save"
+        "{LIFETIMES} lifetimes: daemon RSS {rss0} KiB before, {during:?} KiB every 200, {rss1} KiB after; CPU {:.1} ms per lifetime",
+        (cpu1 - cpu0) as f64 / LIFETIMES as f64
     );
     drop(daemon_);
     let _ = std::fs::remove_dir_all(&d);
