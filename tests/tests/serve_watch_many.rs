@@ -102,3 +102,74 @@ fn a_thousand_short_lived_watched_processes_in_flat_memory() {
     server.stop().unwrap();
     assert_no_rtrace_programs();
 }
+
+/// A long-lived watched process running children one after another (a CI agent, a make): the
+/// session folds each child once it was reaped and a reading showed it, so its ledger holds
+/// the live ones only, while the exit counter goes on counting every child, never down.
+#[test]
+fn a_long_lived_watched_process_folds_its_reaped_children() {
+    if !privileged("a_long_lived_watched_process_folds_its_reaped_children") {
+        return;
+    }
+    const CHILDREN: u64 = 3000;
+    let tmp = tempfile::tempdir().unwrap();
+    let sh = tmp.path().join("rtlongsh");
+    std::fs::copy("/bin/sh", &sh).unwrap();
+    let args = ServeArgs {
+        watch: vec!["comm:rtlongsh".parse().unwrap()],
+        ..ServeArgs::on_socket(tmp.path().join("rtrace.sock"))
+    };
+    let server = Background::start(args, Arc::new(Sessions::default())).unwrap();
+    let socket = server.socket.clone();
+    let go = tmp.path().join("go");
+    let c = std::ffi::CString::new(go.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a path in the test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // Waits for the daemon (a line on the `go` fifo once it watches the shell: `read` is a
+    // builtin, no child), then CHILDREN /bin/true (exit_0) one after another, then becomes a
+    // sleep that outlasts a fold (~1 s): exactly CHILDREN children.
+    let script = format!(
+        "read x < {go}; i=0; while [ $i -lt {CHILDREN} ]; do /bin/true; i=$((i+1)); done; exec sleep 60",
+        go = go.display()
+    );
+    let mut shell = Command::new(&sh).args(["-c", &script]).spawn().unwrap();
+    let l = format!(r#"{{pid="{}",comm="rtlongsh""#, shell.id());
+    let exited = format!(r#"rtrace_children_exited_total{l},outcome="exit_0"}}"#);
+    let t = Instant::now();
+    while value(&metrics(&socket), &format!("rtrace_wait_stalls_total{l}}}")).is_none() {
+        assert!(t.elapsed() < Duration::from_secs(20), "never watched");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&go, b"go\n").unwrap();
+    let (mut last, mut most_held) = (0, 0);
+    let t = Instant::now();
+    let m = loop {
+        let m = metrics(&socket);
+        let n = value(&m, &exited).unwrap_or(0);
+        assert!(n >= last, "{exited} went down: {last} → {n}");
+        last = n;
+        let held = value(&m, "rtrace_ledger_processes").unwrap();
+        most_held = most_held.max(held);
+        assert!(n <= CHILDREN, "{n} children counted of {CHILDREN}");
+        // All counted, and the ledger down to the shell (a sleep now).
+        if n == CHILDREN && held == 1 {
+            break m;
+        }
+        assert!(t.elapsed() < Duration::from_secs(50), "after 50 s: {n} of {CHILDREN} counted, ledger {held}:\n{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "exit_0 {last} after {:?}; the ledger held at most {most_held} processes; rss {} KiB",
+        t.elapsed(),
+        rss_kib()
+    );
+    // Folded as it went (about every second): without folding it held all 3,000 at the end.
+    assert!(most_held < CHILDREN / 2, "{most_held}");
+    for kind in ["events", "syscalls"] {
+        assert_eq!(value(&m, &format!(r#"rtrace_events_lost_total{{kind="{kind}"}}"#)), Some(0), "{m}");
+    }
+    let _ = shell.kill();
+    let _ = shell.wait();
+    server.stop().unwrap();
+    assert_no_rtrace_programs();
+}

@@ -8,7 +8,8 @@
 //! when the thread has no entry in the thread table — that is, for every other process. A
 //! hash lookup costs ~40 ns here, so a bitmap indexed by pid answers first: `TRACKED_BITS`
 //! mirrors TRACKED's keys exactly (a bit is added when an insert creates a key and taken
-//! away when a remove deletes one, with atomic adds — this BPF target has no atomic or).
+//! away when a remove deletes one, with atomic adds — this BPF target has no atomic or; rtrace
+//! maps the array and uses atomic or/and on it, loader/bits.rs).
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::bpf_get_current_pid_tgid,
@@ -27,7 +28,9 @@ pub static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0
 /// Bit `pid % 64` of word `pid / 64`: pid is in TRACKED. Sized to pid_max by the loader; a pid
 /// beyond it (pid_max raised during the session) falls back to the hash lookup.
 #[map]
-pub static TRACKED_BITS: Array<u64> = Array::with_max_entries(TRACKED_BITS_DEFAULT_WORDS, 0);
+pub static TRACKED_BITS: Array<u64> = Array::with_max_entries(TRACKED_BITS_DEFAULT_WORDS, BPF_F_MMAPABLE);
+/// rtrace maps TRACKED_BITS to set and clear bits with atomic operations as these programs do.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// 1 unless `--no-children`. Set by the loader.
 #[unsafe(no_mangle)]

@@ -173,8 +173,8 @@ pub fn run_live(
     };
     on_pid(pid)?;
     let mut probes = Probes::load(&Options {
-        // A watch set's roots come and go: none gets the root's fast path for its stats.
-        root_tgid: if live.is_some() { 0 } else { pid },
+        // In a watch set, the first root (live::forget clears its stats when it is forgotten).
+        root_tgid: pid,
         follow_children: opts.follow_children,
         min_block_ns: opts.min_block.map(|d| d.as_nanos() as u64),
         syscalls: opts.syscalls,

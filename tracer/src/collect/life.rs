@@ -30,6 +30,8 @@ pub struct LifeCollector {
     ns: super::pidns::PidNs,
     /// Which root each process belongs to (one root but in a watch set, roots.rs).
     pub owners: super::roots::Owners,
+    /// Descendants freed since the last `take_freed` (a watch set folds them).
+    freed: Vec<u32>,
 }
 
 pub fn snapshot(pid: u32) -> Option<ProcSnapshot> {
@@ -59,6 +61,7 @@ impl LifeCollector {
         let mut owners = super::roots::Owners::default();
         owners.adopt(root, existing, 0);
         Self {
+            freed: Vec::new(),
             owners,
             ns,
             start_mono,
@@ -103,15 +106,43 @@ impl LifeCollector {
     pub fn forget(&mut self, root: u32, pids: &BTreeSet<u32>) {
         self.owners.forget(root);
         let owned = |p: u32| self.owners.of(p).is_some();
+        self.life.events.retain(|e| super::roots::pids_of(e).into_iter().any(owned));
+        self.drop_pids(pids);
+    }
+
+    /// Folds descendants of a live root that were freed (reaped) before the last reading: their
+    /// events go (roots::fold says which), the root's counters keep what they said.
+    pub fn fold(&mut self, pids: &BTreeSet<u32>) {
+        self.owners.drop_pids(pids);
+        let known: BTreeSet<u32> = self.known.difference(pids).copied().collect();
+        super::roots::fold(&mut self.life, pids, &known);
+        self.drop_pids(pids);
+    }
+
+    fn drop_pids(&mut self, pids: &BTreeSet<u32>) {
         let l = &mut self.life;
         l.initial.retain(|p| !pids.contains(&p.pid));
-        l.events.retain(|e| super::roots::pids_of(e).into_iter().any(owned));
         l.pipes.retain(|p| !pids.contains(&p.pid));
         l.skipped.retain(|s| !pids.contains(&s.pid));
         self.pipes_seen = l.pipes.iter().enumerate().map(|(i, p)| ((p.pid, p.fd, p.inode, p.write_end), i)).collect();
         self.known.retain(|p| !pids.contains(p));
         self.exited.retain(|p| !pids.contains(p));
         self.exec_args.retain(|p, _| !pids.contains(p));
+    }
+
+    /// Processes the ledger holds now (live or not yet folded or forgotten).
+    pub fn held(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Descendants the ledger holds that exited (freed or not: a free can be missed).
+    pub fn exited_descendants(&self) -> BTreeSet<u32> {
+        self.exited.iter().copied().filter(|&p| self.known.contains(&p) && !self.owners.is_root(p)).collect()
+    }
+
+    /// The descendants freed since the last call.
+    pub fn take_freed(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.freed)
     }
 
     /// Whether a child died and the root still lives: then pipe holders matter.
@@ -191,7 +222,13 @@ impl LifeCollector {
                 LifeEvent::Wait(w)
             }
             EVENT_PIDFD => LifeEvent::Pidfd { ts_ns, pid: r.tgid, fd: r.a as i32, target_pid: r.other },
-            EVENT_FREE => LifeEvent::Free { ts_ns, pid: r.tgid },
+            EVENT_FREE => {
+                // A descendant gone for good: foldable once a reading has shown it (roots.rs).
+                if self.owners.of(r.tgid).is_some_and(|root| root != r.tgid) {
+                    self.freed.push(r.tgid);
+                }
+                LifeEvent::Free { ts_ns, pid: r.tgid }
+            }
             _ => return,
         };
         self.life.events.push(ev);

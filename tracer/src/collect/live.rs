@@ -63,6 +63,9 @@ pub struct Reading {
     /// Records lost in the kernel since the session attached, by kind (the whole set's: the
     /// kernel does not say whose they were).
     pub lost: BTreeMap<&'static str, u64>,
+    /// Processes the session's ledger holds now (watched, their descendants, the exited ones
+    /// not folded or forgotten yet).
+    pub held: usize,
 }
 
 /// What a session has seen of one root's tree since it adopted it (absolute values, never
@@ -85,6 +88,26 @@ pub struct LiveSnapshot {
     /// What each process did (CPU, blocks), for the ledger's wait-stall verdicts as the
     /// one-shot report has them; see `evidence`.
     pub evidence: Evidence,
+    /// Descendants folded since the previous reading (roots.rs): in that reading's ledger,
+    /// not in this one's; the publisher keeps what they counted.
+    pub folded: BTreeSet<u32>,
+}
+
+/// How often a watch set folds freed descendants when it pushes no profiles (with pushes: at
+/// each push).
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+
+/// What a watch set keeps of the descendants it folded: their CPU samples and off-CPU time,
+/// per root (the counters never go down), and the ones to fold next.
+#[derive(Default)]
+pub struct Folds {
+    /// Freed descendants some reading has shown (the publisher has their rows).
+    shown: Vec<u32>,
+    /// The descendants that had exited at the last fold.
+    exited: BTreeSet<u32>,
+    last: Option<Instant>,
+    cpu: HashMap<u32, u64>,
+    off: HashMap<u32, BTreeMap<&'static str, u64>>,
 }
 
 type Off = (tracer_common::sched::OffKey, tracer_common::sched::OffVal);
@@ -98,21 +121,24 @@ pub struct Parts<'a> {
     pub ustacks: &'a mut Ustacks,
     /// Syscall stats of exited processes, one entry per (root, syscall) (`fold_exited`).
     pub harvested: &'a mut Vec<(SysKey, SysStats)>,
+    pub folds: &'a mut Folds,
 }
 
 /// Adopts `root` (a watched process the daemon found): tracked with its descendants, as a
 /// session does at attach (session.rs), while the programs run.
 pub fn adopt(root: u32, s: &mut Parts<'_>, choice: crate::unwind::Choice) -> Result<()> {
-    if s.life.owners.of(root).is_some() {
+    // Followed already (a root is adopted once). A pid the set knows as an exited process is
+    // a new process now: it becomes a root of its own.
+    if s.life.owners.of(root).is_some() && s.registry.alive(root) {
         return Ok(());
     }
-    s.probes.track_live(root, ROOT)?;
+    s.probes.track(root, ROOT)?;
     s.registry.forked(root);
     s.registry.snapshot(root, false);
     let me = std::process::id();
     let existing: Vec<u32> = crate::procfs::descendants(root).into_iter().filter(|&p| p != me).collect();
     for &d in &existing {
-        s.probes.track_live(d, EXISTING_DESCENDANT)?;
+        s.probes.track(d, EXISTING_DESCENDANT)?;
         s.registry.forked(d);
         s.registry.snapshot(d, false);
     }
@@ -134,9 +160,57 @@ pub fn forget(root: u32, s: &mut Parts<'_>) {
     s.ustacks.forget(&tree);
     s.gos.forget(&tree);
     s.harvested.retain(|(k, _)| k.tgid != root);
+    s.folds.cpu.remove(&root);
+    s.folds.off.remove(&root);
     if let Err(e) = s.probes.forget(&tree) {
         log::warn!("forgetting pid {root}'s processes in the kernel maps: {e:#}");
     }
+}
+
+/// Folds the descendants shown freed (of roots that live on: an ended one is forgotten whole):
+/// what the kernel maps counted of them goes into their root's totals, then every stage
+/// forgets them. Returns them by root.
+fn fold(s: &mut Parts<'_>, ended: &BTreeSet<u32>) -> Result<BTreeMap<u32, BTreeSet<u32>>> {
+    s.folds.last = Some(Instant::now());
+    let mut by_root: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
+    // Exited at the previous fold (so shown since) and gone from /proc, though no free came
+    // (the kernel skips a program that would run nested in itself: counted, rare).
+    let exited = s.life.exited_descendants();
+    let unfreed = std::mem::replace(&mut s.folds.exited, exited);
+    let unfreed = unfreed
+        .into_iter()
+        .filter(|&p| s.life.owners.of(p).is_some() && !std::path::Path::new(&format!("/proc/{p}")).exists());
+    let candidates: BTreeSet<u32> = std::mem::take(&mut s.folds.shown).into_iter().chain(unfreed).collect();
+    for p in candidates {
+        // Not a pid a new process has taken since (it is alive again).
+        match s.life.owners.of(p) {
+            Some(r) if !ended.contains(&r) && !s.registry.alive(p) => by_root.entry(r).or_default().insert(p),
+            _ => continue,
+        };
+    }
+    let all: BTreeSet<u32> = by_root.values().flatten().copied().collect();
+    if all.is_empty() {
+        return Ok(by_root);
+    }
+    let owner = |p: u32| s.life.owners.of(p);
+    for (k, v) in s.probes.offcpu()?.iter().filter(|(k, _)| all.contains(&k.tgid)) {
+        let r = owner(k.tgid).unwrap_or(0);
+        *s.folds.off.entry(r).or_default().entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
+    }
+    for (k, n) in s.probes.cpu_counts()?.iter().filter(|(k, _)| all.contains(&k.tgid)) {
+        *s.folds.cpu.entry(owner(k.tgid).unwrap_or(0)).or_default() += n;
+    }
+    for (k, n) in s.ustacks.samples().filter(|(k, _)| all.contains(&k.0)) {
+        *s.folds.cpu.entry(owner(k.0).unwrap_or(0)).or_default() += n;
+    }
+    let left = s.probes.harvest_syscall_stats(|t| all.contains(&t))?;
+    fold_exited(s.harvested, left, |p| s.life.owners.of(p));
+    s.life.fold(&all);
+    s.registry.forget(&all);
+    s.ustacks.forget(&all);
+    s.gos.forget(&all);
+    s.probes.forget(&all)?;
+    Ok(by_root)
 }
 
 /// Reads the whole set and splits it per root. `hz`: the sampling frequency; `offcpu`: off-CPU
@@ -149,6 +223,15 @@ pub fn snapshot(
     (due, want_profiles): (bool, bool),
     profile: impl FnOnce(&Parts<'_>) -> Option<Capture>,
 ) -> Result<Reading> {
+    let owners = &s.life.owners;
+    let roots: Vec<u32> = owners.roots().map(|(r, _)| r).collect();
+    let ended: BTreeSet<u32> =
+        roots.iter().copied().filter(|&r| owners.tree(r).iter().all(|&p| !s.registry.alive(p))).collect();
+    // Before folding: the profiles have the folded descendants' last samples and blocks.
+    let whole_profile = if due || (want_profiles && !ended.is_empty()) { profile(s) } else { None };
+    // With pushes, folds wait for a push (the profile above has what they did since the last).
+    let fold_now = if want_profiles { due } else { s.folds.last.is_none_or(|t| t.elapsed() >= FOLD_EVERY) };
+    let mut folded = if fold_now { fold(s, &ended)? } else { BTreeMap::new() };
     let probes = &*s.probes;
     let in_flight = probes.syscalls_in_flight()?;
     let off = probes.offcpu()?;
@@ -156,6 +239,8 @@ pub fn snapshot(
     let whole = evidence(probes, (&off, &cpu), &in_flight, hz, offcpu)?;
     let waits: Vec<_> = in_flight.into_iter().filter(|(_, i)| crate::analyze::syscalls::is_wait(i.nr)).collect();
     let lifecycle = s.life.live(super::drain::monotonic_ns(), &waits);
+    // Shown in this reading: foldable at the next fold.
+    s.folds.shown.extend(s.life.take_freed());
     let stats = probes.syscall_stats()?;
     let syscalls = super::drain::raw_syscalls(stats.into_iter().chain(s.harvested.iter().copied()));
     let a = super::drain::accounting(&probes.counters(), 0);
@@ -168,11 +253,7 @@ pub fn snapshot(
     ]
     .into();
     let owners = &s.life.owners;
-    let roots: Vec<u32> = owners.roots().map(|(r, _)| r).collect();
-    let ended: BTreeSet<u32> =
-        roots.iter().copied().filter(|&r| owners.tree(r).iter().all(|&p| !s.registry.alive(p))).collect();
-    let whole_profile = if due || (want_profiles && !ended.is_empty()) { profile(s) } else { None };
-    let owners = &s.life.owners;
+    let folds = &*s.folds;
     let mut samples: HashMap<u32, u64> = HashMap::new();
     for (k, n) in &cpu {
         *samples.entry(k.tgid).or_default() += n;
@@ -183,7 +264,7 @@ pub fn snapshot(
     let mut out = Vec::new();
     for root in roots {
         let mine = |p: u32| owners.of(p) == Some(root);
-        let mut offcpu_ns = BTreeMap::new();
+        let mut offcpu_ns = folds.off.get(&root).cloned().unwrap_or_default();
         for (k, v) in off.iter().filter(|(k, _)| mine(k.tgid)) {
             *offcpu_ns.entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
         }
@@ -198,13 +279,15 @@ pub fn snapshot(
             lifecycle: super::roots::split(&lifecycle, root, owners),
             syscalls: syscalls.iter().filter(|c| mine(c.tgid)).cloned().collect(),
             offcpu_ns,
-            cpu_samples: samples.iter().filter(|(p, _)| mine(**p)).map(|(_, n)| n).sum(),
+            cpu_samples: folds.cpu.get(&root).copied().unwrap_or(0)
+                + samples.iter().filter(|(p, _)| mine(**p)).map(|(_, n)| n).sum::<u64>(),
+            folded: folded.remove(&root).unwrap_or_default(),
             profile,
             go: go.extract_if(.., |g| mine(g.pid)).collect(),
             evidence: ev,
         });
     }
-    Ok(Reading { roots: out, lost })
+    Ok(Reading { roots: out, lost, held: s.life.held() })
 }
 
 /// The part of a whole-set profile that is one root's: its processes' samples, blocks and maps,

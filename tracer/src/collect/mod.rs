@@ -111,6 +111,7 @@ pub async fn run(
     gos.tick(&mut probes);
     let mut tick = tokio::time::interval(TICK);
     let mut harvested_stats = Vec::new();
+    let mut folds = live::Folds::default();
     // The first tick refreshes and harvests at once: children that exited while the probes
     // were being attached leave the stats map now rather than half a second later.
     let mut last_refresh = Instant::now().checked_sub(REFRESH).unwrap_or_else(Instant::now);
@@ -153,6 +154,7 @@ pub async fn run(
                         gos: &mut gos,
                         ustacks: &mut ustacks,
                         harvested: &mut harvested_stats,
+                        folds: &mut folds,
                     };
                     for root in l.adopt.try_iter().collect::<Vec<_>>() {
                         if let Err(e) = live::adopt(root, &mut parts, params.opts.unwind) {

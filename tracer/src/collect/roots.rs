@@ -50,6 +50,15 @@ impl Owners {
         self.owner.iter().filter(|(_, &r)| r == root).map(|(&p, _)| p).collect()
     }
 
+    /// Forgets folded processes (their root lives on).
+    pub fn drop_pids(&mut self, pids: &BTreeSet<u32>) {
+        self.owner.retain(|p, _| !pids.contains(p));
+    }
+
+    pub fn is_root(&self, pid: u32) -> bool {
+        self.adopted.contains_key(&pid)
+    }
+
     /// Forgets `root` and its processes.
     pub fn forget(&mut self, root: u32) {
         self.adopted.remove(&root);
@@ -95,6 +104,25 @@ fn shift_wait(w: &mut WaitCall, since: u64) {
     if let Some(t) = w.end_ns.as_mut() {
         *t = t.saturating_sub(since);
     }
+}
+
+/// Drops the events of descendants `gone` (freed, so reaped: nothing more will happen to
+/// them) from a live root's ledger, so that it does not grow with every child a long-lived
+/// process ever ran: theirs (fork, exec, exit, signals delivered, pidfds, free), the signals
+/// sent to them, the waits that reaped them, and their own waits unless those reaped a process
+/// still in the ledger (`known`: its row needs that reap). What they counted is kept by the
+/// publisher (serve/watch/fold.rs), from the reading before.
+pub fn fold(l: &mut Lifecycle, gone: &BTreeSet<u32>, known: &BTreeSet<u32>) {
+    l.events.retain(|e| match e {
+        LifeEvent::Signal { target_pid, .. } => !gone.contains(target_pid),
+        LifeEvent::Wait(w) => {
+            let reaped_gone = w.reaped_pid.is_some_and(|p| gone.contains(&p));
+            let own = gone.contains(&w.pid) && w.reaped_pid.is_none_or(|p| !known.contains(&p));
+            !reaped_gone && !own
+        }
+        e => !gone.contains(&pids_of(e)[0]),
+    });
+    l.skipped.retain(|s| !gone.contains(&s.pid));
 }
 
 /// `root`'s part of the whole session's ledger, with its times since its adoption.
@@ -222,7 +250,60 @@ mod tests {
         assert_eq!(b.final_procs.iter().map(|p| p.pid).collect::<Vec<_>>(), [200]);
 
         assert_eq!(o.tree(100), [100, 101, 102].into());
+        o.drop_pids(&[101].into());
+        assert_eq!(o.tree(100), [100, 102].into());
         o.forget(100);
         assert_eq!((o.of(102), o.of(201), o.roots().count()), (None, Some(200), 1));
+    }
+
+    #[test]
+    fn folding_drops_what_was_about_the_gone_ones_only() {
+        // 10 (the root) forked 11 and 12; 11 forked 13 and reaped it; 10 reaped 11; 12 lives.
+        let fork = |pid, parent_pid| LifeEvent::Fork {
+            ts_ns: 1,
+            pid,
+            parent_pid,
+            parent_tid: parent_pid,
+            parent_comm: String::new(),
+        };
+        let exit = |pid| LifeEvent::Exit { ts_ns: 2, pid, comm: String::new(), status: Some(0) };
+        let reap = |pid, child| {
+            let mut w = wait(pid, 1, Some(3));
+            w.reaped_pid = Some(child);
+            LifeEvent::Wait(w)
+        };
+        let signal = |target_pid| LifeEvent::Signal {
+            ts_ns: 2,
+            sender_pid: 10,
+            sender_tid: 10,
+            sender_comm: String::new(),
+            target_pid,
+            target_comm: String::new(),
+            signal: 15,
+            code: 0,
+            result: 0,
+        };
+        let mut l = Lifecycle {
+            root_pid: 10,
+            events: vec![
+                fork(11, 10),
+                fork(12, 10),
+                fork(13, 11),
+                exit(13),
+                reap(11, 13),
+                signal(11),
+                signal(12),
+                exit(11),
+                reap(10, 11),
+                LifeEvent::Free { ts_ns: 4, pid: 11 },
+            ],
+            ..Default::default()
+        };
+        // 11 goes while 13, which it reaped, is still held: 11's wait on it stays.
+        fold(&mut l, &[11].into(), &[10, 12, 13].into());
+        assert_eq!(l.events, vec![fork(12, 10), fork(13, 11), exit(13), reap(11, 13), signal(12)]);
+        // Then 13 goes: the rest of 11's and 13's own go with it.
+        fold(&mut l, &[13].into(), &[10, 12].into());
+        assert_eq!(l.events, vec![fork(12, 10), signal(12)]);
     }
 }

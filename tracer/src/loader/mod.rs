@@ -19,6 +19,7 @@ use tracer_common::{
 use crate::{analyze::syscalls::nr_of, capture::Clock, tracefs::Format};
 
 mod attach;
+mod bits;
 pub mod go;
 mod offsets;
 mod read;
@@ -44,6 +45,8 @@ pub struct Probes {
     pub go: go::GoProbes,
     /// Reads the eBPF side's log records (RTRACE_LOG=debug only).
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// TRACKED_BITS, mapped (bits.rs).
+    bits: bits::Bits,
 }
 
 pub struct Options {
@@ -144,7 +147,8 @@ impl Probes {
             .unwrap_or(THREAD_SLOTS);
         let thread_mask = slots - 1;
         loader.map_max_entries("THREADS", slots).override_global("THREAD_MASK", &thread_mask, true);
-        loader.map_max_entries("TRACKED_BITS", tracked_bits_words());
+        let words = tracked_bits_words();
+        loader.map_max_entries("TRACKED_BITS", words);
         // Tests shrink the off-CPU map (RTRACE_OFFCPU_KEYS=64) to make it overflow on purpose and
         // check that the loss is counted and reported.
         if let Some(n) = std::env::var("RTRACE_OFFCPU_KEYS").ok().and_then(|v| v.parse::<u32>().ok()).filter(|&n| n > 0)
@@ -202,7 +206,9 @@ impl Probes {
                 .map_err(|e| eprintln!("rtrace: warning: eBPF log unavailable ({e})"))
                 .ok(),
         };
+        let bits = bits::Bits::map(ebpf.map("TRACKED_BITS").context("map TRACKED_BITS missing")?, words)?;
         Ok(Self {
+            bits,
             go: go::GoProbes::default(),
             logger,
             ebpf,
@@ -222,14 +228,9 @@ impl Probes {
     pub fn track(&mut self, tgid: u32, kind: u32) -> Result<()> {
         let mut map: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACKED")?)?;
         map.insert(tgid, kind, 0).with_context(|| format!("tracking pid {tgid}"))?;
-        // Its bit in TRACKED_BITS (see tracer-ebpf's target.rs). A plain read-modify-write:
-        // this runs before the programs are attached, so nothing else writes the word.
-        let mut bits: Array<_, u64> = Array::try_from(self.map_mut("TRACKED_BITS")?)?;
-        let word = tgid / 64;
-        if word < bits.len() {
-            let w = bits.get(&word, 0)?;
-            bits.set(word, w | 1 << (tgid % 64), 0)?;
-        }
+        // Its bit in TRACKED_BITS (see tracer-ebpf's target.rs), atomically: the programs may
+        // be running (a watch set's roots are tracked while they do).
+        self.bits.set(tgid);
         let tids = std::fs::read_dir(format!("/proc/{tgid}/task"))
             .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).collect::<Vec<_>>())
             .unwrap_or_default();

@@ -33,6 +33,70 @@ pub struct Watched {
     pub cpu_samples: u64,
     /// The Go processes among them (the watched one or its descendants).
     pub go: Vec<crate::collect::GoLive>,
+    /// What descendants no longer in `ledger` counted (the session folded them).
+    pub folded: Folded,
+}
+
+/// The ledger's counts of descendants a watch session folded (collect/roots.rs drops a freed
+/// descendant's events so that a long-lived process's ledger does not grow with every child):
+/// kept here, so that the counters never go down while the watched process lives.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Folded {
+    pub exited: BTreeMap<&'static str, u64>,
+    /// By (signal, sender).
+    pub killed: BTreeMap<(String, String), u64>,
+    /// By (kind, severity).
+    pub findings: BTreeMap<(String, &'static str), u64>,
+    pub stalls: u64,
+}
+
+impl Folded {
+    /// Adds what `gone` counted in `prev` (the ledger of the reading before they were folded):
+    /// their rows, and the findings about them.
+    pub fn add(&mut self, prev: &ChildrenReport, gone: &std::collections::BTreeSet<u32>) {
+        let about = |f: &crate::analyze::children::Finding| {
+            ["pid", "child_pid", "killed_child_pid"]
+                .iter()
+                .filter_map(|k| f.fields.get(*k).and_then(serde_json::Value::as_u64))
+                .any(|p| gone.contains(&(p as u32)))
+        };
+        self.tally(prev, |pid| gone.contains(&pid), about);
+    }
+
+    /// Adds every row and finding of `ledger`.
+    fn add_all(&mut self, ledger: &ChildrenReport) {
+        self.tally(ledger, |_| true, |_| true);
+    }
+
+    fn tally(
+        &mut self,
+        ledger: &ChildrenReport,
+        row: impl Fn(u32) -> bool,
+        finding: impl Fn(&crate::analyze::children::Finding) -> bool,
+    ) {
+        for c in ledger.children.iter().filter(|c| row(c.pid)) {
+            if let Some(e) = &c.exit {
+                *self.exited.entry(outcome(e)).or_default() += 1;
+            }
+            if let Some(k) = &c.killed_by {
+                *self.killed.entry(sender_key(k)).or_default() += 1;
+            }
+        }
+        for f in ledger.findings.iter().filter(|f| finding(f)) {
+            let kind = kind_name(f);
+            self.stalls += (kind == "wait_stall") as u64;
+            *self.findings.entry((kind, severity(f.severity))).or_default() += 1;
+        }
+    }
+}
+
+fn sender_key(k: &crate::analyze::children::SignalSender) -> (String, String) {
+    let sender = if k.kernel { "kernel" } else { k.sender_comm.as_str() };
+    (k.signal.clone(), sender.to_owned())
+}
+
+fn kind_name(f: &crate::analyze::children::Finding) -> String {
+    serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// rtrace's own health.
@@ -41,6 +105,8 @@ pub struct Health {
     pub watched: usize,
     /// Processes watched since the daemon started (each adopted once).
     pub watched_total: u64,
+    /// Processes the session's ledger holds now.
+    pub held: usize,
     /// Records lost in the kernel, by kind (events, offcpu, samples, syscalls, slow_calls):
     /// the whole watch set's, one probe set for all.
     pub lost: BTreeMap<&'static str, u64>,
@@ -122,24 +188,18 @@ pub fn render(watched: &[Watched], health: &Health) -> String {
         if let Some(ledger) = &w.ledger {
             let now = ledger.children.iter().filter(|c| c.never_reaped).count();
             zombies.get_or_create(&labels(w, &[])).set(now as i64);
-            for c in &ledger.children {
-                if let Some(e) = &c.exit {
-                    exited.get_or_create(&labels(w, &[("outcome", outcome(e))])).inc();
-                }
-                if let Some(k) = &c.killed_by {
-                    let sender = if k.kernel { "kernel" } else { k.sender_comm.as_str() };
-                    killed.get_or_create(&labels(w, &[("signal", &k.signal), ("sender", sender)])).inc();
-                }
+            let mut counts = w.folded.clone();
+            counts.add_all(ledger);
+            for (o, n) in &counts.exited {
+                exited.get_or_create(&labels(w, &[("outcome", o)])).inc_by(*n);
+            }
+            for ((signal, sender), n) in &counts.killed {
+                killed.get_or_create(&labels(w, &[("signal", signal), ("sender", sender)])).inc_by(*n);
             }
             // Present at 0 too: an alert on its rate needs the series before the first stall.
-            let stall = stalls.get_or_create(&labels(w, &[]));
-            for f in &ledger.findings {
-                let kind = serde_json::to_value(f.kind).ok().and_then(|v| v.as_str().map(str::to_owned));
-                let kind = kind.unwrap_or_default();
-                findings.get_or_create(&labels(w, &[("kind", &kind), ("severity", severity(f.severity))])).inc();
-                if kind == "wait_stall" {
-                    stall.inc();
-                }
+            stalls.get_or_create(&labels(w, &[])).inc_by(counts.stalls);
+            for ((kind, sev), n) in &counts.findings {
+                findings.get_or_create(&labels(w, &[("kind", kind), ("severity", sev)])).inc_by(*n);
             }
         }
         for s in &w.syscalls {
@@ -204,6 +264,13 @@ pub fn render(watched: &[Watched], health: &Health) -> String {
     let total = Counter::<u64>::default();
     total.inc_by(health.watched_total);
     reg.register("watched", "Processes watched since the daemon started", total);
+    let held = Gauge::<i64>::default();
+    held.set(health.held as i64);
+    reg.register(
+        "ledger_processes",
+        "Processes the session's ledger holds (watched ones, their descendants, exited ones not folded yet)",
+        held,
+    );
     let cpu = Counter::<f64>::default();
     cpu.inc_by(health.cpu_seconds);
     reg.register("self_cpu_seconds", "rtrace's own CPU time", cpu);

@@ -52,10 +52,12 @@ fn ledger_latency_and_health() {
             gc_cycles: Some(5),
             gc_pause_ns: Some(1_500_000),
         }],
+        folded: Default::default(),
     };
     let health = Health {
         watched: 1,
         watched_total: 3,
+        held: 4,
         lost: [("events", 0), ("syscalls", 5)].into(),
         cpu_seconds: 0.25,
         pushes: Some((4, 1, 2)),
@@ -89,8 +91,48 @@ fn ledger_latency_and_health() {
         r#"rtrace_pushes_total{result="dropped"} 2"#.to_owned(),
         "rtrace_watched_processes 1".to_owned(),
         "rtrace_watched_total 3".to_owned(),
+        "rtrace_ledger_processes 4".to_owned(),
         "rtrace_self_cpu_seconds_total 0.25".to_owned(),
         "# EOF".to_owned(),
+    ] {
+        assert!(text.lines().any(|x| x == line), "{line} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn folded_descendants_keep_counting() {
+    use crate::analyze::children::{ChildrenReport, Finding, FindingKind, Severity};
+    let row = |pid, code| {
+        let mut c: crate::analyze::children::ChildRecord =
+            serde_json::from_value(serde_json::json!({"pid": pid, "ppid": 1, "argv": [], "comm": "x", "never_reaped": false, "zombie_at_attach": false, "alive_at_end": false, "orphaned": false})).unwrap();
+        c.exit = Some(crate::lifecycle::ExitInfo::Exited { code });
+        c
+    };
+    let stall = |child: u32| Finding {
+        kind: FindingKind::WaitStall,
+        severity: Severity::Low,
+        summary: String::new(),
+        fields: serde_json::json!({"waiter_pid": 1, "child_pid": child}).as_object().unwrap().clone(),
+    };
+    let prev = ChildrenReport { children: vec![row(5, 0), row(6, 1), row(7, 0)], findings: vec![stall(6), stall(7)] };
+    let mut f = super::Folded::default();
+    f.add(&prev, &[5, 6].into());
+    assert_eq!(f.exited, [("exit_0", 1), ("exit_nonzero", 1)].into());
+    assert_eq!((f.stalls, f.findings.clone()), (1, [(("wait_stall".to_owned(), "low"), 1)].into()));
+    // Rendered: the folded counts plus the ledger's own (7 and its stall).
+    let w = Watched {
+        pid: 1,
+        comm: "cli".into(),
+        ledger: Some(ChildrenReport { children: vec![row(7, 0)], findings: vec![stall(7)] }),
+        folded: f,
+        ..Default::default()
+    };
+    let text = render(&[w], &Health::default());
+    for line in [
+        r#"rtrace_children_exited_total{pid="1",comm="cli",outcome="exit_0"} 2"#,
+        r#"rtrace_children_exited_total{pid="1",comm="cli",outcome="exit_nonzero"} 1"#,
+        r#"rtrace_wait_stalls_total{pid="1",comm="cli"} 2"#,
+        r#"rtrace_findings_total{pid="1",comm="cli",kind="wait_stall",severity="low"} 2"#,
     ] {
         assert!(text.lines().any(|x| x == line), "{line} missing from:\n{text}");
     }

@@ -109,6 +109,8 @@ struct State {
     lost: BTreeMap<&'static str, u64>,
     /// Processes watched since the start.
     total: u64,
+    /// Processes the session's ledger holds.
+    held: usize,
 }
 
 /// What `rtrace serve --watch` was asked for.
@@ -170,10 +172,10 @@ impl Watcher {
         let st = lock(&self.state);
         let watched: Vec<Watched> = st.entries.values().map(|e| e.watched.clone()).collect();
         let running = st.entries.values().filter(|e| e.ended.is_none()).count();
-        let (lost, watched_total) = (st.lost.clone(), st.total);
+        let (lost, watched_total, held) = (st.lost.clone(), st.total, st.held);
         drop(st);
         let pushes = self.push_stats.as_ref().map(|p| p.counts());
-        let health = Health { watched: running, watched_total, lost, cpu_seconds: self_cpu_seconds(), pushes };
+        let health = Health { watched: running, watched_total, held, lost, cpu_seconds: self_cpu_seconds(), pushes };
         metrics::render(&watched, &health)
     }
 
@@ -266,6 +268,7 @@ fn watched_of(pid: u32, comm: &str, snap: &LiveSnapshot, cfg: &ChildrenConfig) -
         offcpu_ns: snap.offcpu_ns.clone(),
         cpu_samples: snap.cpu_samples,
         go: snap.go.clone(),
+        folded: Default::default(),
     }
 }
 
@@ -279,17 +282,30 @@ struct Publisher {
 
 impl Publisher {
     /// Readings queued while the last one was analysed: only the newest counts (readings are
-    /// totals so far), but a root's last reading in any of them is never skipped.
-    fn batch(&mut self, mut batch: Vec<Reading>) {
-        let Some(newest) = batch.pop() else { return };
-        for older in batch {
-            for snap in older.roots.into_iter().filter(|s| s.ended) {
-                self.one(snap);
+    /// totals so far), but a root's last reading in any of them is never skipped, nor one
+    /// whose next reading folds some of its descendants (their counts are taken from it).
+    fn batch(&mut self, batch: Vec<Reading>) {
+        let folds: Vec<BTreeSet<u32>> =
+            batch.iter().map(|r| r.roots.iter().filter(|s| !s.folded.is_empty()).map(|s| s.root).collect()).collect();
+        let n = batch.len();
+        // Folds of a skipped reading: added with the root's next one (its ledger before is
+        // still the last one analysed).
+        let mut pending: HashMap<u32, BTreeSet<u32>> = HashMap::new();
+        for (i, reading) in batch.into_iter().enumerate() {
+            if i + 1 == n {
+                let mut st = lock(&self.state);
+                (st.lost, st.held) = (reading.lost, reading.held);
             }
-        }
-        lock(&self.state).lost = newest.lost;
-        for snap in newest.roots {
-            self.one(snap);
+            for mut snap in reading.roots {
+                // A fold's profile has the folded ones' last samples: later ones will not.
+                let last_of_folded = snap.profile.is_some() && !snap.folded.is_empty();
+                if i + 1 == n || snap.ended || last_of_folded || folds[i + 1].contains(&snap.root) {
+                    snap.folded.extend(pending.remove(&snap.root).unwrap_or_default());
+                    self.one(snap);
+                } else if !snap.folded.is_empty() {
+                    pending.entry(snap.root).or_default().extend(std::mem::take(&mut snap.folded));
+                }
+            }
         }
     }
 
@@ -297,9 +313,19 @@ impl Publisher {
         let root = snap.root;
         let Some(comm) = lock(&self.state).entries.get(&root).map(|e| e.watched.comm.clone()) else { return };
         if let (Some(p), Some(profile)) = (&self.push, snap.profile.take()) {
-            p.send(p.cfg.identity(root, &comm), self.deltas.entry(root).or_default().take(profile));
+            let d = self.deltas.entry(root).or_default();
+            p.send(p.cfg.identity(root, &comm), d.take(profile));
+            // Their last part was in this profile (taken before the fold).
+            d.forget(&snap.folded);
         }
-        let w = watched_of(root, &comm, &snap, &self.cfg);
+        let mut w = watched_of(root, &comm, &snap, &self.cfg);
+        if let Some(e) = lock(&self.state).entries.get(&root) {
+            w.folded = e.watched.folded.clone();
+            // Folded since the previous reading: their counts, from its ledger.
+            if let Some(prev) = e.watched.ledger.as_ref().filter(|_| !snap.folded.is_empty()) {
+                w.folded.add(prev, &snap.folded);
+            }
+        }
         if snap.ended {
             self.deltas.remove(&root);
             for f in w.ledger.iter().flat_map(|l| &l.findings) {

@@ -51,6 +51,12 @@ pub struct Deltas {
 }
 
 impl Deltas {
+    /// Forgets the totals of folded processes (their last part was in this push).
+    pub fn forget(&mut self, pids: &std::collections::BTreeSet<u32>) {
+        self.cpu.retain(|k, _| !pids.contains(&k.0));
+        self.off.retain(|k, _| !pids.contains(&k.0));
+    }
+
     /// What of `now` (the session's totals so far) was not pushed yet; `now` becomes the
     /// previous push. Blocks still in flight count when they end.
     pub fn take(&mut self, mut now: Capture) -> Capture {
