@@ -2,8 +2,8 @@
 //! picked up and traced continuously; GET /metrics shows its ledger as it goes (exact counts
 //! of tests/fixtures/zombies under a shell), the kill the test sends, and the process leaving
 //! the watched set when it exits; nothing stays attached after the daemon stops. And Debian's
-//! real Prometheus scraping the daemon sees the same through PromQL. A burst of children while
-//! the daemon attaches loses nothing.
+//! real Prometheus scraping the daemon sees 4 zombies and the exit counts through PromQL. A
+//! burst of children while the daemon attaches loses nothing.
 use std::{
     io::{BufRead, BufReader},
     os::unix::net::UnixStream,
@@ -244,11 +244,16 @@ fn prometheus_scrapes_the_watched_ledger() {
         assert!(t.elapsed() < Duration::from_secs(30), "Prometheus never scraped {target}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut shell = zombies_under(&sh);
+    // 4 zombies: the shell starts a short sleep and becomes the zombies fixture (exec), which
+    // never waits for it nor for its own 3 children (exit 0, 1, 2). Exits 0: `sleep 3` (the
+    // shell reaps it), the short sleep and the fixture's first child.
+    let script = format!("sleep 3; sleep 0.2 & exec {} 30", fixture("zombies").display());
+    let mut shell =
+        Command::new(&sh).args(["-c", &script]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let want = [
-        ("sum(rtrace_zombie_children)", 3.0),
+        ("sum(rtrace_zombie_children)", 4.0),
         ("sum(rtrace_children_exited_total{outcome=\"exit_nonzero\"})", 2.0),
-        ("sum(rtrace_children_exited_total{outcome=\"exit_0\"})", 2.0),
+        ("sum(rtrace_children_exited_total{outcome=\"exit_0\"})", 3.0),
         ("rtrace_watched_processes", 1.0),
     ];
     let t = Instant::now();

@@ -162,8 +162,9 @@ pub fn forget(root: u32, s: &mut Parts<'_>) {
     s.harvested.retain(|(k, _)| k.tgid != root);
     s.folds.cpu.remove(&root);
     s.folds.off.remove(&root);
-    if let Err(e) = s.probes.forget(&tree) {
-        log::warn!("forgetting pid {root}'s processes in the kernel maps: {e:#}");
+    match s.probes.forget(&tree) {
+        Ok(copies) => s.ustacks.drop_copies(&copies),
+        Err(e) => log::warn!("forgetting pid {root}'s processes in the kernel maps: {e:#}"),
     }
 }
 
@@ -209,7 +210,8 @@ fn fold(s: &mut Parts<'_>, ended: &BTreeSet<u32>) -> Result<BTreeMap<u32, BTreeS
     s.registry.forget(&all);
     s.ustacks.forget(&all);
     s.gos.forget(&all);
-    s.probes.forget(&all)?;
+    let copies = s.probes.forget(&all)?;
+    s.ustacks.drop_copies(&copies);
     Ok(by_root)
 }
 

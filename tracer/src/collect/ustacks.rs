@@ -162,6 +162,13 @@ impl Ustacks {
         self.timed.retain(|t| !pids.contains(&t.tgid));
     }
 
+    /// Copies no kernel map references any more (a forgotten process's blocks).
+    pub fn drop_copies(&mut self, ids: &[i32]) {
+        for id in ids {
+            self.copies.remove(id);
+        }
+    }
+
     /// A fork: the kernel gave the child its parent's mode; so does this mirror.
     pub fn on_fork(&mut self, child: u32, parent: u32) {
         self.unwinder.fork(child, parent);

@@ -8,7 +8,8 @@ impl Probes {
     /// gone): their sample counts, blocks, wakeups, syscall stats left and unwind modes, and the
     /// TRACKED entries the kernel never removed (a root that exited before it was tracked has
     /// no free to untrack it; its pid, reused, would be traced).
-    pub fn forget(&mut self, pids: &std::collections::BTreeSet<u32>) -> Result<()> {
+    /// Returns the stack-copy ids their blocks referenced (theirs alone: a copy is one block's).
+    pub fn forget(&mut self, pids: &std::collections::BTreeSet<u32>) -> Result<Vec<i32>> {
         let mut tracked: HashMap<_, u32, u32> = HashMap::try_from(self.map_mut("TRACKED")?)?;
         let mut untracked = Vec::new();
         for &p in pids {
@@ -21,17 +22,24 @@ impl Probes {
         for p in untracked {
             self.bits.clear(p);
         }
-        fn purge<K: aya::Pod, V: aya::Pod>(m: &mut aya::maps::Map, gone: impl Fn(&K) -> bool) -> Result<()> {
+        fn purge<K: aya::Pod, V: aya::Pod>(m: &mut aya::maps::Map, gone: impl Fn(&K) -> bool) -> Result<Vec<K>> {
             let mut map: HashMap<_, K, V> = HashMap::try_from(m)?;
             let keys: Vec<K> = map.keys().filter_map(Result::ok).filter(|k| gone(k)).collect();
-            for k in keys {
-                let _ = map.remove(&k);
+            for k in &keys {
+                let _ = map.remove(k);
             }
-            Ok(())
+            Ok(keys)
         }
+        let copy = |id: i32| id >= 0 && id & tracer_common::ustack::COPY_ID_BIT != 0;
         purge::<CpuKey, u64>(self.map_mut("CPU_COUNTS")?, |k| pids.contains(&k.tgid))?;
-        purge::<OffKey, OffVal>(self.map_mut("OFFCPU")?, |k| pids.contains(&k.tgid))?;
-        purge::<WakeKey, OffVal>(self.map_mut("WAKEUPS")?, |k| pids.contains(&k.tgid))?;
+        let off = purge::<OffKey, OffVal>(self.map_mut("OFFCPU")?, |k| pids.contains(&k.tgid))?;
+        let wakes = purge::<WakeKey, OffVal>(self.map_mut("WAKEUPS")?, |k| pids.contains(&k.tgid))?;
+        let copies: Vec<i32> = off
+            .iter()
+            .map(|k| k.user_stack_id)
+            .chain(wakes.iter().map(|k| k.user_stack_id))
+            .filter(|&id| copy(id))
+            .collect();
         purge::<u32, u8>(self.map_mut("UNWIND_MODE")?, |k| pids.contains(k))?;
         purge::<u32, u64>(self.map_mut("USTACK_DROPS")?, |k| pids.contains(k))?;
         if pids.contains(&self.root_tgid) {
@@ -55,6 +63,6 @@ impl Probes {
         for k in keys {
             let _ = stats.remove(&k);
         }
-        Ok(())
+        Ok(copies)
     }
 }

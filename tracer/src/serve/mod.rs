@@ -123,6 +123,12 @@ pub fn systemd_unit(args: &ServeArgs, exe: &str) -> String {
     for w in &args.watch {
         cmd.push_str(&format!(" --watch {w}"));
     }
+    if !args.watch.is_empty() && args.watch_frequency != 19 {
+        cmd.push_str(&format!(" --watch-frequency {}", args.watch_frequency));
+    }
+    if !args.watch.is_empty() && args.watch_keep != watch::KEEP {
+        cmd.push_str(&format!(" --watch-keep {}s", args.watch_keep.as_secs()));
+    }
     if let Some(p) = &args.pyroscope {
         cmd.push_str(&format!(
             " --pyroscope http://{}{} --push-interval {}s",
@@ -360,10 +366,12 @@ mod tests {
             "{unit}"
         );
         assert!(unit.contains("\nRuntimeDirectory=rtrace\n") && unit.contains("\nWantedBy=multi-user.target\n"));
-        let a = parse(&["--watch", "comm:make", "--watch", "pid:1", "--watch-frequency", "49"]);
-        assert_eq!((a.watch.len(), a.watch_frequency), (2, 49));
-        assert!(systemd_unit(&a, "rtrace").contains(" --watch comm:make --watch pid:1\n"));
-        assert_eq!(parse(&[]).watch_frequency, 19);
+        let a = parse(&["--watch", "comm:make", "--watch", "pid:1", "--watch-frequency", "49", "--watch-keep", "2m"]);
+        assert_eq!((a.watch.len(), a.watch_frequency, a.watch_keep.as_secs()), (2, 49, 120));
+        let unit = systemd_unit(&a, "rtrace");
+        assert!(unit.contains(" --watch comm:make --watch pid:1 --watch-frequency 49 --watch-keep 120s\n"), "{unit}");
+        assert!(systemd_unit(&parse(&["--watch", "pid:1"]), "rtrace").contains(" --watch pid:1\n"));
+        assert_eq!((parse(&[]).watch_frequency, parse(&[]).watch_keep), (19, watch::KEEP));
     }
 
     /// A refused --listen stops the start with the reason, before anything is bound.
