@@ -291,7 +291,7 @@ fn attach_info(pid: u32) -> TargetInfo {
 }
 
 /// rtrace's own CPU time so far (user + system), for the benchmark's timing lines.
-fn self_cpu_us() -> u64 {
+pub(crate) fn self_cpu_us() -> u64 {
     // SAFETY: getrusage with a valid out-pointer.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };

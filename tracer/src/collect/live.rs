@@ -193,25 +193,38 @@ fn fold(s: &mut Parts<'_>, ended: &BTreeSet<u32>) -> Result<BTreeMap<u32, BTreeS
     if all.is_empty() {
         return Ok(by_root);
     }
+    // Everything read before anything changes: a failed read leaves the fold for next time.
+    let read = |p: &mut Probes| -> Result<_> {
+        Ok((p.offcpu()?, p.cpu_counts()?, p.harvest_syscall_stats(|t| all.contains(&t))?))
+    };
+    let (off, cpu, left) = match read(s.probes) {
+        Ok(r) => r,
+        Err(e) => {
+            s.folds.shown.extend(&all);
+            return Err(e);
+        }
+    };
     let owner = |p: u32| s.life.owners.of(p);
-    for (k, v) in s.probes.offcpu()?.iter().filter(|(k, _)| all.contains(&k.tgid)) {
+    for (k, v) in off.iter().filter(|(k, _)| all.contains(&k.tgid)) {
         let r = owner(k.tgid).unwrap_or(0);
         *s.folds.off.entry(r).or_default().entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
     }
-    for (k, n) in s.probes.cpu_counts()?.iter().filter(|(k, _)| all.contains(&k.tgid)) {
+    for (k, n) in cpu.iter().filter(|(k, _)| all.contains(&k.tgid)) {
         *s.folds.cpu.entry(owner(k.tgid).unwrap_or(0)).or_default() += n;
     }
     for (k, n) in s.ustacks.samples().filter(|(k, _)| all.contains(&k.0)) {
         *s.folds.cpu.entry(owner(k.0).unwrap_or(0)).or_default() += n;
     }
-    let left = s.probes.harvest_syscall_stats(|t| all.contains(&t))?;
     fold_exited(s.harvested, left, |p| s.life.owners.of(p));
     s.life.fold(&all);
     s.registry.forget(&all);
     s.ustacks.forget(&all);
     s.gos.forget(&all);
-    let copies = s.probes.forget(&all)?;
-    s.ustacks.drop_copies(&copies);
+    // Not fatal: what they counted is in the totals already, and the publisher needs `by_root`.
+    match s.probes.forget(&all) {
+        Ok(copies) => s.ustacks.drop_copies(&copies),
+        Err(e) => log::warn!("forgetting folded processes in the kernel maps: {e:#}"),
+    }
     Ok(by_root)
 }
 

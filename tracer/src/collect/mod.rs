@@ -117,6 +117,12 @@ pub async fn run(
     let mut last_refresh = Instant::now().checked_sub(REFRESH).unwrap_or_else(Instant::now);
     let countdown = !params.opts.quiet && std::io::stderr().is_terminal();
 
+    // For `cargo xtask bench`: rtrace's CPU while it traces, without the one-time work at
+    // attach (above) and at the end (below).
+    let timings = std::env::var_os("RTRACE_TIMINGS").is_some();
+    if timings {
+        eprintln!("rtrace-timings: loop_start cpu_us={}", crate::session::self_cpu_us());
+    }
     let ended_by = loop {
         let reread_at = registry.next_reread().map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -202,6 +208,9 @@ pub async fn run(
             }
         }
     };
+    if timings {
+        eprintln!("rtrace-timings: loop_end cpu_us={}", crate::session::self_cpu_us());
+    }
     let duration_ms = start.elapsed().as_millis() as u64;
     let run_times_end = starved::read(&roots);
     life.snapshot_end(drain::monotonic_ns());
