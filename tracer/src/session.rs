@@ -84,14 +84,14 @@ pub fn trace(cfg: Config) -> Result<u8> {
     })?;
     let t1 = Instant::now();
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
-        eprintln!("rtrace-timings: session_end cpu_us={}", self_cpu_us());
+        eprintln!("rtrace-timings: session_end cpu_us={}", crate::clock::self_cpu_us());
     }
     let analysis = write_report(&dir, &capture, opts.quiet)?;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         eprintln!(
             "rtrace-timings: report_ms={} cpu_us={} peak_rss_kb={}",
             t1.elapsed().as_millis(),
-            self_cpu_us(),
+            crate::clock::self_cpu_us(),
             peak_rss_kb()
         );
     }
@@ -217,7 +217,10 @@ pub fn run_live(
     let attach_ms = t0.elapsed().as_millis() as u64;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
         // For `cargo xtask bench`: it starts the measured work once probes are attached.
-        eprintln!("rtrace-timings: attached attach_ms={attach_ms} cpu_us={} priority={priority}", self_cpu_us());
+        eprintln!(
+            "rtrace-timings: attached attach_ms={attach_ms} cpu_us={} priority={priority}",
+            crate::clock::self_cpu_us()
+        );
     }
     let target = match (&opts.target, held.as_mut()) {
         (Target::Command { argv, .. }, Some(h)) => {
@@ -288,15 +291,6 @@ fn attach_info(pid: u32) -> TargetInfo {
         attach_ppid: st.as_ref().filter(|_| state == Some('Z')).map(|s| s.ppid),
         ..Default::default()
     }
-}
-
-/// rtrace's own CPU time so far (user + system), for the benchmark's timing lines.
-pub(crate) fn self_cpu_us() -> u64 {
-    // SAFETY: getrusage with a valid out-pointer.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(u.ru_utime) + us(u.ru_stime)
 }
 
 /// rtrace's own peak resident memory so far (VmHWM; `time -v` would count the target's

@@ -121,7 +121,7 @@ pub async fn run(
     // attach (above) and at the end (below).
     let timings = std::env::var_os("RTRACE_TIMINGS").is_some();
     if timings {
-        eprintln!("rtrace-timings: loop_start cpu_us={}", crate::session::self_cpu_us());
+        eprintln!("rtrace-timings: loop_start cpu_us={}", crate::clock::self_cpu_us());
     }
     let ended_by = loop {
         let reread_at = registry.next_reread().map(tokio::time::Instant::from_std);
@@ -209,7 +209,7 @@ pub async fn run(
         }
     };
     if timings {
-        eprintln!("rtrace-timings: loop_end cpu_us={}", crate::session::self_cpu_us());
+        eprintln!("rtrace-timings: loop_end cpu_us={}", crate::clock::self_cpu_us());
     }
     let duration_ms = start.elapsed().as_millis() as u64;
     let run_times_end = starved::read(&roots);
