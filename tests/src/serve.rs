@@ -1,6 +1,6 @@
-//! Helpers of the `rtrace serve` tests (serve.rs, serve_sessions.rs): a raw HTTP/1.1 GET over
-//! any stream (or a response read elsewhere, `split_response`), and the real `go tool pprof`
-//! run against a URL.
+//! Helpers of the `rtrace serve` tests (serve.rs, serve_sessions.rs, serve_watch*.rs): a raw
+//! HTTP/1.1 GET over any stream (or a response read elsewhere, `split_response`), `/metrics`
+//! over the daemon's socket, and the real `go tool pprof` run against a URL.
 use std::{
     io::{Read, Write},
     path::PathBuf,
@@ -13,6 +13,14 @@ use crate::root_dir;
 pub fn get(s: impl Read + Write, path: &str, host: &str) -> (u16, String, String) {
     let (status, head, body) = get_bytes(s, path, host);
     (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The body of `GET /metrics` on the daemon's unix socket (200, OpenMetrics).
+pub fn metrics(socket: &std::path::Path) -> String {
+    let (status, head, body) = get(std::os::unix::net::UnixStream::connect(socket).unwrap(), "/metrics", "localhost");
+    assert_eq!(status, 200, "{head}\n{body}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
+    body
 }
 
 /// The same with the body as bytes (a pprof file). The daemon answers with a length, not

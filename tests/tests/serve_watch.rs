@@ -6,7 +6,6 @@
 //! burst of children while the daemon attaches loses nothing.
 use std::{
     io::{BufRead, BufReader},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Arc,
@@ -14,15 +13,11 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{assert_no_rtrace_programs, fixture, privileged, serve::get};
+use tests::{
+    assert_no_rtrace_programs, fixture, privileged,
+    serve::{get, metrics},
+};
 use tracer::serve::{sessions::Sessions, Background, ServeArgs};
-
-fn metrics(socket: &Path) -> String {
-    let (status, head, body) = get(UnixStream::connect(socket).unwrap(), "/metrics", "localhost");
-    assert_eq!(status, 200, "{head}\n{body}");
-    assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
-    body
-}
 
 /// Polls /metrics until every line of `want` is in it (the sessions publish once a second).
 fn until(socket: &Path, want: &[String], limit: Duration) -> String {

@@ -5,25 +5,17 @@
 //! /metrics while it runs and for --watch-keep after, then it leaves; the daemon's memory stays
 //! flat from the first third of the run to its end, and the kernel lost nothing.
 use std::{
-    os::unix::net::UnixStream,
-    path::Path,
     process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use tests::{assert_no_rtrace_programs, privileged, serve::get};
+use tests::{assert_no_rtrace_programs, privileged, serve::metrics};
 use tracer::serve::{sessions::Sessions, Background, ServeArgs};
 
 const N: usize = 1000;
 const EVERY: Duration = Duration::from_millis(60);
 const KEEP: Duration = Duration::from_secs(10);
-
-fn metrics(socket: &Path) -> String {
-    let (status, head, body) = get(UnixStream::connect(socket).unwrap(), "/metrics", "localhost");
-    assert_eq!(status, 200, "{head}\n{body}");
-    body
-}
 
 /// This process's resident memory (the daemon runs in it), KiB.
 fn rss_kib() -> u64 {

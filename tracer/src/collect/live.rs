@@ -171,7 +171,12 @@ pub fn forget(root: u32, s: &mut Parts<'_>) {
 /// Folds the descendants shown freed (of roots that live on: an ended one is forgotten whole):
 /// what the kernel maps counted of them goes into their root's totals, then every stage
 /// forgets them. Returns them by root.
-fn fold(s: &mut Parts<'_>, ended: &BTreeSet<u32>) -> Result<BTreeMap<u32, BTreeSet<u32>>> {
+/// `off`, `cpu`: the kernel maps as this reading read them.
+fn fold(
+    s: &mut Parts<'_>,
+    ended: &BTreeSet<u32>,
+    (off, cpu): (&[Off], &[(tracer_common::cpu::CpuKey, u64)]),
+) -> Result<BTreeMap<u32, BTreeSet<u32>>> {
     s.folds.last = Some(Instant::now());
     let mut by_root: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
     // Exited at the previous fold (so shown since) and gone from /proc, though no free came
@@ -193,11 +198,8 @@ fn fold(s: &mut Parts<'_>, ended: &BTreeSet<u32>) -> Result<BTreeMap<u32, BTreeS
     if all.is_empty() {
         return Ok(by_root);
     }
-    // Everything read before anything changes: a failed read leaves the fold for next time.
-    let read = |p: &mut Probes| -> Result<_> {
-        Ok((p.offcpu()?, p.cpu_counts()?, p.harvest_syscall_stats(|t| all.contains(&t))?))
-    };
-    let (off, cpu, left) = match read(s.probes) {
+    // Read before anything changes: a failed read leaves the fold for next time.
+    let left = match s.probes.harvest_syscall_stats(|t| all.contains(&t)) {
         Ok(r) => r,
         Err(e) => {
             s.folds.shown.extend(&all);
@@ -239,18 +241,21 @@ pub fn snapshot(
     profile: impl FnOnce(&Parts<'_>) -> Option<Capture>,
 ) -> Result<Reading> {
     let owners = &s.life.owners;
-    let roots: Vec<u32> = owners.roots().map(|(r, _)| r).collect();
+    let roots: Vec<u32> = owners.roots().collect();
     let ended: BTreeSet<u32> =
         roots.iter().copied().filter(|&r| owners.tree(r).iter().all(|&p| !s.registry.alive(p))).collect();
     // Before folding: the profiles have the folded descendants' last samples and blocks.
     let whole_profile = if due || (want_profiles && !ended.is_empty()) { profile(s) } else { None };
     // With pushes, folds wait for a push (the profile above has what they did since the last).
     let fold_now = if want_profiles { due } else { s.folds.last.is_none_or(|t| t.elapsed() >= FOLD_EVERY) };
-    let mut folded = if fold_now { fold(s, &ended)? } else { BTreeMap::new() };
+    let (mut off, mut cpu) = (s.probes.offcpu()?, s.probes.cpu_counts()?);
+    let mut folded = if fold_now { fold(s, &ended, (&off, &cpu))? } else { BTreeMap::new() };
+    // What the fold took out of the kernel maps is out of this reading too (in the totals).
+    let gone: BTreeSet<u32> = folded.values().flatten().copied().collect();
+    off.retain(|(k, _)| !gone.contains(&k.tgid));
+    cpu.retain(|(k, _)| !gone.contains(&k.tgid));
     let probes = &*s.probes;
     let in_flight = probes.syscalls_in_flight()?;
-    let off = probes.offcpu()?;
-    let cpu = probes.cpu_counts()?;
     let whole = evidence(probes, (&off, &cpu), &in_flight, hz, offcpu)?;
     let waits: Vec<_> = in_flight.into_iter().filter(|(_, i)| crate::analyze::syscalls::is_wait(i.nr)).collect();
     let lifecycle = s.life.live(super::drain::monotonic_ns(), &waits);
@@ -284,7 +289,7 @@ pub fn snapshot(
             *offcpu_ns.entry(OffState::from_kernel(k.state).name()).or_default() += v.total_ns;
         }
         let ended = ended.contains(&root);
-        let since = owners.roots().find(|(r, _)| *r == root).map_or(0, |(_, t)| t);
+        let since = owners.since(root);
         let profile = whole_profile.as_ref().filter(|_| due || ended).map(|c| part_of(c, &mine, since));
         let mut ev = Evidence { offcpu: whole.offcpu, ..Default::default() };
         ev.by_pid = whole.by_pid.iter().filter(|(p, _)| mine(**p)).map(|(p, a)| (*p, a.clone())).collect();

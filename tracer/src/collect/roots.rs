@@ -41,8 +41,13 @@ impl Owners {
         self.owner.get(&pid).copied()
     }
 
-    pub fn roots(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
-        self.adopted.iter().map(|(&r, &t)| (r, t))
+    pub fn roots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.adopted.keys().copied()
+    }
+
+    /// When `root` was adopted, session ns (0 for the session's target, or one not adopted).
+    pub fn since(&self, root: u32) -> u64 {
+        self.adopted.get(&root).copied().unwrap_or(0)
     }
 
     /// Every process of `root`'s tree the session knows.
@@ -127,7 +132,7 @@ pub fn fold(l: &mut Lifecycle, gone: &BTreeSet<u32>, known: &BTreeSet<u32>) {
 
 /// `root`'s part of the whole session's ledger, with its times since its adoption.
 pub fn split(l: &Lifecycle, root: u32, owners: &Owners) -> Lifecycle {
-    let since = owners.adopted.get(&root).copied().unwrap_or(0);
+    let since = owners.since(root);
     let mine = |pid: u32| owners.of(pid) == Some(root);
     let mut out = Lifecycle {
         root_pid: root,
@@ -176,18 +181,7 @@ mod tests {
     use crate::lifecycle::{ProcSnapshot, WaitTarget};
 
     fn wait(pid: u32, start_ns: u64, end_ns: Option<u64>) -> WaitCall {
-        WaitCall {
-            pid,
-            tid: pid,
-            syscall: "wait4".into(),
-            target: WaitTarget::AnyChild,
-            options: 0,
-            start_ns,
-            end_ns,
-            ret: None,
-            reaped_pid: None,
-            exit: None,
-        }
+        crate::analyze::children::tests::call(pid, pid, "wait4", WaitTarget::AnyChild, start_ns, end_ns)
     }
 
     #[test]

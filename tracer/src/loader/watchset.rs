@@ -58,11 +58,7 @@ impl Probes {
                 root.set(nr, aya::maps::PerCpuValues::try_from(vec![zero; cpus])?, 0)?;
             }
         }
-        let mut stats: PerCpuHashMap<_, SysKey, SysStats> = PerCpuHashMap::try_from(self.map_mut("SYSCALL_STATS")?)?;
-        let keys: Vec<SysKey> = stats.keys().filter_map(Result::ok).filter(|k| pids.contains(&k.tgid)).collect();
-        for k in keys {
-            let _ = stats.remove(&k);
-        }
+        self.harvest_syscall_stats(|t| pids.contains(&t))?;
         Ok(copies)
     }
 }

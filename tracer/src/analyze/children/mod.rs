@@ -414,4 +414,4 @@ mod stall;
 use index::*;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -175,7 +175,14 @@ impl Watcher {
         let (lost, watched_total, held) = (st.lost.clone(), st.total, st.held);
         drop(st);
         let pushes = self.push_stats.as_ref().map(|p| p.counts());
-        let health = Health { watched: running, watched_total, held, lost, cpu_seconds: self_cpu_seconds(), pushes };
+        let health = Health {
+            watched: running,
+            watched_total,
+            held,
+            lost,
+            cpu_seconds: crate::clock::self_cpu_us() as f64 / 1e6,
+            pushes,
+        };
         metrics::render(&watched, &health)
     }
 
@@ -394,16 +401,6 @@ fn run_set(
     for e in lock(&state).entries.values_mut().filter(|e| e.ended.is_none()) {
         e.ended = Some(Instant::now());
     }
-}
-
-fn self_cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
-    }
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 #[cfg(test)]

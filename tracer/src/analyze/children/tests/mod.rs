@@ -48,7 +48,14 @@ fn sig(
 fn sigchld_ev(ts: u64, child: u32, parent: u32, result: i32) -> LifeEvent {
     sig(ts, child, child, "child", parent, SIGCHLD, CLD_EXITED, result)
 }
-fn call(pid: u32, tid: u32, syscall: &str, target: WaitTarget, start_ns: u64, end_ns: Option<u64>) -> WaitCall {
+pub(crate) fn call(
+    pid: u32,
+    tid: u32,
+    syscall: &str,
+    target: WaitTarget,
+    start_ns: u64,
+    end_ns: Option<u64>,
+) -> WaitCall {
     WaitCall {
         pid,
         tid,
