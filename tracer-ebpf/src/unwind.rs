@@ -80,11 +80,15 @@ pub fn from_perf(ctx: &aya_ebpf::programs::PerfEventContext) -> LeafFix {
     {
         // SAFETY: perf_event programs may read their bpf_perf_event_data context.
         let regs = unsafe { &(*ctx.ctx).regs };
-        // In kernel mode these are kernel registers: nothing to do.
-        if regs.cs & 3 != 3 {
-            return LeafFix::default();
+        if regs.cs & 3 == 3 {
+            return scan(regs.rsp, regs.rbp);
         }
-        scan(regs.rsp, regs.rbp)
+        // In kernel mode (an interrupt's work, a syscall) these are kernel registers; the user
+        // stack was walked from those the thread entered the kernel with, and so is the scan.
+        match crate::ustack::current_regs() {
+            Some([_, sp, bp]) => scan(sp, bp),
+            None => LeafFix::default(),
+        }
     }
     #[cfg(not(bpf_target_arch = "x86_64"))]
     {

@@ -50,7 +50,7 @@ pub fn drain(
             count: 1,
             max_ns: ns,
             in_flight: true,
-            leaf: s.leaf.into(),
+            leaf: users.leaf(s.user_stack_id, s.leaf),
             ..Default::default()
         });
     }
@@ -70,8 +70,8 @@ pub fn drain(
             total_ns: v.total_ns,
             count: v.count,
             max_ns: v.max_ns,
-            leaf: k.leaf.into(),
-            waker_leaf: k.waker_leaf.into(),
+            leaf: users.leaf(k.user_stack_id, k.leaf),
+            waker_leaf: users.leaf(k.waker_user_stack_id, k.waker_leaf),
         })
         .collect();
     let syscalls = raw_syscalls(probes.syscall_stats()?.into_iter().chain(harvested));
@@ -94,7 +94,7 @@ pub fn drain(
             ret: r.call.ret,
             user: user(r.call.tgid, r.call.user_stack_id, 0),
             kernel: frames(&kernel_stacks, r.call.kernel_stack_id),
-            leaf: r.call.leaf.into(),
+            leaf: users.leaf(r.call.user_stack_id, r.call.leaf),
             args: r.call.args,
             extra: r.call.extra.to_vec(),
             fd_desc: r.fd_desc,
@@ -159,7 +159,7 @@ fn on_and_off(
             user: users.get(k.tgid, k.user_stack_id, count),
             kernel: frames(kernel_stacks, k.kernel_stack_id),
             count,
-            leaf: k.leaf.into(),
+            leaf: users.leaf(k.user_stack_id, k.leaf),
         })
         .collect();
     let offcpu = probes
@@ -175,7 +175,7 @@ fn on_and_off(
             count: v.count,
             max_ns: v.max_ns,
             in_flight: false,
-            leaf: k.leaf.into(),
+            leaf: users.leaf(k.user_stack_id, k.leaf),
             ..Default::default()
         })
         .collect();

@@ -98,7 +98,7 @@ impl Reader {
                 // 0: these samples are already counted in the drain's stack accounting.
                 user: users.get(r.tgid, r.user_stack_id, 0),
                 kernel: frames(r.kernel_stack_id),
-                leaf: r.leaf.into(),
+                leaf: users.leaf(r.user_stack_id, r.leaf),
             })
             .collect();
         let mut dropped = self.dropped;
@@ -113,7 +113,7 @@ impl Reader {
                 tid: t.tid,
                 user: t.user.clone(),
                 kernel: frames(t.kernel_stack_id),
-                leaf: Default::default(),
+                leaf: t.skipped.into(),
             });
         }
         samples.sort_by_key(|s| (s.ts, s.tid));

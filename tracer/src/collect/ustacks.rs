@@ -9,10 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracer_common::unwind::LeafFix;
 use tracer_common::ustack::{UstackHeader, COPY_ID_BIT, FLAG_CUT, KIND_COPY, KIND_SAMPLE, MODE_DWARF, MODE_FP};
 
 use crate::{
-    capture::{RawSample, UnwindStats},
+    capture::{Leaf, RawSample, UnwindStats},
     loader::Probes,
     unwind::{Choice, Outcome, Regs, Unwinder},
 };
@@ -28,10 +29,11 @@ pub struct TimedSample {
     pub tid: u32,
     pub user: Vec<u64>,
     pub kernel_stack_id: i32,
+    pub skipped: LeafFix,
 }
 
-/// An on-CPU sample counted in userspace: (tgid, tid, user addresses, kernel stack id).
-pub type SampleKey = (u32, u32, Vec<u64>, i32);
+/// An on-CPU sample counted in userspace: (tgid, tid, unwound addresses, kernel stack id, callers a frame-pointer fallback skipped).
+pub type SampleKey = (u32, u32, Vec<u64>, i32, LeafFix);
 
 #[derive(Default)]
 struct Proc {
@@ -47,7 +49,7 @@ pub struct Ustacks {
     /// --ustack-bytes, for the stacks read from /proc (unwind_blocked).
     ustack_bytes: u32,
     unwinder: Unwinder,
-    copies: HashMap<i32, Vec<u64>>,
+    copies: HashMap<i32, (Vec<u64>, LeafFix)>,
     samples: HashMap<SampleKey, u64>,
     /// --timeline: DWARF-mode samples with their time (the header's ts).
     timed: Vec<TimedSample>,
@@ -254,14 +256,21 @@ impl Ustacks {
         p.bytes_needed.push(u.bytes_needed);
         match h.kind {
             KIND_COPY => {
-                self.copies.insert(h.id, u.addrs);
+                self.copies.insert(h.id, (u.addrs, u.skipped));
             }
             KIND_SAMPLE => {
                 if h.ts != 0 {
                     let (tgid, tid, kernel_stack_id) = (h.tgid, h.tid, h.kernel_stack_id);
-                    self.timed.push(TimedSample { ts: h.ts, tgid, tid, user: u.addrs.clone(), kernel_stack_id });
+                    self.timed.push(TimedSample {
+                        ts: h.ts,
+                        tgid,
+                        tid,
+                        user: u.addrs.clone(),
+                        kernel_stack_id,
+                        skipped: u.skipped,
+                    });
                 }
-                *self.samples.entry((h.tgid, h.tid, u.addrs, h.kernel_stack_id)).or_default() += 1
+                *self.samples.entry((h.tgid, h.tid, u.addrs, h.kernel_stack_id, u.skipped)).or_default() += 1
             }
             _ => self.malformed += 1,
         }
@@ -269,7 +278,13 @@ impl Ustacks {
 
     /// The addresses of copy `id` (None: not a copy id, or a copy never received).
     pub fn copy(&self, id: i32) -> Option<&[u64]> {
-        self.copies.get(&id).map(Vec::as_slice)
+        self.copies.get(&id).map(|(a, _)| a.as_slice())
+    }
+
+    /// The callers copy `id`'s walk may have skipped (frames::skipped_callers; empty for a
+    /// leaf with CFI, or not a copy).
+    pub fn copy_skipped(&self, id: i32) -> LeafFix {
+        self.copies.get(&id).map(|(_, l)| *l).unwrap_or_default()
     }
 
     /// The DWARF-mode samples with a time (--timeline).
@@ -356,6 +371,15 @@ impl<'a> UserStacks<'a> {
         frames.clone()
     }
 
+    /// The callers the walk of user stack `id` skipped, for the symbolizer's chain check: the
+    /// probes' scan (`kernel`) for a frame-pointer walk, the copy's own for a copy.
+    pub fn leaf(&self, id: i32, kernel: LeafFix) -> Leaf {
+        if is_copy_id(id) {
+            return self.ustacks.copy_skipped(id).into();
+        }
+        kernel.into()
+    }
+
     /// (frame-pointer stacks, unresolved copy ids), by TGID.
     pub fn counts(&self) -> (BTreeMap<u32, u64>, BTreeMap<u32, u64>) {
         (self.fp.borrow().clone(), self.unresolved.borrow().clone())
@@ -365,13 +389,13 @@ impl<'a> UserStacks<'a> {
 /// Appends the on-CPU samples counted in userspace to the kernel-counted ones (`kernel`
 /// resolves a kernel stack id).
 pub fn add_counted_samples(samples: &mut Vec<RawSample>, ustacks: &Ustacks, kernel: impl Fn(i32) -> Vec<u64>) {
-    samples.extend(ustacks.samples().map(|((tgid, tid, addrs, ks), count)| RawSample {
+    samples.extend(ustacks.samples().map(|((tgid, tid, addrs, ks, skipped), count)| RawSample {
         tgid: *tgid,
         tid: *tid,
         user: addrs.clone(),
         kernel: kernel(*ks),
         count,
-        leaf: Default::default(),
+        leaf: (*skipped).into(),
     }));
 }
 

@@ -8,6 +8,8 @@ use framehop::{
 };
 
 use super::{modules::Bytes, Outcome, Regs, Unwound};
+use crate::symbolize::chain::{decode_call, Call};
+use tracer_common::unwind::LeafFix;
 
 /// Reads past the copy up to this far count as "the copy ran out"; farther ones come from a
 /// garbage frame pointer (framehop falls back to frame pointers where there is no CFI).
@@ -33,6 +35,8 @@ pub trait Code {
     fn knows(&self, addr: u64) -> bool;
     /// Whether `addr` is in a binary's entry stub (modules.rs ENTRY_STUB): the stack's root.
     fn is_entry(&self, addr: u64) -> bool;
+    /// Whether the binary mapped at `addr` has CFI (`.eh_frame`).
+    fn has_cfi(&self, addr: u64) -> bool;
     /// `len` bytes of code at `addr`, when its file is mapped.
     fn code(&self, addr: u64, len: usize) -> Option<&[u8]>;
 }
@@ -120,7 +124,42 @@ pub fn walk(
             Err(_) => break Outcome::CfiError,
         }
     };
-    Unwound { addrs, outcome: Some(outcome), bytes_needed: needed.get().min(u32::MAX as u64) as u32 }
+    let skipped = if code.has_cfi(regs.ip) { LeafFix::default() } else { skipped_callers(regs, stack, code) };
+    Unwound { addrs, outcome: Some(outcome), bytes_needed: needed.get().min(u32::MAX as u64) as u32, skipped }
+}
+
+/// Words above sp the scan below reads at most: the probes' SCAN_WORDS (tracer-ebpf unwind.rs).
+const SCAN_WORDS: u64 = 16;
+
+/// For a leaf in a binary without CFI (Go's): framehop walks it by frame pointers, and skips
+/// the caller of a leaf that built no frame exactly as the kernel's walk does. The probes
+/// repair that with a scan of the words between sp and bp (tracer_common::unwind); a copied
+/// stack gets the same scan here, so that a Go process's stacks taken in DWARF mode (between
+/// its exec and userspace's decision, when it inherited a non-Go parent's mode) come out as
+/// its frame-pointer ones do. The symbolizer checks the candidates as it does the probes'.
+pub fn skipped_callers(regs: Regs, stack: &[u8], code: &dyn Code) -> LeafFix {
+    let limit =
+        if regs.bp > regs.sp && regs.bp - regs.sp < SCAN_WORDS * 8 { (regs.bp - regs.sp) / 8 } else { SCAN_WORDS };
+    let mut fix = LeafFix::default();
+    let mut found = 0;
+    for i in 0..limit as usize {
+        let Some(w) = stack.get(i * 8..i * 8 + 8) else { break };
+        let ret = u64::from_le_bytes(w.try_into().unwrap());
+        if !(0x10000..0x0000_8000_0000_0000).contains(&ret) {
+            continue;
+        }
+        let Some(call) = code.code(ret - 8, 8).and_then(|b| decode_call(b, ret)) else { continue };
+        fix.rets[found] = ret;
+        fix.callees[found] = match call {
+            Call::Direct(target) => target,
+            Call::Indirect => 0,
+        };
+        found += 1;
+        if found == fix.rets.len() {
+            break;
+        }
+    }
+    fix
 }
 
 /// A frame-pointer walk of the same copy (what the kernel's bpf_get_stack would see), for the
@@ -144,4 +183,69 @@ pub fn frame_pointer_walk(regs: Regs, stack: &[u8]) -> Vec<u64> {
         bp = next;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Code at 0x401000..0x402000 without CFI: a `call rel32` into the leaf at 0x401100 ends at
+    /// 0x401805 (main's return address), an indirect `call *%rax` at 0x401905.
+    struct NoCfi(Vec<u8>);
+
+    impl Code for NoCfi {
+        fn knows(&self, addr: u64) -> bool {
+            (0x401000..0x402000).contains(&addr)
+        }
+        fn is_entry(&self, _: u64) -> bool {
+            false
+        }
+        fn has_cfi(&self, _: u64) -> bool {
+            false
+        }
+        fn code(&self, addr: u64, len: usize) -> Option<&[u8]> {
+            let o = usize::try_from(addr.checked_sub(0x401000)?).ok()?;
+            self.0.get(o..o + len)
+        }
+    }
+
+    fn code() -> NoCfi {
+        let mut c = vec![0x90u8; 0x1000];
+        c[0x800] = 0xE8;
+        c[0x801..0x805].copy_from_slice(&(0x1100i32 - 0x1805).to_le_bytes());
+        c[0x903..0x905].copy_from_slice(&[0xFF, 0xD0]);
+        NoCfi(c)
+    }
+
+    fn words(w: &[u64]) -> Vec<u8> {
+        w.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    /// A frameless leaf's caller is found at [sp] with its call's target; a local that is no
+    /// return address, a word past bp and an address outside user space are not.
+    #[test]
+    fn skipped_callers_of_a_frameless_leaf() {
+        let sp = 0x7000_0000u64;
+        // [sp] main's return address, a local, an indirect call's return address; bp at sp+24.
+        let stack = words(&[0x401805, 0x1234_5678, 0x401905, 0x401805]);
+        let regs = Regs { ip: 0x401110, sp, bp: sp + 24 };
+        let fix = skipped_callers(regs, &stack, &code());
+        assert_eq!(fix.rets, [0x401805, 0x401905, 0]);
+        assert_eq!(fix.callees, [0x401100, 0, 0]);
+        // bp unknown (not above sp): 16 words at most, and kernel addresses never count.
+        let stack = words(&[0xffff_ffff_8100_1805, 0x401805]);
+        let fix = skipped_callers(Regs { ip: 0x401110, sp, bp: 0 }, &stack, &code());
+        assert_eq!(fix.rets, [0x401805, 0, 0]);
+    }
+
+    /// The walk of a copy carries the scan only for a leaf without CFI (Go's binaries).
+    #[test]
+    fn walk_scans_only_without_cfi() {
+        let sp = 0x7000_0000u64;
+        let stack = words(&[0x401805, 0]);
+        let fh = UnwinderX86_64::new();
+        let mut cache = CacheX86_64::new();
+        let w = walk(&fh, &mut cache, Regs { ip: 0x401110, sp, bp: sp + 8 }, &stack, false, &code());
+        assert_eq!(w.skipped.rets[0], 0x401805);
+    }
 }

@@ -61,6 +61,9 @@ pub struct Unwound {
     pub outcome: Option<Outcome>,
     /// Bytes above sp the unwind read (the highest offset + 8): what a copy must hold.
     pub bytes_needed: u32,
+    /// Callers a frame-pointer fallback may have skipped (frames::skipped_callers), for the
+    /// symbolizer's chain check; empty when the leaf's binary has CFI.
+    pub skipped: tracer_common::unwind::LeafFix,
 }
 
 /// Which unwinding a process gets (`--unwind`).
@@ -186,7 +189,12 @@ impl Unwinder {
     fn walk(&mut self, pid: u32, regs: Regs, stack: &[u8], cut: bool) -> Unwound {
         match self.procs.get(&pid).and_then(|p| p.modules.as_ref()) {
             Some(m) => frames::walk(&m.fh, &mut self.cache, regs, stack, cut, &**m),
-            None => Unwound { addrs: vec![regs.ip], outcome: Some(Outcome::NoModule), bytes_needed: 0 },
+            None => Unwound {
+                addrs: vec![regs.ip],
+                outcome: Some(Outcome::NoModule),
+                bytes_needed: 0,
+                skipped: Default::default(),
+            },
         }
     }
 

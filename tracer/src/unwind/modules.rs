@@ -333,6 +333,10 @@ impl super::frames::Code for ProcModules {
         self.mapped(addr).is_some_and(|m| m.entry != 0 && (m.entry..m.entry + ENTRY_STUB).contains(&addr))
     }
 
+    fn has_cfi(&self, addr: u64) -> bool {
+        self.mapped(addr).and_then(|m| m.bin.as_ref()).is_some_and(|b| b.has_cfi())
+    }
+
     fn code(&self, addr: u64, len: usize) -> Option<&[u8]> {
         let m = self.mapped(addr)?;
         let off = usize::try_from(addr - m.range.start + m.offset).ok()?;
