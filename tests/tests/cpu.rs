@@ -72,6 +72,7 @@ fn go_function_named() {
         "{folded:?}"
     );
     assert_eq!(hot_loop_without_caller(&folded), 0, "{folded:?}");
+    assert_only_frame_pointers(&r);
     assert_no_rtrace_programs();
 }
 
@@ -95,6 +96,7 @@ fn stripped_go_function_named() {
     let chain = samples_matching(&folded, ";runtime.goexit;runtime.main;main.main;main.hotLoop");
     assert!(chain * 100 >= total * 80, "{folded:?}");
     assert_eq!(hot_loop_without_caller(&folded), 0, "{folded:?}");
+    assert_only_frame_pointers(&r);
     assert_no_rtrace_programs();
 }
 
@@ -115,6 +117,7 @@ fn stripped_modern_go_function_named() {
     let chain = samples_matching(&folded, ";runtime.goexit;runtime.main;main.main;main.hotLoop");
     assert!(chain * 100 >= total * 80, "{folded:?}");
     assert_eq!(hot_loop_without_caller(&folded), 0, "{folded:?}");
+    assert_only_frame_pointers(&r);
     assert_no_rtrace_programs();
 }
 
@@ -132,6 +135,17 @@ fn hot_loop_without_caller(folded: &[(String, u64)]) -> u64 {
         })
         .map(|(_, n)| n)
         .sum()
+}
+
+/// A held Go command is in frame-pointer mode from its first sample: decided from the program
+/// it is about to exec, not from rtrace's own image that it runs until then (142 of its
+/// stacks were copies before, until its exec was applied).
+fn assert_only_frame_pointers(r: &serde_json::Value) {
+    let p = &r["unwind"]["processes"][0];
+    assert_eq!(p["mode"], "fp", "{p}");
+    assert!(p["frame_pointer"].as_u64().unwrap() > 0, "{p}");
+    assert_eq!(p["complete_cfi"], 0, "copies of a Go process: {p}");
+    assert_eq!(p["truncated"]["cfi_error"], 0, "{p}");
 }
 
 /// --pid on a process that was already running, ended by --duration.

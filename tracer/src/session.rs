@@ -209,9 +209,19 @@ pub fn run_live(
         registry.snapshot(d, false);
     }
     // How their user stacks are taken, decided before the first one is (collect::ustacks).
+    // A held command still runs rtrace's own image: its mode is its program's, decided now
+    // (its exec is applied a loop turn later; until then a Go program's samples would be
+    // copies).
+    let held_program = match &opts.target {
+        Target::Command { program, .. } => Some(program.as_path()),
+        _ => None,
+    };
     let unwind_modes: Vec<(u32, u8)> = std::iter::once(pid)
         .chain(existing.iter().copied())
-        .filter_map(|p| Some((p, collect::ustacks::decide(&mut probes, p, opts.unwind)?)))
+        .filter_map(|p| {
+            let exe = held_program.filter(|_| p == pid);
+            Some((p, collect::ustacks::decide(&mut probes, p, exe, opts.unwind)?))
+        })
         .collect();
     probes.attach(opts.frequency_hz)?;
     let attach_ms = t0.elapsed().as_millis() as u64;

@@ -143,7 +143,7 @@ pub fn adopt(root: u32, s: &mut Parts<'_>, choice: crate::unwind::Choice) -> Res
         s.registry.snapshot(d, false);
     }
     for p in std::iter::once(root).chain(existing.iter().copied()) {
-        if let Some(mode) = super::ustacks::decide(s.probes, p, choice) {
+        if let Some(mode) = super::ustacks::decide(s.probes, p, None, choice) {
             s.ustacks.set_mode(p, mode);
         }
         s.gos.seen(p);

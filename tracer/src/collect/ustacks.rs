@@ -95,9 +95,13 @@ pub fn mode_of(tgid: u32, choice: Choice) -> Option<u8> {
 }
 
 /// Decides `tgid`'s mode and tells the kernel (before attach for the target and the
-/// descendants found then, so their first stacks are taken the right way).
-pub fn decide(probes: &mut Probes, tgid: u32, choice: Choice) -> Option<u8> {
-    let mode = mode_of(tgid, choice)?;
+/// descendants found then, so their first stacks are taken the right way). `exe`: the
+/// program it is about to exec, when known (a held command), else its /proc exe.
+pub fn decide(probes: &mut Probes, tgid: u32, exe: Option<&std::path::Path>, choice: Choice) -> Option<u8> {
+    let mode = match exe {
+        Some(exe) => crate::unwind::mode_for(exe, choice),
+        None => mode_of(tgid, choice)?,
+    };
     if let Err(e) = probes.set_unwind_mode(tgid, mode) {
         eprintln!("rtrace: warning: {e:#}");
         return None;
@@ -193,7 +197,7 @@ impl Ustacks {
         for (tgid, ts_ns) in std::mem::take(&mut self.execs) {
             self.unwinder.exec(tgid, ts_ns);
             let mode = match probes.as_deref_mut() {
-                Some(p) => decide(p, tgid, self.choice),
+                Some(p) => decide(p, tgid, None, self.choice),
                 None => mode_of(tgid, self.choice),
             };
             if let Some(mode) = mode {
