@@ -146,7 +146,7 @@ fn churn_counts_exact_per_site() {
         let total: u64 = c.created.values().chain(c.exited.values()).sum();
         assert_eq!(c.hits, total, "{name}: hits");
         assert_eq!((c.detached_at_ns, c.note.as_deref()), (None, None));
-        p.detach();
+        p.detach(false);
         drop(p);
         assert_no_rtrace_programs();
     }
@@ -284,6 +284,7 @@ fn churn_cost() {
             let hits = p.go_probe_hits(pid).unwrap().churn - before;
             assert!(hits >= 2 * N, "{hits} hits for {N} goroutines");
             p.detach_go(pid);
+            tracer::loader::reaper::join_all();
             p.go = Default::default();
         }
         let per_g = |x: u64| x as f64 / N as f64 / 1e3;

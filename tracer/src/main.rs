@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         Some(Sub::Serve(ref a)) => tracer::serve::run(a.clone()).map(|_| 0),
         None => args.into_config().map_err(anyhow::Error::from).and_then(session::trace),
     };
+    // Every probe set and link handed over to be dropped in the background is gone before
+    // rtrace exits.
+    tracer::loader::reaper::join_all();
     match result {
         Ok(status) => ExitCode::from(status),
         Err(e) => {

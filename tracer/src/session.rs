@@ -84,13 +84,26 @@ pub fn trace(cfg: Config) -> Result<u8> {
     })?;
     let t1 = Instant::now();
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
-        eprintln!("rtrace-timings: session_end cpu_us={}", crate::clock::self_cpu_us());
+        eprintln!(
+            "rtrace-timings: session_end cpu_us={} mono_ms={}",
+            crate::clock::self_cpu_us(),
+            crate::clock::monotonic_ns() / 1_000_000
+        );
     }
     let analysis = write_report(&dir, &capture, opts.quiet)?;
     if std::env::var_os("RTRACE_TIMINGS").is_some() {
+        // since_exit_ms: from the target's exit as the kernel stamped it (the end a user sees
+        // of a traced build), through the drain and detach, to the last file written.
+        let exit_at = match analysis.report.target.exit {
+            Some(TargetExit::Exited { at_ns: Some(at), .. } | TargetExit::Killed { at_ns: Some(at), .. }) => Some(at),
+            _ => None,
+        };
+        let since_exit = exit_at
+            .map(|at| crate::clock::monotonic_ns().saturating_sub(capture.session.start_mono_ns + at) / 1_000_000);
         eprintln!(
-            "rtrace-timings: report_ms={} cpu_us={} peak_rss_kb={}",
+            "rtrace-timings: report_ms={} since_exit_ms={} cpu_us={} peak_rss_kb={}",
             t1.elapsed().as_millis(),
+            since_exit.map_or(-1, |ms| ms as i64),
             crate::clock::self_cpu_us(),
             peak_rss_kb()
         );

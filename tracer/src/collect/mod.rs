@@ -209,7 +209,11 @@ pub async fn run(
         }
     };
     if timings {
-        eprintln!("rtrace-timings: loop_end cpu_us={}", crate::clock::self_cpu_us());
+        eprintln!(
+            "rtrace-timings: loop_end cpu_us={} mono_ms={}",
+            crate::clock::self_cpu_us(),
+            crate::clock::monotonic_ns() / 1_000_000
+        );
     }
     let duration_ms = start.elapsed().as_millis() as u64;
     let run_times_end = starved::read(&roots);
@@ -233,7 +237,8 @@ pub async fn run(
     let (go_records, go_unread) = gos.finish(&mut probes);
     let recursion_misses = probes.recursion_misses();
     let detach_mono = drain::monotonic_ns();
-    probes.detach();
+    // The loop ends with TargetExit only once every followed process has gone.
+    probes.detach(matches!(ended_by, EndedBy::TargetExit));
     events::handle_events(events.get_mut(), &mut registry, &mut slow, &mut life, None, &mut ustacks);
     // The ring to its end before the maps are read: every copy a map references was written
     // before the programs were detached.
@@ -304,6 +309,8 @@ pub async fn run(
     capture.session = session_info(&params, &probes, Duration::from_millis(duration_ms), ended_by, start_mono);
     capture.target = TargetInfo { wait_status, ..params.target };
     registry.fill(&mut capture);
+    // Its links detached and its maps closed while the report is made (loader/reaper.rs).
+    crate::loader::reaper::later(probes);
     Ok(capture)
 }
 

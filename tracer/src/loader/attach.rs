@@ -134,7 +134,8 @@ impl Probes {
 
         for (prog, category, event) in LIFECYCLE {
             let tp: &mut TracePoint = self.program_mut(prog)?.try_into()?;
-            tp.attach(category, event).with_context(|| format!("attaching {prog} to {category}:{event}"))?;
+            let id = tp.attach(category, event).with_context(|| format!("attaching {prog} to {category}:{event}"))?;
+            self.lifecycle_links.push((prog, id));
         }
         self.attach_btf_loaded("rt_proc_free", "sched_process_free")?;
         // Syscall probes before the scheduler ones: sched_switch reads the in-flight syscall.

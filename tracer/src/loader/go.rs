@@ -141,6 +141,7 @@ impl Probes {
     pub fn detach_go_churn(&mut self, pid: u32, at_ns: u64, note: String) {
         if let Some(a) = self.go.procs.get_mut(&pid) {
             if !a.churn.is_empty() {
+                // Here, not in the background: the process lives on, and the counts stop now.
                 a.churn.clear();
                 a.detached_at_ns = Some(at_ns);
                 a.note = Some(note);
@@ -148,12 +149,14 @@ impl Probes {
         }
     }
 
-    /// Detaches every Go uprobe of `pid` (it exited, or the Go view was turned off); its counts
-    /// stay readable.
+    /// Detaches every Go uprobe of `pid` (it exited, or the session ends) in the background
+    /// (reaper.rs: 50 ms per uprobe); its counts stay readable.
     pub fn detach_go(&mut self, pid: u32) {
         if let Some(a) = self.go.procs.get_mut(&pid) {
-            a.churn.clear();
-            a.stw.clear();
+            let links: Vec<UProbeLink> = a.churn.drain(..).chain(a.stw.drain(..)).collect();
+            if !links.is_empty() {
+                super::reaper::later(links);
+            }
         }
     }
 

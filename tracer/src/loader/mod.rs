@@ -23,6 +23,7 @@ mod bits;
 pub mod go;
 mod offsets;
 mod read;
+pub mod reaper;
 mod watchset;
 use offsets::{arg_start_offset, cred_offsets, task_cfs_rq_offset};
 
@@ -47,6 +48,8 @@ pub struct Probes {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     /// TRACKED_BITS, mapped (bits.rs).
     bits: bits::Bits,
+    /// The lifecycle tracepoints' links (attach.rs LIFECYCLE), for `detach` to hand over.
+    lifecycle_links: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
 }
 
 pub struct Options {
@@ -219,6 +222,7 @@ impl Probes {
             offcpu: opts.min_block_ns.is_some(),
             syscalls: opts.syscalls.is_some(),
             floor: opts.floor,
+            lifecycle_links: Vec::new(),
         })
     }
 
@@ -289,24 +293,46 @@ impl Probes {
     }
 
     /// Detaches and unloads every program; maps stay readable until `Probes` is dropped.
-    pub fn detach(&mut self) {
+    /// `nothing_tracked`: no followed process is alive (the target's tree has exited), so the
+    /// lifecycle tracepoints — which act only on followed processes — can go on a little while
+    /// their links are detached in the background (reaper.rs); otherwise they are detached
+    /// before this returns, like every other program. The programs are unloaded one thread
+    /// each: waits for the kernel that run at once share their RCU grace periods.
+    pub fn detach(&mut self, nothing_tracked: bool) {
         // The Go uprobe links are owned by `go`, not by their programs.
         for pid in self.go_pids() {
             self.detach_go(pid);
         }
-        for (_, prog) in self.ebpf.programs_mut() {
-            let _ = match prog {
-                aya::programs::Program::PerfEvent(p) => p.unload(),
-                aya::programs::Program::TracePoint(p) => p.unload(),
-                aya::programs::Program::RawTracePoint(p) => p.unload(),
-                // sched_switch and sched_waking too: left attached until Probes is dropped,
-                // they would go on taking stack copies after the USTACKS ring's last read,
-                // which the maps then reference without their copies.
-                aya::programs::Program::BtfTracePoint(p) => p.unload(),
-                aya::programs::Program::UProbe(p) => p.unload(),
-                _ => Ok(()),
-            };
+        for (prog, id) in std::mem::take(&mut self.lifecycle_links) {
+            let link = self
+                .program_mut(prog)
+                .ok()
+                .and_then(|p| <&mut aya::programs::TracePoint>::try_from(p).ok())
+                .and_then(|tp| tp.take_link(id).ok());
+            if let Some(link) = link {
+                reaper::later(link);
+            }
         }
+        if !nothing_tracked {
+            reaper::join_all();
+        }
+        std::thread::scope(|scope| {
+            for (_, prog) in self.ebpf.programs_mut() {
+                scope.spawn(move || {
+                    let _ = match prog {
+                        aya::programs::Program::PerfEvent(p) => p.unload(),
+                        aya::programs::Program::TracePoint(p) => p.unload(),
+                        aya::programs::Program::RawTracePoint(p) => p.unload(),
+                        // sched_switch and sched_waking too: left attached until Probes is
+                        // dropped, they would go on taking stack copies after the USTACKS
+                        // ring's last read, which the maps then reference without their copies.
+                        aya::programs::Program::BtfTracePoint(p) => p.unload(),
+                        aya::programs::Program::UProbe(p) => p.unload(),
+                        _ => Ok(()),
+                    };
+                });
+            }
+        });
     }
 
     /// The eBPF log reader, if RTRACE_LOG enables debug: poll it while tracing.

@@ -139,36 +139,46 @@ pub fn write_capture(dir: &Path, capture: &Capture) -> Result<()> {
 pub fn write_analysis(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<String> {
     let r = &analysis.report;
     let folded = analysis.cpu.folded();
-    write_lines(dir, "cpu.folded", &folded)?;
     let off = if r.offcpu.is_some() { analysis.offcpu.folded() } else { Vec::new() };
-    // Rendered once: written as files here and embedded in report.html.
-    let flames = flamegraph::Flames::render(analysis, &folded, &off)?;
-    write_file(dir, "cpu.svg", |w| Ok(w.write_all(&flames.cpu)?))?;
-
     let time_nanos = profiles::start_nanos(analysis);
     let duration_nanos = r.session.duration_ms as i64 * 1_000_000;
-    write_file(dir, "cpu.pb.gz", |w| pprof::write_gz(&profiles::cpu(analysis, time_nanos), w))?;
-
-    if r.offcpu.is_some() {
-        write_offcpu(dir, analysis, &off, &flames, time_nanos)?;
-    }
-
-    if goroutines(analysis) {
-        let p = goroutine_pprof::profile(&r.go, time_nanos, duration_nanos);
-        write_file(dir, "goroutine.pb.gz", |w| pprof::write_gz(&p, w))?;
-        let txt = goroutines_txt::render(&r.go);
-        write_file(dir, "goroutines.txt", |w| Ok(w.write_all(txt.as_bytes())?))?;
-    }
-    if let Some(g) = heap_of(analysis) {
-        let comment = format!("rtrace: Go heap profile of pid {} ({}), read from its memory", g.pid, g.go_version);
-        if let Some(p) = crate::render::heap_pprof::profile(&g.heap, time_nanos, comment) {
-            write_file(dir, "heap.pb.gz", |w| pprof::write_gz(&p, w))?;
+    // The flame graphs (a third of this function's time for a build: inferno over tens of
+    // thousands of lines) are rendered on a second thread while the profiles are written;
+    // written as files below and embedded in report.html.
+    let flames = std::thread::scope(|scope| -> Result<flamegraph::Flames> {
+        let priority = crate::priority::current();
+        let (cpu_lines, off_lines) = (&folded, &off);
+        let flames = scope.spawn(move || {
+            crate::priority::raise_thread(priority);
+            flamegraph::Flames::render(analysis, cpu_lines, off_lines)
+        });
+        write_lines(dir, "cpu.folded", &folded)?;
+        write_file(dir, "cpu.pb.gz", |w| pprof::write_gz(&profiles::cpu(analysis, time_nanos), w))?;
+        if r.offcpu.is_some() {
+            write_offcpu(dir, analysis, &off, time_nanos)?;
+        }
+        if goroutines(analysis) {
+            let p = goroutine_pprof::profile(&r.go, time_nanos, duration_nanos);
+            write_file(dir, "goroutine.pb.gz", |w| pprof::write_gz(&p, w))?;
+            let txt = goroutines_txt::render(&r.go);
+            write_file(dir, "goroutines.txt", |w| Ok(w.write_all(txt.as_bytes())?))?;
+        }
+        if let Some(g) = heap_of(analysis) {
+            let comment = format!("rtrace: Go heap profile of pid {} ({}), read from its memory", g.pid, g.go_version);
+            if let Some(p) = crate::render::heap_pprof::profile(&g.heap, time_nanos, comment) {
+                write_file(dir, "heap.pb.gz", |w| pprof::write_gz(&p, w))?;
+            }
+        }
+        write_file(dir, "timeline.pftrace", |w| timeline::write(capture, analysis, w))?;
+        write_file(dir, "report.json", |w| json::render(r, w))?;
+        flames.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
+    write_file(dir, "cpu.svg", |w| Ok(w.write_all(&flames.cpu)?))?;
+    for (name, svg) in [("offcpu.svg", &flames.offcpu), ("wall.svg", &flames.wall)] {
+        if let Some(svg) = svg {
+            write_file(dir, name, |w| Ok(w.write_all(svg)?))?;
         }
     }
-
-    write_file(dir, "timeline.pftrace", |w| timeline::write(capture, analysis, w))?;
-    write_file(dir, "report.json", |w| json::render(r, w))?;
-
     let files = files_for(analysis);
     write_file(dir, "report.html", |w| html::render(analysis, &flames, html::Links::Directory(&files), w))?;
     let txt = text::render(r, dir, &files);
@@ -177,19 +187,8 @@ pub fn write_analysis(dir: &Path, capture: &Capture, analysis: &Analysis) -> Res
     Ok(txt)
 }
 
-fn write_offcpu(
-    dir: &Path,
-    analysis: &Analysis,
-    off: &[String],
-    flames: &flamegraph::Flames,
-    time_nanos: i64,
-) -> Result<()> {
+fn write_offcpu(dir: &Path, analysis: &Analysis, off: &[String], time_nanos: i64) -> Result<()> {
     write_lines(dir, "offcpu.folded", off)?;
-    for (name, svg) in [("offcpu.svg", &flames.offcpu), ("wall.svg", &flames.wall)] {
-        if let Some(svg) = svg {
-            write_file(dir, name, |w| Ok(w.write_all(svg)?))?;
-        }
-    }
     write_lines(dir, "wakeups.folded", &analysis.offcpu.wakeups_folded())?;
     write_file(dir, "offcpu.pb.gz", |w| pprof::write_gz(&profiles::offcpu(analysis, time_nanos), w))
 }

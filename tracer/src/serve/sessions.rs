@@ -88,6 +88,8 @@ fn answer(access: Access, want: Want, seconds: u32) -> Result<Vec<u8>, ServeErro
     log::info!("session on pid {} for {seconds} s starts (descendants {})", access.pid, access.descendants_text());
     let capture = crate::session::run(&opts, "unchanged", |_| Ok(())).map_err(session_error)?;
     let mut analysis = report::analyze(&capture, &mut BlazeResolver::default());
+    // The session's probes, dropped meanwhile (loader/reaper.rs), are gone before it answers.
+    crate::loader::reaper::join_all();
     log::info!("session on pid {} ended ({} ms)", access.pid, analysis.report.session.duration_ms);
     if !access.kernel_stacks {
         profiles::strip_kernel(&mut analysis);

@@ -66,6 +66,12 @@ pub fn report(rounds: u32) -> Result<()> {
     }
     let line = err.lines().find(|l| l.starts_with("rtrace-timings: report_ms")).unwrap_or("");
     let (report_ms, peak_kib) = (field(line, "report_ms"), field(line, "peak_rss_kb"));
+    // From the build's exit as the kernel stamped it: the session's end, the drain, the detach
+    // and the report — what the user waits for.
+    let since_exit_ms = field(line, "since_exit_ms");
+    if since_exit_ms == 0 {
+        bail!("rtrace reported no exit of the build: {line:?}");
+    }
     let capture = out.join("capture.json");
     let size_mb = std::fs::metadata(&capture).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
 
@@ -94,9 +100,9 @@ pub fn report(rounds: u32) -> Result<()> {
     }
     let verdict = |ok: bool| if ok { "ok" } else { "OVER" };
     println!(
-        "report, live:   {report_ms} ms after the build ended (target <= 1000: {}), peak RSS {} MiB (target <= 128: \
-         {})",
-        verdict(report_ms <= 1000),
+        "report, live:   {since_exit_ms} ms from the build's exit to the last file written (target <= 1000: {}; \
+         the analysis and files {report_ms} ms of it), peak RSS {} MiB (target <= 128: {})",
+        verdict(since_exit_ms <= 1000),
         peak_kib / MIB,
         verdict(peak_kib <= 128 * MIB)
     );

@@ -389,6 +389,7 @@ fn run_set(
     let r = crate::session::preflight()
         .map_err(anyhow::Error::from)
         .and_then(|_| crate::session::run_live(&opts, "unchanged", |_| Ok(()), Some(live)));
+    crate::loader::reaper::join_all();
     // The session has dropped its sender: its last readings are published first.
     if let Ok(t) = thread {
         let _ = t.join();
