@@ -1,5 +1,6 @@
 //! rtrace: probes → collect → Capture → symbolize → analyze → render.
 //! See ../shared/docs/architecture.md for where each stage lives and why.
+pub mod allocator;
 pub mod analyze;
 pub mod btf;
 pub mod capture;

@@ -5,6 +5,7 @@ use std::{io::Write, process::ExitCode};
 use tracer::{cli::Sub, error::UsageError, session};
 
 fn main() -> ExitCode {
+    tracer::allocator::bound();
     // Before anything else a session does (see priority.rs); not for the daemon, which sleeps.
     if !std::env::args_os().nth(1).is_some_and(|a| a == "serve" || a == "report") {
         tracer::priority::raise_early();

@@ -168,13 +168,9 @@ impl<'a> OffInputs<'a> {
         // and that task's user stack is dropped anyway. Not looking it up keeps the binaries of
         // unrelated processes unread: under load, most timer wakeups interrupt some compiler,
         // and symbolizing its 100 MB libLLVM was most of rtrace's peak RSS (244 MB).
-        let waker_kernels: Vec<StackInput> = capture
-            .wakeups
-            .iter()
-            .map(|w| input(w.waker_pid, w.waker_tid, &[], &w.waker_kernel, Leaf::default()))
-            .collect();
+        let waker_kernels: Vec<&[u64]> = capture.wakeups.iter().map(|w| &w.waker_kernel[..]).collect();
         let labels: Vec<Option<&'static str>> =
-            symbols.stacks(&waker_kernels, resolver).iter().map(|s| interrupt_label(&s.frames)).collect();
+            symbols.kernel_names(&waker_kernels, resolver).map(|names| interrupt_label(&names)).collect();
         let wakers = capture
             .wakeups
             .iter()
@@ -233,13 +229,9 @@ fn go_frame(f: &symbolize::Frame) -> bool {
     f.kind == symbolize::FrameKind::User && f.function.starts_with("runtime.")
 }
 
-/// "[timer]" or "[interrupt]" when the kernel frames show a wakeup from interrupt context.
-fn interrupt_label(frames: &[symbolize::Frame]) -> Option<&'static str> {
-    let has = |needles: &[&str]| {
-        frames
-            .iter()
-            .any(|f| f.kind == symbolize::FrameKind::Kernel && needles.iter().any(|n| f.function.starts_with(n)))
-    };
+/// "[timer]" or "[interrupt]" when the kernel functions show a wakeup from interrupt context.
+fn interrupt_label(kernel_functions: &[&str]) -> Option<&'static str> {
+    let has = |needles: &[&str]| kernel_functions.iter().any(|f| needles.iter().any(|n| f.starts_with(n)));
     if has(&["hrtimer_wakeup", "__hrtimer_run_queues", "call_timer_fn"]) {
         Some("[timer]")
     } else if has(&["asm_sysvec_", "asm_common_interrupt", "handle_softirqs", "__do_softirq", "do_softirq"]) {
@@ -340,6 +332,10 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
     let stacks = symbols.finish(&cpu_inputs, cpu_prepared, None, resolver);
     let cpu = CpuProfile::from_stacks(&stacks);
     let (top, top_total) = cpu.top(TOP_N);
+    // The Go view before the off-CPU stacks are built: its line tables (12 MB for a build's
+    // `compile`) are dropped by then, and the two never take memory at once.
+    let go_symbolized = symbols.finish(&go_inputs, go_prepared, None, resolver);
+    let go = crate::analyze::go::reports(capture, &go_stacks, &go_symbolized);
     let (offcpu, off_syscalls) = offcpu_with(capture, &off_inputs, off_prepared, &mut symbols, resolver);
     let s = &capture.session;
     let offcpu_section = s.min_block_us.map(|min_block_us| OffcpuSection {
@@ -348,10 +344,8 @@ pub fn analyze(capture: &Capture, resolver: &mut dyn Resolver) -> Analysis {
         min_block_us,
         top: offcpu.top(TOP_N),
     });
-    let go_symbolized = symbols.finish(&go_inputs, go_prepared, None, resolver);
     let timeline_stacks =
         symbols.finish(&tl_inputs, tl_prepared, None, resolver).into_iter().map(|s| s.frames).collect();
-    let go = crate::analyze::go::reports(capture, &go_stacks, &go_symbolized);
     let mut ev = evidence(capture, &stacks, &off_syscalls);
     ev.go_waiters = go.iter().map(|g| (g.pid, g.goroutines.waiters.clone())).collect();
     let kids = crate::analyze::children::analyze_with(

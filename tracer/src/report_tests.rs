@@ -43,8 +43,8 @@ fn interrupted_tasks_binaries_are_not_read() {
         waker_pid: waker,
         waker_tid: waker,
         waker_comm: format!("p{waker}"),
-        waker_user: vec![0x2000],
-        waker_kernel: vec![kernel],
+        waker_user: vec![0x2000].into(),
+        waker_kernel: vec![kernel].into(),
         total_ns: 5_000_000,
         count: 1,
         max_ns: 5_000_000,
@@ -81,15 +81,15 @@ fn a_binary_is_looked_up_once_for_all_stack_lists() {
     let user = vec![0x1100, 0x2001];
     capture.cpu_samples = vec![RawSample { tgid: 1, tid: 1, user: user.clone(), count: 3, ..Default::default() }];
     capture.offcpu =
-        vec![crate::capture::RawOff { tgid: 1, tid: 2, user: user.clone(), count: 1, ..Default::default() }];
+        vec![crate::capture::RawOff { tgid: 1, tid: 2, user: user.clone().into(), count: 1, ..Default::default() }];
     capture.wakeups = vec![RawWake {
         tgid: 1,
         tid: 2,
-        user: user.clone(),
+        user: user.clone().into(),
         waker_pid: 1,
         waker_tid: 1,
         waker_comm: "prog".into(),
-        waker_user: vec![0x3000],
+        waker_user: vec![0x3000].into(),
         count: 1,
         ..Default::default()
     }];

@@ -116,7 +116,7 @@ pub fn reports(capture: &Capture, go: &GoStacks, stacks: &[Stack]) -> Vec<GoRepo
         rest = b;
         a
     };
-    capture
+    let reports = capture
         .go
         .iter()
         .zip(&go.addrs)
@@ -129,7 +129,9 @@ pub fn reports(capture: &Capture, go: &GoStacks, stacks: &[Stack]) -> Vec<GoRepo
             };
             report(capture, p, &named)
         })
-        .collect()
+        .collect();
+    crate::symbolize::gopclntab::GoLines::forget_cached();
+    reports
 }
 
 fn report(capture: &Capture, p: &GoProcess, named: &Named) -> GoReport {

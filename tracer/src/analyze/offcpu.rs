@@ -248,15 +248,45 @@ impl OffcpuProfile {
 }
 
 /// wall.folded: on-CPU samples converted to time by the sampling period, and off-CPU time with
-/// its state leaf, both in microseconds, in one set of stacks.
+/// its state leaf, both in microseconds, in one set of stacks, sorted.
 pub fn wall_folded(cpu: &CpuProfile, off: &OffcpuProfile, frequency_hz: u64) -> Vec<String> {
+    let on = wall_on_cpu(&cpu.folded(), frequency_hz);
+    let blocked = off.folded();
+    wall_lines(&on, &blocked).map(str::to_owned).collect()
+}
+
+/// wall.folded's on-CPU lines from cpu.folded's: each stack with an `[on-cpu]` leaf, its
+/// samples as microseconds, sorted by stack like the folded files.
+pub fn wall_on_cpu(cpu_folded: &[String], frequency_hz: u64) -> Vec<String> {
     let period_us = 1_000_000 / frequency_hz.max(1);
-    let on_cpu =
-        Frame { kind: FrameKind::Process, function: "[on-cpu]".into(), module: "".into(), offset: 0, build_id: None };
-    let states: Vec<Frame> = off.entries.iter().map(|e| state_frame(e.state)).collect();
-    let on = cpu.stacks.iter().map(|(f, c)| (f.iter().chain([&on_cpu]), c * period_us));
-    let blocked = off.entries.iter().zip(&states).map(|(e, s)| (e.frames.iter().chain([s]), e.total_ns / 1000));
-    fold(on.chain(blocked))
+    let mut lines: Vec<String> = cpu_folded
+        .iter()
+        .filter_map(|l| {
+            let (stack, n) = l.rsplit_once(' ')?;
+            Some(format!("{stack};[on-cpu] {}", n.parse::<u64>().ok()? * period_us))
+        })
+        .collect();
+    lines.sort_unstable_by(|a, b| stack_of(a).cmp(stack_of(b)));
+    lines
+}
+
+/// wall.folded's lines in order: the on-CPU ones (`wall_on_cpu`) merged with offcpu.folded's,
+/// both sorted (no stack is in both: their leaves differ), without copying either.
+pub fn wall_lines<'a>(on: &'a [String], off: &'a [String]) -> impl Iterator<Item = &'a str> {
+    let (mut on, mut off) = (on.iter().peekable(), off.iter().peekable());
+    std::iter::from_fn(move || {
+        let next = match (on.peek(), off.peek()) {
+            (Some(a), Some(b)) if stack_of(a) <= stack_of(b) => on.next(),
+            (Some(_), Some(_)) | (None, _) => off.next(),
+            (Some(_), None) => on.next(),
+        };
+        next.map(String::as_str)
+    })
+}
+
+/// A folded line's stack (what the folded files are sorted by).
+fn stack_of(line: &str) -> &str {
+    line.rsplit_once(' ').map_or(line, |(s, _)| s)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use anyhow::Result;
 use tracer_common::{counters as c, cpu::NO_STACK};
 
 use crate::{
-    capture::{Accounting, Capture, OffState, RawOff, RawSample, RawSlowCall, RawSyscall, RawWake, StackErrors},
+    capture::{Accounting, Addrs, Capture, OffState, RawOff, RawSample, RawSlowCall, RawSyscall, RawWake, StackErrors},
     loader::Probes,
 };
 
@@ -92,8 +92,8 @@ pub fn drain(
             start_ns: r.call.start_ns.saturating_sub(start_mono),
             duration_ns: r.call.duration_ns,
             ret: r.call.ret,
-            user: user(r.call.tgid, r.call.user_stack_id, 0),
-            kernel: frames(&kernel_stacks, r.call.kernel_stack_id),
+            user: user(r.call.tgid, r.call.user_stack_id, 0).to_vec(),
+            kernel: frames(&kernel_stacks, r.call.kernel_stack_id).to_vec(),
             leaf: users.leaf(r.call.user_stack_id, r.call.leaf),
             args: r.call.args,
             extra: r.call.extra.to_vec(),
@@ -104,7 +104,7 @@ pub fn drain(
         })
         .collect();
     // On-CPU samples of DWARF-mode processes, counted from their records.
-    add_counted_samples(&mut samples, ustacks, |id| frames(&kernel_stacks, id));
+    add_counted_samples(&mut samples, ustacks, |id| frames(&kernel_stacks, id).to_vec());
     samples.sort_by(|a, b| (a.tgid, a.tid, &a.user, &a.kernel).cmp(&(b.tgid, b.tid, &b.user, &b.kernel)));
 
     // Off-CPU clock → CLOCK_MONOTONIC → session time.
@@ -137,9 +137,9 @@ pub fn drain(
     })
 }
 
-pub(super) fn frames(map: &HashMap<i32, Vec<u64>>, id: i32) -> Vec<u64> {
+pub(super) fn frames(map: &HashMap<i32, Addrs>, id: i32) -> Addrs {
     if id == NO_STACK || id < 0 {
-        return Vec::new();
+        return Addrs::default();
     }
     map.get(&id).cloned().unwrap_or_default()
 }
@@ -148,7 +148,7 @@ pub(super) fn frames(map: &HashMap<i32, Vec<u64>>, id: i32) -> Vec<u64> {
 fn on_and_off(
     probes: &Probes,
     users: &UserStacks<'_>,
-    kernel_stacks: &HashMap<i32, Vec<u64>>,
+    kernel_stacks: &HashMap<i32, Addrs>,
 ) -> Result<(Vec<RawSample>, Vec<RawOff>)> {
     let samples = probes
         .cpu_counts()?
@@ -156,8 +156,8 @@ fn on_and_off(
         .map(|(k, count)| RawSample {
             tgid: k.tgid,
             tid: k.tid,
-            user: users.get(k.tgid, k.user_stack_id, count),
-            kernel: frames(kernel_stacks, k.kernel_stack_id),
+            user: users.get(k.tgid, k.user_stack_id, count).to_vec(),
+            kernel: frames(kernel_stacks, k.kernel_stack_id).to_vec(),
             count,
             leaf: users.leaf(k.user_stack_id, k.leaf),
         })
@@ -189,7 +189,7 @@ pub fn profiles_now(probes: &Probes, ustacks: &Ustacks) -> Result<Capture> {
     let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
     let users = UserStacks::new(&user_stacks, ustacks);
     let (mut cpu_samples, offcpu) = on_and_off(probes, &users, &kernel_stacks)?;
-    add_counted_samples(&mut cpu_samples, ustacks, |id| frames(&kernel_stacks, id));
+    add_counted_samples(&mut cpu_samples, ustacks, |id| frames(&kernel_stacks, id).to_vec());
     Ok(Capture { cpu_samples, offcpu, ..Default::default() })
 }
 

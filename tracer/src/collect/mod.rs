@@ -215,6 +215,10 @@ pub async fn run(
             crate::clock::monotonic_ns() / 1_000_000
         );
     }
+    // A report follows (not a watch set's): its kernel names load meanwhile (symbolize/kernel.rs).
+    if live.is_none() {
+        crate::symbolize::kernel::prewarm();
+    }
     let duration_ms = start.elapsed().as_millis() as u64;
     let run_times_end = starved::read(&roots);
     life.snapshot_end(drain::monotonic_ns());
@@ -235,6 +239,9 @@ pub async fn run(
     // Copies taken so far, while their processes are alive (the Go readings take a while).
     ustacks.read(ustack_ring.get_mut());
     let (go_records, go_unread) = gos.finish(&mut probes);
+    if live.is_none() {
+        crate::goruntime::cache::forget();
+    }
     let recursion_misses = probes.recursion_misses();
     let detach_mono = drain::monotonic_ns();
     // The loop ends with TargetExit only once every followed process has gone.
@@ -412,7 +419,7 @@ fn add_never_ran(
 fn fill_deferred(capture: &mut Capture, blocked: &[preexisting::Blocked]) {
     for b in blocked {
         for o in capture.offcpu.iter_mut().filter(|o| o.in_flight && o.tid == b.tid && o.user.is_empty()) {
-            o.user = b.user.clone();
+            o.user = b.user.as_slice().into();
             o.leaf = b.leaf;
             if o.kernel.is_empty() {
                 o.kernel_names = b.kernel_names.clone();
@@ -464,7 +471,7 @@ fn add_preexisting(
             capture.offcpu.push(crate::capture::RawOff {
                 tgid: b.tgid,
                 tid: b.tid,
-                user: b.user.clone(),
+                user: b.user.as_slice().into(),
                 leaf: b.leaf,
                 state: if b.state == 'D' { crate::capture::OffState::Disk } else { crate::capture::OffState::Sleep },
                 total_ns: session_ns,

@@ -171,10 +171,7 @@ fn callee_of(read: &dyn Fn(u64, usize) -> Option<Vec<u8>>, maps: &[Mapping], ret
     if ret < 8 || !maps.iter().any(|m| m.start <= ret && ret < m.end) {
         return None;
     }
-    match crate::symbolize::chain::decode_call(&read(ret - 8, 8)?, ret)? {
-        crate::symbolize::chain::Call::Direct(target) => Some(target),
-        crate::symbolize::chain::Call::Indirect => Some(0),
-    }
+    crate::symbolize::chain::callee(&read(ret - 8, 8)?, ret)
 }
 
 /// The user stack from (sp, pc), and bp when the task iterator read it (0: unknown).

@@ -65,11 +65,11 @@ impl Reader {
         self,
         signed: impl Fn(u64) -> i64 + Copy,
         users: &UserStacks<'_>,
-        kernel: &HashMap<i32, Vec<u64>>,
+        kernel: &HashMap<i32, crate::capture::Addrs>,
         ustacks: &Ustacks,
         lost: u64,
     ) -> Timeline {
-        let frames = |id: i32| super::drain::frames(kernel, id);
+        let frames = |id: i32| super::drain::frames(kernel, id).to_vec();
         let to_session = |ts: u64| signed(ts).max(0) as u64;
         let mut switches: Vec<Switch> = self
             .switches
@@ -96,7 +96,7 @@ impl Reader {
                 tgid: r.tgid,
                 tid: r.tid,
                 // 0: these samples are already counted in the drain's stack accounting.
-                user: users.get(r.tgid, r.user_stack_id, 0),
+                user: users.get(r.tgid, r.user_stack_id, 0).to_vec(),
                 kernel: frames(r.kernel_stack_id),
                 leaf: users.leaf(r.user_stack_id, r.leaf),
             })

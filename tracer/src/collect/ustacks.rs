@@ -13,7 +13,7 @@ use tracer_common::unwind::LeafFix;
 use tracer_common::ustack::{UstackHeader, COPY_ID_BIT, FLAG_CUT, KIND_COPY, KIND_SAMPLE, MODE_DWARF, MODE_FP};
 
 use crate::{
-    capture::{Leaf, RawSample, UnwindStats},
+    capture::{Addrs, Leaf, RawSample, UnwindStats},
     loader::Probes,
     unwind::{Choice, Outcome, Regs, Unwinder},
 };
@@ -32,7 +32,8 @@ pub struct TimedSample {
     pub skipped: LeafFix,
 }
 
-/// An on-CPU sample counted in userspace: (tgid, tid, unwound addresses, kernel stack id, callers a frame-pointer fallback skipped).
+/// An on-CPU sample counted in userspace: (tgid, tid, unwound addresses, kernel stack id,
+/// callers a frame-pointer fallback skipped).
 pub type SampleKey = (u32, u32, Vec<u64>, i32, LeafFix);
 
 #[derive(Default)]
@@ -342,33 +343,33 @@ impl Ustacks {
 /// frames from USER_STACKS; counts, by TGID, the stacks walked by frame pointers and the copy
 /// ids never received.
 pub struct UserStacks<'a> {
-    walked: &'a HashMap<i32, Vec<u64>>,
+    walked: &'a HashMap<i32, Addrs>,
     ustacks: &'a Ustacks,
     fp: RefCell<BTreeMap<u32, u64>>,
     unresolved: RefCell<BTreeMap<u32, u64>>,
 }
 
 impl<'a> UserStacks<'a> {
-    pub fn new(walked: &'a HashMap<i32, Vec<u64>>, ustacks: &'a Ustacks) -> Self {
+    pub fn new(walked: &'a HashMap<i32, Addrs>, ustacks: &'a Ustacks) -> Self {
         Self { walked, ustacks, fp: Default::default(), unresolved: Default::default() }
     }
 
     /// The user stack `id` of `tgid`, which stands for `count` stacks taken (0: the same stack
     /// counted elsewhere, as a wakeup's blocked side or a slow call).
-    pub fn get(&self, tgid: u32, id: i32, count: u64) -> Vec<u64> {
+    pub fn get(&self, tgid: u32, id: i32, count: u64) -> Addrs {
         if is_copy_id(id) {
             return match self.ustacks.copy(id) {
-                Some(a) => a.to_vec(),
+                Some(a) => a.into(),
                 None => {
                     *self.unresolved.borrow_mut().entry(tgid).or_default() += 1;
-                    Vec::new()
+                    Addrs::default()
                 }
             };
         }
         if id < 0 {
-            return Vec::new();
+            return Addrs::default();
         }
-        let Some(frames) = self.walked.get(&id) else { return Vec::new() };
+        let Some(frames) = self.walked.get(&id) else { return Addrs::default() };
         if count > 0 {
             *self.fp.borrow_mut().entry(tgid).or_default() += count;
         }

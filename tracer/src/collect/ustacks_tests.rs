@@ -67,19 +67,19 @@ fn ids_resolved_and_counted() {
     let mut u = Ustacks::new(Choice::Dwarf, &[], 16384);
     let id = COPY_ID_BIT | 9;
     u.record(&rec(KIND_COPY, id, 10, 11, -1, 0, &[0; 8]));
-    let walked = HashMap::from([(5, vec![1, 2, 3])]);
+    let walked = HashMap::from([(5, crate::capture::Addrs::from(vec![1, 2, 3]))]);
     let r = UserStacks::new(&walked, &u);
-    assert_eq!(r.get(10, id, 4), [0x401000 + 11]);
+    assert_eq!(*r.get(10, id, 4), [0x401000 + 11]);
     // A copy the ring never delivered: empty, and counted for its process.
-    assert_eq!(r.get(10, COPY_ID_BIT | 10, 1), Vec::<u64>::new());
-    assert_eq!(r.get(10, COPY_ID_BIT | 10, 0), Vec::<u64>::new());
+    assert_eq!(*r.get(10, COPY_ID_BIT | 10, 1), [0u64; 0]);
+    assert_eq!(*r.get(10, COPY_ID_BIT | 10, 0), [0u64; 0]);
     // Hash ids are frame-pointer walks, counted by the stacks they stand for.
-    assert_eq!(r.get(20, 5, 3), [1, 2, 3]);
-    assert_eq!(r.get(20, 5, 0), [1, 2, 3]);
-    assert_eq!(r.get(30, 5, 2), [1, 2, 3]);
+    assert_eq!(*r.get(20, 5, 3), [1, 2, 3]);
+    assert_eq!(*r.get(20, 5, 0), [1, 2, 3]);
+    assert_eq!(*r.get(30, 5, 2), [1, 2, 3]);
     // No stack, deferred, or a hash id not stored: nothing, counted nowhere.
     for id in [-1, -2, 6] {
-        assert_eq!(r.get(40, id, 1), Vec::<u64>::new());
+        assert_eq!(*r.get(40, id, 1), [0u64; 0]);
     }
     let (fp, unresolved) = r.counts();
     assert_eq!(fp, BTreeMap::from([(20, 3), (30, 2)]));

@@ -70,6 +70,12 @@ fn cache() -> &'static Mutex<HashMap<Key, Described>> {
     C.get_or_init(Default::default)
 }
 
+/// Empties the cache: a session's end (its report follows). A build's Go binaries' tables
+/// (their pcsp tables: 3 MB) are not held through the report; a next session re-reads them.
+pub fn forget() {
+    cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+}
+
 /// Describes the executable open as `file` (opened through `/proc/PID/exe`, so a deleted or
 /// replaced binary still reads), from the cache when that file was seen before.
 pub fn describe(file: std::fs::File) -> Described {

@@ -19,6 +19,7 @@ use tracer_common::{
 use crate::{analyze::syscalls::nr_of, capture::Clock, tracefs::Format};
 
 mod attach;
+mod batch;
 mod bits;
 pub mod go;
 mod offsets;

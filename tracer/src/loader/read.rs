@@ -35,18 +35,15 @@ impl Probes {
     }
 
     pub fn cpu_counts(&self) -> Result<Vec<(CpuKey, u64)>> {
-        let map: HashMap<_, CpuKey, u64> = HashMap::try_from(self.map("CPU_COUNTS")?)?;
-        Ok(map.iter().filter_map(Result::ok).collect())
+        batch::entries(self.map("CPU_COUNTS")?)
     }
 
     pub fn offcpu(&self) -> Result<Vec<(OffKey, OffVal)>> {
-        let map: HashMap<_, OffKey, OffVal> = HashMap::try_from(self.map("OFFCPU")?)?;
-        Ok(map.iter().filter_map(Result::ok).collect())
+        batch::entries(self.map("OFFCPU")?)
     }
 
     pub fn wakeups(&self) -> Result<Vec<(WakeKey, OffVal)>> {
-        let map: HashMap<_, WakeKey, OffVal> = HashMap::try_from(self.map("WAKEUPS")?)?;
-        Ok(map.iter().filter_map(Result::ok).collect())
+        batch::entries(self.map("WAKEUPS")?)
     }
 
     /// Per-(process, syscall) stats, summed over CPUs.
@@ -179,13 +176,12 @@ impl Probes {
     }
 
     /// All stacks of the named stack table (USER_STACKS / KERNEL_STACKS): id → frames, leaf first.
-    pub fn stacks(&self, name: &str) -> Result<std::collections::HashMap<i32, Vec<u64>>> {
-        let map: HashMap<_, u32, StackRec> = HashMap::try_from(self.map(name)?)?;
-        Ok(map
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(id, rec)| (id as i32, rec.ips[..(rec.len as usize).min(rec.ips.len())].to_vec()))
-            .collect())
+    pub fn stacks(&self, name: &str) -> Result<std::collections::HashMap<i32, crate::capture::Addrs>> {
+        let mut out = std::collections::HashMap::new();
+        batch::visit(self.map(name)?, |id: u32, rec: &StackRec| {
+            out.insert(id as i32, rec.ips[..(rec.len as usize).min(rec.ips.len())].into());
+        })?;
+        Ok(out)
     }
 }
 

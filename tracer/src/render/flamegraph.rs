@@ -17,17 +17,17 @@ pub struct Flames {
 impl Flames {
     /// Renders all three from the analysis and its folded lines (`cpu`: cpu.folded's, `offcpu`:
     /// offcpu.folded's; the caller has them already when it writes those files).
-    pub fn render(analysis: &Analysis, cpu: &[String], offcpu: &[String]) -> Result<Flames> {
+    pub fn render(analysis: &Analysis, cpu_lines: &[String], off_lines: &[String]) -> Result<Flames> {
         let r = &analysis.report;
         let secs = r.session.duration_ms as f64 / 1000.0;
         let who = format!("{} (pid {}), {secs:.1} s", r.target.comm, r.target.pid);
         let svg = |lines: &[String], style: Style<'_>| -> Result<Vec<u8>> {
             let mut out = Vec::new();
-            render(lines, style, &mut out)?;
+            render(lines.iter().map(String::as_str), style, &mut out)?;
             Ok(out)
         };
         let cpu = svg(
-            cpu,
+            cpu_lines,
             Style {
                 title: format!("rtrace on-CPU: {who} at {} Hz", r.session.sample_frequency_hz),
                 count_name: "samples",
@@ -38,10 +38,15 @@ impl Flames {
             return Ok(Flames { cpu, offcpu: None, wall: None });
         }
         let us = |title: String, palette| Style { title, count_name: "us", palette };
-        let offcpu = svg(offcpu, us(format!("rtrace off-CPU: {who}"), Palette::Basic(BasicPalette::Blue)))?;
-        let wall = crate::analyze::offcpu::wall_folded(&analysis.cpu, &analysis.offcpu, r.session.sample_frequency_hz);
-        let wall =
-            svg(&wall, us(format!("rtrace wall clock (on-CPU + off-CPU): {who}"), Palette::Basic(BasicPalette::Aqua)))?;
+        let offcpu = svg(off_lines, us(format!("rtrace off-CPU: {who}"), Palette::Basic(BasicPalette::Blue)))?;
+        // offcpu.folded's lines are wall.svg's off-CPU part as they are: not folded again.
+        let on = crate::analyze::offcpu::wall_on_cpu(cpu_lines, r.session.sample_frequency_hz);
+        let mut wall = Vec::new();
+        render(
+            crate::analyze::offcpu::wall_lines(&on, off_lines),
+            us(format!("rtrace wall clock (on-CPU + off-CPU): {who}"), Palette::Basic(BasicPalette::Aqua)),
+            &mut wall,
+        )?;
         Ok(Flames { cpu, offcpu: Some(offcpu), wall: Some(wall) })
     }
 }
@@ -52,13 +57,14 @@ pub struct Style<'a> {
     pub palette: Palette,
 }
 
-pub fn render(lines: &[String], style: Style<'_>, out: &mut dyn Write) -> Result<()> {
+pub fn render<'a>(lines: impl Iterator<Item = &'a str>, style: Style<'_>, out: &mut dyn Write) -> Result<()> {
+    let mut lines = lines.peekable();
     let mut opts = Options::default();
     opts.title = style.title;
     opts.count_name = style.count_name.to_owned();
     opts.colors = style.palette;
     // inferno refuses an empty profile; the user still gets a valid SVG that says so.
-    if lines.is_empty() {
+    if lines.peek().is_none() {
         let title = opts.title.replace('&', "&amp;").replace('<', "&lt;");
         write!(
             out,
@@ -71,7 +77,7 @@ pub fn render(lines: &[String], style: Style<'_>, out: &mut dyn Write) -> Result
         )?;
         return Ok(());
     }
-    flamegraph::from_lines(&mut opts, lines.iter().map(String::as_str), out)?;
+    flamegraph::from_lines(&mut opts, lines, out)?;
     Ok(())
 }
 
@@ -81,11 +87,11 @@ mod tests {
 
     #[test]
     fn renders_svg_with_title_and_frames() {
-        let lines = vec!["prog;main;leaf 95".to_owned(), "prog;main;other_[k] 5".to_owned()];
+        let lines = ["prog;main;leaf 95".to_owned(), "prog;main;other_[k] 5".to_owned()];
         let mut out = Vec::new();
         let style =
             Style { title: "rtrace: prog (pid 1), 2.0 s".into(), count_name: "samples", palette: Palette::default() };
-        render(&lines, style, &mut out).unwrap();
+        render(lines.iter().map(String::as_str), style, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.starts_with("<?xml"));
         assert!(svg.contains("rtrace: prog (pid 1), 2.0 s"));
@@ -96,7 +102,7 @@ mod tests {
     fn empty_profile_is_a_valid_svg() {
         let mut out = Vec::new();
         let style = Style { title: "t <x>".into(), count_name: "samples", palette: Palette::default() };
-        render(&[], style, &mut out).unwrap();
+        render(std::iter::empty(), style, &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert!(svg.contains("no samples") && svg.contains("t &lt;x>"));
     }

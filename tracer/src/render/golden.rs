@@ -86,8 +86,8 @@ pub fn literal_capture() -> (Capture, FakeResolver) {
         RawOff {
             tgid: 4242,
             tid: 4242,
-            user: read.clone(),
-            kernel: kread.clone(),
+            user: read.clone().into(),
+            kernel: kread.clone().into(),
             state: OffState::Sleep,
             total_ns: 1_200_000_000,
             count: 2,
@@ -97,8 +97,8 @@ pub fn literal_capture() -> (Capture, FakeResolver) {
         RawOff {
             tgid: 4242,
             tid: 4242,
-            user: vec![0x401010, 0x402010, 0x403010],
-            kernel: vec![],
+            user: vec![0x401010, 0x402010, 0x403010].into(),
+            kernel: vec![].into(),
             state: OffState::Runqueue,
             total_ns: 5_000_000,
             count: 9,
@@ -109,8 +109,8 @@ pub fn literal_capture() -> (Capture, FakeResolver) {
     c.wakeups = vec![RawWake {
         tgid: 4242,
         tid: 4242,
-        user: read.clone(),
-        kernel: kread.clone(),
+        user: read.clone().into(),
+        kernel: kread.clone().into(),
         waker_pid: 4243,
         waker_tid: 4243,
         waker_comm: "child".into(),

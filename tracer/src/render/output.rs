@@ -138,25 +138,46 @@ pub fn write_capture(dir: &Path, capture: &Capture) -> Result<()> {
 /// timeline shows that the analysis sums up (every lifecycle event, the Go series).
 pub fn write_analysis(dir: &Path, capture: &Capture, analysis: &Analysis) -> Result<String> {
     let r = &analysis.report;
-    let folded = analysis.cpu.folded();
-    let off = if r.offcpu.is_some() { analysis.offcpu.folded() } else { Vec::new() };
     let time_nanos = profiles::start_nanos(analysis);
     let duration_nanos = r.session.duration_ms as i64 * 1_000_000;
-    // The flame graphs (a third of this function's time for a build: inferno over tens of
-    // thousands of lines) are rendered on a second thread while the profiles are written;
-    // written as files below and embedded in report.html.
-    let flames = std::thread::scope(|scope| -> Result<flamegraph::Flames> {
+    let files = files_for(analysis);
+    let offcpu = r.offcpu.is_some();
+    // Three threads (a build's report is ~0.5 s of CPU, on machines of two cores or more):
+    // the off-CPU wakeups and profile; the flame graphs (inferno over tens of thousands of
+    // lines) and report.html that embeds them; and the rest here.
+    // Folded once the wakeups' thread has started; they outlive the threads that read them.
+    let (mut folded, mut off) = (Vec::new(), Vec::new());
+    std::thread::scope(|scope| -> Result<()> {
         let priority = crate::priority::current();
-        let (cpu_lines, off_lines) = (&folded, &off);
+        let wakeups = scope.spawn(move || {
+            crate::priority::raise_thread(priority);
+            match offcpu {
+                true => write_wakeups(dir, analysis, time_nanos),
+                false => Ok(()),
+            }
+        });
+        let (folded, off) = (&mut folded, &mut off);
+        *folded = analysis.cpu.folded();
+        if offcpu {
+            *off = analysis.offcpu.folded();
+        }
+        let (cpu_lines, off_lines, files): (&[String], &[String], _) = (folded, off, &files);
         let flames = scope.spawn(move || {
             crate::priority::raise_thread(priority);
-            flamegraph::Flames::render(analysis, cpu_lines, off_lines)
+            let flames = flamegraph::Flames::render(analysis, cpu_lines, off_lines)?;
+            write_file(dir, "cpu.svg", |w| Ok(w.write_all(&flames.cpu)?))?;
+            for (name, svg) in [("offcpu.svg", &flames.offcpu), ("wall.svg", &flames.wall)] {
+                if let Some(svg) = svg {
+                    write_file(dir, name, |w| Ok(w.write_all(svg)?))?;
+                }
+            }
+            write_file(dir, "report.html", |w| html::render(analysis, &flames, html::Links::Directory(files), w))
         });
-        write_lines(dir, "cpu.folded", &folded)?;
-        write_file(dir, "cpu.pb.gz", |w| pprof::write_gz(&profiles::cpu(analysis, time_nanos), w))?;
-        if r.offcpu.is_some() {
-            write_offcpu(dir, analysis, &off, time_nanos)?;
+        write_lines(dir, "cpu.folded", cpu_lines)?;
+        if offcpu {
+            write_lines(dir, "offcpu.folded", off_lines)?;
         }
+        write_file(dir, "cpu.pb.gz", |w| pprof::write_gz(&profiles::cpu(analysis, time_nanos), w))?;
         if goroutines(analysis) {
             let p = goroutine_pprof::profile(&r.go, time_nanos, duration_nanos);
             write_file(dir, "goroutine.pb.gz", |w| pprof::write_gz(&p, w))?;
@@ -171,24 +192,17 @@ pub fn write_analysis(dir: &Path, capture: &Capture, analysis: &Analysis) -> Res
         }
         write_file(dir, "timeline.pftrace", |w| timeline::write(capture, analysis, w))?;
         write_file(dir, "report.json", |w| json::render(r, w))?;
+        wakeups.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         flames.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })?;
-    write_file(dir, "cpu.svg", |w| Ok(w.write_all(&flames.cpu)?))?;
-    for (name, svg) in [("offcpu.svg", &flames.offcpu), ("wall.svg", &flames.wall)] {
-        if let Some(svg) = svg {
-            write_file(dir, name, |w| Ok(w.write_all(svg)?))?;
-        }
-    }
-    let files = files_for(analysis);
-    write_file(dir, "report.html", |w| html::render(analysis, &flames, html::Links::Directory(&files), w))?;
     let txt = text::render(r, dir, &files);
     write_file(dir, "report.txt", |w| Ok(w.write_all(txt.as_bytes())?))?;
     remove_stale(dir, &files)?;
     Ok(txt)
 }
 
-fn write_offcpu(dir: &Path, analysis: &Analysis, off: &[String], time_nanos: i64) -> Result<()> {
-    write_lines(dir, "offcpu.folded", off)?;
+/// wakeups.folded and offcpu.pb.gz (offcpu.folded is written with the on-CPU files).
+fn write_wakeups(dir: &Path, analysis: &Analysis, time_nanos: i64) -> Result<()> {
     write_lines(dir, "wakeups.folded", &analysis.offcpu.wakeups_folded())?;
     write_file(dir, "offcpu.pb.gz", |w| pprof::write_gz(&profiles::offcpu(analysis, time_nanos), w))
 }

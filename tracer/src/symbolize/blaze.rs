@@ -1,18 +1,16 @@
 //! The real resolver: blazesym, Rust and C++ names demangled, inlined calls expanded; kernel
-//! through kallsyms. A binary's tables live for one `user` call: the symbolizer asks once per
-//! binary for all its offsets (symbolize::Symbols), and keeping every binary of a build parsed
-//! at once (its DWARF, its Go tables) was most of rtrace's peak memory.
-use blazesym::{
-    symbolize::{
-        source::{Elf, Kernel, Source},
-        Input, Symbolized, Symbolizer,
-    },
-    MaybeDefault,
+//! through kallsyms (on a thread of its own: symbolize/kernel.rs). A binary's tables live for
+//! one `user` call: the symbolizer asks once per binary for all its offsets
+//! (symbolize::Symbols), and keeping every binary of a build parsed at once (its DWARF, its Go
+//! tables) was most of rtrace's peak memory.
+use blazesym::symbolize::{
+    source::{Elf, Source},
+    Input, Symbolized, Symbolizer,
 };
 
 pub struct BlazeResolver {
-    /// For the kernel (kallsyms is read once).
-    symbolizer: Symbolizer,
+    /// For the kernel (kallsyms is read once, on its own thread).
+    kernel: super::kernel::KernelNames,
     /// Files opened to read code from (None: cannot be opened).
     files: std::collections::HashMap<String, Option<std::fs::File>>,
     /// rtrace's own executable (device, inode).
@@ -21,7 +19,11 @@ pub struct BlazeResolver {
 
 impl Default for BlazeResolver {
     fn default() -> Self {
-        Self { symbolizer: elf_symbolizer(), files: Default::default(), own_exe: file_id("/proc/self/exe") }
+        Self {
+            kernel: super::kernel::KernelNames::take(),
+            files: Default::default(),
+            own_exe: file_id("/proc/self/exe"),
+        }
     }
 }
 
@@ -89,18 +91,6 @@ impl super::Resolver for BlazeResolver {
     }
 
     fn kernel(&mut self, addrs: &[u64]) -> Vec<Option<String>> {
-        // kallsyms holds the live addresses already; vmlinux discovery is slow and rarely there.
-        let k = Kernel { vmlinux: MaybeDefault::None, debug_syms: false, ..Kernel::default() };
-        let src = Source::Kernel(k);
-        match self.symbolizer.symbolize(&src, Input::AbsAddr(addrs)) {
-            Ok(syms) => syms
-                .into_iter()
-                .map(|s| match s {
-                    Symbolized::Sym(sym) => Some(sym.name.into_owned()),
-                    Symbolized::Unknown(_) => None,
-                })
-                .collect(),
-            Err(_) => vec![None; addrs.len()],
-        }
+        self.kernel.names(addrs)
     }
 }

@@ -28,6 +28,15 @@ pub fn decode_call(before: &[u8], ret: u64) -> Option<Call> {
     indirect.then_some(Call::Indirect)
 }
 
+/// The callee the probes' leaf scan records for a return address (LeafFix.callees): the call's
+/// target for a direct call, 0 for an indirect one; None when no call precedes `ret`.
+pub fn callee(before: &[u8], ret: u64) -> Option<u64> {
+    match decode_call(before, ret)? {
+        Call::Direct(target) => Some(target),
+        Call::Indirect => Some(0),
+    }
+}
+
 /// What the chain check needs to know about one stack.
 pub struct ChainInput<'a> {
     /// Walked lookup addresses, leaf first (return addresses already at `ret - 1`).

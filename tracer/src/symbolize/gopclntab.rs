@@ -134,6 +134,12 @@ pub struct GoLines {
     sections: Vec<(u64, u64, u64)>,
 }
 
+type CacheKey = (String, u64, u64, i64, u64);
+thread_local! {
+    /// GoLines::cached's tables, this thread's.
+    static CACHE: std::cell::RefCell<Vec<(CacheKey, std::rc::Rc<GoLines>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl GoLines {
     /// The tables of the Go executable `pcs` (the process's goroutine pcs) are in: the first
     /// file they map to that is one (a pc can be in the vDSO or a C library). None: no pc
@@ -156,21 +162,23 @@ impl GoLines {
         None
     }
 
+    /// Drops the remembered tables (`cached`): once a report's Go processes are read, a build's
+    /// `compile` line tables (12 MB) are not kept through the rest of the report.
+    pub fn forget_cached() {
+        CACHE.with(|c| c.borrow_mut().clear());
+    }
+
     /// `load`, remembered for the last few executables (by path and file identity): a go
     /// build's report has ~60 processes of a handful of binaries, each `compile` pclntab
     /// several MB to read and index. Bounded, so a long-running `rtrace serve` keeps little.
     fn cached(path: &str) -> Option<std::rc::Rc<GoLines>> {
-        use std::{cell::RefCell, os::unix::fs::MetadataExt, rc::Rc};
-        type Key = (String, u64, u64, i64, u64);
-        thread_local! {
-            static CACHE: RefCell<Vec<(Key, Rc<GoLines>)>> = const { RefCell::new(Vec::new()) };
-        }
+        use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(path).ok()?;
-        let key: Key = (path.to_owned(), m.dev(), m.ino(), m.mtime(), m.size());
+        let key: CacheKey = (path.to_owned(), m.dev(), m.ino(), m.mtime(), m.size());
         if let Some(hit) = CACHE.with(|c| c.borrow().iter().find(|(k, _)| *k == key).map(|(_, l)| l.clone())) {
             return Some(hit);
         }
-        let lines = Rc::new(Self::load(path)?);
+        let lines = std::rc::Rc::new(Self::load(path)?);
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             if c.len() >= 4 {

@@ -5,6 +5,7 @@
 mod blaze;
 pub mod chain;
 pub mod gopclntab;
+pub mod kernel;
 mod table;
 pub mod vdso;
 
@@ -244,14 +245,17 @@ pub const PROBE_FRAME: &str = "[rtrace probe]";
 /// frames, not the thread's. From the innermost such frame on they are dropped, or (on-CPU)
 /// replaced by one frame naming the hook, `[rtrace probe] sys_exit`, so that the time shows as
 /// rtrace's cost under the call path that triggered it.
+/// Whether a kernel function is the glue that runs rtrace's probes (a stack taken in a probe
+/// has it and the probe's own frames innermost).
+pub fn is_probe_glue(function: &str) -> bool {
+    function.starts_with("bpf_trace_run")
+        || function.starts_with("__bpf_trace_")
+        || function.starts_with("perf_trace_")
+        || function == "trace_call_bpf"
+}
+
 fn probe_frames(frames: &mut Vec<Frame>, probe: ProbeFrames) {
-    let glue = |f: &Frame| {
-        f.kind == FrameKind::Kernel
-            && (f.function.starts_with("bpf_trace_run")
-                || f.function.starts_with("__bpf_trace_")
-                || f.function.starts_with("perf_trace_")
-                || &*f.function == "trace_call_bpf")
-    };
+    let glue = |f: &Frame| f.kind == FrameKind::Kernel && is_probe_glue(&f.function);
     let Some(i) = frames.iter().position(glue) else { return };
     let hook = frames[i..].iter().find_map(|f| f.function.strip_prefix("__bpf_trace_")).map(str::to_owned);
     frames.truncate(i);

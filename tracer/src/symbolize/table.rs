@@ -11,7 +11,7 @@ use super::{
     basename, chain, lookup_addr, lookups_of, probe_frames, resume_call, unknown, user_frames, vdso, Frame, FrameKind,
     Frames, Name, ProbeFrames, Resolver, Stack, StackInput,
 };
-use crate::capture::{Capture, Mapping};
+use crate::capture::{Capture, Leaf, Mapping};
 
 /// A mapped file, as one or more processes mapped it.
 struct File {
@@ -92,6 +92,31 @@ impl<'c> Symbols<'c> {
         self.stacks_as(raw, None, resolver, ProbeFrames::Label)
     }
 
+    /// The names of kernel stacks' frames without building them (a caller that only asks what
+    /// ran, as the wakeups' interrupt check does): each stack's names root first, up to the
+    /// glue of rtrace's probes (what `stacks` would drop). Looked up once, shared with the
+    /// lists symbolized later.
+    pub fn kernel_names<'s>(
+        &'s mut self,
+        stacks: &'s [&'s [u64]],
+        resolver: &mut dyn Resolver,
+    ) -> impl Iterator<Item = Vec<&'s str>> + 's {
+        for k in stacks {
+            let known = &self.kernel_names;
+            self.pending_kernel.extend(k.iter().filter(|&&a| a != 0 && !known.contains_key(&a)));
+        }
+        self.look_up(resolver);
+        let names = &self.kernel_names;
+        stacks.iter().map(move |k| {
+            k.iter()
+                .rev()
+                .filter(|&&a| a != 0)
+                .map(|a| names.get(a).and_then(|n| n.as_deref()).unwrap_or(""))
+                .take_while(|n| !super::is_probe_glue(n))
+                .collect()
+        })
+    }
+
     /// Notes what these stacks will need looked up, so that the next symbolization looks up
     /// every binary once for all prepared lists (and the resolver can drop each binary's
     /// tables after its one batch); `finish` symbolizes them (probe frames dropped).
@@ -123,7 +148,13 @@ impl<'c> Symbols<'c> {
     fn collect(&mut self, raw: &[StackInput], resolver: &mut dyn Resolver) -> Vec<Option<chain::Call>> {
         let capture = self.capture;
         let mut calls: Vec<Option<chain::Call>> = Vec::with_capacity(raw.len());
+        // A stack of the same address lists as one before it needs nothing more (see `Identity`).
+        let mut seen: HashMap<Identity, Option<chain::Call>> = HashMap::new();
         for s in raw {
+            if let Some(&call) = seen.get(&identity(s)) {
+                calls.push(call);
+                continue;
+            }
             let user = user_frames(s.user);
             let call = resume_call(capture, s, user, resolver);
             let target = match call {
@@ -142,6 +173,7 @@ impl<'c> Symbols<'c> {
             }
             let known = &self.kernel_names;
             self.pending_kernel.extend(s.kernel.iter().filter(|&&a| a != 0 && !known.contains_key(&a)));
+            seen.insert(identity(s), call);
         }
         calls
     }
@@ -169,13 +201,20 @@ impl<'c> Symbols<'c> {
         let capture = self.capture;
         let mut out = Vec::with_capacity(raw.len());
         let mut key: Vec<u64> = Vec::new();
+        // The same address lists (see `Identity`) under the same root are the same stack.
+        let mut same: HashMap<(Identity, usize), Frames> = HashMap::new();
         for (i, (s, call)) in raw.iter().zip(calls).enumerate() {
-            let lookups = self.chain_of(s, call);
-            key.clear();
-            key.push(probe as u64);
             let comm = capture.processes.get(&s.tgid).map(|p| p.comm.as_str()).filter(|c| !c.is_empty());
             let root = roots.and_then(|r| r.get(i).copied()).or(comm);
             let root = self.names.get(root.unwrap_or("[unknown process]"));
+            let id = (identity(s), root.as_ptr() as usize);
+            if let Some(frames) = same.get(&id) {
+                out.push(Stack { tgid: s.tgid, tid: s.tid, frames: frames.clone(), count: s.count });
+                continue;
+            }
+            let lookups = self.chain_of(s, call);
+            key.clear();
+            key.push(probe as u64);
             key.push(self.place(Place::Process(root)));
             for &a in lookups.iter().rev() {
                 let place = match self.file_at(s.tgid, a) {
@@ -194,6 +233,7 @@ impl<'c> Symbols<'c> {
                     f
                 }
             };
+            same.insert(id, frames.clone());
             out.push(Stack { tgid: s.tgid, tid: s.tid, frames, count: s.count });
         }
         out
@@ -365,6 +405,17 @@ impl<'c> Symbols<'c> {
         probe_frames(&mut frames, probe);
         frames.into()
     }
+}
+
+/// A stack by the identity of its address lists, with its process and leaf repair: stacks
+/// of one process whose lists are the same lists (the capture shares one per kernel stack id:
+/// a build's 60,000 off-CPU records and wakeups repeat a few thousand) are the same stack,
+/// found without walking it again. Sound within one call over `raw`: every list is borrowed
+/// for all of it, so none is freed and its address reused meanwhile.
+type Identity = (usize, usize, usize, usize, u32, Leaf);
+
+fn identity(s: &StackInput) -> Identity {
+    (s.user.as_ptr() as usize, s.user.len(), s.kernel.as_ptr() as usize, s.kernel.len(), s.tgid, s.leaf)
 }
 
 /// One shared `Name` per distinct string.

@@ -405,3 +405,29 @@ fn processes_of_one_binary_share_their_stacks() {
     assert!(std::sync::Arc::ptr_eq(&s[0].frames, &s[2].frames), "one list for pids 10 and 12");
     assert_eq!(r.1, [(path.to_owned(), 2)]);
 }
+
+/// Stacks that share their address lists are built once (one `Frames`); equal lists that are
+/// not shared give equal frames all the same, and a different leaf repair a different stack.
+#[test]
+fn shared_address_lists_build_one_stack() {
+    let c = capture_of(
+        7,
+        "prog",
+        vec![Mapping { start: 0x1000, end: 0x3000, offset: 0, path: "/bin/prog".into(), build_id: None }],
+    );
+    let mut r = FakeResolver::default();
+    r.user.push(("/bin/prog".into(), 0x100, 0x200, "leaf".into()));
+    r.user.push(("/bin/prog".into(), 0x200, 0x300, "main".into()));
+    fn input(user: &[u64], tid: u32) -> StackInput<'_> {
+        StackInput { tgid: 7, tid, user, kernel: &[], leaf: Leaf::default(), count: 1 }
+    }
+    let shared = vec![0x1150u64, 0x1250];
+    let copy = shared.clone();
+    let (shared, copy) = (&shared[..], &copy[..]);
+    let s = stacks(&c, &[input(shared, 1), input(shared, 2), input(copy, 3)], &mut r);
+    assert!(std::sync::Arc::ptr_eq(&s[0].frames, &s[1].frames));
+    assert_eq!(s[0].frames, s[2].frames);
+    let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
+    assert_eq!(names, ["prog", "main", "leaf"]);
+    assert_eq!((s[0].tid, s[1].tid, s[2].tid), (1, 2, 3));
+}

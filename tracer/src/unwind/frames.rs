@@ -8,7 +8,7 @@ use framehop::{
 };
 
 use super::{modules::Bytes, Outcome, Regs, Unwound};
-use crate::symbolize::chain::{decode_call, Call};
+use crate::symbolize::chain::callee;
 use tracer_common::unwind::LeafFix;
 
 /// Reads past the copy up to this far count as "the copy ran out"; farther ones come from a
@@ -148,12 +148,9 @@ pub fn skipped_callers(regs: Regs, stack: &[u8], code: &dyn Code) -> LeafFix {
         if !(0x10000..0x0000_8000_0000_0000).contains(&ret) {
             continue;
         }
-        let Some(call) = code.code(ret - 8, 8).and_then(|b| decode_call(b, ret)) else { continue };
+        let Some(callee) = code.code(ret - 8, 8).and_then(|b| callee(b, ret)) else { continue };
         fix.rets[found] = ret;
-        fix.callees[found] = match call {
-            Call::Direct(target) => target,
-            Call::Indirect => 0,
-        };
+        fix.callees[found] = callee;
         found += 1;
         if found == fix.rets.len() {
             break;

@@ -40,7 +40,7 @@ impl PushConfig {
 }
 
 type SampleKey = (u32, u32, Vec<u64>, Vec<u64>, Leaf);
-type OffKey = (u32, u32, Vec<u64>, Vec<u64>, OffState, Leaf);
+type OffKey = (u32, u32, crate::capture::Addrs, crate::capture::Addrs, OffState, Leaf);
 
 /// One session's totals at its previous push.
 #[derive(Default)]
@@ -173,7 +173,7 @@ mod tests {
         let o = |total_ns, count, in_flight| RawOff {
             tgid: 1,
             tid: 3,
-            user: vec![5],
+            user: vec![5].into(),
             state: OffState::Sleep,
             total_ns,
             count,

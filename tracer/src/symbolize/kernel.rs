@@ -1,0 +1,78 @@
+//! Kernel names on a thread of their own. Reading and indexing kallsyms takes ~60 ms of a
+//! build's report; the thread starts (`prewarm`) when the session's loop ends, so the table is
+//! ready by the time the drain and the capture are done. blazesym's symbolizer cannot move
+//! between threads, so the thread keeps it and answers lookups over a channel.
+use std::sync::{
+    mpsc::{channel, Receiver, Sender},
+    Mutex, PoisonError,
+};
+
+use blazesym::{
+    symbolize::{
+        source::{Kernel, Source},
+        Input, Symbolized, Symbolizer,
+    },
+    MaybeDefault,
+};
+
+type Request = (Vec<u64>, Sender<Vec<Option<String>>>);
+
+/// A handle on a kernel-name thread (it ends when the handle is dropped).
+pub struct KernelNames {
+    requests: Sender<Request>,
+}
+
+/// The one `prewarm` started, until a resolver takes it.
+static WARM: Mutex<Option<KernelNames>> = Mutex::new(None);
+
+/// Starts a kernel-name thread now, loading kallsyms at once, for the next resolver to take.
+pub fn prewarm() {
+    let names = KernelNames::spawn();
+    *WARM.lock().unwrap_or_else(PoisonError::into_inner) = Some(names);
+}
+
+impl KernelNames {
+    /// The prewarmed thread if there is one, else a new one.
+    pub fn take() -> Self {
+        WARM.lock().unwrap_or_else(PoisonError::into_inner).take().unwrap_or_else(Self::spawn)
+    }
+
+    fn spawn() -> Self {
+        let (requests, rx) = channel::<Request>();
+        let spawned = std::thread::Builder::new().name("rtrace-kallsyms".into()).spawn(move || serve(rx));
+        if spawned.is_err() {
+            log::debug!("no thread for kernel names: kernel frames stay unnamed");
+        }
+        KernelNames { requests }
+    }
+
+    /// The names of kernel addresses (None: no symbol, or the thread is gone).
+    pub fn names(&self, addrs: &[u64]) -> Vec<Option<String>> {
+        let (tx, rx) = channel();
+        if self.requests.send((addrs.to_vec(), tx)).is_err() {
+            return vec![None; addrs.len()];
+        }
+        rx.recv().unwrap_or_else(|_| vec![None; addrs.len()])
+    }
+}
+
+fn serve(rx: Receiver<Request>) {
+    let symbolizer = Symbolizer::builder().enable_demangling(true).build();
+    // kallsyms holds the live addresses already; vmlinux discovery is slow and rarely there.
+    let source = || Source::Kernel(Kernel { vmlinux: MaybeDefault::None, debug_syms: false, ..Kernel::default() });
+    // The first lookup reads kallsyms: now, before anyone asks.
+    let _ = symbolizer.symbolize(&source(), Input::AbsAddr(&[0]));
+    for (addrs, reply) in rx {
+        let names = match symbolizer.symbolize(&source(), Input::AbsAddr(&addrs)) {
+            Ok(syms) => syms
+                .into_iter()
+                .map(|s| match s {
+                    Symbolized::Sym(sym) => Some(sym.name.into_owned()),
+                    Symbolized::Unknown(_) => None,
+                })
+                .collect(),
+            Err(_) => vec![None; addrs.len()],
+        };
+        let _ = reply.send(names);
+    }
+}
