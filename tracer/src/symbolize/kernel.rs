@@ -39,7 +39,14 @@ impl KernelNames {
 
     fn spawn() -> Self {
         let (requests, rx) = channel::<Request>();
-        let spawned = std::thread::Builder::new().name("rtrace-kallsyms".into()).spawn(move || serve(rx));
+        // The spawner's priority (threads start without it: SCHED_RESET_ON_FORK, see
+        // priority.rs): against a thousand busy threads of the target, a thread without it
+        // waited 23 s to read kallsyms.
+        let priority = crate::priority::current();
+        let spawned = std::thread::Builder::new().name("rtrace-kallsyms".into()).spawn(move || {
+            crate::priority::raise_thread(priority);
+            serve(rx)
+        });
         if spawned.is_err() {
             log::debug!("no thread for kernel names: kernel frames stay unnamed");
         }
