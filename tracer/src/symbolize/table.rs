@@ -102,8 +102,7 @@ impl<'c> Symbols<'c> {
         resolver: &mut dyn Resolver,
     ) -> impl Iterator<Item = Vec<&'s str>> + 's {
         for k in stacks {
-            let known = &self.kernel_names;
-            self.pending_kernel.extend(k.iter().filter(|&&a| a != 0 && !known.contains_key(&a)));
+            self.note_kernel(k);
         }
         self.look_up(resolver);
         let names = &self.kernel_names;
@@ -171,11 +170,16 @@ impl<'c> Symbols<'c> {
                     }
                 }
             }
-            let known = &self.kernel_names;
-            self.pending_kernel.extend(s.kernel.iter().filter(|&&a| a != 0 && !known.contains_key(&a)));
+            self.note_kernel(s.kernel);
             seen.insert(identity(s), call);
         }
         calls
+    }
+
+    /// The kernel addresses of a stack not looked up yet go to the pending batch.
+    fn note_kernel(&mut self, kernel: &[u64]) {
+        let known = &self.kernel_names;
+        self.pending_kernel.extend(kernel.iter().filter(|&&a| a != 0 && !known.contains_key(&a)));
     }
 
     fn stacks_as(
