@@ -44,5 +44,15 @@ pub const USTACK_DROPPED: u32 = 17;
 pub const USTACK_COPY_FAILED: u32 = 18;
 /// `--timeline` records lost because the TIMELINE ring buffer was full.
 pub const TIMELINE_LOST: u32 = 19;
+/// User stacks stored in USER_STACKS (new entries, not stacks found there already): with the
+/// entries harvested during the session, how full the table is (collect/stacks.rs).
+pub const USER_STACKS_STORED: u32 = 20;
+/// Kernel stacks stored in KERNEL_STACKS, likewise.
+pub const KERNEL_STACKS_STORED: u32 = 21;
+/// On-CPU samples of exiting threads (past exit_mm: no address space, so no user stack): not
+/// a loss, they keep their kernel stack.
+pub const SAMPLES_EXITING: u32 = 22;
+/// Off-CPU stack walks of exiting threads, likewise (not counted in OFF_STACK_ERRORS).
+pub const OFF_EXITING: u32 = 23;
 /// Number of counters.
-pub const COUNT: u32 = 20;
+pub const COUNT: u32 = 24;

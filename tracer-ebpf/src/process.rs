@@ -64,6 +64,19 @@ pub fn task_mm_off() -> u32 {
     global(&TASK_MM_OFF)
 }
 
+/// Whether current has no address space any more (an exiting thread past exit_mm): it has no
+/// user stack to take. False when task_struct.mm's offset is unknown.
+#[inline(always)]
+pub fn current_without_mm() -> bool {
+    let off = global(&TASK_MM_OFF);
+    if off == u32::MAX {
+        return false;
+    }
+    let task = unsafe { bpf_get_current_task() } as usize;
+    // SAFETY: a kernel read through the helper.
+    matches!(unsafe { bpf_probe_read_kernel((task + off as usize) as *const usize) }, Ok(0))
+}
+
 /// Go preempts goroutines with SIGURG, thousands of times a second: not lifecycle.
 const SIGURG: i32 = 23;
 

@@ -64,7 +64,6 @@ fn with_kernel_names(frames: Frames, names: &[String]) -> Frames {
             function: n.as_str().into(),
             module: "[kernel]".into(),
             offset: 0,
-            build_id: None,
         });
     }
     frames.into()

@@ -111,7 +111,7 @@ pub mod tests {
     use super::*;
 
     pub fn frame(kind: FrameKind, name: &str) -> Frame {
-        Frame { kind, function: name.into(), module: "m".into(), offset: 0, build_id: None }
+        Frame { kind, function: name.into(), module: "m".into(), offset: 0 }
     }
 
     pub fn stack(tid: u32, names: &[&str], count: u64) -> Stack {

@@ -103,13 +103,7 @@ mod tests {
         let mut v = vec![Frame::process("go_block")];
         for n in names {
             let kind = if n.ends_with("_[k]") { FrameKind::Kernel } else { FrameKind::User };
-            v.push(Frame {
-                kind,
-                function: n.trim_end_matches("_[k]").into(),
-                module: "go_block".into(),
-                offset: 0,
-                build_id: None,
-            });
+            v.push(Frame { kind, function: n.trim_end_matches("_[k]").into(), module: "go_block".into(), offset: 0 });
         }
         v
     }

@@ -92,13 +92,7 @@ pub struct OffcpuSection {
 
 /// Pseudo-frame appended to off-CPU stacks in folded output, so states stay apart.
 pub fn state_frame(state: OffState) -> Frame {
-    Frame {
-        kind: FrameKind::Process,
-        function: format!("[{}]", state.name()).into(),
-        module: "".into(),
-        offset: 0,
-        build_id: None,
-    }
+    Frame { kind: FrameKind::Process, function: format!("[{}]", state.name()).into(), module: "".into(), offset: 0 }
 }
 
 /// The syscall a kernel stack is in: the frame after the syscall entry, with the
@@ -202,8 +196,7 @@ impl OffcpuProfile {
     /// wakeups.folded, as offwaketime prints it: blocked stack root→leaf, `--`, then the waker
     /// stack leaf→root ending with the waker's name, in microseconds.
     pub fn wakeups_folded(&self) -> Vec<String> {
-        let sep =
-            Frame { kind: FrameKind::Process, function: "--".into(), module: "".into(), offset: 0, build_id: None };
+        let sep = Frame { kind: FrameKind::Process, function: "--".into(), module: "".into(), offset: 0 };
         let comms: Vec<Frame> = self.wakeups.iter().map(|w| Frame::process(&w.waker_comm)).collect();
         fold(self.wakeups.iter().zip(&comms).map(|(w, comm)| {
             // The waker's frames minus its process root, leaf first, then its name.

@@ -335,6 +335,19 @@ pub struct Accounting {
     pub timeline_dropped: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub timeline_lost: u64,
+    /// On-CPU samples and off-CPU stack walks of exiting threads (past exit_mm): they have no
+    /// user stack, which is not a loss (not in `stack_errors` or `offcpu_stack_errors`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub samples_exiting: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offcpu_exiting: u64,
+    /// Stacks moved out of the kernel's stack tables during the session to make room
+    /// (collect/stacks.rs), and ids found standing for two different stacks then (hash
+    /// collisions: samples of one may show the other).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stacks_harvested: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stack_id_conflicts: u64,
 }
 
 fn is_zero(v: &u64) -> bool {

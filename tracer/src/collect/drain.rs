@@ -18,7 +18,8 @@ use super::ustacks::{add_counted_samples, UserStacks, Ustacks};
 /// (hundreds of ms), which would otherwise be counted as blocked time.
 /// `ustacks`: the stack copies read from the ring (copy ids resolve there) and the on-CPU
 /// samples of DWARF-mode processes counted in userspace. `timeline`: --timeline's records,
-/// put on session time with their samples' stacks resolved here.
+/// put on session time with their samples' stacks resolved here. `stacks`: the stack tables'
+/// entries moved out during the session (stacks.rs).
 pub fn drain(
     probes: &Probes,
     mut slow: super::slow::SlowStore,
@@ -26,10 +27,11 @@ pub fn drain(
     harvested: Vec<(tracer_common::syscall::SysKey, tracer_common::syscall::SysStats)>,
     ustacks: &Ustacks,
     timeline: Option<super::timeline::Reader>,
+    stacks: super::stacks::StackTables,
 ) -> Result<Capture> {
     let n = probes.counters();
-    let user_stacks = probes.stacks("USER_STACKS")?;
-    let kernel_stacks = probes.stacks("KERNEL_STACKS")?;
+    let stacks = stacks.finish(probes)?;
+    let (user_stacks, kernel_stacks) = (stacks.user, stacks.kernel);
     let users = UserStacks::new(&user_stacks, ustacks);
     let user = |tgid: u32, id: i32, count: u64| users.get(tgid, id, count);
     let (mut samples, mut offcpu) = on_and_off(probes, &users, &kernel_stacks)?;
@@ -120,6 +122,7 @@ pub fn drain(
     let (fp_stacks, unresolved) = users.counts();
     let unwind = ustacks.stats(&fp_stacks, &unresolved, &drops);
     let mut accounting = accounting(&n, syscalls.iter().map(|s| s.count).sum());
+    (accounting.stacks_harvested, accounting.stack_id_conflicts) = (stacks.harvested, stacks.conflicts);
     if let Some(t) = &timeline {
         accounting.timeline_records = (t.switches.len() + t.exits.len() + t.samples.len()) as u64;
         (accounting.timeline_dropped, accounting.timeline_lost) = (t.dropped, t.lost);
@@ -224,6 +227,8 @@ pub fn accounting(n: &[u64], syscalls: u64) -> Accounting {
         slow_calls_sent: n[c::SLOW_CALLS_SENT as usize],
         slow_calls_dropped: n[c::SLOW_CALLS_DROPPED as usize],
         threads_spilled: n[c::THREADS_SPILLED as usize],
+        samples_exiting: n[c::SAMPLES_EXITING as usize],
+        offcpu_exiting: n[c::OFF_EXITING as usize],
         // Read before detach, by collect::run.
         bpf_recursion_misses: Default::default(),
         go_unread: 0,

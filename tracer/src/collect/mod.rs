@@ -15,6 +15,7 @@ pub use crate::procfs::parse_syscall;
 mod registry;
 mod roots;
 mod slow;
+mod stacks;
 mod starved;
 pub mod ustacks;
 
@@ -111,6 +112,7 @@ pub async fn run(
     gos.tick(&mut probes);
     let mut tick = tokio::time::interval(TICK);
     let mut harvested_stats = Vec::new();
+    let mut stack_tables = stacks::StackTables::new(live.is_none());
     let mut folds = live::Folds::default();
     // The first tick refreshes and harvests at once: children that exited while the probes
     // were being attached leave the stats map now rather than half a second later.
@@ -176,6 +178,7 @@ pub async fn run(
                 // ones of a burst are read here.
                 ustacks.read(ustack_ring.get_mut());
                 ustacks.sync(Some(&mut probes));
+                stack_tables.tick(&probes);
                 if let Some((r, ring)) = timeline.as_mut() {
                     r.read(ring);
                 }
@@ -293,7 +296,8 @@ pub async fn run(
             ustacks.seen
         );
     }
-    let mut capture = drain::drain(&probes, slow, (start_mono, detach_mono), harvested_stats, &ustacks, timeline)?;
+    let mut capture =
+        drain::drain(&probes, slow, (start_mono, detach_mono), harvested_stats, &ustacks, timeline, stack_tables)?;
     capture.accounting.bpf_recursion_misses = recursion_misses;
     capture.lifecycle = lifecycle;
     capture.go = go_records;

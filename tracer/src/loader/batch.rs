@@ -9,8 +9,9 @@ use std::os::fd::{AsFd, AsRawFd};
 use anyhow::{bail, Result};
 use aya::{maps::Map, Pod};
 
-/// BPF_MAP_LOOKUP_BATCH in enum bpf_cmd.
+/// BPF_MAP_LOOKUP_BATCH and BPF_MAP_LOOKUP_AND_DELETE_BATCH in enum bpf_cmd.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 /// ENOTSUPP (kernel-internal, 524): what an old kernel or a map type without batch ops says.
 const ENOTSUPP: i32 = 524;
 /// Entries per call: a hash map hands out whole buckets, and one bucket never holds this many.
@@ -43,7 +44,7 @@ pub fn visit<K: Pod, V: Pod>(map: &Map, mut f: impl FnMut(K, &V)) -> Result<()> 
     let (Map::HashMap(data) | Map::LruHashMap(data)) = map else { bail!("not a hash map") };
     // aya checks the key and value sizes against the map's.
     let checked: aya::maps::HashMap<_, K, V> = aya::maps::HashMap::try_from(map)?;
-    match batched(data.fd().as_fd().as_raw_fd(), &mut f) {
+    match batched(data.fd().as_fd().as_raw_fd(), BPF_MAP_LOOKUP_BATCH, &mut f) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(ENOTSUPP)) => {
             checked.iter().filter_map(Result::ok).for_each(|(k, v)| f(k, &v));
@@ -53,7 +54,26 @@ pub fn visit<K: Pod, V: Pod>(map: &Map, mut f: impl FnMut(K, &V)) -> Result<()> 
     }
 }
 
-fn batched<K: Pod, V: Pod>(fd: i32, f: &mut impl FnMut(K, &V)) -> std::io::Result<()> {
+/// Like `visit`, and every entry handed to `f` is deleted from the map by the same syscall
+/// (BPF_MAP_LOOKUP_AND_DELETE_BATCH, bucket by bucket under the bucket's lock): an entry a
+/// program stores meanwhile stays for the next read, none is deleted unread. Returns how many
+/// were taken. Without the batch call (EINVAL, ENOTSUPP: older kernels), nothing is taken.
+pub fn take<K: Pod, V: Pod>(map: &Map, mut f: impl FnMut(K, &V)) -> Result<u64> {
+    let (Map::HashMap(data) | Map::LruHashMap(data)) = map else { bail!("not a hash map") };
+    let _: aya::maps::HashMap<_, K, V> = aya::maps::HashMap::try_from(map)?;
+    let mut n = 0;
+    let mut count = |k, v: &V| {
+        n += 1;
+        f(k, v)
+    };
+    match batched(data.fd().as_fd().as_raw_fd(), BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut count) {
+        Ok(()) => Ok(n),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(ENOTSUPP)) && n == 0 => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn batched<K: Pod, V: Pod>(fd: i32, cmd: libc::c_long, f: &mut impl FnMut(K, &V)) -> std::io::Result<()> {
     let (ks, vs) = (std::mem::size_of::<K>(), std::mem::size_of::<V>());
     let mut keys: Vec<u8> = vec![0; CHUNK * ks];
     let mut values: Vec<u8> = vec![0; CHUNK * vs];
@@ -72,9 +92,7 @@ fn batched<K: Pod, V: Pod>(fd: i32, f: &mut impl FnMut(K, &V)) -> std::io::Resul
         };
         // SAFETY: attr points at buffers of `count` keys and values of the map's sizes (aya
         // checked them) and at 8-byte tokens; the kernel writes no more than that.
-        let r = unsafe {
-            libc::syscall(libc::SYS_bpf, BPF_MAP_LOOKUP_BATCH, &raw mut attr, std::mem::size_of::<BatchAttr>())
-        };
+        let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, &raw mut attr, std::mem::size_of::<BatchAttr>()) };
         let err = (r < 0).then(std::io::Error::last_os_error);
         if let Some(e) = &err {
             if e.raw_os_error() != Some(libc::ENOENT) {

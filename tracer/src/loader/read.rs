@@ -179,10 +179,21 @@ impl Probes {
     pub fn stacks(&self, name: &str) -> Result<std::collections::HashMap<i32, crate::capture::Addrs>> {
         let mut out = std::collections::HashMap::new();
         batch::visit(self.map(name)?, |id: u32, rec: &StackRec| {
-            out.insert(id as i32, rec.ips[..(rec.len as usize).min(rec.ips.len())].into());
+            out.insert(id as i32, frames_of(rec));
         })?;
         Ok(out)
     }
+
+    /// Every stack of the named stack table, each deleted as it is read (batch::take): `f` gets
+    /// id and frames. Returns how many were taken.
+    pub fn take_stacks(&self, name: &str, mut f: impl FnMut(i32, crate::capture::Addrs)) -> Result<u64> {
+        batch::take(self.map(name)?, |id: u32, rec: &StackRec| f(id as i32, frames_of(rec)))
+    }
+}
+
+/// A stack record's frames, leaf first.
+fn frames_of(rec: &StackRec) -> crate::capture::Addrs {
+    rec.ips[..(rec.len as usize).min(rec.ips.len())].into()
 }
 
 /// BPF_OBJ_GET_INFO_BY_FD for a program (aya's ProgramInfo does not expose recursion_misses).

@@ -136,11 +136,5 @@ fn by_frames(go: &[GoReport], time_nanos: i64, duration_nanos: i64) -> Profile {
 }
 
 fn not_read() -> Frame {
-    Frame {
-        kind: FrameKind::User,
-        function: "[stack not read]".into(),
-        module: "[unknown]".into(),
-        offset: 0,
-        build_id: None,
-    }
+    Frame { kind: FrameKind::User, function: "[stack not read]".into(), module: "[unknown]".into(), offset: 0 }
 }

@@ -46,7 +46,7 @@ mod tests {
     };
 
     fn frame(name: &str) -> Frame {
-        Frame { kind: FrameKind::User, function: name.into(), module: "go_heap".into(), offset: 0x1000, build_id: None }
+        Frame { kind: FrameKind::User, function: name.into(), module: "go_heap".into(), offset: 0x1000 }
     }
 
     #[test]

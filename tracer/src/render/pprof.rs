@@ -207,7 +207,7 @@ struct Builder {
     /// ~700,000 frames, mostly the same few thousand shared ones, and hashing their strings
     /// was most of the time. Sound because every frame given lives as long as the builder's
     /// use (`build_from_labeled` borrows them all), so no address is reused meanwhile.
-    location_by_ptr: HashMap<(usize, usize, usize, u64, FrameKind), u64>,
+    location_by_ptr: HashMap<(usize, usize, u64, FrameKind), u64>,
 }
 
 impl Builder {
@@ -230,7 +230,7 @@ impl Builder {
         }
         let id = self.mappings.len() as u64 + 1;
         let filename = self.string(&f.module);
-        let build_id = f.build_id.as_deref().map(|b| self.string(b)).unwrap_or(0);
+        let build_id = f.module.build_id().map(|b| self.string(b)).unwrap_or(0);
         // Addresses are file offsets (user) or kernel addresses: the mapping spans them all.
         self.mappings.push(Mapping {
             id,
@@ -263,8 +263,8 @@ impl Builder {
     }
 
     fn location(&mut self, f: &Frame) -> u64 {
-        let build_id = f.build_id.as_ref().map_or(0, |b| b.as_ptr() as usize);
-        let ptr = (f.function.as_ptr() as usize, f.module.as_ptr() as usize, build_id, f.offset, f.kind);
+        // The module's pointer stands for its name and build id (one shared value per file).
+        let ptr = (f.function.as_ptr() as usize, f.module.as_ptr() as usize, f.offset, f.kind);
         if let Some(&id) = self.location_by_ptr.get(&ptr) {
             return id;
         }
@@ -344,9 +344,8 @@ mod tests {
         let f = |name: &str, build_id: Option<&str>| Frame {
             kind: FrameKind::User,
             function: name.into(),
-            module: "prog".into(),
+            module: crate::symbolize::Module::new("prog".into(), build_id.map(Into::into)),
             offset: 0x10,
-            build_id: build_id.map(Into::into),
         };
         let shared = f("main", Some("ab"));
         let stacks = vec![

@@ -70,8 +70,7 @@ pub fn offcpu(analysis: &Analysis, time_nanos: i64) -> Profile {
 pub fn wall(analysis: &Analysis, time_nanos: i64) -> Profile {
     let r = &analysis.report;
     let period = period_ns(analysis);
-    let on_cpu =
-        Frame { kind: FrameKind::Process, function: "[on-cpu]".into(), module: "".into(), offset: 0, build_id: None };
+    let on_cpu = Frame { kind: FrameKind::Process, function: "[on-cpu]".into(), module: "".into(), offset: 0 };
     let entries = &analysis.offcpu.entries;
     let states: Vec<_> = entries.iter().map(|e| state_frame(e.state)).collect();
     let on = analysis.cpu.stacks.iter().map(|(f, c)| (&f[..], Some(&on_cpu), vec![*c as i64 * period]));

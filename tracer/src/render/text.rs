@@ -38,6 +38,14 @@ pub(crate) fn losses(s: &mut String, a: &crate::capture::Accounting) {
     for (n, what) in lines.iter().filter(|(n, _)| *n > 0) {
         let _ = writeln!(s, "warning: lost {n} {what}");
     }
+    if a.stack_id_conflicts > 0 {
+        let _ = writeln!(
+            s,
+            "warning: {} stack ids stood for two different stacks (hash collisions): their samples and blocks \
+             show the first one",
+            a.stack_id_conflicts
+        );
+    }
     for (prog, n) in a.bpf_recursion_misses.iter().filter(|(_, &n)| n > 0) {
         let _ = writeln!(
             s,

@@ -132,7 +132,7 @@ mod tests {
     };
 
     fn frame(f: &str, off: u64) -> Frame {
-        Frame { kind: FrameKind::User, function: f.into(), module: "go_parked".into(), offset: off, build_id: None }
+        Frame { kind: FrameKind::User, function: f.into(), module: "go_parked".into(), offset: off }
     }
 
     /// Groups that differ only by state or creation site are one block, as Go's are.

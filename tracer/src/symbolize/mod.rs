@@ -29,23 +29,72 @@ pub enum FrameKind {
 /// functions, so frames share their names instead of each owning copies.
 pub type Name = std::sync::Arc<str>;
 
-/// One named frame.
+/// One named frame: 40 bytes (a build's report holds ~30,000 distinct frame lists of ~20
+/// frames; with the build id a name of its own it was 64).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Frame {
     pub kind: FrameKind,
     /// Function name (demangled), or `[unknown] (module+0xoffset)`.
     pub function: Name,
-    /// File the code lives in ("[kernel]" for kernel frames, the comm for the process frame).
-    pub module: Name,
+    /// File the code lives in ("[kernel]" for kernel frames, the comm for the process frame),
+    /// with its build id.
+    pub module: Module,
     /// Offset in `module` (file offset for user code, address for kernel code).
     pub offset: u64,
-    /// Build id of `module` when known.
-    pub build_id: Option<Name>,
+}
+
+/// A frame's file and its build id when known, shared by the frames of that file (one
+/// pointer). Reads as its name (`&*module`); serialized as the name alone.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Module(std::sync::Arc<(Name, Option<Name>)>);
+
+impl Module {
+    pub fn new(name: Name, build_id: Option<Name>) -> Self {
+        Module(std::sync::Arc::new((name, build_id)))
+    }
+
+    pub fn name(&self) -> &Name {
+        &self.0 .0
+    }
+
+    pub fn build_id(&self) -> Option<&Name> {
+        self.0 .1.as_ref()
+    }
+
+    /// Identity of the shared value (frames of one file built by one symbolizer share it).
+    pub fn as_ptr(&self) -> *const u8 {
+        std::sync::Arc::as_ptr(&self.0).cast()
+    }
+}
+
+impl std::ops::Deref for Module {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0 .0
+    }
+}
+
+impl From<&str> for Module {
+    fn from(name: &str) -> Self {
+        Module::new(name.into(), None)
+    }
+}
+
+impl Serialize for Module {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Module {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Module::from(String::deserialize(d)?.as_str()))
+    }
 }
 
 impl Frame {
     pub fn process(comm: &str) -> Self {
-        Frame { kind: FrameKind::Process, function: comm.into(), module: comm.into(), offset: 0, build_id: None }
+        Frame { kind: FrameKind::Process, function: comm.into(), module: comm.into(), offset: 0 }
     }
 
     /// The name used in folded stacks and flame graphs: kernel frames get perf's `_[k]`.
@@ -264,13 +313,7 @@ fn probe_frames(frames: &mut Vec<Frame>, probe: ProbeFrames) {
             Some(h) => format!("{PROBE_FRAME} {h}"),
             None => PROBE_FRAME.to_owned(),
         };
-        frames.push(Frame {
-            kind: FrameKind::Kernel,
-            function: function.into(),
-            module: "[rtrace]".into(),
-            offset: 0,
-            build_id: None,
-        });
+        frames.push(Frame { kind: FrameKind::Kernel, function: function.into(), module: "[rtrace]".into(), offset: 0 });
     }
 }
 

@@ -9,17 +9,16 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 
 use super::{
     basename, chain, lookup_addr, lookups_of, probe_frames, resume_call, unknown, user_frames, vdso, Frame, FrameKind,
-    Frames, Name, ProbeFrames, Resolver, Stack, StackInput,
+    Frames, Module, Name, ProbeFrames, Resolver, Stack, StackInput,
 };
 use crate::capture::{Capture, Leaf, Mapping};
 
 /// A mapped file, as one or more processes mapped it.
 struct File {
-    /// The name frames show (the mapped path's file name).
-    module: Name,
+    /// The name frames show (the mapped path's file name), with the file's build id.
+    module: Module,
     /// What to read for names: the mapped path, a held copy of a deleted file, or `[vdso]`.
     read: Name,
-    build_id: Option<Name>,
     /// Whether names can be looked up (a file to read, or the captured vDSO table).
     resolvable: bool,
     /// Names by file offset, outermost first (several when calls were inlined).
@@ -63,6 +62,9 @@ pub struct Symbols<'c> {
     /// (file, offset)s and kernel addresses to look up (see `prepare`).
     pending_user: BTreeMap<u32, Vec<u64>>,
     pending_kernel: Vec<u64>,
+    /// The modules of anonymous code and of kernel frames, shared by all their frames.
+    anon: Module,
+    kernel: Module,
 }
 
 impl<'c> Symbols<'c> {
@@ -79,6 +81,8 @@ impl<'c> Symbols<'c> {
             by_key: HashMap::new(),
             pending_user: BTreeMap::new(),
             pending_kernel: Vec::new(),
+            anon: Module::from("[anon]"),
+            kernel: Module::from("[kernel]"),
         }
     }
 
@@ -268,9 +272,8 @@ impl<'c> Symbols<'c> {
         }
         let id = self.files.len() as u32;
         self.files.push(File {
-            module: self.names.get(basename(&m.path)),
+            module: Module::new(self.names.get(basename(&m.path)), key.2.clone()),
             read: key.1.clone(),
-            build_id: key.2.clone(),
             resolvable: read.starts_with('/') || read == "[vdso]",
             names: HashMap::new(),
         });
@@ -347,9 +350,8 @@ impl<'c> Symbols<'c> {
             Place::Anon(a) => vec![Frame {
                 kind: FrameKind::User,
                 function: unknown("[anon]", *a).into(),
-                module: self.names.get("[anon]"),
+                module: self.anon.clone(),
                 offset: *a,
-                build_id: None,
             }],
             &Place::File(fid, off) => {
                 let file = &self.files[fid as usize];
@@ -358,7 +360,6 @@ impl<'c> Symbols<'c> {
                     function,
                     module: file.module.clone(),
                     offset: off,
-                    build_id: file.build_id.clone(),
                 };
                 let names = file.names.get(&off).map(Vec::as_slice).unwrap_or_default();
                 let mut frames = Vec::with_capacity(names.len().max(1));
@@ -392,19 +393,12 @@ impl<'c> Symbols<'c> {
         for &p in places {
             frames.extend(self.places[p as usize].iter().cloned());
         }
-        let kernel_module = self.names.get("[kernel]");
         for &addr in kernel {
             let function = match self.kernel_names.get(&addr) {
                 Some(Some(n)) => n.clone(),
                 _ => unknown("[kernel]", addr).into(),
             };
-            frames.push(Frame {
-                kind: FrameKind::Kernel,
-                function,
-                module: kernel_module.clone(),
-                offset: addr,
-                build_id: None,
-            });
+            frames.push(Frame { kind: FrameKind::Kernel, function, module: self.kernel.clone(), offset: addr });
         }
         probe_frames(&mut frames, probe);
         frames.into()

@@ -39,7 +39,7 @@ fn maps_addresses_through_captured_mappings() {
     let s = cpu_stacks(&c, &mut r);
     let names: Vec<String> = s[0].frames.iter().map(Frame::folded_name).collect();
     assert_eq!(names, ["prog", "[unknown] ([anon]+0x9998)", "main", "leaf", "do_syscall_64_[k]"]);
-    assert_eq!(s[0].frames[3].build_id.as_deref(), Some("ab"));
+    assert_eq!(s[0].frames[3].module.build_id().map(|b| &**b), Some("ab"));
     assert_eq!(s[0].count, 5);
 }
 
