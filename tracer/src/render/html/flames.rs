@@ -5,9 +5,9 @@
 //! elements by id, so three inline copies in one page would drive one another's elements. A
 //! srcdoc frame is of the page's own origin and needs no file or URL beside the page. Its height
 //! is the SVG's own, so nothing scrolls inside it, on screen or on paper.
-use std::fmt::Write as _;
+use std::{fmt::Write as _, io::Write};
 
-use super::esc;
+use super::{esc, esc_write};
 use crate::{render::flamegraph::Flames, report::Analysis};
 
 /// The `height="N"` of the SVG's root element (inferno writes pixels).
@@ -19,28 +19,44 @@ pub(super) fn svg_height(svg: &str) -> Option<u32> {
 }
 
 /// One graph's frame: the SVG (its XML prolog and doctype dropped: the frame's document is
-/// HTML, where an `<svg>` element is SVG) in a page with no margin.
-fn embed(s: &mut String, id: &str, title: &str, svg: &[u8]) {
+/// HTML, where an `<svg>` element is SVG) in a page with no margin. The page so far (`s`) goes
+/// to `out` first and the SVG is escaped straight into it: a build's graphs are ~7 MB, ~10
+/// escaped, and the page held them twice over.
+fn embed(s: &mut String, out: &mut dyn Write, (id, title): (&str, &str), svg: &[u8]) -> std::io::Result<()> {
     let text = String::from_utf8_lossy(svg);
     let body = &text[text.find("<svg").unwrap_or(0)..];
     // Inferno's own default, should a graph ever come without a height.
     let height = svg_height(body).unwrap_or(600);
-    let doc = format!(
-        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title>\
-         <style>html,body{{margin:0;overflow:hidden;background:#fff}}svg{{display:block;width:100%}}</style>\
-         </head><body>{body}</body></html>",
-        esc(title)
-    );
-    let _ = writeln!(
+    let _ = write!(
         s,
-        "<iframe class=\"flame\" id=\"flame-{id}\" title=\"{}\" scrolling=\"no\" style=\"height:{}px\" srcdoc=\"{}\"></iframe>",
+        "<iframe class=\"flame\" id=\"flame-{id}\" title=\"{}\" scrolling=\"no\" style=\"height:{}px\" srcdoc=\"",
         esc(title),
         height + 2,
-        esc(&doc)
     );
+    // The frame's document, escaped as the attribute's value.
+    let head = format!(
+        "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{}</title>\
+         <style>html,body{{margin:0;overflow:hidden;background:#fff}}svg{{display:block;width:100%}}</style>\
+         </head><body>",
+        esc(title)
+    );
+    s.push_str(&esc(&head));
+    out.write_all(s.as_bytes())?;
+    s.clear();
+    esc_write(out, body)?;
+    s.push_str(&esc("</body></html>"));
+    s.push_str("\"></iframe>\n");
+    Ok(())
 }
 
-pub(super) fn section(s: &mut String, analysis: &Analysis, flames: &Flames, with_files: bool) {
+/// The section, into `s` but for the graphs, which go to `out` (see `embed`).
+pub(super) fn section(
+    s: &mut String,
+    out: &mut dyn Write,
+    analysis: &Analysis,
+    flames: &Flames,
+    with_files: bool,
+) -> std::io::Result<()> {
     let r = &analysis.report;
     s.push_str(
         "<section id=\"flames\">\n<h2>Flame graphs</h2>\n<p class=\"meta\">Each box is a function, as wide as \
@@ -69,7 +85,7 @@ pub(super) fn section(s: &mut String, analysis: &Analysis, flames: &Flames, with
             1000 / hz.max(1)
         );
     } else {
-        embed(s, "cpu", "on-CPU flame graph", &flames.cpu);
+        embed(s, out, ("cpu", "on-CPU flame graph"), &flames.cpu)?;
     }
 
     s.push_str("<h3 id=\"flame-offcpu-title\">Off-CPU — where threads waited, by state (µs)");
@@ -83,7 +99,7 @@ pub(super) fn section(s: &mut String, analysis: &Analysis, flames: &Flames, with
                     off.min_block_us
                 );
             } else {
-                embed(s, "offcpu", "off-CPU flame graph", svg);
+                embed(s, out, ("offcpu", "off-CPU flame graph"), svg)?;
             }
         }
         _ => s.push_str("</h3>\n<p class=\"empty\">Off-CPU time was not traced (--no-offcpu).</p>\n"),
@@ -96,7 +112,7 @@ pub(super) fn section(s: &mut String, analysis: &Analysis, flames: &Flames, with
             if analysis.cpu.stacks.is_empty() && analysis.offcpu.entries.is_empty() {
                 s.push_str("<p class=\"empty\">Nothing ran or waited long enough to be recorded.</p>\n");
             } else {
-                embed(s, "wall", "wall-clock flame graph", svg);
+                embed(s, out, ("wall", "wall-clock flame graph"), svg)?;
             }
         }
         None => {
@@ -104,4 +120,5 @@ pub(super) fn section(s: &mut String, analysis: &Analysis, flames: &Flames, with
         }
     }
     s.push_str("</section>\n");
+    Ok(())
 }

@@ -45,6 +45,23 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// `esc`, written to `out` (a flame graph's SVG is megabytes: no escaped copy of it).
+fn esc_write(out: &mut dyn Write, s: &str) -> std::io::Result<()> {
+    let mut rest = s.as_bytes();
+    while let Some(i) = rest.iter().position(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')) {
+        out.write_all(&rest[..i])?;
+        out.write_all(match rest[i] {
+            b'&' => b"&amp;",
+            b'<' => b"&lt;",
+            b'>' => b"&gt;",
+            b'"' => b"&quot;",
+            _ => b"&#39;",
+        })?;
+        rest = &rest[i + 1..];
+    }
+    out.write_all(rest)
+}
+
 /// Seconds since attach, as the ledger in report.txt shows them.
 fn secs(ns: u64) -> String {
     format!("{:.3}s", ns as f64 / 1e9)
@@ -52,12 +69,8 @@ fn secs(ns: u64) -> String {
 
 pub fn render(analysis: &Analysis, flames: &Flames, links: Links<'_>, out: &mut dyn Write) -> Result<()> {
     let r = &analysis.report;
-    let mut s = String::with_capacity(
-        64 * 1024
-            + flames.cpu.len()
-            + flames.offcpu.as_ref().map_or(0, Vec::len)
-            + flames.wall.as_ref().map_or(0, Vec::len),
-    );
+    // All but the flame graphs, which go straight to `out` (flames.rs).
+    let mut s = String::with_capacity(256 * 1024);
     let t = &r.target;
     let title = format!("rtrace report: pid {} ({})", t.pid, t.comm);
     let _ = write!(
@@ -75,7 +88,7 @@ pub fn render(analysis: &Analysis, flames: &Flames, links: Links<'_>, out: &mut 
     header(&mut s, analysis, &title);
     findings(&mut s, &r.findings);
     gantt::section(&mut s, r, &analysis.signals);
-    flames::section(&mut s, analysis, flames, matches!(links, Links::Directory(_)));
+    flames::section(&mut s, out, analysis, flames, matches!(links, Links::Directory(_)))?;
     sections::syscalls(&mut s, r);
     sections::goroutines(&mut s, r);
     files(&mut s, &links);
